@@ -1,0 +1,255 @@
+package engine
+
+import (
+	"golang.org/x/sys/unix"
+
+	"github.com/portico-proxy/portico/poller"
+)
+
+// ActiveSocket is an accepted socket going through its listener's filters, before any
+// Connection exists (Envoy's ActiveTcpSocket). It is pooled per worker: filters must not
+// keep a pointer to it after their call returns.
+type ActiveSocket struct {
+	// Info is what the listener filters learn; chain selection reads it.
+	Info SocketInfo
+
+	fd         int
+	w          *Worker
+	l          *ActiveListener
+	idx        int  // current listener filter
+	registered bool // fd is in epoll (edge-triggered) waiting for data
+	failed     bool
+	handedOff  bool
+	done       bool
+	timer      *Timer
+	next       *ActiveSocket // free list
+}
+
+// Fd is the raw socket. Filters may getsockopt/recv on it; they must not close it.
+func (s *ActiveSocket) Fd() int { return s.fd }
+
+// Worker is the worker running the filters.
+func (s *ActiveSocket) Worker() *Worker { return s.w }
+
+// ListenerName names the listener whose filters are running.
+func (s *ActiveSocket) ListenerName() string { return s.l.l.cfg.Name }
+
+// Fail rejects the socket: it is closed when the filter returns, and
+// downstream_listener_filter_error is counted.
+func (s *ActiveSocket) Fail() { s.failed = true }
+
+// Drain consumes n bytes from the socket (they were peeked before, so they are there),
+// as proxy_protocol does with its header. It reads into the worker's scratch buffer.
+func (s *ActiveSocket) Drain(n int) error {
+	buf := s.w.scratch
+	for n > 0 {
+		m := min(n, len(buf))
+		r, err := readFd(s.fd, buf[:m])
+		if err != nil {
+			return err
+		}
+		if r == 0 {
+			return unix.ECONNRESET
+		}
+		n -= r
+	}
+	return nil
+}
+
+func (w *Worker) getSocket() *ActiveSocket {
+	s := w.freeSockets
+	if s != nil {
+		w.freeSockets = s.next
+		s.next = nil
+		return s
+	}
+	s = &ActiveSocket{w: w}
+	s.timer = w.NewTimer(s.onTimeout)
+	return s
+}
+
+func (w *Worker) putSocket(s *ActiveSocket) {
+	s.Info.Reset()
+	s.fd, s.l, s.idx = -1, nil, 0
+	s.registered, s.failed, s.handedOff, s.done = false, false, false, false
+	s.next = w.freeSockets
+	w.freeSockets = s
+}
+
+// start runs the listener filters of s.l from the first one.
+func (s *ActiveSocket) start() {
+	s.l.stats.DownstreamPreCxActive.Inc()
+	s.idx = 0
+	s.continueFilters(true)
+}
+
+// continueFilters runs filters from s.idx. callAccept says whether the current filter's
+// OnAccept is still to be called.
+func (s *ActiveSocket) continueFilters(callAccept bool) {
+	filters := s.l.l.cfg.ListenerFilters
+	for s.idx < len(filters) {
+		f := filters[s.idx]
+		if callAccept {
+			st := f.OnAccept(s)
+			if s.failed {
+				s.reject()
+				return
+			}
+			if st == StopIteration && f.MaxReadBytes() > 0 {
+				// The peer usually sends its first bytes with the handshake: try now and
+				// only wait in epoll if nothing is there yet.
+				if s.peek(f) {
+					return
+				}
+				callAccept = true
+				continue
+			}
+			if st == StopIteration {
+				// A filter that stops without wanting data would hang the socket; treat
+				// it as done, as Envoy's asserts require maxReadBytes for it.
+				s.idx++
+				continue
+			}
+		}
+		s.idx++
+		callAccept = true
+	}
+	s.finish()
+}
+
+// peek feeds the current filter the bytes available. It returns true when the socket is
+// waiting (for data or timer) or gone, false when the filter continued (s.idx advanced).
+func (s *ActiveSocket) peek(f ListenerFilter) bool {
+	max := min(f.MaxReadBytes(), len(s.w.scratch))
+	buf := s.w.scratch[:max]
+	n, err := recvPeek(s.fd, buf)
+	if err == unix.EAGAIN {
+		s.wait()
+		return true
+	}
+	if err != nil || n == 0 {
+		// Peer reset or closed before the filters were satisfied.
+		s.close()
+		return true
+	}
+	st := f.OnData(s, buf[:n])
+	if s.failed {
+		s.reject()
+		return true
+	}
+	if st == StopIteration {
+		if n >= max {
+			// The filter has all it may ever see and still cannot decide.
+			s.reject()
+			return true
+		}
+		s.wait()
+		return true
+	}
+	s.idx++
+	return false
+}
+
+// wait registers the socket edge-triggered (so peeked-but-unread bytes do not re-fire)
+// and arms the listener-filter timeout.
+func (s *ActiveSocket) wait() {
+	if !s.registered {
+		if err := s.w.Register(s.fd, poller.In|poller.RDHup|edgeTriggered, s); err != nil {
+			s.close()
+			return
+		}
+		s.registered = true
+		if d := s.l.l.cfg.ListenerFiltersTimeout; d > 0 {
+			s.timer.Reset(d)
+		}
+	}
+}
+
+// OnEvent implements EventHandler: more bytes arrived for the current filter.
+func (s *ActiveSocket) OnEvent(ev uint32) {
+	filters := s.l.l.cfg.ListenerFilters
+	if s.idx >= len(filters) {
+		return
+	}
+	if s.peek(filters[s.idx]) {
+		return
+	}
+	s.continueFilters(true)
+}
+
+func (s *ActiveSocket) onTimeout() {
+	s.l.stats.DownstreamPreCxTimeout.Inc()
+	if s.l.l.cfg.ContinueOnListenerFiltersTimeout {
+		s.finish()
+		return
+	}
+	s.close()
+}
+
+func (s *ActiveSocket) reject() {
+	s.l.stats.DownstreamListenerFilterError.Inc()
+	s.close()
+}
+
+// detach ends the pre-connection phase on this listener without closing the fd.
+func (s *ActiveSocket) detach() {
+	s.timer.Stop()
+	s.l.stats.DownstreamPreCxActive.Dec()
+}
+
+func (s *ActiveSocket) close() {
+	s.detach()
+	if s.registered {
+		s.w.Unregister(s.fd)
+	}
+	unix.Close(s.fd)
+	s.l.l.balancer.release(s.w.ID)
+	s.w.putSocket(s)
+}
+
+// finish hands the socket off (use_original_dst) or selects its chain and creates the
+// Connection.
+func (s *ActiveSocket) finish() {
+	l := s.l
+	if l.l.cfg.UseOriginalDst && s.Info.LocalAddrRestored && !s.handedOff {
+		if target := s.w.findListener(s.Info.LocalAddr); target != nil && target != l {
+			s.detach()
+			l.stats.DownstreamCxHandedOff.Inc()
+			l.l.balancer.release(s.w.ID)
+			if s.registered {
+				s.w.Unregister(s.fd)
+				s.registered = false
+			}
+			target.takeSocket(s)
+			return
+		}
+	}
+	if s.Info.TransportProtocol == "" {
+		s.Info.TransportProtocol = TransportRawBuffer
+	}
+	chain := l.l.cfg.FilterChains.FindFilterChain(&s.Info)
+	if chain == nil {
+		l.stats.NoFilterChainMatch.Inc()
+		s.close()
+		return
+	}
+	s.detach()
+	fd, registered := s.fd, s.registered
+	info := s.Info
+	w := s.w
+	w.putSocket(s)
+	l.newConnection(fd, registered, &info, chain)
+}
+
+// recvPeek is recv(MSG_PEEK) into buf.
+func recvPeek(fd int, buf []byte) (int, error) {
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, unix.MSG_PEEK)
+		if err == unix.EINTR {
+			continue
+		}
+		return n, err
+	}
+}
+
+const edgeTriggered = unix.EPOLLET

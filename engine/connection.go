@@ -1,0 +1,430 @@
+package engine
+
+import (
+	"errors"
+
+	"github.com/valyala/bytebufferpool"
+	"golang.org/x/sys/unix"
+
+	"github.com/portico-proxy/portico/poller"
+)
+
+// ConnectionEvent is raised to ConnectionCallbacks (Envoy's Network::ConnectionEvent).
+type ConnectionEvent int
+
+const (
+	// RemoteClose: the peer closed or reset, or an upstream connect failed.
+	RemoteClose ConnectionEvent = iota
+	// LocalClose: this side closed the connection.
+	LocalClose
+	// Connected: an upstream connect completed.
+	Connected
+)
+
+func (e ConnectionEvent) String() string {
+	switch e {
+	case RemoteClose:
+		return "RemoteClose"
+	case LocalClose:
+		return "LocalClose"
+	case Connected:
+		return "Connected"
+	}
+	return "unknown"
+}
+
+// CloseType says what happens to buffered data on Close.
+type CloseType int
+
+const (
+	// CloseFlushWrite sends what is buffered, then closes.
+	CloseFlushWrite CloseType = iota
+	// CloseNoFlush drops what is buffered and closes now.
+	CloseNoFlush
+	// CloseReset drops what is buffered and sends RST (SO_LINGER 0).
+	CloseReset
+)
+
+// FailureReason says why an upstream connection closed before or while connecting.
+type FailureReason int
+
+// Failure reasons.
+const (
+	FailureNone FailureReason = iota
+	FailureConnectRefused
+	FailureConnectTimeout
+)
+
+// ConnectionCallbacks observe a connection's life and its write-buffer watermarks.
+type ConnectionCallbacks interface {
+	OnEvent(ev ConnectionEvent)
+	// OnAboveWriteBufferHighWatermark: the write buffer passed the high watermark; stop
+	// feeding this connection (typically ReadDisable the peer).
+	OnAboveWriteBufferHighWatermark()
+	// OnBelowWriteBufferLowWatermark: it drained below the low watermark; resume.
+	OnBelowWriteBufferLowWatermark()
+}
+
+type connState uint8
+
+const (
+	stateConnecting connState = iota
+	stateOpen
+	stateClosing // flushing before close
+	stateClosed
+)
+
+// Connection is an established (or connecting) TCP connection on one worker, downstream
+// or upstream (Envoy's Network::ConnectionImpl). All methods run on its worker.
+type Connection struct {
+	fd    int
+	w     *Worker
+	state connState
+	// Info describes the socket (addresses, SNI, protocols) for filters.
+	Info SocketInfo
+
+	filters []ReadFilter
+	cbs     []ConnectionCallbacks
+
+	out    *bytebufferpool.ByteBuffer
+	outOff int
+	high   int
+	low    int
+	above  bool
+
+	readDisable   int
+	halfClose     bool
+	remoteEOF     bool
+	shutdownAfter bool // endStream was written: shutdown(SHUT_WR) once the buffer is empty
+	localShutdown bool
+	events        uint32
+
+	failure      FailureReason
+	connectTimer *Timer
+
+	rx, tx  *Counter
+	onClose func(c *Connection)
+}
+
+// errClosed is returned by operations on a closed connection.
+var errClosed = errors.New("connection closed")
+
+func newConnection(w *Worker, fd int, limit int, state connState) *Connection {
+	if limit <= 0 {
+		limit = DefaultBufferLimit
+	}
+	c := &Connection{fd: fd, w: w, state: state, high: limit, low: limit / 2}
+	w.conns[c] = struct{}{}
+	return c
+}
+
+// Worker is the worker the connection lives on.
+func (c *Connection) Worker() *Worker { return c.w }
+
+// Fd is the socket's descriptor.
+func (c *Connection) Fd() int { return c.fd }
+
+// AddCallbacks registers cb for events and watermarks.
+func (c *Connection) AddCallbacks(cb ConnectionCallbacks) { c.cbs = append(c.cbs, cb) }
+
+// EnableHalfClose keeps the connection open after the peer's FIN, so a filter can still
+// write (tcp_proxy does). Without it a FIN closes the connection after flushing.
+func (c *Connection) EnableHalfClose(on bool) { c.halfClose = on }
+
+// FailureReason says why an upstream connection failed, if it did.
+func (c *Connection) FailureReason() FailureReason { return c.failure }
+
+// IsOpen reports whether the connection is neither closing nor closed.
+func (c *Connection) IsOpen() bool { return c.state == stateOpen || c.state == stateConnecting }
+
+// BufferedBytes is what the kernel has not yet taken.
+func (c *Connection) BufferedBytes() int {
+	if c.out == nil {
+		return 0
+	}
+	return len(c.out.B) - c.outOff
+}
+
+// AboveHighWatermark reports whether the write buffer is over its high watermark.
+func (c *Connection) AboveHighWatermark() bool { return c.above }
+
+func (c *Connection) raise(ev ConnectionEvent) {
+	for _, cb := range c.cbs {
+		cb.OnEvent(ev)
+	}
+}
+
+func (c *Connection) wantEvents() uint32 {
+	switch c.state {
+	case stateConnecting:
+		return poller.Out
+	case stateClosed:
+		return 0
+	}
+	var ev uint32
+	if c.readDisable == 0 && !c.remoteEOF && c.state == stateOpen {
+		ev |= poller.In
+	}
+	if c.BufferedBytes() > 0 {
+		ev |= poller.Out
+	}
+	return ev
+}
+
+// updateEvents re-arms epoll only when the mask changed: LT epoll with a stable mask costs
+// no syscall on the hot path.
+func (c *Connection) updateEvents() {
+	ev := c.wantEvents()
+	if ev != c.events {
+		c.events = ev
+		c.w.Modify(c.fd, ev)
+	}
+}
+
+// ReadDisable stops (true) or resumes (false) reading; calls nest like Envoy's.
+func (c *Connection) ReadDisable(disable bool) {
+	if c.state == stateClosed {
+		return
+	}
+	if disable {
+		c.readDisable++
+	} else if c.readDisable > 0 {
+		c.readDisable--
+	}
+	c.updateEvents()
+}
+
+// ReadDisabled reports whether reading is off.
+func (c *Connection) ReadDisabled() bool { return c.readDisable > 0 }
+
+// Write sends data, buffering what the kernel does not take; endStream half-closes the
+// write side once everything is sent. The data is copied if buffered, so the caller may
+// reuse it (e.g. the worker's scratch buffer).
+func (c *Connection) Write(data []byte, endStream bool) {
+	if c.state == stateClosed || c.state == stateClosing || c.localShutdown {
+		return
+	}
+	if len(data) > 0 {
+		if c.state == stateOpen && c.BufferedBytes() == 0 {
+			n, err := writeFd(c.fd, data)
+			if n > 0 {
+				if c.tx != nil {
+					c.tx.Add(uint64(n))
+				}
+				data = data[n:]
+			}
+			if err != nil && err != unix.EAGAIN {
+				c.closeSocket(RemoteClose)
+				return
+			}
+		}
+		if len(data) > 0 {
+			if c.out == nil {
+				c.out = bytebufferpool.Get()
+			}
+			c.out.B = append(c.out.B, data...)
+		}
+	}
+	if endStream {
+		c.shutdownAfter = true
+	}
+	c.afterWrite()
+}
+
+// afterWrite applies shutdown, watermarks and the epoll mask after the buffer changed.
+func (c *Connection) afterWrite() {
+	if c.state == stateClosed {
+		return
+	}
+	buffered := c.BufferedBytes()
+	if buffered == 0 && c.state != stateConnecting {
+		if c.out != nil {
+			bytebufferpool.Put(c.out)
+			c.out, c.outOff = nil, 0
+		}
+		if c.shutdownAfter && !c.localShutdown {
+			c.localShutdown = true
+			unix.Shutdown(c.fd, unix.SHUT_WR)
+		}
+		if c.state == stateClosing {
+			c.closeSocket(LocalClose)
+			return
+		}
+	}
+	if !c.above && buffered > c.high {
+		c.above = true
+		for _, cb := range c.cbs {
+			cb.OnAboveWriteBufferHighWatermark()
+		}
+	} else if c.above && buffered < c.low {
+		c.above = false
+		for _, cb := range c.cbs {
+			cb.OnBelowWriteBufferLowWatermark()
+		}
+	}
+	if c.state != stateClosed {
+		c.updateEvents()
+	}
+	if c.localShutdown && c.remoteEOF && buffered == 0 && c.state == stateOpen {
+		// Both directions are done: nothing more can happen on this socket.
+		c.closeSocket(LocalClose)
+	}
+}
+
+func (c *Connection) flush() {
+	for c.BufferedBytes() > 0 {
+		n, err := writeFd(c.fd, c.out.B[c.outOff:])
+		if n > 0 {
+			if c.tx != nil {
+				c.tx.Add(uint64(n))
+			}
+			c.outOff += n
+		}
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil {
+			c.closeSocket(RemoteClose)
+			return
+		}
+	}
+	if c.out != nil && c.outOff > 0 && c.outOff >= len(c.out.B)/2 {
+		// Compact so a long-lived slow reader does not grow the buffer without bound.
+		n := copy(c.out.B, c.out.B[c.outOff:])
+		c.out.B = c.out.B[:n]
+		c.outOff = 0
+	}
+	c.afterWrite()
+}
+
+// Close closes the connection; see CloseType.
+func (c *Connection) Close(t CloseType) {
+	switch c.state {
+	case stateClosed:
+		return
+	case stateClosing:
+		if t == CloseFlushWrite {
+			return
+		}
+	}
+	if t == CloseFlushWrite && c.state == stateOpen && c.BufferedBytes() > 0 {
+		c.state = stateClosing
+		c.updateEvents()
+		return
+	}
+	if t == CloseReset {
+		unix.SetsockoptLinger(c.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	}
+	c.closeSocket(LocalClose)
+}
+
+func (c *Connection) closeSocket(ev ConnectionEvent) {
+	if c.state == stateClosed {
+		return
+	}
+	c.state = stateClosed
+	if c.connectTimer != nil {
+		c.connectTimer.Stop()
+	}
+	c.w.Unregister(c.fd)
+	unix.Close(c.fd)
+	c.fd = -1
+	if c.out != nil {
+		bytebufferpool.Put(c.out)
+		c.out, c.outOff = nil, 0
+	}
+	delete(c.w.conns, c)
+	if c.onClose != nil {
+		c.onClose(c)
+	}
+	c.raise(ev)
+}
+
+// OnEvent implements EventHandler.
+func (c *Connection) OnEvent(ev uint32) {
+	if c.state == stateConnecting {
+		c.onConnectReady(ev)
+		return
+	}
+	if ev&(poller.Out|poller.Err|poller.Hup) != 0 && c.BufferedBytes() > 0 {
+		c.flush()
+		if c.state == stateClosed {
+			return
+		}
+	}
+	if ev&(poller.In|poller.Err|poller.Hup) != 0 && c.readDisable == 0 && !c.remoteEOF &&
+		c.state == stateOpen {
+		c.onReadReady()
+	}
+}
+
+func (c *Connection) onReadReady() {
+	buf := c.w.scratch
+	n, err := readFd(c.fd, buf)
+	switch {
+	case n > 0:
+		if c.rx != nil {
+			c.rx.Add(uint64(n))
+		}
+		c.dispatch(buf[:n], false)
+	case n == 0 && err == nil:
+		c.remoteEOF = true
+		if !c.halfClose {
+			// A FIN without half-close support ends the connection, as in Envoy.
+			c.dispatch(nil, true)
+			if c.state != stateClosed {
+				c.Close(CloseFlushWrite)
+				if c.state == stateClosing {
+					// Still flushing: report the close to callbacks only at the end.
+					return
+				}
+			}
+			return
+		}
+		c.updateEvents()
+		c.dispatch(nil, true)
+		if c.state == stateOpen && c.localShutdown && c.BufferedBytes() == 0 {
+			c.closeSocket(RemoteClose)
+		}
+	case err == unix.EAGAIN || err == unix.EINTR:
+	default:
+		c.closeSocket(RemoteClose)
+	}
+}
+
+func (c *Connection) dispatch(data []byte, endStream bool) {
+	for _, f := range c.filters {
+		if c.state == stateClosed {
+			return
+		}
+		if f.OnData(data, endStream) == StopIteration {
+			return
+		}
+	}
+}
+
+func readFd(fd int, p []byte) (int, error) {
+	for {
+		n, err := unix.Read(fd, p)
+		if err == unix.EINTR {
+			continue
+		}
+		if n < 0 {
+			n = 0
+		}
+		return n, err
+	}
+}
+
+func writeFd(fd int, p []byte) (int, error) {
+	for {
+		n, err := unix.Write(fd, p)
+		if err == unix.EINTR {
+			continue
+		}
+		if n < 0 {
+			n = 0
+		}
+		return n, err
+	}
+}

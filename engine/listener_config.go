@@ -1,0 +1,52 @@
+package engine
+
+import (
+	"net/netip"
+	"time"
+)
+
+// ListenerConfig is one listener, translated from Envoy's Listener message.
+type ListenerConfig struct {
+	Name    string
+	Address netip.AddrPort
+	// BindToPort false: the listener never binds or listens; it only receives sockets
+	// handed off by a use_original_dst listener.
+	BindToPort bool
+	// ReusePort: one SO_REUSEPORT socket per worker; otherwise one socket dup'ed into every
+	// worker's epoll.
+	ReusePort bool
+	// ExactBalance hands each accepted socket to the worker with the fewest connections.
+	ExactBalance bool
+	// Backlog for listen(2); 0 means the kernel's somaxconn.
+	Backlog int
+	// UseOriginalDst hands a socket whose destination was restored to the listener bound to
+	// that destination.
+	UseOriginalDst bool
+	// ListenerFilters run in order on each accepted socket.
+	ListenerFilters []ListenerFilter
+	// ListenerFiltersTimeout bounds the listener-filter phase; 0 disables it.
+	ListenerFiltersTimeout time.Duration
+	// ContinueOnListenerFiltersTimeout creates the connection at the timeout instead of
+	// closing the socket.
+	ContinueOnListenerFiltersTimeout bool
+	// FilterChains selects the network filters for each socket.
+	FilterChains FilterChainManager
+	// PerConnectionBufferLimit is the high watermark of each connection's write buffer
+	// (Envoy's per_connection_buffer_limit_bytes, default 1 MiB).
+	PerConnectionBufferLimit int
+	// MaxAcceptPerEvent caps the accept4 batch per readiness event.
+	MaxAcceptPerEvent int
+	// Transparent and Freebind set IP_TRANSPARENT and IP_FREEBIND before bind.
+	Transparent bool
+	Freebind    bool
+}
+
+// DefaultListenerFiltersTimeout is Envoy's listener_filters_timeout default.
+const DefaultListenerFiltersTimeout = 15 * time.Second
+
+// DefaultBufferLimit is Envoy's per_connection_buffer_limit_bytes default.
+const DefaultBufferLimit = 1 << 20
+
+// defaultMaxAccept bounds one accept batch so a flood of connections cannot starve the
+// other fds of the loop.
+const defaultMaxAccept = 64

@@ -1,0 +1,180 @@
+package engine
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"time"
+)
+
+// ServerOptions configure a Server.
+type ServerOptions struct {
+	// Concurrency is the number of workers; 0 means the CPU count.
+	Concurrency int
+	Logger      *slog.Logger
+}
+
+// Server owns the workers, listeners and clusters (Envoy's ListenerManager plus the
+// worker set). Its methods run on the main goroutine.
+type Server struct {
+	log       *slog.Logger
+	workers   []*Worker
+	listeners []*Listener
+	clusters  []*Cluster
+	byName    map[string]*Cluster
+	byAddr    map[netip.AddrPort]int
+	started   bool
+}
+
+// NewServer creates the workers (not yet running).
+func NewServer(o ServerOptions) (*Server, error) {
+	n := o.Concurrency
+	if n <= 0 {
+		n = runtime.NumCPU()
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{log: log, byName: map[string]*Cluster{}, byAddr: map[netip.AddrPort]int{}}
+	for i := 0; i < n; i++ {
+		w, err := NewWorker(i, log)
+		if err != nil {
+			return nil, err
+		}
+		s.workers = append(s.workers, w)
+	}
+	for _, w := range s.workers {
+		w.peers = s.workers
+		w.byAddr = s.byAddr
+	}
+	return s, nil
+}
+
+// Concurrency is the number of workers.
+func (s *Server) Concurrency() int { return len(s.workers) }
+
+// Workers lists the workers.
+func (s *Server) Workers() []*Worker { return s.workers }
+
+// AddCluster registers a cluster before Start.
+func (s *Server) AddCluster(cfg ClusterConfig) (*Cluster, error) {
+	if _, dup := s.byName[cfg.Name]; dup {
+		return nil, fmt.Errorf("cluster %q: defined twice", cfg.Name)
+	}
+	c, err := newCluster(cfg, len(s.workers))
+	if err != nil {
+		return nil, err
+	}
+	s.clusters = append(s.clusters, c)
+	s.byName[cfg.Name] = c
+	return c, nil
+}
+
+// Cluster finds a cluster by name.
+func (s *Server) Cluster(name string) *Cluster { return s.byName[name] }
+
+// Clusters lists the clusters.
+func (s *Server) Clusters() []*Cluster { return s.clusters }
+
+// Listeners lists the listeners.
+func (s *Server) Listeners() []*Listener { return s.listeners }
+
+// AddListener binds the listener's sockets now (unless bind_to_port is false), so that an
+// address conflict is an error here, before any worker runs.
+func (s *Server) AddListener(cfg ListenerConfig) (*Listener, error) {
+	if s.started {
+		return nil, fmt.Errorf("listener %q: listeners are added before start", cfg.Name)
+	}
+	for _, l := range s.listeners {
+		if l.cfg.Name == cfg.Name {
+			return nil, fmt.Errorf("listener %q: defined twice", cfg.Name)
+		}
+	}
+	if cfg.FilterChains == nil {
+		return nil, fmt.Errorf("listener %q: no filter chains", cfg.Name)
+	}
+	if _, dup := s.byAddr[cfg.Address]; dup && cfg.Address.Port() != 0 {
+		return nil, fmt.Errorf("listener %q: address %s is used by another listener", cfg.Name, cfg.Address)
+	}
+	l, err := bindListener(cfg, len(s.listeners), len(s.workers))
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.listeners = append(s.listeners, l)
+	s.byAddr[l.addr] = l.id
+	return l, nil
+}
+
+// Start runs the workers and posts every listener to each ("add listener" tasks).
+func (s *Server) Start() {
+	s.started = true
+	for _, w := range s.workers {
+		for _, l := range s.listeners {
+			w.Post(func() { w.addListener(l) })
+		}
+		w.Start()
+	}
+}
+
+// StopListeners stops accepting on every worker; open connections go on.
+func (s *Server) StopListeners() {
+	for _, w := range s.workers {
+		w.Post(func() {
+			for _, al := range w.active {
+				if al != nil {
+					al.stop()
+				}
+			}
+		})
+	}
+}
+
+// ActiveConnections sums downstream_cx_active over listeners and workers.
+func (s *Server) ActiveConnections() int64 {
+	var n int64
+	for _, l := range s.listeners {
+		for i := range l.stats {
+			n += l.stats[i].DownstreamCxActive.Value()
+		}
+	}
+	return n
+}
+
+// Drain stops accepting, then waits until no downstream connection is left or the
+// timeout passes, whichever is first. It reports whether every connection finished.
+func (s *Server) Drain(timeout time.Duration) bool {
+	s.StopListeners()
+	deadline := time.Now().Add(timeout)
+	for s.ActiveConnections() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
+// Close stops the workers (closing whatever they still hold) and waits for them; before
+// Start it closes the sockets bound so far.
+func (s *Server) Close() {
+	if !s.started {
+		for _, l := range s.listeners {
+			for _, fd := range l.fds {
+				closeFd(fd)
+			}
+		}
+		for _, w := range s.workers {
+			w.poller.Close()
+		}
+		return
+	}
+	for _, w := range s.workers {
+		w.Stop()
+	}
+	for _, w := range s.workers {
+		<-w.Done()
+	}
+}

@@ -1,0 +1,66 @@
+package engine
+
+import (
+	"net/netip"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// sockaddrOf converts an address for bind/connect.
+func sockaddrOf(ap netip.AddrPort) unix.Sockaddr {
+	a := ap.Addr()
+	if a.Is4() || a.Is4In6() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}
+	}
+	sa := &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+	return sa
+}
+
+// addrPortFromRaw decodes a kernel sockaddr without allocating (x/sys's Sockaddr
+// conversion allocates an interface value per call, once per accept).
+func addrPortFromRaw(rsa *unix.RawSockaddrAny) netip.AddrPort {
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		p := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		port := uint16(p.Port>>8) | uint16(p.Port<<8)
+		return netip.AddrPortFrom(netip.AddrFrom4(p.Addr), port)
+	case unix.AF_INET6:
+		p := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		port := uint16(p.Port>>8) | uint16(p.Port<<8)
+		a := netip.AddrFrom16(p.Addr)
+		if a.Is4In6() {
+			a = a.Unmap()
+		}
+		return netip.AddrPortFrom(a, port)
+	}
+	return netip.AddrPort{}
+}
+
+// accept4 accepts one connection, returning its fd and peer address without allocating.
+func accept4(fd int, rsa *unix.RawSockaddrAny) (int, error) {
+	l := uint32(unix.SizeofSockaddrAny)
+	for {
+		nfd, _, e := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(rsa)),
+			uintptr(unsafe.Pointer(&l)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return -1, e
+		}
+		return int(nfd), nil
+	}
+}
+
+// localAddr is getsockname without allocating.
+func localAddr(fd int) netip.AddrPort {
+	var rsa unix.RawSockaddrAny
+	l := uint32(unix.SizeofSockaddrAny)
+	_, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)),
+		uintptr(unsafe.Pointer(&l)))
+	if e != 0 {
+		return netip.AddrPort{}
+	}
+	return addrPortFromRaw(&rsa)
+}

@@ -1,0 +1,125 @@
+package engine
+
+import "sync/atomic"
+
+// Counter is a monotonically increasing stat. It is written by one worker and read by the
+// admin scrape without a lock.
+type Counter struct{ v atomic.Uint64 }
+
+// Inc adds one.
+func (c *Counter) Inc() { c.v.Add(1) }
+
+// Add adds n.
+func (c *Counter) Add(n uint64) { c.v.Add(n) }
+
+// Value reads the counter.
+func (c *Counter) Value() uint64 { return c.v.Load() }
+
+// Gauge is a stat that goes up and down.
+type Gauge struct{ v atomic.Int64 }
+
+// Inc adds one.
+func (g *Gauge) Inc() { g.v.Add(1) }
+
+// Dec subtracts one.
+func (g *Gauge) Dec() { g.v.Add(-1) }
+
+// Add adds n (may be negative).
+func (g *Gauge) Add(n int64) { g.v.Add(n) }
+
+// Value reads the gauge.
+func (g *Gauge) Value() int64 { return g.v.Load() }
+
+// StatKind tells counters from gauges for exporters.
+type StatKind int
+
+// Stat kinds.
+const (
+	KindCounter StatKind = iota
+	KindGauge
+)
+
+// StatVisitor receives one stat: its Envoy name, kind and value.
+type StatVisitor func(name string, kind StatKind, value float64)
+
+// ListenerStats are one listener's stats on one worker, with Envoy's names.
+type ListenerStats struct {
+	DownstreamCxTotal             Counter
+	DownstreamCxDestroy           Counter
+	DownstreamCxActive            Gauge
+	DownstreamCxOverflow          Counter
+	DownstreamPreCxActive         Gauge
+	DownstreamPreCxTimeout        Counter
+	DownstreamListenerFilterError Counter
+	NoFilterChainMatch            Counter
+	DownstreamCxRxBytesTotal      Counter
+	DownstreamCxTxBytesTotal      Counter
+	// DownstreamCxHandedOff counts sockets this listener passed on by use_original_dst.
+	DownstreamCxHandedOff Counter
+}
+
+// Visit reports every stat.
+func (s *ListenerStats) Visit(v StatVisitor) {
+	v("downstream_cx_total", KindCounter, float64(s.DownstreamCxTotal.Value()))
+	v("downstream_cx_destroy", KindCounter, float64(s.DownstreamCxDestroy.Value()))
+	v("downstream_cx_active", KindGauge, float64(s.DownstreamCxActive.Value()))
+	v("downstream_cx_overflow", KindCounter, float64(s.DownstreamCxOverflow.Value()))
+	v("downstream_pre_cx_active", KindGauge, float64(s.DownstreamPreCxActive.Value()))
+	v("downstream_pre_cx_timeout", KindCounter, float64(s.DownstreamPreCxTimeout.Value()))
+	v("downstream_listener_filter_error", KindCounter, float64(s.DownstreamListenerFilterError.Value()))
+	v("no_filter_chain_match", KindCounter, float64(s.NoFilterChainMatch.Value()))
+	v("downstream_cx_rx_bytes_total", KindCounter, float64(s.DownstreamCxRxBytesTotal.Value()))
+	v("downstream_cx_tx_bytes_total", KindCounter, float64(s.DownstreamCxTxBytesTotal.Value()))
+	v("downstream_cx_handed_off", KindCounter, float64(s.DownstreamCxHandedOff.Value()))
+}
+
+// ClusterStats are one cluster's stats on one worker, with Envoy's names.
+type ClusterStats struct {
+	UpstreamCxTotal          Counter
+	UpstreamCxActive         Gauge
+	UpstreamCxConnectFail    Counter
+	UpstreamCxConnectTimeout Counter
+	UpstreamCxDestroy        Counter
+	UpstreamCxRxBytesTotal   Counter
+	UpstreamCxTxBytesTotal   Counter
+	UpstreamCxNoneHealthy    Counter
+}
+
+// Visit reports every stat.
+func (s *ClusterStats) Visit(v StatVisitor) {
+	v("upstream_cx_total", KindCounter, float64(s.UpstreamCxTotal.Value()))
+	v("upstream_cx_active", KindGauge, float64(s.UpstreamCxActive.Value()))
+	v("upstream_cx_connect_fail", KindCounter, float64(s.UpstreamCxConnectFail.Value()))
+	v("upstream_cx_connect_timeout", KindCounter, float64(s.UpstreamCxConnectTimeout.Value()))
+	v("upstream_cx_destroy", KindCounter, float64(s.UpstreamCxDestroy.Value()))
+	v("upstream_cx_rx_bytes_total", KindCounter, float64(s.UpstreamCxRxBytesTotal.Value()))
+	v("upstream_cx_tx_bytes_total", KindCounter, float64(s.UpstreamCxTxBytesTotal.Value()))
+	v("upstream_cx_none_healthy", KindCounter, float64(s.UpstreamCxNoneHealthy.Value()))
+}
+
+// StatsScope is a named set of per-worker stats owned by a filter (for example one
+// tcp_proxy stat_prefix or the proxy_protocol filter). Filters create their scopes at config
+// load through the Server's StatsStore.
+type StatsScope struct {
+	Prefix string
+	// PerWorker[i] belongs to worker i.
+	PerWorker []*ScopeCounters
+}
+
+// ScopeCounters is a small named counter set.
+type ScopeCounters struct {
+	Names    []string
+	Counters []Counter
+}
+
+// Counter returns the counter named name, creating nothing: names are fixed at creation.
+func (s *ScopeCounters) Counter(i int) *Counter { return &s.Counters[i] }
+
+// NewStatsScope makes a scope with the given counter names for n workers.
+func NewStatsScope(prefix string, workers int, names ...string) *StatsScope {
+	sc := &StatsScope{Prefix: prefix, PerWorker: make([]*ScopeCounters, workers)}
+	for i := range sc.PerWorker {
+		sc.PerWorker[i] = &ScopeCounters{Names: names, Counters: make([]Counter, len(names))}
+	}
+	return sc
+}

@@ -1,0 +1,210 @@
+package engine
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/portico-proxy/portico/poller"
+)
+
+// LBPolicy picks an endpoint of a cluster.
+type LBPolicy int
+
+// Load-balancing policies (Envoy's Cluster.LbPolicy subset).
+const (
+	RoundRobin LBPolicy = iota
+	LeastRequest
+)
+
+func (p LBPolicy) String() string {
+	if p == LeastRequest {
+		return "LEAST_REQUEST"
+	}
+	return "ROUND_ROBIN"
+}
+
+// Endpoint is one upstream address of a STATIC cluster.
+type Endpoint struct {
+	Address netip.AddrPort
+	Weight  uint32
+}
+
+// ClusterConfig is one STATIC cluster.
+type ClusterConfig struct {
+	Name           string
+	ConnectTimeout time.Duration
+	LBPolicy       LBPolicy
+	Endpoints      []Endpoint
+	// PerConnectionBufferLimit is the upstream connections' high watermark.
+	PerConnectionBufferLimit int
+}
+
+// DefaultConnectTimeout is Envoy's cluster connect_timeout default.
+const DefaultConnectTimeout = 5 * time.Second
+
+// Cluster is a set of upstream endpoints. Load-balancer state is per worker, as in Envoy,
+// so choosing a host takes no lock.
+type Cluster struct {
+	cfg       ClusterConfig
+	perWorker []clusterWorker
+}
+
+type clusterWorker struct {
+	stats  ClusterStats
+	rr     uint64
+	active []int // active connections per endpoint, for least-request
+	_      [64]byte
+}
+
+func newCluster(cfg ClusterConfig, workers int) (*Cluster, error) {
+	if len(cfg.Endpoints) == 0 {
+		return nil, fmt.Errorf("cluster %q: no endpoints", cfg.Name)
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	c := &Cluster{cfg: cfg, perWorker: make([]clusterWorker, workers)}
+	for i := range c.perWorker {
+		c.perWorker[i].active = make([]int, len(cfg.Endpoints))
+	}
+	return c, nil
+}
+
+// Name is the cluster's name.
+func (c *Cluster) Name() string { return c.cfg.Name }
+
+// Config returns the cluster's configuration.
+func (c *Cluster) Config() ClusterConfig { return c.cfg }
+
+// Stats returns the cluster's stats on worker i.
+func (c *Cluster) Stats(worker int) *ClusterStats { return &c.perWorker[worker].stats }
+
+// chooseEndpoint runs on worker w.
+func (c *Cluster) chooseEndpoint(w *Worker) int {
+	st := &c.perWorker[w.ID]
+	n := len(c.cfg.Endpoints)
+	if n == 1 {
+		return 0
+	}
+	if c.cfg.LBPolicy == LeastRequest {
+		// Envoy's default: power of two choices among random picks; with small sets a
+		// full scan from a rotating start is as cheap and exact.
+		start := int(st.rr % uint64(n))
+		st.rr++
+		best := start
+		for i := 1; i < n; i++ {
+			j := (start + i) % n
+			if st.active[j] < st.active[best] {
+				best = j
+			}
+		}
+		return best
+	}
+	i := int(st.rr % uint64(n))
+	st.rr++
+	return i
+}
+
+// Connect opens a non-blocking connection to one of the cluster's endpoints on worker w.
+// The connection raises Connected when the handshake completes, or RemoteClose with a
+// FailureReason when it is refused or times out (connect_timeout).
+func (c *Cluster) Connect(w *Worker, cb ConnectionCallbacks) *Connection {
+	st := &c.perWorker[w.ID]
+	idx := c.chooseEndpoint(w)
+	addr := c.cfg.Endpoints[idx].Address
+	st.stats.UpstreamCxTotal.Inc()
+	conn := dialTCP(w, addr, c.cfg.PerConnectionBufferLimit)
+	conn.AddCallbacks(cb)
+	conn.rx, conn.tx = &st.stats.UpstreamCxRxBytesTotal, &st.stats.UpstreamCxTxBytesTotal
+	st.active[idx]++
+	st.stats.UpstreamCxActive.Inc()
+	conn.onClose = func(cc *Connection) {
+		st.active[idx]--
+		st.stats.UpstreamCxActive.Dec()
+		st.stats.UpstreamCxDestroy.Inc()
+		switch cc.failure {
+		case FailureConnectRefused:
+			st.stats.UpstreamCxConnectFail.Inc()
+		case FailureConnectTimeout:
+			st.stats.UpstreamCxConnectFail.Inc()
+			st.stats.UpstreamCxConnectTimeout.Inc()
+		}
+	}
+	if conn.state == stateConnecting {
+		conn.connectTimer = w.NewTimer(func() {
+			if conn.state == stateConnecting {
+				conn.failure = FailureConnectTimeout
+				conn.closeSocket(RemoteClose)
+			}
+		})
+		conn.connectTimer.Reset(c.cfg.ConnectTimeout)
+	} else if conn.state == stateClosed {
+		// The socket could not even be created: report it on the next loop turn so the
+		// caller sees the same asynchronous failure as a refused connect.
+		w.Post(func() {
+			conn.onClose(conn)
+			conn.raise(RemoteClose)
+		})
+	}
+	return conn
+}
+
+// dialTCP starts a non-blocking connect. On an immediate error the returned connection is
+// already closed with FailureConnectRefused and no callbacks raised.
+func dialTCP(w *Worker, addr netip.AddrPort, limit int) *Connection {
+	conn := &Connection{fd: -1, w: w, state: stateClosed, failure: FailureConnectRefused}
+	if limit <= 0 {
+		limit = DefaultBufferLimit
+	}
+	conn.high, conn.low = limit, limit/2
+	family := unix.AF_INET
+	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return conn
+	}
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	err = unix.Connect(fd, sockaddrOf(addr))
+	if err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		return conn
+	}
+	conn.fd = fd
+	conn.failure = FailureNone
+	conn.state = stateConnecting
+	conn.events = poller.Out
+	w.conns[conn] = struct{}{}
+	if err := w.Register(fd, conn.events, conn); err != nil {
+		delete(w.conns, conn)
+		unix.Close(fd)
+		conn.fd, conn.state, conn.failure = -1, stateClosed, FailureConnectRefused
+	}
+	return conn
+}
+
+func (c *Connection) onConnectReady(ev uint32) {
+	soerr, err := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil || soerr != 0 {
+		c.failure = FailureConnectRefused
+		c.closeSocket(RemoteClose)
+		return
+	}
+	if c.connectTimer != nil {
+		c.connectTimer.Stop()
+	}
+	c.state = stateOpen
+	c.raise(Connected)
+	if c.state == stateClosed {
+		return
+	}
+	if c.BufferedBytes() > 0 {
+		c.flush()
+	} else {
+		c.afterWrite()
+	}
+}
