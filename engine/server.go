@@ -24,6 +24,7 @@ type Server struct {
 	clusters  []*Cluster
 	byName    map[string]*Cluster
 	byAddr    map[netip.AddrPort]int
+	sources   []StatsSource
 	started   bool
 }
 
@@ -58,19 +59,25 @@ func (s *Server) Concurrency() int { return len(s.workers) }
 // Workers lists the workers.
 func (s *Server) Workers() []*Worker { return s.workers }
 
-// AddCluster registers a cluster before Start.
-func (s *Server) AddCluster(cfg ClusterConfig) (*Cluster, error) {
-	if _, dup := s.byName[cfg.Name]; dup {
-		return nil, fmt.Errorf("cluster %q: defined twice", cfg.Name)
+// AddCluster registers a cluster (built by NewCluster for Concurrency workers) before
+// Start.
+func (s *Server) AddCluster(c *Cluster) error {
+	if _, dup := s.byName[c.cfg.Name]; dup {
+		return fmt.Errorf("cluster %q: defined twice", c.cfg.Name)
 	}
-	c, err := newCluster(cfg, len(s.workers))
-	if err != nil {
-		return nil, err
+	if c.workers != len(s.workers) {
+		return fmt.Errorf("cluster %q: built for %d workers, server has %d", c.cfg.Name, c.workers, len(s.workers))
 	}
 	s.clusters = append(s.clusters, c)
-	s.byName[cfg.Name] = c
-	return c, nil
+	s.byName[c.cfg.Name] = c
+	return nil
 }
+
+// AddStatsSource registers extra stats (a filter's own) for the admin scrape.
+func (s *Server) AddStatsSource(src StatsSource) { s.sources = append(s.sources, src) }
+
+// StatsSources lists the registered extra stats.
+func (s *Server) StatsSources() []StatsSource { return s.sources }
 
 // Cluster finds a cluster by name.
 func (s *Server) Cluster(name string) *Cluster { return s.byName[name] }

@@ -97,29 +97,11 @@ func (s *ClusterStats) Visit(v StatVisitor) {
 	v("upstream_cx_none_healthy", KindCounter, float64(s.UpstreamCxNoneHealthy.Value()))
 }
 
-// StatsScope is a named set of per-worker stats owned by a filter (for example one
-// tcp_proxy stat_prefix or the proxy_protocol filter). Filters create their scopes at config
-// load through the Server's StatsStore.
-type StatsScope struct {
-	Prefix string
-	// PerWorker[i] belongs to worker i.
-	PerWorker []*ScopeCounters
-}
-
-// ScopeCounters is a small named counter set.
-type ScopeCounters struct {
-	Names    []string
-	Counters []Counter
-}
-
-// Counter returns the counter named name, creating nothing: names are fixed at creation.
-func (s *ScopeCounters) Counter(i int) *Counter { return &s.Counters[i] }
-
-// NewStatsScope makes a scope with the given counter names for n workers.
-func NewStatsScope(prefix string, workers int, names ...string) *StatsScope {
-	sc := &StatsScope{Prefix: prefix, PerWorker: make([]*ScopeCounters, workers)}
-	for i := range sc.PerWorker {
-		sc.PerWorker[i] = &ScopeCounters{Names: names, Counters: make([]Counter, len(names))}
-	}
-	return sc
+// StatsSource is a set of stats owned by a filter, such as one tcp_proxy stat_prefix.
+// Family is the Prometheus family ("tcp"), Labels identify the instance (for example
+// {"stat_prefix", "ingress"}); Visit reports worker i's stats.
+type StatsSource interface {
+	StatsFamily() string
+	StatsLabels() [][2]string
+	VisitStats(worker int, v StatVisitor)
 }

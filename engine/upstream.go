@@ -50,6 +50,7 @@ const DefaultConnectTimeout = 5 * time.Second
 type Cluster struct {
 	cfg       ClusterConfig
 	perWorker []clusterWorker
+	workers   int
 }
 
 type clusterWorker struct {
@@ -59,14 +60,18 @@ type clusterWorker struct {
 	_      [64]byte
 }
 
-func newCluster(cfg ClusterConfig, workers int) (*Cluster, error) {
+// NewCluster builds a cluster for the given number of workers.
+func NewCluster(cfg ClusterConfig, workers int) (*Cluster, error) {
+	if workers <= 0 {
+		return nil, fmt.Errorf("cluster %q: worker count %d", cfg.Name, workers)
+	}
 	if len(cfg.Endpoints) == 0 {
 		return nil, fmt.Errorf("cluster %q: no endpoints", cfg.Name)
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
-	c := &Cluster{cfg: cfg, perWorker: make([]clusterWorker, workers)}
+	c := &Cluster{cfg: cfg, perWorker: make([]clusterWorker, workers), workers: workers}
 	for i := range c.perWorker {
 		c.perWorker[i].active = make([]int, len(cfg.Endpoints))
 	}

@@ -1,0 +1,34 @@
+// Package tcpproxy is envoy.filters.network.tcp_proxy: it connects each downstream
+// connection to an upstream host of a cluster and copies bytes both ways.
+package tcpproxy
+
+import (
+	"time"
+
+	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/filters/accesslog"
+)
+
+// Name is the filter's Envoy name.
+const Name = "envoy.filters.network.tcp_proxy"
+
+// DefaultIdleTimeout is Envoy's idle_timeout default.
+const DefaultIdleTimeout = time.Hour
+
+// WeightedCluster is one entry of weighted_clusters (or the single `cluster`, weight 1).
+type WeightedCluster struct {
+	Cluster *engine.Cluster
+	Weight  uint32
+}
+
+// Config is the translated TcpProxy message.
+type Config struct {
+	StatPrefix string
+	Clusters   []WeightedCluster
+	// IdleTimeout closes a connection with no bytes either way for this long; 0 disables.
+	// The translator applies DefaultIdleTimeout when the field is absent.
+	IdleTimeout time.Duration
+	// MaxConnectAttempts is how many upstream connects are tried (≥1).
+	MaxConnectAttempts int
+	AccessLogs         []accesslog.Logger
+}
