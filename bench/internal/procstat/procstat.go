@@ -1,0 +1,91 @@
+// Package procstat samples another process's CPU time and memory from /proc.
+// The harness measures the system under test from outside, so it works the
+// same for Portico and for every peer without instrumenting any of them.
+package procstat
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// CPU is utime+stime of a whole process (all threads) in clock ticks.
+type CPU struct {
+	UserTicks, SysTicks uint64
+	Threads             int
+}
+
+// ReadCPU parses /proc/PID/stat. Fields are counted after the ")" closing
+// comm, because comm may itself contain spaces or parentheses.
+func ReadCPU(pid int) (CPU, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return CPU{}, err
+	}
+	return parseStat(b)
+}
+
+func parseStat(b []byte) (CPU, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return CPU{}, fmt.Errorf("procstat: malformed stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); utime=14, stime=15, num_threads=20.
+	if len(f) < 18 {
+		return CPU{}, fmt.Errorf("procstat: short stat (%d fields)", len(f))
+	}
+	u, err1 := strconv.ParseUint(f[11], 10, 64)
+	s, err2 := strconv.ParseUint(f[12], 10, 64)
+	th, err3 := strconv.Atoi(f[17])
+	if err1 != nil || err2 != nil || err3 != nil {
+		return CPU{}, fmt.Errorf("procstat: bad stat numbers")
+	}
+	return CPU{UserTicks: u, SysTicks: s, Threads: th}, nil
+}
+
+// Mem holds the resident set from /proc/PID/status, in bytes.
+type Mem struct {
+	RSS, HWM int64
+}
+
+// ReadMem parses VmRSS and VmHWM from /proc/PID/status.
+func ReadMem(pid int) (Mem, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return Mem{}, err
+	}
+	return parseStatus(b)
+}
+
+func parseStatus(b []byte) (Mem, error) {
+	var m Mem
+	found := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		var dst *int64
+		switch {
+		case strings.HasPrefix(line, "VmRSS:"):
+			dst = &m.RSS
+		case strings.HasPrefix(line, "VmHWM:"):
+			dst = &m.HWM
+		default:
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			return m, fmt.Errorf("procstat: bad line %q", line)
+		}
+		kb, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			return m, err
+		}
+		*dst = kb * 1024
+		found++
+	}
+	if found < 2 {
+		return m, fmt.Errorf("procstat: VmRSS/VmHWM missing")
+	}
+	return m, nil
+}

@@ -1,0 +1,30 @@
+package procstat
+
+import (
+	"os"
+	"testing"
+)
+
+func TestParseStatOddComm(t *testing.T) {
+	line := "1234 (we ird) (x)) S 1 1234 1234 0 -1 4194560 100 0 0 0 57 13 0 0 20 0 7 0 12345 1000000 200 18446744073709551615\n"
+	c, err := parseStat([]byte(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.UserTicks != 57 || c.SysTicks != 13 || c.Threads != 7 {
+		t.Fatalf("got %+v", c)
+	}
+}
+
+func TestSelf(t *testing.T) {
+	if _, err := ReadCPU(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ReadMem(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.RSS <= 0 || m.HWM < m.RSS {
+		t.Fatalf("implausible %+v", m)
+	}
+}
