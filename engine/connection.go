@@ -1,7 +1,7 @@
 package engine
 
 import (
-	"errors"
+	"net/netip"
 
 	"github.com/valyala/bytebufferpool"
 	"golang.org/x/sys/unix"
@@ -104,10 +104,17 @@ type Connection struct {
 
 	rx, tx  *Counter
 	onClose func(c *Connection)
+
+	remote    netip.AddrPort // upstream: the endpoint dialed
+	chainName string         // downstream: the filter chain that built it
 }
 
-// errClosed is returned by operations on a closed connection.
-var errClosed = errors.New("connection closed")
+// RemoteEndpoint is the address an upstream connection dialed.
+func (c *Connection) RemoteEndpoint() netip.AddrPort { return c.remote }
+
+// FilterChainName names the filter chain a downstream connection runs.
+func (c *Connection) FilterChainName() string { return c.chainName }
+
 
 func newConnection(w *Worker, fd int, limit int, state connState) *Connection {
 	if limit <= 0 {
@@ -123,6 +130,9 @@ func (c *Connection) Worker() *Worker { return c.w }
 
 // Fd is the socket's descriptor.
 func (c *Connection) Fd() int { return c.fd }
+
+// AddReadFilter appends a read filter; upstream connections get theirs this way.
+func (c *Connection) AddReadFilter(f ReadFilter) { c.filters = append(c.filters, f) }
 
 // AddCallbacks registers cb for events and watermarks.
 func (c *Connection) AddCallbacks(cb ConnectionCallbacks) { c.cbs = append(c.cbs, cb) }

@@ -304,24 +304,49 @@ func (al *ActiveListener) takeSocket(s *ActiveSocket) {
 	s.start()
 }
 
-// findListener resolves a restored destination to the listener that serves it: exact
-// address first, then the wildcard of the same family and port. Stopped ones are skipped.
+// findListener resolves a restored destination to the listener that serves it on this
+// worker; stopped listeners are skipped.
 func (w *Worker) findListener(dst netip.AddrPort) *ActiveListener {
-	if id, ok := w.byAddr[dst]; ok {
-		if al := w.active[id]; al != nil && !al.stopped {
-			return al
-		}
+	id, ok := handoffTarget(w.byAddr, dst, func(id int) bool {
+		return id < len(w.active) && w.active[id] != nil && !w.active[id].stopped
+	})
+	if !ok {
+		return nil
+	}
+	return w.active[id]
+}
+
+// handoffTarget is Envoy's use_original_dst rule: the listener registered under exactly
+// dst, else the wildcard address of dst's family with dst's port.
+func handoffTarget(byAddr map[netip.AddrPort]int, dst netip.AddrPort, usable func(int) bool) (int, bool) {
+	if id, ok := byAddr[dst]; ok && usable(id) {
+		return id, true
 	}
 	any := netip.IPv4Unspecified()
 	if dst.Addr().Is6() {
 		any = netip.IPv6Unspecified()
 	}
-	if id, ok := w.byAddr[netip.AddrPortFrom(any, dst.Port())]; ok {
-		if al := w.active[id]; al != nil && !al.stopped {
-			return al
+	if id, ok := byAddr[netip.AddrPortFrom(any, dst.Port())]; ok && usable(id) {
+		return id, true
+	}
+	return 0, false
+}
+
+// HandoffTarget applies the use_original_dst rule to configured listeners, as a worker
+// would: it returns the index in cfgs of the listener that would take a socket whose
+// restored destination is dst, or -1.
+func HandoffTarget(cfgs []ListenerConfig, dst netip.AddrPort) int {
+	byAddr := make(map[netip.AddrPort]int, len(cfgs))
+	for i, c := range cfgs {
+		if _, dup := byAddr[c.Address]; !dup {
+			byAddr[c.Address] = i
 		}
 	}
-	return nil
+	id, ok := handoffTarget(byAddr, dst, func(int) bool { return true })
+	if !ok {
+		return -1
+	}
+	return id
 }
 
 // newConnection turns a socket that passed its filters into a Connection with the chain's
@@ -331,6 +356,7 @@ func (al *ActiveListener) newConnection(fd int, registered bool, info *SocketInf
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	c := newConnection(w, fd, al.l.cfg.PerConnectionBufferLimit, stateOpen)
 	c.Info = *info
+	c.chainName = chain.Name
 	c.rx, c.tx = &al.stats.DownstreamCxRxBytesTotal, &al.stats.DownstreamCxTxBytesTotal
 	al.stats.DownstreamCxTotal.Inc()
 	al.stats.DownstreamCxActive.Inc()

@@ -160,7 +160,7 @@ func (c *Cluster) Connect(w *Worker, cb ConnectionCallbacks) *Connection {
 // dialTCP starts a non-blocking connect. On an immediate error the returned connection is
 // already closed with FailureConnectRefused and no callbacks raised.
 func dialTCP(w *Worker, addr netip.AddrPort, limit int) *Connection {
-	conn := &Connection{fd: -1, w: w, state: stateClosed, failure: FailureConnectRefused}
+	conn := &Connection{fd: -1, w: w, state: stateClosed, failure: FailureConnectRefused, remote: addr}
 	if limit <= 0 {
 		limit = DefaultBufferLimit
 	}

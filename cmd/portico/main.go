@@ -1,0 +1,199 @@
+// Command portico runs the Portico proxy from an Envoy v3 bootstrap file, validates such
+// a file, or explains which listener and filter chain would serve a connection.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/portico-proxy/portico/admin"
+	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/engine"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `Usage:
+  portico -c FILE [--concurrency N] [--log-level LEVEL] [--drain-time-s N]
+  portico validate -c FILE
+  portico explain -c FILE --listener NAME --dst IP:PORT [--src IP:PORT] [--direct-src IP:PORT]
+                  [--sni NAME] [--transport tls|raw_buffer] [--alpn p1,p2]
+  portico --version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "validate":
+			return validate(args[1:], stdout, stderr)
+		case "explain":
+			return explain(args[1:], stdout, stderr)
+		case "run":
+			args = args[1:]
+		}
+	}
+	return serve(args, stdout, stderr)
+}
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	return fs
+}
+
+// printConfigErrors prints each problem of a bad file on its own line.
+func printConfigErrors(w io.Writer, path string, err error) {
+	var errs config.Errors
+	if errors.As(err, &errs) {
+		for _, e := range errs {
+			fmt.Fprintf(w, "%s: %s\n", path, e)
+		}
+		return
+	}
+	fmt.Fprintf(w, "%s: %v\n", path, err)
+}
+
+func validate(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("validate", stderr)
+	path := fs.String("c", "", "bootstrap file (Envoy v3 YAML or JSON)")
+	fs.StringVar(path, "config-path", "", "same as -c")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "validate: -c FILE is required")
+		return 2
+	}
+	if _, err := config.Load(*path, 1); err != nil {
+		printConfigErrors(stderr, *path, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: OK\n", *path)
+	return 0
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "trace", "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error", "critical", "off":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("unknown log level %q (trace, debug, info, warning, error, critical, off)", s)
+}
+
+func serve(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("portico", stderr)
+	path := fs.String("c", "", "bootstrap file (Envoy v3 YAML or JSON)")
+	fs.StringVar(path, "config-path", "", "same as -c")
+	concurrency := fs.Int("concurrency", 0, "number of workers (default: the CPU count)")
+	level := fs.String("log-level", "info", "log level: trace, debug, info, warning, error, critical, off")
+	drain := fs.Int("drain-time-s", 5, "on SIGTERM/SIGINT, how long open connections may take to finish")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "portico %s\n", version)
+		return 0
+	}
+	if *path == "" {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	lvl, err := parseLevel(*level)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	if strings.EqualFold(*level, "off") {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+
+	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: *concurrency, Logger: log})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	cfg, err := config.Load(*path, srv.Concurrency())
+	if err != nil {
+		printConfigErrors(stderr, *path, err)
+		return 1
+	}
+	// Everything that can fail binds here, on the main goroutine, before any worker runs.
+	for _, c := range cfg.Clusters {
+		if err := srv.AddCluster(c); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+	}
+	for _, src := range cfg.StatsSources {
+		srv.AddStatsSource(src)
+	}
+	for _, lc := range cfg.Listeners {
+		if _, err := srv.AddListener(lc); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+	}
+	adm := admin.New(srv)
+	if cfg.Admin.IsValid() {
+		addr, err := adm.Start(cfg.Admin)
+		if err != nil {
+			srv.Close()
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		log.Info("admin listening", "address", addr.String())
+	}
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	srv.Start()
+	adm.SetState(admin.Live)
+	for _, l := range srv.Listeners() {
+		log.Info("listener started", "listener", l.Name(), "address", l.Address().String(),
+			"bind_to_port", l.Config().BindToPort, "reuse_port", l.Config().ReusePort)
+	}
+	log.Info("portico started", "version", version, "workers", srv.Concurrency(), "config", *path)
+
+	sig := <-sigs
+	log.Info("draining", "signal", sig.String(), "drain_time", time.Duration(*drain)*time.Second)
+	adm.SetState(admin.Draining)
+	drained := make(chan bool, 1)
+	go func() { drained <- srv.Drain(time.Duration(*drain) * time.Second) }()
+	select {
+	case ok := <-drained:
+		if !ok {
+			log.Warn("drain time over; closing remaining connections", "active", srv.ActiveConnections())
+		}
+	case sig := <-sigs:
+		log.Warn("second signal; closing now", "signal", sig.String())
+	}
+	srv.Close()
+	adm.Close()
+	for _, c := range cfg.Closers {
+		c.Close()
+	}
+	log.Info("portico stopped")
+	return 0
+}

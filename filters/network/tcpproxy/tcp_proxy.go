@@ -1,0 +1,306 @@
+package tcpproxy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/filters/accesslog"
+)
+
+// Stats are one stat_prefix's tcp_proxy stats on one worker, with Envoy's names.
+type Stats struct {
+	DownstreamCxTotal                        engine.Counter
+	DownstreamCxNoRoute                      engine.Counter
+	DownstreamCxRxBytesTotal                 engine.Counter
+	DownstreamCxTxBytesTotal                 engine.Counter
+	DownstreamFlowControlPausedReadingTotal  engine.Counter
+	DownstreamFlowControlResumedReadingTotal engine.Counter
+	UpstreamFlushTotal                       engine.Counter
+	IdleTimeout                              engine.Counter
+	UpstreamConnectAttemptsExceeded          engine.Counter
+}
+
+type workerState struct {
+	stats Stats
+	rr    uint64
+	_     [64]byte // keep workers' counters on separate cache lines
+}
+
+// Factory builds one tcp_proxy filter per downstream connection.
+type Factory struct {
+	cfg         Config
+	totalWeight uint64
+	perWorker   []workerState
+}
+
+// NewFactory validates cfg and prepares per-worker state for the given worker count.
+func NewFactory(cfg Config, workers int) (*Factory, error) {
+	if cfg.StatPrefix == "" {
+		return nil, errors.New("tcp_proxy: stat_prefix is required")
+	}
+	if len(cfg.Clusters) == 0 {
+		return nil, errors.New("tcp_proxy: a cluster or weighted_clusters is required")
+	}
+	if workers <= 0 {
+		return nil, fmt.Errorf("tcp_proxy: worker count %d", workers)
+	}
+	f := &Factory{cfg: cfg, perWorker: make([]workerState, workers)}
+	for _, wc := range cfg.Clusters {
+		if wc.Cluster == nil {
+			return nil, errors.New("tcp_proxy: nil cluster")
+		}
+		if wc.Weight == 0 {
+			return nil, fmt.Errorf("tcp_proxy: cluster %q: weight must be at least 1", wc.Cluster.Name())
+		}
+		f.totalWeight += uint64(wc.Weight)
+	}
+	if f.cfg.MaxConnectAttempts < 1 {
+		f.cfg.MaxConnectAttempts = 1
+	}
+	return f, nil
+}
+
+// Name implements engine.NetworkFilterFactory.
+func (*Factory) Name() string { return Name }
+
+// Stats returns worker i's stats.
+func (f *Factory) Stats(worker int) *Stats { return &f.perWorker[worker].stats }
+
+// StatsFamily implements engine.StatsSource.
+func (*Factory) StatsFamily() string { return "tcp" }
+
+// StatsLabels implements engine.StatsSource.
+func (f *Factory) StatsLabels() [][2]string { return [][2]string{{"stat_prefix", f.cfg.StatPrefix}} }
+
+// VisitStats implements engine.StatsSource.
+func (f *Factory) VisitStats(worker int, v engine.StatVisitor) {
+	s := &f.perWorker[worker].stats
+	c := func(name string, x *engine.Counter) { v(name, engine.KindCounter, float64(x.Value())) }
+	c("downstream_cx_total", &s.DownstreamCxTotal)
+	c("downstream_cx_no_route", &s.DownstreamCxNoRoute)
+	c("downstream_cx_rx_bytes_total", &s.DownstreamCxRxBytesTotal)
+	c("downstream_cx_tx_bytes_total", &s.DownstreamCxTxBytesTotal)
+	c("downstream_flow_control_paused_reading_total", &s.DownstreamFlowControlPausedReadingTotal)
+	c("downstream_flow_control_resumed_reading_total", &s.DownstreamFlowControlResumedReadingTotal)
+	c("upstream_flush_total", &s.UpstreamFlushTotal)
+	c("idle_timeout", &s.IdleTimeout)
+	c("max_connect_attempts_exceeded", &s.UpstreamConnectAttemptsExceeded)
+}
+
+// pickCluster walks the cumulative weights with a per-worker rotating counter, giving each
+// cluster its share exactly over every totalWeight connections.
+func (f *Factory) pickCluster(worker int) *engine.Cluster {
+	if len(f.cfg.Clusters) == 1 {
+		return f.cfg.Clusters[0].Cluster
+	}
+	ws := &f.perWorker[worker]
+	x := ws.rr % f.totalWeight
+	ws.rr++
+	for _, wc := range f.cfg.Clusters {
+		if x < uint64(wc.Weight) {
+			return wc.Cluster
+		}
+		x -= uint64(wc.Weight)
+	}
+	return f.cfg.Clusters[len(f.cfg.Clusters)-1].Cluster
+}
+
+// CreateFilter implements engine.NetworkFilterFactory.
+func (f *Factory) CreateFilter(c *engine.Connection) engine.ReadFilter {
+	p := &proxy{f: f, down: c, w: c.Worker(), stats: &f.perWorker[c.Worker().ID].stats}
+	p.upCb = upstreamCallbacks{p}
+	p.upRead = upstreamReader{p}
+	return p
+}
+
+// proxy is one downstream connection's tcp_proxy (Envoy's TcpProxy::Filter). It is the
+// downstream read filter and callbacks; upstreamCallbacks/upstreamReader are its upstream
+// side.
+type proxy struct {
+	f        *Factory
+	w        *engine.Worker
+	stats    *Stats
+	down     *engine.Connection
+	up       *engine.Connection
+	cluster  *engine.Cluster
+	upCb     upstreamCallbacks
+	upRead   upstreamReader
+	attempts int
+	start    int64
+	last     int64 // last activity, worker clock
+	idle     *engine.Timer
+	flags    string
+	details  string
+	rx, tx   uint64
+	logged   bool
+	upHost   netip.AddrPort
+}
+
+func (p *proxy) OnNewConnection() engine.FilterStatus {
+	p.stats.DownstreamCxTotal.Inc()
+	p.start = p.w.NowNanos()
+	p.last = p.start
+	p.down.EnableHalfClose(true)
+	p.down.AddCallbacks(p)
+	// Hold the client's bytes in the kernel until the upstream is there.
+	p.down.ReadDisable(true)
+	p.cluster = p.f.pickCluster(p.w.ID)
+	if d := p.f.cfg.IdleTimeout; d > 0 {
+		p.idle = p.w.NewTimer(p.onIdle)
+		p.idle.Reset(d)
+	}
+	p.connect()
+	return engine.StopIteration
+}
+
+func (p *proxy) connect() {
+	p.attempts++
+	p.up = p.cluster.Connect(p.w, &p.upCb)
+	p.upHost = p.up.RemoteEndpoint()
+}
+
+func (p *proxy) OnData(data []byte, endStream bool) engine.FilterStatus {
+	p.last = p.w.NowNanos()
+	p.rx += uint64(len(data))
+	p.stats.DownstreamCxRxBytesTotal.Add(uint64(len(data)))
+	if p.up != nil {
+		p.up.Write(data, endStream)
+	}
+	return engine.StopIteration
+}
+
+func (p *proxy) onIdle() {
+	idleFor := time.Duration(p.w.NowNanos() - p.last)
+	if rest := p.f.cfg.IdleTimeout - idleFor; rest > 0 {
+		// Activity since arming: re-arm for the remainder instead of touching the timer on
+		// every read.
+		p.idle.Reset(rest)
+		return
+	}
+	p.stats.IdleTimeout.Inc()
+	p.details = "idle_timeout"
+	if p.up != nil {
+		p.up.Close(engine.CloseNoFlush)
+	}
+	p.down.Close(engine.CloseNoFlush)
+}
+
+// OnEvent implements engine.ConnectionCallbacks for the downstream.
+func (p *proxy) OnEvent(ev engine.ConnectionEvent) {
+	if ev != engine.RemoteClose && ev != engine.LocalClose {
+		return
+	}
+	if p.up != nil && p.up.IsOpen() {
+		p.up.Close(engine.CloseFlushWrite)
+	}
+	p.finish()
+}
+
+// OnAboveWriteBufferHighWatermark: the client is slow; stop reading the upstream.
+func (p *proxy) OnAboveWriteBufferHighWatermark() {
+	if p.up != nil {
+		p.up.ReadDisable(true)
+	}
+}
+
+// OnBelowWriteBufferLowWatermark resumes the upstream.
+func (p *proxy) OnBelowWriteBufferLowWatermark() {
+	if p.up != nil {
+		p.up.ReadDisable(false)
+	}
+}
+
+func (p *proxy) finish() {
+	if p.logged {
+		return
+	}
+	p.logged = true
+	if p.idle != nil {
+		p.idle.Stop()
+	}
+	if len(p.f.cfg.AccessLogs) == 0 {
+		return
+	}
+	flags := p.flags
+	if flags == "" {
+		flags = "-"
+	}
+	e := &accesslog.Entry{
+		StartTime:                     time.Unix(0, p.start),
+		Duration:                      time.Duration(p.w.NowNanos() - p.start),
+		DownstreamRemoteAddress:       p.down.Info.RemoteAddr,
+		DownstreamDirectRemoteAddress: p.down.Info.DirectRemoteAddr,
+		DownstreamLocalAddress:        p.down.Info.LocalAddr,
+		RequestedServerName:           p.down.Info.ServerName,
+		FilterChainName:               p.down.FilterChainName(),
+		UpstreamHost:                  p.upHost,
+		UpstreamCluster:               p.cluster.Name(),
+		BytesReceived:                 p.rx,
+		BytesSent:                     p.tx,
+		ResponseFlags:                 flags,
+		TerminationDetails:            p.details,
+	}
+	for _, l := range p.f.cfg.AccessLogs {
+		l.Log(e)
+	}
+}
+
+type upstreamCallbacks struct{ p *proxy }
+
+func (u *upstreamCallbacks) OnEvent(ev engine.ConnectionEvent) {
+	p := u.p
+	switch ev {
+	case engine.Connected:
+		p.up.EnableHalfClose(true)
+		p.up.AddReadFilter(&p.upRead)
+		p.down.ReadDisable(false)
+	case engine.RemoteClose, engine.LocalClose:
+		if p.up.FailureReason() != engine.FailureNone {
+			if p.attempts < p.f.cfg.MaxConnectAttempts && p.down.IsOpen() {
+				p.connect()
+				return
+			}
+			if p.f.cfg.MaxConnectAttempts > 1 {
+				p.stats.UpstreamConnectAttemptsExceeded.Inc()
+			}
+			p.flags = "UF"
+			p.details = "upstream_connect_failed"
+			if p.up.FailureReason() == engine.FailureConnectTimeout {
+				p.details = "upstream_connect_timeout"
+			}
+			p.down.Close(engine.CloseNoFlush)
+			return
+		}
+		if p.down.IsOpen() {
+			p.down.Close(engine.CloseFlushWrite)
+		}
+	}
+}
+
+// OnAboveWriteBufferHighWatermark: the upstream is slow; stop reading the client.
+func (u *upstreamCallbacks) OnAboveWriteBufferHighWatermark() {
+	u.p.stats.DownstreamFlowControlPausedReadingTotal.Inc()
+	u.p.down.ReadDisable(true)
+}
+
+// OnBelowWriteBufferLowWatermark resumes the client.
+func (u *upstreamCallbacks) OnBelowWriteBufferLowWatermark() {
+	u.p.stats.DownstreamFlowControlResumedReadingTotal.Inc()
+	u.p.down.ReadDisable(false)
+}
+
+type upstreamReader struct{ p *proxy }
+
+func (*upstreamReader) OnNewConnection() engine.FilterStatus { return engine.Continue }
+
+func (u *upstreamReader) OnData(data []byte, endStream bool) engine.FilterStatus {
+	p := u.p
+	p.last = p.w.NowNanos()
+	p.tx += uint64(len(data))
+	p.stats.DownstreamCxTxBytesTotal.Add(uint64(len(data)))
+	p.down.Write(data, endStream)
+	return engine.StopIteration
+}
