@@ -115,7 +115,6 @@ func (c *Connection) RemoteEndpoint() netip.AddrPort { return c.remote }
 // FilterChainName names the filter chain a downstream connection runs.
 func (c *Connection) FilterChainName() string { return c.chainName }
 
-
 func newConnection(w *Worker, fd int, limit int, state connState) *Connection {
 	if limit <= 0 {
 		limit = DefaultBufferLimit
