@@ -1,4 +1,6 @@
-// Package httpinspector is envoy.filters.listener.http_inspector.
+// Package httpinspector is envoy.filters.listener.http_inspector: on a plaintext socket it
+// peeks at the first line and records the application protocol "http/1.0", "http/1.1" or
+// "h2c" so that filter chains can match on it. It never consumes bytes.
 package httpinspector
 
 import "github.com/portico-proxy/portico/engine"
@@ -6,7 +8,13 @@ import "github.com/portico-proxy/portico/engine"
 // Name is the filter's Envoy name.
 const Name = "envoy.filters.listener.http_inspector"
 
-// Config is the filter's configuration (translated from its typed_config).
+// MaxInspectSize is Envoy's MAX_INSPECT_SIZE: a first line not finished within this many
+// bytes closes the socket (Envoy's read_error). Envoy starts with an 8 KiB peek and
+// doubles it up to this; Portico's peek lands in the worker's shared 64 KiB scratch
+// buffer, so it asks for the maximum at once.
+const MaxInspectSize = 64 << 10
+
+// Config is the filter's configuration. Envoy's HttpInspector proto has no fields.
 type Config struct{}
 
 // Filter is stateless; one instance serves every socket.
@@ -18,11 +26,44 @@ func New(cfg Config) *Filter { return &Filter{cfg: cfg} }
 // Name implements engine.ListenerFilter.
 func (*Filter) Name() string { return Name }
 
-// OnAccept implements engine.ListenerFilter. TODO(issue 3).
-func (*Filter) OnAccept(s *engine.ActiveSocket) engine.FilterStatus { return engine.Continue }
+// OnAccept implements engine.ListenerFilter. Like Envoy, the filter steps aside when an
+// earlier filter (tls_inspector) detected a transport other than raw_buffer: it only
+// sniffs plaintext.
+func (*Filter) OnAccept(s *engine.ActiveSocket) engine.FilterStatus {
+	return accept(&s.Info)
+}
+
+func accept(info *engine.SocketInfo) engine.FilterStatus {
+	if tp := info.TransportProtocol; tp != "" && tp != engine.TransportRawBuffer {
+		return engine.Continue
+	}
+	return engine.StopIteration
+}
 
 // MaxReadBytes implements engine.ListenerFilter.
-func (*Filter) MaxReadBytes() int { return 0 }
+func (*Filter) MaxReadBytes() int { return MaxInspectSize }
 
 // OnData implements engine.ListenerFilter.
-func (*Filter) OnData(*engine.ActiveSocket, []byte) engine.FilterStatus { return engine.Continue }
+func (*Filter) OnData(s *engine.ActiveSocket, data []byte) engine.FilterStatus {
+	st, fail := inspect(&s.Info, data)
+	if fail {
+		s.Fail()
+	}
+	return st
+}
+
+// inspect is OnData without the ActiveSocket, so tests can drive it on a real socket. It
+// returns the status and whether the socket must be rejected.
+func inspect(info *engine.SocketInfo, data []byte) (engine.FilterStatus, bool) {
+	proto, st := Parse(data)
+	switch st {
+	case Done:
+		info.SetApplicationProtocols(proto.ALPN())
+		return engine.Continue, false
+	case NotHTTP:
+		return engine.Continue, false
+	default:
+		// Envoy closes when MAX_INSPECT_SIZE bytes hold no complete first line.
+		return engine.StopIteration, len(data) >= MaxInspectSize
+	}
+}
