@@ -17,14 +17,14 @@ func TestParse(t *testing.T) {
 		{"GET / HTTP/1.0\r\n", HTTP10, Done},
 		{"GET / HTTP/1.1\n", HTTP11, Done},
 		{"POST /submit?x=1 HTTP/1.1\r\n", HTTP11, Done},
-		{"get / HTTP/1.1\r\n", HTTP11, Done},       // custom methods are tokens: case is free
-		{"FOO-BAR / HTTP/1.1\r\n", HTTP11, Done},   // custom method
-		{"GET / HTTP/2.0\r\n", HTTP10, Done},       // unknown version → http/1.0, as Envoy
-		{"GET / HTTP/9.9\r\n", HTTP10, Done},       // unknown version → http/1.0, as Envoy
-		{"GET /\r\n", HTTP10, Done},                // HTTP/0.9: no version
-		{"GET /HTTP/1.1\r\n", HTTP11, Done},        // Envoy only checks the line's suffix
-		{"GET  /   HTTP/1.1  \r\n", HTTP11, Done},  // Balsa tolerates runs of whitespace
-		{"GET\t/\tHTTP/1.1\r\n", HTTP11, Done},     // tabs separate too
+		{"get / HTTP/1.1\r\n", HTTP11, Done},      // custom methods are tokens: case is free
+		{"FOO-BAR / HTTP/1.1\r\n", HTTP11, Done},  // custom method
+		{"GET / HTTP/2.0\r\n", HTTP10, Done},      // unknown version → http/1.0, as Envoy
+		{"GET / HTTP/9.9\r\n", HTTP10, Done},      // unknown version → http/1.0, as Envoy
+		{"GET /\r\n", HTTP10, Done},               // HTTP/0.9: no version
+		{"GET /HTTP/1.1\r\n", HTTP11, Done},       // Envoy only checks the line's suffix
+		{"GET  /   HTTP/1.1  \r\n", HTTP11, Done}, // Balsa tolerates runs of whitespace
+		{"GET\t/\tHTTP/1.1\r\n", HTTP11, Done},    // tabs separate too
 		{"GET http://example.com/x HTTP/1.1\r\n", HTTP11, Done},
 		{"GET h2+x.y://ex@ample.com:80?q HTTP/1.1\r\n", HTTP11, Done},
 		{"CONNECT example.com:443 HTTP/1.1\r\n", HTTP11, Done},
@@ -41,9 +41,9 @@ func TestParse(t *testing.T) {
 		{"G", ProtocolNone, NeedMore},
 		{"\r\nGET / HTTP/1.1\r\n", ProtocolNone, NotHTTP},
 		{"\nGET / HTTP/1.1\r\n", ProtocolNone, NotHTTP},
-		{"GET\r\n", ProtocolNone, NotHTTP},                       // no URI
-		{"GET / HTTP/1.1 extra\r\n", ProtocolNone, NotHTTP},      // version is the rest of the line
-		{"GET / HTTP/1.1 extra", ProtocolNone, NotHTTP},          // ... known before the newline
+		{"GET\r\n", ProtocolNone, NotHTTP},                  // no URI
+		{"GET / HTTP/1.1 extra\r\n", ProtocolNone, NotHTTP}, // version is the rest of the line
+		{"GET / HTTP/1.1 extra", ProtocolNone, NotHTTP},     // ... known before the newline
 		{"GET / HTTP/1.10\r\n", ProtocolNone, NotHTTP},
 		{"GET / HTTPS/1.1\r\n", ProtocolNone, NotHTTP},
 		{"GET / HTTPS", ProtocolNone, NotHTTP},
