@@ -108,13 +108,49 @@ type proc struct {
 	stderr *syncBuffer
 	done   chan struct{}
 	err    error
+	// netns, when set, is the network namespace portico runs in; admin requests then go
+	// through curl inside it.
+	netns string
+}
+
+// get fetches an admin path, returning the status code and body.
+func (p *proc) get(path string) (int, string, error) {
+	if p.netns != "" {
+		out, err := exec.Command("ip", "netns", "exec", p.netns, "curl", "-s", "--max-time", "5",
+			"-o", "-", "-w", "\n%{http_code}", "http://"+p.admin+path).Output()
+		if err != nil {
+			return 0, "", err
+		}
+		// The status code is on the last line, after the body.
+		i := strings.LastIndexByte(string(out), '\n')
+		n, _ := strconv.Atoi(string(out[i+1:]))
+		return n, string(out[:i]), nil
+	}
+	resp, err := http.Get("http://" + p.admin + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	return resp.StatusCode, b.String(), nil
 }
 
 // startPortico runs the binary and waits until its admin /ready says LIVE.
 func startPortico(t *testing.T, admin string, args ...string) *proc {
 	t.Helper()
-	p := &proc{admin: admin, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(porticoBin, args...)
+	return startPorticoIn(t, "", admin, args...)
+}
+
+// startPorticoIn runs portico inside network namespace ns ("" for the test's own).
+func startPorticoIn(t *testing.T, ns, admin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{admin: admin, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{}), netns: ns}
+	if ns != "" {
+		p.cmd = exec.Command("ip", append([]string{"netns", "exec", ns, porticoBin}, args...)...)
+	} else {
+		p.cmd = exec.Command(porticoBin, args...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -134,12 +170,8 @@ func startPortico(t *testing.T, admin string, args ...string) *proc {
 			t.Fatalf("portico exited early: %v\nstderr:\n%s", p.err, p.stderr.String())
 		default:
 		}
-		resp, err := http.Get("http://" + admin + "/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return p
-			}
+		if code, _, err := p.get("/ready"); err == nil && code == 200 {
+			return p
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("portico not ready after 15s\nstderr:\n%s", p.stderr.String())
@@ -163,13 +195,12 @@ func (p *proc) stop(t *testing.T, timeout time.Duration) int {
 // stats reads /stats (Envoy's text form) into a map.
 func (p *proc) stats(t *testing.T) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + p.admin + "/stats")
+	_, body, err := p.get("/stats")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
 	m := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(strings.NewReader(body))
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), ": ")
 		if !ok {
