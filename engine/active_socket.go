@@ -22,7 +22,10 @@ type ActiveSocket struct {
 	handedOff  bool
 	done       bool
 	timer      *Timer
-	next       *ActiveSocket // free list
+	// next links the worker's free list; prev/next also link its waiting list while the
+	// socket waits for data, so shutdown can close it.
+	next, prev *ActiveSocket
+	waiting    bool
 }
 
 // Fd is the raw socket. Filters may getsockopt/recv on it; they must not close it.
@@ -66,6 +69,32 @@ func (w *Worker) getSocket() *ActiveSocket {
 	s = &ActiveSocket{w: w}
 	s.timer = w.NewTimer(s.onTimeout)
 	return s
+}
+
+// addWaiting links s into the worker's list of sockets waiting for listener-filter data.
+func (w *Worker) addWaiting(s *ActiveSocket) {
+	s.waiting = true
+	s.prev, s.next = nil, w.waiting
+	if w.waiting != nil {
+		w.waiting.prev = s
+	}
+	w.waiting = s
+}
+
+func (w *Worker) removeWaiting(s *ActiveSocket) {
+	if !s.waiting {
+		return
+	}
+	s.waiting = false
+	if s.prev != nil {
+		s.prev.next = s.next
+	} else {
+		w.waiting = s.next
+	}
+	if s.next != nil {
+		s.next.prev = s.prev
+	}
+	s.prev, s.next = nil, nil
 }
 
 func (w *Worker) putSocket(s *ActiveSocket) {
@@ -159,6 +188,7 @@ func (s *ActiveSocket) wait() {
 			return
 		}
 		s.registered = true
+		s.w.addWaiting(s)
 		if d := s.l.l.cfg.ListenerFiltersTimeout; d > 0 {
 			s.timer.Reset(d)
 		}
@@ -194,6 +224,7 @@ func (s *ActiveSocket) reject() {
 // detach ends the pre-connection phase on this listener without closing the fd.
 func (s *ActiveSocket) detach() {
 	s.timer.Stop()
+	s.w.removeWaiting(s)
 	s.l.stats.DownstreamPreCxActive.Dec()
 }
 

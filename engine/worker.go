@@ -54,6 +54,7 @@ type Worker struct {
 	// peers are all workers, for exact-balance hand-offs.
 	peers       []*Worker
 	freeSockets *ActiveSocket
+	waiting     *ActiveSocket // sockets in their listener filters, waiting for data
 	// conns tracks every live Connection on this worker, for draining and shutdown.
 	conns map[*Connection]struct{}
 
@@ -227,6 +228,9 @@ func (w *Worker) waitTimeout() int {
 func (w *Worker) shutdown() {
 	for _, l := range w.listeners {
 		l.stop()
+	}
+	for w.waiting != nil {
+		w.waiting.close()
 	}
 	for c := range w.conns {
 		c.Close(CloseNoFlush)
