@@ -17,6 +17,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/portico-proxy/portico/bench/internal/procstat"
 )
 
 type opts struct {
@@ -108,7 +110,11 @@ type result struct {
 	Mem               *memOut           `json:"mem,omitempty"`
 	LoadgenCPUSeconds float64           `json:"loadgen_cpu_s,omitempty"`
 	LoadgenCPUUtil    float64           `json:"loadgen_cpu_util,omitempty"`
+	MachineUtil       float64           `json:"machine_cpu_util,omitempty"` // all CPUs, 2.0 = two busy cores
+	OtherUtil         float64           `json:"other_cpu_util,omitempty"`   // machine - server - loadgen
+	StealUtil         float64           `json:"steal_util,omitempty"`
 	Errors            errorsOut         `json:"errors"`
+	ServerExited      bool              `json:"server_exited,omitempty"`
 	Failure           string            `json:"failure,omitempty"`
 }
 
@@ -150,6 +156,12 @@ func main() {
 			os.Exit(2)
 		}
 		err = runPingPong(o, res)
+	}
+	if o.pid > 0 && !procstat.Alive(o.pid) {
+		res.ServerExited = true
+		if err == nil {
+			err = fmt.Errorf("server (pid %d) exited during the run", o.pid)
+		}
 	}
 	if err != nil {
 		res.Failure = err.Error()

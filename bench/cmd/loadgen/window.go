@@ -16,6 +16,8 @@ type window struct {
 	srv     procstat.CPU
 	srvOK   bool
 	selfCPU time.Duration
+	busy    uint64 // all CPUs, ticks
+	steal   uint64
 }
 
 func sampleWindow(pid int) window {
@@ -25,6 +27,7 @@ func sampleWindow(pid int) window {
 			w.srv, w.srvOK = c, true
 		}
 	}
+	w.busy, w.steal, _ = procstat.MachineBusyTicks()
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		w.selfCPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
@@ -40,7 +43,11 @@ func (r *result) fillWindow(a, b window, clkTck int) {
 	lg := (b.selfCPU - a.selfCPU).Seconds()
 	r.LoadgenCPUSeconds = lg
 	r.LoadgenCPUUtil = lg / r.MeasuredSeconds
+	machine := float64(b.busy-a.busy) / float64(clkTck)
+	r.MachineUtil = machine / r.MeasuredSeconds
+	r.StealUtil = float64(b.steal-a.steal) / float64(clkTck) / r.MeasuredSeconds
 	if !a.srvOK || !b.srvOK {
+		r.OtherUtil = (machine - lg) / r.MeasuredSeconds
 		return
 	}
 	ticks := func(c procstat.CPU) float64 { return float64(c.UserTicks + c.SysTicks) }
@@ -55,6 +62,8 @@ func (r *result) fillWindow(a, b window, clkTck int) {
 		Util:       cpu / r.MeasuredSeconds,
 		Threads:    b.srv.Threads,
 	}
+	// What neither the server nor the load generator used: interference.
+	r.OtherUtil = (machine - lg - cpu) / r.MeasuredSeconds
 	if r.Messages > 0 {
 		r.Server.CPUMicrosPerMsg = cpu * 1e6 / float64(r.Messages)
 	}

@@ -15,6 +15,7 @@ import (
 type CPU struct {
 	UserTicks, SysTicks uint64
 	Threads             int
+	State               byte // R, S, D, Z (zombie: exited, not yet reaped), ...
 }
 
 // ReadCPU parses /proc/PID/stat. Fields are counted after the ")" closing
@@ -43,7 +44,7 @@ func parseStat(b []byte) (CPU, error) {
 	if err1 != nil || err2 != nil || err3 != nil {
 		return CPU{}, fmt.Errorf("procstat: bad stat numbers")
 	}
-	return CPU{UserTicks: u, SysTicks: s, Threads: th}, nil
+	return CPU{UserTicks: u, SysTicks: s, Threads: th, State: f[0][0]}, nil
 }
 
 // Mem holds the resident set from /proc/PID/status, in bytes.
@@ -88,4 +89,36 @@ func parseStatus(b []byte) (Mem, error) {
 		return m, fmt.Errorf("procstat: VmRSS/VmHWM missing")
 	}
 	return m, nil
+}
+
+// Alive reports whether pid still runs. A zombie counts as gone: the harness
+// is its parent and may not have reaped it yet.
+func Alive(pid int) bool {
+	c, err := ReadCPU(pid)
+	return err == nil && c.State != 'Z' && c.State != 'X'
+}
+
+// MachineBusyTicks sums the non-idle time of all CPUs from /proc/stat (user,
+// nice, system, irq, softirq, steal). Comparing it with the server's and the
+// load generator's own CPU time shows how much other work (a compiler, a test
+// run) shared the machine during a measurement.
+func MachineBusyTicks() (busy, steal uint64, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0, fmt.Errorf("procstat: unexpected /proc/stat")
+	}
+	var v [8]uint64
+	for i := range v {
+		if v[i], err = strconv.ParseUint(f[i+1], 10, 64); err != nil {
+			return 0, 0, err
+		}
+	}
+	// user nice system idle iowait irq softirq steal
+	busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+	return busy, v[7], nil
 }

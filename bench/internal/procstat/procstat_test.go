@@ -11,12 +11,15 @@ func TestParseStatOddComm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.UserTicks != 57 || c.SysTicks != 13 || c.Threads != 7 {
+	if c.UserTicks != 57 || c.SysTicks != 13 || c.Threads != 7 || c.State != 'S' {
 		t.Fatalf("got %+v", c)
 	}
 }
 
 func TestSelf(t *testing.T) {
+	if !Alive(os.Getpid()) {
+		t.Fatal("self not alive")
+	}
 	if _, err := ReadCPU(os.Getpid()); err != nil {
 		t.Fatal(err)
 	}
@@ -26,5 +29,11 @@ func TestSelf(t *testing.T) {
 	}
 	if m.RSS <= 0 || m.HWM < m.RSS {
 		t.Fatalf("implausible %+v", m)
+	}
+}
+
+func TestMachineBusy(t *testing.T) {
+	if b, _, err := MachineBusyTicks(); err != nil || b == 0 {
+		t.Fatalf("busy=%d err=%v", b, err)
 	}
 }
