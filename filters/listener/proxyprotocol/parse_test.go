@@ -37,8 +37,8 @@ func TestParseV1(t *testing.T) {
 		{"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n", Invalid, 0, false, "", ""},
 		{"PROXY TCP4 1.2.3.4 5.6.7.8 -1 2\r\n", Invalid, 0, false, "", ""},
 		{"PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n", Invalid, 0, false, "", ""},
-		{"PROXY TCP4 0.0.0.0 5.6.7.8 1 2\r\n", Invalid, 0, false, "", ""},       // not unicast
-		{"PROXY TCP4 1.2.3.4 224.0.0.1 1 2\r\n", Invalid, 0, false, "", ""},     // multicast
+		{"PROXY TCP4 0.0.0.0 5.6.7.8 1 2\r\n", Invalid, 0, false, "", ""},         // not unicast
+		{"PROXY TCP4 1.2.3.4 224.0.0.1 1 2\r\n", Invalid, 0, false, "", ""},       // multicast
 		{"PROXY TCP4 255.255.255.255 1.2.3.4 1 2\r\n", Invalid, 0, false, "", ""}, // broadcast
 		{"PROXY TCP6 :: 2001:db8::2 1 2\r\n", Invalid, 0, false, "", ""},
 		{"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n", Invalid, 0, false, "", ""},
