@@ -50,13 +50,17 @@ func drawCharts(f *resultFile, dir string) ([]string, error) {
 				labels = append(labels, fmt.Sprintf("%d conns", k.Conns))
 			}
 		}
-		w := vg.Points(float64(60) / float64(max(len(servers), 1)))
+		// Each group gets ~80 % of its slot of the 8-inch width.
+		slot := 8 * 72 * 0.8 / float64(len(keys)+1)
+		w := vg.Points(0.8 * slot / float64(max(len(servers), 1)))
+		top := 0.0
 		for si, s := range servers {
 			vals := make(plotter.Values, len(keys))
 			for ki, k := range keys {
 				for _, c := range cells[k] {
 					if c.Server == s {
 						vals[ki] = ch.value(c)
+						top = max(top, vals[ki])
 					}
 				}
 			}
@@ -71,6 +75,8 @@ func drawCharts(f *resultFile, dir string) ([]string, error) {
 			p.Legend.Add(s, bars)
 		}
 		p.Legend.Top = true
+		p.Y.Min = 0
+		p.Y.Max = top * 1.25 // headroom for the legend
 		p.NominalX(labels...)
 		path := filepath.Join(dir, ch.file)
 		if err := p.Save(8*vg.Inch, 3.5*vg.Inch, path); err != nil {
