@@ -1,0 +1,578 @@
+package config
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+)
+
+// The JSON pass walks the generic JSON of the file guided by the proto descriptors, before
+// protojson sees it. protojson stops at the first problem and reports it without a usable
+// location; this pass reports every unknown field and mistyped value with its path, and
+// removes each offending value so that the later stages can still run on the rest and
+// report their own problems in the same round.
+
+// loc is a location in both spellings: canonical (proto field names) and as written.
+type loc struct{ canon, user string }
+
+func (l loc) field(canon, user string) loc { return loc{field(l.canon, canon), field(l.user, user)} }
+func (l loc) index(i int) loc              { return loc{index(l.canon, i), index(l.user, i)} }
+func (l loc) key(k string) loc             { return loc{key(l.canon, k), key(l.user, k)} }
+
+type checker struct {
+	c *collector
+}
+
+func (k *checker) errorf(at loc, format string, args ...any) {
+	k.c.add(at.user, format, args...)
+}
+
+// prune notes that the value at `at` was removed after being reported.
+func (k *checker) prune(at loc) { k.c.pruned = append(k.c.pruned, at.canon) }
+
+func (k *checker) note(at loc) {
+	if at.canon != at.user {
+		if k.c.alias == nil {
+			k.c.alias = map[string]string{}
+		}
+		k.c.alias[at.canon] = at.user
+	}
+}
+
+// message checks v as the JSON of a message of type md. It returns false when v cannot be
+// that message at all; the caller then removes it. Problems inside v are fixed in place.
+func (k *checker) message(v any, md protoreflect.MessageDescriptor, at loc, parent protoreflect.FieldDescriptor) bool {
+	switch md.FullName() {
+	case "google.protobuf.Any":
+		return k.any(v, at, parent)
+	case "google.protobuf.Duration":
+		return k.duration(v, at)
+	case "google.protobuf.Timestamp":
+		s, ok := v.(string)
+		if !ok {
+			k.errorf(at, "expected a timestamp string (RFC 3339), got %s", describe(v))
+			return false
+		}
+		if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
+			k.errorf(at, "invalid timestamp %q (want RFC 3339, e.g. \"2024-01-02T15:04:05Z\")", s)
+			return false
+		}
+		return true
+	case "google.protobuf.FieldMask":
+		if _, ok := v.(string); !ok {
+			k.errorf(at, "expected a field mask string, got %s", describe(v))
+			return false
+		}
+		return true
+	case "google.protobuf.Struct":
+		if _, ok := v.(map[string]any); !ok {
+			k.errorf(at, "expected an object, got %s", describe(v))
+			return false
+		}
+		return true
+	case "google.protobuf.ListValue":
+		if _, ok := v.([]any); !ok {
+			k.errorf(at, "expected a list, got %s", describe(v))
+			return false
+		}
+		return true
+	case "google.protobuf.Value":
+		return true // any JSON value is a Value
+	case "google.protobuf.DoubleValue", "google.protobuf.FloatValue",
+		"google.protobuf.Int64Value", "google.protobuf.UInt64Value",
+		"google.protobuf.Int32Value", "google.protobuf.UInt32Value",
+		"google.protobuf.BoolValue", "google.protobuf.StringValue", "google.protobuf.BytesValue":
+		// Wrappers are written as their bare value.
+		return k.scalar(v, md.Fields().ByName("value"), at)
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		k.errorf(at, "expected an object (%s), got %s", md.Name(), describe(v))
+		return false
+	}
+	k.fields(obj, md, at, nil)
+	return true
+}
+
+// fields checks the members of obj as fields of md; skip names members handled by the
+// caller (the "@type" of an Any).
+func (k *checker) fields(obj map[string]any, md protoreflect.MessageDescriptor, at loc, skip map[string]bool) {
+	names := make([]string, 0, len(obj))
+	for name := range obj {
+		if !skip[name] {
+			names = append(names, name)
+		}
+	}
+	// Report in declaration order, unknown names last: maps have no order of their own.
+	sort.Slice(names, func(i, j int) bool {
+		return fieldOrder(md, names[i]) < fieldOrder(md, names[j]) ||
+			fieldOrder(md, names[i]) == fieldOrder(md, names[j]) && names[i] < names[j]
+	})
+	seen := map[protoreflect.FullName]string{} // field or oneof -> member name that set it
+	for _, name := range names {
+		v := obj[name]
+		fd := lookupField(md, name)
+		if fd == nil {
+			uat := loc{field(at.canon, name), field(at.user, name)}
+			if s := suggest(md, name); s != "" {
+				k.errorf(uat, "unknown field (did you mean %q?)", s)
+				// The user most likely meant s: complaints that s is missing would
+				// only repeat this one.
+				k.c.pruned = append(k.c.pruned, field(at.canon, s))
+			} else {
+				k.errorf(uat, "unknown field")
+			}
+			k.prune(uat)
+			delete(obj, name)
+			continue
+		}
+		fat := at.field(string(fd.Name()), name)
+		k.note(fat)
+		if prev, dup := seen[fd.FullName()]; dup {
+			k.errorf(fat, "duplicate field (also written as %q)", prev)
+			k.prune(fat)
+			delete(obj, name)
+			continue
+		}
+		seen[fd.FullName()] = name
+		if v == nil && !isValue(fd) {
+			continue // null means "not set" to protojson
+		}
+		if od := fd.ContainingOneof(); od != nil && !od.IsSynthetic() {
+			if prev, dup := seen[od.FullName()]; dup {
+				k.errorf(fat, "%q and %q are alternatives (oneof %s); set only one", prev, name, od.Name())
+				k.prune(fat)
+				delete(obj, name)
+				continue
+			}
+			seen[od.FullName()] = name
+		}
+		if !k.value(v, fd, fat) {
+			k.prune(fat)
+			delete(obj, name)
+		}
+	}
+}
+
+func fieldOrder(md protoreflect.MessageDescriptor, name string) int {
+	if fd := lookupField(md, name); fd != nil {
+		return fd.Index()
+	}
+	return math.MaxInt
+}
+
+// lookupField finds a field as protojson does: by JSON name, then by proto name.
+func lookupField(md protoreflect.MessageDescriptor, name string) protoreflect.FieldDescriptor {
+	if fd := md.Fields().ByJSONName(name); fd != nil {
+		return fd
+	}
+	return md.Fields().ByTextName(name)
+}
+
+func isValue(fd protoreflect.FieldDescriptor) bool {
+	return fd.Message() != nil && fd.Message().FullName() == "google.protobuf.Value" ||
+		fd.Enum() != nil && fd.Enum().FullName() == "google.protobuf.NullValue"
+}
+
+// value checks the JSON of one field (a list, a map or a singular value).
+func (k *checker) value(v any, fd protoreflect.FieldDescriptor, at loc) bool {
+	switch {
+	case fd.IsList():
+		list, ok := v.([]any)
+		if !ok {
+			k.errorf(at, "expected a list, got %s", describe(v))
+			return false
+		}
+		for i, e := range list {
+			eat := at.index(i)
+			k.note(eat)
+			if !k.single(e, fd, eat) {
+				// Keep the indexes of the later elements: replace, don't remove.
+				k.prune(eat)
+				list[i] = zeroJSON(fd)
+			}
+		}
+		return true
+	case fd.IsMap():
+		obj, ok := v.(map[string]any)
+		if !ok {
+			k.errorf(at, "expected an object (a map), got %s", describe(v))
+			return false
+		}
+		for mk, mv := range obj {
+			kat := at.key(mk)
+			k.note(kat)
+			if !k.mapKey(mk, fd.MapKey(), kat) || !k.single(mv, fd.MapValue(), kat) {
+				k.prune(kat)
+				delete(obj, mk)
+			}
+		}
+		return true
+	}
+	return k.single(v, fd, at)
+}
+
+// single checks one value of a field's element type.
+func (k *checker) single(v any, fd protoreflect.FieldDescriptor, at loc) bool {
+	if v == nil && !isValue(fd) {
+		k.errorf(at, "expected a value, got null")
+		return false
+	}
+	if fd.Message() != nil {
+		return k.message(v, fd.Message(), at, fd)
+	}
+	return k.scalar(v, fd, at)
+}
+
+func (k *checker) mapKey(s string, fd protoreflect.FieldDescriptor, at loc) bool {
+	switch fd.Kind() {
+	case protoreflect.StringKind:
+		return true
+	case protoreflect.BoolKind:
+		if s == "true" || s == "false" {
+			return true
+		}
+		k.errorf(at, "map key must be true or false")
+		return false
+	}
+	return k.scalar(s, fd, at)
+}
+
+// scalar checks v against a non-message field kind, with protojson's rules (64-bit and
+// 32-bit integers may be quoted, floats may be "NaN"/"Infinity", enums by name or number).
+func (k *checker) scalar(v any, fd protoreflect.FieldDescriptor, at loc) bool {
+	switch fd.Kind() {
+	case protoreflect.BoolKind:
+		if _, ok := v.(bool); !ok {
+			k.errorf(at, "expected true or false, got %s", describe(v))
+			return false
+		}
+	case protoreflect.StringKind:
+		if _, ok := v.(string); !ok {
+			k.errorf(at, "expected a string, got %s (quote it)", describe(v))
+			return false
+		}
+	case protoreflect.BytesKind:
+		s, ok := v.(string)
+		if !ok || !isBase64(s) {
+			k.errorf(at, "expected a base64 string, got %s", describe(v))
+			return false
+		}
+	case protoreflect.EnumKind:
+		return k.enum(v, fd.Enum(), at)
+	case protoreflect.FloatKind, protoreflect.DoubleKind:
+		f, ok := number(v)
+		if !ok {
+			if s, isStr := v.(string); isStr && (s == "NaN" || s == "Infinity" || s == "-Infinity") {
+				return true
+			}
+			k.errorf(at, "expected a number, got %s", describe(v))
+			return false
+		}
+		if fd.Kind() == protoreflect.FloatKind && math.Abs(f) > math.MaxFloat32 {
+			k.errorf(at, "%v is out of range for a float", f)
+			return false
+		}
+	default:
+		var lo, hi float64
+		switch fd.Kind() {
+		case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+			lo, hi = math.MinInt32, math.MaxInt32
+		case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+			lo, hi = 0, math.MaxUint32
+		case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+			lo, hi = math.MinInt64, math.MaxInt64
+		default: // unsigned 64-bit
+			lo, hi = 0, math.MaxUint64
+		}
+		if !isInteger(v, lo, hi) {
+			if lo == 0 {
+				k.errorf(at, "expected a non-negative integer (at most %.0f), got %s", hi, describe(v))
+			} else {
+				k.errorf(at, "expected an integer, got %s", describe(v))
+			}
+			return false
+		}
+	}
+	return true
+}
+
+func (k *checker) enum(v any, ed protoreflect.EnumDescriptor, at loc) bool {
+	switch x := v.(type) {
+	case nil:
+		return ed.FullName() == "google.protobuf.NullValue"
+	case string:
+		if ed.Values().ByName(protoreflect.Name(x)) != nil {
+			return true
+		}
+		names := make([]string, ed.Values().Len())
+		for i := range names {
+			names[i] = string(ed.Values().Get(i).Name())
+		}
+		k.errorf(at, "unknown value %q (one of %s)", x, strings.Join(names, ", "))
+		return false
+	default:
+		// protojson accepts any int32 for an open enum.
+		if isInteger(v, math.MinInt32, math.MaxInt32) {
+			return true
+		}
+		k.errorf(at, "expected an enum name, got %s", describe(v))
+		return false
+	}
+}
+
+var durationRE = regexp.MustCompile(`^-?[0-9]+(\.[0-9]{1,9})?s$`)
+
+// maxDurationSeconds is google.protobuf.Duration's range (±10000 years).
+const maxDurationSeconds = 315576000000
+
+func (k *checker) duration(v any, at loc) bool {
+	s, ok := v.(string)
+	if !ok || !durationRE.MatchString(s) {
+		k.errorf(at, "expected a duration such as \"5s\" or \"0.250s\", got %s", describe(v))
+		return false
+	}
+	secs, _ := strconv.ParseFloat(strings.TrimSuffix(s, "s"), 64)
+	if math.Abs(secs) > maxDurationSeconds {
+		k.errorf(at, "duration %s is out of range", s)
+		return false
+	}
+	return true
+}
+
+// any checks an Any: "@type" must name a type linked into this binary and, at a
+// typed_config Portico interprets, one of the types it supports there; the other members
+// are the fields of that type.
+func (k *checker) any(v any, at loc, parent protoreflect.FieldDescriptor) bool {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		k.errorf(at, "expected an object with an \"@type\", got %s", describe(v))
+		return false
+	}
+	rawType, has := obj["@type"]
+	if !has {
+		if len(obj) == 0 {
+			return true
+		}
+		k.errorf(at, "\"@type\" is required to interpret this typed config")
+		return false
+	}
+	url, ok := rawType.(string)
+	if !ok {
+		k.errorf(at, "\"@type\" must be a string, got %s", describe(rawType))
+		return false
+	}
+	allowed := anySlots[slotName(parent)]
+	mt, err := protoregistry.GlobalTypes.FindMessageByURL(url)
+	if err != nil || allowed != nil && !contains(allowed, string(mt.Descriptor().FullName())) {
+		if allowed != nil {
+			k.errorf(at, "type %q is not supported by Portico here (supported: %s)", url, strings.Join(typeURLs(allowed), ", "))
+		} else {
+			k.errorf(at, "type %q is unknown or not supported by Portico", url)
+		}
+		return false
+	}
+	md := mt.Descriptor()
+	if isWellKnownJSON(md.FullName()) {
+		// protojson writes such a type's special JSON form under "value".
+		for name := range obj {
+			if name != "@type" && name != "value" {
+				k.errorf(at.field(name, name), "unknown field")
+				k.prune(at.field(name, name))
+				delete(obj, name)
+			}
+		}
+		if val, ok := obj["value"]; ok && !k.message(val, md, at.field("value", "value"), nil) {
+			k.prune(at.field("value", "value"))
+			delete(obj, "value")
+		}
+		return true
+	}
+	k.fields(obj, md, at, map[string]bool{"@type": true})
+	return true
+}
+
+func isWellKnownJSON(n protoreflect.FullName) bool {
+	switch n {
+	case "google.protobuf.Any", "google.protobuf.Duration", "google.protobuf.Timestamp",
+		"google.protobuf.FieldMask", "google.protobuf.Struct", "google.protobuf.ListValue",
+		"google.protobuf.Value", "google.protobuf.DoubleValue", "google.protobuf.FloatValue",
+		"google.protobuf.Int64Value", "google.protobuf.UInt64Value", "google.protobuf.Int32Value",
+		"google.protobuf.UInt32Value", "google.protobuf.BoolValue", "google.protobuf.StringValue",
+		"google.protobuf.BytesValue", "google.protobuf.Empty":
+		return true
+	}
+	return false
+}
+
+func slotName(fd protoreflect.FieldDescriptor) protoreflect.FullName {
+	if fd == nil {
+		return ""
+	}
+	return fd.FullName()
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func typeURLs(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = typeURLPrefix + n
+	}
+	return out
+}
+
+// zeroJSON is a harmless stand-in for a removed list element.
+func zeroJSON(fd protoreflect.FieldDescriptor) any {
+	if md := fd.Message(); md != nil {
+		switch md.FullName() {
+		case "google.protobuf.Duration":
+			return "0s"
+		case "google.protobuf.Timestamp":
+			return "1970-01-01T00:00:00Z"
+		case "google.protobuf.FieldMask":
+			return ""
+		case "google.protobuf.ListValue":
+			return []any{}
+		case "google.protobuf.Value":
+			return nil
+		case "google.protobuf.BoolValue":
+			return false
+		case "google.protobuf.StringValue", "google.protobuf.BytesValue":
+			return ""
+		case "google.protobuf.DoubleValue", "google.protobuf.FloatValue",
+			"google.protobuf.Int64Value", "google.protobuf.UInt64Value",
+			"google.protobuf.Int32Value", "google.protobuf.UInt32Value":
+			return json.Number("0")
+		}
+		return map[string]any{}
+	}
+	switch fd.Kind() {
+	case protoreflect.BoolKind:
+		return false
+	case protoreflect.StringKind, protoreflect.BytesKind:
+		return ""
+	}
+	return json.Number("0")
+}
+
+// number reads a JSON number or a quoted one, as protojson accepts both.
+func number(v any) (float64, bool) {
+	var s string
+	switch x := v.(type) {
+	case json.Number:
+		s = string(x)
+	case string:
+		s = x
+	default:
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	return f, err == nil
+}
+
+func isInteger(v any, lo, hi float64) bool {
+	var s string
+	switch x := v.(type) {
+	case json.Number:
+		s = string(x)
+	case string:
+		s = x
+	default:
+		return false
+	}
+	if lo < 0 {
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			return float64(n) >= lo && float64(n) <= hi
+		}
+	} else if n, err := strconv.ParseUint(s, 10, 64); err == nil {
+		return float64(n) <= hi
+	}
+	// protojson also takes integral numbers written with a fraction or an exponent.
+	f, err := strconv.ParseFloat(s, 64)
+	return err == nil && f == math.Trunc(f) && f >= lo && f <= hi
+}
+
+func isBase64(s string) bool {
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+		if _, err := enc.DecodeString(s); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// describe names a JSON value's kind for messages: `string "abc"`, `number 80`.
+func describe(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return fmt.Sprintf("boolean %v", x)
+	case json.Number:
+		return "number " + string(x)
+	case string:
+		if len(x) > 40 {
+			x = x[:40] + "…"
+		}
+		return fmt.Sprintf("string %q", x)
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// suggest returns the field of md closest to a misspelled name, if one is close enough
+// to be a likely typo.
+func suggest(md protoreflect.MessageDescriptor, name string) string {
+	best, bestD := "", 3
+	norm := strings.ToLower(strings.ReplaceAll(name, "_", ""))
+	for i := 0; i < md.Fields().Len(); i++ {
+		cand := string(md.Fields().Get(i).Name())
+		if strings.ToLower(strings.ReplaceAll(cand, "_", "")) == norm {
+			return cand
+		}
+		if d := editDistance(name, cand); d < bestD {
+			best, bestD = cand, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,155 @@
+// Package config loads an Envoy v3 bootstrap (the subset Portico implements) and
+// translates it into the engine's plain structs.
+//
+// The file goes through five stages, and every stage reports all the problems it finds,
+// each with the path of the field as the user wrote it:
+//
+//  1. YAML → JSON (sigs.k8s.io/yaml); a syntax error carries its line.
+//  2. A pass over the generic JSON guided by the proto descriptors: unknown fields and
+//     mistyped values, inside typed_config Any values too. protojson alone would stop at
+//     the first one, without a usable location. Offending values are removed so that the
+//     remaining stages still run.
+//  3. protojson into envoy.config.bootstrap.v3.Bootstrap, then the supported-subset
+//     check: any set field Portico does not implement is an error, never silently
+//     ignored.
+//  4. The types' own protoc-gen-validate rules (ValidateAll, also on the messages inside
+//     Any values).
+//  5. Translation into engine.ListenerConfig, engine.Cluster and the filters' factories,
+//     with the cross-reference checks (cluster names, CIDRs, duplicate names).
+//
+// This is the only package that sees protobuf types.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"sigs.k8s.io/yaml"
+
+	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/filters/chain"
+)
+
+// Config is a loaded, validated bootstrap, built for a given worker count; nothing is
+// bound yet.
+type Config struct {
+	Admin        netip.AddrPort // zero if no admin section (or no admin address)
+	Clusters     []*engine.Cluster
+	Listeners    []engine.ListenerConfig
+	StatsSources []engine.StatsSource // each tcp_proxy Factory
+	// Chains is each listener's filter-chain manager by listener name, for
+	// `portico explain` (the same value as the listener's FilterChains).
+	Chains map[string]*chain.Manager
+
+	// closers are the access-log writers opened by the configuration.
+	closers []io.Closer
+}
+
+// Close flushes and closes what the configuration opened (access-log files). Call it
+// after the server has stopped using the configuration.
+func (c *Config) Close() error {
+	var errs []error
+	for _, cl := range c.closers {
+		if err := cl.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	c.closers = nil
+	return errors.Join(errs...)
+}
+
+// Load reads and parses the bootstrap file at path. Problems in the file are returned as
+// Errors; paths inside it do not repeat the file name.
+func Load(path string, workers int) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(data, workers)
+}
+
+// Parse parses a bootstrap in YAML (or JSON, which is YAML) for the given number of
+// workers. Problems in the document are returned as Errors, all of them.
+func Parse(data []byte, workers int) (*Config, error) {
+	if workers < 1 {
+		return nil, fmt.Errorf("config: worker count %d, need at least 1", workers)
+	}
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, yamlErrors(err)
+	}
+	var root any
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.UseNumber() // keep integers exact for the range checks
+	if err := dec.Decode(&root); err != nil {
+		return nil, Errors{{Msg: fmt.Sprintf("converted YAML is not JSON: %v", err)}}
+	}
+	obj, ok := root.(map[string]any)
+	if !ok {
+		if root == nil {
+			return nil, Errors{{Msg: "the configuration is empty"}}
+		}
+		return nil, Errors{{Msg: fmt.Sprintf("the configuration must be a mapping (a Bootstrap), got %s", describe(root))}}
+	}
+
+	c := &collector{}
+	bs := &bootstrapv3.Bootstrap{}
+	(&checker{c: c}).message(obj, bs.ProtoReflect().Descriptor(), loc{}, nil)
+
+	clean, err := json.Marshal(obj)
+	if err == nil {
+		err = protojson.Unmarshal(clean, bs)
+	}
+	if err != nil {
+		// The JSON pass is meant to leave nothing protojson rejects; if it did, say so
+		// rather than translate a half-read configuration.
+		c.add("", "cannot decode the bootstrap: %v", err)
+		return nil, c.result()
+	}
+	// The subset check runs first so that validation errors inside an unsupported
+	// field, already reported as such, are not repeated.
+	c.subset(bs.ProtoReflect(), "")
+	c.validate(bs, "")
+	cfg := (&translator{c: c, workers: workers}).bootstrap(bs)
+	if err := c.result(); err != nil {
+		cfg.Close()
+		return nil, err
+	}
+	return cfg, nil
+}
+
+var yamlLineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// yamlErrors turns a YAML error ("error converting YAML to JSON: yaml: line 3: …", or a
+// list of "line N: …" for unmarshal errors) into field errors located by line.
+func yamlErrors(err error) error {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "error converting YAML to JSON: ")
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	msg = strings.TrimPrefix(msg, "unmarshal errors:")
+	var es Errors
+	for _, line := range strings.Split(msg, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		if m := yamlLineRE.FindStringSubmatch(line); m != nil {
+			es = append(es, &FieldError{Path: "line " + m[1], Msg: "YAML: " + m[2]})
+		} else {
+			es = append(es, &FieldError{Msg: "YAML: " + line})
+		}
+	}
+	if len(es) == 0 {
+		es = Errors{{Msg: "YAML: " + msg}}
+	}
+	return es
+}

@@ -1,0 +1,453 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/filters/chain"
+)
+
+// translator turns a validated Bootstrap into Config. It reports problems through c with
+// canonical paths and keeps going, so one run lists them all; what it builds from a
+// configuration with errors is discarded by Parse.
+type translator struct {
+	c       *collector
+	workers int
+	cfg     *Config
+	// clusters by name; a cluster that failed to build maps to nil so that references
+	// to it do not add a second, misleading "not defined" error.
+	clusters map[string]*engine.Cluster
+}
+
+func (t *translator) errorf(path, format string, args ...any) {
+	t.c.addCanonical(path, format, args...)
+}
+
+func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
+	t.cfg = &Config{Chains: map[string]*chain.Manager{}}
+	t.clusters = map[string]*engine.Cluster{}
+	if a := bs.GetAdmin(); a.GetAddress() != nil {
+		if ap, ok := t.socketAddress(a.GetAddress(), "admin.address", true); ok {
+			t.cfg.Admin = ap
+		}
+	}
+	sr := bs.GetStaticResources()
+	// Clusters first: listeners' tcp_proxy filters refer to them by name.
+	clusterAt := map[string]string{}
+	for i, cl := range sr.GetClusters() {
+		at := index("static_resources.clusters", i)
+		name := cl.GetName()
+		if prev, dup := clusterAt[name]; dup && name != "" {
+			t.errorf(field(at, "name"), "duplicate cluster name %q (also %s)", name, t.c.userPath(prev))
+			continue
+		}
+		clusterAt[name] = at
+		c := t.cluster(cl, at)
+		if name != "" {
+			t.clusters[name] = c
+		}
+		if c != nil {
+			t.cfg.Clusters = append(t.cfg.Clusters, c)
+		}
+	}
+	listenerAt := map[string]string{}
+	addrAt := map[netip.AddrPort]string{}
+	for i, l := range sr.GetListeners() {
+		at := index("static_resources.listeners", i)
+		name := l.GetName()
+		if name == "" {
+			// Envoy would make up a UUID; Portico's stats, logs and `explain` need a
+			// stable name.
+			t.errorf(field(at, "name"), "a listener name is required")
+		} else if prev, dup := listenerAt[name]; dup {
+			t.errorf(field(at, "name"), "duplicate listener name %q (also %s)", name, t.c.userPath(prev))
+		} else {
+			listenerAt[name] = at
+		}
+		lc, ok := t.listener(l, at)
+		if !ok {
+			continue
+		}
+		// Two listeners may not share a concrete address, binding or not (Envoy rejects
+		// it too); port 0 asks the kernel for a fresh port each time.
+		if lc.Address.Port() != 0 {
+			if prev, dup := addrAt[lc.Address]; dup {
+				t.errorf(field(at, "address"), "address %s is already used by %s", lc.Address, t.c.userPath(prev))
+			} else {
+				addrAt[lc.Address] = at
+			}
+		}
+		t.cfg.Listeners = append(t.cfg.Listeners, lc)
+		if name != "" {
+			t.cfg.Chains[name] = lc.FilterChains.(*chain.Manager)
+		}
+	}
+	return t.cfg
+}
+
+// socketAddress reads an Address that must be an IP literal and a port. A missing
+// socket_address is reported only when the oneof is empty: another member (pipe,
+// envoy_internal_address) was already reported as unsupported.
+func (t *translator) socketAddress(a *corev3.Address, at string, portZeroOK bool) (netip.AddrPort, bool) {
+	if a.GetAddress() == nil {
+		t.errorf(at, "socket_address is required")
+		return netip.AddrPort{}, false
+	}
+	sa := a.GetSocketAddress()
+	if sa == nil {
+		return netip.AddrPort{}, false
+	}
+	at = field(at, "socket_address")
+	ok := true
+	if sa.GetProtocol() != corev3.SocketAddress_TCP {
+		t.errorf(field(at, "protocol"), "%s is not supported by Portico (TCP only)", sa.GetProtocol())
+		ok = false
+	}
+	ip, err := netip.ParseAddr(sa.GetAddress())
+	if err != nil {
+		if sa.GetAddress() != "" { // empty: protoc-gen-validate already said it is required
+			t.errorf(field(at, "address"), "%q is not an IP address (Portico does not resolve names here)", sa.GetAddress())
+		}
+		ok = false
+	}
+	if _, named := sa.GetPortSpecifier().(*corev3.SocketAddress_NamedPort); named {
+		return netip.AddrPort{}, false // reported as unsupported
+	}
+	if sa.GetPortSpecifier() == nil {
+		return netip.AddrPort{}, false // protoc-gen-validate: one of port_value, named_port
+	}
+	port := sa.GetPortValue()
+	if port > 65535 {
+		return netip.AddrPort{}, false // reported by protoc-gen-validate
+	}
+	if port == 0 && !portZeroOK {
+		t.errorf(field(at, "port_value"), "a port is required")
+		ok = false
+	}
+	return netip.AddrPortFrom(ip, uint16(port)), ok
+}
+
+func duration(d *durationpb.Duration, def time.Duration) time.Duration {
+	if d == nil {
+		return def
+	}
+	return d.AsDuration()
+}
+
+func (t *translator) nonNegative(d *durationpb.Duration, def time.Duration, at string) time.Duration {
+	v := duration(d, def)
+	if v < 0 {
+		t.errorf(at, "must not be negative")
+		return def
+	}
+	return v
+}
+
+func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
+	ok := true
+	if cl.GetClusterType() == nil && cl.GetType() != clusterv3.Cluster_STATIC {
+		t.errorf(field(at, "type"), "%s clusters are not supported by Portico (only STATIC)", cl.GetType())
+		ok = false
+	}
+	cc := engine.ClusterConfig{
+		Name:                     cl.GetName(),
+		ConnectTimeout:           engine.DefaultConnectTimeout,
+		PerConnectionBufferLimit: engine.DefaultBufferLimit,
+	}
+	if d := cl.GetConnectTimeout(); d != nil {
+		cc.ConnectTimeout = d.AsDuration()
+	}
+	if v := cl.GetPerConnectionBufferLimitBytes(); v != nil {
+		cc.PerConnectionBufferLimit = int(v.GetValue())
+	}
+	switch cl.GetLbPolicy() {
+	case clusterv3.Cluster_ROUND_ROBIN:
+		cc.LBPolicy = engine.RoundRobin
+	case clusterv3.Cluster_LEAST_REQUEST:
+		cc.LBPolicy = engine.LeastRequest
+	default:
+		t.errorf(field(at, "lb_policy"), "%s is not supported by Portico (ROUND_ROBIN or LEAST_REQUEST)", cl.GetLbPolicy())
+		ok = false
+	}
+	la := cl.GetLoadAssignment()
+	lat := field(at, "load_assignment")
+	if la == nil {
+		t.errorf(lat, "required: a STATIC cluster lists its endpoints here")
+		return nil
+	}
+	n := 0 // lb_endpoints, valid or not
+	for i, lle := range la.GetEndpoints() {
+		eat := index(field(lat, "endpoints"), i)
+		for j, lbe := range lle.GetLbEndpoints() {
+			n++
+			bat := index(field(eat, "lb_endpoints"), j)
+			if lbe.GetHostIdentifier() == nil {
+				t.errorf(bat, "endpoint is required")
+				ok = false
+				continue
+			}
+			ep := lbe.GetEndpoint()
+			if ep == nil {
+				ok = false // endpoint_name: reported as unsupported
+				continue
+			}
+			if ep.GetAddress() == nil {
+				t.errorf(field(field(bat, "endpoint"), "address"), "required")
+				ok = false
+				continue
+			}
+			ap, aok := t.socketAddress(ep.GetAddress(), field(field(bat, "endpoint"), "address"), false)
+			if !aok {
+				ok = false
+				continue
+			}
+			w := uint32(1)
+			if lw := lbe.GetLoadBalancingWeight(); lw != nil {
+				w = lw.GetValue()
+			}
+			cc.Endpoints = append(cc.Endpoints, engine.Endpoint{Address: ap, Weight: w})
+		}
+	}
+	if n == 0 {
+		t.errorf(lat, "at least one endpoint is required")
+		return nil
+	}
+	if !ok {
+		return nil
+	}
+	c, err := engine.NewCluster(cc, t.workers)
+	if err != nil {
+		t.errorf(at, "%v", err)
+		return nil
+	}
+	return c
+}
+
+func (t *translator) listener(l *listenerv3.Listener, at string) (engine.ListenerConfig, bool) {
+	ok := true
+	lc := engine.ListenerConfig{
+		Name:                             l.GetName(),
+		BindToPort:                       true,
+		ListenerFiltersTimeout:           engine.DefaultListenerFiltersTimeout,
+		ContinueOnListenerFiltersTimeout: l.GetContinueOnListenerFiltersTimeout(),
+		PerConnectionBufferLimit:         engine.DefaultBufferLimit,
+		Transparent:                      l.GetTransparent().GetValue(),
+		Freebind:                         l.GetFreebind().GetValue(),
+		ExactBalance:                     l.GetConnectionBalanceConfig().GetExactBalance() != nil,
+		Backlog:                          int(l.GetTcpBacklogSize().GetValue()),
+		MaxAcceptPerEvent:                int(l.GetMaxConnectionsToAcceptPerSocketEvent().GetValue()),
+		UseOriginalDst:                   l.GetUseOriginalDst().GetValue(),
+	}
+	if l.GetAddress() == nil {
+		t.errorf(field(at, "address"), "required")
+		ok = false
+	} else if ap, aok := t.socketAddress(l.GetAddress(), field(at, "address"), true); aok {
+		lc.Address = ap
+	} else {
+		ok = false
+	}
+	if v := l.GetBindToPort(); v != nil {
+		lc.BindToPort = v.GetValue()
+	}
+	// Envoy: enable_reuse_port wins when set; otherwise the deprecated reuse_port can only
+	// turn it on, and the default is on.
+	lc.ReusePort = true
+	if v := l.GetEnableReusePort(); v != nil {
+		lc.ReusePort = v.GetValue()
+	}
+	lc.ListenerFiltersTimeout = t.nonNegative(l.GetListenerFiltersTimeout(), engine.DefaultListenerFiltersTimeout, field(at, "listener_filters_timeout"))
+	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
+		lc.PerConnectionBufferLimit = int(v.GetValue())
+	}
+
+	for i, lf := range l.GetListenerFilters() {
+		f, fok := t.listenerFilter(lf, index(field(at, "listener_filters"), i))
+		if !fok {
+			ok = false
+			continue
+		}
+		lc.ListenerFilters = append(lc.ListenerFilters, f)
+	}
+	if lc.UseOriginalDst {
+		// As Envoy's buildOriginalDstListenerFilter: use_original_dst appends an
+		// original_dst filter after the configured ones, whether or not one is listed.
+		lc.ListenerFilters = append(lc.ListenerFilters, newOriginalDst())
+	}
+
+	if len(l.GetFilterChains()) == 0 && l.GetDefaultFilterChain() == nil {
+		if !t.c.reported(field(at, "filter_chains")) && !t.c.reported(field(at, "default_filter_chain")) {
+			t.errorf(at, "no filter chains specified (need filter_chains or default_filter_chain)")
+		}
+		return lc, false
+	}
+	var chains []chain.Chain
+	for i, fc := range l.GetFilterChains() {
+		cat := index(field(at, "filter_chains"), i)
+		m, mok := t.match(fc.GetFilterChainMatch(), field(cat, "filter_chain_match"))
+		fch, fok := t.filterChain(fc, cat)
+		if !mok || !fok {
+			ok = false
+			continue
+		}
+		chains = append(chains, chain.Chain{Name: fc.GetName(), Match: m, Chain: fch})
+	}
+	var def *engine.FilterChain
+	if dfc := l.GetDefaultFilterChain(); dfc != nil {
+		dat := field(at, "default_filter_chain")
+		if dfc.GetFilterChainMatch() != nil {
+			// Envoy ignores it; ignoring silently would hide a mistake.
+			t.errorf(field(dat, "filter_chain_match"), "has no effect on the default filter chain; remove it")
+			ok = false
+		}
+		fch, fok := t.filterChain(dfc, dat)
+		if !fok {
+			ok = false
+		}
+		def = fch
+	}
+	if !ok {
+		return lc, false
+	}
+	mgr, err := chain.Build(chains, def)
+	if err != nil {
+		t.errorf(field(at, "filter_chains"), "%v", err)
+		return lc, false
+	}
+	lc.FilterChains = mgr
+	return lc, true
+}
+
+// match translates a filter_chain_match; nil means "match everything".
+func (t *translator) match(m *listenerv3.FilterChainMatch, at string) (chain.Match, bool) {
+	var out chain.Match
+	if m == nil {
+		return out, true
+	}
+	ok := true
+	if m.GetAddressSuffix() != "" {
+		t.errorf(field(at, "address_suffix"), "not implemented (Envoy rejects it too)")
+		ok = false
+	}
+	if m.GetSuffixLen() != nil {
+		t.errorf(field(at, "suffix_len"), "not implemented (Envoy rejects it too)")
+		ok = false
+	}
+	out.DestinationPort = m.GetDestinationPort().GetValue()
+	cidrs := func(name string, rs []*corev3.CidrRange) []netip.Prefix {
+		var ps []netip.Prefix
+		for i, r := range rs {
+			p, pok := t.cidr(r, index(field(at, name), i))
+			if !pok {
+				ok = false
+				continue
+			}
+			ps = append(ps, p)
+		}
+		return ps
+	}
+	out.PrefixRanges = cidrs("prefix_ranges", m.GetPrefixRanges())
+	out.DirectSourcePrefixRanges = cidrs("direct_source_prefix_ranges", m.GetDirectSourcePrefixRanges())
+	out.SourcePrefixRanges = cidrs("source_prefix_ranges", m.GetSourcePrefixRanges())
+	switch m.GetSourceType() {
+	case listenerv3.FilterChainMatch_ANY:
+		out.SourceType = chain.SourceAny
+	case listenerv3.FilterChainMatch_SAME_IP_OR_LOOPBACK:
+		out.SourceType = chain.SourceSameIPOrLoopback
+	case listenerv3.FilterChainMatch_EXTERNAL:
+		out.SourceType = chain.SourceExternal
+	default:
+		t.errorf(field(at, "source_type"), "unknown source type %d", m.GetSourceType())
+		ok = false
+	}
+	out.SourcePorts = append([]uint32(nil), m.GetSourcePorts()...)
+	out.ServerNames = append([]string(nil), m.GetServerNames()...)
+	out.TransportProtocol = m.GetTransportProtocol()
+	out.ApplicationProtocols = append([]string(nil), m.GetApplicationProtocols()...)
+	return out, ok
+}
+
+// cidr parses a CidrRange and masks it, so that 10.0.0.1/24 and 10.0.0.0/24 are the same
+// range, as in Envoy.
+func (t *translator) cidr(r *corev3.CidrRange, at string) (netip.Prefix, bool) {
+	ip, err := netip.ParseAddr(r.GetAddressPrefix())
+	if err != nil || ip.Zone() != "" {
+		t.errorf(field(at, "address_prefix"), "malformed IP address: %q", r.GetAddressPrefix())
+		return netip.Prefix{}, false
+	}
+	bits := int(r.GetPrefixLen().GetValue())
+	if bits > ip.BitLen() {
+		t.errorf(field(at, "prefix_len"), "%d is longer than an IPv%d address (%d bits)", bits, map[bool]int{true: 4, false: 6}[ip.Is4()], ip.BitLen())
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(ip, bits).Masked(), true
+}
+
+// filterChain builds a chain's network filters.
+func (t *translator) filterChain(fc *listenerv3.FilterChain, at string) (*engine.FilterChain, bool) {
+	ok := true
+	out := &engine.FilterChain{Name: fc.GetName()}
+	filters := fc.GetFilters()
+	for i, f := range filters {
+		fat := index(field(at, "filters"), i)
+		nf, terminal, fok := t.networkFilter(f, fat)
+		if !fok {
+			ok = false
+			continue
+		}
+		// Envoy's checkTerminalFilters: a terminal filter anywhere but last, or a
+		// non-terminal one last, makes the chain invalid.
+		if terminal && i != len(filters)-1 {
+			t.errorf(fat, "terminal filter %q must be the last filter in a network filter chain", nf.Name())
+			ok = false
+		}
+		if !terminal && i == len(filters)-1 {
+			t.errorf(fat, "non-terminal filter %q is the last filter in a network filter chain", nf.Name())
+			ok = false
+		}
+		out.Filters = append(out.Filters, nf)
+	}
+	return out, ok
+}
+
+// typedConfig unpacks a typed_config; the JSON pass has already made sure the type is one
+// Portico supports in this place.
+func (t *translator) typedConfig(a *anypb.Any, at string) (proto.Message, bool) {
+	m, err := unpack(a)
+	if err != nil {
+		t.errorf(at, "%v", err)
+		return nil, false
+	}
+	return m, true
+}
+
+func (t *translator) closer(v any) {
+	if c, ok := v.(io.Closer); ok {
+		t.cfg.closers = append(t.cfg.closers, c)
+	}
+}
+
+// definedClusters lists the cluster names for "not defined" messages.
+func (t *translator) definedClusters() string {
+	names := make([]string, 0, len(t.clusters))
+	for n := range t.clusters {
+		names = append(names, fmt.Sprintf("%q", n))
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		return "no clusters are defined"
+	}
+	return "defined: " + strings.Join(names, ", ")
+}
