@@ -473,7 +473,9 @@ func chainFor(cs []Chain, def *engine.FilterChain, label string) *engine.FilterC
 }
 
 func TestBuildRejects(t *testing.T) {
-	fc := func(name string, m Match) Chain { return Chain{Name: name, Match: m, Chain: &engine.FilterChain{Name: name}} }
+	fc := func(name string, m Match) Chain {
+		return Chain{Name: name, Match: m, Chain: &engine.FilterChain{Name: name}}
+	}
 	tests := []struct {
 		name   string
 		chains []Chain
@@ -612,7 +614,9 @@ func TestBuildRejects(t *testing.T) {
 }
 
 func TestBuildAccepts(t *testing.T) {
-	fc := func(name string, m Match) Chain { return Chain{Name: name, Match: m, Chain: &engine.FilterChain{Name: name}} }
+	fc := func(name string, m Match) Chain {
+		return Chain{Name: name, Match: m, Chain: &engine.FilterChain{Name: name}}
+	}
 	tests := []struct {
 		name   string
 		chains []Chain
