@@ -47,6 +47,8 @@ type collector struct {
 	// removed and fields the subset check rejected. Later complaints about them or
 	// anything below them would only repeat the first.
 	pruned []string
+	// at holds the canonical path of every error so far.
+	at []string
 }
 
 func (c *collector) add(path, format string, args ...any) {
@@ -58,7 +60,18 @@ func (c *collector) addCanonical(path, format string, args ...any) {
 	if c.reported(path) {
 		return
 	}
+	c.at = append(c.at, path)
 	c.add(c.userPath(path), format, args...)
+}
+
+// errorsUnder reports whether an error was recorded at path or below it.
+func (c *collector) errorsUnder(path string) bool {
+	for _, p := range c.at {
+		if under(p, path) {
+			return true
+		}
+	}
+	return false
 }
 
 // reported reports whether path, or a location above it, already has an error.

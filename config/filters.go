@@ -226,6 +226,9 @@ func (t *translator) listenerFilter(lf *listenerv3.ListenerFilter, at string) (e
 	case *httpinspectorv3.HttpInspector:
 		return httpinspector.New(httpinspector.Config{}), true
 	case *tlsinspectorv3.TlsInspector:
+		if t.c.errorsUnder(tat) {
+			return nil, false // its own checks would repeat protoc-gen-validate's
+		}
 		cfg := tlsinspector.Config{
 			MaxClientHelloSize:                        m.GetMaxClientHelloSize().GetValue(),
 			InitialReadBufferSize:                     m.GetInitialReadBufferSize().GetValue(),
@@ -237,7 +240,20 @@ func (t *translator) listenerFilter(lf *listenerv3.ListenerFilter, at string) (e
 		}
 		return tlsinspector.New(cfg), true
 	case *proxyprotocolv3.ProxyProtocol:
-		return proxyprotocol.New(proxyprotocol.Config{}), true
+		cfg := proxyprotocol.Config{AllowRequestsWithoutProxyProtocol: m.GetAllowRequestsWithoutProxyProtocol()}
+		for i, v := range m.GetDisallowedVersions() {
+			switch v {
+			case corev3.ProxyProtocolConfig_V1:
+				cfg.DisallowedVersions |= proxyprotocol.V1
+			case corev3.ProxyProtocolConfig_V2:
+				cfg.DisallowedVersions |= proxyprotocol.V2
+			default:
+				// The proto has no rule against undefined numbers.
+				t.errorf(index(field(tat, "disallowed_versions"), i), "unknown PROXY protocol version %d (V1 or V2)", v)
+				return nil, false
+			}
+		}
+		return proxyprotocol.New(cfg), true
 	}
 	t.errorf(tat, "type %q is not a listener filter Portico supports", tc.GetTypeUrl())
 	return nil, false

@@ -86,7 +86,7 @@ var supported = map[protoreflect.FullName][]protoreflect.Name{
 		"max_client_hello_size", "initial_read_buffer_size",
 		"close_connection_on_client_hello_parsing_errors",
 	},
-	proxyProtocolType: {},
+	proxyProtocolType: {"allow_requests_without_proxy_protocol", "disallowed_versions"},
 
 	"envoy.config.cluster.v3.Cluster": {
 		"name", "type", "connect_timeout", "lb_policy", "load_assignment",
