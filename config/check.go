@@ -33,8 +33,7 @@ type checker struct {
 }
 
 func (k *checker) errorf(at loc, format string, args ...any) {
-	k.c.at = append(k.c.at, at.canon)
-	k.c.add(at.user, format, args...)
+	k.c.add(at.canon, at.user, format, args...)
 }
 
 // prune notes that the value at `at` was removed after being reported.

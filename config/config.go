@@ -83,7 +83,7 @@ func Parse(data []byte, workers int) (*Config, error) {
 	if workers < 1 {
 		return nil, fmt.Errorf("config: worker count %d, need at least 1", workers)
 	}
-	js, err := yaml.YAMLToJSON(data)
+	js, err := yaml.YAMLToJSONStrict(data) // strict: a duplicate key is an error, not "last one wins"
 	if err != nil {
 		return nil, yamlErrors(err)
 	}
@@ -112,15 +112,15 @@ func Parse(data []byte, workers int) (*Config, error) {
 	if err != nil {
 		// The JSON pass is meant to leave nothing protojson rejects; if it did, say so
 		// rather than translate a half-read configuration.
-		c.add("", "cannot decode the bootstrap: %v", err)
-		return nil, c.result()
+		c.add("", "", "cannot decode the bootstrap: %v", err)
+		return nil, c.result(nil)
 	}
 	// The subset check runs first so that validation errors inside an unsupported
 	// field, already reported as such, are not repeated.
 	c.subset(bs.ProtoReflect(), "")
 	c.validate(bs, "")
 	cfg := (&translator{c: c, workers: workers}).bootstrap(bs)
-	if err := c.result(); err != nil {
+	if err := c.result(bs); err != nil {
 		cfg.Close()
 		return nil, err
 	}

@@ -5,6 +5,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // FieldError is one problem in a configuration, located by the path of the field as the
@@ -39,7 +43,7 @@ func (es Errors) Error() string {
 // records how the user actually spelled each key (protojson also accepts lowerCamelCase
 // names) so that every path is reported in the user's spelling.
 type collector struct {
-	errs Errors
+	errs []entry
 	// alias maps a canonical path to the same location as the user wrote it; only
 	// locations whose spellings differ are recorded.
 	alias map[string]string
@@ -47,12 +51,16 @@ type collector struct {
 	// removed and fields the subset check rejected. Later complaints about them or
 	// anything below them would only repeat the first.
 	pruned []string
-	// at holds the canonical path of every error so far.
-	at []string
 }
 
-func (c *collector) add(path, format string, args ...any) {
-	c.errs = append(c.errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+type entry struct {
+	canon string
+	err   *FieldError
+}
+
+// add records an error at a location known in both spellings.
+func (c *collector) add(canon, user, format string, args ...any) {
+	c.errs = append(c.errs, entry{canon, &FieldError{Path: user, Msg: fmt.Sprintf(format, args...)}})
 }
 
 // addCanonical records an error of a later stage, given by canonical path.
@@ -60,24 +68,23 @@ func (c *collector) addCanonical(path, format string, args ...any) {
 	if c.reported(path) {
 		return
 	}
-	c.at = append(c.at, path)
-	c.add(c.userPath(path), format, args...)
-}
-
-// errorsUnder reports whether an error was recorded at path or below it.
-func (c *collector) errorsUnder(path string) bool {
-	for _, p := range c.at {
-		if under(p, path) {
-			return true
-		}
-	}
-	return false
+	c.add(path, c.userPath(path), format, args...)
 }
 
 // reported reports whether path, or a location above it, already has an error.
 func (c *collector) reported(path string) bool {
 	for _, p := range c.pruned {
 		if under(path, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// errorsUnder reports whether an error was recorded at path or below it.
+func (c *collector) errorsUnder(path string) bool {
+	for _, e := range c.errs {
+		if under(e.canon, path) {
 			return true
 		}
 	}
@@ -106,52 +113,139 @@ func under(p, q string) bool {
 	return len(p) == len(q) || p[len(q)] == '.' || p[len(q)] == '['
 }
 
-// result returns the errors in a stable order (document order as far as paths tell it:
-// numeric indexes compare as numbers), without duplicates.
-func (c *collector) result() error {
+// result returns the errors without duplicates, in the order of the fields in their
+// messages' declarations (the order Envoy's documentation and most files use: a
+// listener's name and address before its filter chains, listeners before clusters) and
+// of list indexes. root, when not nil, is the decoded bootstrap, used to find the type
+// inside typed_config values.
+func (c *collector) result(root proto.Message) error {
 	if len(c.errs) == 0 {
 		return nil
 	}
-	es := append(Errors(nil), c.errs...)
-	sort.SliceStable(es, func(i, j int) bool { return pathLess(es[i].Path, es[j].Path) })
-	out := es[:0]
-	for i, e := range es {
-		if i > 0 && e.Path == es[i-1].Path && e.Msg == es[i-1].Msg {
+	type keyed struct {
+		key []int
+		e   entry
+	}
+	ks := make([]keyed, len(c.errs))
+	for i, e := range c.errs {
+		ks[i] = keyed{sortKey(root, e.canon), e}
+	}
+	sort.SliceStable(ks, func(i, j int) bool {
+		a, b := ks[i].key, ks[j].key
+		for k := 0; k < len(a) && k < len(b); k++ {
+			if a[k] != b[k] {
+				return a[k] < b[k]
+			}
+		}
+		if len(a) != len(b) {
+			return len(a) < len(b)
+		}
+		return ks[i].e.canon < ks[j].e.canon
+	})
+	var out Errors
+	for i, k := range ks {
+		if i > 0 && k.e.err.Path == ks[i-1].e.err.Path && k.e.err.Msg == ks[i-1].e.err.Msg {
 			continue
 		}
-		out = append(out, e)
+		out = append(out, k.e.err)
 	}
 	return out
 }
 
-// pathLess orders paths so that parents come before children and list elements by index.
-func pathLess(a, b string) bool {
-	for a != "" && b != "" {
-		ta, ra := pathToken(a)
-		tb, rb := pathToken(b)
-		if ta != tb {
-			na, ea := strconv.Atoi(ta)
-			nb, eb := strconv.Atoi(tb)
-			if ea == nil && eb == nil {
-				return na < nb
-			}
-			return ta < tb
-		}
-		a, b = ra, rb
+// unknownRank sorts names that are not fields (typos) after the real fields.
+const unknownRank = 1 << 20
+
+// sortKey turns a canonical path into declaration indexes and list indexes, following
+// the descriptors from the Bootstrap and, through Any values, the messages themselves.
+func sortKey(root proto.Message, path string) []int {
+	var key []int
+	var m protoreflect.Message
+	var md protoreflect.MessageDescriptor
+	if root != nil {
+		m = root.ProtoReflect()
+		md = m.Descriptor()
 	}
-	return a == "" && b != ""
+	var list protoreflect.List // the list the next index selects in
+	var listMD protoreflect.MessageDescriptor
+	enter := func(v protoreflect.Message, d protoreflect.MessageDescriptor) {
+		m, md = v, d
+		if d != nil && d.FullName() == "google.protobuf.Any" {
+			m, md = nil, nil
+			if v != nil {
+				if inner, err := unpack(v.Interface().(*anypb.Any)); err == nil && inner != nil {
+					m, md = inner.ProtoReflect(), inner.ProtoReflect().Descriptor()
+				}
+			}
+		}
+	}
+	for _, tok := range pathTokens(path) {
+		if n, err := strconv.Atoi(tok); err == nil && tok != "" && (list != nil || listMD != nil) {
+			key = append(key, n)
+			var v protoreflect.Message
+			if list != nil && n < list.Len() {
+				v = list.Get(n).Message()
+			}
+			enter(v, listMD)
+			list, listMD = nil, nil
+			continue
+		}
+		list, listMD = nil, nil
+		if md == nil {
+			key = append(key, unknownRank)
+			continue
+		}
+		fd := md.Fields().ByName(protoreflect.Name(tok))
+		if fd == nil {
+			key = append(key, unknownRank)
+			m, md = nil, nil
+			continue
+		}
+		key = append(key, fd.Index())
+		has := m != nil && m.Has(fd)
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			listMD = fd.Message()
+			if has {
+				list = m.Get(fd).List()
+			}
+			m, md = nil, nil
+		case fd.Message() != nil && !fd.IsMap():
+			var v protoreflect.Message
+			if has {
+				v = m.Get(fd).Message()
+			}
+			enter(v, fd.Message())
+		default:
+			m, md = nil, nil
+		}
+	}
+	return key
 }
 
-// pathToken splits off the first name or index of a path.
-func pathToken(p string) (tok, rest string) {
-	i := strings.IndexAny(p[1:], ".[]")
-	if i < 0 {
-		return p, ""
+// pathTokens splits a path into names and bracketed indexes or keys.
+func pathTokens(p string) []string {
+	var toks []string
+	for p != "" {
+		switch p[0] {
+		case '.':
+			p = p[1:]
+		case '[':
+			end := strings.IndexByte(p, ']')
+			if end < 0 {
+				return append(toks, p[1:])
+			}
+			toks = append(toks, p[1:end])
+			p = p[end+1:]
+		default:
+			end := strings.IndexAny(p, ".[")
+			if end < 0 {
+				return append(toks, p)
+			}
+			toks = append(toks, p[:end])
+			p = p[end:]
+		}
 	}
-	i++
-	tok, rest = p[:i], p[i:]
-	tok = strings.Trim(tok, ".[]")
-	return tok, rest
+	return toks
 }
 
 // field, index and key build canonical and user paths alike.
