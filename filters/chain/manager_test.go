@@ -393,6 +393,20 @@ func TestFindFilterChain(t *testing.T) {
 			},
 		},
 		{
+			name: "SourceTypeBranchIsFinal",
+			chains: chains(
+				named("local-from-10.0.0.1", Match{SourceType: SourceSameIPOrLoopback, SourcePrefixRanges: pfx("10.0.0.1/32")}),
+				named("any", Match{}),
+			),
+			lookups: []lookup{
+				{"local, in range", conn{dst: "10.0.0.1:80", src: "10.0.0.1:5"}, "local-from-10.0.0.1"},
+				// Local (same IP), so the LOCAL branch is taken; its source range misses and
+				// the walk does not go back to ANY.
+				{"local, out of range dead-ends", conn{dst: "10.0.0.2:80", src: "10.0.0.2:5"}, ""},
+				{"external goes to ANY", conn{dst: "10.0.0.2:80", src: "10.0.0.9:5"}, "any"},
+			},
+		},
+		{
 			name: "SourcePrefixAndPorts",
 			chains: chains(
 				named("pod-http", Match{SourcePrefixRanges: pfx("10.244.0.0/16"), SourcePorts: []uint32{80, 8080}}),
