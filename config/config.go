@@ -50,20 +50,21 @@ type Config struct {
 	// `portico explain` (the same value as the listener's FilterChains).
 	Chains map[string]*chain.Manager
 
-	// closers are the access-log writers opened by the configuration.
-	closers []io.Closer
+	// Closers are what the configuration opened (access-log writers): close them, or
+	// call Close, once the server no longer uses the configuration, to flush the logs.
+	Closers []io.Closer
 }
 
 // Close flushes and closes what the configuration opened (access-log files). Call it
 // after the server has stopped using the configuration.
 func (c *Config) Close() error {
 	var errs []error
-	for _, cl := range c.closers {
+	for _, cl := range c.Closers {
 		if err := cl.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	c.closers = nil
+	c.Closers = nil
 	return errors.Join(errs...)
 }
 

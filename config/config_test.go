@@ -299,3 +299,21 @@ func descriptorByName(t *testing.T, name string) protoreflect.MessageDescriptor 
 	}
 	return md
 }
+
+// TestAccessLogWriters checks that the access-log writers a configuration opens are handed
+// back for closing (Parse closes them itself when the configuration has errors).
+func TestAccessLogWriters(t *testing.T) {
+	cfg, err := Load("testdata/full.yaml", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Closers) != 2 { // the file log and the stdout log
+		t.Errorf("%d closers, want 2", len(cfg.Closers))
+	}
+	if err := cfg.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if cfg.Closers != nil {
+		t.Error("Close left Closers set")
+	}
+}

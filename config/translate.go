@@ -435,7 +435,7 @@ func (t *translator) typedConfig(a *anypb.Any, at string) (proto.Message, bool) 
 
 func (t *translator) closer(v any) {
 	if c, ok := v.(io.Closer); ok {
-		t.cfg.closers = append(t.cfg.closers, c)
+		t.cfg.Closers = append(t.cfg.Closers, c)
 	}
 }
 
