@@ -34,11 +34,13 @@ done
 SUT_CPU=${SUT_CPU:-1}
 LG_CPU=${LG_CPU:-0}
 CLK_TCK=$(getconf CLK_TCK)
-# Both the server and the load generator run at a raised priority: this box
-# is shared (other engineers compile and test on it), and a nice of -15
-# gives our two processes ~97 % of a contended CPU without starving anyone
-# outright. Interference that remains is measured per run (other_cpu_util).
+# Both the server and the load generator run at a raised priority (see
+# boosted in lib-bench.sh): this box is shared (other engineers compile and
+# test on it), and a nice of -15 gives our two processes ~97 % of a contended
+# CPU without starving anyone outright. Interference that remains is
+# measured per run (other_cpu_util).
 BENCH_NICE=${BENCH_NICE:--15}
+boosted_init
 LG_TIMEOUT=150 # seconds; loadgen bounds itself, this is only a second fence
 SERVERS=(${BENCH_SERVERS:-portico gnet netpoll net})
 if $QUICK; then
