@@ -254,12 +254,22 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// nginxUser keeps nginx's workers as root when the test runs as root, so they can read
+// the test's private temp directories.
+func nginxUser() string {
+	if os.Geteuid() == 0 {
+		return "user root;"
+	}
+	return ""
+}
+
 // startNginx serves root on 127.0.0.1:port and stops nginx (by PID) when the test ends.
 func startNginx(t *testing.T, port int, root string) {
 	t.Helper()
 	bin := requireTool(t, "nginx")
 	dir := t.TempDir()
 	conf := fmt.Sprintf(`daemon off;
+%[4]s
 worker_processes 1;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log;
@@ -276,7 +286,7 @@ http {
     root %[3]s;
   }
 }
-`, dir, port, root)
+`, dir, port, root, nginxUser())
 	cp := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(cp, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -72,7 +73,7 @@ func TestHTTPInspectorRouting(t *testing.T) {
 		{"http10", `{ application_protocols: ["http/1.0"] }`, httpBackend(t, "http10")},
 		{"http11", `{ application_protocols: ["http/1.1"] }`, httpBackend(t, "http11")},
 		{"h2c", `{ application_protocols: ["h2c"] }`, httpBackend(t, "h2c")},
-		{"other", `{}`, httpBackend(t, "other")},
+		{"other", `{}`, echoBackend(t)},
 	}
 	params := map[string]any{"Admin": freePort(t), "Port": freePort(t), "Chains": chains}
 	startPortico(t, fmt.Sprintf("127.0.0.1:%d", params["Admin"]), "-c", writeConfig(t, httpInspectTmpl, params))
@@ -95,13 +96,30 @@ func TestHTTPInspectorRouting(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.Write([]byte("\x00\x01binary\r\n\r\n"))
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	b := make([]byte, 200)
-	n, _ := c.Read(b)
-	if !strings.Contains(string(b[:n]), "400 Bad Request") {
-		t.Errorf("non-HTTP bytes: got %q, want the fallback backend's 400", b[:n])
+	roundTrip(t, c, "\x00\x01binary\r\n\r\n")
+}
+
+// echoBackend is a plain TCP echo server; it returns its port.
+func echoBackend(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 const proxyProtoTmpl = `
