@@ -102,14 +102,22 @@ type sample struct {
 }
 
 // collect reads every stat. Counters are atomics written by their workers, so this never
-// stops a worker.
+// stops a worker. Sources that share a scope (two tcp_proxy filters with one stat_prefix)
+// are summed into one series, as Envoy shares one set of stats between them.
 func (a *Admin) collect() []sample {
 	var out []sample
+	seen := map[string]int{}
 	workers := a.srv.Concurrency()
 	add := func(family string, labels [][2]string, visit func(int, engine.StatVisitor)) {
 		for wi := 0; wi < workers; wi++ {
 			lb := append(append([][2]string(nil), labels...), [2]string{"worker", strconv.Itoa(wi)})
 			visit(wi, func(name string, k engine.StatKind, v float64) {
+				key := fmt.Sprint(family, lb, name)
+				if i, dup := seen[key]; dup {
+					out[i].value += v
+					return
+				}
+				seen[key] = len(out)
 				out = append(out, sample{family, lb, name, k, v})
 			})
 		}

@@ -49,8 +49,9 @@ const DefaultConnectTimeout = 5 * time.Second
 // so choosing a host takes no lock.
 type Cluster struct {
 	cfg       ClusterConfig
-	perWorker []clusterWorker
-	workers   int
+	perWorker   []clusterWorker
+	workers     int
+	totalWeight uint64
 }
 
 type clusterWorker struct {
@@ -71,7 +72,14 @@ func NewCluster(cfg ClusterConfig, workers int) (*Cluster, error) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
+	cfg.Endpoints = append([]Endpoint(nil), cfg.Endpoints...)
 	c := &Cluster{cfg: cfg, perWorker: make([]clusterWorker, workers), workers: workers}
+	for i := range c.cfg.Endpoints {
+		if c.cfg.Endpoints[i].Weight == 0 {
+			c.cfg.Endpoints[i].Weight = 1
+		}
+		c.totalWeight += uint64(c.cfg.Endpoints[i].Weight)
+	}
 	for i := range c.perWorker {
 		c.perWorker[i].active = make([]int, len(cfg.Endpoints))
 	}
@@ -95,22 +103,40 @@ func (c *Cluster) chooseEndpoint(w *Worker) int {
 		return 0
 	}
 	if c.cfg.LBPolicy == LeastRequest {
-		// Envoy's default: power of two choices among random picks; with small sets a
-		// full scan from a rotating start is as cheap and exact.
+		// Envoy picks two at random and keeps the less loaded; with the small endpoint
+		// sets of STATIC clusters a full scan from a rotating start is as cheap and exact.
+		// Weights divide the load, as Envoy's weighted least-request does.
 		start := int(st.rr % uint64(n))
 		st.rr++
 		best := start
 		for i := 1; i < n; i++ {
 			j := (start + i) % n
-			if st.active[j] < st.active[best] {
+			if c.load(st, j) < c.load(st, best) {
 				best = j
 			}
 		}
 		return best
 	}
-	i := int(st.rr % uint64(n))
+	if c.totalWeight == uint64(n) {
+		i := int(st.rr % uint64(n))
+		st.rr++
+		return i
+	}
+	// Weighted round robin: every totalWeight picks give each endpoint its weight.
+	x := st.rr % c.totalWeight
 	st.rr++
-	return i
+	for i, e := range c.cfg.Endpoints {
+		if x < uint64(e.Weight) {
+			return i
+		}
+		x -= uint64(e.Weight)
+	}
+	return n - 1
+}
+
+// load is an endpoint's active connections scaled by its weight.
+func (c *Cluster) load(st *clusterWorker, i int) float64 {
+	return float64(st.active[i]+1) / float64(c.cfg.Endpoints[i].Weight)
 }
 
 // Connect opens a non-blocking connection to one of the cluster's endpoints on worker w.
