@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"unsafe"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/portico-proxy/portico/poller"
@@ -265,6 +267,11 @@ func (s *ActiveSocket) finish() {
 		return
 	}
 	s.detach()
+	if l.chainHook != nil {
+		l.chainHook(s.fd, &s.Info, chain)
+		s.w.putSocket(s)
+		return
+	}
 	fd, registered := s.fd, s.registered
 	info := s.Info
 	w := s.w
@@ -272,14 +279,22 @@ func (s *ActiveSocket) finish() {
 	l.newConnection(fd, registered, &info, chain)
 }
 
-// recvPeek is recv(MSG_PEEK) into buf.
+// recvPeek is recv(MSG_PEEK) into buf. It calls recvfrom directly with no address:
+// x/sys's Recvfrom allocates a sockaddr on every call.
 func recvPeek(fd int, buf []byte) (int, error) {
+	if len(buf) == 0 {
+		return 0, nil
+	}
 	for {
-		n, _, err := unix.Recvfrom(fd, buf, unix.MSG_PEEK)
-		if err == unix.EINTR {
+		n, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])),
+			uintptr(len(buf)), unix.MSG_PEEK, 0, 0)
+		switch e {
+		case 0:
+			return int(n), nil
+		case unix.EINTR:
 			continue
 		}
-		return n, err
+		return 0, e
 	}
 }
 

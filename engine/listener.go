@@ -182,6 +182,9 @@ type ActiveListener struct {
 	resume  *Timer
 	stopped bool
 	rsa     unix.RawSockaddrAny
+	// chainHook, set only by tests and benchmarks, receives the chosen chain instead of a
+	// Connection being created.
+	chainHook func(fd int, info *SocketInfo, chain *FilterChain)
 }
 
 // acceptBackoff is how long accepting pauses after EMFILE/ENFILE; the level-triggered
