@@ -72,7 +72,7 @@ func TestEchoManyClients(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			c, err := net.DialTimeout("tcp", addr, 30*time.Second)
 			if err != nil {
 				errs <- err
 				return
@@ -118,7 +118,7 @@ func TestEchoManyClients(t *testing.T) {
 func holdConns(t *testing.T, addr string, n int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		c, err := net.DialTimeout("tcp", addr, 30*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
