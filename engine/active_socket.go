@@ -185,7 +185,9 @@ func (s *ActiveSocket) peek(f ListenerFilter) bool {
 // and arms the listener-filter timeout.
 func (s *ActiveSocket) wait() {
 	if !s.registered {
-		if err := s.w.Register(s.fd, poller.In|poller.RDHup|edgeTriggered, s); err != nil {
+		// The Connection's registration from the start, so creating it costs no
+		// epoll_ctl; edge-triggered, so peeked-but-unread bytes do not re-fire.
+		if err := s.w.Register(s.fd, connEvents, s); err != nil {
 			s.close()
 			return
 		}
@@ -199,6 +201,9 @@ func (s *ActiveSocket) wait() {
 
 // OnEvent implements EventHandler: more bytes arrived for the current filter.
 func (s *ActiveSocket) OnEvent(ev uint32) {
+	if ev&(poller.In|poller.RDHup|poller.Err|poller.Hup) == 0 {
+		return // the writability edge every new registration gets
+	}
 	filters := s.l.l.cfg.ListenerFilters
 	if s.idx >= len(filters) {
 		return
@@ -232,10 +237,8 @@ func (s *ActiveSocket) detach() {
 
 func (s *ActiveSocket) close() {
 	s.detach()
-	if s.registered {
-		s.w.Unregister(s.fd)
-	}
-	unix.Close(s.fd)
+	s.w.forget(s.fd)
+	poller.RawClose(s.fd)
 	s.l.l.balancer.release(s.w.ID)
 	s.w.putSocket(s)
 }
@@ -297,5 +300,3 @@ func recvPeek(fd int, buf []byte) (int, error) {
 		return 0, e
 	}
 }
-
-const edgeTriggered = unix.EPOLLET

@@ -93,11 +93,13 @@ type Connection struct {
 	above  bool
 
 	readDisable   int
+	readReady     bool // the socket may hold unread bytes (edge seen, not yet drained)
+	peerFin       bool // EPOLLRDHUP seen: an end of stream waits behind the data
+	deferred      bool // queued on the worker's deferred-read list
 	halfClose     bool
 	remoteEOF     bool
 	shutdownAfter bool // endStream was written: shutdown(SHUT_WR) once the buffer is empty
 	localShutdown bool
-	events        uint32
 
 	failure      FailureReason
 	connectTimer *Timer
@@ -163,32 +165,11 @@ func (c *Connection) raise(ev ConnectionEvent) {
 	}
 }
 
-func (c *Connection) wantEvents() uint32 {
-	switch c.state {
-	case stateConnecting:
-		return poller.Out
-	case stateClosed:
-		return 0
-	}
-	var ev uint32
-	if c.readDisable == 0 && !c.remoteEOF && c.state == stateOpen {
-		ev |= poller.In
-	}
-	if c.BufferedBytes() > 0 {
-		ev |= poller.Out
-	}
-	return ev
-}
-
-// updateEvents re-arms epoll only when the mask changed: LT epoll with a stable mask costs
-// no syscall on the hot path.
-func (c *Connection) updateEvents() {
-	ev := c.wantEvents()
-	if ev != c.events {
-		c.events = ev
-		c.w.Modify(c.fd, ev)
-	}
-}
+// connEvents is every connection's one and only epoll registration: edge-triggered
+// read, write and peer-shutdown. It never changes, so the hot path and flow control cost
+// no epoll_ctl; instead the connection remembers readiness (readReady) and the worker
+// re-runs reads it had to postpone (deferRead).
+const connEvents = poller.In | poller.Out | poller.RDHup | poller.ET
 
 // ReadDisable stops (true) or resumes (false) reading; calls nest like Envoy's.
 func (c *Connection) ReadDisable(disable bool) {
@@ -197,10 +178,16 @@ func (c *Connection) ReadDisable(disable bool) {
 	}
 	if disable {
 		c.readDisable++
-	} else if c.readDisable > 0 {
-		c.readDisable--
+		return
 	}
-	c.updateEvents()
+	if c.readDisable > 0 {
+		c.readDisable--
+		if c.readDisable == 0 && c.readReady {
+			// Bytes arrived while reading was off; their edge is gone, so read them on
+			// this loop turn.
+			c.w.deferRead(c)
+		}
+	}
 }
 
 // ReadDisabled reports whether reading is off.
@@ -271,9 +258,6 @@ func (c *Connection) afterWrite() {
 			cb.OnBelowWriteBufferLowWatermark()
 		}
 	}
-	if c.state != stateClosed {
-		c.updateEvents()
-	}
 	if c.localShutdown && c.remoteEOF && buffered == 0 && c.state == stateOpen {
 		// Both directions are done: nothing more can happen on this socket.
 		c.closeSocket(LocalClose)
@@ -317,8 +301,8 @@ func (c *Connection) Close(t CloseType) {
 		}
 	}
 	if t == CloseFlushWrite && c.state == stateOpen && c.BufferedBytes() > 0 {
+		// The EPOLLOUT edge of the next drain finishes the close.
 		c.state = stateClosing
-		c.updateEvents()
 		return
 	}
 	if t == CloseReset {
@@ -335,8 +319,10 @@ func (c *Connection) closeSocket(ev ConnectionEvent) {
 	if c.connectTimer != nil {
 		c.connectTimer.Stop()
 	}
-	c.w.Unregister(c.fd)
-	unix.Close(c.fd)
+	// close(2) removes the fd from epoll (connections are never dup'ed), so no
+	// EPOLL_CTL_DEL; a stale event in the current batch is dropped by its token.
+	c.w.forget(c.fd)
+	poller.RawClose(c.fd)
 	c.fd = -1
 	if c.out != nil {
 		bytebufferpool.Put(c.out)
@@ -352,8 +338,9 @@ func (c *Connection) closeSocket(ev ConnectionEvent) {
 // OnEvent implements EventHandler.
 func (c *Connection) OnEvent(ev uint32) {
 	if c.state == stateConnecting {
-		c.onConnectReady(ev)
-		return
+		if !c.onConnectReady(ev) {
+			return
+		}
 	}
 	if ev&(poller.Out|poller.Err|poller.Hup) != 0 && c.BufferedBytes() > 0 {
 		c.flush()
@@ -361,42 +348,73 @@ func (c *Connection) OnEvent(ev uint32) {
 			return
 		}
 	}
-	if ev&(poller.In|poller.Err|poller.Hup) != 0 && c.readDisable == 0 && !c.remoteEOF &&
-		c.state == stateOpen {
+	if ev&(poller.RDHup|poller.Hup) != 0 {
+		// The FIN is queued behind any data: a short read no longer proves there is
+		// nothing left, since the end of stream itself is still to be read.
+		c.peerFin = true
+	}
+	if ev&(poller.In|poller.RDHup|poller.Err|poller.Hup) != 0 {
+		c.readReady = true
 		c.onReadReady()
 	}
 }
 
+// maxReadsPerEvent bounds how much one connection reads per loop turn (4 × 64 KiB) so a
+// fast sender cannot starve the others; the rest is read on the next turn.
+const maxReadsPerEvent = 4
+
+// onReadReady reads while the socket may hold data. With edge-triggered epoll a read
+// shorter than the buffer proves the queue was drained, so no extra read is spent on
+// EAGAIN in the common case.
 func (c *Connection) onReadReady() {
 	buf := c.w.scratch
-	n, err := readFd(c.fd, buf)
-	switch {
-	case n > 0:
-		if c.rx != nil {
-			c.rx.Add(uint64(n))
-		}
-		c.dispatch(buf[:n], false)
-	case n == 0 && err == nil:
-		c.remoteEOF = true
-		if !c.halfClose {
-			// A FIN without half-close support ends the connection, as in Envoy.
-			c.dispatch(nil, true)
-			if c.state != stateClosed {
-				c.Close(CloseFlushWrite)
-				if c.state == stateClosing {
-					// Still flushing: report the close to callbacks only at the end.
-					return
-				}
-			}
+	for i := 0; i < maxReadsPerEvent; i++ {
+		if !c.readReady || c.readDisable > 0 || c.remoteEOF || c.state != stateOpen {
 			return
 		}
-		c.updateEvents()
-		c.dispatch(nil, true)
-		if c.state == stateOpen && c.localShutdown && c.BufferedBytes() == 0 {
+		n, err := readFd(c.fd, buf)
+		switch {
+		case n > 0:
+			if n < len(buf) && !c.peerFin {
+				c.readReady = false
+			}
+			if c.rx != nil {
+				c.rx.Add(uint64(n))
+			}
+			c.dispatch(buf[:n], false)
+			if c.readReady {
+				continue
+			}
+			return
+		case n == 0 && err == nil:
+			c.readReady = false
+			c.onRemoteEOF()
+			return
+		case err == unix.EAGAIN:
+			c.readReady = false
+			return
+		default:
 			c.closeSocket(RemoteClose)
+			return
 		}
-	case err == unix.EAGAIN || err == unix.EINTR:
-	default:
+	}
+	if c.readReady && c.state == stateOpen {
+		c.w.deferRead(c)
+	}
+}
+
+func (c *Connection) onRemoteEOF() {
+	c.remoteEOF = true
+	if !c.halfClose {
+		// A FIN without half-close support ends the connection, as in Envoy.
+		c.dispatch(nil, true)
+		if c.state != stateClosed {
+			c.Close(CloseFlushWrite)
+		}
+		return
+	}
+	c.dispatch(nil, true)
+	if c.state == stateOpen && c.localShutdown && c.BufferedBytes() == 0 {
 		c.closeSocket(RemoteClose)
 	}
 }
@@ -414,26 +432,18 @@ func (c *Connection) dispatch(data []byte, endStream bool) {
 
 func readFd(fd int, p []byte) (int, error) {
 	for {
-		n, err := unix.Read(fd, p)
-		if err == unix.EINTR {
-			continue
+		n, err := poller.RawRead(fd, p)
+		if err != unix.EINTR {
+			return n, err
 		}
-		if n < 0 {
-			n = 0
-		}
-		return n, err
 	}
 }
 
 func writeFd(fd int, p []byte) (int, error) {
 	for {
-		n, err := unix.Write(fd, p)
-		if err == unix.EINTR {
-			continue
+		n, err := poller.RawWrite(fd, p)
+		if err != unix.EINTR {
+			return n, err
 		}
-		if n < 0 {
-			n = 0
-		}
-		return n, err
 	}
 }

@@ -41,7 +41,7 @@ func addrPortFromRaw(rsa *unix.RawSockaddrAny) netip.AddrPort {
 func accept4(fd int, rsa *unix.RawSockaddrAny) (int, error) {
 	l := uint32(unix.SizeofSockaddrAny)
 	for {
-		nfd, _, e := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(rsa)),
+		nfd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(rsa)),
 			uintptr(unsafe.Pointer(&l)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
 		if e == unix.EINTR {
 			continue
@@ -63,4 +63,29 @@ func localAddr(fd int) netip.AddrPort {
 		return netip.AddrPort{}
 	}
 	return addrPortFromRaw(&rsa)
+}
+
+// connectRaw is a non-blocking connect(2) without the runtime's syscall bookkeeping.
+func connectRaw(fd int, ap netip.AddrPort) error {
+	var rsa unix.RawSockaddrAny
+	var l uintptr
+	a := ap.Addr()
+	if a.Is4() || a.Is4In6() {
+		p := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		p.Family = unix.AF_INET
+		p.Port = ap.Port()>>8 | ap.Port()<<8
+		p.Addr = a.Unmap().As4()
+		l = unix.SizeofSockaddrInet4
+	} else {
+		p := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+		p.Family = unix.AF_INET6
+		p.Port = ap.Port()>>8 | ap.Port()<<8
+		p.Addr = a.As16()
+		l = unix.SizeofSockaddrInet6
+	}
+	_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), l)
+	if e != 0 {
+		return e
+	}
+	return nil
 }

@@ -48,7 +48,7 @@ const DefaultConnectTimeout = 5 * time.Second
 // Cluster is a set of upstream endpoints. Load-balancer state is per worker, as in Envoy,
 // so choosing a host takes no lock.
 type Cluster struct {
-	cfg       ClusterConfig
+	cfg         ClusterConfig
 	perWorker   []clusterWorker
 	workers     int
 	totalWeight uint64
@@ -200,7 +200,7 @@ func dialTCP(w *Worker, addr netip.AddrPort, limit int) *Connection {
 		return conn
 	}
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	err = unix.Connect(fd, sockaddrOf(addr))
+	err = connectRaw(fd, addr)
 	if err != nil && err != unix.EINPROGRESS {
 		unix.Close(fd)
 		return conn
@@ -208,9 +208,9 @@ func dialTCP(w *Worker, addr netip.AddrPort, limit int) *Connection {
 	conn.fd = fd
 	conn.failure = FailureNone
 	conn.state = stateConnecting
-	conn.events = poller.Out
 	w.conns[conn] = struct{}{}
-	if err := w.Register(fd, conn.events, conn); err != nil {
+	// Registered once for good: the first EPOLLOUT edge says the connect finished.
+	if err := w.Register(fd, connEvents, conn); err != nil {
 		delete(w.conns, conn)
 		unix.Close(fd)
 		conn.fd, conn.state, conn.failure = -1, stateClosed, FailureConnectRefused
@@ -218,12 +218,18 @@ func dialTCP(w *Worker, addr netip.AddrPort, limit int) *Connection {
 	return conn
 }
 
-func (c *Connection) onConnectReady(ev uint32) {
-	soerr, err := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
-	if err != nil || soerr != 0 {
+// onConnectReady handles the first events of a connecting socket. EPOLLERR/EPOLLHUP
+// mean the connect failed; EPOLLOUT alone means it succeeded, so no getsockopt(SO_ERROR)
+// is spent on the common path. It reports whether the connection is now open (the caller
+// then handles the rest of ev, such as bytes the server sent at once).
+func (c *Connection) onConnectReady(ev uint32) bool {
+	if ev&(poller.Err|poller.Hup) != 0 {
 		c.failure = FailureConnectRefused
 		c.closeSocket(RemoteClose)
-		return
+		return false
+	}
+	if ev&poller.Out == 0 {
+		return false
 	}
 	if c.connectTimer != nil {
 		c.connectTimer.Stop()
@@ -231,11 +237,12 @@ func (c *Connection) onConnectReady(ev uint32) {
 	c.state = stateOpen
 	c.raise(Connected)
 	if c.state == stateClosed {
-		return
+		return false
 	}
 	if c.BufferedBytes() > 0 {
 		c.flush()
 	} else {
 		c.afterWrite()
 	}
+	return c.state == stateOpen
 }

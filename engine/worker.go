@@ -54,7 +54,10 @@ type Worker struct {
 	// peers are all workers, for exact-balance hand-offs.
 	peers       []*Worker
 	freeSockets *ActiveSocket
-	waiting     *ActiveSocket // sockets in their listener filters, waiting for data
+	// deferredReads are connections with bytes left to read this turn; runningReads is the
+	// batch being run (two slices so reads deferred during a run wait for the next turn).
+	deferredReads, runningReads []*Connection
+	waiting                     *ActiveSocket // sockets in their listener filters, waiting for data
 	// conns tracks every live Connection on this worker, for draining and shutdown.
 	conns map[*Connection]struct{}
 
@@ -143,6 +146,31 @@ func (w *Worker) Modify(fd int, events uint32) error {
 	return w.poller.Mod(fd, events, poller.MakeToken(fd, w.handlers[fd].seq))
 }
 
+// forget drops fd's handler without EPOLL_CTL_DEL, for an fd about to be closed that has
+// no duplicate (close removes it from epoll). Later events carry a stale token.
+func (w *Worker) forget(fd int) {
+	if fd >= 0 && fd < len(w.handlers) {
+		w.handlers[fd] = handlerSlot{}
+	}
+}
+
+// deferRead queues c to read again on this loop turn, after the current events.
+func (w *Worker) deferRead(c *Connection) {
+	if !c.deferred {
+		c.deferred = true
+		w.deferredReads = append(w.deferredReads, c)
+	}
+}
+
+func (w *Worker) runDeferredReads() {
+	w.deferredReads, w.runningReads = w.runningReads[:0], w.deferredReads
+	for i, c := range w.runningReads {
+		c.deferred = false
+		c.onReadReady()
+		w.runningReads[i] = nil
+	}
+}
+
 // Unregister stops watching fd. Call it before closing fd.
 func (w *Worker) Unregister(fd int) {
 	if fd < len(w.handlers) && w.handlers[fd].h != nil {
@@ -181,6 +209,7 @@ func (w *Worker) run() {
 			}
 		}
 		w.poller.Grow(n)
+		w.runDeferredReads()
 		w.runTasks()
 		w.runTimers()
 	}
@@ -210,7 +239,7 @@ func (w *Worker) waitTimeout() int {
 	w.mu.Lock()
 	pending := len(w.tasks)
 	w.mu.Unlock()
-	if pending > 0 {
+	if pending > 0 || len(w.deferredReads) > 0 {
 		return 0
 	}
 	if len(w.timers) == 0 {

@@ -17,6 +17,8 @@ const (
 	RDHup = unix.EPOLLRDHUP
 	Err   = unix.EPOLLERR
 	Hup   = unix.EPOLLHUP
+	// ET asks for edge-triggered notification.
+	ET = unix.EPOLLET
 )
 
 // Token is the 64-bit user data carried by an epoll registration. The engine packs an fd and
@@ -71,10 +73,10 @@ func New(maxEvents int) (*Poller, error) {
 func (p *Poller) ctl(op, fd int, events uint32, tok Token) error {
 	ev := unix.EpollEvent{Events: events}
 	*(*Token)(unsafe.Pointer(&ev.Fd)) = tok
-	return unix.EpollCtl(p.epfd, op, fd, &ev)
+	return epollCtl(p.epfd, op, fd, &ev)
 }
 
-// Add registers fd (level-triggered) for events with the given token.
+// Add registers fd for events (level-triggered unless events has ET) with the given token.
 func (p *Poller) Add(fd int, events uint32, tok Token) error {
 	return p.ctl(unix.EPOLL_CTL_ADD, fd, events, tok)
 }
@@ -87,7 +89,8 @@ func (p *Poller) Mod(fd int, events uint32, tok Token) error {
 // Del removes fd. Callers must Del before close: an fd that was dup'ed stays registered
 // after close while any duplicate of it is open.
 func (p *Poller) Del(fd int) error {
-	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	var ev unix.EpollEvent // kernels before 2.6.9 wanted a non-nil event even for DEL
+	return epollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, &ev)
 }
 
 // Wake makes a concurrent or future Wait return. Safe from any goroutine.
@@ -106,7 +109,7 @@ func (p *Poller) Wake() {
 // Wait blocks up to msec milliseconds (-1: forever, 0: poll) and returns how many events
 // are ready; read them with Ready(0..n-1) before the next Wait.
 func (p *Poller) Wait(msec int) (int, error) {
-	n, err := unix.EpollWait(p.epfd, p.events, msec)
+	n, err := epollWait(p.epfd, p.events, msec)
 	if err != nil {
 		if err == unix.EINTR {
 			return 0, nil

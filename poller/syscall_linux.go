@@ -1,0 +1,73 @@
+package poller
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The calls below never block (non-blocking fds, epoll_ctl, a zero-timeout epoll_wait),
+// so they go through RawSyscall: it skips the runtime's entersyscall/exitsyscall, which
+// otherwise has sysmon hand the worker's P around on every read and write. On a VM where
+// a syscall costs microseconds, those extra wake-ups (futex, nanosleep) were most of the
+// runtime's share per request.
+
+// RawRead is read(2) on a non-blocking fd.
+func RawRead(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// RawWrite is write(2) on a non-blocking fd.
+func RawWrite(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// RawClose is close(2) for sockets without a blocking linger.
+func RawClose(fd int) error {
+	_, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func epollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd),
+		uintptr(unsafe.Pointer(ev)), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// epollWait blocks through Syscall (so the runtime can run other goroutines meanwhile),
+// except for a zero timeout, which cannot block.
+func epollWait(epfd int, events []unix.EpollEvent, msec int) (int, error) {
+	var n uintptr
+	var e unix.Errno
+	if msec == 0 {
+		n, _, e = unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])),
+			uintptr(len(events)), 0, 0, 0)
+	} else {
+		n, _, e = unix.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])),
+			uintptr(len(events)), uintptr(msec), 0, 0)
+	}
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
