@@ -181,6 +181,10 @@ machine_json() {
 	if [[ -n $(cd "$ROOT" && git status --porcelain -- engine poller filters config cmd 2>/dev/null) ]]; then
 		commit+="+dirty"
 	fi
+	if [[ -n ${PORTICO_BIN:-} ]]; then
+		# The tree's commit says little about a binary built elsewhere.
+		commit="prebuilt $(sha256sum "$PORTICO_BIN" | cut -c1-12) (tree $commit)"
+	fi
 	printf '{"cpu_model":%s,"cores":%s,"kernel":%s,"mem":%s,"virt":%s,"go":%s,"gnet":%s,"netpoll":%s,"portico_commit":%s,"nginx":%s,"haproxy":%s,"ulimit_n":%s,"clk_tck":%s,"sut_cpu":%s,"loadgen_cpu":%s,"nice":%s}' \
 		"$(json_str "$cpu")" "$(nproc)" "$(json_str "$kernel")" "$(json_str "$mem")" "$(json_str "$virt")" \
 		"$(json_str "$gover")" "$(json_str "$gnetv")" "$(json_str "$netpollv")" "$(json_str "$commit")" \

@@ -77,6 +77,10 @@ type serverCPU struct {
 	Util            float64 `json:"util"`
 	Threads         int     `json:"threads"`
 	CPUMicrosPerMsg float64 `json:"cpu_us_per_msg,omitempty"`
+	// Context switches of all server threads in the window.
+	CtxSwitchesVol    uint64  `json:"ctxsw_vol"`
+	CtxSwitchesInvol  uint64  `json:"ctxsw_invol"`
+	CtxSwitchesPerMsg float64 `json:"ctxsw_per_msg,omitempty"`
 }
 
 func (s *serverCPU) pidOr(d int) int {

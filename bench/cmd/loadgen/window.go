@@ -18,6 +18,8 @@ type window struct {
 	selfCPU time.Duration
 	busy    uint64 // all CPUs, ticks
 	steal   uint64
+	ctxVol  uint64 // server, summed over threads
+	ctxInv  uint64
 }
 
 func sampleWindow(pid int) window {
@@ -26,6 +28,7 @@ func sampleWindow(pid int) window {
 		if c, err := procstat.ReadCPU(pid); err == nil {
 			w.srv, w.srvOK = c, true
 		}
+		w.ctxVol, w.ctxInv, _ = procstat.CtxSwitches(pid)
 	}
 	w.busy, w.steal, _ = procstat.MachineBusyTicks()
 	var ru syscall.Rusage
@@ -64,7 +67,14 @@ func (r *result) fillWindow(a, b window, clkTck int) {
 	}
 	// What neither the server nor the load generator used: interference.
 	r.OtherUtil = (machine - lg - cpu) / r.MeasuredSeconds
+	// Threads that exited inside the window take their counts with them, so
+	// guard against a negative difference.
+	if b.ctxVol >= a.ctxVol && b.ctxInv >= a.ctxInv {
+		r.Server.CtxSwitchesVol = b.ctxVol - a.ctxVol
+		r.Server.CtxSwitchesInvol = b.ctxInv - a.ctxInv
+	}
 	if r.Messages > 0 {
+		r.Server.CtxSwitchesPerMsg = float64(r.Server.CtxSwitchesVol+r.Server.CtxSwitchesInvol) / float64(r.Messages)
 		r.Server.CPUMicrosPerMsg = cpu * 1e6 / float64(r.Messages)
 	}
 }

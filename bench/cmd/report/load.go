@@ -26,6 +26,7 @@ type run struct {
 		Util       float64 `json:"util"`
 		Threads    int     `json:"threads"`
 		CPUPerMsg  float64 `json:"cpu_us_per_msg"`
+		CtxPerMsg  float64 `json:"ctxsw_per_msg"`
 	} `json:"server"`
 	Mem *struct {
 		RSSBefore    int64   `json:"rss_before"`

@@ -131,13 +131,12 @@ func summaryLine(path string) (string, error) {
 				r.server(), r.ConnsOK, r.Conns, float64(r.Mem.RSSBefore)/(1<<20), float64(r.Mem.RSSWith)/(1<<20), r.Mem.BytesPerConn)
 		}
 	default:
-		cpu := 0.0
-		util := 0.0
+		cpu, util, ctx := 0.0, 0.0, 0.0
 		if r.Server != nil {
-			cpu, util = r.Server.CPUPerMsg, r.Server.Util
+			cpu, util, ctx = r.Server.CPUPerMsg, r.Server.Util, r.Server.CtxPerMsg
 		}
-		s = fmt.Sprintf("%s: %.0f msg/s, p50 %.0f µs, p99 %.0f µs, %.2f CPU µs/msg (SUT %.0f %%, loadgen %.0f %%, other %.0f %%), %d/%d conns",
-			r.server(), r.MsgsPS, r.Lat.P50, r.Lat.P99, cpu, util*100, r.LGUtil*100, r.OtherUtil*100, r.ConnsOK, r.Conns)
+		s = fmt.Sprintf("%s: %.0f msg/s, p50 %.0f µs, p99 %.0f µs, %.2f CPU µs/msg, %.3f ctxsw/msg (SUT %.0f %%, loadgen %.0f %%, other %.0f %%), %d/%d conns",
+			r.server(), r.MsgsPS, r.Lat.P50, r.Lat.P99, cpu, ctx, util*100, r.LGUtil*100, r.OtherUtil*100, r.ConnsOK, r.Conns)
 	}
 	if n := r.errCount(); n > 0 {
 		s += fmt.Sprintf(", errors %d (%s%s)", n, r.Failure, r.Errors.Last)

@@ -38,6 +38,7 @@ type cellStats struct {
 	Server                         string
 	MsgsPS, P50, P99, P999         spread
 	CPUPerMsg, Util, LGUtil, Other spread
+	CtxPerMsg                      spread
 	BytesPerConn, RSSBefore        spread
 	RSSWith                        spread
 	Runs, Failed, Errors           int
@@ -47,9 +48,9 @@ type cellStats struct {
 
 func aggregate(runs []run) (map[cellKey][]*cellStats, []cellKey) {
 	type acc struct {
-		st                                           *cellStats
-		mps, p50, p99, p999, cpu, ut, lg, bpc, other []float64
-		rb, rw                                       []float64
+		st                                                *cellStats
+		mps, p50, p99, p999, cpu, ut, lg, bpc, other, ctx []float64
+		rb, rw                                            []float64
 	}
 	accs := map[cellKey]map[string]*acc{}
 	var keys []cellKey
@@ -88,6 +89,7 @@ func aggregate(runs []run) (map[cellKey][]*cellStats, []cellKey) {
 			if r.Server != nil {
 				a.cpu = append(a.cpu, r.Server.CPUPerMsg)
 				a.ut = append(a.ut, r.Server.Util)
+				a.ctx = append(a.ctx, r.Server.CtxPerMsg)
 			}
 		case r.Mode == "idle" && r.Mem != nil && r.Failure == "":
 			a.bpc = append(a.bpc, r.Mem.BytesPerConn)
@@ -114,6 +116,7 @@ func aggregate(runs []run) (map[cellKey][]*cellStats, []cellKey) {
 			st.MsgsPS, st.P50, st.P99, st.P999 = summarize(a.mps), summarize(a.p50), summarize(a.p99), summarize(a.p999)
 			st.CPUPerMsg, st.Util, st.LGUtil = summarize(a.cpu), summarize(a.ut), summarize(a.lg)
 			st.Other = summarize(a.other)
+			st.CtxPerMsg = summarize(a.ctx)
 			st.BytesPerConn, st.RSSBefore, st.RSSWith = summarize(a.bpc), summarize(a.rb), summarize(a.rw)
 			out[k] = append(out[k], st)
 		}
@@ -158,17 +161,17 @@ func fmtErrors(c *cellStats) string {
 func echoTable(f *resultFile, ref string) string {
 	cells, keys := aggregate(f.Runs)
 	var b strings.Builder
-	fmt.Fprintf(&b, "| Size | Conns | Server | msg/s median (min–max) | msg/s vs %s | p50 µs | p99 µs | p99.9 µs | SUT CPU µs/msg median (min–max) | CPU/msg vs %s | SUT CPU util | loadgen CPU util | other CPU | errors |\n", ref, ref)
-	b.WriteString("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	fmt.Fprintf(&b, "| Size | Conns | Server | msg/s median (min–max) | msg/s vs %s | p50 µs | p99 µs | p99.9 µs | SUT CPU µs/msg median (min–max) | CPU/msg vs %s | SUT ctx switches/msg | SUT CPU util | loadgen CPU util | other CPU | errors |\n", ref, ref)
+	b.WriteString("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, k := range keys {
 		r := refOf(cells[k], ref)
 		for _, c := range cells[k] {
-			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 				fmtSize(k.Size), k.Conns, c.Server,
 				c.MsgsPS.fmtRange("%.0f"), ratio(c.MsgsPS, r.MsgsPS),
 				c.P50.fmtRange("%.0f"), c.P99.fmtRange("%.0f"), c.P999.fmtRange("%.0f"),
 				c.CPUPerMsg.fmtRange("%.2f"), ratio(c.CPUPerMsg, r.CPUPerMsg),
-				pct(c.Util), pct(c.LGUtil), pct(c.Other), fmtErrors(c))
+				ctxFmt(c.CtxPerMsg), pct(c.Util), pct(c.LGUtil), pct(c.Other), fmtErrors(c))
 		}
 	}
 	return b.String()
@@ -196,4 +199,13 @@ func idleTable(f *resultFile, ref string) string {
 		}
 	}
 	return b.String()
+}
+
+// ctxFmt prints a dash for results recorded before the harness sampled
+// context switches.
+func ctxFmt(s spread) string {
+	if s.N == 0 || s.Max == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.3f", s.Med)
 }

@@ -122,3 +122,37 @@ func MachineBusyTicks() (busy, steal uint64, err error) {
 	busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
 	return busy, v[7], nil
 }
+
+// CtxSwitches sums voluntary and involuntary context switches over all
+// threads of pid. Per message, it exposes scheduler churn (a runtime thread
+// waking on the server's pinned CPU, a P handed off during a syscall) that
+// CPU time alone only shows as "more sys time".
+func CtxSwitches(pid int) (vol, invol uint64, err error) {
+	dirs, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, d := range dirs {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, d.Name()))
+		if err != nil {
+			continue // thread exited between ReadDir and ReadFile
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			var dst *uint64
+			switch {
+			case strings.HasPrefix(line, "voluntary_ctxt_switches:"):
+				dst = &vol
+			case strings.HasPrefix(line, "nonvoluntary_ctxt_switches:"):
+				dst = &invol
+			default:
+				continue
+			}
+			f := strings.Fields(line)
+			if len(f) == 2 {
+				n, _ := strconv.ParseUint(f[1], 10, 64)
+				*dst += n
+			}
+		}
+	}
+	return vol, invol, nil
+}

@@ -37,3 +37,10 @@ func TestMachineBusy(t *testing.T) {
 		t.Fatalf("busy=%d err=%v", b, err)
 	}
 }
+
+func TestCtxSwitches(t *testing.T) {
+	v, i, err := CtxSwitches(os.Getpid())
+	if err != nil || v+i == 0 {
+		t.Fatalf("vol=%d invol=%d err=%v", v, i, err)
+	}
+}
