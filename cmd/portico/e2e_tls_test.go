@@ -218,3 +218,86 @@ func runWithTimeout(cmd *exec.Cmd, d time.Duration) (string, error) {
 		return out.String(), fmt.Errorf("%s: timed out after %v", cmd.Path, d)
 	}
 }
+
+const inspectorTimeoutTmpl = `
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: {{.Admin}} } }
+static_resources:
+  listeners:
+  - name: tls_wait
+    address: { socket_address: { address: 127.0.0.1, port_value: {{.Port}} } }
+    listener_filters_timeout: 0.5s
+    continue_on_listener_filters_timeout: {{.Continue}}
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }
+    filter_chains:
+    - name: tls
+      filter_chain_match: { transport_protocol: tls }
+      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: tls, cluster: tls }
+    - name: plain
+      filter_chain_match: { transport_protocol: raw_buffer }
+      filters:
+      - name: envoy.filters.network.echo
+        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo }
+  clusters:
+  - name: tls
+    load_assignment:
+      cluster_name: tls
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{.Backend}} } } } }] }]
+`
+
+// TestTLSInspectorTimeout: a client that connects and sends nothing is closed at
+// listener_filters_timeout (or passed to the raw_buffer chain with
+// continue_on_listener_filters_timeout), while a TLS client on the same worker is served
+// meanwhile.
+func TestTLSInspectorTimeout(t *testing.T) {
+	pki := newTestPKI(t, "a.example.com")
+	for _, cont := range []bool{false, true} {
+		t.Run(fmt.Sprintf("continue=%v", cont), func(t *testing.T) {
+			params := map[string]any{"Admin": freePort(t), "Port": freePort(t), "Continue": cont,
+				"Backend": tlsBackend(t, pki, "tls")}
+			p := startPortico(t, fmt.Sprintf("127.0.0.1:%d", params["Admin"]), "-c",
+				writeConfig(t, inspectorTimeoutTmpl, params), "--concurrency", "1")
+			addr := fmt.Sprintf("127.0.0.1:%d", params["Port"])
+			silent, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer silent.Close()
+			start := time.Now()
+			c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "a.example.com", RootCAs: pki.pool})
+			if err != nil {
+				t.Fatalf("TLS client not served while another socket waits: %v", err)
+			}
+			line, err := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if err != nil || !strings.HasPrefix(line, "backend=tls ") {
+				t.Fatalf("TLS client: %q %v", line, err)
+			}
+			if time.Since(start) > 400*time.Millisecond {
+				t.Logf("note: TLS client took %v", time.Since(start))
+			}
+			if cont {
+				// After the timeout the socket takes the raw_buffer chain.
+				eventually(t, "downstream_pre_cx_timeout", func() bool {
+					return p.stats(t)["listener.tls_wait.downstream_pre_cx_timeout"] == 1
+				})
+				roundTrip(t, silent, "late plaintext")
+			} else {
+				silent.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := silent.Read(make([]byte, 1)); err == nil {
+					t.Fatal("silent client not closed")
+				}
+				if el := time.Since(start); el < 400*time.Millisecond {
+					t.Errorf("closed after %v, before the 0.5s timeout", el)
+				}
+			}
+			eventually(t, "downstream_pre_cx_timeout", func() bool {
+				return p.stats(t)["listener.tls_wait.downstream_pre_cx_timeout"] == 1
+			})
+		})
+	}
+}

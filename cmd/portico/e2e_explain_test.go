@@ -1,0 +1,77 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const explainConfig = `
+static_resources:
+  listeners:
+  - name: virtualOutbound
+    address: { socket_address: { address: 0.0.0.0, port_value: 15001 } }
+    use_original_dst: true
+    filter_chains:
+    - name: blackhole
+      filter_chain_match: { destination_port: 15001 }
+      filters: [{ name: envoy.filters.network.echo, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo } }]
+    - name: passthrough
+      filters: [{ name: envoy.filters.network.echo, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo } }]
+  - name: 0.0.0.0_8443
+    address: { socket_address: { address: 0.0.0.0, port_value: 8443 } }
+    bind_to_port: false
+    filter_chains:
+    - name: api_h2
+      filter_chain_match: { server_names: [api.example.com], transport_protocol: tls, application_protocols: [h2] }
+      filters: [{ name: envoy.filters.network.echo, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo } }]
+    - name: wildcard
+      filter_chain_match: { server_names: ["*.example.com"], transport_protocol: tls }
+      filters: [{ name: envoy.filters.network.echo, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo } }]
+    - name: internal_src
+      filter_chain_match: { source_prefix_ranges: [{ address_prefix: 10.0.0.0, prefix_len: 8 }] }
+      filters: [{ name: envoy.filters.network.echo, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo } }]
+  - name: 10.1.2.3_8443
+    address: { socket_address: { address: 10.1.2.3, port_value: 8443 } }
+    bind_to_port: false
+    default_filter_chain:
+      filters: [{ name: envoy.filters.network.echo, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo } }]
+`
+
+// TestExplain: portico explain prints the listener after hand-off and the chosen chain,
+// exits 3 when the socket would be closed, and 1 on a bad config.
+func TestExplain(t *testing.T) {
+	cfg := writeConfig(t, explainConfig, nil)
+	for _, tc := range []struct {
+		args []string
+		want string
+		code int
+	}{
+		{[]string{"--dst", "192.0.2.7:8443", "--sni", "api.example.com", "--transport", "tls", "--alpn", "http/1.1,h2"},
+			"listener=0.0.0.0_8443 chain=api_h2", 0},
+		{[]string{"--dst", "192.0.2.7:8443", "--sni", "API.example.com", "--transport", "tls", "--alpn", "http/1.1"},
+			"listener=0.0.0.0_8443 chain=none", 3}, // the SNI branch holds only h2: no backtracking
+		{[]string{"--dst", "192.0.2.7:8443", "--sni", "www.example.com", "--transport", "tls"},
+			"listener=0.0.0.0_8443 chain=wildcard", 0},
+		{[]string{"--dst", "192.0.2.7:8443", "--src", "10.9.8.7:40000"},
+			"listener=0.0.0.0_8443 chain=internal_src", 0},
+		{[]string{"--dst", "192.0.2.7:8443"}, "listener=0.0.0.0_8443 chain=none", 3},
+		{[]string{"--dst", "10.1.2.3:8443"}, "listener=10.1.2.3_8443 chain=default_filter_chain", 0},
+		{[]string{"--dst", "192.0.2.7:9999"}, "listener=virtualOutbound chain=passthrough", 0},
+		{[]string{"--dst", "127.0.0.1:15001"}, "listener=virtualOutbound chain=blackhole", 0},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			cmd := exec.Command(porticoBin, append([]string{"explain", "-c", cfg, "--listener", "virtualOutbound"}, tc.args...)...)
+			out, _ := cmd.CombinedOutput()
+			if got := strings.TrimSpace(string(out)); got != tc.want || cmd.ProcessState.ExitCode() != tc.code {
+				t.Errorf("got %q exit %d, want %q exit %d", got, cmd.ProcessState.ExitCode(), tc.want, tc.code)
+			}
+		})
+	}
+	bad := writeConfig(t, strings.Replace(explainConfig, "bind_to_port", "bind_to_prot", 1), nil)
+	cmd := exec.Command(porticoBin, "explain", "-c", bad, "--listener", "virtualOutbound", "--dst", "1.2.3.4:80")
+	out, _ := cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "static_resources.listeners[1].bind_to_prot") {
+		t.Errorf("bad config: exit %d\n%s", cmd.ProcessState.ExitCode(), out)
+	}
+}

@@ -1,0 +1,122 @@
+package engine_test
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/filters/network/tcpproxy"
+)
+
+// echoServer is a loopback echo backend; it returns its address.
+func echoServer(t *testing.T) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	return netip.MustParseAddrPort(ln.Addr().String())
+}
+
+func deadAddr(t *testing.T) netip.AddrPort {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := netip.MustParseAddrPort(ln.Addr().String())
+	ln.Close()
+	return a
+}
+
+func tcpProxyListener(s *engine.Server, cfg tcpproxy.Config) (engine.ListenerConfig, *tcpproxy.Factory) {
+	f, err := tcpproxy.NewFactory(cfg, s.Concurrency())
+	if err != nil {
+		panic(err)
+	}
+	return engine.ListenerConfig{Name: "proxy", Address: loopback0, BindToPort: true, ReusePort: true,
+		FilterChains: engine.SingleChain{Chain: &engine.FilterChain{Name: "tcp", Filters: []engine.NetworkFilterFactory{f}}}}, f
+}
+
+// TestTCPProxyIdleTimeout: a connection with no bytes either way is closed after
+// idle_timeout; activity pushes the deadline back.
+func TestTCPProxyIdleTimeout(t *testing.T) {
+	var f *tcpproxy.Factory
+	_, ls := startServer(t, 1, []engine.ClusterConfig{{Name: "echo", Endpoints: []engine.Endpoint{{Address: echoServer(t)}}}},
+		func(s *engine.Server) []engine.ListenerConfig {
+			var l engine.ListenerConfig
+			l, f = tcpProxyListener(s, tcpproxy.Config{StatPrefix: "idle", IdleTimeout: 300 * time.Millisecond,
+				Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("echo"), Weight: 1}}})
+			return []engine.ListenerConfig{l}
+		})
+	c, err := net.Dial("tcp", ls[0].Address().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	// Keep it busy past one timeout period: it must stay open.
+	var quiet time.Time
+	for time.Since(start) < 500*time.Millisecond {
+		time.Sleep(100 * time.Millisecond)
+		roundTrip(t, c, "ping")
+		quiet = time.Now()
+	}
+	if n := f.Stats(0).IdleTimeout.Value(); n != 0 {
+		t.Fatalf("idle_timeout fired on a busy connection (%d)", n)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("idle connection not closed")
+	}
+	if el := time.Since(quiet); el < 250*time.Millisecond {
+		t.Errorf("closed %v after the last byte, before idle_timeout", el)
+	}
+	if n := f.Stats(0).IdleTimeout.Value(); n != 1 {
+		t.Errorf("idle_timeout = %d, want 1", n)
+	}
+}
+
+// TestTCPProxyRetriesAndWeights: max_connect_attempts retries a refused connect on the
+// next endpoint; weighted_clusters split connections by weight.
+func TestTCPProxyRetriesAndWeights(t *testing.T) {
+	var f *tcpproxy.Factory
+	s, ls := startServer(t, 1, []engine.ClusterConfig{
+		{Name: "flaky", Endpoints: []engine.Endpoint{{Address: deadAddr(t)}, {Address: echoServer(t)}}},
+		{Name: "solid", Endpoints: []engine.Endpoint{{Address: echoServer(t)}}},
+	}, func(s *engine.Server) []engine.ListenerConfig {
+		var l engine.ListenerConfig
+		l, f = tcpProxyListener(s, tcpproxy.Config{StatPrefix: "w", MaxConnectAttempts: 2, IdleTimeout: time.Hour,
+			Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("flaky"), Weight: 1}, {Cluster: s.Cluster("solid"), Weight: 3}}})
+		return []engine.ListenerConfig{l}
+	})
+	for i := 0; i < 8; i++ {
+		c, err := net.Dial("tcp", ls[0].Address().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		roundTrip(t, c, "hello")
+		c.Close()
+	}
+	flaky, solid := s.Cluster("flaky").Stats(0), s.Cluster("solid").Stats(0)
+	// 8 connections, weights 1:3: 2 to flaky (each refused once, then served), 6 to solid.
+	if flaky.UpstreamCxConnectFail.Value() != 2 || flaky.UpstreamCxTotal.Value() != 4 || solid.UpstreamCxTotal.Value() != 6 {
+		t.Errorf("flaky fail=%d total=%d, solid total=%d; want 2, 4, 6", flaky.UpstreamCxConnectFail.Value(),
+			flaky.UpstreamCxTotal.Value(), solid.UpstreamCxTotal.Value())
+	}
+	if n := f.Stats(0).DownstreamCxTotal.Value(); n != 8 {
+		t.Errorf("tcp downstream_cx_total = %d", n)
+	}
+}
