@@ -30,6 +30,10 @@ func main() {
 		fmt.Println(s)
 		return
 	}
+	base := "."
+	if *md != "" {
+		base = filepath.Dir(*md)
+	}
 	sections := map[string]string{}
 	for _, sc := range []string{"echo", "idle-mem"} {
 		f, err := latest(*dir, sc)
@@ -40,7 +44,7 @@ func main() {
 			continue
 		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "Source: `%s` (%s). Machine: %s.\n\n", filepath.ToSlash(relOrAbs(f.Path)), f.Date, machineLine(f.Machine))
+		fmt.Fprintf(&b, "Source: `%s` (%s). Machine: %s.\n\n", filepath.ToSlash(relOrAbs(base, f.Path)), f.Date, machineLine(f.Machine))
 		switch sc {
 		case "echo":
 			b.WriteString(echoTable(f, *ref))
@@ -53,7 +57,7 @@ func main() {
 				fail(err)
 			}
 			for _, n := range names {
-				fmt.Fprintf(&b, "\n![%s](%s)\n", strings.TrimSuffix(filepath.Base(n), ".png"), filepath.ToSlash(relOrAbs(n)))
+				fmt.Fprintf(&b, "\n![%s](%s)\n", strings.TrimSuffix(filepath.Base(n), ".png"), filepath.ToSlash(relOrAbs(base, n)))
 			}
 		}
 		sections[sc] = b.String()
@@ -77,15 +81,18 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-func relOrAbs(p string) string {
-	wd, err := os.Getwd()
-	if err != nil {
+// relOrAbs makes p relative to base (the markdown file's directory, so
+// image links work wherever the generator was run from), else absolute.
+func relOrAbs(base, p string) string {
+	ab, err1 := filepath.Abs(base)
+	ap, err2 := filepath.Abs(p)
+	if err1 != nil || err2 != nil {
 		return p
 	}
-	if r, err := filepath.Rel(wd, p); err == nil && !strings.HasPrefix(r, "..") {
+	if r, err := filepath.Rel(ab, ap); err == nil && !strings.HasPrefix(r, "..") {
 		return r
 	}
-	return p
+	return ap
 }
 
 // rewrite replaces the body between each section's markers; sections
