@@ -28,6 +28,7 @@ type ActiveSocket struct {
 	// socket waits for data, so shutdown can close it.
 	next, prev *ActiveSocket
 	waiting    bool
+	alpnBuf    [maxALPN]string
 }
 
 // Fd is the raw socket. Filters may getsockopt/recv on it; they must not close it.
@@ -70,6 +71,7 @@ func (w *Worker) getSocket() *ActiveSocket {
 	}
 	s = &ActiveSocket{w: w}
 	s.timer = w.NewTimer(s.onTimeout)
+	s.Info.reset(&s.alpnBuf)
 	return s
 }
 
@@ -100,7 +102,7 @@ func (w *Worker) removeWaiting(s *ActiveSocket) {
 }
 
 func (w *Worker) putSocket(s *ActiveSocket) {
-	s.Info.Reset()
+	s.Info.reset(&s.alpnBuf)
 	s.fd, s.l, s.idx = -1, nil, 0
 	s.registered, s.failed, s.handedOff, s.done = false, false, false, false
 	s.next = w.freeSockets
@@ -275,11 +277,9 @@ func (s *ActiveSocket) finish() {
 		s.w.putSocket(s)
 		return
 	}
-	fd, registered := s.fd, s.registered
-	info := s.Info
-	w := s.w
-	w.putSocket(s)
-	l.newConnection(fd, registered, &info, chain)
+	// The Connection copies what it needs from s.Info before s goes back to the pool.
+	l.newConnection(s.fd, s.registered, &s.Info, chain)
+	s.w.putSocket(s)
 }
 
 // recvPeek is recv(MSG_PEEK) into buf. It calls recvfrom directly with no address:

@@ -8,7 +8,10 @@ import (
 )
 
 // listenBacklog0 listens with backlog 0 on loopback (net.Listen always uses somaxconn).
-func listenBacklog0() (net.Listener, error) {
+func listenBacklog0() (net.Listener, error) { return listenBacklog(0) }
+
+// listenBacklog listens on loopback with the given backlog.
+func listenBacklog(backlog int) (net.Listener, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
@@ -17,7 +20,7 @@ func listenBacklog0() (net.Listener, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	if err := unix.Listen(fd, 0); err != nil {
+	if err := unix.Listen(fd, backlog); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}

@@ -46,7 +46,7 @@ const (
 )
 
 // FailureReason says why an upstream connection closed before or while connecting.
-type FailureReason int
+type FailureReason uint8
 
 // Failure reasons.
 const (
@@ -83,16 +83,18 @@ type Connection struct {
 	// Info describes the socket (addresses, SNI, protocols) for filters.
 	Info SocketInfo
 
-	filters []ReadFilter
-	cbs     []ConnectionCallbacks
+	filters   []ReadFilter
+	filterBuf [1]ReadFilter // storage for the common single-filter chain
+	cbs       []ConnectionCallbacks
 
 	out    *bytebufferpool.ByteBuffer
-	outOff int
-	high   int
-	low    int
-	above  bool
+	outOff int32
+	high   int32
+	low    int32
 
-	readDisable   int
+	readDisable int32
+	// Flags, kept together so the struct stays small: an idle connection is mostly this.
+	above         bool
 	readReady     bool // the socket may hold unread bytes (edge seen, not yet drained)
 	peerFin       bool // EPOLLRDHUP seen: an end of stream waits behind the data
 	deferred      bool // queued on the worker's deferred-read list
@@ -100,29 +102,40 @@ type Connection struct {
 	remoteEOF     bool
 	shutdownAfter bool // endStream was written: shutdown(SHUT_WR) once the buffer is empty
 	localShutdown bool
+	failure       FailureReason
+	endpoint      int32 // upstream: index of the endpoint dialed
 
-	failure      FailureReason
 	connectTimer *Timer
+	rx, tx       *Counter
+	owner        connOwner    // accounts for the connection when it closes
+	chain        *FilterChain // downstream: the filter chain that built it
 
-	rx, tx  *Counter
-	onClose func(c *Connection)
+	prevConn, nextConn *Connection // the worker's list of live connections
+}
 
-	remote    netip.AddrPort // upstream: the endpoint dialed
-	chainName string         // downstream: the filter chain that built it
+// connOwner is told when a connection it accounted for closes (an ActiveListener for
+// downstream connections, a cluster's per-worker state for upstream ones).
+type connOwner interface {
+	connClosed(c *Connection)
 }
 
 // RemoteEndpoint is the address an upstream connection dialed.
-func (c *Connection) RemoteEndpoint() netip.AddrPort { return c.remote }
+func (c *Connection) RemoteEndpoint() netip.AddrPort { return c.Info.RemoteAddr }
 
 // FilterChainName names the filter chain a downstream connection runs.
-func (c *Connection) FilterChainName() string { return c.chainName }
+func (c *Connection) FilterChainName() string {
+	if c.chain == nil {
+		return ""
+	}
+	return c.chain.Name
+}
 
 func newConnection(w *Worker, fd int, limit int, state connState) *Connection {
-	if limit <= 0 {
+	if limit <= 0 || limit > 1<<30 {
 		limit = DefaultBufferLimit
 	}
-	c := &Connection{fd: fd, w: w, state: state, high: limit, low: limit / 2}
-	w.conns[c] = struct{}{}
+	c := &Connection{fd: fd, w: w, state: state, high: int32(limit), low: int32(limit / 2)}
+	w.linkConn(c)
 	return c
 }
 
@@ -153,7 +166,7 @@ func (c *Connection) BufferedBytes() int {
 	if c.out == nil {
 		return 0
 	}
-	return len(c.out.B) - c.outOff
+	return len(c.out.B) - int(c.outOff)
 }
 
 // AboveHighWatermark reports whether the write buffer is over its high watermark.
@@ -247,12 +260,12 @@ func (c *Connection) afterWrite() {
 			return
 		}
 	}
-	if !c.above && buffered > c.high {
+	if !c.above && buffered > int(c.high) {
 		c.above = true
 		for _, cb := range c.cbs {
 			cb.OnAboveWriteBufferHighWatermark()
 		}
-	} else if c.above && buffered < c.low {
+	} else if c.above && buffered < int(c.low) {
 		c.above = false
 		for _, cb := range c.cbs {
 			cb.OnBelowWriteBufferLowWatermark()
@@ -271,7 +284,7 @@ func (c *Connection) flush() {
 			if c.tx != nil {
 				c.tx.Add(uint64(n))
 			}
-			c.outOff += n
+			c.outOff += int32(n)
 		}
 		if err == unix.EAGAIN {
 			break
@@ -281,7 +294,7 @@ func (c *Connection) flush() {
 			return
 		}
 	}
-	if c.out != nil && c.outOff > 0 && c.outOff >= len(c.out.B)/2 {
+	if c.out != nil && c.outOff > 0 && int(c.outOff) >= len(c.out.B)/2 {
 		// Compact so a long-lived slow reader does not grow the buffer without bound.
 		n := copy(c.out.B, c.out.B[c.outOff:])
 		c.out.B = c.out.B[:n]
@@ -328,9 +341,9 @@ func (c *Connection) closeSocket(ev ConnectionEvent) {
 		bytebufferpool.Put(c.out)
 		c.out, c.outOff = nil, 0
 	}
-	delete(c.w.conns, c)
-	if c.onClose != nil {
-		c.onClose(c)
+	c.w.unlinkConn(c)
+	if c.owner != nil {
+		c.owner.connClosed(c)
 	}
 	c.raise(ev)
 }

@@ -294,13 +294,18 @@ func (al *ActiveListener) takeSocket(s *ActiveSocket) {
 	target := al.l.balancer.pick(al.w.ID)
 	if target != al.w.ID {
 		fd, info := s.fd, s.Info
+		// The ALPN list lives in s, which stays with this worker's pool.
+		info.ownALPN()
 		al.w.putSocket(s)
 		tw := al.w.peers[target]
 		l := al.l
 		tw.Post(func() {
 			t := tw.active[l.id]
 			ns := tw.getSocket()
-			ns.fd, ns.l, ns.Info, ns.handedOff = fd, t, info, true
+			ns.fd, ns.l, ns.handedOff = fd, t, true
+			alpn := info.alpn
+			ns.Info, ns.Info.alpn = info, ns.alpnBuf[:0]
+			ns.Info.SetApplicationProtocols(alpn...)
 			ns.start()
 		})
 		return
@@ -360,15 +365,12 @@ func (al *ActiveListener) newConnection(fd int, registered bool, info *SocketInf
 	// TCP_NODELAY comes from the listen socket: Linux copies it into accepted sockets.
 	c := newConnection(w, fd, al.l.cfg.PerConnectionBufferLimit, stateOpen)
 	c.Info = *info
-	c.chainName = chain.Name
+	c.Info.ownALPN()
+	c.chain = chain
 	c.rx, c.tx = &al.stats.DownstreamCxRxBytesTotal, &al.stats.DownstreamCxTxBytesTotal
 	al.stats.DownstreamCxTotal.Inc()
 	al.stats.DownstreamCxActive.Inc()
-	c.onClose = func(*Connection) {
-		al.stats.DownstreamCxActive.Dec()
-		al.stats.DownstreamCxDestroy.Inc()
-		al.l.balancer.release(w.ID)
-	}
+	c.owner = al
 	if registered {
 		// Already in epoll with connEvents since the listener filters waited; the bytes
 		// they peeked are still queued and their edge is spent, so read them this turn.
@@ -379,7 +381,7 @@ func (al *ActiveListener) newConnection(fd int, registered bool, info *SocketInf
 		c.closeSocket(LocalClose)
 		return
 	}
-	c.filters = make([]ReadFilter, 0, len(chain.Filters))
+	c.filters = c.filterBuf[:0]
 	for _, f := range chain.Filters {
 		c.filters = append(c.filters, f.CreateFilter(c))
 	}
@@ -393,6 +395,13 @@ func (al *ActiveListener) newConnection(fd int, registered bool, info *SocketInf
 			return
 		}
 	}
+}
+
+// connClosed accounts for a closed downstream connection of this listener.
+func (al *ActiveListener) connClosed(*Connection) {
+	al.stats.DownstreamCxActive.Dec()
+	al.stats.DownstreamCxDestroy.Inc()
+	al.l.balancer.release(al.w.ID)
 }
 
 // stop closes this worker's listen fd; connections already accepted stay.

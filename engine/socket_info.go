@@ -29,30 +29,46 @@ type SocketInfo struct {
 	ServerName string
 	// TransportProtocol is "" until chain selection, which defaults it to raw_buffer.
 	TransportProtocol string
-	// alpn holds application protocols in the client's order.
-	alpn  [maxALPN]string
-	nalpn int
+	// alpn holds application protocols in the client's order. During the listener
+	// filters it points into the pooled ActiveSocket's array (no allocation); a
+	// Connection gets its own copy (ownALPN), only when there is something to copy.
+	alpn []string
 }
 
 // ApplicationProtocols returns the application protocols in the client's order. The slice
 // aliases the SocketInfo: do not keep it.
-func (s *SocketInfo) ApplicationProtocols() []string { return s.alpn[:s.nalpn] }
+func (s *SocketInfo) ApplicationProtocols() []string { return s.alpn }
 
 // SetApplicationProtocols replaces the application protocols (at most 8 are kept).
 func (s *SocketInfo) SetApplicationProtocols(protos ...string) {
-	s.nalpn = copy(s.alpn[:], protos)
+	s.alpn = append(s.alpn[:0], protos[:min(len(protos), maxALPN)]...)
 }
 
 // AddApplicationProtocol appends one protocol, dropping it if 8 are already held.
 func (s *SocketInfo) AddApplicationProtocol(p string) {
-	if s.nalpn < maxALPN {
-		s.alpn[s.nalpn] = p
-		s.nalpn++
+	if len(s.alpn) < maxALPN {
+		s.alpn = append(s.alpn, p)
 	}
 }
 
 // ClearApplicationProtocols empties the list.
-func (s *SocketInfo) ClearApplicationProtocols() { s.nalpn = 0 }
+func (s *SocketInfo) ClearApplicationProtocols() { s.alpn = s.alpn[:0] }
 
-// Reset zeroes the info for reuse.
-func (s *SocketInfo) Reset() { *s = SocketInfo{} }
+// Reset zeroes the info for reuse, keeping its ALPN storage.
+func (s *SocketInfo) Reset() { *s = SocketInfo{alpn: s.alpn[:0]} }
+
+// reset zeroes the info for reuse, keeping buf as the ALPN storage.
+func (s *SocketInfo) reset(buf *[maxALPN]string) {
+	clear(buf[:])
+	*s = SocketInfo{alpn: buf[:0]}
+}
+
+// ownALPN gives the info a private copy of its ALPN list, detached from the pooled
+// socket it was copied from.
+func (s *SocketInfo) ownALPN() {
+	if len(s.alpn) == 0 {
+		s.alpn = nil
+		return
+	}
+	s.alpn = append([]string(nil), s.alpn...)
+}

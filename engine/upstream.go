@@ -95,6 +95,20 @@ func (c *Cluster) Config() ClusterConfig { return c.cfg }
 // Stats returns the cluster's stats on worker i.
 func (c *Cluster) Stats(worker int) *ClusterStats { return &c.perWorker[worker].stats }
 
+// connClosed accounts for a closed upstream connection of this worker.
+func (st *clusterWorker) connClosed(c *Connection) {
+	st.active[c.endpoint]--
+	st.stats.UpstreamCxActive.Dec()
+	st.stats.UpstreamCxDestroy.Inc()
+	switch c.failure {
+	case FailureConnectRefused:
+		st.stats.UpstreamCxConnectFail.Inc()
+	case FailureConnectTimeout:
+		st.stats.UpstreamCxConnectFail.Inc()
+		st.stats.UpstreamCxConnectTimeout.Inc()
+	}
+}
+
 // chooseEndpoint runs on worker w.
 func (c *Cluster) chooseEndpoint(w *Worker) int {
 	st := &c.perWorker[w.ID]
@@ -152,18 +166,7 @@ func (c *Cluster) Connect(w *Worker, cb ConnectionCallbacks) *Connection {
 	conn.rx, conn.tx = &st.stats.UpstreamCxRxBytesTotal, &st.stats.UpstreamCxTxBytesTotal
 	st.active[idx]++
 	st.stats.UpstreamCxActive.Inc()
-	conn.onClose = func(cc *Connection) {
-		st.active[idx]--
-		st.stats.UpstreamCxActive.Dec()
-		st.stats.UpstreamCxDestroy.Inc()
-		switch cc.failure {
-		case FailureConnectRefused:
-			st.stats.UpstreamCxConnectFail.Inc()
-		case FailureConnectTimeout:
-			st.stats.UpstreamCxConnectFail.Inc()
-			st.stats.UpstreamCxConnectTimeout.Inc()
-		}
-	}
+	conn.owner, conn.endpoint = st, int32(idx)
 	if conn.state == stateConnecting {
 		conn.connectTimer = w.NewTimer(func() {
 			if conn.state == stateConnecting {
@@ -176,7 +179,7 @@ func (c *Cluster) Connect(w *Worker, cb ConnectionCallbacks) *Connection {
 		// The socket could not even be created: report it on the next loop turn so the
 		// caller sees the same asynchronous failure as a refused connect.
 		w.Post(func() {
-			conn.onClose(conn)
+			st.connClosed(conn)
 			conn.raise(RemoteClose)
 		})
 	}
@@ -186,11 +189,12 @@ func (c *Cluster) Connect(w *Worker, cb ConnectionCallbacks) *Connection {
 // dialTCP starts a non-blocking connect. On an immediate error the returned connection is
 // already closed with FailureConnectRefused and no callbacks raised.
 func dialTCP(w *Worker, addr netip.AddrPort, limit int) *Connection {
-	conn := &Connection{fd: -1, w: w, state: stateClosed, failure: FailureConnectRefused, remote: addr}
-	if limit <= 0 {
+	conn := &Connection{fd: -1, w: w, state: stateClosed, failure: FailureConnectRefused}
+	conn.Info.RemoteAddr = addr
+	if limit <= 0 || limit > 1<<30 {
 		limit = DefaultBufferLimit
 	}
-	conn.high, conn.low = limit, limit/2
+	conn.high, conn.low = int32(limit), int32(limit/2)
 	family := unix.AF_INET
 	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
 		family = unix.AF_INET6
@@ -208,10 +212,10 @@ func dialTCP(w *Worker, addr netip.AddrPort, limit int) *Connection {
 	conn.fd = fd
 	conn.failure = FailureNone
 	conn.state = stateConnecting
-	w.conns[conn] = struct{}{}
+	w.linkConn(conn)
 	// Registered once for good: the first EPOLLOUT edge says the connect finished.
 	if err := w.Register(fd, connEvents, conn); err != nil {
-		delete(w.conns, conn)
+		w.unlinkConn(conn)
 		unix.Close(fd)
 		conn.fd, conn.state, conn.failure = -1, stateClosed, FailureConnectRefused
 	}

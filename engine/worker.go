@@ -58,8 +58,9 @@ type Worker struct {
 	// batch being run (two slices so reads deferred during a run wait for the next turn).
 	deferredReads, runningReads []*Connection
 	waiting                     *ActiveSocket // sockets in their listener filters, waiting for data
-	// conns tracks every live Connection on this worker, for draining and shutdown.
-	conns map[*Connection]struct{}
+	// conns lists every live Connection on this worker, for shutdown; intrusive, so a
+	// connection costs no map entry.
+	conns *Connection
 
 	stopping bool
 	done     chan struct{}
@@ -82,7 +83,6 @@ func NewWorker(id int, log *slog.Logger) (*Worker, error) {
 		scratch:   make([]byte, scratchSize),
 		intern:    make(map[string]string),
 		listeners: make(map[string]*ActiveListener),
-		conns:     make(map[*Connection]struct{}),
 		now:       time.Now().UnixNano(),
 		done:      make(chan struct{}),
 	}, nil
@@ -152,6 +152,26 @@ func (w *Worker) forget(fd int) {
 	if fd >= 0 && fd < len(w.handlers) {
 		w.handlers[fd] = handlerSlot{}
 	}
+}
+
+func (w *Worker) linkConn(c *Connection) {
+	c.prevConn, c.nextConn = nil, w.conns
+	if w.conns != nil {
+		w.conns.prevConn = c
+	}
+	w.conns = c
+}
+
+func (w *Worker) unlinkConn(c *Connection) {
+	if c.prevConn != nil {
+		c.prevConn.nextConn = c.nextConn
+	} else if w.conns == c {
+		w.conns = c.nextConn
+	}
+	if c.nextConn != nil {
+		c.nextConn.prevConn = c.prevConn
+	}
+	c.prevConn, c.nextConn = nil, nil
 }
 
 // deferRead queues c to read again on this loop turn, after the current events.
@@ -261,7 +281,7 @@ func (w *Worker) shutdown() {
 	for w.waiting != nil {
 		w.waiting.close()
 	}
-	for c := range w.conns {
-		c.Close(CloseNoFlush)
+	for w.conns != nil {
+		w.conns.Close(CloseNoFlush)
 	}
 }
