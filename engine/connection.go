@@ -253,6 +253,12 @@ func (c *Connection) afterWrite() {
 		}
 		if c.shutdownAfter && !c.localShutdown {
 			c.localShutdown = true
+			if c.remoteEOF && c.state == stateOpen {
+				// Both directions end here: close(2) sends the FIN itself (the receive
+				// queue is empty, so no RST), saving the shutdown(2).
+				c.closeSocket(LocalClose)
+				return
+			}
 			unix.Shutdown(c.fd, unix.SHUT_WR)
 		}
 		if c.state == stateClosing {
@@ -388,13 +394,21 @@ func (c *Connection) onReadReady() {
 		n, err := readFd(c.fd, buf)
 		switch {
 		case n > 0:
-			if n < len(buf) && !c.peerFin {
+			short := n < len(buf)
+			if short && !c.peerFin {
 				c.readReady = false
 			}
 			if c.rx != nil {
 				c.rx.Add(uint64(n))
 			}
 			c.dispatch(buf[:n], false)
+			if short && c.peerFin && c.readDisable == 0 && c.state == stateOpen && !c.remoteEOF {
+				// The FIN was already queued when this short read drained the queue, so
+				// the next read could only return 0: take the end of stream now.
+				c.readReady = false
+				c.onRemoteEOF()
+				return
+			}
 			if c.readReady {
 				continue
 			}
