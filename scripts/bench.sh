@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Portico benchmark harness. See BENCHMARKS.md for the method.
 #
-#   scripts/bench.sh [--quick] [SCENARIO...]     scenarios: echo idle-mem (default: both)
+#   scripts/bench.sh [--quick] [SCENARIO...]
+#       scenarios: echo idle-mem l4-proxy sni balance syscalls (default: all)
 #
 # The system under test runs on CPU $SUT_CPU (default 1), the load generator
 # on CPU $LG_CPU (default 0). Every contender gets one worker. Repetitions are
@@ -12,7 +13,9 @@
 # Environment knobs: BENCH_REPS, BENCH_WARMUP, BENCH_DURATION, BENCH_SERVERS
 # ("portico gnet netpoll net"), BENCH_ECHO_CELLS ("64:100 4096:1000 ..."),
 # BENCH_IDLE_CONNS, BENCH_NICE, PORTICO_BIN (use a prebuilt binary), SUT_CPU,
-# LG_CPU.
+# LG_CPU; proxy scenarios: BENCH_WRK_CONNS (50), BENCH_L4_SERVERS
+# ("portico haproxy nginx net"), BENCH_SNI_SERVERS, BENCH_BULK_BYTES,
+# BENCH_BAL_WORKERS ("2 4"), BENCH_BAL_CELLS, BENCH_BAL_TOTAL.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,12 +27,12 @@ SCENARIOS=()
 for a in "$@"; do
 	case $a in
 	--quick) QUICK=true ;;
-	-h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-	echo | idle-mem) SCENARIOS+=("$a") ;;
+	-h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	echo | idle-mem | l4-proxy | sni | balance | syscalls) SCENARIOS+=("$a") ;;
 	*) echo "unknown argument: $a" >&2; exit 2 ;;
 	esac
 done
-((${#SCENARIOS[@]})) || SCENARIOS=(echo idle-mem)
+((${#SCENARIOS[@]})) || SCENARIOS=(echo idle-mem l4-proxy syscalls sni balance)
 
 SUT_CPU=${SUT_CPU:-1}
 LG_CPU=${LG_CPU:-0}
@@ -49,6 +52,11 @@ if $QUICK; then
 	DURATION=${BENCH_DURATION:-1s}
 	ECHO_CELLS=${BENCH_ECHO_CELLS:-64:100 4096:1000 64:10000}
 	IDLE_CONNS=${BENCH_IDLE_CONNS:-2000}
+	PX_WARMUP=1 PX_DURATION=1 STRACE_DURATION=1
+	BULK_BYTES=${BENCH_BULK_BYTES:-64M}
+	BAL_WORKERS=${BENCH_BAL_WORKERS:-2}
+	BAL_CELLS=${BENCH_BAL_CELLS:-hold:100 churn:100}
+	BAL_TOTAL=${BENCH_BAL_TOTAL:-1000}
 	RESULTS_DIR=$ROOT/bench/results/quick
 else
 	REPS=${BENCH_REPS:-3}
@@ -57,6 +65,11 @@ else
 	ECHO_CELLS=${BENCH_ECHO_CELLS:-64:100 64:1000 64:10000 4096:100 4096:1000 4096:10000}
 	# 50,000 would need a 50k fd limit; see the idle-mem note in BENCHMARKS.md.
 	IDLE_CONNS=${BENCH_IDLE_CONNS:-10000 19000}
+	PX_WARMUP=1 PX_DURATION=5 STRACE_DURATION=3
+	BULK_BYTES=${BENCH_BULK_BYTES:-1G}
+	BAL_WORKERS=${BENCH_BAL_WORKERS:-2 4}
+	BAL_CELLS=${BENCH_BAL_CELLS:-hold:100 hold:1000 hold:10000 churn:100 churn:1000}
+	BAL_TOTAL=${BENCH_BAL_TOTAL:-10000}
 	RESULTS_DIR=$ROOT/bench/results
 fi
 
@@ -157,11 +170,284 @@ scenario_idle_mem() {
 		"$REPS" "$IDLE_CONNS" "${AVAILABLE[*]}" "$(ulimit -Hn)")"
 }
 
+# ---------------------------------------------------------------------------
+# Proxy scenarios. The proxy under test runs on CPU $SUT_CPU with one worker;
+# wrk / curl / connload and the nginx backend share CPU $LG_CPU.
+
+WRK_CONNS=${BENCH_WRK_CONNS:-50}
+L4_SERVERS=(${BENCH_L4_SERVERS:-portico haproxy nginx net})
+SNI_SERVERS=(${BENCH_SNI_SERVERS:-portico haproxy nginx})
+PROXY_READY=false
+
+# rotate_list REP ITEM...: ITEMs rotated by REP-1 (interleaving).
+rotate_list() {
+	local r=$1 n i
+	shift
+	n=$#
+	local a=("$@")
+	for ((i = 0; i < n; i++)); do echo "${a[(i + r - 1) % n]}"; done
+}
+
+proxy_init() {
+	$PROXY_READY && return 0
+	backend_setup "$BENCH_TMP" || return 1
+	PROXY_READY=true
+	PX_MACHINE=${MACHINE%\}},\"tools\":$(proxy_versions_json)\}
+	if [[ ! -x $BIN/portico ]]; then L4_SERVERS=("${L4_SERVERS[@]/portico/}"); SNI_SERVERS=("${SNI_SERVERS[@]/portico/}"); fi
+}
+
+# write_px_results SCEN RUNS PARAMS: like write_results, with tool versions.
+write_px_results() {
+	local save=$MACHINE
+	MACHINE=$PX_MACHINE
+	write_results "$@"
+	MACHINE=$save
+}
+
+# sut_dead: did the SUT exit during the run?
+sut_dead() { ! kill -0 "$1" 2>/dev/null || [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]]; }
+
+# wrk_cell SCEN SRV REP TEST URL PID RUNS [wrk args]: warm-up, then the
+# measured wrk run with the SUT's CPU ticks read around it.
+wrk_cell() {
+	local scen=$1 srv=$2 rep=$3 test=$4 url=$5 pid=$6 runs=$7 t0 t1 w
+	shift 7
+	wrk_run "$BENCH_TMP/wrk-warm" "$url" "${PX_WARMUP}s" "$WRK_CONNS" "$@"
+	t0=$(cpu_ticks "$pid")
+	wrk_run "$BENCH_TMP/wrk" "$url" "${PX_DURATION}s" "$WRK_CONNS" "$@"
+	t1=$(cpu_ticks "$pid")
+	read -r rps p50 p99 req err n2 <"$BENCH_TMP/wrk" || { rps=0 req=0; }
+	local fail=""
+	((req > 0)) || fail="wrk made no requests: $(tail -3 "$BENCH_TMP/wrk.txt" | tr '\n' ' ')"
+	if [[ $srv != none ]] && sut_dead "$pid"; then fail="$srv exited during the run"; fi
+	w=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v r="$req" -v d="$PX_DURATION" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v e="$err" -v n2="$n2" -v none="$([[ $srv == none ]] && echo 1)" 'BEGIN {
+		cpu = (b - a) / hz
+		printf "{\"rps\":%s,\"p50_us\":%s,\"p99_us\":%s,\"requests\":%s,\"errors\":%d,\"non2xx\":%d", rps, p50, p99, r, e, n2
+		if (!none && r > 0) printf ",\"cpu_s\":%.3f,\"cpu_us_per_req\":%.3f,\"sut_util\":%.3f", cpu, cpu / r * 1e6, cpu / d
+		printf "}" }')
+	metrics_line "$scen" "$srv" "$rep" "$test" "c$WRK_CONNS" "$w" "$fail" >>"$runs"
+	log "  $test $srv: $w${fail:+ !! $fail}"
+}
+
+# bulk_cell SRV REP URL PID RUNS: one download of the big file with curl.
+bulk_cell() {
+	local srv=$1 rep=$2 url=$3 pid=$4 runs=$5 t0 t1 out fail=""
+	t0=$(cpu_ticks "$pid")
+	out=$(timeout --kill-after=5 120 "${BOOSTED[@]}" taskset -c "$LG_CPU" curl -s -o /dev/null --max-time 110 \
+		-w '%{speed_download} %{size_download} %{http_code} %{time_total}' "$url")
+	t1=$(cpu_ticks "$pid")
+	read -r speed size code tt <<<"$out"
+	[[ ${code:-0} == 200 ]] || fail="curl: http ${code:-none} size ${size:-0}"
+	if [[ $srv != none ]] && sut_dead "$pid"; then fail="$srv exited during the run"; fi
+	local w
+	w=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v s="${speed:-0}" -v n="${size:-0}" -v t="${tt:-0}" -v none="$([[ $srv == none ]] && echo 1)" 'BEGIN {
+		printf "{\"mb_per_s\":%.1f,\"bytes\":%s,\"seconds\":%s", s / 1e6, n, t
+		if (!none && n > 0) printf ",\"cpu_s\":%.3f,\"cpu_us_per_mb\":%.2f", (b - a) / hz, (b - a) / hz / (n / 1e6) * 1e6
+		printf "}" }')
+	metrics_line l4-proxy "$srv" "$rep" bulk "$BULK_BYTES" "$w" "$fail" >>"$runs"
+	log "  bulk $srv: $w${fail:+ !! $fail}"
+}
+
+scenario_l4_proxy() {
+	local runs=$BENCH_TMP/l4.jsonl rep srv port pid
+	: >"$runs"
+	proxy_init || return
+	start_backend || { log "nginx backend did not start"; return; }
+	for ((rep = 1; rep <= REPS; rep++)); do
+		for srv in $(rotate_list "$rep" none "${L4_SERVERS[@]}"); do
+			log "l4-proxy rep $rep/$REPS: $srv"
+			port=$(proxy_port l4 "$srv") pid=$BACKEND_PID
+			if [[ $srv != none ]]; then
+				if ! start_proxy l4 "$srv"; then
+					metrics_line l4-proxy "$srv" "$rep" keepalive "c$WRK_CONNS" '{}' "proxy did not start" >>"$runs"
+					continue
+				fi
+				pid=$SRV_PID
+			fi
+			wrk_cell l4-proxy "$srv" "$rep" keepalive "http://127.0.0.1:$port/" "$pid" "$runs"
+			wrk_cell l4-proxy "$srv" "$rep" close "http://127.0.0.1:$port/" "$pid" "$runs" -H "Connection: close"
+			bulk_cell "$srv" "$rep" "http://127.0.0.1:$port/big" "$pid" "$runs"
+			[[ $srv != none ]] && stop_pid "$pid"
+			sleep 0.3
+		done
+	done
+	stop_pid "$BACKEND_PID"
+	write_px_results l4-proxy "$runs" "$(printf '{"reps":%s,"warmup_s":%s,"duration_s":%s,"wrk_conns":%s,"wrk_threads":1,"bulk_bytes":"%s","servers":"%s","reference":"haproxy"}' \
+		"$REPS" "$PX_WARMUP" "$PX_DURATION" "$WRK_CONNS" "$BULK_BYTES" "none ${L4_SERVERS[*]}")"
+}
+
+# tls_cell SRV REP PORT NAMES PID RUNS: connload -mode tls (one full
+# handshake + one request per connection).
+tls_cell() {
+	local srv=$1 rep=$2 port=$3 names=$4 pid=$5 runs=$6 out=$BENCH_TMP/tls.json
+	rm -f "$out"
+	timeout --foreground --kill-after=5 $((PX_DURATION + 60)) "${BOOSTED[@]}" taskset -c "$LG_CPU" "$BIN/connload" -mode tls \
+		-addr "127.0.0.1:$port" -names "$names" -conc 32 -warmup "${PX_WARMUP}s" -duration "${PX_DURATION}s" \
+		-pid "$([[ $srv == none ]] && echo 0 || echo "$pid")" -clk-tck "$CLK_TCK" \
+		-label scenario=sni -label "server=$srv" -label "rep=$rep" -label test=handshake -label cell=c32 \
+		-out "$out" 2>>"$BENCH_TMP/connload.log" &
+	local p=$!
+	track "$p"
+	wait "$p"
+	untrack "$p"
+	if [[ -s $out ]]; then
+		cat "$out" >>"$runs"
+		log "  handshake $srv: $(cat "$out")"
+	else
+		metrics_line sni "$srv" "$rep" handshake c32 '{}' "connload produced no output" >>"$runs"
+	fi
+}
+
+scenario_sni() {
+	local runs=$BENCH_TMP/sni.jsonl rep srv port pid
+	: >"$runs"
+	proxy_init || return
+	start_backend || { log "nginx backend did not start"; return; }
+	for ((rep = 1; rep <= REPS; rep++)); do
+		for srv in $(rotate_list "$rep" none "${SNI_SERVERS[@]}"); do
+			log "sni rep $rep/$REPS: $srv"
+			if [[ $srv == none ]]; then
+				port=18443 pid=$BACKEND_PID
+			else
+				port=$(proxy_port sni "$srv")
+				if ! start_proxy sni "$srv"; then
+					metrics_line sni "$srv" "$rep" handshake c32 '{}' "proxy did not start" >>"$runs"
+					continue
+				fi
+				pid=$SRV_PID
+			fi
+			tls_cell "$srv" "$rep" "$port" "$SNI_A,$SNI_B" "$pid" "$runs"
+			wrk_cell sni "$srv" "$rep" keepalive "https://$SNI_A:$port/" "$pid" "$runs"
+			[[ $srv != none ]] && stop_pid "$pid"
+			sleep 0.3
+		done
+	done
+	stop_pid "$BACKEND_PID"
+	write_px_results sni "$runs" "$(printf '{"reps":%s,"warmup_s":%s,"duration_s":%s,"wrk_conns":%s,"handshake_conc":32,"names":"%s %s","servers":"%s","reference":"haproxy"}' \
+		"$REPS" "$PX_WARMUP" "$PX_DURATION" "$WRK_CONNS" "$SNI_A" "$SNI_B" "none ${SNI_SERVERS[*]}")"
+}
+
+# strace_cell SRV REP TEST PID RUNS URL [wrk args]: wrk for
+# $STRACE_DURATION s while strace -c -f counts the SUT's system calls.
+strace_cell() {
+	local srv=$1 rep=$2 test=$3 pid=$4 runs=$5 url=$6 sp req fail="" w
+	shift 6
+	wrk_run "$BENCH_TMP/wrk-warm" "$url" "${PX_WARMUP}s" "$WRK_CONNS" "$@"
+	strace -c -f -p "$pid" -o "$BENCH_TMP/strace.txt" 2>>"$BENCH_TMP/strace.log" &
+	sp=$!
+	track "$sp"
+	sleep 0.5
+	wrk_run "$BENCH_TMP/wrk" "$url" "${STRACE_DURATION}s" "$WRK_CONNS" "$@"
+	kill -INT "$sp" 2>/dev/null
+	wait "$sp"
+	untrack "$sp"
+	read -r _ _ _ req _ _ <"$BENCH_TMP/wrk" || req=0
+	((req > 0)) || fail="wrk made no requests"
+	sut_dead "$pid" && fail="$srv exited during the run"
+	# strace -c rows: % time, seconds, usecs/call, calls, [errors,] syscall.
+	w=$(awk -v r="$req" '
+		$1 ~ /^[0-9.]+$/ && NF >= 5 { n = $NF; c = $4; if (n == "total") tot = c; else s = s sprintf(",\"sys_%s\":%.3f", n, (r > 0 ? c / r : 0)) }
+		END { printf "{\"requests\":%d,\"sys_total\":%.3f%s}", r, (r > 0 ? tot / r : 0), s }' "$BENCH_TMP/strace.txt" 2>/dev/null)
+	[[ -n $w ]] || w='{}'
+	metrics_line syscalls "$srv" "$rep" "$test" "c$WRK_CONNS" "$w" "$fail" >>"$runs"
+	log "  $test $srv: $w${fail:+ !! $fail}"
+}
+
+scenario_syscalls() {
+	local runs=$BENCH_TMP/sys.jsonl rep srv port
+	: >"$runs"
+	command -v strace >/dev/null || { log "strace missing; syscalls skipped"; return; }
+	proxy_init || return
+	start_backend || { log "nginx backend did not start"; return; }
+	local reps=$(( REPS > 1 ? 1 : REPS )) # counts barely vary; one pass is enough
+	for ((rep = 1; rep <= reps; rep++)); do
+		for srv in $(rotate_list "$rep" "${L4_SERVERS[@]}"); do
+			log "syscalls rep $rep/$reps: $srv"
+			port=$(proxy_port l4 "$srv")
+			start_proxy l4 "$srv" || continue
+			strace_cell "$srv" "$rep" keepalive "$SRV_PID" "$runs" "http://127.0.0.1:$port/"
+			strace_cell "$srv" "$rep" close "$SRV_PID" "$runs" "http://127.0.0.1:$port/" -H "Connection: close"
+			stop_pid "$SRV_PID"
+			sleep 0.3
+		done
+	done
+	stop_pid "$BACKEND_PID"
+	write_px_results syscalls "$runs" "$(printf '{"reps":%s,"duration_s":%s,"wrk_conns":%s,"servers":"%s"}' \
+		"$reps" "$STRACE_DURATION" "$WRK_CONNS" "${L4_SERVERS[*]}")"
+}
+
+balance_config() { # MODE
+	local extra
+	case $1 in
+	reuse_port) extra="enable_reuse_port: true" ;;
+	dup_fd) extra="enable_reuse_port: false" ;;
+	exact_balance) extra=$(printf 'enable_reuse_port: false\n    connection_balance_config: { exact_balance: {} }') ;;
+	esac
+	cat <<-YAML
+	admin: { address: { socket_address: { address: 127.0.0.1, port_value: $ADMIN_PORT } } }
+	static_resources:
+	  listeners:
+	  - name: bal
+	    address: { socket_address: { address: 127.0.0.1, port_value: 10030 } }
+	    $extra
+	    filter_chains:
+	    - filters:
+	      - name: envoy.filters.network.echo
+	        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo }
+	YAML
+}
+
+# Balance: Portico is NOT pinned (it may use both CPUs), nor is connload.
+scenario_balance() {
+	[[ -x $BIN/portico ]] || { log "no portico binary; balance skipped"; return; }
+	local runs=$BENCH_TMP/bal.jsonl rep mode w cell kind conns out
+	: >"$runs"
+	proxy_init || return
+	for ((rep = 1; rep <= REPS; rep++)); do
+		for mode in $(rotate_list "$rep" reuse_port dup_fd exact_balance); do
+			balance_config "$mode" >"$BENCH_TMP/bal-$mode.yaml"
+			for w in $BAL_WORKERS; do
+				for cell in $BAL_CELLS; do
+					kind=${cell%%:*} conns=${cell##*:}
+					log "balance rep $rep/$REPS $mode workers=$w $kind $conns"
+					if ! start_proc "" 10030 "$LOGDIR/balance-portico.log" "$BIN/portico" -c "$BENCH_TMP/bal-$mode.yaml" --concurrency "$w"; then
+						metrics_line balance portico "$rep" "$mode" "w$w-$kind-$conns" '{}' "portico did not start" >>"$runs"
+						continue
+					fi
+					out=$BENCH_TMP/bal.json
+					rm -f "$out"
+					timeout --foreground --kill-after=5 150 "${BOOSTED[@]}" "$BIN/connload" -mode "$kind" -addr 127.0.0.1:10030 \
+						-conc "$conns" -total "$BAL_TOTAL" -duration "$([[ $kind == churn ]] && echo 60s || echo "${PX_DURATION}s")" -pid "$PROC_PID" -clk-tck "$CLK_TCK" \
+						-workers "$w" -admin "127.0.0.1:$ADMIN_PORT" -listener bal \
+						-label scenario=balance -label server=portico -label "rep=$rep" -label "test=$mode" \
+						-label "cell=$w workers, $kind, $conns conns" -label "workers=$w" -label "kind=$kind" \
+						-out "$out" 2>>"$BENCH_TMP/connload.log"
+					if [[ -s $out ]]; then
+						cat "$out" >>"$runs"
+						log "  $(cat "$out")"
+					else
+						metrics_line balance portico "$rep" "$mode" "$w workers, $kind, $conns conns" '{}' "connload produced no output" >>"$runs"
+					fi
+					sut_dead "$PROC_PID" && log "  !! portico exited during the run"
+					stop_pid "$PROC_PID"
+					sleep 0.3
+				done
+			done
+		done
+	done
+	write_px_results balance "$runs" "$(printf '{"reps":%s,"workers":"%s","cells":"%s","churn_total":%s,"hold_duration_s":%s,"pinned":false}' \
+		"$REPS" "$BAL_WORKERS" "$BAL_CELLS" "$BAL_TOTAL" "$PX_DURATION")"
+}
+
 START=$SECONDS
 for s in "${SCENARIOS[@]}"; do
 	case $s in
 	echo) scenario_echo ;;
 	idle-mem) scenario_idle_mem ;;
+	l4-proxy) scenario_l4_proxy ;;
+	sni) scenario_sni ;;
+	balance) scenario_balance ;;
+	syscalls) scenario_syscalls ;;
 	esac
 done
 
@@ -169,7 +455,8 @@ if $QUICK; then
 	# Exercise the report generator too, without touching BENCHMARKS.md.
 	"$BIN/report" -results "$RESULTS_DIR" -print >/dev/null && log "report generator OK"
 else
-	"$BIN/report" -results "$RESULTS_DIR" -md "$ROOT/BENCHMARKS.md" -charts "$ROOT/bench/results" &&
+	# Only the sections of the scenarios that ran are regenerated.
+	"$BIN/report" -results "$RESULTS_DIR" -only "$(IFS=,; echo "${SCENARIOS[*]}")" -md "$ROOT/BENCHMARKS.md" -charts "$ROOT/bench/results" &&
 		log "BENCHMARKS.md tables and charts regenerated"
 fi
 log "done in $((SECONDS - START)) s"

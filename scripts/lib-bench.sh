@@ -66,7 +66,7 @@ ensure_tools() {
 build_bins() {
 	local bin=$1
 	log "building load generator and peers into $bin"
-	(cd "$ROOT" && go build -o "$bin/" ./bench/cmd/loadgen ./bench/cmd/echo-gnet ./bench/cmd/echo-netpoll ./bench/cmd/echo-net ./bench/cmd/report) || exit 1
+	(cd "$ROOT" && go build -o "$bin/" ./bench/cmd/loadgen ./bench/cmd/echo-gnet ./bench/cmd/echo-netpoll ./bench/cmd/echo-net ./bench/cmd/report ./bench/cmd/proxy-net ./bench/cmd/connload) || exit 1
 	if [[ -n ${PORTICO_BIN:-} ]]; then
 		cp "$PORTICO_BIN" "$bin/portico"
 	elif (cd "$ROOT" && go build -o "$bin/portico" ./cmd/portico) 2>"$BENCH_TMP/portico-build.log"; then
@@ -204,4 +204,265 @@ write_results() {
 		printf ']}\n'
 	} >"$out"
 	log "wrote $out"
+}
+
+# ---------------------------------------------------------------------------
+# Proxy scenarios (l4-proxy, sni, syscalls, balance).
+
+# Ports: backends 18080 (HTTP), 18443/18444 (TLS, one per server name);
+# L4 proxies 10010-10013, SNI proxies 10020-10022, balance 10030; Portico's
+# admin on 19901.
+proxy_port() {
+	case $1:$2 in
+	l4:portico) echo 10010 ;; l4:haproxy) echo 10011 ;; l4:nginx) echo 10012 ;; l4:net) echo 10013 ;;
+	l4:none) echo 18080 ;;
+	sni:portico) echo 10020 ;; sni:haproxy) echo 10021 ;; sni:nginx) echo 10022 ;;
+	esac
+}
+ADMIN_PORT=19901
+BODY=$(printf 'portico-bench %.0s' 1 2 3 4 5 6 7)   # ~100 bytes
+SNI_A=localhost    # wrk sends the URL's host as SNI, and localhost is in /etc/hosts
+SNI_B=b.bench.test
+
+# start_proc CPU PORT LOG CMD...: CPU "" = unpinned. Sets PROC_PID; waits
+# until PORT listens (10 s). Boosted like the echo contenders.
+start_proc() {
+	local cpu=$1 port=$2 logf=$3 i
+	shift 3
+	if port_listening "$port"; then
+		log "port $port already in use; refusing to start $1"
+		return 1
+	fi
+	if [[ -n $cpu ]]; then
+		"${BOOSTED[@]}" taskset -c "$cpu" "$@" >>"$logf" 2>&1 &
+	else
+		"${BOOSTED[@]}" "$@" >>"$logf" 2>&1 &
+	fi
+	PROC_PID=$!
+	track "$PROC_PID"
+	for ((i = 0; i < 100; i++)); do
+		port_listening "$port" && return 0
+		kill -0 "$PROC_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	log "$1 did not start listening on :$port (log: $logf)"
+	tail -5 "$logf" >&2
+	stop_pid "$PROC_PID"
+	return 1
+}
+
+# backend_setup DIR: self-signed ECDSA P-256 certificate for both server
+# names, a sparse big file, and the nginx backend config.
+backend_setup() {
+	local d=$1
+	mkdir -p "$d/ngx-backend" "$d/ngx-sut"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+		-subj "/CN=$SNI_A" -addext "subjectAltName=DNS:$SNI_A,DNS:$SNI_B" \
+		-keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null || { log "openssl failed"; return 1; }
+	truncate -s "$BULK_BYTES" "$d/big.bin"
+	cat >"$d/nginx-backend.conf" <<-NGX
+	daemon off; master_process off; worker_processes 1;
+	worker_rlimit_nofile 20000;
+	pid $d/ngx-backend/nginx.pid;
+	error_log $d/ngx-backend/error.log warn;
+	events { worker_connections 16000; }
+	http {
+	  access_log off; sendfile on; tcp_nopush on;
+	  keepalive_requests 100000000; keepalive_timeout 120s;
+	  client_body_temp_path $d/ngx-backend/cb; proxy_temp_path $d/ngx-backend/px;
+	  fastcgi_temp_path $d/ngx-backend/fc; uwsgi_temp_path $d/ngx-backend/uw; scgi_temp_path $d/ngx-backend/sc;
+	  default_type text/plain;
+	  server { listen 127.0.0.1:18080 backlog=4096;
+	    location / { return 200 "$BODY\n"; }
+	    location = /big { alias $d/big.bin; } }
+	  ssl_certificate $d/cert.pem; ssl_certificate_key $d/key.pem;
+	  ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off;
+	  server { listen 127.0.0.1:18443 ssl backlog=4096; location / { return 200 "a $BODY\n"; } }
+	  server { listen 127.0.0.1:18444 ssl backlog=4096; location / { return 200 "b $BODY\n"; } }
+	}
+	NGX
+}
+
+# start_backend: the nginx backend on the load generator's CPU. Sets BACKEND_PID.
+start_backend() {
+	start_proc "$LG_CPU" 18443 "$LOGDIR/nginx-backend.log" nginx -p "$BENCH_TMP/ngx-backend" \
+		-e "$BENCH_TMP/ngx-backend/error.log" -c "$BENCH_TMP/nginx-backend.conf" || return 1
+	BACKEND_PID=$PROC_PID
+	local i
+	for ((i = 0; i < 50; i++)); do port_listening 18080 && port_listening 18444 && return 0; sleep 0.1; done
+	return 1
+}
+
+portico_proxy_config() { # KIND (l4|sni)
+	local port
+	port=$(proxy_port "$1" portico)
+	cat <<-YAML
+	admin: { address: { socket_address: { address: 127.0.0.1, port_value: $ADMIN_PORT } } }
+	static_resources:
+	  listeners:
+	  - name: $1
+	    address: { socket_address: { address: 127.0.0.1, port_value: $port } }
+	YAML
+	if [[ $1 == l4 ]]; then
+		cat <<-YAML
+		    filter_chains:
+		    - filters:
+		      - name: envoy.filters.network.tcp_proxy
+		        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: l4, cluster: backend }
+		  clusters:
+		  - name: backend
+		    load_assignment: { cluster_name: backend, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 18080 } } } } ] } ] }
+		YAML
+	else
+		cat <<-YAML
+		    listener_filters:
+		    - name: envoy.filters.listener.tls_inspector
+		      typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }
+		    filter_chains:
+		    - name: a
+		      filter_chain_match: { server_names: [ "$SNI_A" ] }
+		      filters:
+		      - name: envoy.filters.network.tcp_proxy
+		        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: sni_a, cluster: tls_a }
+		    - name: b
+		      filter_chain_match: { server_names: [ "$SNI_B" ] }
+		      filters:
+		      - name: envoy.filters.network.tcp_proxy
+		        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: sni_b, cluster: tls_b }
+		  clusters:
+		  - name: tls_a
+		    load_assignment: { cluster_name: tls_a, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 18443 } } } } ] } ] }
+		  - name: tls_b
+		    load_assignment: { cluster_name: tls_b, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 18444 } } } } ] } ] }
+		YAML
+	fi
+}
+
+haproxy_config() { # KIND
+	local port
+	port=$(proxy_port "$1" haproxy)
+	cat <<-CFG
+	global
+	  nbthread 1
+	  maxconn 9000
+	defaults
+	  mode tcp
+	  timeout connect 5s
+	  timeout client 120s
+	  timeout server 120s
+	CFG
+	if [[ $1 == l4 ]]; then
+		cat <<-CFG
+		frontend fe
+		  bind 127.0.0.1:$port
+		  default_backend be
+		backend be
+		  server s1 127.0.0.1:18080
+		CFG
+	else
+		cat <<-CFG
+		frontend fe
+		  bind 127.0.0.1:$port
+		  tcp-request inspect-delay 5s
+		  tcp-request content accept if { req.ssl_hello_type 1 }
+		  use_backend be_a if { req.ssl_sni -i $SNI_A }
+		  use_backend be_b if { req.ssl_sni -i $SNI_B }
+		backend be_a
+		  server a 127.0.0.1:18443
+		backend be_b
+		  server b 127.0.0.1:18444
+		CFG
+	fi
+}
+
+nginx_stream_config() { # KIND
+	local port d=$BENCH_TMP
+	port=$(proxy_port "$1" nginx)
+	cat <<-NGX
+	load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+	daemon off; master_process off; worker_processes 1;
+	worker_rlimit_nofile 20000;
+	pid $d/ngx-sut/nginx.pid;
+	error_log $d/ngx-sut/error.log warn;
+	events { worker_connections 16000; }
+	stream {
+	NGX
+	if [[ $1 == l4 ]]; then
+		echo "  server { listen 127.0.0.1:$port backlog=4096; proxy_pass 127.0.0.1:18080; }"
+	else
+		cat <<-NGX
+		  map \$ssl_preread_server_name \$sni_upstream {
+		    $SNI_A 127.0.0.1:18443;
+		    $SNI_B 127.0.0.1:18444;
+		    default 127.0.0.1:18443;
+		  }
+		  server { listen 127.0.0.1:$port backlog=4096; ssl_preread on; proxy_pass \$sni_upstream; }
+		NGX
+	fi
+	echo "}"
+}
+
+# start_proxy KIND NAME: the proxy under test, one worker, on CPU $SUT_CPU.
+# Sets SRV_PID (the process doing the work: nginx and HAProxy run without a
+# master process).
+start_proxy() {
+	local kind=$1 name=$2 port logf=$LOGDIR/$1-proxy-$2.log cmd
+	port=$(proxy_port "$kind" "$name")
+	case $name in
+	portico)
+		portico_proxy_config "$kind" >"$BENCH_TMP/portico-$kind.yaml"
+		cmd=("$BIN/portico" -c "$BENCH_TMP/portico-$kind.yaml" --concurrency 1) ;;
+	haproxy)
+		haproxy_config "$kind" >"$BENCH_TMP/haproxy-$kind.cfg"
+		cmd=(haproxy -db -f "$BENCH_TMP/haproxy-$kind.cfg") ;;
+	nginx)
+		nginx_stream_config "$kind" >"$BENCH_TMP/nginx-$kind.conf"
+		cmd=(nginx -p "$BENCH_TMP/ngx-sut" -e "$BENCH_TMP/ngx-sut/error.log" -c "$BENCH_TMP/nginx-$kind.conf") ;;
+	net)
+		cmd=("$BIN/proxy-net" -addr "127.0.0.1:$port" -upstream 127.0.0.1:18080) ;;
+	esac
+	printf '=== %s ===\n' "$(date -u +%FT%TZ)" >>"$logf"
+	start_proc "$SUT_CPU" "$port" "$logf" "${cmd[@]}" || return 1
+	SRV_PID=$PROC_PID
+}
+
+# cpu_ticks PID: utime+stime of the whole process.
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# wrk_run OUT URL DURATION CONNS [wrk args...]: wrk on CPU $LG_CPU with one
+# thread. Writes "rps p50_us p99_us requests errors non2xx" to OUT.
+wrk_run() {
+	local out=$1 url=$2 dur=$3 conns=$4 fence
+	shift 4
+	fence=$(awk -v d="${dur%s}" 'BEGIN { printf "%d", d + 30 }')
+	timeout --kill-after=5 "$fence" "${BOOSTED[@]}" taskset -c "$LG_CPU" \
+		wrk -t1 -c"$conns" -d"$dur" --timeout 5s --latency "$@" "$url" >"$out.txt" 2>&1 &
+	local pid=$!
+	track "$pid"
+	wait "$pid"
+	untrack "$pid"
+	awk '
+	function us(s) { if (s ~ /us$/) return s + 0; if (s ~ /ms$/) return s * 1000; if (s ~ /s$/) return s * 1e6; return s }
+	/^ +50%/ { p50 = us($2) } /^ +99%/ { p99 = us($2) }
+	/requests in/ { req = $1 }
+	/Socket errors/ { gsub(/,/, ""); err = $4 + $6 + $8 + $10 }
+	/Non-2xx/ { n2 = $NF }
+	/^Requests\/sec/ { rps = $2 }
+	END { printf "%s %s %s %s %d %d\n", rps + 0, p50 + 0, p99 + 0, req + 0, err, n2 }' "$out.txt" >"$out"
+}
+
+# metrics_line SCEN SERVER REP TEST CELL METRICS_JSON [FAILURE]: one result row.
+metrics_line() {
+	printf '{"mode":"metrics","labels":{"scenario":"%s","server":"%s","rep":"%s","test":"%s","cell":"%s"},"metrics":%s,"failure":%s}\n' \
+		"$1" "$2" "$3" "$4" "$5" "$6" "$(json_str "${7:-}")"
+}
+
+proxy_versions_json() {
+	printf '{"haproxy":%s,"nginx":%s,"wrk":%s,"curl":%s,"openssl":%s,"strace":%s}' \
+		"$(json_str "$(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3)")" \
+		"$(json_str "$(nginx -v 2>&1 | head -1)")" \
+		"$(json_str "$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)")" \
+		"$(json_str "$(curl --version | head -1 | cut -d' ' -f1-2)")" \
+		"$(json_str "$(openssl version)")" \
+		"$(json_str "$(strace -V 2>/dev/null | head -1)")"
 }

@@ -44,6 +44,15 @@ type run struct {
 	} `json:"errors"`
 	ServerExited bool   `json:"server_exited"`
 	Failure      string `json:"failure"`
+
+	// Proxy scenarios (wrk rows written by the harness, connload rows):
+	// named figures and, for balance, per-worker vectors.
+	Metrics   map[string]float64 `json:"metrics"`
+	PerWorker *struct {
+		Conns []float64 `json:"conns"`
+		CPU   []float64 `json:"cpu_s"`
+		Other float64   `json:"other_threads_cpu_s"`
+	} `json:"per_worker"`
 }
 
 func (r *run) server() string { return r.Labels["server"] }

@@ -20,7 +20,11 @@ func main() {
 	charts := flag.String("charts", "", "directory for PNG charts (empty: none)")
 	print := flag.Bool("print", false, "print the generated sections to stdout")
 	ref := flag.String("ref", "net", "reference contender for ratios")
+	only := flag.String("only", "", "comma-separated scenarios to regenerate (default: all)")
 	flag.Parse()
+	if *only != "" {
+		scenarios = strings.Split(*only, ",")
+	}
 
 	if *summary != "" {
 		s, err := summaryLine(*summary)
@@ -35,7 +39,7 @@ func main() {
 		base = filepath.Dir(*md)
 	}
 	sections := map[string]string{}
-	for _, sc := range []string{"echo", "idle-mem"} {
+	for _, sc := range scenarios {
 		f, err := latest(*dir, sc)
 		if err != nil {
 			fail(err)
@@ -50,9 +54,15 @@ func main() {
 			b.WriteString(echoTable(f, *ref))
 		case "idle-mem":
 			b.WriteString(idleTable(f, *ref))
+		default:
+			b.WriteString(proxyTables(f))
 		}
 		if *charts != "" {
-			names, err := drawCharts(f, *charts)
+			draw := drawCharts
+			if sc != "echo" && sc != "idle-mem" {
+				draw = drawProxyCharts
+			}
+			names, err := draw(f, *charts)
 			if err != nil {
 				fail(err)
 			}
@@ -63,7 +73,7 @@ func main() {
 		sections[sc] = b.String()
 	}
 	if *print {
-		for _, sc := range []string{"echo", "idle-mem"} {
+		for _, sc := range scenarios {
 			if s, ok := sections[sc]; ok {
 				fmt.Printf("## %s\n\n%s\n", sc, s)
 			}
@@ -75,6 +85,8 @@ func main() {
 		}
 	}
 }
+
+var scenarios = []string{"echo", "idle-mem", "l4-proxy", "sni", "syscalls", "balance"}
 
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "report:", err)

@@ -1,0 +1,466 @@
+// Command connload drives the connection-oriented benchmark scenarios that
+// wrk cannot: TLS handshakes per request through SNI passthrough proxies
+// (-mode tls), connect/echo/close churn (-mode churn) and long-lived
+// connections doing ping-pong (-mode hold) against Portico's echo filter for
+// the worker-balance scenario. Every mode is bounded in time and count.
+//
+// It samples the server under test (-pid) from /proc: whole-process CPU over
+// the measured window and, with -workers K, the CPU of each thread (the K
+// busiest are Portico's workers: each is a goroutine locked to its own OS
+// thread). With -admin it reads Portico's /stats for connections per worker.
+// One JSON object is written to -out (or stdout).
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/portico-proxy/portico/bench/internal/hist"
+	"github.com/portico-proxy/portico/bench/internal/procstat"
+)
+
+type labels map[string]string
+
+func (l labels) String() string { return fmt.Sprint(map[string]string(l)) }
+func (l labels) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok {
+		return fmt.Errorf("want key=value")
+	}
+	l[k] = v
+	return nil
+}
+
+type result struct {
+	Mode      string             `json:"mode"`
+	Labels    labels             `json:"labels"`
+	Conns     int                `json:"conns"`
+	Metrics   map[string]float64 `json:"metrics"`
+	PerWorker *perWorker         `json:"per_worker,omitempty"`
+	Errors    struct {
+		Dial int64  `json:"dial"`
+		IO   int64  `json:"io"`
+		Last string `json:"last"`
+	} `json:"errors"`
+	ServerExited bool `json:"server_exited"`
+}
+
+type perWorker struct {
+	Conns []float64 `json:"conns"` // downstream_cx_total per worker, from /stats
+	CPU   []float64 `json:"cpu_s"` // CPU seconds of the K busiest threads over the window
+	Other float64   `json:"other_threads_cpu_s"`
+}
+
+var (
+	mode     = flag.String("mode", "tls", "tls | churn | hold")
+	addr     = flag.String("addr", "127.0.0.1:10020", "server address")
+	names    = flag.String("names", "localhost", "tls: comma-separated SNI names, used in turn")
+	conc     = flag.Int("conc", 50, "concurrent connections (tls, churn) or connections held (hold)")
+	total    = flag.Int("total", 0, "churn: connections in all; tls: upper bound on handshakes in the window (0: none)")
+	warmup   = flag.Duration("warmup", time.Second, "tls: unmeasured warm-up")
+	duration = flag.Duration("duration", 5*time.Second, "tls, hold: measured window; churn: upper bound")
+	pid      = flag.Int("pid", 0, "server PID to sample")
+	clkTck   = flag.Int("clk-tck", 100, "USER_HZ")
+	workers  = flag.Int("workers", 0, "report CPU of the K busiest threads of -pid")
+	admin    = flag.String("admin", "", "Portico admin address host:port for /stats")
+	listener = flag.String("listener", "", "listener name in /stats")
+	outPath  = flag.String("out", "", "result file (default stdout)")
+	lbl      = labels{}
+)
+
+func main() {
+	flag.Var(lbl, "label", "key=value tag (repeatable)")
+	flag.Parse()
+	res := result{Mode: *mode, Labels: lbl, Conns: *conc, Metrics: map[string]float64{}}
+	switch *mode {
+	case "tls":
+		runTLS(&res)
+	case "churn":
+		runChurn(&res)
+	case "hold":
+		runHold(&res)
+	default:
+		fmt.Fprintln(os.Stderr, "unknown -mode")
+		os.Exit(2)
+	}
+	if *pid > 0 && !procstat.Alive(*pid) {
+		res.ServerExited = true
+	}
+	b, _ := json.Marshal(res)
+	b = append(b, '\n')
+	if *outPath != "" {
+		if err := os.WriteFile(*outPath, b, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	} else {
+		os.Stdout.Write(b)
+	}
+}
+
+// window samples process and per-thread CPU at its start and end.
+type window struct {
+	t0   time.Time
+	cpu0 procstat.CPU
+	th0  map[string]uint64
+}
+
+func startWindow() *window {
+	w := &window{t0: time.Now()}
+	if *pid > 0 {
+		w.cpu0, _ = procstat.ReadCPU(*pid)
+		w.th0 = threadTicks(*pid)
+	}
+	return w
+}
+
+// end fills cpu_s, sut_util and cpu_us_per_op (for ops operations) and
+// per-worker CPU; returns elapsed seconds.
+func (w *window) end(res *result, ops float64) float64 {
+	el := time.Since(w.t0).Seconds()
+	if *pid <= 0 {
+		return el
+	}
+	c1, err := procstat.ReadCPU(*pid)
+	if err != nil {
+		return el
+	}
+	tick := 1 / float64(*clkTck)
+	cpu := float64(c1.UserTicks+c1.SysTicks-w.cpu0.UserTicks-w.cpu0.SysTicks) * tick
+	res.Metrics["cpu_s"] = cpu
+	res.Metrics["sut_util"] = cpu / el
+	res.Metrics["user_frac"] = 0
+	if cpu > 0 {
+		res.Metrics["user_frac"] = float64(c1.UserTicks-w.cpu0.UserTicks) * tick / cpu
+	}
+	if ops > 0 {
+		res.Metrics["cpu_us_per_op"] = cpu / ops * 1e6
+	}
+	if *workers > 0 {
+		th1 := threadTicks(*pid)
+		var d []float64
+		for tid, t := range th1 {
+			d = append(d, float64(t-w.th0[tid])*tick)
+		}
+		sort.Sort(sort.Reverse(sort.Float64Slice(d)))
+		if res.PerWorker == nil {
+			res.PerWorker = &perWorker{}
+		}
+		k := min(*workers, len(d))
+		res.PerWorker.CPU = d[:k]
+		for _, x := range d[k:] {
+			res.PerWorker.Other += x
+		}
+	}
+	return el
+}
+
+// threadTicks maps TID to utime+stime of every thread of pid.
+func threadTicks(pid int) map[string]uint64 {
+	m := map[string]uint64{}
+	dirs, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return m
+	}
+	for _, d := range dirs {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, d.Name()))
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseUint(f[11], 10, 64)
+		s, _ := strconv.ParseUint(f[12], 10, 64)
+		m[d.Name()] = u + s
+	}
+	return m
+}
+
+var statRe = regexp.MustCompile(`^listener\.(.+)\.worker_(\d+)\.downstream_cx_total: (\d+)`)
+
+// workerConns reads downstream_cx_total per worker of one listener.
+func workerConns(res *result) {
+	if *admin == "" {
+		return
+	}
+	cl := http.Client{Timeout: 3 * time.Second}
+	r, err := cl.Get("http://" + *admin + "/stats")
+	if err != nil {
+		res.Errors.Last = "stats: " + err.Error()
+		return
+	}
+	defer r.Body.Close()
+	byW := map[int]float64{}
+	maxW := -1
+	sc := bufio.NewScanner(r.Body)
+	for sc.Scan() {
+		m := statRe.FindStringSubmatch(sc.Text())
+		if m == nil || (*listener != "" && m[1] != *listener) {
+			continue
+		}
+		w, _ := strconv.Atoi(m[2])
+		v, _ := strconv.ParseFloat(m[3], 64)
+		byW[w] += v
+		maxW = max(maxW, w)
+	}
+	if res.PerWorker == nil {
+		res.PerWorker = &perWorker{}
+	}
+	res.PerWorker.Conns = make([]float64, maxW+1)
+	for w, v := range byW {
+		res.PerWorker.Conns[w] = v
+	}
+}
+
+type counters struct {
+	ok, dialErr, ioErr atomic.Int64
+	last               atomic.Value
+	mu                 sync.Mutex
+	h                  hist.H
+}
+
+func (c *counters) fail(dial bool, err error) {
+	if dial {
+		c.dialErr.Add(1)
+	} else {
+		c.ioErr.Add(1)
+	}
+	c.last.Store(err.Error())
+}
+
+func (c *counters) fill(res *result) {
+	res.Errors.Dial = c.dialErr.Load()
+	res.Errors.IO = c.ioErr.Load()
+	if s, ok := c.last.Load().(string); ok && res.Errors.Last == "" {
+		res.Errors.Last = s
+	}
+}
+
+// runTLS: each of -conc goroutines loops tls.Dial (full handshake: no
+// session cache), one HTTP/1.1 request with Connection: close, read to EOF,
+// close. Counted only inside the measured window.
+func runTLS(res *result) {
+	sni := strings.Split(*names, ",")
+	var measuring atomic.Bool
+	var c counters
+	var started atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), *warmup+*duration)
+	defer cancel()
+	var wg sync.WaitGroup
+	for g := 0; g < *conc; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			buf := make([]byte, 4096)
+			var h hist.H
+			for i := g; ctx.Err() == nil; i += *conc {
+				if *total > 0 && measuring.Load() && started.Add(1) > int64(*total) {
+					break
+				}
+				name := sni[i%len(sni)]
+				t0 := time.Now()
+				d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: &tls.Config{ServerName: name, InsecureSkipVerify: true}}
+				conn, err := d.DialContext(ctx, "tcp", *addr)
+				if err != nil {
+					if ctx.Err() == nil && measuring.Load() {
+						c.fail(true, err)
+					}
+					continue
+				}
+				conn.SetDeadline(time.Now().Add(5 * time.Second))
+				_, err = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: "+name+"\r\nConnection: close\r\n\r\n")
+				n := 0
+				if err == nil {
+					for {
+						m, e := conn.Read(buf[n:])
+						n += m
+						if e != nil || n == len(buf) {
+							if e != io.EOF {
+								err = e
+							}
+							break
+						}
+					}
+				}
+				conn.Close()
+				if err == nil && !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 200")) {
+					err = fmt.Errorf("bad response %q", buf[:min(n, 40)])
+				}
+				if !measuring.Load() {
+					continue
+				}
+				if err != nil {
+					if ctx.Err() == nil {
+						c.fail(false, err)
+					}
+					continue
+				}
+				c.ok.Add(1)
+				h.Record(time.Since(t0).Microseconds())
+			}
+			c.mu.Lock()
+			c.h.Merge(&h)
+			c.mu.Unlock()
+		}(g)
+	}
+	time.Sleep(*warmup)
+	c.ok.Store(0)
+	measuring.Store(true)
+	w := startWindow()
+	<-ctx.Done()
+	ops := float64(c.ok.Load())
+	el := w.end(res, ops)
+	wg.Wait()
+	res.Metrics["ops"] = ops
+	res.Metrics["rate"] = ops / el
+	res.Metrics["p50_us"] = float64(c.h.Quantile(0.50))
+	res.Metrics["p99_us"] = float64(c.h.Quantile(0.99))
+	c.fill(res)
+}
+
+func dialTCP(ctx context.Context) (*net.TCPConn, error) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	cn, err := d.DialContext(ctx, "tcp", *addr)
+	if err != nil {
+		return nil, err
+	}
+	return cn.(*net.TCPConn), nil
+}
+
+func echoOnce(cn *net.TCPConn, msg, buf []byte) error {
+	if _, err := cn.Write(msg); err != nil {
+		return err
+	}
+	_, err := io.ReadFull(cn, buf[:len(msg)])
+	return err
+}
+
+// runChurn: -total connections, -conc at a time, each connect, one 64-byte
+// echo, close with RST (no TIME_WAIT piles up on the client).
+func runChurn(res *result) {
+	ctx, cancel := context.WithTimeout(context.Background(), *duration)
+	defer cancel()
+	var c counters
+	var next atomic.Int64
+	msg := bytes.Repeat([]byte("x"), 64)
+	w := startWindow()
+	var wg sync.WaitGroup
+	for g := 0; g < *conc; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 64)
+			for ctx.Err() == nil && next.Add(1) <= int64(*total) {
+				cn, err := dialTCP(ctx)
+				if err != nil {
+					c.fail(true, err)
+					continue
+				}
+				cn.SetDeadline(time.Now().Add(5 * time.Second))
+				err = echoOnce(cn, msg, buf)
+				cn.SetLinger(0)
+				cn.Close()
+				if err != nil {
+					c.fail(false, err)
+					continue
+				}
+				c.ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	ops := float64(c.ok.Load())
+	el := w.end(res, ops)
+	res.Metrics["ops"] = ops
+	res.Metrics["rate"] = ops / el
+	time.Sleep(100 * time.Millisecond) // let the workers count the last closes
+	workerConns(res)
+	c.fill(res)
+}
+
+// runHold: open -conc connections (128 handshakes in flight), then every
+// connection ping-pongs 64 bytes for -duration, then per-worker figures are
+// read while all connections are still open.
+func runHold(res *result) {
+	ctx, cancel := context.WithTimeout(context.Background(), *duration+60*time.Second)
+	defer cancel()
+	var c counters
+	conns := make([]*net.TCPConn, *conc)
+	sem := make(chan struct{}, 128)
+	var wg sync.WaitGroup
+	for i := range conns {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cn, err := dialTCP(ctx)
+			if err != nil {
+				c.fail(true, err)
+				return
+			}
+			conns[i] = cn
+		}(i)
+	}
+	wg.Wait()
+	msg := bytes.Repeat([]byte("x"), 64)
+	stop := time.Now().Add(*duration)
+	w := startWindow()
+	for _, cn := range conns {
+		if cn == nil {
+			continue
+		}
+		wg.Add(1)
+		go func(cn *net.TCPConn) {
+			defer wg.Done()
+			buf := make([]byte, 64)
+			cn.SetDeadline(stop.Add(5 * time.Second))
+			for time.Now().Before(stop) {
+				if err := echoOnce(cn, msg, buf); err != nil {
+					c.fail(false, err)
+					return
+				}
+				c.ok.Add(1)
+			}
+		}(cn)
+	}
+	wg.Wait()
+	ops := float64(c.ok.Load())
+	el := w.end(res, ops)
+	res.Metrics["ops"] = ops
+	res.Metrics["rate"] = ops / el
+	open := 0
+	for _, cn := range conns {
+		if cn != nil {
+			open++
+		}
+	}
+	res.Metrics["conns_open"] = float64(open)
+	workerConns(res)
+	for _, cn := range conns {
+		if cn != nil {
+			cn.SetLinger(0)
+			cn.Close()
+		}
+	}
+	c.fill(res)
+}
