@@ -139,7 +139,8 @@ func (t *translator) accessLog(al *accesslogv3.AccessLog, at string) (accesslog.
 	}
 	switch m := m.(type) {
 	case *filev3.FileAccessLog:
-		format, fat := m.GetFormat(), field(tat, "format")
+		// Envoy still honours the deprecated field; so do we.
+		format, fat := m.GetFormat(), field(tat, "format") //lint:ignore SA1019 deprecated but supported
 		if lf := m.GetLogFormat(); lf != nil {
 			format, fat = t.formatString(lf, field(tat, "log_format"))
 		}
@@ -171,7 +172,7 @@ func (t *translator) formatString(f *corev3.SubstitutionFormatString, at string)
 	if src := f.GetTextFormatSource(); src != nil {
 		return src.GetInlineString(), field(field(at, "text_format_source"), "inline_string")
 	}
-	return f.GetTextFormat(), field(at, "text_format")
+	return f.GetTextFormat(), field(at, "text_format") //lint:ignore SA1019 deprecated but supported
 }
 
 func (t *translator) checkFormat(format, at string) bool {

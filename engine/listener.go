@@ -69,15 +69,6 @@ func (b *balancer) release(worker int) {
 	b.mu.Unlock()
 }
 
-func (b *balancer) add(worker int) {
-	if !b.exact {
-		return
-	}
-	b.mu.Lock()
-	b.counts[worker]++
-	b.mu.Unlock()
-}
-
 // bindListener creates the listener's sockets on the main goroutine, so that an address in
 // use fails start-up before any worker runs.
 func bindListener(cfg ListenerConfig, id, workers int) (*Listener, error) {
