@@ -38,7 +38,8 @@ func main() {
 	flag.Parse()
 	// SetNumLoops is what netpoll's benchmarks and README use; Configure is its newer
 	// spelling of the same setting.
-	if err := netpoll.SetNumLoops(*loops); err != nil { //lint:ignore SA1019 see above
+	//lint:ignore SA1019 see above
+	if err := netpoll.SetNumLoops(*loops); err != nil {
 		log.Fatal(err)
 	}
 	ln, err := netpoll.CreateListener("tcp", *addr)
