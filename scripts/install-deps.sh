@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 
-pkgs=(curl openssl ca-certificates nginx libnginx-mod-stream haproxy wrk iptables iproute2 procps strace)
+pkgs=(curl openssl ca-certificates netcat-openbsd nginx libnginx-mod-stream haproxy wrk iptables iproute2 procps strace)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
