@@ -173,15 +173,15 @@ func fdCount(t *testing.T) int {
 	return len(ents)
 }
 
-// waitFor polls cond for up to 5 s.
+// waitFor polls cond for up to 15 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -200,12 +200,7 @@ func proxyListener(s *engine.Server, cluster string, idle time.Duration) engine.
 // move the counters and leave no fd or goroutine behind.
 func TestUpstreamFailures(t *testing.T) {
 	// A port nobody listens on: connect is refused.
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := netip.MustParseAddrPort(dead.Addr().String())
-	dead.Close()
+	deadAddr := deadAddr(t)
 
 	// A listener with a full accept queue that never accepts: further SYNs are dropped, so
 	// connects hang until the connect timeout.
@@ -228,7 +223,7 @@ func TestUpstreamFailures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.SetDeadline(time.Now().Add(15 * time.Second))
 			_, err = c.Read(make([]byte, 1))
 			if err == nil {
 				t.Errorf("listener %d: downstream read succeeded, want close", i)
@@ -238,7 +233,13 @@ func TestUpstreamFailures(t *testing.T) {
 	}
 	refused, hole := s.Cluster("refused").Stats(0), s.Cluster("blackhole").Stats(0)
 	waitFor(t, "counters", func() bool {
-		return refused.UpstreamCxConnectFail.Value() == 5 && hole.UpstreamCxConnectTimeout.Value() == 5
+		ok := refused.UpstreamCxConnectFail.Value() == 5 && hole.UpstreamCxConnectTimeout.Value() == 5
+		if !ok {
+			t.Logf("refused: fail=%d total=%d; blackhole: fail=%d timeout=%d total=%d",
+				refused.UpstreamCxConnectFail.Value(), refused.UpstreamCxTotal.Value(),
+				hole.UpstreamCxConnectFail.Value(), hole.UpstreamCxConnectTimeout.Value(), hole.UpstreamCxTotal.Value())
+		}
+		return ok
 	})
 	if v := hole.UpstreamCxConnectFail.Value(); v != 5 {
 		t.Errorf("blackhole upstream_cx_connect_fail = %d, want 5", v)
@@ -268,9 +269,10 @@ func fullBacklogListener(t *testing.T) (func(), netip.AddrPort) {
 	}
 	addr := netip.MustParseAddrPort(ln.Addr().String())
 	var fillers []net.Conn
-	// Fill the queue: the first connections complete, later ones hang.
-	for i := 0; i < 8; i++ {
-		d := net.Dialer{Timeout: 200 * time.Millisecond}
+	// Fill the queue: the first connections complete, later ones hang. Keep going until a
+	// dial really hangs, however slow the machine is.
+	for i := 0; i < 16; i++ {
+		d := net.Dialer{Timeout: time.Second}
 		c, err := d.Dial("tcp", addr.String())
 		if err != nil {
 			break

@@ -281,7 +281,7 @@ func TestHalfClose(t *testing.T) {
 
 // TestUpstreamRefused: the downstream is closed, the counter moves, no fd is left.
 func TestUpstreamRefused(t *testing.T) {
-	pp := newProxyParams(t, freePort(t)) // nothing listens there
+	pp := newProxyParams(t, refusedPort(t))
 	p := startPortico(t, fmt.Sprintf("127.0.0.1:%d", pp.Admin), "-c", writeConfig(t, proxyTmpl, pp), "--concurrency", "1")
 	before := p.fds(t)
 	var wg sync.WaitGroup
