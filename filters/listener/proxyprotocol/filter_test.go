@@ -10,64 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/filters/listener/internal/peektest"
 )
 
-// tcpPair returns both ends of a real loopback TCP connection.
-func tcpPair(t *testing.T) (client net.Conn, server *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err = net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close(); c.Close() })
-	return client, c.(*net.TCPConn)
-}
-
-// runLikeEngine drives step the way engine.ActiveSocket.peek does: recv(MSG_PEEK) up to
-// max bytes into one buffer, hand the filter everything peeked from the first byte, wait
-// for the socket to become readable again while it says StopIteration, and give up when
-// a full peek still leaves it undecided.
-func runLikeEngine(t *testing.T, conn *net.TCPConn, max int, step func(data []byte) (engine.FilterStatus, bool)) (st engine.FilterStatus, fail bool) {
-	t.Helper()
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, max)
-	var opErr error
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, err := unix.Recvfrom(int(fd), buf, unix.MSG_PEEK)
-		if errors.Is(err, unix.EAGAIN) {
-			return false
-		}
-		if err != nil || n == 0 {
-			opErr = errors.Join(err, errors.New("peer closed before the filter decided"))
-			return true
-		}
-		st, fail = step(buf[:n])
-		if st == engine.StopIteration && !fail {
-			if n >= max {
-				fail = true // the engine closes: the filter had all it may see
-				return true
-			}
-			return false
-		}
-		return true
-	})
-	if err != nil || opErr != nil {
-		t.Fatalf("peek loop: %v %v", err, opErr)
-	}
-	return st, fail
-}
 
 // drain consumes n bytes from the raw fd as engine.ActiveSocket.Drain does.
 func drain(t *testing.T, conn *net.TCPConn, n int) {
@@ -120,7 +65,7 @@ func TestFilterOnRealSocket(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := New(tt.cfg)
-			client, server := tcpPair(t)
+			client, server := peektest.TCPPair(t)
 			go client.Write(append(tt.header[:len(tt.header):len(tt.header)], payload...))
 			var info engine.SocketInfo
 			info.LocalAddr = netip.MustParseAddrPort("127.0.0.1:1")
@@ -128,7 +73,7 @@ func TestFilterOnRealSocket(t *testing.T) {
 			info.DirectRemoteAddr = info.RemoteAddr
 			before := info
 			var v verdict
-			runLikeEngine(t, server, min(f.MaxReadBytes(), scratchSize), func(d []byte) (engine.FilterStatus, bool) {
+			peektest.RunLikeEngine(t, server, min(f.MaxReadBytes(), scratchSize), func(d []byte) (engine.FilterStatus, bool) {
 				v = f.verdict(&info, d, scratchSize)
 				return v.status, v.fail
 			})

@@ -2,71 +2,13 @@ package tlsinspector
 
 import (
 	"crypto/tls"
-	"errors"
 	"net"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/filters/listener/internal/peektest"
 )
 
-// tcpPair returns both ends of a real loopback TCP connection.
-func tcpPair(t *testing.T) (client net.Conn, server *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err = net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close(); c.Close() })
-	return client, c.(*net.TCPConn)
-}
-
-// runLikeEngine drives step the way engine.ActiveSocket.peek does: recv(MSG_PEEK) up to
-// max bytes into one buffer, hand the filter everything peeked from the first byte, wait
-// for the socket to become readable again while it says StopIteration, and give up when
-// a full peek still leaves it undecided.
-func runLikeEngine(t *testing.T, conn *net.TCPConn, max int, step func(data []byte) (engine.FilterStatus, bool)) (st engine.FilterStatus, fail bool) {
-	t.Helper()
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, max)
-	var opErr error
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, err := unix.Recvfrom(int(fd), buf, unix.MSG_PEEK)
-		if errors.Is(err, unix.EAGAIN) {
-			return false
-		}
-		if err != nil || n == 0 {
-			opErr = errors.Join(err, errors.New("peer closed before the filter decided"))
-			return true
-		}
-		st, fail = step(buf[:n])
-		if st == engine.StopIteration && !fail {
-			if n >= max {
-				fail = true // the engine closes: the filter had all it may see
-				return true
-			}
-			return false
-		}
-		return true
-	})
-	if err != nil || opErr != nil {
-		t.Fatalf("peek loop: %v %v", err, opErr)
-	}
-	return st, fail
-}
 
 func newWorker(t *testing.T) *engine.Worker {
 	t.Helper()
@@ -85,10 +27,10 @@ func TestFilterOnRealSocket(t *testing.T) {
 	}
 
 	t.Run("tls client", func(t *testing.T) {
-		client, server := tcpPair(t)
+		client, server := peektest.TCPPair(t)
 		go tls.Client(client, &tls.Config{ServerName: "Sni.Example.COM", NextProtos: []string{"h2", "http/1.1"}, InsecureSkipVerify: true}).Handshake()
 		var info engine.SocketInfo
-		st, fail := runLikeEngine(t, server, f.MaxReadBytes(), func(d []byte) (engine.FilterStatus, bool) {
+		st, fail := peektest.RunLikeEngine(t, server, f.MaxReadBytes(), func(d []byte) (engine.FilterStatus, bool) {
 			return f.inspect(w, &info, d)
 		})
 		if st != engine.Continue || fail {
@@ -104,7 +46,7 @@ func TestFilterOnRealSocket(t *testing.T) {
 
 	t.Run("client hello dribbled byte by byte", func(t *testing.T) {
 		hello := refragment(captureClientHello(t, &tls.Config{ServerName: "slow.example", InsecureSkipVerify: true}), 40)
-		client, server := tcpPair(t)
+		client, server := peektest.TCPPair(t)
 		client.(*net.TCPConn).SetNoDelay(true)
 		go func() {
 			for i := range hello {
@@ -112,7 +54,7 @@ func TestFilterOnRealSocket(t *testing.T) {
 			}
 		}()
 		var info engine.SocketInfo
-		st, fail := runLikeEngine(t, server, f.MaxReadBytes(), func(d []byte) (engine.FilterStatus, bool) {
+		st, fail := peektest.RunLikeEngine(t, server, f.MaxReadBytes(), func(d []byte) (engine.FilterStatus, bool) {
 			return f.inspect(w, &info, d)
 		})
 		if st != engine.Continue || fail || info.ServerName != "slow.example" || info.TransportProtocol != engine.TransportTLS {
@@ -121,10 +63,10 @@ func TestFilterOnRealSocket(t *testing.T) {
 	})
 
 	t.Run("plaintext", func(t *testing.T) {
-		client, server := tcpPair(t)
+		client, server := peektest.TCPPair(t)
 		client.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 		var info engine.SocketInfo
-		st, fail := runLikeEngine(t, server, f.MaxReadBytes(), func(d []byte) (engine.FilterStatus, bool) {
+		st, fail := peektest.RunLikeEngine(t, server, f.MaxReadBytes(), func(d []byte) (engine.FilterStatus, bool) {
 			return f.inspect(w, &info, d)
 		})
 		if st != engine.Continue || fail || info.TransportProtocol != "" || info.ServerName != "" {
@@ -140,10 +82,10 @@ func TestFilterOnRealSocket(t *testing.T) {
 	t.Run("client hello larger than max_client_hello_size", func(t *testing.T) {
 		small := New(Config{MaxClientHelloSize: 512})
 		hello := wrap(helloBody(0x0303, sniExt("big.example"), ext{21, make([]byte, 2000)}))
-		client, server := tcpPair(t)
+		client, server := peektest.TCPPair(t)
 		client.Write(hello)
 		var info engine.SocketInfo
-		_, fail := runLikeEngine(t, server, small.MaxReadBytes(), func(d []byte) (engine.FilterStatus, bool) {
+		_, fail := peektest.RunLikeEngine(t, server, small.MaxReadBytes(), func(d []byte) (engine.FilterStatus, bool) {
 			return small.inspect(w, &info, d)
 		})
 		if !fail || info.TransportProtocol != "" {
