@@ -9,7 +9,6 @@ import (
 	"github.com/portico-proxy/portico/filters/listener/internal/peektest"
 )
 
-
 func TestFilterOnRealSocket(t *testing.T) {
 	f := New(Config{})
 	if f.Name() != Name || f.MaxReadBytes() != MaxInspectSize {

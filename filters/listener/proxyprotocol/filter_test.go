@@ -13,7 +13,6 @@ import (
 	"github.com/portico-proxy/portico/filters/listener/internal/peektest"
 )
 
-
 // drain consumes n bytes from the raw fd as engine.ActiveSocket.Drain does.
 func drain(t *testing.T, conn *net.TCPConn, n int) {
 	t.Helper()

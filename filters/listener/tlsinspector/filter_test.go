@@ -9,7 +9,6 @@ import (
 	"github.com/portico-proxy/portico/filters/listener/internal/peektest"
 )
 
-
 func newWorker(t *testing.T) *engine.Worker {
 	t.Helper()
 	w, err := engine.NewWorker(0, nil)
