@@ -229,18 +229,19 @@ wrk_cell() {
 	log "  $test $srv: $w${fail:+ !! $fail}"
 }
 
-# bulk_cell SRV REP URL PID RUNS: one download of the big file with curl.
+# bulk_cell SRV REP URL PID RUNS [CURL_CPU]: one download of the big file
+# with curl (on CURL_CPU, default $LG_CPU).
 bulk_cell() {
-	local srv=$1 rep=$2 url=$3 pid=$4 runs=$5 t0 t1 out fail=""
+	local srv=$1 rep=$2 url=$3 pid=$4 runs=$5 ccpu=${6:-$LG_CPU} t0 t1 out fail=""
 	t0=$(cpu_ticks "$pid")
-	out=$(timeout --kill-after=5 120 "${BOOSTED[@]}" taskset -c "$LG_CPU" curl -s -o /dev/null --max-time 110 \
+	out=$(timeout --kill-after=5 120 "${BOOSTED[@]}" taskset -c "$ccpu" curl -s -o /dev/null --max-time 110 \
 		-w '%{speed_download} %{size_download} %{http_code} %{time_total}' "$url")
 	t1=$(cpu_ticks "$pid")
 	read -r speed size code tt <<<"$out"
 	[[ ${code:-0} == 200 ]] || fail="curl: http ${code:-none} size ${size:-0}"
-	if [[ $srv != none ]] && sut_dead "$pid"; then fail="$srv exited during the run"; fi
+	if [[ $srv != none* ]] && sut_dead "$pid"; then fail="$srv exited during the run"; fi
 	local w
-	w=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v s="${speed:-0}" -v n="${size:-0}" -v t="${tt:-0}" -v none="$([[ $srv == none ]] && echo 1)" 'BEGIN {
+	w=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v s="${speed:-0}" -v n="${size:-0}" -v t="${tt:-0}" -v none="$([[ $srv == none* ]] && echo 1)" 'BEGIN {
 		printf "{\"mb_per_s\":%.1f,\"bytes\":%s,\"seconds\":%s", s / 1e6, n, t
 		if (!none && n > 0) printf ",\"cpu_s\":%.3f,\"cpu_us_per_mb\":%.2f", (b - a) / hz, (b - a) / hz / (n / 1e6) * 1e6
 		printf "}" }')
@@ -267,6 +268,10 @@ scenario_l4_proxy() {
 			wrk_cell l4-proxy "$srv" "$rep" keepalive "http://127.0.0.1:$port/" "$pid" "$runs"
 			wrk_cell l4-proxy "$srv" "$rep" close "http://127.0.0.1:$port/" "$pid" "$runs" -H "Connection: close"
 			bulk_cell "$srv" "$rep" "http://127.0.0.1:$port/big" "$pid" "$runs"
+			# With curl and nginx on one CPU the direct path has half the
+			# CPUs a proxied path has; also measure it with curl on the
+			# SUT's CPU (two CPUs, like the proxied paths).
+			[[ $srv == none ]] && bulk_cell none-2cpu "$rep" "http://127.0.0.1:$port/big" "$pid" "$runs" "$SUT_CPU"
 			[[ $srv != none ]] && stop_pid "$pid"
 			sleep 0.3
 		done

@@ -256,8 +256,7 @@ func (c *counters) fill(res *result) {
 }
 
 // runTLS: each of -conc goroutines loops tls.Dial (full handshake: no
-// session cache), one HTTP/1.1 request with Connection: close, read to EOF,
-// close. Counted only inside the measured window.
+// session cache), one HTTP/1.1 request, read the response, close. Counted only inside the measured window.
 func runTLS(res *result) {
 	sni := strings.Split(*names, ",")
 	var measuring atomic.Bool
@@ -287,19 +286,15 @@ func runTLS(res *result) {
 					continue
 				}
 				conn.SetDeadline(time.Now().Add(5 * time.Second))
-				_, err = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: "+name+"\r\nConnection: close\r\n\r\n")
+				// Keep-alive request, read exactly one response, then the
+				// client closes first: its TIME_WAIT stays on the client
+				// side, where tcp_tw_reuse lets loopback ports be reused.
+				// (With Connection: close the server closes first and its
+				// TIME_WAIT entries make reused client ports stall.)
+				_, err = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: "+name+"\r\n\r\n")
 				n := 0
 				if err == nil {
-					for {
-						m, e := conn.Read(buf[n:])
-						n += m
-						if e != nil || n == len(buf) {
-							if e != io.EOF {
-								err = e
-							}
-							break
-						}
-					}
+					n, err = readResponse(conn, buf)
 				}
 				conn.Close()
 				if err == nil && !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 200")) {
@@ -335,6 +330,30 @@ func runTLS(res *result) {
 	res.Metrics["p50_us"] = float64(c.h.Quantile(0.50))
 	res.Metrics["p99_us"] = float64(c.h.Quantile(0.99))
 	c.fill(res)
+}
+
+// readResponse reads one HTTP/1.1 response with a Content-Length body.
+func readResponse(c net.Conn, buf []byte) (int, error) {
+	n := 0
+	for {
+		m, err := c.Read(buf[n:])
+		n += m
+		if h := bytes.Index(buf[:n], []byte("\r\n\r\n")); h >= 0 {
+			hdr := strings.ToLower(string(buf[:h]))
+			if i := strings.Index(hdr, "content-length:"); i >= 0 {
+				v := strings.TrimSpace(strings.SplitN(hdr[i+15:], "\r\n", 2)[0])
+				if cl, e := strconv.Atoi(v); e == nil && n >= h+4+cl {
+					return n, nil
+				}
+			}
+		}
+		if err != nil {
+			return n, err
+		}
+		if n == len(buf) {
+			return n, fmt.Errorf("response larger than %d bytes", len(buf))
+		}
+	}
 }
 
 func dialTCP(ctx context.Context) (*net.TCPConn, error) {

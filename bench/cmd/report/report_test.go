@@ -49,3 +49,31 @@ func TestEchoTableMarksFailures(t *testing.T) {
 		t.Fatalf("reference row wrong:\n%s", tab)
 	}
 }
+
+func TestMaxMean(t *testing.T) {
+	mm, cv, ok := maxMean([]float64{50, 50})
+	if !ok || mm != 1 || cv != 0 {
+		t.Fatalf("even split: %v %v %v", mm, cv, ok)
+	}
+	mm, cv, _ = maxMean([]float64{30, 70})
+	if mm != 1.4 || cv < 0.399 || cv > 0.401 {
+		t.Fatalf("30/70: max/mean %v cv %v", mm, cv)
+	}
+	if _, _, ok := maxMean([]float64{0, 0}); ok {
+		t.Fatal("all-zero vector has no max/mean")
+	}
+}
+
+func TestProxyTablesFromQuickShape(t *testing.T) {
+	f := &resultFile{Scenario: "l4-proxy", Params: []byte(`{}`), Machine: []byte(`{}`)}
+	for i, s := range []string{"none", "portico", "haproxy"} {
+		var r run
+		r.Labels = map[string]string{"server": s, "test": "keepalive", "rep": "1"}
+		r.Metrics = map[string]float64{"rps": float64(1000 * (i + 1)), "p99_us": 100, "cpu_us_per_req": 10}
+		f.Runs = append(f.Runs, r)
+	}
+	out := proxyTables(f)
+	if !strings.Contains(out, "| portico | 2000 | 0.67× |") {
+		t.Fatalf("ratio to HAProxy missing:\n%s", out)
+	}
+}
