@@ -415,8 +415,11 @@ scenario_balance() {
 				for cell in $BAL_CELLS; do
 					kind=${cell%%:*} conns=${cell##*:}
 					log "balance rep $rep/$REPS $mode workers=$w $kind $conns"
+					# A Portico that was just stopped may still hold its ports
+					# (see "Worker balance" in BENCHMARKS.md); wait for them.
+					wait_ports_free 10030 "$ADMIN_PORT"
 					if ! start_proc "" 10030 "$LOGDIR/balance-portico.log" "$BIN/portico" -c "$BENCH_TMP/bal-$mode.yaml" --concurrency "$w"; then
-						metrics_line balance portico "$rep" "$mode" "w$w-$kind-$conns" '{}' "portico did not start" >>"$runs"
+						metrics_line balance portico "$rep" "$mode" "$w workers, $kind, $conns conns" '{}' "portico did not start" >>"$runs"
 						continue
 					fi
 					out=$BENCH_TMP/bal.json

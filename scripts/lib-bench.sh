@@ -128,6 +128,21 @@ boosted_init() {
 
 port_listening() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q LISTEN; }
 
+# wait_ports_free PORT...: up to 10 s until nothing listens on any PORT;
+# logs who still holds one.
+wait_ports_free() {
+	local i p busy
+	for ((i = 0; i < 100; i++)); do
+		busy=""
+		for p in "$@"; do port_listening "$p" && busy+=" $p"; done
+		[[ -z $busy ]] && { ((i > 0)) && log "  ports free after $((i * 100)) ms"; return 0; }
+		((i == 0)) && log "  waiting for port(s)$busy: $(ss -Hltnp "sport = :${busy# }" 2>/dev/null | grep -o 'users:.*' | head -1)"
+		sleep 0.1
+	done
+	log "  port(s)$busy still busy after 10 s"
+	return 1
+}
+
 # start_server NAME LOG: pinned to CPU $SUT_CPU; sets SRV_PID. Returns 1 if
 # it does not listen within 10 s or dies.
 start_server() {
@@ -260,6 +275,9 @@ backend_setup() {
 		-subj "/CN=$SNI_A" -addext "subjectAltName=DNS:$SNI_A,DNS:$SNI_B" \
 		-keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null || { log "openssl failed"; return 1; }
 	truncate -s "$BULK_BYTES" "$d/big.bin"
+	# Read the sparse file once so that no contender pays for filling the
+	# page cache (the first read of a fresh sparse file is several times slower).
+	cat "$d/big.bin" >/dev/null
 	cat >"$d/nginx-backend.conf" <<-NGX
 	daemon off; master_process off; worker_processes 1;
 	worker_rlimit_nofile 20000;

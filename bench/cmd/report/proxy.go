@@ -263,11 +263,11 @@ func maxMean(xs []float64) (mm, cv float64, ok bool) {
 }
 
 type balCell struct {
-	cell                   string
-	connMM, connCV, cpuMM  []float64
-	cpuCV, rate, conns     []float64
-	vec                    string
-	runs                   []*run
+	cell                  string
+	connMM, connCV, cpuMM []float64
+	cpuCV, rate, conns    []float64
+	vec                   string
+	runs                  []*run
 }
 
 var balModes = []string{"reuse_port", "dup_fd", "exact_balance"}
@@ -339,8 +339,6 @@ func balanceTable(f *resultFile) string {
 
 func proxyTables(f *resultFile) string {
 	var b strings.Builder
-	var params map[string]any
-	_ = json.Unmarshal(f.Params, &params)
 	fmt.Fprintf(&b, "Parameters: `%s`.\n", strings.TrimSpace(string(f.Params)))
 	var m map[string]any
 	if json.Unmarshal(f.Machine, &m) == nil {
@@ -448,7 +446,7 @@ func drawProxyCharts(f *resultFile, dir string) ([]string, error) {
 			}
 			var groups []string
 			for _, c := range cells {
-				groups = append(groups, strings.NewReplacer(" workers", "w", " conns", "", ", ", " ").Replace(c.cell))
+				groups = append(groups, strings.NewReplacer(" workers", "w", " conns", "", ", hold, ", "\nhold ", ", churn, ", "\nchurn ", "0000", "0k", "000", "k").Replace(c.cell))
 			}
 			name := "balance-" + mode + ".png"
 			err := barChart(filepath.Join(dir, name), "balance, "+mode+": busiest worker / mean (median of reps; 1.0 = even)", "max/mean",
