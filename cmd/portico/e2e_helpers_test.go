@@ -284,13 +284,15 @@ func nginxUser() string {
 	return ""
 }
 
-// startNginx serves root on 127.0.0.1:port and stops nginx (by PID) when the test ends.
-func startNginx(t *testing.T, port int, root string) {
+// runNginx starts nginx with the given server blocks (inside network namespace netns when
+// it is not empty), stops it by PID when the test ends, and returns its pid-file path and
+// a channel closed when it exits.
+func runNginx(t *testing.T, netns, servers string) (pidFile string, done <-chan struct{}, stderr *syncBuffer) {
 	t.Helper()
 	bin := requireTool(t, "nginx")
 	dir := t.TempDir()
 	conf := fmt.Sprintf(`daemon off;
-%[4]s
+%[3]s
 worker_processes 1;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log;
@@ -302,33 +304,40 @@ http {
   fastcgi_temp_path %[1]s;
   uwsgi_temp_path %[1]s;
   scgi_temp_path %[1]s;
-  server {
-    listen 127.0.0.1:%[2]d;
-    root %[3]s;
-  }
-}
-`, dir, port, root, nginxUser())
+%[2]s}
+`, dir, servers, nginxUser())
 	cp := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(cp, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-c", cp, "-e", filepath.Join(dir, "error.log"))
-	var errb syncBuffer
-	cmd.Stderr = &errb
+	args := []string{bin, "-c", cp, "-e", filepath.Join(dir, "error.log")}
+	if netns != "" {
+		args = append([]string{"ip", "netns", "exec", netns}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	stderr = &syncBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGQUIT)
 		select {
-		case <-done:
+		case <-exited:
 		case <-time.After(5 * time.Second):
 			cmd.Process.Kill()
-			<-done
+			<-exited
 		}
 	})
+	return filepath.Join(dir, "nginx.pid"), exited, stderr
+}
+
+// startNginx serves root on 127.0.0.1:port.
+func startNginx(t *testing.T, port int, root string) {
+	t.Helper()
+	_, done, stderr := runNginx(t, "", fmt.Sprintf("  server { listen 127.0.0.1:%d; root %s; }\n", port, root))
 	eventually(t, "nginx to listen", func() bool {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err == nil {
@@ -337,7 +346,7 @@ http {
 		}
 		select {
 		case <-done:
-			t.Fatalf("nginx exited: %s", errb.String())
+			t.Fatalf("nginx exited: %s", stderr.String())
 		default:
 		}
 		return false

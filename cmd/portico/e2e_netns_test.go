@@ -6,9 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // The test's own hosts: two network namespaces joined by a veth pair, addressed from
@@ -70,45 +68,18 @@ func makeHosts(t *testing.T) (client, backend string) {
 // startNginxIn runs nginx in a namespace, answering "backend-<port>" on each port.
 func startNginxIn(t *testing.T, ns string, ports ...int) {
 	t.Helper()
-	bin := requireTool(t, "nginx")
-	dir := t.TempDir()
 	var servers strings.Builder
 	for _, p := range ports {
 		fmt.Fprintf(&servers, "  server { listen %s:%d; location / { return 200 \"backend-%d\\n\"; } }\n", nsBackendIP, p, p)
 	}
-	conf := fmt.Sprintf(`daemon off;
-worker_processes 1;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path %[1]s;
-  proxy_temp_path %[1]s;
-  fastcgi_temp_path %[1]s;
-  uwsgi_temp_path %[1]s;
-  scgi_temp_path %[1]s;
-%[2]s}
-`, dir, servers.String())
-	cp := filepath.Join(dir, "nginx.conf")
-	os.WriteFile(cp, []byte(conf), 0o644)
-	cmd := exec.Command("ip", "netns", "exec", ns, bin, "-c", cp, "-e", filepath.Join(dir, "error.log"))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGQUIT)
+	pidFile, done, stderr := runNginx(t, ns, servers.String())
+	eventually(t, "nginx in "+ns, func() bool {
 		select {
 		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
+			t.Fatalf("nginx exited: %s", stderr.String())
+		default:
 		}
-	})
-	eventually(t, "nginx in "+ns, func() bool {
-		_, err := os.Stat(filepath.Join(dir, "nginx.pid"))
+		_, err := os.Stat(pidFile)
 		return err == nil
 	})
 }
