@@ -33,38 +33,6 @@ func httpBackend(t *testing.T, name string) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-const httpInspectTmpl = `
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: {{.Admin}} } }
-static_resources:
-  listeners:
-  - name: http_router
-    address: { socket_address: { address: 127.0.0.1, port_value: {{.Port}} } }
-    listener_filters:
-    - name: envoy.filters.listener.http_inspector
-      typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector }
-    filter_chains:
-{{- range .Chains}}
-    - name: {{.Name}}
-      filter_chain_match: {{.Match}}
-      filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: {{.Name}}
-          cluster: {{.Name}}
-{{- end}}
-  clusters:
-{{- range .Chains}}
-  - name: {{.Name}}
-    load_assignment:
-      cluster_name: {{.Name}}
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{.Backend}} } } }
-{{- end}}
-`
-
 // TestHTTPInspectorRouting: curl HTTP/1.0, HTTP/1.1 and h2c prior knowledge land on the
 // chains keyed by the application protocol http_inspector sets.
 func TestHTTPInspectorRouting(t *testing.T) {
@@ -75,8 +43,9 @@ func TestHTTPInspectorRouting(t *testing.T) {
 		{"h2c", `{ application_protocols: ["h2c"] }`, httpBackend(t, "h2c")},
 		{"other", `{}`, echoBackend(t)},
 	}
-	params := map[string]any{"Admin": freePort(t), "Port": freePort(t), "Chains": chains}
-	startPortico(t, fmt.Sprintf("127.0.0.1:%d", params["Admin"]), "-c", writeConfig(t, httpInspectTmpl, params))
+	params := routerParams(t, "http_router", "envoy.filters.listener.http_inspector",
+		"envoy.extensions.filters.listener.http_inspector.v3.HttpInspector", chains, false)
+	startPortico(t, fmt.Sprintf("127.0.0.1:%d", params["Admin"]), "-c", writeConfig(t, routerTmpl, params))
 	url := fmt.Sprintf("http://127.0.0.1:%d/", params["Port"])
 	for _, tc := range []struct {
 		flag, want string

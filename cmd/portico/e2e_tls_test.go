@@ -84,16 +84,18 @@ func tlsBackend(t *testing.T, pki *testPKI, name string) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-const sniTmpl = `
+// routerTmpl is a listener with one listener filter and one tcp_proxy chain (and cluster)
+// per routed backend, optionally with a raw_buffer chain that echoes.
+const routerTmpl = `
 admin:
   address: { socket_address: { address: 127.0.0.1, port_value: {{.Admin}} } }
 static_resources:
   listeners:
-  - name: tls_router
+  - name: {{.Listener}}
     address: { socket_address: { address: 127.0.0.1, port_value: {{.Port}} } }
     listener_filters:
-    - name: envoy.filters.listener.tls_inspector
-      typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }
+    - name: {{.Inspector}}
+      typed_config: { "@type": {{.InspectorType}} }
     filter_chains:
 {{- range .Chains}}
     - name: {{.Name}}
@@ -105,11 +107,13 @@ static_resources:
           stat_prefix: {{.Name}}
           cluster: {{.Name}}
 {{- end}}
+{{- if .PlaintextEcho}}
     - name: plaintext
       filter_chain_match: { transport_protocol: raw_buffer }
       filters:
       - name: envoy.filters.network.echo
         typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo }
+{{- end}}
   clusters:
 {{- range .Chains}}
   - name: {{.Name}}
@@ -120,6 +124,13 @@ static_resources:
         - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{.Backend}} } } }
 {{- end}}
 `
+
+// routerParams fills routerTmpl for a listener whose inspector is the given Envoy filter.
+func routerParams(t *testing.T, listener, inspector, inspectorType string, chains []sniChain, plaintextEcho bool) map[string]any {
+	return map[string]any{"Admin": freePort(t), "Port": freePort(t), "Listener": listener,
+		"Inspector": inspector, "InspectorType": "type.googleapis.com/" + inspectorType,
+		"Chains": chains, "PlaintextEcho": plaintextEcho}
+}
 
 type sniChain struct {
 	Name, Match string
@@ -136,8 +147,9 @@ func TestSNIAndALPNRouting(t *testing.T) {
 		{"a_other", `{ server_names: ["a.example.com"] }`, tlsBackend(t, pki, "a_other")},
 		{"b_wildcard", `{ server_names: ["*.b.example.com"] }`, tlsBackend(t, pki, "b_wildcard")},
 	}
-	params := map[string]any{"Admin": freePort(t), "Port": freePort(t), "Chains": chains}
-	p := startPortico(t, fmt.Sprintf("127.0.0.1:%d", params["Admin"]), "-c", writeConfig(t, sniTmpl, params), "--concurrency", "2")
+	params := routerParams(t, "tls_router", "envoy.filters.listener.tls_inspector",
+		"envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector", chains, true)
+	p := startPortico(t, fmt.Sprintf("127.0.0.1:%d", params["Admin"]), "-c", writeConfig(t, routerTmpl, params), "--concurrency", "2")
 	addr := fmt.Sprintf("127.0.0.1:%d", params["Port"])
 
 	for _, tc := range []struct {
