@@ -70,6 +70,30 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// serveTCP runs a loopback TCP server that calls handle for each connection (then closes
+// it) until the test ends; it returns the port.
+func serveTCP(t *testing.T, handle func(net.Conn)) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
 // refusedPort is a loopback port that refuses connections for the whole test: a socket is
 // bound there without listening, so no other process can take it meanwhile.
 func refusedPort(t *testing.T) int {

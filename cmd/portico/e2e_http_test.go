@@ -70,25 +70,7 @@ func TestHTTPInspectorRouting(t *testing.T) {
 
 // echoBackend is a plain TCP echo server; it returns its port.
 func echoBackend(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	return serveTCP(t, func(c net.Conn) { io.Copy(c, c) })
 }
 
 const proxyProtoTmpl = `

@@ -243,25 +243,11 @@ func TestSlowReaderBoundedMemory(t *testing.T) {
 // TestHalfClose: the client shuts down its write side; the backend, which answers only
 // after EOF, still gets its reply through.
 func TestHalfClose(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				b, _ := io.ReadAll(c)
-				fmt.Fprintf(c, "got %d bytes", len(b))
-			}()
-		}
-	}()
-	pp := newProxyParams(t, ln.Addr().(*net.TCPAddr).Port)
+	backend := serveTCP(t, func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		fmt.Fprintf(c, "got %d bytes", len(b))
+	})
+	pp := newProxyParams(t, backend)
 	startPortico(t, fmt.Sprintf("127.0.0.1:%d", pp.Admin), "-c", writeConfig(t, proxyTmpl, pp))
 	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", pp.Port))
 	if err != nil {
