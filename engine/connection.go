@@ -77,9 +77,8 @@ const (
 // Connection is an established (or connecting) TCP connection on one worker, downstream
 // or upstream (Envoy's Network::ConnectionImpl). All methods run on its worker.
 type Connection struct {
-	fd    int
-	w     *Worker
-	state connState
+	fd int
+	w  *Worker
 	// Info describes the socket (addresses, SNI, protocols) for filters.
 	Info SocketInfo
 
@@ -94,6 +93,7 @@ type Connection struct {
 
 	readDisable int32
 	// Flags, kept together so the struct stays small: an idle connection is mostly this.
+	state         connState
 	above         bool
 	readReady     bool // the socket may hold unread bytes (edge seen, not yet drained)
 	peerFin       bool // EPOLLRDHUP seen: an end of stream waits behind the data
@@ -102,6 +102,7 @@ type Connection struct {
 	remoteEOF     bool
 	shutdownAfter bool // endStream was written: shutdown(SHUT_WR) once the buffer is empty
 	localShutdown bool
+	noSplice      bool // splicing was refused once; keep copying
 	failure       FailureReason
 	endpoint      int32 // upstream: index of the endpoint dialed
 
@@ -109,6 +110,7 @@ type Connection struct {
 	rx, tx       *Counter
 	owner        connOwner    // accounts for the connection when it closes
 	chain        *FilterChain // downstream: the filter chain that built it
+	splice       *splicePair  // set once a bulk transfer switched to splice(2); nil otherwise
 
 	prevConn, nextConn *Connection // the worker's list of live connections
 }
@@ -161,12 +163,17 @@ func (c *Connection) FailureReason() FailureReason { return c.failure }
 // IsOpen reports whether the connection is neither closing nor closed.
 func (c *Connection) IsOpen() bool { return c.state == stateOpen || c.state == stateConnecting }
 
-// BufferedBytes is what the kernel has not yet taken.
+// BufferedBytes is what the kernel has not yet taken, in the write buffer and in the
+// splice pipe that feeds the connection.
 func (c *Connection) BufferedBytes() int {
-	if c.out == nil {
-		return 0
+	n := 0
+	if c.out != nil {
+		n = len(c.out.B) - int(c.outOff)
 	}
-	return len(c.out.B) - int(c.outOff)
+	if c.splice != nil {
+		n += c.pipeBytes()
+	}
+	return n
 }
 
 // AboveHighWatermark reports whether the write buffer is over its high watermark.
@@ -247,6 +254,9 @@ func (c *Connection) afterWrite() {
 	}
 	buffered := c.BufferedBytes()
 	if buffered == 0 && c.state != stateConnecting {
+		if c.splice != nil {
+			c.kickSpliceSource()
+		}
 		if c.out != nil {
 			bytebufferpool.Put(c.out)
 			c.out, c.outOff = nil, 0
@@ -284,7 +294,12 @@ func (c *Connection) afterWrite() {
 }
 
 func (c *Connection) flush() {
-	for c.BufferedBytes() > 0 {
+	// Spliced bytes are older than anything in out: splicing starts only when out is empty.
+	if d := c.spliceIn(); d != nil && d.n > 0 && !c.flushPipe(d) {
+		c.afterWrite()
+		return
+	}
+	for c.out != nil && len(c.out.B) > int(c.outOff) {
 		n, err := writeFd(c.fd, c.out.B[c.outOff:])
 		if n > 0 {
 			if c.tx != nil {
@@ -343,6 +358,9 @@ func (c *Connection) closeSocket(ev ConnectionEvent) {
 	c.w.forget(c.fd)
 	poller.RawClose(c.fd)
 	c.fd = -1
+	if c.splice != nil {
+		c.releaseSplice()
+	}
 	if c.out != nil {
 		bytebufferpool.Put(c.out)
 		c.out, c.outOff = nil, 0
@@ -386,6 +404,11 @@ const maxReadsPerEvent = 4
 // shorter than the buffer proves the queue was drained, so no extra read is spent on
 // EAGAIN in the common case.
 func (c *Connection) onReadReady() {
+	if c.splice != nil {
+		if d := c.spliceOut(); d != nil && c.spliceRead(d) {
+			return
+		}
+	}
 	buf := c.w.scratch
 	for i := 0; i < maxReadsPerEvent; i++ {
 		if !c.readReady || c.readDisable > 0 || c.remoteEOF || c.state != stateOpen {
@@ -402,6 +425,12 @@ func (c *Connection) onReadReady() {
 				c.rx.Add(uint64(n))
 			}
 			c.dispatch(buf[:n], false)
+			if !short && c.state == stateOpen && c.startSplice() {
+				// A bulk transfer: the rest goes by splice.
+				if d := c.spliceOut(); c.spliceRead(d) {
+					return
+				}
+			}
 			if short && c.peerFin && c.readDisable == 0 && c.state == stateOpen && !c.remoteEOF {
 				// The FIN was already queued when this short read drained the queue, so
 				// the next read could only return 0: take the end of stream now.

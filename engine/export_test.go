@@ -39,3 +39,10 @@ func (fp *FilterPhase) Run(fd int, remote netip.AddrPort) *FilterChain {
 
 // Close releases the worker's epoll.
 func (fp *FilterPhase) Close() { fp.w.poller.Close() }
+
+// PipesMade is how many splice pipes the worker has created.
+func (w *Worker) PipesMade() int {
+	ch := make(chan int)
+	w.Post(func() { ch <- w.pipesMade })
+	return <-ch
+}

@@ -13,6 +13,9 @@ type ServerOptions struct {
 	// Concurrency is the number of workers; 0 means the CPU count.
 	Concurrency int
 	Logger      *slog.Logger
+	// DisableSplice keeps bulk transfers on read/write instead of splice(2) (see
+	// SpliceSource), for comparisons.
+	DisableSplice bool
 }
 
 // Server owns the workers, listeners and clusters (Envoy's ListenerManager plus the
@@ -44,6 +47,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
+		w.spliceOff = o.DisableSplice
 		s.workers = append(s.workers, w)
 	}
 	for _, w := range s.workers {

@@ -61,6 +61,10 @@ type Worker struct {
 	// conns lists every live Connection on this worker, for shutdown; intrusive, so a
 	// connection costs no map entry.
 	conns *Connection
+	// pipes are empty splice pipes kept for reuse; spliceOff disables splicing.
+	pipes     [][2]int
+	pipesMade int // pipes created, for tests
+	spliceOff bool
 
 	stopping bool
 	done     chan struct{}
@@ -284,4 +288,5 @@ func (w *Worker) shutdown() {
 	for w.conns != nil {
 		w.conns.Close(CloseNoFlush)
 	}
+	w.closePipes()
 }

@@ -71,3 +71,14 @@ func epollWait(epfd int, events []unix.EpollEvent, msec int) (int, error) {
 	}
 	return int(n), nil
 }
+
+// RawSplice is splice(2) between a socket and a pipe, both non-blocking, with
+// SPLICE_F_NONBLOCK|SPLICE_F_MOVE: it moves page references instead of copying bytes.
+func RawSplice(from, to int, n int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(from), 0, uintptr(to), 0, uintptr(n),
+		unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}

@@ -23,7 +23,7 @@ import (
 var version = "dev"
 
 const usage = `Usage:
-  portico -c FILE [--concurrency N] [--log-level LEVEL] [--drain-time-s N]
+  portico -c FILE [--concurrency N] [--log-level LEVEL] [--drain-time-s N] [--disable-splice]
   portico validate -c FILE
   portico explain -c FILE --listener NAME --dst IP:PORT [--src IP:PORT] [--direct-src IP:PORT]
                   [--sni NAME] [--transport tls|raw_buffer] [--alpn p1,p2]
@@ -107,6 +107,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	concurrency := fs.Int("concurrency", 0, "number of workers (default: the CPU count)")
 	level := fs.String("log-level", "info", "log level: trace, debug, info, warning, error, critical, off")
 	drain := fs.Int("drain-time-s", 5, "on SIGTERM/SIGINT, how long open connections may take to finish")
+	noSplice := fs.Bool("disable-splice", false, "tcp_proxy: keep bulk transfers on read/write instead of splice(2)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -129,7 +130,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 
-	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: *concurrency, Logger: log})
+	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: *concurrency, Logger: log, DisableSplice: *noSplice})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

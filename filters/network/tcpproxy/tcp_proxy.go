@@ -172,6 +172,16 @@ func (p *proxy) OnData(data []byte, endStream bool) engine.FilterStatus {
 	return engine.StopIteration
 }
 
+// SpliceTarget implements engine.SpliceSource: client bytes go to the upstream.
+func (p *proxy) SpliceTarget() *engine.Connection { return p.up }
+
+// OnSpliced implements engine.SpliceSource.
+func (p *proxy) OnSpliced(n int) {
+	p.last = p.w.NowNanos()
+	p.rx += uint64(n)
+	p.stats.DownstreamCxRxBytesTotal.Add(uint64(n))
+}
+
 func (p *proxy) onIdle() {
 	idleFor := time.Duration(p.w.NowNanos() - p.last)
 	if rest := p.f.cfg.IdleTimeout - idleFor; rest > 0 {
@@ -295,6 +305,17 @@ func (u *upstreamCallbacks) OnBelowWriteBufferLowWatermark() {
 type upstreamReader struct{ p *proxy }
 
 func (*upstreamReader) OnNewConnection() engine.FilterStatus { return engine.Continue }
+
+// SpliceTarget implements engine.SpliceSource: upstream bytes go to the client.
+func (u *upstreamReader) SpliceTarget() *engine.Connection { return u.p.down }
+
+// OnSpliced implements engine.SpliceSource.
+func (u *upstreamReader) OnSpliced(n int) {
+	p := u.p
+	p.last = p.w.NowNanos()
+	p.tx += uint64(n)
+	p.stats.DownstreamCxTxBytesTotal.Add(uint64(n))
+}
 
 func (u *upstreamReader) OnData(data []byte, endStream bool) engine.FilterStatus {
 	p := u.p
