@@ -256,13 +256,30 @@ func (c *counters) fill(res *result) {
 }
 
 // runTLS: each of -conc goroutines loops tls.Dial (full handshake: no
-// session cache), one HTTP/1.1 request, read the response, close. Counted only inside the measured window.
+// session cache), one HTTP/1.1 request, read the response, close. A
+// connection counts when its response is read inside the measured window
+// [warm-up end, warm-up end + duration); an error counts when it happens
+// inside that window.
+//
+// The window is judged by the clock (time.Now against fixed instants), never
+// by ctx.Err(): a context's deadline is enforced by a runtime timer, and that
+// timer can fire milliseconds late when every goroutine is busy (GOMAXPROCS=1
+// under taskset). Meanwhile ctx.Err() is still nil but ctx.Deadline() has
+// passed, so net.Dialer fails every dial at once with "i/o timeout" without
+// a syscall (its deadline arithmetic sees no time left); a loop guarded by
+// ctx.Err() then spins through thousands of such dials, which were counted as
+// errors. Here no dial starts after the window's end, and anything that
+// returns at or after it (including everything the context's expiry cuts
+// short) is neither an error nor a handshake.
 func runTLS(res *result) {
 	sni := strings.Split(*names, ",")
-	var measuring atomic.Bool
 	var c counters
 	var started atomic.Int64
-	ctx, cancel := context.WithTimeout(context.Background(), *warmup+*duration)
+	begin := time.Now()
+	winStart := begin.Add(*warmup)
+	winEnd := winStart.Add(*duration)
+	inWindow := func(t time.Time) bool { return !t.Before(winStart) && t.Before(winEnd) }
+	ctx, cancel := context.WithDeadline(context.Background(), winEnd)
 	defer cancel()
 	var wg sync.WaitGroup
 	for g := 0; g < *conc; g++ {
@@ -271,21 +288,26 @@ func runTLS(res *result) {
 			defer wg.Done()
 			buf := make([]byte, 4096)
 			var h hist.H
-			for i := g; ctx.Err() == nil; i += *conc {
-				if *total > 0 && measuring.Load() && started.Add(1) > int64(*total) {
+			for i := g; ; i += *conc {
+				t0 := time.Now()
+				if !t0.Before(winEnd) {
+					break
+				}
+				if *total > 0 && !t0.Before(winStart) && started.Add(1) > int64(*total) {
 					break
 				}
 				name := sni[i%len(sni)]
-				t0 := time.Now()
 				d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: &tls.Config{ServerName: name, InsecureSkipVerify: true}}
 				conn, err := d.DialContext(ctx, "tcp", *addr)
 				if err != nil {
-					if ctx.Err() == nil && measuring.Load() {
+					if inWindow(time.Now()) {
 						c.fail(true, err)
 					}
 					continue
 				}
-				conn.SetDeadline(time.Now().Add(5 * time.Second))
+				// No I/O outlives the window: a request cut by its end
+				// fails after the end and is therefore not counted.
+				conn.SetDeadline(minTime(time.Now().Add(5*time.Second), winEnd))
 				// Keep-alive request, read exactly one response, then the
 				// client closes first: its TIME_WAIT stays on the client
 				// side, where tcp_tw_reuse lets loopback ports be reused.
@@ -296,40 +318,50 @@ func runTLS(res *result) {
 				if err == nil {
 					n, err = readResponse(conn, buf)
 				}
+				t1 := time.Now()
 				conn.Close()
 				if err == nil && !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 200")) {
 					err = fmt.Errorf("bad response %q", buf[:min(n, 40)])
 				}
-				if !measuring.Load() {
+				if !inWindow(t1) {
 					continue
 				}
 				if err != nil {
-					if ctx.Err() == nil {
-						c.fail(false, err)
-					}
+					c.fail(false, err)
 					continue
 				}
 				c.ok.Add(1)
-				h.Record(time.Since(t0).Microseconds())
+				h.Record(t1.Sub(t0).Microseconds())
 			}
 			c.mu.Lock()
 			c.h.Merge(&h)
 			c.mu.Unlock()
 		}(g)
 	}
-	time.Sleep(*warmup)
-	c.ok.Store(0)
-	measuring.Store(true)
+	time.Sleep(time.Until(winStart))
 	w := startWindow()
-	<-ctx.Done()
-	ops := float64(c.ok.Load())
-	el := w.end(res, ops)
+	time.Sleep(time.Until(winEnd))
+	// CPU is sampled at the window's end; the connections that completed
+	// inside it are known once every goroutine has returned (each stops
+	// dialling at the end, and no I/O deadline lies beyond it).
+	w.end(res, 0)
 	wg.Wait()
+	ops := float64(c.ok.Load())
+	if cpu, ok := res.Metrics["cpu_s"]; ok && ops > 0 {
+		res.Metrics["cpu_us_per_op"] = cpu / ops * 1e6
+	}
 	res.Metrics["ops"] = ops
-	res.Metrics["rate"] = ops / el
+	res.Metrics["rate"] = ops / duration.Seconds()
 	res.Metrics["p50_us"] = float64(c.h.Quantile(0.50))
 	res.Metrics["p99_us"] = float64(c.h.Quantile(0.99))
 	c.fill(res)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // readResponse reads one HTTP/1.1 response with a Content-Length body.
@@ -375,8 +407,11 @@ func echoOnce(cn *net.TCPConn, msg, buf []byte) error {
 
 // runChurn: -total connections, -conc at a time, each connect, one 64-byte
 // echo, close with RST (no TIME_WAIT piles up on the client).
+// The bound is checked on the clock, not with ctx.Err(), for the reason
+// given at runTLS: dials that fail because it has passed are not errors.
 func runChurn(res *result) {
-	ctx, cancel := context.WithTimeout(context.Background(), *duration)
+	deadline := time.Now().Add(*duration)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	var c counters
 	var next atomic.Int64
@@ -388,10 +423,12 @@ func runChurn(res *result) {
 		go func() {
 			defer wg.Done()
 			buf := make([]byte, 64)
-			for ctx.Err() == nil && next.Add(1) <= int64(*total) {
+			for time.Now().Before(deadline) && next.Add(1) <= int64(*total) {
 				cn, err := dialTCP(ctx)
 				if err != nil {
-					c.fail(true, err)
+					if time.Now().Before(deadline) {
+						c.fail(true, err)
+					}
 					continue
 				}
 				cn.SetDeadline(time.Now().Add(5 * time.Second))
