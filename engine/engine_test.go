@@ -286,3 +286,39 @@ func fullBacklogListener(t *testing.T) (func(), netip.AddrPort) {
 		ln.Close()
 	}, addr
 }
+
+// TestExactBalanceChurn: with short-lived connections the active counts are mostly equal,
+// so the tie-break decides; exact balance must still spread the totals evenly.
+func TestExactBalanceChurn(t *testing.T) {
+	const workers, conns = 4, 400
+	_, ls := startServer(t, workers, nil, func(*engine.Server) []engine.ListenerConfig {
+		return []engine.ListenerConfig{echoListener("churn", false, true)}
+	})
+	addr := ls[0].Address().String()
+	for i := 0; i < conns; i++ {
+		c, err := net.DialTimeout("tcp", addr, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roundTrip(t, c, "x")
+		c.Close()
+	}
+	waitFor(t, "every connection counted", func() bool {
+		var n uint64
+		for w := 0; w < workers; w++ {
+			n += ls[0].Stats(w).DownstreamCxTotal.Value()
+		}
+		return n == conns
+	})
+	var per [workers]uint64
+	for w := range per {
+		per[w] = ls[0].Stats(w).DownstreamCxTotal.Value()
+	}
+	// max/mean ≤ 1.02: at most 102 of the 400 on any worker.
+	for w, n := range per {
+		if n*workers > conns*102/100 {
+			t.Errorf("worker %d got %d of %d connections (%v), above 1.02 × the mean", w, n, conns, per)
+		}
+	}
+	t.Logf("connections per worker: %v", per)
+}

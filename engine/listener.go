@@ -40,10 +40,15 @@ func (l *Listener) Stats(worker int) *ListenerStats { return &l.stats[worker] }
 type balancer struct {
 	exact  bool
 	mu     sync.Mutex
-	counts []int64
+	counts []int64 // active connections per worker
+	totals []int64 // connections ever given to each worker
 }
 
-// pick returns the worker with the fewest connections and counts one more on it.
+// pick returns the worker with the fewest active connections, as Envoy's exact balancer
+// does, and counts one more on it. Ties go to the worker that was given the fewest
+// connections so far, then to the accepting worker: when connections are short-lived the
+// active counts are mostly equal (0 or 1), and Envoy's first-in-list tie-break would then
+// pile the churn onto one worker.
 func (b *balancer) pick(self int) int {
 	if !b.exact {
 		return self
@@ -51,11 +56,12 @@ func (b *balancer) pick(self int) int {
 	b.mu.Lock()
 	best := self
 	for i, c := range b.counts {
-		if c < b.counts[best] {
+		if c < b.counts[best] || (c == b.counts[best] && b.totals[i] < b.totals[best]) {
 			best = i
 		}
 	}
 	b.counts[best]++
+	b.totals[best]++
 	b.mu.Unlock()
 	return best
 }
@@ -73,7 +79,7 @@ func (b *balancer) release(worker int) {
 // use fails start-up before any worker runs.
 func bindListener(cfg ListenerConfig, id, workers int) (*Listener, error) {
 	l := &Listener{cfg: cfg, id: id, stats: make([]ListenerStats, workers), addr: cfg.Address,
-		balancer: &balancer{exact: cfg.ExactBalance, counts: make([]int64, workers)}}
+		balancer: &balancer{exact: cfg.ExactBalance, counts: make([]int64, workers), totals: make([]int64, workers)}}
 	if !cfg.BindToPort {
 		return l, nil
 	}
