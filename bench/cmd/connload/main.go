@@ -338,20 +338,31 @@ func runTLS(res *result) {
 			c.mu.Unlock()
 		}(g)
 	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
 	time.Sleep(time.Until(winStart))
 	w := startWindow()
-	time.Sleep(time.Until(winEnd))
+	// The window ends at winEnd, or earlier once every goroutine has
+	// stopped (-total reached).
+	span := *duration
+	t := time.NewTimer(time.Until(winEnd))
+	select {
+	case <-t.C:
+	case <-done:
+		t.Stop()
+		span = min(span, time.Since(winStart))
+	}
 	// CPU is sampled at the window's end; the connections that completed
 	// inside it are known once every goroutine has returned (each stops
 	// dialling at the end, and no I/O deadline lies beyond it).
 	w.end(res, 0)
-	wg.Wait()
+	<-done
 	ops := float64(c.ok.Load())
 	if cpu, ok := res.Metrics["cpu_s"]; ok && ops > 0 {
 		res.Metrics["cpu_us_per_op"] = cpu / ops * 1e6
 	}
 	res.Metrics["ops"] = ops
-	res.Metrics["rate"] = ops / duration.Seconds()
+	res.Metrics["rate"] = ops / span.Seconds()
 	res.Metrics["p50_us"] = float64(c.h.Quantile(0.50))
 	res.Metrics["p99_us"] = float64(c.h.Quantile(0.99))
 	c.fill(res)

@@ -232,3 +232,24 @@ func TestTLSCountsRealErrors(t *testing.T) {
 		t.Fatalf("closed port: want dial errors only, got ops %.0f dial %d io %d", res.Metrics["ops"], res.Errors.Dial, res.Errors.IO)
 	}
 }
+
+// TestTLSTotal: with -total the run stops once that many connections were
+// made, not at the end of -duration, and the rate is over the time taken.
+func TestTLSTotal(t *testing.T) {
+	a := tlsServer(t)
+	setFlags(t, a, "localhost", 4, 0, 5*time.Second)
+	*total = 40
+	res := result{Mode: "tls", Metrics: map[string]float64{}}
+	t0 := time.Now()
+	runTLS(&res)
+	el := time.Since(t0)
+	if el > 3*time.Second {
+		t.Errorf("took %v for 40 connections", el)
+	}
+	if res.Metrics["ops"] != 40 || res.Errors.Dial+res.Errors.IO != 0 {
+		t.Fatalf("ops %.0f, errors %d+%d (last: %s); want 40 and none", res.Metrics["ops"], res.Errors.Dial, res.Errors.IO, res.Errors.Last)
+	}
+	if r := res.Metrics["rate"]; r < 40/el.Seconds() {
+		t.Errorf("rate %.1f/s, want at least 40 per %v", r, el)
+	}
+}
