@@ -68,19 +68,37 @@ func (c *Config) Close() error {
 	return errors.Join(errs...)
 }
 
+// Options change how a bootstrap is loaded.
+type Options struct {
+	// CheckOnly checks access-log files instead of opening them, so that loading
+	// creates no file (`portico validate`, `portico explain`); the loggers it builds
+	// discard what they are given.
+	CheckOnly bool
+}
+
 // Load reads and parses the bootstrap file at path. Problems in the file are returned as
 // Errors; paths inside it do not repeat the file name.
 func Load(path string, workers int) (*Config, error) {
+	return LoadWith(path, workers, Options{})
+}
+
+// LoadWith is Load with options.
+func LoadWith(path string, workers int, o Options) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(data, workers)
+	return ParseWith(data, workers, o)
 }
 
 // Parse parses a bootstrap in YAML (or JSON, which is YAML) for the given number of
 // workers. Problems in the document are returned as Errors, all of them.
 func Parse(data []byte, workers int) (*Config, error) {
+	return ParseWith(data, workers, Options{})
+}
+
+// ParseWith is Parse with options.
+func ParseWith(data []byte, workers int, o Options) (*Config, error) {
 	if workers < 1 {
 		return nil, fmt.Errorf("config: worker count %d, need at least 1", workers)
 	}
@@ -120,7 +138,7 @@ func Parse(data []byte, workers int) (*Config, error) {
 	// field, already reported as such, are not repeated.
 	c.subset(bs.ProtoReflect(), "")
 	c.validate(bs, "")
-	cfg := (&translator{c: c, workers: workers}).bootstrap(bs)
+	cfg := (&translator{c: c, workers: workers, checkOnly: o.CheckOnly}).bootstrap(bs)
 	if err := c.result(bs); err != nil {
 		cfg.Close()
 		return nil, err

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -315,5 +316,39 @@ func TestAccessLogWriters(t *testing.T) {
 	}
 	if cfg.Closers != nil {
 		t.Error("Close left Closers set")
+	}
+}
+
+// TestCheckOnlyCreatesNoFile: loading with CheckOnly (portico validate) reports an
+// unwritable access-log path with its field, and creates no file for a good one.
+func TestCheckOnlyCreatesNoFile(t *testing.T) {
+	data, err := os.ReadFile("testdata/full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "access.log")
+	good := strings.Replace(string(data), "path: /dev/null", "path: "+logPath, 1)
+	cfg, err := ParseWith([]byte(good), 1, Options{CheckOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Closers) != 0 {
+		t.Errorf("CheckOnly opened %d writers", len(cfg.Closers))
+	}
+	if _, err := os.Stat(logPath); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("CheckOnly created %s (stat: %v)", logPath, err)
+	}
+
+	bad := strings.Replace(string(data), "path: /dev/null", "path: "+filepath.Join(dir, "no/such/dir/access.log"), 1)
+	_, err = ParseWith([]byte(bad), 1, Options{CheckOnly: true})
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != 1 || !strings.HasSuffix(errs[0].Path, "typed_config.path") ||
+		!strings.Contains(errs[0].Msg, "no such file or directory") {
+		t.Fatalf("missing directory: got %v, want one error at …typed_config.path", err)
+	}
+	// Loading for real fails the same way.
+	if _, err := Parse([]byte(bad), 1); err == nil {
+		t.Error("Parse accepted an access log in a missing directory")
 	}
 }

@@ -151,6 +151,13 @@ func (t *translator) accessLog(al *accesslogv3.AccessLog, at string) (accesslog.
 		if path == "" {
 			return nil, false // protoc-gen-validate: path is required
 		}
+		if t.checkOnly {
+			if err := accesslog.CheckFile(path); err != nil {
+				t.errorf(field(tat, "path"), "%v", err)
+				return nil, false
+			}
+			return accesslog.Discard{}, true
+		}
 		return t.openLog(field(tat, "path"), func() (accesslog.Logger, error) { return accesslog.NewFile(path, format) })
 	case *streamv3.StdoutAccessLog:
 		format, fat := "", tat
@@ -184,6 +191,9 @@ func (t *translator) checkFormat(format, at string) bool {
 }
 
 func (t *translator) openLog(at string, open func() (accesslog.Logger, error)) (accesslog.Logger, bool) {
+	if t.checkOnly {
+		return accesslog.Discard{}, true
+	}
 	l, err := open()
 	if err != nil {
 		t.errorf(at, "%v", err)

@@ -24,9 +24,10 @@ import (
 // canonical paths and keeps going, so one run lists them all; what it builds from a
 // configuration with errors is discarded by Parse.
 type translator struct {
-	c       *collector
-	workers int
-	cfg     *Config
+	c         *collector
+	workers   int
+	checkOnly bool // see Options.CheckOnly
+	cfg       *Config
 	// clusters by name; a cluster that failed to build maps to nil so that references
 	// to it do not add a second, misleading "not defined" error.
 	clusters map[string]*engine.Cluster

@@ -63,7 +63,7 @@ func explain(args []string, stdout, stderr io.Writer) int {
 		info.SetApplicationProtocols(strings.Split(*alpn, ",")...)
 	}
 
-	cfg, err := config.Load(*path, 1)
+	cfg, err := config.LoadWith(*path, 1, config.Options{CheckOnly: true})
 	if err != nil {
 		printConfigErrors(stderr, *path, err)
 		return 1

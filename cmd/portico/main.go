@@ -78,7 +78,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "validate: -c FILE is required")
 		return 2
 	}
-	if _, err := config.Load(*path, 1); err != nil {
+	if _, err := config.LoadWith(*path, 1, config.Options{CheckOnly: true}); err != nil {
 		printConfigErrors(stderr, *path, err)
 		return 1
 	}

@@ -1,11 +1,16 @@
 package accesslog
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxPending caps the bytes waiting for the flusher; past it lines are dropped (and
@@ -31,6 +36,38 @@ func NewFile(path, format string) (*Writer, error) {
 	}
 	return newWriter(f, format)
 }
+
+// CheckFile reports whether NewFile could open path, without creating it: an existing
+// file must be writable, otherwise its directory must exist and be writable. For
+// validating a configuration with no side effects.
+func CheckFile(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err == nil {
+		return f.Close()
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("access log %s: %w", path, err)
+	}
+	dir := filepath.Dir(path)
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("access log %s: directory: %w", path, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("access log %s: %s is not a directory", path, dir)
+	}
+	if err := unix.Access(dir, unix.W_OK); err != nil {
+		return fmt.Errorf("access log %s: directory %s: %w", path, dir, err)
+	}
+	return nil
+}
+
+// Discard is a Logger that drops every entry (what a configuration loaded only to be
+// checked gets instead of real writers).
+type Discard struct{}
+
+// Log implements Logger.
+func (Discard) Log(*Entry) {}
 
 // NewStdout logs to standard output (envoy.access_loggers.stdout).
 func NewStdout(format string) (*Writer, error) { return newWriter(os.Stdout, format) }
