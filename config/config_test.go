@@ -352,3 +352,33 @@ func TestCheckOnlyCreatesNoFile(t *testing.T) {
 		t.Error("Parse accepted an access log in a missing directory")
 	}
 }
+
+// TestBufferLimitZero: an explicit per_connection_buffer_limit_bytes of 0 means no limit, as
+// in Envoy; leaving it out means the 1 MiB default.
+func TestBufferLimitZero(t *testing.T) {
+	data, err := os.ReadFile("testdata/full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := strings.Replace(string(data), "per_connection_buffer_limit_bytes: 32768", "per_connection_buffer_limit_bytes: 0", 1)
+	y = strings.Replace(y, "per_connection_buffer_limit_bytes: 65536", "per_connection_buffer_limit_bytes: 0", 1)
+	cfg, err := Parse([]byte(y), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cfg.Close()
+	var listeners, clusters int
+	for _, l := range cfg.Listeners {
+		if l.PerConnectionBufferLimit == engine.NoBufferLimit {
+			listeners++
+		}
+	}
+	for _, c := range cfg.Clusters {
+		if c.Config().PerConnectionBufferLimit == engine.NoBufferLimit {
+			clusters++
+		}
+	}
+	if listeners != 1 || clusters != 1 {
+		t.Errorf("%d listeners and %d clusters with no limit, want 1 and 1", listeners, clusters)
+	}
+}

@@ -172,7 +172,7 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 		cc.ConnectTimeout = d.AsDuration()
 	}
 	if v := cl.GetPerConnectionBufferLimitBytes(); v != nil {
-		cc.PerConnectionBufferLimit = int(v.GetValue())
+		cc.PerConnectionBufferLimit = bufferLimit(v.GetValue())
 	}
 	switch cl.GetLbPolicy() {
 	case clusterv3.Cluster_ROUND_ROBIN:
@@ -271,7 +271,7 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 	}
 	lc.ListenerFiltersTimeout = t.nonNegative(l.GetListenerFiltersTimeout(), engine.DefaultListenerFiltersTimeout, field(at, "listener_filters_timeout"))
 	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
-		lc.PerConnectionBufferLimit = int(v.GetValue())
+		lc.PerConnectionBufferLimit = bufferLimit(v.GetValue())
 	}
 
 	for i, lf := range l.GetListenerFilters() {
@@ -432,6 +432,15 @@ func (t *translator) typedConfig(a *anypb.Any, at string) (proto.Message, bool) 
 		return nil, false
 	}
 	return m, true
+}
+
+// bufferLimit translates per_connection_buffer_limit_bytes: an explicit 0 means no limit
+// in Envoy (its watermarks are off), not the default.
+func bufferLimit(v uint32) int {
+	if v == 0 {
+		return engine.NoBufferLimit
+	}
+	return int(v)
 }
 
 func (t *translator) closer(v any) {

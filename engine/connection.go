@@ -133,10 +133,8 @@ func (c *Connection) FilterChainName() string {
 }
 
 func newConnection(w *Worker, fd int, limit int, state connState) *Connection {
-	if limit <= 0 || limit > 1<<30 {
-		limit = DefaultBufferLimit
-	}
-	c := &Connection{fd: fd, w: w, state: state, high: int32(limit), low: int32(limit / 2)}
+	high, low := watermarks(limit)
+	c := &Connection{fd: fd, w: w, state: state, high: high, low: low}
 	w.linkConn(c)
 	return c
 }

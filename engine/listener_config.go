@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math"
 	"net/netip"
 	"time"
 )
@@ -32,7 +33,8 @@ type ListenerConfig struct {
 	// FilterChains selects the network filters for each socket.
 	FilterChains FilterChainManager
 	// PerConnectionBufferLimit is the high watermark of each connection's write buffer
-	// (Envoy's per_connection_buffer_limit_bytes, default 1 MiB).
+	// (Envoy's per_connection_buffer_limit_bytes): 0 means DefaultBufferLimit,
+	// NoBufferLimit means none.
 	PerConnectionBufferLimit int
 	// MaxAcceptPerEvent caps the accept4 batch per readiness event.
 	MaxAcceptPerEvent int
@@ -46,6 +48,23 @@ const DefaultListenerFiltersTimeout = 15 * time.Second
 
 // DefaultBufferLimit is Envoy's per_connection_buffer_limit_bytes default.
 const DefaultBufferLimit = 1 << 20
+
+// NoBufferLimit turns the write-buffer watermarks off, as an explicit
+// per_connection_buffer_limit_bytes of 0 does in Envoy.
+const NoBufferLimit = -1
+
+// watermarks turns a buffer limit into the high and low watermarks.
+func watermarks(limit int) (high, low int32) {
+	switch {
+	case limit == NoBufferLimit:
+		return math.MaxInt32, math.MaxInt32
+	case limit <= 0:
+		limit = DefaultBufferLimit
+	case limit > 1<<30:
+		limit = 1 << 30
+	}
+	return int32(limit), int32(limit / 2)
+}
 
 // defaultMaxAccept bounds one accept batch so a flood of connections cannot starve the
 // other fds of the loop.

@@ -191,10 +191,7 @@ func (c *Cluster) Connect(w *Worker, cb ConnectionCallbacks) *Connection {
 func dialTCP(w *Worker, addr netip.AddrPort, limit int) *Connection {
 	conn := &Connection{fd: -1, w: w, state: stateClosed, failure: FailureConnectRefused}
 	conn.Info.RemoteAddr = addr
-	if limit <= 0 || limit > 1<<30 {
-		limit = DefaultBufferLimit
-	}
-	conn.high, conn.low = int32(limit), int32(limit/2)
+	conn.high, conn.low = watermarks(limit)
 	family := unix.AF_INET
 	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
 		family = unix.AF_INET6
