@@ -486,7 +486,7 @@ func (c *Connection) dispatch(data []byte, endStream bool) {
 
 func readFd(fd int, p []byte) (int, error) {
 	for {
-		n, err := poller.RawRead(fd, p)
+		n, err := poller.RawRecv(fd, p)
 		if err != unix.EINTR {
 			return n, err
 		}
@@ -495,7 +495,7 @@ func readFd(fd int, p []byte) (int, error) {
 
 func writeFd(fd int, p []byte) (int, error) {
 	for {
-		n, err := poller.RawWrite(fd, p)
+		n, err := poller.RawSend(fd, p)
 		if err != unix.EINTR {
 			return n, err
 		}

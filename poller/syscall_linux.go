@@ -12,24 +12,28 @@ import (
 // a syscall costs microseconds, those extra wake-ups (futex, nanosleep) were most of the
 // runtime's share per request.
 
-// RawRead is read(2) on a non-blocking fd.
-func RawRead(fd int, p []byte) (int, error) {
+// RawRecv is recv(2) (recvfrom without an address) on a non-blocking socket. It goes
+// straight to the socket layer, where read(2) first passes through the VFS (fdget_pos,
+// vfs_read, sock_read_iter): a few percent of the kernel's time per request on a proxy.
+func RawRecv(fd int, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
 	return int(n), nil
 }
 
-// RawWrite is write(2) on a non-blocking fd.
-func RawWrite(fd int, p []byte) (int, error) {
+// RawSend is send(2) (sendto without an address) on a non-blocking socket, for the same
+// reason as RawRecv. MSG_NOSIGNAL: a peer that reset gives EPIPE, not a SIGPIPE.
+func RawSend(fd int, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
+		unix.MSG_NOSIGNAL, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
