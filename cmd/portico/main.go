@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -167,6 +168,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		log.Info("admin listening", "address", addr.String())
 	}
 
+	spareP(srv.Concurrency(), log)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	srv.Start()
@@ -197,4 +199,20 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("portico stopped")
 	return 0
+}
+
+// spareP gives the Go scheduler one P more than there are workers, unless GOMAXPROCS was
+// set by the user. Each worker keeps a P and blocks in epoll_wait through a syscall. With
+// no P to spare (GOMAXPROCS equals the worker count, as under taskset or a CPU quota with
+// the default concurrency), sysmon takes a blocked worker's P after 20 µs and the worker
+// must win it back, with futex calls and context switches, on every wake-up. In the SNI
+// benchmark that was 27 % of the proxy's CPU per TLS handshake (508 → 369 µs).
+func spareP(workers int, log *slog.Logger) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	if n := runtime.GOMAXPROCS(0); n < workers+1 {
+		runtime.GOMAXPROCS(workers + 1)
+		log.Debug("GOMAXPROCS raised for a spare P", "from", n, "to", workers+1)
+	}
 }
