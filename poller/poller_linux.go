@@ -109,7 +109,19 @@ func (p *Poller) Wake() {
 // Wait blocks up to msec milliseconds (-1: forever, 0: poll) and returns how many events
 // are ready; read them with Ready(0..n-1) before the next Wait.
 func (p *Poller) Wait(msec int) (int, error) {
-	n, err := epollWait(p.epfd, p.events, msec)
+	return p.wait(msec, msec == 0)
+}
+
+// WaitBusy is Wait for a loop that is busy: it blocks for up to msec without telling the
+// Go runtime (RawSyscall), so the thread keeps its P. See Worker.run for why. Keep msec
+// short: while it blocks no other goroutine can use this P, and a GC waits for the
+// preemption signal, which interrupts the wait (EINTR, reported as 0 events).
+func (p *Poller) WaitBusy(msec int) (int, error) {
+	return p.wait(msec, true)
+}
+
+func (p *Poller) wait(msec int, raw bool) (int, error) {
+	n, err := epollWait(p.epfd, p.events, msec, raw)
 	if err != nil {
 		if err == unix.EINTR {
 			return 0, nil

@@ -59,13 +59,13 @@ func epollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
 }
 
 // epollWait blocks through Syscall (so the runtime can run other goroutines meanwhile),
-// except for a zero timeout, which cannot block.
-func epollWait(epfd int, events []unix.EpollEvent, msec int) (int, error) {
+// or through RawSyscall if raw (a zero timeout, or WaitBusy).
+func epollWait(epfd int, events []unix.EpollEvent, msec int, raw bool) (int, error) {
 	var n uintptr
 	var e unix.Errno
-	if msec == 0 {
+	if raw {
 		n, _, e = unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])),
-			uintptr(len(events)), 0, 0, 0)
+			uintptr(len(events)), uintptr(msec), 0, 0)
 	} else {
 		n, _, e = unix.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])),
 			uintptr(len(events)), uintptr(msec), 0, 0)

@@ -441,3 +441,31 @@ func roundTrip(t *testing.T, c net.Conn, msg string) {
 		t.Fatalf("round trip %q: got %q, %v", msg, got, err)
 	}
 }
+
+// TestIdleAfterLoad: after a burst of traffic the workers leave their busy waits (which keep
+// the P and do not block in the runtime's view) and stop using CPU.
+func TestIdleAfterLoad(t *testing.T) {
+	params := map[string]any{"Admin": freePort(t), "Port": freePort(t), "Name": "idle", "ReusePort": true}
+	cfg := writeConfig(t, echoTmpl, params)
+	p := startPortico(t, fmt.Sprintf("127.0.0.1:%d", params["Admin"]), "-c", cfg, "--concurrency", "2")
+	addr := fmt.Sprintf("127.0.0.1:%d", params["Port"])
+	var conns []net.Conn
+	for i := 0; i < 20; i++ {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	for i := 0; i < 500; i++ {
+		roundTrip(t, conns[i%len(conns)], "busy")
+	}
+	time.Sleep(100 * time.Millisecond) // longer than a busy wait
+	ticks := cpuTicks(t, p.cmd.Process.Pid)
+	time.Sleep(time.Second)
+	if used := cpuTicks(t, p.cmd.Process.Pid) - ticks; used > 5 {
+		t.Errorf("portico used %d ticks of CPU in 1 s with 20 idle connections: it is not idling", used)
+	}
+	roundTrip(t, conns[0], "still served")
+}
