@@ -29,6 +29,7 @@ type opts struct {
 	warmup      time.Duration
 	grace       time.Duration
 	idle        bool
+	warm        int
 	settle      time.Duration
 	hold        time.Duration
 	pid         int
@@ -131,6 +132,7 @@ func parseFlags() *opts {
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured warm-up after all connections are open")
 	flag.DurationVar(&o.grace, "grace", 5*time.Second, "how long to wait for in-flight messages after the window")
 	flag.BoolVar(&o.idle, "idle", false, "idle mode: open connections, report server RSS, close")
+	flag.IntVar(&o.warm, "warm", 64, "idle mode: connections opened, used once and closed before the baseline RSS is read")
 	flag.DurationVar(&o.settle, "settle", 2*time.Second, "idle mode: wait before reading RSS")
 	flag.DurationVar(&o.hold, "hold", 0, "idle mode: keep connections open this much longer after reading RSS")
 	flag.IntVar(&o.pid, "pid", 0, "server PID to sample in /proc (CPU per message, RSS)")
