@@ -29,6 +29,7 @@ type ActiveSocket struct {
 	next, prev *ActiveSocket
 	waiting    bool
 	alpnBuf    [maxALPN]string
+	alpnList   []string // Info's ALPN list, backed by alpnBuf
 }
 
 // Fd is the raw socket. Filters may getsockopt/recv on it; they must not close it.
@@ -71,7 +72,7 @@ func (w *Worker) getSocket() *ActiveSocket {
 	}
 	s = &ActiveSocket{w: w}
 	s.timer = w.NewTimer(s.onTimeout)
-	s.Info.reset(&s.alpnBuf)
+	s.Info.reset(&s.alpnList, &s.alpnBuf)
 	return s
 }
 
@@ -102,7 +103,7 @@ func (w *Worker) removeWaiting(s *ActiveSocket) {
 }
 
 func (w *Worker) putSocket(s *ActiveSocket) {
-	s.Info.reset(&s.alpnBuf)
+	s.Info.reset(&s.alpnList, &s.alpnBuf)
 	s.fd, s.l, s.idx = -1, nil, 0
 	s.registered, s.failed, s.handedOff, s.done = false, false, false, false
 	s.next = w.freeSockets

@@ -82,17 +82,18 @@ type Connection struct {
 	// Info describes the socket (addresses, SNI, protocols) for filters.
 	Info SocketInfo
 
-	filters   []ReadFilter
-	filterBuf [1]ReadFilter // storage for the common single-filter chain
-	cbs       []ConnectionCallbacks
+	// filter is the first read filter, more the rest: a chain almost always has one, and
+	// a slice with inline storage would cost 16 bytes more per connection.
+	filter ReadFilter
+	more   *[]ReadFilter
+	cbs    []ConnectionCallbacks
 
 	out    *bytebufferpool.ByteBuffer
 	outOff int32
-	high   int32
-	low    int32
+	high   int32 // write-buffer high watermark; the low one is half of it
 
-	readDisable int32
 	// Flags, kept together so the struct stays small: an idle connection is mostly this.
+	readDisable   uint8 // nesting count of ReadDisable(true)
 	state         connState
 	above         bool
 	readReady     bool // the socket may hold unread bytes (edge seen, not yet drained)
@@ -107,13 +108,15 @@ type Connection struct {
 	endpoint      int32 // upstream: index of the endpoint dialed
 
 	connectTimer *Timer
-	rx, tx       *Counter
-	owner        connOwner    // accounts for the connection when it closes
-	chain        *FilterChain // downstream: the filter chain that built it
-	splice       *splicePair  // set once a bulk transfer switched to splice(2); nil otherwise
-
-	prevConn, nextConn *Connection // the worker's list of live connections
+	io           *byteCounters // the owner's rx/tx byte counters; nil for none
+	owner        connOwner     // accounts for the connection when it closes
+	chain        *FilterChain  // downstream: the filter chain that built it
+	splice       *splicePair   // set once a bulk transfer switched to splice(2); nil otherwise
 }
+
+// byteCounters are the rx/tx byte counters a listener or cluster keeps per worker; its
+// connections share one pointer to them.
+type byteCounters struct{ rx, tx *Counter }
 
 // connOwner is told when a connection it accounted for closes (an ActiveListener for
 // downstream connections, a cluster's per-worker state for upstream ones).
@@ -133,10 +136,7 @@ func (c *Connection) FilterChainName() string {
 }
 
 func newConnection(w *Worker, fd int, limit int, state connState) *Connection {
-	high, low := watermarks(limit)
-	c := &Connection{fd: fd, w: w, state: state, high: high, low: low}
-	w.linkConn(c)
-	return c
+	return &Connection{fd: fd, w: w, state: state, high: watermark(limit)}
 }
 
 // Worker is the worker the connection lives on.
@@ -146,7 +146,27 @@ func (c *Connection) Worker() *Worker { return c.w }
 func (c *Connection) Fd() int { return c.fd }
 
 // AddReadFilter appends a read filter; upstream connections get theirs this way.
-func (c *Connection) AddReadFilter(f ReadFilter) { c.filters = append(c.filters, f) }
+func (c *Connection) AddReadFilter(f ReadFilter) {
+	switch {
+	case c.filter == nil:
+		c.filter = f
+	case c.more == nil:
+		c.more = &[]ReadFilter{f}
+	default:
+		*c.more = append(*c.more, f)
+	}
+}
+
+// readFilters is how many read filters the connection has.
+func (c *Connection) readFilters() int {
+	switch {
+	case c.filter == nil:
+		return 0
+	case c.more == nil:
+		return 1
+	}
+	return 1 + len(*c.more)
+}
 
 // AddCallbacks registers cb for events and watermarks.
 func (c *Connection) AddCallbacks(cb ConnectionCallbacks) { c.cbs = append(c.cbs, cb) }
@@ -195,7 +215,9 @@ func (c *Connection) ReadDisable(disable bool) {
 		return
 	}
 	if disable {
-		c.readDisable++
+		if c.readDisable < 255 {
+			c.readDisable++
+		}
 		return
 	}
 	if c.readDisable > 0 {
@@ -222,8 +244,8 @@ func (c *Connection) Write(data []byte, endStream bool) {
 		if c.state == stateOpen && c.BufferedBytes() == 0 {
 			n, err := writeFd(c.fd, data)
 			if n > 0 {
-				if c.tx != nil {
-					c.tx.Add(uint64(n))
+				if c.io != nil {
+					c.io.tx.Add(uint64(n))
 				}
 				data = data[n:]
 			}
@@ -279,7 +301,7 @@ func (c *Connection) afterWrite() {
 		for _, cb := range c.cbs {
 			cb.OnAboveWriteBufferHighWatermark()
 		}
-	} else if c.above && buffered < int(c.low) {
+	} else if c.above && buffered < int(c.high/2) {
 		c.above = false
 		for _, cb := range c.cbs {
 			cb.OnBelowWriteBufferLowWatermark()
@@ -300,8 +322,8 @@ func (c *Connection) flush() {
 	for c.out != nil && len(c.out.B) > int(c.outOff) {
 		n, err := writeFd(c.fd, c.out.B[c.outOff:])
 		if n > 0 {
-			if c.tx != nil {
-				c.tx.Add(uint64(n))
+			if c.io != nil {
+				c.io.tx.Add(uint64(n))
 			}
 			c.outOff += int32(n)
 		}
@@ -363,7 +385,6 @@ func (c *Connection) closeSocket(ev ConnectionEvent) {
 		bytebufferpool.Put(c.out)
 		c.out, c.outOff = nil, 0
 	}
-	c.w.unlinkConn(c)
 	if c.owner != nil {
 		c.owner.connClosed(c)
 	}
@@ -419,8 +440,8 @@ func (c *Connection) onReadReady() {
 			if short && !c.peerFin {
 				c.readReady = false
 			}
-			if c.rx != nil {
-				c.rx.Add(uint64(n))
+			if c.io != nil {
+				c.io.rx.Add(uint64(n))
 			}
 			c.dispatch(buf[:n], false)
 			if !short && c.state == stateOpen && c.startSplice() {
@@ -474,7 +495,10 @@ func (c *Connection) onRemoteEOF() {
 }
 
 func (c *Connection) dispatch(data []byte, endStream bool) {
-	for _, f := range c.filters {
+	if c.filter == nil || c.filter.OnData(data, endStream) == StopIteration || c.more == nil {
+		return
+	}
+	for _, f := range *c.more {
 		if c.state == stateClosed {
 			return
 		}

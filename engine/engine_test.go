@@ -322,3 +322,56 @@ func TestExactBalanceChurn(t *testing.T) {
 	}
 	t.Logf("connections per worker: %v", per)
 }
+
+// TestShutdownClosesConnections: stopping the server closes every live connection it owns
+// (downstream and upstream, found through the workers' handler tables) and releases
+// their fds.
+func TestShutdownClosesConnections(t *testing.T) {
+	backend := copyEchoServer(t)
+	fds := fdCount(t)
+	s, err := engine.NewServer(engine.ServerOptions{Concurrency: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := engine.NewCluster(engine.ClusterConfig{Name: "echo", Endpoints: []engine.Endpoint{{Address: backend}}}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddCluster(cl); err != nil {
+		t.Fatal(err)
+	}
+	echoL, err := s.AddListener(echoListener("echo", true, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxyL, err := s.AddListener(proxyListener(s, "echo", time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	var conns []net.Conn
+	for i := 0; i < 20; i++ {
+		l := echoL
+		if i%2 == 1 {
+			l = proxyL
+		}
+		c, err := net.Dial("tcp", l.Address().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		roundTrip(t, c, "hello")
+		conns = append(conns, c)
+	}
+	s.Close()
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("connection %d: read after shutdown = %d, %v; want EOF", i, n, err)
+		}
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	waitFor(t, "fds released", func() bool { return fdCount(t) <= fds })
+}

@@ -176,6 +176,7 @@ type ActiveListener struct {
 	w       *Worker
 	fd      int
 	stats   *ListenerStats
+	io      byteCounters // this worker's rx/tx byte counters, shared by its connections
 	paused  bool
 	resume  *Timer
 	stopped bool
@@ -191,6 +192,7 @@ const acceptBackoff = 100 * time.Millisecond
 
 func (w *Worker) addListener(l *Listener) {
 	al := &ActiveListener{l: l, w: w, fd: -1, stats: &l.stats[w.ID]}
+	al.io = byteCounters{&al.stats.DownstreamCxRxBytesTotal, &al.stats.DownstreamCxTxBytesTotal}
 	for len(w.active) <= l.id {
 		w.active = append(w.active, nil)
 	}
@@ -300,8 +302,8 @@ func (al *ActiveListener) takeSocket(s *ActiveSocket) {
 			t := tw.active[l.id]
 			ns := tw.getSocket()
 			ns.fd, ns.l, ns.handedOff = fd, t, true
-			alpn := info.alpn
-			ns.Info, ns.Info.alpn = info, ns.alpnBuf[:0]
+			alpn := info.ApplicationProtocols()
+			ns.Info, ns.Info.alpn = info, &ns.alpnList
 			ns.Info.SetApplicationProtocols(alpn...)
 			ns.start()
 		})
@@ -364,7 +366,7 @@ func (al *ActiveListener) newConnection(fd int, registered bool, info *SocketInf
 	c.Info = *info
 	c.Info.ownALPN()
 	c.chain = chain
-	c.rx, c.tx = &al.stats.DownstreamCxRxBytesTotal, &al.stats.DownstreamCxTxBytesTotal
+	c.io = &al.io
 	al.stats.DownstreamCxTotal.Inc()
 	al.stats.DownstreamCxActive.Inc()
 	c.owner = al
@@ -378,16 +380,18 @@ func (al *ActiveListener) newConnection(fd int, registered bool, info *SocketInf
 		c.closeSocket(LocalClose)
 		return
 	}
-	c.filters = c.filterBuf[:0]
 	for _, f := range chain.Filters {
-		c.filters = append(c.filters, f.CreateFilter(c))
+		c.AddReadFilter(f.CreateFilter(c))
 	}
-	if len(c.filters) == 0 {
+	if c.filter == nil {
 		// Envoy closes a connection whose chain has no filters.
 		c.Close(CloseNoFlush)
 		return
 	}
-	for _, f := range c.filters {
+	if c.filter.OnNewConnection() == StopIteration || c.more == nil {
+		return
+	}
+	for _, f := range *c.more {
 		if c.state == stateClosed || f.OnNewConnection() == StopIteration {
 			return
 		}

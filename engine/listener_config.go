@@ -53,17 +53,17 @@ const DefaultBufferLimit = 1 << 20
 // per_connection_buffer_limit_bytes of 0 does in Envoy.
 const NoBufferLimit = -1
 
-// watermarks turns a buffer limit into the high and low watermarks.
-func watermarks(limit int) (high, low int32) {
+// watermark turns a buffer limit into the high watermark (the low one is half of it).
+func watermark(limit int) int32 {
 	switch {
 	case limit == NoBufferLimit:
-		return math.MaxInt32, math.MaxInt32
+		return math.MaxInt32
 	case limit <= 0:
 		limit = DefaultBufferLimit
 	case limit > 1<<30:
 		limit = 1 << 30
 	}
-	return int32(limit), int32(limit / 2)
+	return int32(limit)
 }
 
 // defaultMaxAccept bounds one accept batch so a flood of connections cannot starve the

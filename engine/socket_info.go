@@ -30,45 +30,73 @@ type SocketInfo struct {
 	// TransportProtocol is "" until chain selection, which defaults it to raw_buffer.
 	TransportProtocol string
 	// alpn holds application protocols in the client's order. During the listener
-	// filters it points into the pooled ActiveSocket's array (no allocation); a
-	// Connection gets its own copy (ownALPN), only when there is something to copy.
-	alpn []string
+	// filters it points at the pooled ActiveSocket's list (no allocation); a Connection
+	// gets its own copy (ownALPN), only when there is something to copy. A pointer, not
+	// a slice: most connections have none, and every byte of a Connection counts.
+	alpn *[]string
 }
 
 // ApplicationProtocols returns the application protocols in the client's order. The slice
 // aliases the SocketInfo: do not keep it.
-func (s *SocketInfo) ApplicationProtocols() []string { return s.alpn }
+func (s *SocketInfo) ApplicationProtocols() []string {
+	if s.alpn == nil {
+		return nil
+	}
+	return *s.alpn
+}
 
 // SetApplicationProtocols replaces the application protocols (at most 8 are kept).
 func (s *SocketInfo) SetApplicationProtocols(protos ...string) {
-	s.alpn = append(s.alpn[:0], protos[:min(len(protos), maxALPN)]...)
+	protos = protos[:min(len(protos), maxALPN)]
+	if s.alpn == nil {
+		if len(protos) == 0 {
+			return
+		}
+		s.alpn = new([]string)
+	}
+	*s.alpn = append((*s.alpn)[:0], protos...)
 }
 
 // AddApplicationProtocol appends one protocol, dropping it if 8 are already held.
 func (s *SocketInfo) AddApplicationProtocol(p string) {
-	if len(s.alpn) < maxALPN {
-		s.alpn = append(s.alpn, p)
+	if s.alpn == nil {
+		s.alpn = new([]string)
+	}
+	if len(*s.alpn) < maxALPN {
+		*s.alpn = append(*s.alpn, p)
 	}
 }
 
 // ClearApplicationProtocols empties the list.
-func (s *SocketInfo) ClearApplicationProtocols() { s.alpn = s.alpn[:0] }
+func (s *SocketInfo) ClearApplicationProtocols() {
+	if s.alpn != nil {
+		*s.alpn = (*s.alpn)[:0]
+	}
+}
 
 // Reset zeroes the info for reuse, keeping its ALPN storage.
-func (s *SocketInfo) Reset() { *s = SocketInfo{alpn: s.alpn[:0]} }
+func (s *SocketInfo) Reset() {
+	l := s.alpn
+	if l != nil {
+		*l = (*l)[:0]
+	}
+	*s = SocketInfo{alpn: l}
+}
 
-// reset zeroes the info for reuse, keeping buf as the ALPN storage.
-func (s *SocketInfo) reset(buf *[maxALPN]string) {
+// reset zeroes the info for reuse, with list (backed by buf) as its ALPN storage.
+func (s *SocketInfo) reset(list *[]string, buf *[maxALPN]string) {
 	clear(buf[:])
-	*s = SocketInfo{alpn: buf[:0]}
+	*list = buf[:0]
+	*s = SocketInfo{alpn: list}
 }
 
 // ownALPN gives the info a private copy of its ALPN list, detached from the pooled
 // socket it was copied from.
 func (s *SocketInfo) ownALPN() {
-	if len(s.alpn) == 0 {
+	if s.alpn == nil || len(*s.alpn) == 0 {
 		s.alpn = nil
 		return
 	}
-	s.alpn = append([]string(nil), s.alpn...)
+	l := append([]string(nil), *s.alpn...)
+	s.alpn = &l
 }

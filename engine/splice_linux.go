@@ -77,10 +77,10 @@ func (c *Connection) pipeBytes() int {
 // startSplice switches c's reads to splice after a read filled the scratch buffer, if its
 // only filter forwards to a target that can take spliced bytes. It reports whether it did.
 func (c *Connection) startSplice() bool {
-	if c.noSplice || c.w.spliceOff || len(c.filters) != 1 {
+	if c.noSplice || c.w.spliceOff || c.readFilters() != 1 {
 		return false
 	}
-	src, ok := c.filters[0].(SpliceSource)
+	src, ok := c.filter.(SpliceSource)
 	if !ok {
 		c.noSplice = true
 		return false
@@ -132,8 +132,8 @@ func (c *Connection) spliceRead(d *spliceDir) bool {
 		switch {
 		case n > 0:
 			d.n += n
-			if c.rx != nil {
-				c.rx.Add(uint64(n))
+			if c.io != nil {
+				c.io.rx.Add(uint64(n))
 			}
 			d.cb.OnSpliced(n)
 			t.flush()
@@ -165,8 +165,8 @@ func (c *Connection) flushPipe(d *spliceDir) bool {
 		n, err := spliceFd(d.pr, c.fd, d.n)
 		if n > 0 {
 			d.n -= n
-			if c.tx != nil {
-				c.tx.Add(uint64(n))
+			if c.io != nil {
+				c.io.tx.Add(uint64(n))
 			}
 			continue
 		}

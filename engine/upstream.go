@@ -56,6 +56,7 @@ type Cluster struct {
 
 type clusterWorker struct {
 	stats  ClusterStats
+	io     byteCounters // points into stats, shared by this worker's connections
 	rr     uint64
 	active []int // active connections per endpoint, for least-request
 	_      [64]byte
@@ -82,6 +83,8 @@ func NewCluster(cfg ClusterConfig, workers int) (*Cluster, error) {
 	}
 	for i := range c.perWorker {
 		c.perWorker[i].active = make([]int, len(cfg.Endpoints))
+		st := &c.perWorker[i].stats
+		c.perWorker[i].io = byteCounters{&st.UpstreamCxRxBytesTotal, &st.UpstreamCxTxBytesTotal}
 	}
 	return c, nil
 }
@@ -163,7 +166,7 @@ func (c *Cluster) Connect(w *Worker, cb ConnectionCallbacks) *Connection {
 	st.stats.UpstreamCxTotal.Inc()
 	conn := dialTCP(w, addr, c.cfg.PerConnectionBufferLimit)
 	conn.AddCallbacks(cb)
-	conn.rx, conn.tx = &st.stats.UpstreamCxRxBytesTotal, &st.stats.UpstreamCxTxBytesTotal
+	conn.io = &st.io
 	st.active[idx]++
 	st.stats.UpstreamCxActive.Inc()
 	conn.owner, conn.endpoint = st, int32(idx)
@@ -191,7 +194,7 @@ func (c *Cluster) Connect(w *Worker, cb ConnectionCallbacks) *Connection {
 func dialTCP(w *Worker, addr netip.AddrPort, limit int) *Connection {
 	conn := &Connection{fd: -1, w: w, state: stateClosed, failure: FailureConnectRefused}
 	conn.Info.RemoteAddr = addr
-	conn.high, conn.low = watermarks(limit)
+	conn.high = watermark(limit)
 	family := unix.AF_INET
 	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
 		family = unix.AF_INET6
@@ -209,10 +212,8 @@ func dialTCP(w *Worker, addr netip.AddrPort, limit int) *Connection {
 	conn.fd = fd
 	conn.failure = FailureNone
 	conn.state = stateConnecting
-	w.linkConn(conn)
 	// Registered once for good: the first EPOLLOUT edge says the connect finished.
 	if err := w.Register(fd, connEvents, conn); err != nil {
-		w.unlinkConn(conn)
 		unix.Close(fd)
 		conn.fd, conn.state, conn.failure = -1, stateClosed, FailureConnectRefused
 	}

@@ -5,18 +5,18 @@ import (
 	"testing"
 )
 
-func TestWatermarks(t *testing.T) {
+func TestWatermark(t *testing.T) {
 	for _, tc := range []struct {
-		limit     int
-		high, low int32
+		limit int
+		high  int32
 	}{
-		{0, DefaultBufferLimit, DefaultBufferLimit / 2},
-		{32768, 32768, 16384},
-		{NoBufferLimit, math.MaxInt32, math.MaxInt32},
-		{4 << 30, 1 << 30, 1 << 29},
+		{0, DefaultBufferLimit},
+		{32768, 32768},
+		{NoBufferLimit, math.MaxInt32},
+		{4 << 30, 1 << 30},
 	} {
-		if h, l := watermarks(tc.limit); h != tc.high || l != tc.low {
-			t.Errorf("watermarks(%d) = %d, %d; want %d, %d", tc.limit, h, l, tc.high, tc.low)
+		if h := watermark(tc.limit); h != tc.high {
+			t.Errorf("watermark(%d) = %d, want %d", tc.limit, h, tc.high)
 		}
 	}
 }

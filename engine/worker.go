@@ -62,9 +62,6 @@ type Worker struct {
 	// batch being run (two slices so reads deferred during a run wait for the next turn).
 	deferredReads, runningReads []*Connection
 	waiting                     *ActiveSocket // sockets in their listener filters, waiting for data
-	// conns lists every live Connection on this worker, for shutdown; intrusive, so a
-	// connection costs no map entry.
-	conns *Connection
 	// pipes are empty splice pipes kept for reuse; spliceOff disables splicing.
 	pipes     [][2]int
 	pipesMade int // pipes created, for tests
@@ -160,26 +157,6 @@ func (w *Worker) forget(fd int) {
 	if fd >= 0 && fd < len(w.handlers) {
 		w.handlers[fd] = handlerSlot{}
 	}
-}
-
-func (w *Worker) linkConn(c *Connection) {
-	c.prevConn, c.nextConn = nil, w.conns
-	if w.conns != nil {
-		w.conns.prevConn = c
-	}
-	w.conns = c
-}
-
-func (w *Worker) unlinkConn(c *Connection) {
-	if c.prevConn != nil {
-		c.prevConn.nextConn = c.nextConn
-	} else if w.conns == c {
-		w.conns = c.nextConn
-	}
-	if c.nextConn != nil {
-		c.nextConn.prevConn = c.prevConn
-	}
-	c.prevConn, c.nextConn = nil, nil
 }
 
 // deferRead queues c to read again on this loop turn, after the current events.
@@ -311,8 +288,17 @@ func (w *Worker) shutdown() {
 	for w.waiting != nil {
 		w.waiting.close()
 	}
-	for w.conns != nil {
-		w.conns.Close(CloseNoFlush)
+	// Every live connection is registered, so the handler table finds them all without a
+	// list threaded through each. Closing one may close its peer; a pass that finds none
+	// left ends it.
+	for found := true; found; {
+		found = false
+		for _, slot := range w.handlers {
+			if c, ok := slot.h.(*Connection); ok && c.state != stateClosed {
+				c.Close(CloseNoFlush)
+				found = true
+			}
+		}
 	}
 	w.closePipes()
 }
