@@ -123,7 +123,7 @@ func (a *Admin) collect() []sample {
 		}
 	}
 	for _, l := range a.srv.Listeners() {
-		add("listener", [][2]string{{"listener", l.Name()}, {"address", l.Address().String()}},
+		add("listener", [][2]string{{"listener", l.StatName()}, {"address", l.Address().String()}},
 			func(wi int, v engine.StatVisitor) { l.Stats(wi).Visit(v) })
 	}
 	for _, c := range a.srv.Clusters() {

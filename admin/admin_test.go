@@ -40,6 +40,11 @@ func TestAdminEndpoints(t *testing.T) {
 		BindToPort: true, ReusePort: true, FilterChains: engine.SingleChain{}}); err != nil {
 		t.Fatal(err)
 	}
+	// A listener's stat_prefix replaces its name as the scope of its stats.
+	if _, err := srv.AddListener(engine.ListenerConfig{Name: "l2", StatPrefix: "ingress", Address: netip.MustParseAddrPort("127.0.0.1:0"),
+		BindToPort: true, ReusePort: true, FilterChains: engine.SingleChain{}}); err != nil {
+		t.Fatal(err)
+	}
 	// Two filters sharing one stat_prefix show as one series.
 	srv.AddStatsSource(fakeSource{1})
 	srv.AddStatsSource(fakeSource{10})
@@ -62,6 +67,7 @@ func TestAdminEndpoints(t *testing.T) {
 	for _, want := range []string{
 		"# TYPE portico_listener_downstream_cx_total counter",
 		`portico_listener_downstream_cx_active{listener="l1",address="127.0.0.1:`,
+		`portico_listener_downstream_cx_active{listener="ingress",address="127.0.0.1:`,
 		`portico_tcp_downstream_cx_total{stat_prefix="shared",worker="0"} 11`,
 		`portico_tcp_downstream_cx_total{stat_prefix="shared",worker="1"} 13`,
 	} {
@@ -71,7 +77,7 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 	_, text := get(t, base+"/stats")
 	for _, want := range []string{"tcp.shared.downstream_cx_total: 24\n", "tcp.shared.worker_1.downstream_cx_total: 13\n",
-		"listener.l1.worker_0.downstream_cx_total: 0\n"} {
+		"listener.l1.worker_0.downstream_cx_total: 0\n", "listener.ingress.downstream_cx_total: 0\n"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("/stats lacks %q:\n%s", want, text)
 		}

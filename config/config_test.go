@@ -382,3 +382,24 @@ func TestBufferLimitZero(t *testing.T) {
 		t.Errorf("%d listeners and %d clusters with no limit, want 1 and 1", listeners, clusters)
 	}
 }
+
+// TestListenerStatPrefix: a listener's stat_prefix becomes the scope of its stats.
+func TestListenerStatPrefix(t *testing.T) {
+	data, err := os.ReadFile("testdata/full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := strings.Replace(string(data), "stat_prefix: ingress\n", "stat_prefix: edge_in\n", 1)
+	cfg, err := Parse([]byte(y), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cfg.Close()
+	got := map[string]string{}
+	for _, l := range cfg.Listeners {
+		got[l.Name] = l.StatPrefix
+	}
+	if got["ingress"] != "edge_in" || got["echo"] != "" {
+		t.Errorf("stat prefixes by listener: %v; want ingress=edge_in, echo unset", got)
+	}
+}

@@ -241,6 +241,7 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 	ok := true
 	lc := engine.ListenerConfig{
 		Name:                             l.GetName(),
+		StatPrefix:                       l.GetStatPrefix(),
 		BindToPort:                       true,
 		ListenerFiltersTimeout:           engine.DefaultListenerFiltersTimeout,
 		ContinueOnListenerFiltersTimeout: l.GetContinueOnListenerFiltersTimeout(),

@@ -284,13 +284,14 @@ func (s *ActiveSocket) finish() {
 }
 
 // recvPeek is recv(MSG_PEEK) into buf. It calls recvfrom directly with no address:
-// x/sys's Recvfrom allocates a sockaddr on every call.
+// x/sys's Recvfrom allocates a sockaddr on every call. The socket is non-blocking, so
+// RawSyscall, like every other non-blocking call of the worker (see poller).
 func recvPeek(fd int, buf []byte) (int, error) {
 	if len(buf) == 0 {
 		return 0, nil
 	}
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])),
+		n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])),
 			uintptr(len(buf)), unix.MSG_PEEK, 0, 0)
 		switch e {
 		case 0:

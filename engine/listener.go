@@ -26,6 +26,14 @@ type Listener struct {
 // Name is the listener's name.
 func (l *Listener) Name() string { return l.cfg.Name }
 
+// StatName is the scope of the listener's stats: its stat_prefix, or else its name.
+func (l *Listener) StatName() string {
+	if l.cfg.StatPrefix != "" {
+		return l.cfg.StatPrefix
+	}
+	return l.cfg.Name
+}
+
 // Config is the listener's configuration.
 func (l *Listener) Config() *ListenerConfig { return &l.cfg }
 

@@ -10,6 +10,9 @@ import (
 type ListenerConfig struct {
 	Name    string
 	Address netip.AddrPort
+	// StatPrefix names the listener's stats (listener.<StatPrefix>.…) when set; otherwise
+	// they are named after the listener.
+	StatPrefix string
 	// BindToPort false: the listener never binds or listens; it only receives sockets
 	// handed off by a use_original_dst listener.
 	BindToPort bool
