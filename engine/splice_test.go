@@ -41,37 +41,21 @@ func spliceServer(t *testing.T, backend netip.AddrPort, disable bool) (*engine.S
 // copyEchoServer echoes with a plain buffer loop: io.Copy between two TCPConns would
 // splice through pipes of Go's own, which the fd accounting below would count.
 func copyEchoServer(t *testing.T) netip.AddrPort {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return backend(t, func(c net.Conn) {
+		buf := make([]byte, 32<<10)
 		for {
-			c, err := ln.Accept()
+			n, err := c.Read(buf)
+			if n > 0 {
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
 			if err != nil {
+				c.(*net.TCPConn).CloseWrite()
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						if _, werr := c.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						c.(*net.TCPConn).CloseWrite()
-						return
-					}
-				}
-			}()
 		}
-	}()
-	return netip.MustParseAddrPort(ln.Addr().String())
+	})
 }
 
 // TestTCPProxySplice: a bulk transfer both ways through tcp_proxy arrives intact and in

@@ -13,8 +13,9 @@ import (
 	"github.com/portico-proxy/portico/filters/network/tcpproxy"
 )
 
-// echoServer is a loopback echo backend; it returns its address.
-func echoServer(t *testing.T) netip.AddrPort {
+// backend runs a loopback server calling handle on a goroutine per connection (which
+// it closes afterwards) until the test ends; it returns the server's address.
+func backend(t *testing.T, handle func(net.Conn)) netip.AddrPort {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -27,10 +28,15 @@ func echoServer(t *testing.T) netip.AddrPort {
 			if err != nil {
 				return
 			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
+			go func() { defer c.Close(); handle(c) }()
 		}
 	}()
 	return netip.MustParseAddrPort(ln.Addr().String())
+}
+
+// echoServer is a loopback echo backend; it returns its address.
+func echoServer(t *testing.T) netip.AddrPort {
+	return backend(t, func(c net.Conn) { io.Copy(c, c) })
 }
 
 // deadAddr is a loopback port that refuses connections: a socket is bound to it without
