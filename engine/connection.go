@@ -86,7 +86,9 @@ type Connection struct {
 	// a slice with inline storage would cost 16 bytes more per connection.
 	filter ReadFilter
 	more   *[]ReadFilter
-	cbs    []ConnectionCallbacks
+	// cb is the first callback, moreCbs the rest (one is the rule; see filter).
+	cb      ConnectionCallbacks
+	moreCbs *[]ConnectionCallbacks
 
 	out    *bytebufferpool.ByteBuffer
 	outOff int32
@@ -169,7 +171,29 @@ func (c *Connection) readFilters() int {
 }
 
 // AddCallbacks registers cb for events and watermarks.
-func (c *Connection) AddCallbacks(cb ConnectionCallbacks) { c.cbs = append(c.cbs, cb) }
+func (c *Connection) AddCallbacks(cb ConnectionCallbacks) {
+	switch {
+	case c.cb == nil:
+		c.cb = cb
+	case c.moreCbs == nil:
+		c.moreCbs = &[]ConnectionCallbacks{cb}
+	default:
+		*c.moreCbs = append(*c.moreCbs, cb)
+	}
+}
+
+// callbacks calls fn for each registered callback, in order.
+func (c *Connection) callbacks(fn func(ConnectionCallbacks)) {
+	if c.cb == nil {
+		return
+	}
+	fn(c.cb)
+	if c.moreCbs != nil {
+		for _, cb := range *c.moreCbs {
+			fn(cb)
+		}
+	}
+}
 
 // EnableHalfClose keeps the connection open after the peer's FIN, so a filter can still
 // write (tcp_proxy does). Without it a FIN closes the connection after flushing.
@@ -198,9 +222,7 @@ func (c *Connection) BufferedBytes() int {
 func (c *Connection) AboveHighWatermark() bool { return c.above }
 
 func (c *Connection) raise(ev ConnectionEvent) {
-	for _, cb := range c.cbs {
-		cb.OnEvent(ev)
-	}
+	c.callbacks(func(cb ConnectionCallbacks) { cb.OnEvent(ev) })
 }
 
 // connEvents is every connection's one and only epoll registration: edge-triggered
@@ -298,14 +320,10 @@ func (c *Connection) afterWrite() {
 	}
 	if !c.above && buffered > int(c.high) {
 		c.above = true
-		for _, cb := range c.cbs {
-			cb.OnAboveWriteBufferHighWatermark()
-		}
+		c.callbacks(ConnectionCallbacks.OnAboveWriteBufferHighWatermark)
 	} else if c.above && buffered < int(c.high/2) {
 		c.above = false
-		for _, cb := range c.cbs {
-			cb.OnBelowWriteBufferLowWatermark()
-		}
+		c.callbacks(ConnectionCallbacks.OnBelowWriteBufferLowWatermark)
 	}
 	if c.localShutdown && c.remoteEOF && buffered == 0 && c.state == stateOpen {
 		// Both directions are done: nothing more can happen on this socket.

@@ -7,12 +7,24 @@ import "time"
 type Timer struct {
 	when  int64 // unix nanoseconds
 	index int   // position in the heap, -1 when not scheduled
-	fn    func()
+	h     TimerHandler
 	w     *Worker
 }
 
+// TimerHandler is what a Timer calls when it fires. A pointer type implementing it costs
+// no allocation, where a closure or method value per timer would.
+type TimerHandler interface{ OnTimer() }
+
+type funcTimer func()
+
+func (f funcTimer) OnTimer() { f() }
+
 // NewTimer creates a stopped timer that calls fn on w's loop when it fires.
-func (w *Worker) NewTimer(fn func()) *Timer { return &Timer{index: -1, fn: fn, w: w} }
+func (w *Worker) NewTimer(fn func()) *Timer { return &Timer{index: -1, h: funcTimer(fn), w: w} }
+
+// Init prepares a Timer embedded in another struct (so it costs no allocation of its own)
+// to call h on w's loop; it starts stopped. Do not Init an armed timer.
+func (t *Timer) Init(w *Worker, h TimerHandler) { *t = Timer{index: -1, h: h, w: w} }
 
 // Reset (re)arms the timer to fire after d.
 func (t *Timer) Reset(d time.Duration) {

@@ -171,12 +171,7 @@ func (c *Cluster) Connect(w *Worker, cb ConnectionCallbacks) *Connection {
 	st.stats.UpstreamCxActive.Inc()
 	conn.owner, conn.endpoint = st, int32(idx)
 	if conn.state == stateConnecting {
-		conn.connectTimer = w.NewTimer(func() {
-			if conn.state == stateConnecting {
-				conn.failure = FailureConnectTimeout
-				conn.closeSocket(RemoteClose)
-			}
-		})
+		conn.connectTimer = &Timer{index: -1, h: (*connectTimeout)(conn), w: w}
 		conn.connectTimer.Reset(c.cfg.ConnectTimeout)
 	} else if conn.state == stateClosed {
 		// The socket could not even be created: report it on the next loop turn so the
@@ -187,6 +182,16 @@ func (c *Cluster) Connect(w *Worker, cb ConnectionCallbacks) *Connection {
 		})
 	}
 	return conn
+}
+
+// connectTimeout is a connecting Connection seen as the handler of its connect timer.
+type connectTimeout Connection
+
+func (t *connectTimeout) OnTimer() {
+	if c := (*Connection)(t); c.state == stateConnecting {
+		c.failure = FailureConnectTimeout
+		c.closeSocket(RemoteClose)
+	}
 }
 
 // dialTCP starts a non-blocking connect. On an immediate error the returned connection is

@@ -257,7 +257,7 @@ func (w *Worker) runTimers() {
 	for len(w.timers) > 0 && w.timers[0].when <= w.now {
 		t := w.timers[0]
 		w.timers.remove(0)
-		t.fn()
+		t.h.OnTimer()
 	}
 }
 

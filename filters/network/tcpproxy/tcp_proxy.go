@@ -130,8 +130,8 @@ type proxy struct {
 	upRead   upstreamReader
 	attempts int
 	start    int64
-	last     int64 // last activity, worker clock
-	idle     *engine.Timer
+	last     int64        // last activity, worker clock
+	idle     engine.Timer // armed only with an idle_timeout
 	flags    string
 	details  string
 	rx, tx   uint64
@@ -148,8 +148,8 @@ func (p *proxy) OnNewConnection() engine.FilterStatus {
 	// Hold the client's bytes in the kernel until the upstream is there.
 	p.down.ReadDisable(true)
 	p.cluster = p.f.pickCluster(p.w.ID)
+	p.idle.Init(p.w, (*idleTimer)(p))
 	if d := p.f.cfg.IdleTimeout; d > 0 {
-		p.idle = p.w.NewTimer(p.onIdle)
 		p.idle.Reset(d)
 	}
 	p.connect()
@@ -181,6 +181,11 @@ func (p *proxy) OnSpliced(n int) {
 	p.rx += uint64(n)
 	p.stats.DownstreamCxRxBytesTotal.Add(uint64(n))
 }
+
+// idleTimer is the proxy seen as the handler of its idle timer (no closure to allocate).
+type idleTimer proxy
+
+func (t *idleTimer) OnTimer() { (*proxy)(t).onIdle() }
 
 func (p *proxy) onIdle() {
 	idleFor := time.Duration(p.w.NowNanos() - p.last)
@@ -228,9 +233,7 @@ func (p *proxy) finish() {
 		return
 	}
 	p.logged = true
-	if p.idle != nil {
-		p.idle.Stop()
-	}
+	p.idle.Stop()
 	if len(p.f.cfg.AccessLogs) == 0 {
 		return
 	}
