@@ -138,3 +138,46 @@ func TestTCPProxySplice(t *testing.T) {
 		})
 	}
 }
+
+// TestTCPProxySpliceUpstreamCloses: the upstream sends a bulk response and closes while the
+// client is not reading; everything still queued (in the pipe or the write buffer) reaches
+// the client before its EOF.
+func TestTCPProxySpliceUpstreamCloses(t *testing.T) {
+	const size = 16 << 20
+	payload := make([]byte, size)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range payload {
+		payload[i] = byte(rng.Uint32())
+	}
+	want := sha256.Sum256(payload)
+	for _, tc := range []struct {
+		name    string
+		disable bool
+	}{{"splice", false}, {"copy", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := backend(t, func(c net.Conn) { c.Write(payload) })
+			s, l, _ := spliceServer(t, up, tc.disable)
+			defer s.Close()
+			c, err := net.Dial("tcp", l.Address().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(60 * time.Second))
+			time.Sleep(300 * time.Millisecond) // the upstream finishes and closes meanwhile
+			h := sha256.New()
+			n, err := io.Copy(h, c)
+			if err != nil || n != size {
+				t.Fatalf("read %d bytes, err %v; want %d and EOF", n, err, size)
+			}
+			var got [32]byte
+			copy(got[:], h.Sum(nil))
+			if got != want {
+				t.Fatal("bytes differ from those sent")
+			}
+			if pipes := s.Workers()[0].PipesMade(); tc.disable != (pipes == 0) {
+				t.Errorf("splice disabled=%v, %d pipes made", tc.disable, pipes)
+			}
+		})
+	}
+}
