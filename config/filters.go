@@ -127,7 +127,7 @@ func (t *translator) accessLog(al *accesslogv3.AccessLog, at string) (accesslog.
 	}
 	if tc == nil {
 		if al.GetName() == stdoutLogName {
-			return t.openLog(at, func() (accesslog.Logger, error) { return accesslog.NewStdout("") })
+			return t.openLog(at, nil, func() (accesslog.Logger, error) { return accesslog.NewStdout("") })
 		}
 		t.errorf(field(at, "typed_config"), "required (Portico supports %s and %s)", fileLogName, stdoutLogName)
 		return nil, false
@@ -151,14 +151,8 @@ func (t *translator) accessLog(al *accesslogv3.AccessLog, at string) (accesslog.
 		if path == "" {
 			return nil, false // protoc-gen-validate: path is required
 		}
-		if t.checkOnly {
-			if err := accesslog.CheckFile(path); err != nil {
-				t.errorf(field(tat, "path"), "%v", err)
-				return nil, false
-			}
-			return accesslog.Discard{}, true
-		}
-		return t.openLog(field(tat, "path"), func() (accesslog.Logger, error) { return accesslog.NewFile(path, format) })
+		return t.openLog(field(tat, "path"), func() error { return accesslog.CheckFile(path) },
+			func() (accesslog.Logger, error) { return accesslog.NewFile(path, format) })
 	case *streamv3.StdoutAccessLog:
 		format, fat := "", tat
 		if lf := m.GetLogFormat(); lf != nil {
@@ -167,7 +161,7 @@ func (t *translator) accessLog(al *accesslogv3.AccessLog, at string) (accesslog.
 		if !t.checkFormat(format, fat) {
 			return nil, false
 		}
-		return t.openLog(tat, func() (accesslog.Logger, error) { return accesslog.NewStdout(format) })
+		return t.openLog(tat, nil, func() (accesslog.Logger, error) { return accesslog.NewStdout(format) })
 	}
 	t.errorf(tat, "type %q is not an access logger Portico supports", tc.GetTypeUrl())
 	return nil, false
@@ -190,8 +184,16 @@ func (t *translator) checkFormat(format, at string) bool {
 	return true
 }
 
-func (t *translator) openLog(at string, open func() (accesslog.Logger, error)) (accesslog.Logger, bool) {
+// openLog opens a logger, or with checkOnly runs check (if any) and returns a Discard
+// logger, so that checking a configuration creates nothing.
+func (t *translator) openLog(at string, check func() error, open func() (accesslog.Logger, error)) (accesslog.Logger, bool) {
 	if t.checkOnly {
+		if check != nil {
+			if err := check(); err != nil {
+				t.errorf(at, "%v", err)
+				return nil, false
+			}
+		}
 		return accesslog.Discard{}, true
 	}
 	l, err := open()

@@ -296,9 +296,6 @@ func (c *Connection) afterWrite() {
 	}
 	buffered := c.BufferedBytes()
 	if buffered == 0 && c.state != stateConnecting {
-		if c.splice != nil {
-			c.kickSpliceSource()
-		}
 		if c.out != nil {
 			bytebufferpool.Put(c.out)
 			c.out, c.outOff = nil, 0
@@ -358,6 +355,10 @@ func (c *Connection) flush() {
 		n := copy(c.out.B, c.out.B[c.outOff:])
 		c.out.B = c.out.B[:n]
 		c.outOff = 0
+	}
+	if c.splice != nil && c.BufferedBytes() == 0 {
+		// The backlog is gone: a splice source waiting on it may go on.
+		c.kickSpliceSource()
 	}
 	c.afterWrite()
 }

@@ -58,22 +58,30 @@ func copyEchoServer(t *testing.T) netip.AddrPort {
 	})
 }
 
+// spliceModes runs a test with splicing on and off.
+var spliceModes = []struct {
+	name    string
+	disable bool
+}{{"splice", false}, {"copy", true}}
+
+// randomPayload returns size pseudo-random bytes from seed and their SHA-256.
+func randomPayload(size int, seed uint64) ([]byte, [32]byte) {
+	p := make([]byte, size)
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	for i := range p {
+		p[i] = byte(rng.Uint32())
+	}
+	return p, sha256.Sum256(p)
+}
+
 // TestTCPProxySplice: a bulk transfer both ways through tcp_proxy arrives intact and in
 // order whether it is copied or spliced, including while the client stalls (the pipe backs
 // up) and across a half-close; the byte counters see every byte; small request/response
 // traffic never switches to splice; and closing the server leaves no pipe behind.
 func TestTCPProxySplice(t *testing.T) {
 	const size = 24 << 20
-	payload := make([]byte, size)
-	rng := rand.New(rand.NewPCG(1, 2))
-	for i := range payload {
-		payload[i] = byte(rng.Uint32())
-	}
-	want := sha256.Sum256(payload)
-	for _, tc := range []struct {
-		name    string
-		disable bool
-	}{{"splice", false}, {"copy", true}} {
+	payload, want := randomPayload(size, 1)
+	for _, tc := range spliceModes {
 		t.Run(tc.name, func(t *testing.T) {
 			backend := copyEchoServer(t)
 			fds := fdCount(t)
@@ -144,16 +152,8 @@ func TestTCPProxySplice(t *testing.T) {
 // the client before its EOF.
 func TestTCPProxySpliceUpstreamCloses(t *testing.T) {
 	const size = 16 << 20
-	payload := make([]byte, size)
-	rng := rand.New(rand.NewPCG(3, 4))
-	for i := range payload {
-		payload[i] = byte(rng.Uint32())
-	}
-	want := sha256.Sum256(payload)
-	for _, tc := range []struct {
-		name    string
-		disable bool
-	}{{"splice", false}, {"copy", true}} {
+	payload, want := randomPayload(size, 3)
+	for _, tc := range spliceModes {
 		t.Run(tc.name, func(t *testing.T) {
 			up := backend(t, func(c net.Conn) { c.Write(payload) })
 			s, l, _ := spliceServer(t, up, tc.disable)

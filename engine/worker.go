@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portico-proxy/portico/poller"
@@ -43,6 +44,9 @@ type Worker struct {
 	mu      sync.Mutex
 	tasks   []func()
 	running []func()
+	// hasTasks mirrors len(tasks) > 0 (set and cleared under mu) so the loop checks for
+	// posted work without taking the lock on every turn.
+	hasTasks atomic.Bool
 
 	timers timerHeap
 	now    int64 // unix nanoseconds, refreshed once per loop iteration
@@ -105,6 +109,7 @@ func (w *Worker) Done() <-chan struct{} { return w.done }
 func (w *Worker) Post(fn func()) {
 	w.mu.Lock()
 	w.tasks = append(w.tasks, fn)
+	w.hasTasks.Store(true)
 	w.mu.Unlock()
 	w.poller.Wake()
 }
@@ -244,8 +249,12 @@ func (w *Worker) run() {
 }
 
 func (w *Worker) runTasks() {
+	if !w.hasTasks.Load() {
+		return
+	}
 	w.mu.Lock()
 	w.tasks, w.running = w.running[:0], w.tasks
+	w.hasTasks.Store(false)
 	w.mu.Unlock()
 	for i, fn := range w.running {
 		fn()
@@ -263,10 +272,7 @@ func (w *Worker) runTimers() {
 
 // waitTimeout is the epoll_wait timeout: until the nearest timer, 0 if tasks are queued.
 func (w *Worker) waitTimeout() int {
-	w.mu.Lock()
-	pending := len(w.tasks)
-	w.mu.Unlock()
-	if pending > 0 || len(w.deferredReads) > 0 {
+	if w.hasTasks.Load() || len(w.deferredReads) > 0 {
 		return 0
 	}
 	if len(w.timers) == 0 {
