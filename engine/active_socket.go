@@ -23,7 +23,10 @@ type ActiveSocket struct {
 	failed     bool
 	handedOff  bool
 	done       bool
-	timer      *Timer
+	// peerFin: an EPOLLRDHUP/EPOLLHUP edge was taken while the socket waited here. The
+	// Connection that takes the socket over must know, since that edge will not come again.
+	peerFin bool
+	timer   *Timer
 	// next links the worker's free list; prev/next also link its waiting list while the
 	// socket waits for data, so shutdown can close it.
 	next, prev *ActiveSocket
@@ -32,8 +35,10 @@ type ActiveSocket struct {
 	alpnList   []string // Info's ALPN list, backed by alpnBuf
 }
 
-// Fd is the raw socket. Filters may getsockopt/recv on it; they must not close it.
-func (s *ActiveSocket) Fd() int { return s.fd }
+// Control calls fn with the raw socket, for a getsockopt or setsockopt a listener filter
+// needs (original_dst reads SO_ORIGINAL_DST), like syscall.RawConn.Control. fn must not
+// close the fd, and must not read from it: Drain consumes bytes.
+func (s *ActiveSocket) Control(fn func(fd int)) { fn(s.fd) }
 
 // Worker is the worker running the filters.
 func (s *ActiveSocket) Worker() *Worker { return s.w }
@@ -105,7 +110,7 @@ func (w *Worker) removeWaiting(s *ActiveSocket) {
 func (w *Worker) putSocket(s *ActiveSocket) {
 	s.Info.reset(&s.alpnList, &s.alpnBuf)
 	s.fd, s.l, s.idx = -1, nil, 0
-	s.registered, s.failed, s.handedOff, s.done = false, false, false, false
+	s.registered, s.failed, s.handedOff, s.done, s.peerFin = false, false, false, false, false
 	s.next = w.freeSockets
 	w.freeSockets = s
 }
@@ -124,7 +129,7 @@ func (s *ActiveSocket) continueFilters(callAccept bool) {
 	for s.idx < len(filters) {
 		f := filters[s.idx]
 		if callAccept {
-			st := f.OnAccept(s)
+			st := s.onAccept(f)
 			if s.failed {
 				s.reject()
 				return
@@ -166,7 +171,7 @@ func (s *ActiveSocket) peek(f ListenerFilter) bool {
 		s.close()
 		return true
 	}
-	st := f.OnData(s, buf[:n])
+	st := s.onData(f, buf[:n])
 	if s.failed {
 		s.reject()
 		return true
@@ -177,11 +182,35 @@ func (s *ActiveSocket) peek(f ListenerFilter) bool {
 			s.reject()
 			return true
 		}
+		if s.peerFin {
+			// The peer has ended its stream: no more bytes will come for the filter to
+			// decide on, so waiting would hold the socket (and its fd) until the listener
+			// filters' timeout, or forever without one.
+			s.close()
+			return true
+		}
 		s.wait()
 		return true
 	}
 	s.idx++
 	return false
+}
+
+// onAccept and onData call the filter; a panic in it fails the socket.
+func (s *ActiveSocket) onAccept(f ListenerFilter) FilterStatus {
+	defer s.recoverFilter()
+	return f.OnAccept(s)
+}
+
+func (s *ActiveSocket) onData(f ListenerFilter, data []byte) FilterStatus {
+	defer s.recoverFilter()
+	return f.OnData(s, data)
+}
+
+// findChain runs the listener's chain selection; a panic in it fails the socket.
+func (s *ActiveSocket) findChain() *FilterChain {
+	defer s.recoverFilter()
+	return s.l.l.cfg.FilterChains.FindFilterChain(&s.Info)
 }
 
 // wait registers the socket edge-triggered (so peeked-but-unread bytes do not re-fire)
@@ -190,7 +219,7 @@ func (s *ActiveSocket) wait() {
 	if !s.registered {
 		// The Connection's registration from the start, so creating it costs no
 		// epoll_ctl; edge-triggered, so peeked-but-unread bytes do not re-fire.
-		if err := s.w.Register(s.fd, connEvents, s); err != nil {
+		if err := s.w.register(s.fd, connEvents, s); err != nil {
 			s.close()
 			return
 		}
@@ -202,10 +231,13 @@ func (s *ActiveSocket) wait() {
 	}
 }
 
-// OnEvent implements EventHandler: more bytes arrived for the current filter.
-func (s *ActiveSocket) OnEvent(ev uint32) {
+// onEvent implements eventHandler: more bytes arrived for the current filter.
+func (s *ActiveSocket) onEvent(ev uint32) {
 	if ev&(poller.In|poller.RDHup|poller.Err|poller.Hup) == 0 {
 		return // the writability edge every new registration gets
+	}
+	if ev&(poller.RDHup|poller.Hup) != 0 {
+		s.peerFin = true
 	}
 	filters := s.l.l.cfg.ListenerFilters
 	if s.idx >= len(filters) {
@@ -256,7 +288,7 @@ func (s *ActiveSocket) finish() {
 			l.stats.DownstreamCxHandedOff.Inc()
 			l.l.balancer.release(s.w.ID)
 			if s.registered {
-				s.w.Unregister(s.fd)
+				s.w.unregister(s.fd)
 				s.registered = false
 			}
 			target.takeSocket(s)
@@ -266,7 +298,11 @@ func (s *ActiveSocket) finish() {
 	if s.Info.TransportProtocol == "" {
 		s.Info.TransportProtocol = TransportRawBuffer
 	}
-	chain := l.l.cfg.FilterChains.FindFilterChain(&s.Info)
+	chain := s.findChain()
+	if s.failed {
+		s.reject()
+		return
+	}
 	if chain == nil {
 		l.stats.NoFilterChainMatch.Inc()
 		s.close()
@@ -279,7 +315,7 @@ func (s *ActiveSocket) finish() {
 		return
 	}
 	// The Connection copies what it needs from s.Info before s goes back to the pool.
-	l.newConnection(s.fd, s.registered, &s.Info, chain)
+	l.newConnection(s.fd, s.registered, s.peerFin, &s.Info, chain)
 	s.w.putSocket(s)
 }
 

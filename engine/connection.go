@@ -1,9 +1,10 @@
 package engine
 
 import (
+	"math"
 	"net/netip"
+	"time"
 
-	"github.com/valyala/bytebufferpool"
 	"golang.org/x/sys/unix"
 
 	"github.com/portico-proxy/portico/poller"
@@ -53,6 +54,9 @@ const (
 	FailureNone FailureReason = iota
 	FailureConnectRefused
 	FailureConnectTimeout
+	// FailureOverflow: the proxy itself had no resources for the connection (the socket
+	// could not be created: EMFILE, ENFILE, ENOBUFS, ENOMEM). Not the backend's fault.
+	FailureOverflow
 )
 
 // ConnectionCallbacks observe a connection's life and its write-buffer watermarks.
@@ -65,14 +69,33 @@ type ConnectionCallbacks interface {
 	OnBelowWriteBufferLowWatermark()
 }
 
+// connState is a Connection's place in its life:
+//
+//	state       how it is entered                   reads  writes   leaves to
+//	connecting  Cluster.Connect                     no     buffered open (EPOLLOUT), closed (error, connect timeout)
+//	open        accepted + chain built, or          yes    yes      closing (Close(CloseFlushWrite) with bytes buffered),
+//	            connect completed                                   closed (Close, peer reset/hang-up, both sides done)
+//	closing     Close(CloseFlushWrite), buffered     no     flushing closed (buffer drained, delayed-close timeout, error)
+//	closed      closeSocket                         no     no       -
+//
+// Orthogonal to the state: readDisable (flow control), remoteEOF (the peer's FIN was
+// read), shutdownAfter/localShutdown (our FIN: asked for, sent).
 type connState uint8
 
 const (
 	stateConnecting connState = iota
 	stateOpen
-	stateClosing // flushing before close
+	stateClosing // flushing before close, under the delayed-close timeout
 	stateClosed
 )
+
+// DefaultDelayedCloseTimeout bounds how long a connection closed with CloseFlushWrite may
+// take to flush what it holds before it is closed hard (Envoy's delayed_close_timeout
+// default): a peer that stopped reading cannot keep it, its fd and its memory forever.
+const DefaultDelayedCloseTimeout = time.Second
+
+// noWatermark is the high watermark of a connection without flow control.
+const noWatermark = math.MaxInt32
 
 // Connection is an established (or connecting) TCP connection on one worker, downstream
 // or upstream (Envoy's Network::ConnectionImpl). All methods run on its worker.
@@ -90,9 +113,8 @@ type Connection struct {
 	cb      ConnectionCallbacks
 	moreCbs *[]ConnectionCallbacks
 
-	out    *bytebufferpool.ByteBuffer
-	outOff int32
-	high   int32 // write-buffer high watermark; the low one is half of it
+	out  *writeBuffer // what the kernel has not taken yet; nil when empty
+	high int32        // write-buffer high watermark (the low one is half); noWatermark: off
 
 	// Flags, kept together so the struct stays small: an idle connection is mostly this.
 	readDisable   uint8 // nesting count of ReadDisable(true)
@@ -109,11 +131,13 @@ type Connection struct {
 	failure       FailureReason
 	endpoint      int32 // upstream: index of the endpoint dialed
 
-	connectTimer *Timer
-	io           *byteCounters // the owner's rx/tx byte counters; nil for none
-	owner        connOwner     // accounts for the connection when it closes
-	chain        *FilterChain  // downstream: the filter chain that built it
-	splice       *splicePair   // set once a bulk transfer switched to splice(2); nil otherwise
+	// timer is the connect timeout while connecting, then the delayed-close timeout while
+	// closing (the two never overlap); nil until needed.
+	timer  *Timer
+	io     *byteCounters // the owner's rx/tx byte counters; nil for none
+	owner  connOwner     // accounts for the connection when it closes
+	chain  *FilterChain  // downstream: the filter chain that built it
+	splice *splicePair   // set once a bulk transfer switched to splice(2); nil otherwise
 }
 
 // byteCounters are the rx/tx byte counters a listener or cluster keeps per worker; its
@@ -144,8 +168,16 @@ func newConnection(w *Worker, fd int, limit int, state connState) *Connection {
 // Worker is the worker the connection lives on.
 func (c *Connection) Worker() *Worker { return c.w }
 
-// Fd is the socket's descriptor.
-func (c *Connection) Fd() int { return c.fd }
+// Control calls fn with the socket's descriptor, for a setsockopt or getsockopt the engine
+// does not offer (like syscall.RawConn.Control). fn must not close, read or write it. It
+// returns false if the connection is closed.
+func (c *Connection) Control(fn func(fd int)) bool {
+	if c.state == stateClosed {
+		return false
+	}
+	fn(c.fd)
+	return true
+}
 
 // AddReadFilter appends a read filter; upstream connections get theirs this way.
 func (c *Connection) AddReadFilter(f ReadFilter) {
@@ -182,11 +214,13 @@ func (c *Connection) AddCallbacks(cb ConnectionCallbacks) {
 	}
 }
 
-// callbacks calls fn for each registered callback, in order.
+// callbacks calls fn for each registered callback, in order. A panic in one resets the
+// connection (see recoverFilter).
 func (c *Connection) callbacks(fn func(ConnectionCallbacks)) {
 	if c.cb == nil {
 		return
 	}
+	defer c.recoverFilter()
 	fn(c.cb)
 	if c.moreCbs != nil {
 		for _, cb := range *c.moreCbs {
@@ -210,7 +244,7 @@ func (c *Connection) IsOpen() bool { return c.state == stateOpen || c.state == s
 func (c *Connection) BufferedBytes() int {
 	n := 0
 	if c.out != nil {
-		n = len(c.out.B) - int(c.outOff)
+		n = c.out.len()
 	}
 	if c.splice != nil {
 		n += c.pipeBytes()
@@ -278,9 +312,9 @@ func (c *Connection) Write(data []byte, endStream bool) {
 		}
 		if len(data) > 0 {
 			if c.out == nil {
-				c.out = bytebufferpool.Get()
+				c.out = c.w.getBuffer()
 			}
-			c.out.B = append(c.out.B, data...)
+			c.out.b = append(c.out.b, data...)
 		}
 	}
 	if endStream {
@@ -297,8 +331,8 @@ func (c *Connection) afterWrite() {
 	buffered := c.BufferedBytes()
 	if buffered == 0 && c.state != stateConnecting {
 		if c.out != nil {
-			bytebufferpool.Put(c.out)
-			c.out, c.outOff = nil, 0
+			c.w.putBuffer(c.out)
+			c.out = nil
 		}
 		if c.shutdownAfter && !c.localShutdown {
 			c.localShutdown = true
@@ -315,7 +349,9 @@ func (c *Connection) afterWrite() {
 			return
 		}
 	}
-	if !c.above && buffered > int(c.high) {
+	if c.high == noWatermark {
+		// No flow control: never raise watermarks, however large the buffer grows.
+	} else if !c.above && buffered > int(c.high) {
 		c.above = true
 		c.callbacks(ConnectionCallbacks.OnAboveWriteBufferHighWatermark)
 	} else if c.above && buffered < int(c.high/2) {
@@ -334,13 +370,13 @@ func (c *Connection) flush() {
 		c.afterWrite()
 		return
 	}
-	for c.out != nil && len(c.out.B) > int(c.outOff) {
-		n, err := writeFd(c.fd, c.out.B[c.outOff:])
+	for c.out != nil && c.out.len() > 0 {
+		n, err := writeFd(c.fd, c.out.b[c.out.off:])
 		if n > 0 {
 			if c.io != nil {
 				c.io.tx.Add(uint64(n))
 			}
-			c.outOff += int32(n)
+			c.out.off += n
 		}
 		if err == unix.EAGAIN {
 			break
@@ -350,11 +386,8 @@ func (c *Connection) flush() {
 			return
 		}
 	}
-	if c.out != nil && c.outOff > 0 && int(c.outOff) >= len(c.out.B)/2 {
-		// Compact so a long-lived slow reader does not grow the buffer without bound.
-		n := copy(c.out.B, c.out.B[c.outOff:])
-		c.out.B = c.out.B[:n]
-		c.outOff = 0
+	if c.out != nil {
+		c.out.compact()
 	}
 	if c.splice != nil && c.BufferedBytes() == 0 {
 		// The backlog is gone: a splice source waiting on it may go on.
@@ -374,14 +407,32 @@ func (c *Connection) Close(t CloseType) {
 		}
 	}
 	if t == CloseFlushWrite && c.state == stateOpen && c.BufferedBytes() > 0 {
-		// The EPOLLOUT edge of the next drain finishes the close.
+		// The EPOLLOUT edge of the next drain finishes the close; a peer that stopped
+		// reading gets the delayed-close timeout instead.
 		c.state = stateClosing
+		if c.timer == nil {
+			c.timer = &Timer{}
+		}
+		c.timer.Init(c.w, (*delayedClose)(c))
+		c.timer.Reset(c.w.delayedClose())
 		return
 	}
 	if t == CloseReset {
-		unix.SetsockoptLinger(c.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		c.reset()
+		return
 	}
 	c.closeSocket(LocalClose)
+}
+
+// delayedClose is a closing Connection seen as the handler of its delayed-close timer.
+type delayedClose Connection
+
+func (t *delayedClose) OnTimer() {
+	if c := (*Connection)(t); c.state == stateClosing {
+		// The peer did not take what was left in time: drop it, and tell the peer with
+		// an RST that the stream was cut.
+		c.reset()
+	}
 }
 
 func (c *Connection) closeSocket(ev ConnectionEvent) {
@@ -389,8 +440,8 @@ func (c *Connection) closeSocket(ev ConnectionEvent) {
 		return
 	}
 	c.state = stateClosed
-	if c.connectTimer != nil {
-		c.connectTimer.Stop()
+	if c.timer != nil {
+		c.timer.Stop()
 	}
 	// close(2) removes the fd from epoll (connections are never dup'ed), so no
 	// EPOLL_CTL_DEL; a stale event in the current batch is dropped by its token.
@@ -401,8 +452,8 @@ func (c *Connection) closeSocket(ev ConnectionEvent) {
 		c.releaseSplice()
 	}
 	if c.out != nil {
-		bytebufferpool.Put(c.out)
-		c.out, c.outOff = nil, 0
+		c.w.putBuffer(c.out)
+		c.out = nil
 	}
 	if c.owner != nil {
 		c.owner.connClosed(c)
@@ -410,14 +461,26 @@ func (c *Connection) closeSocket(ev ConnectionEvent) {
 	c.raise(ev)
 }
 
-// OnEvent implements EventHandler.
-func (c *Connection) OnEvent(ev uint32) {
+// onEvent implements eventHandler.
+func (c *Connection) onEvent(ev uint32) {
 	if c.state == stateConnecting {
 		if !c.onConnectReady(ev) {
 			return
 		}
 	}
-	if ev&(poller.Out|poller.Err|poller.Hup) != 0 && c.BufferedBytes() > 0 {
+	if ev&poller.Err != 0 {
+		// A reset or another socket error: nothing more can be written. What the peer sent
+		// before it is still readable if reading is on; then the read's error closes.
+		// Whatever the read state (paused by flow control, or a splice waiting on its
+		// target's backlog, when no read would ever notice), the connection closes now.
+		if c.readDisable == 0 && c.state == stateOpen {
+			c.readReady = true
+			c.onReadReady()
+		}
+		c.closeSocket(RemoteClose)
+		return
+	}
+	if ev&(poller.Out|poller.Hup) != 0 && c.BufferedBytes() > 0 {
 		c.flush()
 		if c.state == stateClosed {
 			return
@@ -427,6 +490,13 @@ func (c *Connection) OnEvent(ev uint32) {
 		// The FIN is queued behind any data: a short read no longer proves there is
 		// nothing left, since the end of stream itself is still to be read.
 		c.peerFin = true
+	}
+	if ev&poller.Hup != 0 && c.readDisable > 0 && c.state == stateOpen && !c.remoteEOF && unreadBytes(c.fd) == 0 {
+		// Hung up in both directions with nothing left to read: the end of stream needs no
+		// read to be taken, so it is not held back by the paused reads.
+		c.readReady = false
+		c.onRemoteEOF()
+		return
 	}
 	if ev&(poller.In|poller.RDHup|poller.Err|poller.Hup) != 0 {
 		c.readReady = true
@@ -514,6 +584,7 @@ func (c *Connection) onRemoteEOF() {
 }
 
 func (c *Connection) dispatch(data []byte, endStream bool) {
+	defer c.recoverFilter()
 	if c.filter == nil || c.filter.OnData(data, endStream) == StopIteration || c.more == nil {
 		return
 	}
@@ -525,6 +596,15 @@ func (c *Connection) dispatch(data []byte, endStream bool) {
 			return
 		}
 	}
+}
+
+// unreadBytes is how many bytes wait in fd's receive queue (SIOCINQ).
+func unreadBytes(fd int) int {
+	n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 func readFd(fd int, p []byte) (int, error) {

@@ -15,7 +15,7 @@ type FilterPhase struct {
 
 // NewFilterPhase prepares a worker-less run of cfg's listener filters.
 func NewFilterPhase(cfg ListenerConfig) (*FilterPhase, error) {
-	w, err := NewWorker(0, nil)
+	w, err := newWorker(0, nil)
 	if err != nil {
 		return nil, err
 	}

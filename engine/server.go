@@ -16,6 +16,12 @@ type ServerOptions struct {
 	// DisableSplice keeps bulk transfers on read/write instead of splice(2) (see
 	// SpliceSource), for comparisons.
 	DisableSplice bool
+	// DelayedCloseTimeout bounds how long a connection closed with CloseFlushWrite may
+	// take to flush (0: DefaultDelayedCloseTimeout).
+	DelayedCloseTimeout time.Duration
+	// Clock, if set, replaces the workers' monotonic clock (time since some origin); for
+	// tests that drive timers by hand.
+	Clock func() time.Duration
 }
 
 // Server owns the workers, listeners and clusters (Envoy's ListenerManager plus the
@@ -29,6 +35,8 @@ type Server struct {
 	byAddr    map[netip.AddrPort]int
 	sources   []StatsSource
 	started   bool
+	closed    bool
+	fatal     chan error
 }
 
 // NewServer creates the workers (not yet running).
@@ -41,21 +49,38 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{log: log, byName: map[string]*Cluster{}, byAddr: map[netip.AddrPort]int{}}
+	s := &Server{log: log, byName: map[string]*Cluster{}, byAddr: map[netip.AddrPort]int{},
+		fatal: make(chan error, n)}
 	for i := 0; i < n; i++ {
-		w, err := NewWorker(i, log)
+		w, err := newWorker(i, log)
 		if err != nil {
+			for _, w := range s.workers {
+				w.poller.Close()
+			}
 			return nil, err
 		}
 		w.spliceOff = o.DisableSplice
+		w.closeTimeout = o.DelayedCloseTimeout
+		if o.Clock != nil {
+			clock := o.Clock
+			w.clock = func() int64 { return int64(clock()) }
+			w.now = w.clock()
+		}
+		w.onFatal = func(err error) { s.fatal <- err } // buffered: one per worker
 		s.workers = append(s.workers, w)
 	}
 	for _, w := range s.workers {
 		w.peers = s.workers
 		w.byAddr = s.byAddr
 	}
+	s.sources = []StatsSource{serverStatsSource{s.workers}}
 	return s, nil
 }
+
+// Fatal delivers an error when a worker's event loop fails and the worker stops (its
+// listen sockets and connections are closed; the other workers go on). The process should
+// treat it as fatal: drain and exit non-zero, so a supervisor restarts it whole.
+func (s *Server) Fatal() <-chan error { return s.fatal }
 
 // Concurrency is the number of workers.
 func (s *Server) Concurrency() int { return len(s.workers) }
@@ -77,7 +102,8 @@ func (s *Server) AddCluster(c *Cluster) error {
 	return nil
 }
 
-// AddStatsSource registers extra stats (a filter's own) for the admin scrape.
+// AddStatsSource registers extra stats (a filter's own) for the admin scrape. The server's
+// own (family "server") are registered from the start.
 func (s *Server) AddStatsSource(src StatsSource) { s.sources = append(s.sources, src) }
 
 // StatsSources lists the registered extra stats.
@@ -109,9 +135,13 @@ func (s *Server) AddListener(cfg ListenerConfig) (*Listener, error) {
 	if _, dup := s.byAddr[cfg.Address]; dup && cfg.Address.Port() != 0 {
 		return nil, fmt.Errorf("listener %q: address %s is used by another listener", cfg.Name, cfg.Address)
 	}
+	if !cfg.Address.IsValid() {
+		return nil, fmt.Errorf("listener %q: no address", cfg.Name)
+	}
+	// A failure leaves the server as it was: bindListener closes what it opened itself,
+	// and the listeners bound so far stay for the caller's Close.
 	l, err := bindListener(cfg, len(s.listeners), len(s.workers))
 	if err != nil {
-		s.Close()
 		return nil, err
 	}
 	s.listeners = append(s.listeners, l)
@@ -121,19 +151,23 @@ func (s *Server) AddListener(cfg ListenerConfig) (*Listener, error) {
 
 // Start runs the workers and posts every listener to each ("add listener" tasks).
 func (s *Server) Start() {
+	if s.started || s.closed {
+		return
+	}
 	s.started = true
 	for _, w := range s.workers {
 		for _, l := range s.listeners {
 			w.Post(func() { w.addListener(l) })
 		}
-		w.Start()
+		w.start()
 	}
 }
 
 // StopListeners stops accepting on every worker; open connections go on.
 func (s *Server) StopListeners() {
 	for _, w := range s.workers {
-		w.Post(func() {
+		w.Post(func() { // refused by a worker that stopped: its listeners are closed
+
 			for _, al := range w.active {
 				if al != nil {
 					al.stop()
@@ -169,13 +203,19 @@ func (s *Server) Drain(timeout time.Duration) bool {
 }
 
 // Close stops the workers (closing whatever they still hold) and waits for them; before
-// Start it closes the sockets bound so far.
+// Start it closes the sockets bound so far. It is idempotent: a second Close does nothing
+// (no fd number is closed twice).
 func (s *Server) Close() {
+	if s.closed {
+		return
+	}
+	s.closed = true
 	if !s.started {
 		for _, l := range s.listeners {
 			for _, fd := range l.fds {
 				closeFd(fd)
 			}
+			l.fds = nil
 		}
 		for _, w := range s.workers {
 			w.poller.Close()

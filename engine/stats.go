@@ -56,6 +56,12 @@ type ListenerStats struct {
 	DownstreamCxTxBytesTotal      Counter
 	// DownstreamCxHandedOff counts sockets this listener passed on by use_original_dst.
 	DownstreamCxHandedOff Counter
+	// DownstreamCxFilterPanic counts connections and sockets reset because their filter
+	// code panicked (see ServerStats.FilterPanics for the server-wide count).
+	DownstreamCxFilterPanic Counter
+	// Each worker writes its own ListenerStats: keep two workers' counters off one cache
+	// line (12 counters are 96 bytes; 128 is two lines).
+	_ [32]byte
 }
 
 // Visit reports every stat.
@@ -71,6 +77,7 @@ func (s *ListenerStats) Visit(v StatVisitor) {
 	v("downstream_cx_rx_bytes_total", KindCounter, float64(s.DownstreamCxRxBytesTotal.Value()))
 	v("downstream_cx_tx_bytes_total", KindCounter, float64(s.DownstreamCxTxBytesTotal.Value()))
 	v("downstream_cx_handed_off", KindCounter, float64(s.DownstreamCxHandedOff.Value()))
+	v("downstream_cx_filter_panic", KindCounter, float64(s.DownstreamCxFilterPanic.Value()))
 }
 
 // ClusterStats are one cluster's stats on one worker, with Envoy's names.
@@ -83,6 +90,9 @@ type ClusterStats struct {
 	UpstreamCxRxBytesTotal   Counter
 	UpstreamCxTxBytesTotal   Counter
 	UpstreamCxNoneHealthy    Counter
+	// UpstreamCxOverflow counts upstream connections that failed for lack of the proxy's
+	// own resources (no fd, no memory, no local port), not because of the backend.
+	UpstreamCxOverflow Counter
 }
 
 // Visit reports every stat.
@@ -95,6 +105,7 @@ func (s *ClusterStats) Visit(v StatVisitor) {
 	v("upstream_cx_rx_bytes_total", KindCounter, float64(s.UpstreamCxRxBytesTotal.Value()))
 	v("upstream_cx_tx_bytes_total", KindCounter, float64(s.UpstreamCxTxBytesTotal.Value()))
 	v("upstream_cx_none_healthy", KindCounter, float64(s.UpstreamCxNoneHealthy.Value()))
+	v("upstream_cx_overflow", KindCounter, float64(s.UpstreamCxOverflow.Value()))
 }
 
 // StatsSource is a set of stats owned by a filter, such as one tcp_proxy stat_prefix.

@@ -1,15 +1,31 @@
 package engine
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
-// Timer is a one-shot timer on a worker's loop. Its callback runs on the worker. A Timer is
-// owned by the worker: Stop and Reset must be called on the worker.
+// Timer is a one-shot timer on a worker's loop. Its handler runs on the worker. A Timer is
+// owned by the worker: Init, Reset and Stop must be called on the worker. The zero Timer is
+// stopped; it must be given a worker (Init, or Worker.NewTimer) before Reset.
+//
+// Deadlines are on the worker's monotonic clock, so a step of the wall clock neither fires
+// timers early nor holds them back. A duration too long to represent is clamped to the end
+// of time (the timer never fires), as Go's runtime clamps its own timers; a zero or
+// negative duration fires on the next loop turn, never within the turn that armed it, so a
+// handler that re-arms itself with Reset(0) cannot keep the loop from epoll.
 type Timer struct {
-	when  int64 // unix nanoseconds
-	index int   // position in the heap, -1 when not scheduled
-	h     TimerHandler
-	w     *Worker
+	when int64 // worker clock, nanoseconds
+	// pos is the position in the heap plus one: 0 when not scheduled (so the zero value is
+	// stopped), firing while its handler is about to run in the current batch.
+	pos  int
+	h    TimerHandler
+	w    *Worker
+	conn *Connection // a panic in h resets this connection; nil for none
 }
+
+// firing marks a timer taken off the heap for the batch being run.
+const firing = -1
 
 // TimerHandler is what a Timer calls when it fires. A pointer type implementing it costs
 // no allocation, where a closure or method value per timer would.
@@ -20,35 +36,58 @@ type funcTimer func()
 func (f funcTimer) OnTimer() { f() }
 
 // NewTimer creates a stopped timer that calls fn on w's loop when it fires.
-func (w *Worker) NewTimer(fn func()) *Timer { return &Timer{index: -1, h: funcTimer(fn), w: w} }
+func (w *Worker) NewTimer(fn func()) *Timer { return &Timer{h: funcTimer(fn), w: w} }
 
 // Init prepares a Timer embedded in another struct (so it costs no allocation of its own)
 // to call h on w's loop; it starts stopped. Do not Init an armed timer.
-func (t *Timer) Init(w *Worker, h TimerHandler) { *t = Timer{index: -1, h: h, w: w} }
+func (t *Timer) Init(w *Worker, h TimerHandler) { *t = Timer{h: h, w: w} }
+
+// InitFor is Init for a timer that belongs to connection c (an idle timer, say): a panic
+// in h is contained like a panic in c's filters, by resetting c.
+func (t *Timer) InitFor(c *Connection, h TimerHandler) { *t = Timer{h: h, w: c.w, conn: c} }
 
 // Reset (re)arms the timer to fire after d.
 func (t *Timer) Reset(d time.Duration) {
-	t.when = t.w.now + int64(d)
-	if t.index >= 0 {
-		t.w.timers.fix(t.index)
-		return
+	if t.w == nil {
+		panic("engine: Reset of a Timer without a worker (use Worker.NewTimer or Timer.Init)")
 	}
-	t.w.timers.push(t)
+	t.when = deadline(t.w.now, d)
+	switch {
+	case t.pos > 0:
+		t.w.timers.fix(t.pos - 1)
+	default: // stopped, or firing in the current batch: it goes back on the heap
+		t.w.timers.push(t)
+	}
+}
+
+// deadline is now+d, clamped to the largest representable time instead of wrapping.
+func deadline(now int64, d time.Duration) int64 {
+	if d <= 0 {
+		return now
+	}
+	if int64(d) > math.MaxInt64-now {
+		return math.MaxInt64
+	}
+	return now + int64(d)
 }
 
 // Stop disarms the timer; it reports whether it was armed.
 func (t *Timer) Stop() bool {
-	if t.index < 0 {
-		return false
+	switch {
+	case t.pos > 0:
+		t.w.timers.remove(t.pos - 1)
+		return true
+	case t.pos == firing:
+		t.pos = 0
+		return true
 	}
-	t.w.timers.remove(t.index)
-	return true
+	return false
 }
 
 // Armed reports whether the timer will fire.
-func (t *Timer) Armed() bool { return t.index >= 0 }
+func (t *Timer) Armed() bool { return t.pos != 0 }
 
-// timerHeap is a binary min-heap on when, with indices kept in the timers so Stop and
+// timerHeap is a binary min-heap on when, with positions kept in the timers so Stop and
 // Reset are O(log n) without searching.
 type timerHeap []*Timer
 
@@ -56,14 +95,14 @@ func (h timerHeap) less(i, j int) bool { return h[i].when < h[j].when }
 
 func (h timerHeap) swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].index = i
-	h[j].index = j
+	h[i].pos = i + 1
+	h[j].pos = j + 1
 }
 
 func (h *timerHeap) push(t *Timer) {
-	t.index = len(*h)
+	t.pos = len(*h) + 1
 	*h = append(*h, t)
-	h.up(t.index)
+	h.up(t.pos - 1)
 }
 
 func (h *timerHeap) remove(i int) {
@@ -78,7 +117,7 @@ func (h *timerHeap) remove(i int) {
 	if i != n {
 		h.fix(i)
 	}
-	t.index = -1
+	t.pos = 0
 }
 
 func (h timerHeap) fix(i int) {

@@ -109,6 +109,9 @@ func (st *clusterWorker) connClosed(c *Connection) {
 	case FailureConnectTimeout:
 		st.stats.UpstreamCxConnectFail.Inc()
 		st.stats.UpstreamCxConnectTimeout.Inc()
+	case FailureOverflow:
+		// The proxy ran out of its own resources: not the backend's failure.
+		st.stats.UpstreamCxOverflow.Inc()
 	}
 }
 
@@ -158,7 +161,8 @@ func (c *Cluster) load(st *clusterWorker, i int) float64 {
 
 // Connect opens a non-blocking connection to one of the cluster's endpoints on worker w.
 // The connection raises Connected when the handshake completes, or RemoteClose with a
-// FailureReason when it is refused or times out (connect_timeout).
+// FailureReason when it is refused or times out (connect_timeout), or when the proxy has
+// no fd or memory for its socket (FailureOverflow).
 func (c *Cluster) Connect(w *Worker, cb ConnectionCallbacks) *Connection {
 	st := &c.perWorker[w.ID]
 	idx := c.chooseEndpoint(w)
@@ -171,8 +175,9 @@ func (c *Cluster) Connect(w *Worker, cb ConnectionCallbacks) *Connection {
 	st.stats.UpstreamCxActive.Inc()
 	conn.owner, conn.endpoint = st, int32(idx)
 	if conn.state == stateConnecting {
-		conn.connectTimer = &Timer{index: -1, h: (*connectTimeout)(conn), w: w}
-		conn.connectTimer.Reset(c.cfg.ConnectTimeout)
+		conn.timer = &Timer{}
+		conn.timer.Init(w, (*connectTimeout)(conn))
+		conn.timer.Reset(c.cfg.ConnectTimeout)
 	} else if conn.state == stateClosed {
 		// The socket could not even be created: report it on the next loop turn so the
 		// caller sees the same asynchronous failure as a refused connect.
@@ -195,7 +200,8 @@ func (t *connectTimeout) OnTimer() {
 }
 
 // dialTCP starts a non-blocking connect. On an immediate error the returned connection is
-// already closed with FailureConnectRefused and no callbacks raised.
+// already closed, with FailureOverflow if the socket could not be created for lack of
+// local resources and FailureConnectRefused otherwise, and no callbacks raised.
 func dialTCP(w *Worker, addr netip.AddrPort, limit int) *Connection {
 	conn := &Connection{fd: -1, w: w, state: stateClosed, failure: FailureConnectRefused}
 	conn.Info.RemoteAddr = addr
@@ -206,19 +212,26 @@ func dialTCP(w *Worker, addr netip.AddrPort, limit int) *Connection {
 	}
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
+		if localResourceError(err) {
+			conn.failure = FailureOverflow
+		}
 		return conn
 	}
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	err = connectRaw(fd, addr)
 	if err != nil && err != unix.EINPROGRESS {
 		unix.Close(fd)
+		if localResourceError(err) || err == unix.EADDRNOTAVAIL {
+			// No memory, or no local port left: the proxy's own resources again.
+			conn.failure = FailureOverflow
+		}
 		return conn
 	}
 	conn.fd = fd
 	conn.failure = FailureNone
 	conn.state = stateConnecting
 	// Registered once for good: the first EPOLLOUT edge says the connect finished.
-	if err := w.Register(fd, connEvents, conn); err != nil {
+	if err := w.register(fd, connEvents, conn); err != nil {
 		unix.Close(fd)
 		conn.fd, conn.state, conn.failure = -1, stateClosed, FailureConnectRefused
 	}
@@ -238,8 +251,8 @@ func (c *Connection) onConnectReady(ev uint32) bool {
 	if ev&poller.Out == 0 {
 		return false
 	}
-	if c.connectTimer != nil {
-		c.connectTimer.Stop()
+	if c.timer != nil {
+		c.timer.Stop()
 	}
 	c.state = stateOpen
 	c.raise(Connected)
@@ -252,4 +265,14 @@ func (c *Connection) onConnectReady(ev uint32) bool {
 		c.afterWrite()
 	}
 	return c.state == stateOpen
+}
+
+// localResourceError reports an errno that means the process or the kernel ran out of
+// something the proxy needed (fds, socket buffers, memory), not that a peer failed.
+func localResourceError(err error) bool {
+	switch err {
+	case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+		return true
+	}
+	return false
 }

@@ -12,14 +12,14 @@ import (
 	"github.com/portico-proxy/portico/poller"
 )
 
-// EventHandler receives the epoll events of one fd registered with a Worker.
-type EventHandler interface {
-	OnEvent(events uint32)
+// eventHandler receives the epoll events of one fd registered with a Worker.
+type eventHandler interface {
+	onEvent(events uint32)
 }
 
 type handlerSlot struct {
 	seq uint32
-	h   EventHandler
+	h   eventHandler
 }
 
 // busyWaitMillis bounds a wait that keeps the P (see Poller.WaitBusy): a loop that saw
@@ -49,10 +49,28 @@ type Worker struct {
 	hasTasks atomic.Bool
 
 	timers timerHeap
-	now    int64 // unix nanoseconds, refreshed once per loop iteration
+	// firingTimers is the batch of due timers being run (reused between turns).
+	firingTimers []*Timer
+	// now is the loop's monotonic clock (nanoseconds since the worker was made), read once
+	// per loop turn; epoch is the wall time at that origin, for Now.
+	now   int64
+	clock func() int64
+	epoch time.Time
+
+	// freeBufs are empty write buffers kept for reuse by this worker's connections.
+	freeBufs []*writeBuffer
+
+	stats *ServerStats // this worker's share of the server-wide stats
+	// closeTimeout bounds a flush before close (0: DefaultDelayedCloseTimeout).
+	closeTimeout time.Duration
+	// onFatal is told when the loop fails (set by the Server).
+	onFatal func(error)
+	// lastPanicLog and panicsUnlogged rate-limit panic logs to one a second.
+	lastPanicLog   int64
+	panicsUnlogged int
 
 	scratch []byte
-	intern  map[string]string
+	intern  Interner
 
 	listeners map[string]*ActiveListener // by listener name
 	active    []*ActiveListener          // by Listener.id
@@ -72,11 +90,14 @@ type Worker struct {
 	spliceOff bool
 
 	stopping bool
-	done     chan struct{}
+	// exited is set under mu once the loop has ended: Post is refused from then on, and
+	// the eventfd may be closed.
+	exited bool
+	done   chan struct{}
 }
 
-// NewWorker creates a worker; Start runs its loop.
-func NewWorker(id int, log *slog.Logger) (*Worker, error) {
+// newWorker creates a worker; start runs its loop.
+func newWorker(id int, log *slog.Logger) (*Worker, error) {
 	p, err := poller.New(256)
 	if err != nil {
 		return nil, fmt.Errorf("worker %d: %w", id, err)
@@ -84,61 +105,90 @@ func NewWorker(id int, log *slog.Logger) (*Worker, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Worker{
+	epoch := time.Now()
+	w := &Worker{
 		ID:        id,
 		poller:    p,
 		log:       log.With("worker", id),
 		handlers:  make([]handlerSlot, 1024),
 		scratch:   make([]byte, scratchSize),
-		intern:    make(map[string]string),
 		listeners: make(map[string]*ActiveListener),
-		now:       time.Now().UnixNano(),
-		done:      make(chan struct{}),
-	}, nil
+		epoch:     epoch,
+		// time.Since reads the monotonic clock carried by epoch: stepping the wall clock
+		// does not move it.
+		clock: func() int64 { return int64(time.Since(epoch)) },
+		stats: new(ServerStats),
+		done:  make(chan struct{}),
+	}
+	w.now = w.clock()
+	return w, nil
 }
 
-// Start runs the loop on a new goroutine locked to its own OS thread.
-func (w *Worker) Start() {
+// start runs the loop on a new goroutine locked to its own OS thread.
+func (w *Worker) start() {
 	go w.run()
 }
 
 // Done is closed when the loop has exited and released its resources.
 func (w *Worker) Done() <-chan struct{} { return w.done }
 
-// Post queues fn to run on the worker's loop. Safe from any goroutine.
-func (w *Worker) Post(fn func()) {
+// Post queues fn to run on the worker's loop. Safe from any goroutine. It reports false,
+// and fn never runs, once the worker has stopped: a caller handing over a resource (an
+// accepted socket) must then release it itself.
+func (w *Worker) Post(fn func()) bool {
 	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.exited {
+		return false
+	}
 	w.tasks = append(w.tasks, fn)
 	w.hasTasks.Store(true)
-	w.mu.Unlock()
+	// Under mu: the loop closes the eventfd only after setting exited under mu, so this
+	// write never reaches a closed (and maybe reused) fd number.
 	w.poller.Wake()
+	return true
 }
 
-// Now is the loop's cached clock.
-func (w *Worker) Now() time.Time { return time.Unix(0, w.now) }
+// Now is the loop's cached clock as a wall time (for logs): the worker's start time plus
+// the monotonic time elapsed since, read once per loop turn.
+func (w *Worker) Now() time.Time { return w.epoch.Add(time.Duration(w.now)) }
 
-// NowNanos is the loop's cached clock in unix nanoseconds: cheap enough for every read.
+// NowNanos is the loop's cached monotonic clock in nanoseconds, cheap enough for every
+// read. Its origin is arbitrary: only differences between readings mean something.
 func (w *Worker) NowNanos() int64 { return w.now }
 
 // Scratch is the worker's shared buffer. Valid only until the handler returns.
 func (w *Worker) Scratch() []byte { return w.scratch }
 
-// Intern returns a string equal to b, reusing an earlier one so that names seen again
-// (SNI, ALPN) cost no allocation. The table is bounded; past its size it is cleared.
-func (w *Worker) Intern(b []byte) string {
-	if s, ok := w.intern[string(b)]; ok {
+// Intern returns a string equal to b from the worker's Interner.
+func (w *Worker) Intern(b []byte) string { return w.intern.Intern(b) }
+
+// Interner is the worker's string table, for filters that take it as a concrete type.
+func (w *Worker) Interner() *Interner { return &w.intern }
+
+// Interner turns byte slices into strings, reusing an earlier string for the same bytes so
+// that names seen again (SNI, ALPN) cost no allocation. It is bounded: past 4,096 names it
+// starts over. The zero value is ready; it is not safe for concurrent use.
+type Interner struct{ m map[string]string }
+
+// Intern returns a string equal to b.
+func (in *Interner) Intern(b []byte) string {
+	if s, ok := in.m[string(b)]; ok {
 		return s
 	}
-	if len(w.intern) >= 4096 {
-		clear(w.intern)
+	if in.m == nil {
+		in.m = make(map[string]string)
+	}
+	if len(in.m) >= 4096 {
+		clear(in.m)
 	}
 	s := string(b)
-	w.intern[s] = s
+	in.m[s] = s
 	return s
 }
 
-// Register watches fd for events, delivering them to h. Worker goroutine only.
-func (w *Worker) Register(fd int, events uint32, h EventHandler) error {
+// register watches fd for events, delivering them to h. Worker goroutine only.
+func (w *Worker) register(fd int, events uint32, h eventHandler) error {
 	for fd >= len(w.handlers) {
 		w.handlers = append(w.handlers, make([]handlerSlot, len(w.handlers))...)
 	}
@@ -151,8 +201,8 @@ func (w *Worker) Register(fd int, events uint32, h EventHandler) error {
 	return nil
 }
 
-// Modify changes the events watched on a registered fd.
-func (w *Worker) Modify(fd int, events uint32) error {
+// modify changes the events watched on a registered fd.
+func (w *Worker) modify(fd int, events uint32) error {
 	return w.poller.Mod(fd, events, poller.MakeToken(fd, w.handlers[fd].seq))
 }
 
@@ -181,24 +231,67 @@ func (w *Worker) runDeferredReads() {
 	}
 }
 
-// Unregister stops watching fd. Call it before closing fd.
-func (w *Worker) Unregister(fd int) {
+// unregister stops watching fd. Call it before closing fd.
+func (w *Worker) unregister(fd int) {
 	if fd < len(w.handlers) && w.handlers[fd].h != nil {
 		w.handlers[fd] = handlerSlot{}
 		w.poller.Del(fd)
 	}
 }
 
-// Stop asks the loop to exit after closing everything it owns. Safe from any goroutine.
+// delayedClose is how long a connection closing with CloseFlushWrite may take to flush.
+func (w *Worker) delayedClose() time.Duration {
+	if w.closeTimeout > 0 {
+		return w.closeTimeout
+	}
+	return DefaultDelayedCloseTimeout
+}
+
+// Stop asks the loop to exit after closing everything it owns. Safe from any goroutine,
+// and idempotent.
 func (w *Worker) Stop() {
 	w.Post(func() { w.stopping = true })
+}
+
+// Stopped reports whether the loop has exited.
+func (w *Worker) Stopped() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.exited
 }
 
 func (w *Worker) run() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	defer close(w.done)
-	defer w.poller.Close()
+	if err := w.loop(); err != nil {
+		// The loop cannot go on. Say so loudly: every listen socket of this worker is
+		// closed below (a reuse_port socket left open would keep taking its share of
+		// connections that nobody accepts), and the Server reports the failure.
+		w.stats.LoopFailures.Inc()
+		w.log.Error("worker event loop failed; closing its listeners and connections", "err", err)
+		if w.onFatal != nil {
+			w.onFatal(fmt.Errorf("worker %d: %w", w.ID, err))
+		}
+	}
+	w.shutdown()
+	// Refuse new posts, then run what was posted meanwhile: an exact-balance hand-off
+	// holds an accepted fd, and finds its listener stopped and closes it.
+	w.mu.Lock()
+	w.exited = true
+	tasks := w.tasks
+	w.tasks = nil
+	w.hasTasks.Store(false)
+	w.mu.Unlock()
+	for _, fn := range tasks {
+		w.callTask(fn)
+	}
+	w.shutdown()
+	w.poller.Close()
+}
+
+// loop runs until Stop, or until epoll_wait fails.
+func (w *Worker) loop() error {
 	// While events keep coming, the loop waits with WaitBusy, which keeps the P. A locked
 	// goroutine that never passes through the scheduler looks stuck to sysmon: every 10 ms
 	// it either preempts it or, caught in a blocking epoll_wait, takes its P away; the
@@ -224,10 +317,9 @@ func (w *Worker) run() {
 			busy = n > 0
 		}
 		if err != nil {
-			w.log.Error("event loop", "err", err)
-			return
+			return err
 		}
-		w.now = time.Now().UnixNano()
+		w.now = w.clock()
 		for i := 0; i < n; i++ {
 			tok, ev, ok := w.poller.Ready(i)
 			if !ok {
@@ -236,7 +328,7 @@ func (w *Worker) run() {
 			fd := tok.Fd()
 			if fd < len(w.handlers) {
 				if slot := w.handlers[fd]; slot.h != nil && slot.seq == tok.Seq() {
-					slot.h.OnEvent(ev)
+					slot.h.onEvent(ev)
 				}
 			}
 		}
@@ -245,7 +337,7 @@ func (w *Worker) run() {
 		w.runTasks()
 		w.runTimers()
 	}
-	w.shutdown()
+	return nil
 }
 
 func (w *Worker) runTasks() {
@@ -257,18 +349,39 @@ func (w *Worker) runTasks() {
 	w.hasTasks.Store(false)
 	w.mu.Unlock()
 	for i, fn := range w.running {
-		fn()
+		w.callTask(fn)
 		w.running[i] = nil
 	}
 }
 
+// runTimers fires the timers due at the start of this turn. They are taken off the heap
+// first, so a handler that re-arms its own timer for now (or any other timer) puts it in
+// the next turn's batch, never this one: the loop always gets back to epoll.
 func (w *Worker) runTimers() {
+	if len(w.timers) == 0 || w.timers[0].when > w.now {
+		return
+	}
+	batch := w.firingTimers[:0]
 	for len(w.timers) > 0 && w.timers[0].when <= w.now {
 		t := w.timers[0]
 		w.timers.remove(0)
-		t.h.OnTimer()
+		t.pos = firing
+		batch = append(batch, t)
 	}
+	for i, t := range batch {
+		batch[i] = nil
+		if t.pos != firing {
+			continue // stopped or re-armed by a handler earlier in the batch
+		}
+		t.pos = 0
+		w.callTimer(t)
+	}
+	w.firingTimers = batch[:0]
 }
+
+// maxWaitMillis caps one epoll_wait timeout (its argument is an int); a farther timer is
+// simply waited for in several turns.
+const maxWaitMillis = 1 << 30
 
 // waitTimeout is the epoll_wait timeout: until the nearest timer, 0 if tasks are queued.
 func (w *Worker) waitTimeout() int {
@@ -278,12 +391,16 @@ func (w *Worker) waitTimeout() int {
 	if len(w.timers) == 0 {
 		return -1
 	}
-	d := w.timers[0].when - time.Now().UnixNano()
+	d := w.timers[0].when - w.clock()
 	if d <= 0 {
 		return 0
 	}
 	// Round up so a timer never fires a millisecond early and spins.
-	return int((d + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+	ms := d/int64(time.Millisecond) + 1
+	if ms > maxWaitMillis {
+		return maxWaitMillis
+	}
+	return int(ms)
 }
 
 // shutdown closes every listener and connection the worker still owns.

@@ -31,7 +31,7 @@ func (*Filter) Name() string { return Name }
 // OnAccept implements engine.ListenerFilter. It always continues: a socket without a
 // conntrack entry (not redirected) keeps its addresses, as in Envoy.
 func (*Filter) OnAccept(s *engine.ActiveSocket) engine.FilterStatus {
-	restore(s.Fd(), &s.Info)
+	s.Control(func(fd int) { restore(fd, &s.Info) })
 	return engine.Continue
 }
 

@@ -9,14 +9,7 @@ import (
 	"github.com/portico-proxy/portico/filters/listener/internal/peektest"
 )
 
-func newWorker(t *testing.T) *engine.Worker {
-	t.Helper()
-	w, err := engine.NewWorker(0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return w
-}
+func newWorker(*testing.T) *engine.Interner { return new(engine.Interner) }
 
 func TestFilterOnRealSocket(t *testing.T) {
 	w := newWorker(t)
@@ -135,10 +128,7 @@ func TestInspectAllocs(t *testing.T) {
 }
 
 func BenchmarkInspect(b *testing.B) {
-	w, err := engine.NewWorker(0, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	w := new(engine.Interner)
 	f := New(Config{})
 	hello := captureClientHello(b, &tls.Config{ServerName: "bench.example.com", NextProtos: []string{"h2", "http/1.1"}, InsecureSkipVerify: true})
 	var info engine.SocketInfo

@@ -76,7 +76,7 @@ func (f *Filter) MaxReadBytes() int { return f.maxRead }
 
 // OnData implements engine.ListenerFilter.
 func (f *Filter) OnData(s *engine.ActiveSocket, data []byte) engine.FilterStatus {
-	st, fail := f.inspect(s.Worker(), &s.Info, data)
+	st, fail := f.inspect(s.Worker().Interner(), &s.Info, data)
 	if fail {
 		s.Fail()
 	}
@@ -85,7 +85,7 @@ func (f *Filter) OnData(s *engine.ActiveSocket, data []byte) engine.FilterStatus
 
 // inspect is OnData without the ActiveSocket, so tests can drive it on a real socket. It
 // returns the status and whether the socket must be rejected.
-func (f *Filter) inspect(w *engine.Worker, info *engine.SocketInfo, data []byte) (engine.FilterStatus, bool) {
+func (f *Filter) inspect(w *engine.Interner, info *engine.SocketInfo, data []byte) (engine.FilterStatus, bool) {
 	res, st := ParseClientHello(data)
 	switch st {
 	case NeedMore:
@@ -104,7 +104,7 @@ func (f *Filter) inspect(w *engine.Worker, info *engine.SocketInfo, data []byte)
 
 // apply records a parsed ClientHello. Names are interned so that a server name or
 // protocol seen before costs no allocation.
-func apply(w *engine.Worker, info *engine.SocketInfo, res *Result) {
+func apply(w *engine.Interner, info *engine.SocketInfo, res *Result) {
 	info.TransportProtocol = engine.TransportTLS
 	if len(res.ServerName) > 0 {
 		// Envoy stores the requested server name lower-cased (ASCII) and chains match on it.

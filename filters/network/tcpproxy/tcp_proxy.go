@@ -148,7 +148,7 @@ func (p *proxy) OnNewConnection() engine.FilterStatus {
 	// Hold the client's bytes in the kernel until the upstream is there.
 	p.down.ReadDisable(true)
 	p.cluster = p.f.pickCluster(p.w.ID)
-	p.idle.Init(p.w, (*idleTimer)(p))
+	p.idle.InitFor(p.down, (*idleTimer)(p))
 	if d := p.f.cfg.IdleTimeout; d > 0 {
 		p.idle.Reset(d)
 	}
@@ -241,9 +241,11 @@ func (p *proxy) finish() {
 	if flags == "" {
 		flags = "-"
 	}
+	// start is on the worker's monotonic clock; the wall time is derived once, here.
+	dur := time.Duration(p.w.NowNanos() - p.start)
 	e := &accesslog.Entry{
-		StartTime:                     time.Unix(0, p.start),
-		Duration:                      time.Duration(p.w.NowNanos() - p.start),
+		StartTime:                     p.w.Now().Add(-dur),
+		Duration:                      dur,
 		DownstreamRemoteAddress:       p.down.Info.RemoteAddr,
 		DownstreamDirectRemoteAddress: p.down.Info.DirectRemoteAddr,
 		DownstreamLocalAddress:        p.down.Info.LocalAddr,
@@ -271,6 +273,15 @@ func (u *upstreamCallbacks) OnEvent(ev engine.ConnectionEvent) {
 		p.up.AddReadFilter(&p.upRead)
 		p.down.ReadDisable(false)
 	case engine.RemoteClose, engine.LocalClose:
+		if reason := p.up.FailureReason(); reason == engine.FailureOverflow {
+			// The proxy has no fd (or memory) for an upstream socket: an overflow of
+			// its own resources, not the backend's failure, and a retry now would fail
+			// the same way.
+			p.flags = "UO"
+			p.details = "upstream_local_resources_exhausted"
+			p.down.Close(engine.CloseNoFlush)
+			return
+		}
 		if p.up.FailureReason() != engine.FailureNone {
 			if p.attempts < p.f.cfg.MaxConnectAttempts && p.down.IsOpen() {
 				p.connect()

@@ -1,0 +1,285 @@
+package engine
+
+import (
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/portico-proxy/portico/poller"
+)
+
+// ActiveListener is a listener on one worker (Envoy's ActiveTcpListener).
+type ActiveListener struct {
+	l       *Listener
+	w       *Worker
+	fd      int
+	stats   *ListenerStats
+	io      byteCounters // this worker's rx/tx byte counters, shared by its connections
+	paused  bool
+	resume  *Timer
+	stopped bool
+	rsa     unix.RawSockaddrAny
+	// chainHook, set only by tests and benchmarks, receives the chosen chain instead of a
+	// Connection being created.
+	chainHook func(fd int, info *SocketInfo, chain *FilterChain)
+}
+
+// acceptBackoff is how long accepting pauses after EMFILE/ENFILE; the level-triggered
+// listen fd would otherwise wake the loop for nothing until an fd frees up.
+const acceptBackoff = 100 * time.Millisecond
+
+func (w *Worker) addListener(l *Listener) {
+	al := &ActiveListener{l: l, w: w, fd: -1, stats: &l.stats[w.ID]}
+	al.io = byteCounters{&al.stats.DownstreamCxRxBytesTotal, &al.stats.DownstreamCxTxBytesTotal}
+	for len(w.active) <= l.id {
+		w.active = append(w.active, nil)
+	}
+	w.active[l.id] = al
+	w.listeners[l.cfg.Name] = al
+	if l.fds == nil {
+		return
+	}
+	al.fd = l.fds[w.ID]
+	al.resume = w.NewTimer(al.onResume)
+	if err := w.register(al.fd, poller.In, al); err != nil {
+		w.log.Error("listener register", "listener", l.cfg.Name, "err", err)
+	}
+}
+
+// onEvent implements eventHandler: accept a bounded batch.
+func (al *ActiveListener) onEvent(uint32) {
+	max := al.l.cfg.MaxAcceptPerEvent
+	if max <= 0 {
+		max = defaultMaxAccept
+	}
+	for i := 0; i < max && !al.stopped; i++ {
+		fd, err := accept4(al.fd, &al.rsa)
+		if err != nil {
+			switch err {
+			case unix.EAGAIN:
+				return
+			case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+				al.pause(err)
+				return
+			}
+			// ECONNABORTED and the like concern one dead connection: take the next.
+			continue
+		}
+		al.onAccept(fd, addrPortFromRaw(&al.rsa))
+	}
+}
+
+func (al *ActiveListener) pause(err error) {
+	if al.paused {
+		return
+	}
+	al.paused = true
+	al.stats.DownstreamCxOverflow.Inc()
+	al.w.log.Warn("accept paused", "listener", al.l.cfg.Name, "err", err, "retry", acceptBackoff)
+	al.w.modify(al.fd, 0)
+	al.resume.Reset(acceptBackoff)
+}
+
+func (al *ActiveListener) onResume() {
+	if al.stopped {
+		return
+	}
+	al.paused = false
+	al.w.modify(al.fd, poller.In)
+}
+
+func (al *ActiveListener) onAccept(fd int, remote netip.AddrPort) {
+	target := al.l.balancer.pick(al.w.ID)
+	if target != al.w.ID {
+		tw := al.w.peers[target]
+		l := al.l
+		if !tw.Post(func() { tw.active[l.id].acceptOn(fd, remote) }) {
+			// That worker has stopped: the socket is ours to close.
+			poller.RawClose(fd)
+			l.balancer.release(target)
+		}
+		return
+	}
+	al.acceptOn(fd, remote)
+}
+
+// acceptOn starts the listener-filter phase of an accepted socket on this worker.
+func (al *ActiveListener) acceptOn(fd int, remote netip.AddrPort) {
+	if al.stopped {
+		unix.Close(fd)
+		al.l.balancer.release(al.w.ID)
+		return
+	}
+	s := al.w.getSocket()
+	s.fd, s.l = fd, al
+	s.Info.RemoteAddr = remote
+	s.Info.DirectRemoteAddr = remote
+	s.Info.LocalAddr = al.l.addr
+	if al.l.addr.Addr().IsUnspecified() && al.needsLocal() {
+		s.Info.LocalAddr = localAddr(fd)
+	}
+	s.start()
+}
+
+func (al *ActiveListener) needsLocal() bool {
+	return al.l.cfg.FilterChains.NeedsLocalAddress() || len(al.l.cfg.ListenerFilters) > 0
+}
+
+// takeSocket receives a socket handed off by a use_original_dst listener on the same
+// worker; this listener's balancer may move it to another worker, then its own filters
+// run from the start.
+func (al *ActiveListener) takeSocket(s *ActiveSocket) {
+	s.l = al
+	s.handedOff = true
+	s.idx = 0
+	target := al.l.balancer.pick(al.w.ID)
+	if target != al.w.ID {
+		fd, info := s.fd, s.Info
+		// The ALPN list lives in s, which stays with this worker's pool.
+		info.ownALPN()
+		al.w.putSocket(s)
+		tw := al.w.peers[target]
+		l := al.l
+		posted := tw.Post(func() {
+			t := tw.active[l.id]
+			if t.stopped {
+				poller.RawClose(fd)
+				l.balancer.release(tw.ID)
+				return
+			}
+			ns := tw.getSocket()
+			ns.fd, ns.l, ns.handedOff = fd, t, true
+			alpn := info.ApplicationProtocols()
+			ns.Info, ns.Info.alpn = info, &ns.alpnList
+			ns.Info.SetApplicationProtocols(alpn...)
+			ns.start()
+		})
+		if !posted {
+			poller.RawClose(fd)
+			l.balancer.release(target)
+		}
+		return
+	}
+	s.start()
+}
+
+// findListener resolves a restored destination to the listener that serves it on this
+// worker; stopped listeners are skipped.
+func (w *Worker) findListener(dst netip.AddrPort) *ActiveListener {
+	id, ok := handoffTarget(w.byAddr, dst, func(id int) bool {
+		return id < len(w.active) && w.active[id] != nil && !w.active[id].stopped
+	})
+	if !ok {
+		return nil
+	}
+	return w.active[id]
+}
+
+// handoffTarget is Envoy's use_original_dst rule: the listener registered under exactly
+// dst, else the wildcard address of dst's family with dst's port.
+func handoffTarget(byAddr map[netip.AddrPort]int, dst netip.AddrPort, usable func(int) bool) (int, bool) {
+	if id, ok := byAddr[dst]; ok && usable(id) {
+		return id, true
+	}
+	any := netip.IPv4Unspecified()
+	if dst.Addr().Is6() {
+		any = netip.IPv6Unspecified()
+	}
+	if id, ok := byAddr[netip.AddrPortFrom(any, dst.Port())]; ok && usable(id) {
+		return id, true
+	}
+	return 0, false
+}
+
+// HandoffTarget applies the use_original_dst rule to configured listeners, as a worker
+// would: it returns the index in cfgs of the listener that would take a socket whose
+// restored destination is dst, or -1.
+func HandoffTarget(cfgs []ListenerConfig, dst netip.AddrPort) int {
+	byAddr := make(map[netip.AddrPort]int, len(cfgs))
+	for i, c := range cfgs {
+		if _, dup := byAddr[c.Address]; !dup {
+			byAddr[c.Address] = i
+		}
+	}
+	id, ok := handoffTarget(byAddr, dst, func(int) bool { return true })
+	if !ok {
+		return -1
+	}
+	return id
+}
+
+// newConnection turns a socket that passed its filters into a Connection with the chain's
+// network filters. registered: the socket is in epoll already (it waited in the listener
+// filters); peerFin: the peer's FIN edge was taken meanwhile.
+func (al *ActiveListener) newConnection(fd int, registered, peerFin bool, info *SocketInfo, chain *FilterChain) {
+	w := al.w
+	// TCP_NODELAY comes from the listen socket: Linux copies it into accepted sockets.
+	c := newConnection(w, fd, al.l.cfg.PerConnectionBufferLimit, stateOpen)
+	c.Info = *info
+	c.Info.ownALPN()
+	c.chain = chain
+	c.io = &al.io
+	al.stats.DownstreamCxTotal.Inc()
+	al.stats.DownstreamCxActive.Inc()
+	c.owner = al
+	if registered {
+		// Already in epoll with connEvents since the listener filters waited; the bytes
+		// they peeked are still queued and their edge is spent, so read them this turn.
+		// The FIN may have been seen too: its edge is spent as well, and without it the
+		// short read of those bytes would look final and the end of stream never be read.
+		w.handlers[fd].h = c
+		c.readReady = true
+		c.peerFin = peerFin
+		w.deferRead(c)
+	} else if err := w.register(fd, connEvents, c); err != nil {
+		c.closeSocket(LocalClose)
+		return
+	}
+	c.startFilters(chain)
+}
+
+// startFilters builds the chain's network filters and calls their OnNewConnection; a panic
+// in a factory or filter resets the connection.
+func (c *Connection) startFilters(chain *FilterChain) {
+	defer c.recoverFilter()
+	for _, f := range chain.Filters {
+		c.AddReadFilter(f.CreateFilter(c))
+	}
+	if c.filter == nil {
+		// Envoy closes a connection whose chain has no filters.
+		c.Close(CloseNoFlush)
+		return
+	}
+	if c.filter.OnNewConnection() == StopIteration || c.more == nil {
+		return
+	}
+	for _, f := range *c.more {
+		if c.state == stateClosed || f.OnNewConnection() == StopIteration {
+			return
+		}
+	}
+}
+
+// connClosed accounts for a closed downstream connection of this listener.
+func (al *ActiveListener) connClosed(*Connection) {
+	al.stats.DownstreamCxActive.Dec()
+	al.stats.DownstreamCxDestroy.Inc()
+	al.l.balancer.release(al.w.ID)
+}
+
+// stop closes this worker's listen fd; connections already accepted stay.
+func (al *ActiveListener) stop() {
+	if al.stopped {
+		return
+	}
+	al.stopped = true
+	if al.fd >= 0 {
+		al.w.unregister(al.fd)
+		unix.Close(al.fd)
+		al.fd = -1
+	}
+	if al.resume != nil {
+		al.resume.Stop()
+	}
+}
