@@ -23,4 +23,6 @@ for svc in nginx haproxy; do
   $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done
 go mod download
+# The benchmark harness (scripts/bench.sh) builds bench/, a module of its own.
+(cd bench && go mod download)
 echo "dependencies ready"

@@ -66,7 +66,8 @@ ensure_tools() {
 build_bins() {
 	local bin=$1
 	log "building load generator and peers into $bin"
-	(cd "$ROOT" && go build -o "$bin/" ./bench/cmd/loadgen ./bench/cmd/echo-gnet ./bench/cmd/echo-netpoll ./bench/cmd/echo-net ./bench/cmd/report ./bench/cmd/proxy-net ./bench/cmd/connload) || exit 1
+	# bench/ is its own module (the peers' dependencies stay out of the main go.mod).
+	(cd "$ROOT/bench" && go build -o "$bin/" ./cmd/loadgen ./cmd/echo-gnet ./cmd/echo-netpoll ./cmd/echo-net ./cmd/report ./cmd/proxy-net ./cmd/connload) || exit 1
 	if [[ -n ${PORTICO_BIN:-} ]]; then
 		cp "$PORTICO_BIN" "$bin/portico"
 	elif (cd "$ROOT" && go build -o "$bin/portico" ./cmd/portico) 2>"$BENCH_TMP/portico-build.log"; then
@@ -190,8 +191,8 @@ machine_json() {
 	mem=$(awk '/^MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)
 	virt=$(systemd-detect-virt 2>/dev/null || echo unknown)
 	gover=$(go env GOVERSION)
-	gnetv=$(cd "$ROOT" && go list -m -f '{{.Version}}' github.com/panjf2000/gnet/v2)
-	netpollv=$(cd "$ROOT" && go list -m -f '{{.Version}}' github.com/cloudwego/netpoll)
+	gnetv=$(cd "$ROOT/bench" && go list -m -f '{{.Version}}' github.com/panjf2000/gnet/v2)
+	netpollv=$(cd "$ROOT/bench" && go list -m -f '{{.Version}}' github.com/cloudwego/netpoll)
 	commit=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 	if [[ -n $(cd "$ROOT" && git status --porcelain -- engine poller filters config cmd 2>/dev/null) ]]; then
 		commit+="+dirty"
