@@ -4,7 +4,6 @@ go 1.26.8
 
 require (
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0
-	github.com/valyala/bytebufferpool v1.0.0
 	golang.org/x/sys v0.50.0
 	google.golang.org/protobuf v1.36.12
 	sigs.k8s.io/yaml v1.6.0
