@@ -1,6 +1,10 @@
 package engine
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+)
 
 // FilterPhase runs a listener's filters and filter-chain selection on fd the way a worker
 // does after accept, without creating a Connection; it returns the chosen chain (nil: the
@@ -46,3 +50,53 @@ func (w *Worker) PipesMade() int {
 	w.Post(func() { ch <- w.pipesMade })
 	return <-ch
 }
+
+// BreakPoller makes the worker's next epoll_wait fail (EINVAL): a pipe is dup'ed over its
+// epoll fd, so the number stays taken and nothing else is hit.
+func (w *Worker) BreakPoller() error {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return err
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	if err := unix.Dup3(p[0], w.poller.Fd(), unix.O_CLOEXEC); err != nil {
+		return err
+	}
+	w.Post(func() {}) // wake it (the eventfd is still there) so the failing wait comes now
+	return nil
+}
+
+// SpliceState reports, over this worker's spliced connections, the most bytes waiting in
+// one pipe and the largest pipe capacity asked for.
+func (w *Worker) SpliceState() (maxBytes, maxSize int) {
+	ch := make(chan [2]int)
+	if !w.Post(func() {
+		var r [2]int
+		for _, slot := range w.handlers {
+			c, ok := slot.h.(*Connection)
+			if !ok || c.splice == nil {
+				continue
+			}
+			for _, d := range c.splice.dirs {
+				if d != nil {
+					r[0], r[1] = max(r[0], d.n), max(r[1], d.size)
+				}
+			}
+		}
+		ch <- r
+	}) {
+		return 0, 0
+	}
+	r := <-ch
+	return r[0], r[1]
+}
+
+// StopWorker stops one worker and waits for it.
+func (w *Worker) StopWorker() {
+	w.Stop()
+	<-w.Done()
+}
+
+// Stats is the worker's share of the server stats.
+func (w *Worker) Stats() *ServerStats { return w.stats }

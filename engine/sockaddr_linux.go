@@ -23,16 +23,14 @@ func addrPortFromRaw(rsa *unix.RawSockaddrAny) netip.AddrPort {
 	switch rsa.Addr.Family {
 	case unix.AF_INET:
 		p := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
-		port := uint16(p.Port>>8) | uint16(p.Port<<8)
-		return netip.AddrPortFrom(netip.AddrFrom4(p.Addr), port)
+		return netip.AddrPortFrom(netip.AddrFrom4(p.Addr), getPort(&p.Port))
 	case unix.AF_INET6:
 		p := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
-		port := uint16(p.Port>>8) | uint16(p.Port<<8)
 		a := netip.AddrFrom16(p.Addr)
 		if a.Is4In6() {
 			a = a.Unmap()
 		}
-		return netip.AddrPortFrom(a, port)
+		return netip.AddrPortFrom(a, getPort(&p.Port))
 	}
 	return netip.AddrPort{}
 }
@@ -73,13 +71,13 @@ func connectRaw(fd int, ap netip.AddrPort) error {
 	if a.Is4() || a.Is4In6() {
 		p := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
 		p.Family = unix.AF_INET
-		p.Port = ap.Port()>>8 | ap.Port()<<8
+		putPort(&p.Port, ap.Port())
 		p.Addr = a.Unmap().As4()
 		l = unix.SizeofSockaddrInet4
 	} else {
 		p := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
 		p.Family = unix.AF_INET6
-		p.Port = ap.Port()>>8 | ap.Port()<<8
+		putPort(&p.Port, ap.Port())
 		p.Addr = a.As16()
 		l = unix.SizeofSockaddrInet6
 	}
@@ -88,4 +86,16 @@ func connectRaw(fd int, ap netip.AddrPort) error {
 		return e
 	}
 	return nil
+}
+
+// getPort and putPort read and write a sockaddr's port, which is in network byte order
+// whatever the machine's: byte by byte, so no byte swap is assumed.
+func getPort(p *uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	return uint16(b[0])<<8 | uint16(b[1])
+}
+
+func putPort(p *uint16, port uint16) {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	b[0], b[1] = byte(port>>8), byte(port)
 }

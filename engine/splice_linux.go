@@ -22,8 +22,23 @@ type SpliceSource interface {
 
 // pipeSize is the capacity asked of each splice pipe: large enough that one splice moves
 // as much as one read into the scratch buffer would (a default pipe has 16 slots, and each
-// holds one page fragment however small).
+// holds one page fragment however small). A target with a smaller buffer limit gets a
+// smaller pipe (see pipeSizeFor): what waits in the pipe is part of its write buffer.
 const pipeSize = 1 << 20
+
+// minPipeSize is the smallest pipe asked for: 16 pages, the kernel's default.
+const minPipeSize = 64 << 10
+
+// pipeSizeFor is the pipe capacity for a target whose high watermark is high: the
+// watermark rounded up to a power of two (F_SETPIPE_SZ's unit), within [minPipeSize,
+// pipeSize]. How much is spliced in at once is bounded by the watermark itself.
+func pipeSizeFor(high int32) int {
+	n := minPipeSize
+	for n < int(high) && n < pipeSize {
+		n <<= 1
+	}
+	return n
+}
 
 // maxPooledPipes bounds the empty pipes a worker keeps for reuse.
 const maxPooledPipes = 16
@@ -34,6 +49,7 @@ type spliceDir struct {
 	cb       SpliceSource
 	pr, pw   int // the pipe; -1 when none is held
 	n        int // bytes in the pipe, not yet written to dst
+	size     int // the pipe's capacity
 }
 
 // splicePair is shared by the two connections of a proxied pair; dirs[i] runs from
@@ -100,14 +116,15 @@ func (c *Connection) startSplice() bool {
 		c.noSplice = true
 		return false
 	}
-	pr, pw, err := c.w.getPipe()
+	size := pipeSizeFor(t.high)
+	pr, pw, err := c.w.getPipe(size)
 	if err != nil {
 		// Out of fds or pipe memory: copying still works, and retrying on every read
 		// would spend a syscall each time.
 		c.noSplice = true
 		return false
 	}
-	p.dirs[p.side(c)] = &spliceDir{src: c, dst: t, cb: src, pr: pr, pw: pw}
+	p.dirs[p.side(c)] = &spliceDir{src: c, dst: t, cb: src, pr: pr, pw: pw, size: size}
 	return true
 }
 
@@ -128,7 +145,10 @@ func (c *Connection) spliceRead(d *spliceDir) bool {
 			// Its drain re-queues this read (kickSpliceSource).
 			return true
 		}
-		n, err := spliceFd(c.fd, d.pw, pipeSize)
+		// At most the target's high watermark at once: the pipe's contents count as its
+		// write buffer, so they must not exceed what per_connection_buffer_limit_bytes
+		// allows a buffer to hold.
+		n, err := spliceFd(c.fd, d.pw, min(d.size, int(t.high)))
 		switch {
 		case n > 0:
 			d.n += n
@@ -198,7 +218,7 @@ func (c *Connection) releaseSplice() {
 		return
 	}
 	if d.n == 0 {
-		c.w.putPipe(d.pr, d.pw)
+		c.w.putPipe(d.pr, d.pw, d.size)
 	} else {
 		poller.RawClose(d.pr)
 		poller.RawClose(d.pw)
@@ -206,10 +226,16 @@ func (c *Connection) releaseSplice() {
 	d.pr, d.pw, d.n = -1, -1, 0
 }
 
-func (w *Worker) getPipe() (int, int, error) {
+// getPipe returns an empty pipe of the given capacity, pooled if one is free.
+func (w *Worker) getPipe(size int) (int, int, error) {
 	if k := len(w.pipes); k > 0 {
 		p := w.pipes[k-1]
 		w.pipes = w.pipes[:k-1]
+		if p[2] != size {
+			// An empty pipe can be resized either way; a failure keeps the old size,
+			// and the splice length still bounds what the pipe holds.
+			unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, size)
+		}
 		return p[0], p[1], nil
 	}
 	var fds [2]int
@@ -218,17 +244,17 @@ func (w *Worker) getPipe() (int, int, error) {
 	}
 	w.pipesMade++
 	// A failure here leaves the default size, which still works.
-	unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, pipeSize)
+	unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, size)
 	return fds[0], fds[1], nil
 }
 
-func (w *Worker) putPipe(r, wr int) {
+func (w *Worker) putPipe(r, wr, size int) {
 	if len(w.pipes) >= maxPooledPipes {
 		poller.RawClose(r)
 		poller.RawClose(wr)
 		return
 	}
-	w.pipes = append(w.pipes, [2]int{r, wr})
+	w.pipes = append(w.pipes, [3]int{r, wr, size})
 }
 
 func (w *Worker) closePipes() {

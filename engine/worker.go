@@ -85,7 +85,7 @@ type Worker struct {
 	deferredReads, runningReads []*Connection
 	waiting                     *ActiveSocket // sockets in their listener filters, waiting for data
 	// pipes are empty splice pipes kept for reuse; spliceOff disables splicing.
-	pipes     [][2]int
+	pipes     [][3]int // read end, write end, capacity
 	pipesMade int // pipes created, for tests
 	spliceOff bool
 

@@ -152,6 +152,9 @@ func (p *Poller) Grow(n int) {
 	}
 }
 
+// Fd is the epoll instance's descriptor, for diagnostics and tests; do not close it.
+func (p *Poller) Fd() int { return p.epfd }
+
 // Close releases the epoll instance and the eventfd.
 func (p *Poller) Close() error {
 	unix.Close(p.evfd)
