@@ -211,7 +211,7 @@ func fmtValue(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 func (a *Admin) listeners(w http.ResponseWriter, _ *http.Request) {
 	for _, l := range a.srv.Listeners() {
 		addr := l.Address().String()
-		if !l.Config().BindToPort {
+		if l.Config().NoBindToPort {
 			addr += " (bind_to_port: false)"
 		}
 		fmt.Fprintf(w, "%s::%s\n", l.Name(), addr)

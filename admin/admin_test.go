@@ -37,12 +37,12 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 	defer srv.Close()
 	if _, err := srv.AddListener(engine.ListenerConfig{Name: "l1", Address: netip.MustParseAddrPort("127.0.0.1:0"),
-		BindToPort: true, ReusePort: true, FilterChains: engine.SingleChain{}}); err != nil {
+		FilterChains: engine.SingleChain{}}); err != nil {
 		t.Fatal(err)
 	}
 	// A listener's stat_prefix replaces its name as the scope of its stats.
 	if _, err := srv.AddListener(engine.ListenerConfig{Name: "l2", StatPrefix: "ingress", Address: netip.MustParseAddrPort("127.0.0.1:0"),
-		BindToPort: true, ReusePort: true, FilterChains: engine.SingleChain{}}); err != nil {
+		FilterChains: engine.SingleChain{}}); err != nil {
 		t.Fatal(err)
 	}
 	// Two filters sharing one stat_prefix show as one series.

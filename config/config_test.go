@@ -68,7 +68,7 @@ func TestFullConfig(t *testing.T) {
 
 	// Defaults.
 	e := byName["echo"]
-	if e.Address != netip.MustParseAddrPort("127.0.0.1:10000") || !e.BindToPort || !e.ReusePort || e.ExactBalance ||
+	if e.Address != netip.MustParseAddrPort("127.0.0.1:10000") || e.NoBindToPort || e.NoReusePort || e.ExactBalance ||
 		e.UseOriginalDst || e.ListenerFiltersTimeout != engine.DefaultListenerFiltersTimeout ||
 		e.ContinueOnListenerFiltersTimeout || e.PerConnectionBufferLimit != engine.DefaultBufferLimit ||
 		e.Backlog != 0 || e.MaxAcceptPerEvent != 0 || e.Transparent || e.Freebind || len(e.ListenerFilters) != 0 {
@@ -76,7 +76,7 @@ func TestFullConfig(t *testing.T) {
 	}
 
 	in := byName["ingress"]
-	if in.Address != netip.MustParseAddrPort("0.0.0.0:10001") || in.ReusePort || !in.ExactBalance ||
+	if in.Address != netip.MustParseAddrPort("0.0.0.0:10001") || !in.NoReusePort || !in.ExactBalance ||
 		in.Backlog != 512 || in.MaxAcceptPerEvent != 16 || in.PerConnectionBufferLimit != 32768 ||
 		in.ListenerFiltersTimeout != 5*time.Second || !in.ContinueOnListenerFiltersTimeout {
 		t.Errorf("ingress listener: %+v", in)
@@ -95,8 +95,8 @@ func TestFullConfig(t *testing.T) {
 	}
 
 	v8 := byName["virtual_8080"]
-	if v8.BindToPort || !v8.ReusePort {
-		t.Errorf("virtual_8080: BindToPort %v ReusePort %v, want false true", v8.BindToPort, v8.ReusePort)
+	if !v8.NoBindToPort || v8.NoReusePort {
+		t.Errorf("virtual_8080: NoBindToPort %v NoReusePort %v, want true false", v8.NoBindToPort, v8.NoReusePort)
 	}
 
 	// One StatsSource per tcp_proxy filter, labelled by its stat_prefix.

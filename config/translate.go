@@ -242,7 +242,6 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 	lc := engine.ListenerConfig{
 		Name:                             l.GetName(),
 		StatPrefix:                       l.GetStatPrefix(),
-		BindToPort:                       true,
 		ListenerFiltersTimeout:           engine.DefaultListenerFiltersTimeout,
 		ContinueOnListenerFiltersTimeout: l.GetContinueOnListenerFiltersTimeout(),
 		PerConnectionBufferLimit:         engine.DefaultBufferLimit,
@@ -262,13 +261,12 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 		ok = false
 	}
 	if v := l.GetBindToPort(); v != nil {
-		lc.BindToPort = v.GetValue()
+		lc.NoBindToPort = !v.GetValue()
 	}
 	// Envoy: enable_reuse_port wins when set; otherwise the deprecated reuse_port can only
 	// turn it on, and the default is on.
-	lc.ReusePort = true
 	if v := l.GetEnableReusePort(); v != nil {
-		lc.ReusePort = v.GetValue()
+		lc.NoReusePort = !v.GetValue()
 	}
 	lc.ListenerFiltersTimeout = t.nonNegative(l.GetListenerFiltersTimeout(), engine.DefaultListenerFiltersTimeout, field(at, "listener_filters_timeout"))
 	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {

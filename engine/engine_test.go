@@ -54,7 +54,7 @@ func startServer(t *testing.T, workers int, clusters []engine.ClusterConfig, mk 
 }
 
 func echoListener(name string, reusePort, exact bool) engine.ListenerConfig {
-	return engine.ListenerConfig{Name: name, Address: loopback0, BindToPort: true, ReusePort: reusePort,
+	return engine.ListenerConfig{Name: name, Address: loopback0, NoReusePort: !reusePort,
 		ExactBalance: exact, FilterChains: echoChain()}
 }
 
@@ -192,7 +192,7 @@ func proxyListener(s *engine.Server, cluster string, idle time.Duration) engine.
 	if err != nil {
 		panic(err)
 	}
-	return engine.ListenerConfig{Name: "proxy", Address: loopback0, BindToPort: true, ReusePort: true,
+	return engine.ListenerConfig{Name: "proxy", Address: loopback0,
 		FilterChains: engine.SingleChain{Chain: &engine.FilterChain{Name: "tcp", Filters: []engine.NetworkFilterFactory{f}}}}
 }
 

@@ -12,7 +12,7 @@ import (
 // closed. For benchmarks of the pre-connection path.
 type FilterPhase struct {
 	w      *Worker
-	al     *ActiveListener
+	al     *activeListener
 	result *FilterChain
 	Info   SocketInfo
 }
@@ -26,7 +26,7 @@ func NewFilterPhase(cfg ListenerConfig) (*FilterPhase, error) {
 	l := &Listener{cfg: cfg, stats: make([]ListenerStats, 1), balancer: &balancer{counts: make([]int64, 1)},
 		addr: cfg.Address}
 	fp := &FilterPhase{w: w}
-	fp.al = &ActiveListener{l: l, w: w, fd: -1, stats: &l.stats[0]}
+	fp.al = &activeListener{l: l, w: w, fd: -1, stats: &l.stats[0]}
 	fp.al.chainHook = func(_ int, info *SocketInfo, c *FilterChain) { fp.result, fp.Info = c, *info }
 	return fp, nil
 }
@@ -94,9 +94,12 @@ func (w *Worker) SpliceState() (maxBytes, maxSize int) {
 
 // StopWorker stops one worker and waits for it.
 func (w *Worker) StopWorker() {
-	w.Stop()
-	<-w.Done()
+	w.stop()
+	<-w.done
 }
+
+// Done is closed when the worker's loop has exited.
+func (w *Worker) Done() <-chan struct{} { return w.done }
 
 // Stats is the worker's share of the server stats.
 func (w *Worker) Stats() *ServerStats { return w.stats }

@@ -249,7 +249,9 @@ func TestSplicePipeWithinBufferLimit(t *testing.T) {
 func TestUpstreamEMFILEIsOverflow(t *testing.T) {
 	up := echoServer(t)
 	s, ls := startServer(t, 1, []engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: up}}}},
-		func(s *engine.Server) []engine.ListenerConfig { return []engine.ListenerConfig{proxyListener(s, "b", time.Hour)} })
+		func(s *engine.Server) []engine.ListenerConfig {
+			return []engine.ListenerConfig{proxyListener(s, "b", time.Hour)}
+		})
 	roundTrip(t, dial(t, ls[0].Address()), "warm")
 
 	// Lower the soft fd limit to what is open now plus a few, and take those few with
@@ -331,13 +333,15 @@ func TestTimersFollowMonotonicClock(t *testing.T) {
 	clk := &fakeClock{}
 	s, ls := serverWith(t, engine.ServerOptions{Concurrency: 1, Clock: clk.now},
 		[]engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: echoServer(t)}}}},
-		func(s *engine.Server) []engine.ListenerConfig { return []engine.ListenerConfig{proxyListener(s, "b", time.Minute)} })
+		func(s *engine.Server) []engine.ListenerConfig {
+			return []engine.ListenerConfig{proxyListener(s, "b", time.Minute)}
+		})
 	c := dial(t, ls[0].Address())
 	roundTrip(t, c, "hello")
 	time.Sleep(300 * time.Millisecond) // real time passes; the clock does not
 	roundTrip(t, c, "still open")
 	clk.advance(2 * time.Minute)
-	s.Workers()[0].Post(func() {}) // wake the loop, which sleeps until the old deadline
+	s.Workers()[0].Post(func() {})      // wake the loop, which sleeps until the old deadline
 	readAllWithin(t, c, 10*time.Second) // idle timeout: the proxy closes
 }
 
@@ -413,7 +417,6 @@ func TestPostAfterStop(t *testing.T) {
 		if w.Post(func() {}) {
 			t.Fatal("Post to a stopped worker was accepted")
 		}
-		w.Stop()
 	}
 	s.Close()
 	buf := make([]byte, 16)

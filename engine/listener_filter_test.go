@@ -70,7 +70,7 @@ func roundTrip(t *testing.T, c net.Conn, msg string) {
 // writes; the peeked bytes stay in the kernel and reach the chain chosen from them.
 func TestListenerFilterPeekAcrossReads(t *testing.T) {
 	_, ls := startServer(t, 1, nil, func(*engine.Server) []engine.ListenerConfig {
-		return []engine.ListenerConfig{{Name: "peek", Address: loopback0, BindToPort: true,
+		return []engine.ListenerConfig{{Name: "peek", Address: loopback0,
 			ListenerFilters:        []engine.ListenerFilter{needBytes{10}},
 			ListenerFiltersTimeout: 5 * time.Second,
 			FilterChains:           bySNI{"0123456789": echoNamed("digits")}}}
@@ -102,7 +102,7 @@ func TestListenerFiltersTimeout(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			_, ls := startServer(t, 1, nil, func(*engine.Server) []engine.ListenerConfig {
 				return []engine.ListenerConfig{
-					{Name: "slow", Address: loopback0, BindToPort: true,
+					{Name: "slow", Address: loopback0,
 						ListenerFilters:                  []engine.ListenerFilter{needBytes{4}},
 						ListenerFiltersTimeout:           300 * time.Millisecond,
 						ContinueOnListenerFiltersTimeout: cont,
@@ -161,12 +161,12 @@ func TestUseOriginalDstHandoff(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, ls := startServer(t, 2, nil, func(*engine.Server) []engine.ListenerConfig {
 				return []engine.ListenerConfig{
-					{Name: "outbound", Address: loopback0, BindToPort: true, ReusePort: true, UseOriginalDst: true,
+					{Name: "outbound", Address: loopback0, UseOriginalDst: true,
 						ListenerFilters: []engine.ListenerFilter{restore{tc.to}},
 						FilterChains:    engine.SingleChain{Chain: echoNamed("outbound")}},
-					{Name: "exact", Address: exact, FilterChains: engine.SingleChain{Chain: echoNamed("exact")}},
+					{Name: "exact", Address: exact, NoBindToPort: true, FilterChains: engine.SingleChain{Chain: echoNamed("exact")}},
 					// The target's own listener filters run after the hand-off.
-					{Name: "wildcard", Address: wild, ListenerFilters: []engine.ListenerFilter{needBytes{3}},
+					{Name: "wildcard", Address: wild, NoBindToPort: true, ListenerFilters: []engine.ListenerFilter{needBytes{3}},
 						ExactBalance: true, FilterChains: bySNI{"abc": echoNamed("wildcard")}},
 				}
 			})

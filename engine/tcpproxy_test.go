@@ -64,7 +64,7 @@ func tcpProxyListener(s *engine.Server, cfg tcpproxy.Config) (engine.ListenerCon
 	if err != nil {
 		panic(err)
 	}
-	return engine.ListenerConfig{Name: "proxy", Address: loopback0, BindToPort: true, ReusePort: true,
+	return engine.ListenerConfig{Name: "proxy", Address: loopback0,
 		FilterChains: engine.SingleChain{Chain: &engine.FilterChain{Name: "tcp", Filters: []engine.NetworkFilterFactory{f}}}}, f
 }
 

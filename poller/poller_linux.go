@@ -1,5 +1,3 @@
-// Package poller is a thin layer over Linux epoll and eventfd. It holds no policy:
-// the engine decides what to watch and what an event means.
 package poller
 
 import (

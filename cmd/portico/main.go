@@ -175,7 +175,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	adm.SetState(admin.Live)
 	for _, l := range srv.Listeners() {
 		log.Info("listener started", "listener", l.Name(), "address", l.Address().String(),
-			"bind_to_port", l.Config().BindToPort, "reuse_port", l.Config().ReusePort)
+			"bind_to_port", !l.Config().NoBindToPort, "reuse_port", !l.Config().NoReusePort)
 	}
 	log.Info("portico started", "version", version, "workers", srv.Concurrency(), "config", *path)
 

@@ -17,7 +17,7 @@ type ActiveSocket struct {
 
 	fd         int
 	w          *Worker
-	l          *ActiveListener
+	l          *activeListener
 	idx        int  // current listener filter
 	registered bool // fd is in epoll (edge-triggered) waiting for data
 	failed     bool

@@ -48,7 +48,7 @@ func (s serverStatsSource) VisitStats(worker int, v StatVisitor) {
 
 // notePanic counts and logs a recovered panic. Call it from the deferred function that
 // recovered, so the stack printed is the panicking one.
-func (w *Worker) notePanic(r any, where string, l *ActiveListener) {
+func (w *Worker) notePanic(r any, where string, l *activeListener) {
 	w.stats.FilterPanics.Inc()
 	if l != nil {
 		l.stats.DownstreamCxFilterPanic.Inc()
@@ -79,9 +79,9 @@ func (c *Connection) recoverFilter() {
 	}
 }
 
-// listener is the ActiveListener of a downstream connection, nil for an upstream one.
-func (c *Connection) listener() *ActiveListener {
-	al, _ := c.owner.(*ActiveListener)
+// listener is the activeListener of a downstream connection, nil for an upstream one.
+func (c *Connection) listener() *activeListener {
+	al, _ := c.owner.(*activeListener)
 	return al
 }
 
@@ -124,7 +124,7 @@ func (w *Worker) callTimer(t *Timer) {
 
 func (w *Worker) recoverTimer(t *Timer) {
 	if r := recover(); r != nil {
-		var l *ActiveListener
+		var l *activeListener
 		if t.conn != nil {
 			l = t.conn.listener()
 		}

@@ -144,7 +144,7 @@ type Connection struct {
 // connections share one pointer to them.
 type byteCounters struct{ rx, tx *Counter }
 
-// connOwner is told when a connection it accounted for closes (an ActiveListener for
+// connOwner is told when a connection it accounted for closes (an activeListener for
 // downstream connections, a cluster's per-worker state for upstream ones).
 type connOwner interface {
 	connClosed(c *Connection)

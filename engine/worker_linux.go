@@ -72,8 +72,8 @@ type Worker struct {
 	scratch []byte
 	intern  Interner
 
-	listeners map[string]*ActiveListener // by listener name
-	active    []*ActiveListener          // by Listener.id
+	listeners map[string]*activeListener // by listener name
+	active    []*activeListener          // by Listener.id
 	// byAddr maps listener addresses to Listener ids for use_original_dst; shared and
 	// read-only once workers run.
 	byAddr map[netip.AddrPort]int
@@ -86,7 +86,7 @@ type Worker struct {
 	waiting                     *ActiveSocket // sockets in their listener filters, waiting for data
 	// pipes are empty splice pipes kept for reuse; spliceOff disables splicing.
 	pipes     [][3]int // read end, write end, capacity
-	pipesMade int // pipes created, for tests
+	pipesMade int      // pipes created, for tests
 	spliceOff bool
 
 	stopping bool
@@ -112,7 +112,7 @@ func newWorker(id int, log *slog.Logger) (*Worker, error) {
 		log:       log.With("worker", id),
 		handlers:  make([]handlerSlot, 1024),
 		scratch:   make([]byte, scratchSize),
-		listeners: make(map[string]*ActiveListener),
+		listeners: make(map[string]*activeListener),
 		epoch:     epoch,
 		// time.Since reads the monotonic clock carried by epoch: stepping the wall clock
 		// does not move it.
@@ -129,8 +129,6 @@ func (w *Worker) start() {
 	go w.run()
 }
 
-// Done is closed when the loop has exited and released its resources.
-func (w *Worker) Done() <-chan struct{} { return w.done }
 
 // Post queues fn to run on the worker's loop. Safe from any goroutine. It reports false,
 // and fn never runs, once the worker has stopped: a caller handing over a resource (an
@@ -247,9 +245,9 @@ func (w *Worker) delayedClose() time.Duration {
 	return DefaultDelayedCloseTimeout
 }
 
-// Stop asks the loop to exit after closing everything it owns. Safe from any goroutine,
+// stop asks the loop to exit after closing everything it owns. Safe from any goroutine,
 // and idempotent.
-func (w *Worker) Stop() {
+func (w *Worker) stop() {
 	w.Post(func() { w.stopping = true })
 }
 

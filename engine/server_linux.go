@@ -223,9 +223,9 @@ func (s *Server) Close() {
 		return
 	}
 	for _, w := range s.workers {
-		w.Stop()
+		w.stop()
 	}
 	for _, w := range s.workers {
-		<-w.Done()
+		<-w.done
 	}
 }

@@ -13,12 +13,13 @@ type ListenerConfig struct {
 	// StatPrefix names the listener's stats (listener.<StatPrefix>.…) when set; otherwise
 	// they are named after the listener.
 	StatPrefix string
-	// BindToPort false: the listener never binds or listens; it only receives sockets
-	// handed off by a use_original_dst listener.
-	BindToPort bool
-	// ReusePort: one SO_REUSEPORT socket per worker; otherwise one socket dup'ed into every
-	// worker's epoll.
-	ReusePort bool
+	// NoBindToPort (Envoy's bind_to_port: false): the listener never binds or listens; it
+	// only receives sockets handed off by a use_original_dst listener. The zero value
+	// binds, as Envoy's default does.
+	NoBindToPort bool
+	// NoReusePort (Envoy's enable_reuse_port: false): one socket dup'ed into every worker's
+	// epoll. The zero value gives each worker its own SO_REUSEPORT socket, Envoy's default.
+	NoReusePort bool
 	// ExactBalance hands each accepted socket to the worker with the fewest connections.
 	ExactBalance bool
 	// Backlog for listen(2); 0 means the kernel's somaxconn.

@@ -9,8 +9,8 @@ import (
 	"github.com/portico-proxy/portico/poller"
 )
 
-// ActiveListener is a listener on one worker (Envoy's ActiveTcpListener).
-type ActiveListener struct {
+// activeListener is a listener on one worker (Envoy's ActiveTcpListener).
+type activeListener struct {
 	l       *Listener
 	w       *Worker
 	fd      int
@@ -30,7 +30,7 @@ type ActiveListener struct {
 const acceptBackoff = 100 * time.Millisecond
 
 func (w *Worker) addListener(l *Listener) {
-	al := &ActiveListener{l: l, w: w, fd: -1, stats: &l.stats[w.ID]}
+	al := &activeListener{l: l, w: w, fd: -1, stats: &l.stats[w.ID]}
 	al.io = byteCounters{&al.stats.DownstreamCxRxBytesTotal, &al.stats.DownstreamCxTxBytesTotal}
 	for len(w.active) <= l.id {
 		w.active = append(w.active, nil)
@@ -48,7 +48,7 @@ func (w *Worker) addListener(l *Listener) {
 }
 
 // onEvent implements eventHandler: accept a bounded batch.
-func (al *ActiveListener) onEvent(uint32) {
+func (al *activeListener) onEvent(uint32) {
 	max := al.l.cfg.MaxAcceptPerEvent
 	if max <= 0 {
 		max = defaultMaxAccept
@@ -70,7 +70,7 @@ func (al *ActiveListener) onEvent(uint32) {
 	}
 }
 
-func (al *ActiveListener) pause(err error) {
+func (al *activeListener) pause(err error) {
 	if al.paused {
 		return
 	}
@@ -81,7 +81,7 @@ func (al *ActiveListener) pause(err error) {
 	al.resume.Reset(acceptBackoff)
 }
 
-func (al *ActiveListener) onResume() {
+func (al *activeListener) onResume() {
 	if al.stopped {
 		return
 	}
@@ -89,7 +89,7 @@ func (al *ActiveListener) onResume() {
 	al.w.modify(al.fd, poller.In)
 }
 
-func (al *ActiveListener) onAccept(fd int, remote netip.AddrPort) {
+func (al *activeListener) onAccept(fd int, remote netip.AddrPort) {
 	target := al.l.balancer.pick(al.w.ID)
 	if target != al.w.ID {
 		tw := al.w.peers[target]
@@ -105,7 +105,7 @@ func (al *ActiveListener) onAccept(fd int, remote netip.AddrPort) {
 }
 
 // acceptOn starts the listener-filter phase of an accepted socket on this worker.
-func (al *ActiveListener) acceptOn(fd int, remote netip.AddrPort) {
+func (al *activeListener) acceptOn(fd int, remote netip.AddrPort) {
 	if al.stopped {
 		unix.Close(fd)
 		al.l.balancer.release(al.w.ID)
@@ -122,14 +122,14 @@ func (al *ActiveListener) acceptOn(fd int, remote netip.AddrPort) {
 	s.start()
 }
 
-func (al *ActiveListener) needsLocal() bool {
+func (al *activeListener) needsLocal() bool {
 	return al.l.cfg.FilterChains.NeedsLocalAddress() || len(al.l.cfg.ListenerFilters) > 0
 }
 
 // takeSocket receives a socket handed off by a use_original_dst listener on the same
 // worker; this listener's balancer may move it to another worker, then its own filters
 // run from the start.
-func (al *ActiveListener) takeSocket(s *ActiveSocket) {
+func (al *activeListener) takeSocket(s *ActiveSocket) {
 	s.l = al
 	s.handedOff = true
 	s.idx = 0
@@ -166,7 +166,7 @@ func (al *ActiveListener) takeSocket(s *ActiveSocket) {
 
 // findListener resolves a restored destination to the listener that serves it on this
 // worker; stopped listeners are skipped.
-func (w *Worker) findListener(dst netip.AddrPort) *ActiveListener {
+func (w *Worker) findListener(dst netip.AddrPort) *activeListener {
 	id, ok := handoffTarget(w.byAddr, dst, func(id int) bool {
 		return id < len(w.active) && w.active[id] != nil && !w.active[id].stopped
 	})
@@ -212,7 +212,7 @@ func HandoffTarget(cfgs []ListenerConfig, dst netip.AddrPort) int {
 // newConnection turns a socket that passed its filters into a Connection with the chain's
 // network filters. registered: the socket is in epoll already (it waited in the listener
 // filters); peerFin: the peer's FIN edge was taken meanwhile.
-func (al *ActiveListener) newConnection(fd int, registered, peerFin bool, info *SocketInfo, chain *FilterChain) {
+func (al *activeListener) newConnection(fd int, registered, peerFin bool, info *SocketInfo, chain *FilterChain) {
 	w := al.w
 	// TCP_NODELAY comes from the listen socket: Linux copies it into accepted sockets.
 	c := newConnection(w, fd, al.l.cfg.PerConnectionBufferLimit, stateOpen)
@@ -262,14 +262,14 @@ func (c *Connection) startFilters(chain *FilterChain) {
 }
 
 // connClosed accounts for a closed downstream connection of this listener.
-func (al *ActiveListener) connClosed(*Connection) {
+func (al *activeListener) connClosed(*Connection) {
 	al.stats.DownstreamCxActive.Dec()
 	al.stats.DownstreamCxDestroy.Inc()
 	al.l.balancer.release(al.w.ID)
 }
 
 // stop closes this worker's listen fd; connections already accepted stay.
-func (al *ActiveListener) stop() {
+func (al *activeListener) stop() {
 	if al.stopped {
 		return
 	}

@@ -12,7 +12,7 @@ import (
 type Listener struct {
 	cfg      ListenerConfig
 	id       int
-	fds      []int // per worker; nil when BindToPort is false
+	fds      []int // per worker; nil with NoBindToPort
 	stats    []ListenerStats
 	balancer *balancer
 	// addr is the bound address (port resolved when the config asked for port 0).
@@ -44,7 +44,7 @@ func (l *Listener) Stats(worker int) *ListenerStats { return &l.stats[worker] }
 func bindListener(cfg ListenerConfig, id, workers int) (*Listener, error) {
 	l := &Listener{cfg: cfg, id: id, stats: make([]ListenerStats, workers), addr: cfg.Address,
 		balancer: &balancer{exact: cfg.ExactBalance, counts: make([]int64, workers), totals: make([]int64, workers)}}
-	if !cfg.BindToPort {
+	if cfg.NoBindToPort {
 		return l, nil
 	}
 	fail := func(err error) (*Listener, error) {
@@ -54,7 +54,7 @@ func bindListener(cfg ListenerConfig, id, workers int) (*Listener, error) {
 		return nil, fmt.Errorf("listener %q: bind %s: %w", cfg.Name, cfg.Address, err)
 	}
 	n := 1
-	if cfg.ReusePort {
+	if !cfg.NoReusePort {
 		n = workers
 	}
 	addr := cfg.Address
@@ -93,7 +93,7 @@ func listenSocket(addr netip.AddrPort, cfg ListenerConfig) (int, error) {
 	set := func(level, opt, v int) error { return unix.SetsockoptInt(fd, level, opt, v) }
 	// TCP_NODELAY here is inherited by every accepted socket, saving a setsockopt each.
 	errs := []error{set(unix.SOL_SOCKET, unix.SO_REUSEADDR, 1), set(unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)}
-	if cfg.ReusePort {
+	if !cfg.NoReusePort {
 		errs = append(errs, set(unix.SOL_SOCKET, unix.SO_REUSEPORT, 1))
 	}
 	if family == unix.AF_INET6 {
