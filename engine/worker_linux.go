@@ -129,7 +129,6 @@ func (w *Worker) start() {
 	go w.run()
 }
 
-
 // Post queues fn to run on the worker's loop. Safe from any goroutine. It reports false,
 // and fn never runs, once the worker has stopped: a caller handing over a resource (an
 // accepted socket) must then release it itself.
