@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -37,17 +38,72 @@ func (s State) String() string {
 	return "PRE_INITIALIZING"
 }
 
+// Defaults for Options.
+const (
+	DefaultMaxConnections    = 64
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultReadTimeout       = 10 * time.Second
+	DefaultWriteTimeout      = 60 * time.Second
+	DefaultIdleTimeout       = 30 * time.Second
+)
+
+// Options configure the admin server. Zero fields take the defaults above; a negative
+// timeout or MaxConnections means none.
+type Options struct {
+	// Logger receives the admin's warnings (and net/http's errors); nil means
+	// slog.Default().
+	Logger *slog.Logger
+	// MaxConnections caps the admin connections open at once. A connection over the cap is
+	// closed as soon as it is accepted (not left waiting in the kernel's queue) and counted
+	// in server.admin.downstream_cx_overflow. Admin file descriptors come out of the same
+	// limit as the data plane's.
+	MaxConnections int
+	// ReadHeaderTimeout bounds reading a request's headers, ReadTimeout the whole request,
+	// WriteTimeout the time from the end of the headers to the end of the response (a large
+	// /stats to a client that does not read), IdleTimeout a keep-alive connection waiting
+	// for its next request.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
 // Admin is the admin HTTP server.
 type Admin struct {
 	srv   *engine.Server
+	log   *slog.Logger
 	state atomic.Int32
 	http  *http.Server
 	ln    net.Listener
+	max   int
+	cx    adminStats
+	// lastWarn is when the last connection-overflow warning was logged (unix ns).
+	lastWarn atomic.Int64
+}
+
+// adminStats are the admin listener's own stats, shown as server.admin.*.
+type adminStats struct {
+	total    engine.Counter // connections served
+	active   engine.Gauge
+	overflow engine.Counter // connections closed at once: MaxConnections were open
 }
 
 // New builds the admin server for s; Start binds it.
-func New(s *engine.Server) *Admin {
-	a := &Admin{srv: s}
+func New(s *engine.Server, o Options) *Admin {
+	a := &Admin{srv: s, log: o.Logger, max: orDefault(o.MaxConnections, DefaultMaxConnections)}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", a.ready)
 	mux.HandleFunc("GET /stats", a.stats)
@@ -55,7 +111,14 @@ func New(s *engine.Server) *Admin {
 	mux.HandleFunc("GET /listeners", a.listeners)
 	mux.HandleFunc("GET /clusters", a.clusters)
 	mux.HandleFunc("GET /{$}", a.index)
-	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	a.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: orDefault(o.ReadHeaderTimeout, DefaultReadHeaderTimeout),
+		ReadTimeout:       orDefault(o.ReadTimeout, DefaultReadTimeout),
+		WriteTimeout:      orDefault(o.WriteTimeout, DefaultWriteTimeout),
+		IdleTimeout:       orDefault(o.IdleTimeout, DefaultIdleTimeout),
+		ErrorLog:          slog.NewLogLogger(a.log.With("component", "admin").Handler(), slog.LevelWarn),
+	}
 	return a
 }
 
@@ -68,16 +131,76 @@ func (a *Admin) Start(addr netip.AddrPort) (net.Addr, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: bind %s: %w", addr, err)
 	}
-	a.ln = ln
-	go a.http.Serve(ln)
+	a.ln = &limitListener{Listener: ln, a: a}
+	go a.http.Serve(a.ln)
 	return ln.Addr(), nil
 }
 
-// Close stops the admin server.
+// Close stops the admin server: it stops accepting, lets requests in flight finish for a
+// second, then closes whatever is left.
 func (a *Admin) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	return a.http.Shutdown(ctx)
+	if err := a.http.Shutdown(ctx); err != nil {
+		return a.http.Close()
+	}
+	return nil
+}
+
+// overflowWarnEvery rate-limits the connection-overflow warning.
+const overflowWarnEvery = 10 * time.Second
+
+// limitListener closes connections over the Admin's cap as soon as they are accepted.
+type limitListener struct {
+	net.Listener
+	a *Admin
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	a := l.a
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		// Serve accepts on one goroutine, so this check and the Inc below do not race with
+		// another Accept; Close may only lower the count meanwhile.
+		if a.max > 0 && a.cx.active.Value() >= int64(a.max) {
+			c.Close()
+			a.cx.overflow.Inc()
+			now := time.Now().UnixNano()
+			if last := a.lastWarn.Load(); now-last >= int64(overflowWarnEvery) && a.lastWarn.CompareAndSwap(last, now) {
+				a.log.Warn("admin connection limit reached; closing new admin connections",
+					"max_connections", a.max, "downstream_cx_overflow", a.cx.overflow.Value())
+			}
+			continue
+		}
+		a.cx.total.Inc()
+		a.cx.active.Inc()
+		return &limitConn{Conn: c, a: a}, nil
+	}
+}
+
+// limitConn gives its slot back once, however often it is closed.
+type limitConn struct {
+	net.Conn
+	a      *Admin
+	closed atomic.Bool
+}
+
+func (c *limitConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.a.cx.active.Dec()
+	}
+	return c.Conn.Close()
+}
+
+// CloseWrite lets net/http half-close before closing, as it does on a bare TCP connection.
+func (c *limitConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 func (a *Admin) index(w http.ResponseWriter, _ *http.Request) {
@@ -90,6 +213,14 @@ func (a *Admin) ready(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	fmt.Fprintln(w, st)
+}
+
+// visitOwn reports the admin listener's own stats. They have one value (no worker) and
+// show as server.admin.<name> and portico_server_admin_<name>.
+func (a *Admin) visitOwn(v engine.StatVisitor) {
+	v("downstream_cx_active", engine.KindGauge, float64(a.cx.active.Value()))
+	v("downstream_cx_overflow", engine.KindCounter, float64(a.cx.overflow.Value()))
+	v("downstream_cx_total", engine.KindCounter, float64(a.cx.total.Value()))
 }
 
 // sample is one stat value with its family and labels.
@@ -159,6 +290,9 @@ func (a *Admin) stats(w http.ResponseWriter, _ *http.Request) {
 	for k, v := range sums {
 		lines = append(lines, fmt.Sprintf("%s: %s", k, fmtValue(v)))
 	}
+	a.visitOwn(func(name string, _ engine.StatKind, v float64) {
+		lines = append(lines, fmt.Sprintf("server.admin.%s: %s", name, fmtValue(v)))
+	})
 	sort.Strings(lines)
 	bw := bufio.NewWriter(w)
 	for _, l := range lines {
@@ -180,9 +314,23 @@ func (a *Admin) prometheus(w http.ResponseWriter, _ *http.Request) {
 		}
 		byMetric[m] = append(byMetric[m], s)
 	}
+	own := map[string]sample{}
+	a.visitOwn(func(name string, k engine.StatKind, v float64) {
+		m := "portico_server_admin_" + name
+		own[m] = sample{kind: k, value: v}
+		names = append(names, m)
+	})
 	sort.Strings(names)
 	bw := bufio.NewWriter(w)
 	for _, m := range names {
+		if s, ok := own[m]; ok {
+			typ := "counter"
+			if s.kind == engine.KindGauge {
+				typ = "gauge"
+			}
+			fmt.Fprintf(bw, "# TYPE %s %s\n%s %s\n", m, typ, m, fmtValue(s.value))
+			continue
+		}
 		ss := byMetric[m]
 		typ := "counter"
 		if ss[0].kind == engine.KindGauge {

@@ -64,7 +64,7 @@ func benchServer(b *testing.B, n int) *engine.Server {
 }
 
 func benchEndpoint(b *testing.B, path string, h func(*Admin) http.HandlerFunc) {
-	a := New(benchServer(b, 4000))
+	a := New(benchServer(b, 4000), Options{})
 	req := httptest.NewRequest("GET", path, nil)
 	d := &discard{}
 	h(a)(d, req) // warm up, and size the output
