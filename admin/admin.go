@@ -125,11 +125,27 @@ func New(s *engine.Server, o Options) *Admin {
 // SetState changes what /ready reports.
 func (a *Admin) SetState(s State) { a.state.Store(int32(s)) }
 
-// Start binds addr and serves in the background. It returns the bound address.
+// Start binds addr and serves in the background. It returns the bound address. An IPv4
+// address binds IPv4 only and an IPv6 address IPv6 only (0.0.0.0 is not also [::]); an
+// address other than loopback is bound with a warning, as admin can fail readiness and
+// shows the configuration to whoever reaches it.
 func (a *Admin) Start(addr netip.AddrPort) (net.Addr, error) {
-	ln, err := net.Listen("tcp", addr.String())
+	ip := addr.Addr().Unmap()
+	if !ip.IsValid() {
+		return nil, fmt.Errorf("admin: no address")
+	}
+	addr = netip.AddrPortFrom(ip, addr.Port())
+	network := "tcp4"
+	if ip.Is6() {
+		network = "tcp6"
+	}
+	ln, err := net.Listen(network, addr.String())
 	if err != nil {
 		return nil, fmt.Errorf("admin: bind %s: %w", addr, err)
+	}
+	if !ip.IsLoopback() {
+		a.log.Warn("admin address is not loopback: anyone who reaches it can fail readiness and read the stats and configuration; keep admin on 127.0.0.1 or ::1 (as Envoy advises) unless the network in front of it is trusted",
+			"address", ln.Addr().String())
 	}
 	a.ln = &limitListener{Listener: ln, a: a}
 	go a.http.Serve(a.ln)
