@@ -3,15 +3,12 @@
 package admin
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"sort"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -87,6 +84,8 @@ type Admin struct {
 	ln    net.Listener
 	max   int
 	cx    adminStats
+	// text and prom are /stats and /stats/prometheus, which share one scraper.
+	text, prom *endpoint
 	// lastWarn is when the last connection-overflow warning was logged (unix ns).
 	lastWarn atomic.Int64
 }
@@ -104,6 +103,9 @@ func New(s *engine.Server, o Options) *Admin {
 	if a.log == nil {
 		a.log = slog.Default()
 	}
+	sc := newScraper(a)
+	a.text = &endpoint{sc: sc, format: (*scraper).appendText}
+	a.prom = &endpoint{sc: sc, format: (*scraper).appendProm}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", a.ready)
 	mux.HandleFunc("GET /stats", a.stats)
@@ -238,139 +240,6 @@ func (a *Admin) visitOwn(v engine.StatVisitor) {
 	v("downstream_cx_overflow", engine.KindCounter, float64(a.cx.overflow.Value()))
 	v("downstream_cx_total", engine.KindCounter, float64(a.cx.total.Value()))
 }
-
-// sample is one stat value with its family and labels.
-type sample struct {
-	family string // listener, cluster, tcp ...
-	labels [][2]string
-	name   string
-	kind   engine.StatKind
-	value  float64
-}
-
-// collect reads every stat. Counters are atomics written by their workers, so this never
-// stops a worker. Sources that share a scope (two tcp_proxy filters with one stat_prefix)
-// are summed into one series, as Envoy shares one set of stats between them.
-func (a *Admin) collect() []sample {
-	var out []sample
-	seen := map[string]int{}
-	workers := a.srv.Concurrency()
-	add := func(family string, labels [][2]string, visit func(int, engine.StatVisitor)) {
-		for wi := 0; wi < workers; wi++ {
-			lb := append(append([][2]string(nil), labels...), [2]string{"worker", strconv.Itoa(wi)})
-			visit(wi, func(name string, k engine.StatKind, v float64) {
-				key := fmt.Sprint(family, lb, name)
-				if i, dup := seen[key]; dup {
-					out[i].value += v
-					return
-				}
-				seen[key] = len(out)
-				out = append(out, sample{family, lb, name, k, v})
-			})
-		}
-	}
-	for _, l := range a.srv.Listeners() {
-		add("listener", [][2]string{{"listener", l.StatName()}, {"address", l.Address().String()}},
-			func(wi int, v engine.StatVisitor) { l.Stats(wi).Visit(v) })
-	}
-	for _, c := range a.srv.Clusters() {
-		add("cluster", [][2]string{{"cluster", c.Name()}},
-			func(wi int, v engine.StatVisitor) { c.Stats(wi).Visit(v) })
-	}
-	for _, src := range a.srv.StatsSources() {
-		add(src.StatsFamily(), src.StatsLabels(), src.VisitStats)
-	}
-	return out
-}
-
-// stats prints Envoy's text form: per worker and summed, e.g.
-// listener.echo.worker_0.downstream_cx_total: 3 and listener.echo.downstream_cx_total: 5.
-func (a *Admin) stats(w http.ResponseWriter, _ *http.Request) {
-	sums := map[string]float64{}
-	var lines []string
-	for _, s := range a.collect() {
-		scope := s.family
-		worker := ""
-		for _, l := range s.labels {
-			switch l[0] {
-			case "worker":
-				worker = l[1]
-			case "address":
-			default:
-				scope += "." + l[1]
-			}
-		}
-		sums[scope+"."+s.name] += s.value
-		lines = append(lines, fmt.Sprintf("%s.worker_%s.%s: %s", scope, worker, s.name, fmtValue(s.value)))
-	}
-	for k, v := range sums {
-		lines = append(lines, fmt.Sprintf("%s: %s", k, fmtValue(v)))
-	}
-	a.visitOwn(func(name string, _ engine.StatKind, v float64) {
-		lines = append(lines, fmt.Sprintf("server.admin.%s: %s", name, fmtValue(v)))
-	})
-	sort.Strings(lines)
-	bw := bufio.NewWriter(w)
-	for _, l := range lines {
-		bw.WriteString(l)
-		bw.WriteByte('\n')
-	}
-	bw.Flush()
-}
-
-// prometheus prints the text exposition format: portico_<family>_<stat>{labels...}.
-func (a *Admin) prometheus(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	byMetric := map[string][]sample{}
-	var names []string
-	for _, s := range a.collect() {
-		m := "portico_" + s.family + "_" + s.name
-		if _, ok := byMetric[m]; !ok {
-			names = append(names, m)
-		}
-		byMetric[m] = append(byMetric[m], s)
-	}
-	own := map[string]sample{}
-	a.visitOwn(func(name string, k engine.StatKind, v float64) {
-		m := "portico_server_admin_" + name
-		own[m] = sample{kind: k, value: v}
-		names = append(names, m)
-	})
-	sort.Strings(names)
-	bw := bufio.NewWriter(w)
-	for _, m := range names {
-		if s, ok := own[m]; ok {
-			typ := "counter"
-			if s.kind == engine.KindGauge {
-				typ = "gauge"
-			}
-			fmt.Fprintf(bw, "# TYPE %s %s\n%s %s\n", m, typ, m, fmtValue(s.value))
-			continue
-		}
-		ss := byMetric[m]
-		typ := "counter"
-		if ss[0].kind == engine.KindGauge {
-			typ = "gauge"
-		}
-		fmt.Fprintf(bw, "# TYPE %s %s\n", m, typ)
-		for _, s := range ss {
-			bw.WriteString(m)
-			bw.WriteByte('{')
-			for i, l := range s.labels {
-				if i > 0 {
-					bw.WriteByte(',')
-				}
-				fmt.Fprintf(bw, "%s=%q", l[0], l[1])
-			}
-			bw.WriteString("} ")
-			bw.WriteString(fmtValue(s.value))
-			bw.WriteByte('\n')
-		}
-	}
-	bw.Flush()
-}
-
-func fmtValue(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 
 func (a *Admin) listeners(w http.ResponseWriter, _ *http.Request) {
 	for _, l := range a.srv.Listeners() {

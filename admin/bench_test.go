@@ -86,3 +86,18 @@ func BenchmarkPrometheus4000Listeners(b *testing.B) {
 func BenchmarkStats4000Listeners(b *testing.B) {
 	benchEndpoint(b, "/stats", func(a *Admin) http.HandlerFunc { return a.stats })
 }
+
+// BenchmarkLayoutRebuild4000Listeners is the first scrape after the listeners, clusters
+// or sources change: the layout is worked out again (then both forms reuse it).
+func BenchmarkLayoutRebuild4000Listeners(b *testing.B) {
+	a := New(benchServer(b, 4000), Options{})
+	req := httptest.NewRequest("GET", "/stats/prometheus", nil)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		a.prom.sc.mu.Lock()
+		a.prom.sc.lay = nil
+		a.prom.sc.mu.Unlock()
+		a.prometheus(&discard{}, req)
+	}
+}
