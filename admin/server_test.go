@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -31,6 +32,9 @@ func startAdmin(t *testing.T, o Options, sources ...engine.StatsSource) (*Admin,
 	t.Cleanup(srv.Close)
 	for _, s := range sources {
 		srv.AddStatsSource(s)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	a := New(srv, o)
 	addr, err := a.Start(netip.MustParseAddrPort("127.0.0.1:0"))
