@@ -3,14 +3,12 @@
 package admin
 
 import (
-	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"sort"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -37,17 +35,77 @@ func (s State) String() string {
 	return "PRE_INITIALIZING"
 }
 
+// Defaults for Options.
+const (
+	DefaultMaxConnections    = 64
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultReadTimeout       = 10 * time.Second
+	DefaultWriteTimeout      = 60 * time.Second
+	DefaultIdleTimeout       = 30 * time.Second
+)
+
+// Options configure the admin server. Zero fields take the defaults above; a negative
+// timeout or MaxConnections means none.
+type Options struct {
+	// Logger receives the admin's warnings (and net/http's errors); nil means
+	// slog.Default().
+	Logger *slog.Logger
+	// MaxConnections caps the admin connections open at once. A connection over the cap is
+	// closed as soon as it is accepted (not left waiting in the kernel's queue) and counted
+	// in server.admin.downstream_cx_overflow. Admin file descriptors come out of the same
+	// limit as the data plane's.
+	MaxConnections int
+	// ReadHeaderTimeout bounds reading a request's headers, ReadTimeout the whole request,
+	// WriteTimeout the time from the end of the headers to the end of the response (a large
+	// /stats to a client that does not read), IdleTimeout a keep-alive connection waiting
+	// for its next request.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
 // Admin is the admin HTTP server.
 type Admin struct {
 	srv   *engine.Server
+	log   *slog.Logger
 	state atomic.Int32
 	http  *http.Server
 	ln    net.Listener
+	max   int
+	cx    adminStats
+	// text and prom are /stats and /stats/prometheus, which share one scraper.
+	text, prom *endpoint
+	// lastWarn is when the last connection-overflow warning was logged (unix ns).
+	lastWarn atomic.Int64
+}
+
+// adminStats are the admin listener's own stats, shown as server.admin.*.
+type adminStats struct {
+	total    engine.Counter // connections served
+	active   engine.Gauge
+	overflow engine.Counter // connections closed at once: MaxConnections were open
 }
 
 // New builds the admin server for s; Start binds it.
-func New(s *engine.Server) *Admin {
-	a := &Admin{srv: s}
+func New(s *engine.Server, o Options) *Admin {
+	a := &Admin{srv: s, log: o.Logger, max: orDefault(o.MaxConnections, DefaultMaxConnections)}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	sc := newScraper(a)
+	a.text = &endpoint{sc: sc, format: (*scraper).appendText}
+	a.prom = &endpoint{sc: sc, format: (*scraper).appendProm}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", a.ready)
 	mux.HandleFunc("GET /stats", a.stats)
@@ -55,29 +113,112 @@ func New(s *engine.Server) *Admin {
 	mux.HandleFunc("GET /listeners", a.listeners)
 	mux.HandleFunc("GET /clusters", a.clusters)
 	mux.HandleFunc("GET /{$}", a.index)
-	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	a.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: orDefault(o.ReadHeaderTimeout, DefaultReadHeaderTimeout),
+		ReadTimeout:       orDefault(o.ReadTimeout, DefaultReadTimeout),
+		WriteTimeout:      orDefault(o.WriteTimeout, DefaultWriteTimeout),
+		IdleTimeout:       orDefault(o.IdleTimeout, DefaultIdleTimeout),
+		ErrorLog:          slog.NewLogLogger(a.log.With("component", "admin").Handler(), slog.LevelWarn),
+	}
 	return a
 }
 
 // SetState changes what /ready reports.
 func (a *Admin) SetState(s State) { a.state.Store(int32(s)) }
 
-// Start binds addr and serves in the background. It returns the bound address.
+// Start binds addr and serves in the background. It returns the bound address. An IPv4
+// address binds IPv4 only and an IPv6 address IPv6 only (0.0.0.0 is not also [::]); an
+// address other than loopback is bound with a warning, as admin can fail readiness and
+// shows the configuration to whoever reaches it.
 func (a *Admin) Start(addr netip.AddrPort) (net.Addr, error) {
-	ln, err := net.Listen("tcp", addr.String())
+	ip := addr.Addr().Unmap()
+	if !ip.IsValid() {
+		return nil, fmt.Errorf("admin: no address")
+	}
+	addr = netip.AddrPortFrom(ip, addr.Port())
+	network := "tcp4"
+	if ip.Is6() {
+		network = "tcp6"
+	}
+	ln, err := net.Listen(network, addr.String())
 	if err != nil {
 		return nil, fmt.Errorf("admin: bind %s: %w", addr, err)
 	}
-	a.ln = ln
-	go a.http.Serve(ln)
+	if !ip.IsLoopback() {
+		a.log.Warn("admin address is not loopback: anyone who reaches it can fail readiness and read the stats and configuration; keep admin on 127.0.0.1 or ::1 (as Envoy advises) unless the network in front of it is trusted",
+			"address", ln.Addr().String())
+	}
+	a.ln = &limitListener{Listener: ln, a: a}
+	go a.http.Serve(a.ln)
 	return ln.Addr(), nil
 }
 
-// Close stops the admin server.
+// Close stops the admin server: it stops accepting, lets requests in flight finish for a
+// second, then closes whatever is left.
 func (a *Admin) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	return a.http.Shutdown(ctx)
+	if err := a.http.Shutdown(ctx); err != nil {
+		return a.http.Close()
+	}
+	return nil
+}
+
+// overflowWarnEvery rate-limits the connection-overflow warning.
+const overflowWarnEvery = 10 * time.Second
+
+// limitListener closes connections over the Admin's cap as soon as they are accepted.
+type limitListener struct {
+	net.Listener
+	a *Admin
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	a := l.a
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		// Serve accepts on one goroutine, so this check and the Inc below do not race with
+		// another Accept; Close may only lower the count meanwhile.
+		if a.max > 0 && a.cx.active.Value() >= int64(a.max) {
+			c.Close()
+			a.cx.overflow.Inc()
+			now := time.Now().UnixNano()
+			if last := a.lastWarn.Load(); now-last >= int64(overflowWarnEvery) && a.lastWarn.CompareAndSwap(last, now) {
+				a.log.Warn("admin connection limit reached; closing new admin connections",
+					"max_connections", a.max, "downstream_cx_overflow", a.cx.overflow.Value())
+			}
+			continue
+		}
+		a.cx.total.Inc()
+		a.cx.active.Inc()
+		return &limitConn{Conn: c, a: a}, nil
+	}
+}
+
+// limitConn gives its slot back once, however often it is closed.
+type limitConn struct {
+	net.Conn
+	a      *Admin
+	closed atomic.Bool
+}
+
+func (c *limitConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.a.cx.active.Dec()
+	}
+	return c.Conn.Close()
+}
+
+// CloseWrite lets net/http half-close before closing, as it does on a bare TCP connection.
+func (c *limitConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 func (a *Admin) index(w http.ResponseWriter, _ *http.Request) {
@@ -92,121 +233,13 @@ func (a *Admin) ready(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintln(w, st)
 }
 
-// sample is one stat value with its family and labels.
-type sample struct {
-	family string // listener, cluster, tcp ...
-	labels [][2]string
-	name   string
-	kind   engine.StatKind
-	value  float64
+// visitOwn reports the admin listener's own stats. They have one value (no worker) and
+// show as server.admin.<name> and portico_server_admin_<name>.
+func (a *Admin) visitOwn(v engine.StatVisitor) {
+	v("downstream_cx_active", engine.KindGauge, float64(a.cx.active.Value()))
+	v("downstream_cx_overflow", engine.KindCounter, float64(a.cx.overflow.Value()))
+	v("downstream_cx_total", engine.KindCounter, float64(a.cx.total.Value()))
 }
-
-// collect reads every stat. Counters are atomics written by their workers, so this never
-// stops a worker. Sources that share a scope (two tcp_proxy filters with one stat_prefix)
-// are summed into one series, as Envoy shares one set of stats between them.
-func (a *Admin) collect() []sample {
-	var out []sample
-	seen := map[string]int{}
-	workers := a.srv.Concurrency()
-	add := func(family string, labels [][2]string, visit func(int, engine.StatVisitor)) {
-		for wi := 0; wi < workers; wi++ {
-			lb := append(append([][2]string(nil), labels...), [2]string{"worker", strconv.Itoa(wi)})
-			visit(wi, func(name string, k engine.StatKind, v float64) {
-				key := fmt.Sprint(family, lb, name)
-				if i, dup := seen[key]; dup {
-					out[i].value += v
-					return
-				}
-				seen[key] = len(out)
-				out = append(out, sample{family, lb, name, k, v})
-			})
-		}
-	}
-	for _, l := range a.srv.Listeners() {
-		add("listener", [][2]string{{"listener", l.StatName()}, {"address", l.Address().String()}},
-			func(wi int, v engine.StatVisitor) { l.Stats(wi).Visit(v) })
-	}
-	for _, c := range a.srv.Clusters() {
-		add("cluster", [][2]string{{"cluster", c.Name()}},
-			func(wi int, v engine.StatVisitor) { c.Stats(wi).Visit(v) })
-	}
-	for _, src := range a.srv.StatsSources() {
-		add(src.StatsFamily(), src.StatsLabels(), src.VisitStats)
-	}
-	return out
-}
-
-// stats prints Envoy's text form: per worker and summed, e.g.
-// listener.echo.worker_0.downstream_cx_total: 3 and listener.echo.downstream_cx_total: 5.
-func (a *Admin) stats(w http.ResponseWriter, _ *http.Request) {
-	sums := map[string]float64{}
-	var lines []string
-	for _, s := range a.collect() {
-		scope := s.family
-		worker := ""
-		for _, l := range s.labels {
-			switch l[0] {
-			case "worker":
-				worker = l[1]
-			case "address":
-			default:
-				scope += "." + l[1]
-			}
-		}
-		sums[scope+"."+s.name] += s.value
-		lines = append(lines, fmt.Sprintf("%s.worker_%s.%s: %s", scope, worker, s.name, fmtValue(s.value)))
-	}
-	for k, v := range sums {
-		lines = append(lines, fmt.Sprintf("%s: %s", k, fmtValue(v)))
-	}
-	sort.Strings(lines)
-	bw := bufio.NewWriter(w)
-	for _, l := range lines {
-		bw.WriteString(l)
-		bw.WriteByte('\n')
-	}
-	bw.Flush()
-}
-
-// prometheus prints the text exposition format: portico_<family>_<stat>{labels...}.
-func (a *Admin) prometheus(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	byMetric := map[string][]sample{}
-	var names []string
-	for _, s := range a.collect() {
-		m := "portico_" + s.family + "_" + s.name
-		if _, ok := byMetric[m]; !ok {
-			names = append(names, m)
-		}
-		byMetric[m] = append(byMetric[m], s)
-	}
-	sort.Strings(names)
-	bw := bufio.NewWriter(w)
-	for _, m := range names {
-		ss := byMetric[m]
-		typ := "counter"
-		if ss[0].kind == engine.KindGauge {
-			typ = "gauge"
-		}
-		fmt.Fprintf(bw, "# TYPE %s %s\n", m, typ)
-		for _, s := range ss {
-			bw.WriteString(m)
-			bw.WriteByte('{')
-			for i, l := range s.labels {
-				if i > 0 {
-					bw.WriteByte(',')
-				}
-				fmt.Fprintf(bw, "%s=%q", l[0], l[1])
-			}
-			bw.WriteString("} ")
-			bw.WriteString(fmtValue(s.value))
-			bw.WriteByte('\n')
-		}
-	}
-	bw.Flush()
-}
-
-func fmtValue(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 
 func (a *Admin) listeners(w http.ResponseWriter, _ *http.Request) {
 	for _, l := range a.srv.Listeners() {

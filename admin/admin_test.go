@@ -48,7 +48,7 @@ func TestAdminEndpoints(t *testing.T) {
 	// Two filters sharing one stat_prefix show as one series.
 	srv.AddStatsSource(fakeSource{1})
 	srv.AddStatsSource(fakeSource{10})
-	a := New(srv)
+	a := New(srv, Options{})
 	addr, err := a.Start(netip.MustParseAddrPort("127.0.0.1:0"))
 	if err != nil {
 		t.Fatal(err)

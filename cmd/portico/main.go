@@ -157,7 +157,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	adm := admin.New(srv)
+	adm := admin.New(srv, admin.Options{Logger: log})
 	if cfg.Admin.IsValid() {
 		addr, err := adm.Start(cfg.Admin)
 		if err != nil {
