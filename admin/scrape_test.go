@@ -100,7 +100,7 @@ func TestScrapeMatchesReference(t *testing.T) {
 	addListener := func(name, prefix, addr string, bind bool) *engine.Listener {
 		t.Helper()
 		l, err := srv.AddListener(engine.ListenerConfig{Name: name, StatPrefix: prefix,
-			Address: netip.MustParseAddrPort(addr), BindToPort: bind, ReusePort: true, FilterChains: engine.SingleChain{}})
+			Address: netip.MustParseAddrPort(addr), NoBindToPort: !bind, FilterChains: engine.SingleChain{}})
 		if err != nil {
 			t.Fatal(err)
 		}
