@@ -442,10 +442,16 @@ func TestExactBalanceToStoppedWorker(t *testing.T) {
 		c := dial(t, ls[0].Address())
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		c.Write([]byte("x"))
-		b := make([]byte, 1)
-		// Either worker 0 serves it (echo) or it is closed; it never hangs.
-		if _, err := c.Read(b); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		b := make([]byte, 16)
+		// Either worker 0 serves it (the echo of "x") or it is closed; it never hangs, and
+		// it never gets bytes it did not send (the stopped worker's wake-up, written into
+		// the socket that took its eventfd's number).
+		n, err := c.Read(b)
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
 			t.Fatalf("connection %d: %v", i, err)
+		}
+		if n > 0 && string(b[:n]) != "x" {
+			t.Fatalf("connection %d got %q", i, b[:n])
 		}
 		c.Close()
 	}
@@ -497,25 +503,27 @@ func TestFailedAddListenerLeavesServer(t *testing.T) {
 }
 
 // stalledProxy runs a tcp_proxy whose backend accepts and never reads, and a client that
-// fills the proxy's upstream buffer (so the client side is read-disabled) and then
-// resets. It returns the server and listener.
-func stalledProxy(t *testing.T, o engine.ServerOptions) (*engine.Server, *engine.Listener) {
+// sends until it stalls, or at most max bytes, and then resets. With a small limit the
+// proxy's upstream buffer fills and the client side is read-disabled when the RST comes;
+// with a large one the proxy holds the bytes it read for the upstream. It returns the
+// server and listener.
+func stalledProxy(t *testing.T, o engine.ServerOptions, limit, max int) (*engine.Server, *engine.Listener) {
 	t.Helper()
 	hold := make(chan struct{})
 	t.Cleanup(func() { close(hold) })
 	up := backend(t, func(net.Conn) { <-hold })
 	s, ls := serverWith(t, o, []engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: up}},
-		PerConnectionBufferLimit: 64 << 10}},
+		PerConnectionBufferLimit: limit}},
 		func(s *engine.Server) []engine.ListenerConfig {
 			lc := proxyListener(s, "b", time.Hour)
-			lc.PerConnectionBufferLimit = 64 << 10
+			lc.PerConnectionBufferLimit = limit
 			return []engine.ListenerConfig{lc}
 		})
 	c := dial(t, ls[0].Address())
-	roundTripless := make([]byte, 64<<10)
-	for {
+	chunk := make([]byte, 64<<10)
+	for sent := 0; sent < max; sent += len(chunk) {
 		c.SetWriteDeadline(time.Now().Add(time.Second))
-		if _, err := c.Write(roundTripless); err != nil {
+		if _, err := c.Write(chunk); err != nil {
 			break
 		}
 	}
@@ -527,15 +535,20 @@ func stalledProxy(t *testing.T, o engine.ServerOptions) (*engine.Server, *engine
 // TestResetWhileReadDisabled (defect 13): a client whose reads are paused by flow control
 // resets; the proxy notices at once (it waited for the idle timeout, an hour here).
 func TestResetWhileReadDisabled(t *testing.T) {
-	_, l := stalledProxy(t, engine.ServerOptions{Concurrency: 1, DelayedCloseTimeout: time.Hour})
+	_, l := stalledProxy(t, engine.ServerOptions{Concurrency: 1, DelayedCloseTimeout: time.Hour}, 64<<10, 1<<30)
 	waitFor(t, "the reset client's connection to close", func() bool { return active(l, 1) == 0 })
 }
 
 // TestDelayedCloseTimeout (defect 12): the upstream left flushing before close after the
 // client reset, to a backend that never reads, is closed hard at the delayed-close
-// timeout instead of holding its fd and upstream_cx_active forever.
+// timeout instead of holding its fd and upstream_cx_active forever. The limit is large,
+// so the client is never read-disabled and its RST is seen by an ordinary read; what the
+// proxy read from it (24 MiB, more than the kernel buffers toward the backend) waits in
+// the upstream's buffer.
 func TestDelayedCloseTimeout(t *testing.T) {
-	s, _ := stalledProxy(t, engine.ServerOptions{Concurrency: 1, DelayedCloseTimeout: 200 * time.Millisecond})
+	s, l := stalledProxy(t, engine.ServerOptions{Concurrency: 1, DisableSplice: true, DelayedCloseTimeout: 200 * time.Millisecond},
+		256<<20, 24<<20)
+	waitFor(t, "the reset client's connection to close", func() bool { return active(l, 1) == 0 })
 	st := s.Cluster("b").Stats(0)
 	waitFor(t, "the flushing upstream to close", func() bool { return st.UpstreamCxActive.Value() == 0 })
 }
@@ -671,8 +684,9 @@ func TestPanicContained(t *testing.T) {
 	waitFor(t, "no fd left", func() bool { return fdCount(t) <= before })
 }
 
-// TestPanicInTCPProxyClosesBothSides: a panic in a filter reading the upstream side resets
-// that connection; tcp_proxy's callbacks then close the client too.
+// TestPanicInTCPProxyClosesBothSides: a panic in a filter ahead of tcp_proxy in the
+// client's chain resets the client's connection; tcp_proxy's close callback then closes
+// the upstream too.
 func TestPanicInTCPProxyClosesBothSides(t *testing.T) {
 	up := backend(t, func(c net.Conn) { c.Write([]byte("hello")); io.Copy(io.Discard, c) })
 	s, ls := startServer(t, 1, []engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: up}}}},
