@@ -130,6 +130,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if strings.EqualFold(*level, "off") {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	// SIGHUP is caught from here on (its default action kills the process): Envoy reloads
+	// or hot-restarts on it; Portico does neither yet, so it says so and goes on.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP)
 
 	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: *concurrency, Logger: log, DisableSplice: *noSplice})
 	if err != nil {
@@ -169,7 +173,6 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 
 	spareP(srv.Concurrency(), log)
-	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	srv.Start()
 	adm.SetState(admin.Live)
@@ -179,18 +182,26 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("portico started", "version", version, "workers", srv.Concurrency(), "config", *path)
 
-	sig := <-sigs
+	sig := nextSignal(sigs, log)
 	log.Info("draining", "signal", sig.String(), "drain_time", time.Duration(*drain)*time.Second)
 	adm.SetState(admin.Draining)
 	drained := make(chan bool, 1)
 	go func() { drained <- srv.Drain(time.Duration(*drain) * time.Second) }()
-	select {
-	case ok := <-drained:
-		if !ok {
-			log.Warn("drain time over; closing remaining connections", "active", srv.ActiveConnections())
+	for waiting := true; waiting; {
+		select {
+		case ok := <-drained:
+			if !ok {
+				log.Warn("drain time over; closing remaining connections", "active", srv.ActiveConnections())
+			}
+			waiting = false
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				logSIGHUP(log)
+				continue
+			}
+			log.Warn("second signal; closing now", "signal", sig.String())
+			waiting = false
 		}
-	case sig := <-sigs:
-		log.Warn("second signal; closing now", "signal", sig.String())
 	}
 	srv.Close()
 	adm.Close()
@@ -200,6 +211,19 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	log.Info("portico stopped")
 	return 0
 }
+
+// nextSignal waits for SIGTERM or SIGINT; SIGHUP is logged and ignored.
+func nextSignal(sigs <-chan os.Signal, log *slog.Logger) os.Signal {
+	for {
+		sig := <-sigs
+		if sig != syscall.SIGHUP {
+			return sig
+		}
+		logSIGHUP(log)
+	}
+}
+
+func logSIGHUP(log *slog.Logger) { log.Warn("SIGHUP received; reload is not supported, ignoring") }
 
 // spareP gives the Go scheduler one P more than there are workers, unless GOMAXPROCS was
 // set by the user. Each worker keeps a P and blocks in epoll_wait through a syscall. With
