@@ -42,7 +42,7 @@ func BenchmarkLogParallel(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		e := benchEntry()
-		_ = ids.Add(1) - 1 // the goroutine's worker id
+		e.Worker = int(ids.Add(1) - 1) // the goroutine's worker id
 		var buf []byte
 		for i := 1; pb.Next(); i++ {
 			w.Log(&e)
