@@ -33,7 +33,7 @@ func benchFlush(w *Writer, buf *[]byte) { w.flush(buf) }
 // BenchmarkLogParallel logs from as many goroutines as GOMAXPROCS, each one standing for a
 // worker (run it with -cpu 1,2,4); every 1024 lines one of them flushes.
 func BenchmarkLogParallel(b *testing.B) {
-	w, err := NewWriter(io.Discard, benchFormat)
+	w, err := NewWriter("bench", io.Discard, benchFormat)
 	if err != nil {
 		b.Fatal(err)
 	}
