@@ -156,7 +156,6 @@ func TestAccessLogStuckStdoutShutdown(t *testing.T) {
 	if code := p.stop(t, 2*time.Second+15*time.Second); code != 0 {
 		t.Errorf("exit code %d, want 0", code)
 	}
-	t.Logf("stderr:\n%s", p.stderr.String())
 	if !strings.Contains(p.stderr.String(), "bytes not written when closing") {
 		t.Errorf("no warning about the unwritten log lines:\n%s", p.stderr.String())
 	}
