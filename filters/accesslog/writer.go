@@ -18,8 +18,9 @@ import (
 )
 
 // maxPending caps the bytes waiting for the flusher in all the worker buffers of a Writer
-// together: each of n buffers holds up to maxPending/n, but at least minShardPending. Past
-// it lines are dropped (and counted) rather than blocking a worker on a slow disk.
+// together: each of n buffers holds up to maxPending/n, but at least minShardPending (so
+// past 16 workers the total is n × 256 KiB). Past it lines are dropped (and counted) rather
+// than blocking a worker on a slow disk.
 const (
 	maxPending      = 4 << 20
 	minShardPending = 256 << 10
