@@ -45,7 +45,7 @@ type Config struct {
 	Admin        netip.AddrPort // zero if no admin section (or no admin address)
 	Clusters     []*engine.Cluster
 	Listeners    []engine.ListenerConfig
-	StatsSources []engine.StatsSource // each tcp_proxy Factory
+	StatsSources []engine.StatsSource // each tcp_proxy Factory and access-log Writer
 	// Chains is each listener's filter-chain manager by listener name, for
 	// `portico explain` (the same value as the listener's FilterChains).
 	Chains map[string]*chain.Manager

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/filters/accesslog"
 	"github.com/portico-proxy/portico/filters/listener/originaldst"
 	"github.com/portico-proxy/portico/filters/listener/proxyprotocol"
 	"github.com/portico-proxy/portico/filters/network/echo"
@@ -99,16 +100,24 @@ func TestFullConfig(t *testing.T) {
 		t.Errorf("virtual_8080: NoBindToPort %v NoReusePort %v, want true false", v8.NoBindToPort, v8.NoReusePort)
 	}
 
-	// One StatsSource per tcp_proxy filter, labelled by its stat_prefix.
-	var prefixes []string
+	// One StatsSource per tcp_proxy filter, labelled by its stat_prefix, and one per
+	// access log (filesystem.*), labelled by its path.
+	var prefixes, paths []string
 	for _, s := range cfg.StatsSources {
-		if _, ok := s.(*tcpproxy.Factory); !ok {
-			t.Errorf("stats source %T, want *tcpproxy.Factory", s)
+		switch s.(type) {
+		case *tcpproxy.Factory:
+			prefixes = append(prefixes, s.StatsLabels()[0][1])
+		case *accesslog.Writer:
+			paths = append(paths, s.StatsLabels()[0][1])
+		default:
+			t.Errorf("stats source %T, want *tcpproxy.Factory or *accesslog.Writer", s)
 		}
-		prefixes = append(prefixes, s.StatsLabels()[0][1])
 	}
 	if got := strings.Join(prefixes, ","); got != "tls_example,weighted,passthrough" {
 		t.Errorf("tcp_proxy stat prefixes = %s", got)
+	}
+	if got := strings.Join(paths, ","); got != "/dev/null,/dev/stdout" {
+		t.Errorf("access log paths = %s", got)
 	}
 }
 

@@ -202,6 +202,9 @@ func (t *translator) openLog(at string, check func() error, open func() (accessl
 		return nil, false
 	}
 	t.closer(l)
+	if src, ok := l.(engine.StatsSource); ok { // an access-log Writer's filesystem.* stats
+		t.cfg.StatsSources = append(t.cfg.StatsSources, src)
+	}
 	return l, true
 }
 

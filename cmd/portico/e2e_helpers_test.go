@@ -190,6 +190,13 @@ func startPortico(t *testing.T, admin string, args ...string) *proc {
 // startPorticoIn runs portico inside network namespace ns ("" for the test's own).
 func startPorticoIn(t *testing.T, ns, admin string, args ...string) *proc {
 	t.Helper()
+	return startPorticoWith(t, ns, admin, nil, args...)
+}
+
+// startPorticoWith is startPorticoIn with a hook that may change the command before it
+// starts (its standard output, say).
+func startPorticoWith(t *testing.T, ns, admin string, setup func(*exec.Cmd), args ...string) *proc {
+	t.Helper()
 	p := &proc{admin: admin, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{}), netns: ns}
 	if ns != "" {
 		p.cmd = exec.Command("ip", append([]string{"netns", "exec", ns, porticoBin}, args...)...)
@@ -197,6 +204,9 @@ func startPorticoIn(t *testing.T, ns, admin string, args ...string) *proc {
 		p.cmd = exec.Command(porticoBin, args...)
 	}
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	if setup != nil {
+		setup(p.cmd)
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -130,6 +132,13 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if strings.EqualFold(*level, "off") {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	// SIGHUP is caught from here on (its default action kills the process): Envoy reloads
+	// or hot-restarts on it; Portico does neither yet, so it says so and goes on.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP)
+	// A write to a closed pipe fails with EPIPE (counted by the access log that made it)
+	// instead of killing the process, as in Envoy; on stdout or stderr it would be fatal.
+	signal.Ignore(syscall.SIGPIPE)
 
 	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: *concurrency, Logger: log, DisableSplice: *noSplice})
 	if err != nil {
@@ -169,7 +178,6 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 
 	spareP(srv.Concurrency(), log)
-	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	srv.Start()
 	adm.SetState(admin.Live)
@@ -179,27 +187,134 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("portico started", "version", version, "workers", srv.Concurrency(), "config", *path)
 
-	sig := <-sigs
-	log.Info("draining", "signal", sig.String(), "drain_time", time.Duration(*drain)*time.Second)
+	sig := nextSignal(sigs, log)
+	drainTime := time.Duration(*drain) * time.Second
+	log.Info("draining", "signal", sig.String(), "drain_time", drainTime)
 	adm.SetState(admin.Draining)
-	drained := make(chan bool, 1)
-	go func() { drained <- srv.Drain(time.Duration(*drain) * time.Second) }()
-	select {
-	case ok := <-drained:
-		if !ok {
-			log.Warn("drain time over; closing remaining connections", "active", srv.ActiveConnections())
-		}
-	case sig := <-sigs:
-		log.Warn("second signal; closing now", "signal", sig.String())
+	// Every step is bounded and a signal cuts it short, so that shutdown ends within the
+	// drain time and a few seconds whatever a connection or an access-log sink does.
+	st := &stopper{sigs: sigs, log: log}
+	var drained bool
+	if st.step("drain", drainTime+time.Second, true, func(context.Context) { drained = srv.Drain(drainTime) }) && !drained {
+		log.Warn("drain time over; closing remaining connections", "active", srv.ActiveConnections())
 	}
-	srv.Close()
-	adm.Close()
-	for _, c := range cfg.Closers {
-		c.Close()
-	}
+	st.step("close connections", stopStepTimeout, false, func(context.Context) { srv.Close() })
+	st.step("close admin", stopStepTimeout, false, func(context.Context) { adm.Close() })
+	st.step("flush access logs", stopStepTimeout, false, func(ctx context.Context) { closeAll(ctx, cfg.Closers, log) })
 	log.Info("portico stopped")
 	return 0
 }
+
+// stopStepTimeout bounds each shutdown step after the drain; hurryTimeout is what the
+// remaining steps get in all once a second signal has come; cancelGrace is how long a step
+// may take to return once its context is cancelled.
+const (
+	stopStepTimeout = 2 * time.Second
+	hurryTimeout    = time.Second
+	cancelGrace     = 100 * time.Millisecond
+)
+
+// stopper runs the steps of a shutdown while it keeps reading signals. The first SIGTERM
+// or SIGINT after the one that started the shutdown cuts a drain short and leaves
+// hurryTimeout to all the steps that remain; one more and nothing more is waited for.
+type stopper struct {
+	sigs    <-chan os.Signal
+	log     *slog.Logger
+	hurryBy time.Time // zero until a second signal
+	abort   bool
+}
+
+// step runs f on its own goroutine and waits for it at most limit (less when hurried).
+// It reports whether f returned. At the deadline f's context is cancelled and f has
+// cancelGrace to return (a Writer then reports what it could not write); after that it is
+// left running: the process is about to exit. cutShort gives up at the second signal.
+func (s *stopper) step(name string, limit time.Duration, cutShort bool, f func(ctx context.Context)) bool {
+	if s.abort {
+		return false
+	}
+	deadline := time.Now().Add(limit)
+	if !s.hurryBy.IsZero() && s.hurryBy.Before(deadline) {
+		deadline = s.hurryBy
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(ctx)
+	}()
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for {
+		select {
+		case <-done:
+			return true
+		case <-timer.C:
+			if ctx.Err() == nil {
+				cancel(fmt.Errorf("shutdown step %q out of time", name))
+				timer.Reset(cancelGrace)
+				continue
+			}
+			s.log.Warn("shutdown step not finished in time; going on", "step", name)
+			return false
+		case sig := <-s.sigs:
+			if sig == syscall.SIGHUP {
+				logSIGHUP(s.log)
+				continue
+			}
+			if !s.hurryBy.IsZero() {
+				s.log.Warn("another signal; exiting now", "signal", sig.String(), "step", name)
+				s.abort = true
+				return false
+			}
+			s.hurryBy = time.Now().Add(hurryTimeout)
+			s.log.Warn("second signal; closing now", "signal", sig.String(), "step", name)
+			if cutShort {
+				return false
+			}
+			if ctx.Err() == nil && s.hurryBy.Before(deadline) {
+				deadline = s.hurryBy
+				timer.Reset(time.Until(deadline))
+			}
+		}
+	}
+}
+
+// closeAll closes what the configuration opened, all at once so that a stuck sink does
+// not use up the time of the others; a closer that takes a context (an access-log
+// Writer) is given ctx, the others are waited for by the step.
+func closeAll(ctx context.Context, closers []io.Closer, log *slog.Logger) {
+	var wg sync.WaitGroup
+	for _, c := range closers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if cc, ok := c.(interface{ CloseContext(context.Context) error }); ok {
+				err = cc.CloseContext(ctx)
+			} else {
+				err = c.Close()
+			}
+			if err != nil {
+				log.Warn("closing", "error", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// nextSignal waits for SIGTERM or SIGINT; SIGHUP is logged and ignored.
+func nextSignal(sigs <-chan os.Signal, log *slog.Logger) os.Signal {
+	for {
+		sig := <-sigs
+		if sig != syscall.SIGHUP {
+			return sig
+		}
+		logSIGHUP(log)
+	}
+}
+
+func logSIGHUP(log *slog.Logger) { log.Warn("SIGHUP received; reload is not supported, ignoring") }
 
 // spareP gives the Go scheduler one P more than there are workers, unless GOMAXPROCS was
 // set by the user. Each worker keeps a P and blocks in epoll_wait through a syscall. With

@@ -24,9 +24,14 @@ type Entry struct {
 	ResponseFlags string
 	// TerminationDetails says why the connection ended, when known.
 	TerminationDetails string
+	// Worker is the id of the worker that logs the entry (engine.Worker.ID). A Writer keeps
+	// one buffer per worker so that workers never wait for one another; entries from
+	// other goroutines may use any id, preferably a small one of their own.
+	Worker int
 }
 
-// Logger receives entries. Log runs on a worker: it must not block.
+// Logger receives entries. Log runs on a worker: it must not block, and it must not keep e
+// after it returns.
 type Logger interface {
 	Log(e *Entry)
 }

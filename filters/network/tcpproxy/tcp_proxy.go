@@ -257,6 +257,7 @@ func (p *proxy) finish() {
 		BytesSent:                     p.tx,
 		ResponseFlags:                 flags,
 		TerminationDetails:            p.details,
+		Worker:                        p.w.ID,
 	}
 	for _, l := range p.f.cfg.AccessLogs {
 		l.Log(e)
