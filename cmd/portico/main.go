@@ -187,9 +187,18 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("portico started", "version", version, "workers", srv.Concurrency(), "config", *path)
 
-	sig := nextSignal(sigs, log)
+	exit := 0
 	drainTime := time.Duration(*drain) * time.Second
-	log.Info("draining", "signal", sig.String(), "drain_time", drainTime)
+	if sig, err := nextSignal(sigs, srv.Fatal(), log); err != nil {
+		// A worker's event loop failed: its sockets are closed and the other workers go
+		// on, but a proxy short of a worker is not what was configured. Drain and exit
+		// non-zero, so the supervisor (systemd, Kubernetes) restarts it whole; /ready
+		// says DRAINING meanwhile, so load balancers stop sending new connections.
+		log.Error("a worker failed; draining and exiting", "err", err, "drain_time", drainTime)
+		exit = 1
+	} else {
+		log.Info("draining", "signal", sig.String(), "drain_time", drainTime)
+	}
 	adm.SetState(admin.Draining)
 	// Every step is bounded and a signal cuts it short, so that shutdown ends within the
 	// drain time and a few seconds whatever a connection or an access-log sink does.
@@ -201,8 +210,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	st.step("close connections", stopStepTimeout, false, func(context.Context) { srv.Close() })
 	st.step("close admin", stopStepTimeout, false, func(context.Context) { adm.Close() })
 	st.step("flush access logs", stopStepTimeout, false, func(ctx context.Context) { closeAll(ctx, cfg.Closers, log) })
-	log.Info("portico stopped")
-	return 0
+	log.Info("portico stopped", "exit_code", exit)
+	return exit
 }
 
 // stopStepTimeout bounds each shutdown step after the drain; hurryTimeout is what the
@@ -303,14 +312,19 @@ func closeAll(ctx context.Context, closers []io.Closer, log *slog.Logger) {
 	wg.Wait()
 }
 
-// nextSignal waits for SIGTERM or SIGINT; SIGHUP is logged and ignored.
-func nextSignal(sigs <-chan os.Signal, log *slog.Logger) os.Signal {
+// nextSignal waits for SIGTERM or SIGINT (returned), or for a worker to fail (its error);
+// SIGHUP is logged and ignored.
+func nextSignal(sigs <-chan os.Signal, fatal <-chan error, log *slog.Logger) (os.Signal, error) {
 	for {
-		sig := <-sigs
-		if sig != syscall.SIGHUP {
-			return sig
+		select {
+		case sig := <-sigs:
+			if sig != syscall.SIGHUP {
+				return sig, nil
+			}
+			logSIGHUP(log)
+		case err := <-fatal:
+			return nil, err
 		}
-		logSIGHUP(log)
 	}
 }
 
