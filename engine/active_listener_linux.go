@@ -211,8 +211,10 @@ func HandoffTarget(cfgs []ListenerConfig, dst netip.AddrPort) int {
 
 // newConnection turns a socket that passed its filters into a Connection with the chain's
 // network filters. registered: the socket is in epoll already (it waited in the listener
-// filters); peerFin: the peer's FIN edge was taken meanwhile.
-func (al *activeListener) newConnection(fd int, registered, peerFin bool, info *SocketInfo, chain *FilterChain) {
+// filters); more: the kernel may hold bytes whose edge was taken; peerFin: the peer's FIN
+// edge was taken; replay: bytes the listener filters read and did not drain, handed to
+// the connection's filters before anything else.
+func (al *activeListener) newConnection(fd int, registered, more, peerFin bool, replay *writeBuffer, info *SocketInfo, chain *FilterChain) {
 	w := al.w
 	// TCP_NODELAY comes from the listen socket: Linux copies it into accepted sockets.
 	c := newConnection(w, fd, al.l.cfg.PerConnectionBufferLimit, stateOpen)
@@ -223,18 +225,24 @@ func (al *activeListener) newConnection(fd int, registered, peerFin bool, info *
 	al.stats.DownstreamCxTotal.Inc()
 	al.stats.DownstreamCxActive.Inc()
 	c.owner = al
+	if replay != nil {
+		w.replays[c] = replay
+		c.replay = true
+	}
+	// The edges the listener filters took are spent: what they said about the socket (more
+	// bytes, a FIN: without it the short read of the last bytes would look final and the
+	// end of stream never be read) carries over.
+	c.readReady = more
+	c.peerFin = peerFin
 	if registered {
-		// Already in epoll with connEvents since the listener filters waited; the bytes
-		// they peeked are still queued and their edge is spent, so read them this turn.
-		// The FIN may have been seen too: its edge is spent as well, and without it the
-		// short read of those bytes would look final and the end of stream never be read.
+		// Already in epoll with connEvents since the listener filters waited.
 		w.handlers[fd].h = c
-		c.readReady = true
-		c.peerFin = peerFin
-		w.deferRead(c)
 	} else if err := w.register(fd, connEvents, c); err != nil {
 		c.closeSocket(LocalClose)
 		return
+	}
+	if c.readReady || c.replay {
+		w.deferRead(c)
 	}
 	c.startFilters(chain)
 }

@@ -1,7 +1,8 @@
 package engine
 
 import (
-	"unsafe"
+	"fmt"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -26,7 +27,17 @@ type ActiveSocket struct {
 	// peerFin: an EPOLLRDHUP/EPOLLHUP edge was taken while the socket waited here. The
 	// Connection that takes the socket over must know, since that edge will not come again.
 	peerFin bool
-	timer   *Timer
+	// buf holds the bytes read in the listener-filter phase (nil until the first read):
+	// each byte is read from the kernel once, and what the filters did not drain is
+	// replayed to the Connection's first read.
+	buf *writeBuffer
+	// drained: the last read was short, so the kernel held nothing more at that moment.
+	drained bool
+	// lowat: SO_RCVLOWAT was raised for a filter's WantBytes; reset before hand-over.
+	lowat bool
+	reads uint16 // recv calls in this phase, bounded by maxListenerFilterReads
+	want  int    // bytes the current filter said it needs (WantBytes); 0: any
+	timer *Timer
 	// next links the worker's free list; prev/next also link its waiting list while the
 	// socket waits for data, so shutdown can close it.
 	next, prev *ActiveSocket
@@ -50,22 +61,31 @@ func (s *ActiveSocket) ListenerName() string { return s.l.l.cfg.Name }
 // downstream_listener_filter_error is counted.
 func (s *ActiveSocket) Fail() { s.failed = true }
 
-// Drain consumes n bytes from the socket (they were peeked before, so they are there),
-// as proxy_protocol does with its header. It reads into the worker's scratch buffer.
+// Drain consumes the first n of the bytes the filters were given, as proxy_protocol does
+// with its header: later filters, and the connection, see only what follows them.
 func (s *ActiveSocket) Drain(n int) error {
-	buf := s.w.scratch
-	for n > 0 {
-		m := min(n, len(buf))
-		r, err := readFd(s.fd, buf[:m])
-		if err != nil {
-			return err
-		}
-		if r == 0 {
-			return unix.ECONNRESET
-		}
-		n -= r
+	if n < 0 || s.buf == nil || n > s.buf.len() {
+		return fmt.Errorf("drain %d bytes of %d read", n, s.buffered())
 	}
+	s.buf.off += n
 	return nil
+}
+
+// WantBytes tells the engine, from OnData, that the filter cannot decide before it has
+// seen at least n bytes (counted like OnData's data, from the first byte not drained):
+// a TLS record says its length up front. The socket then sleeps in the kernel
+// (SO_RCVLOWAT) until that many have arrived or the peer ends its stream, instead of
+// waking the worker for every segment of a slow sender. A hint too high only delays the
+// decision to the peer's FIN or the listener filters' timeout; without one, each arrival
+// is read.
+func (s *ActiveSocket) WantBytes(n int) { s.want = n }
+
+// buffered is how many bytes read in this phase are not drained.
+func (s *ActiveSocket) buffered() int {
+	if s.buf == nil {
+		return 0
+	}
+	return s.buf.len()
 }
 
 func (w *Worker) getSocket() *ActiveSocket {
@@ -109,8 +129,13 @@ func (w *Worker) removeWaiting(s *ActiveSocket) {
 
 func (w *Worker) putSocket(s *ActiveSocket) {
 	s.Info.reset(&s.alpnList, &s.alpnBuf)
+	if s.buf != nil {
+		w.putBuffer(s.buf)
+		s.buf = nil
+	}
 	s.fd, s.l, s.idx = -1, nil, 0
 	s.registered, s.failed, s.handedOff, s.done, s.peerFin = false, false, false, false, false
+	s.drained, s.lowat, s.reads, s.want = false, false, 0, 0
 	s.next = w.freeSockets
 	w.freeSockets = s
 }
@@ -136,8 +161,9 @@ func (s *ActiveSocket) continueFilters(callAccept bool) {
 			}
 			if st == StopIteration && f.MaxReadBytes() > 0 {
 				// The peer usually sends its first bytes with the handshake: try now and
-				// only wait in epoll if nothing is there yet.
-				if s.peek(f) {
+				// only wait in epoll if nothing is there yet. Bytes an earlier filter
+				// had read are shown first.
+				if s.feed(f, s.buffered() > 0) {
 					return
 				}
 				callAccept = true
@@ -156,44 +182,104 @@ func (s *ActiveSocket) continueFilters(callAccept bool) {
 	s.finish()
 }
 
-// peek feeds the current filter the bytes available. It returns true when the socket is
-// waiting (for data or timer) or gone, false when the filter continued (s.idx advanced).
-func (s *ActiveSocket) peek(f ListenerFilter) bool {
-	max := min(f.MaxReadBytes(), len(s.w.scratch))
-	buf := s.w.scratch[:max]
-	n, err := recvPeek(s.fd, buf)
-	if err == unix.EAGAIN {
-		s.wait()
-		return true
-	}
-	if err != nil || n == 0 {
-		// Peer reset or closed before the filters were satisfied.
-		s.close()
-		return true
-	}
-	st := s.onData(f, buf[:n])
-	if s.failed {
-		s.reject()
-		return true
-	}
-	if st == StopIteration {
-		if n >= max {
-			// The filter has all it may ever see and still cannot decide.
-			s.reject()
-			return true
+// maxListenerFilterReads bounds the reads one socket may cost in its listener filters
+// before they decide. A client sends what they need in one or two segments (a ClientHello
+// of 16 KiB is a dozen), and a filter that says how much it needs (WantBytes) costs two
+// or three reads however slowly the bytes come; a socket still undecided after this many
+// is a slow-drip attacker, and is closed (downstream_listener_filter_read_limit).
+const maxListenerFilterReads = 64
+
+// listenerFilterChunk is the first read's size: a ClientHello, a PROXY header or a request
+// line fit; the buffer grows (to the listener's largest MaxReadBytes) only if needed.
+const listenerFilterChunk = 4 << 10
+
+// feed gives the current filter the bytes read so far, reading more while it wants them.
+// Every byte is read from the kernel once (recv, not MSG_PEEK), so a socket's cost is
+// linear in the bytes it sends. haveNew says whether the buffer holds bytes the filter has
+// not seen. It returns true when the socket is waiting (for data or a timer) or gone,
+// false when the filter continued (s.idx advanced).
+func (s *ActiveSocket) feed(f ListenerFilter, haveNew bool) bool {
+	fmax := f.MaxReadBytes()
+	for {
+		if haveNew {
+			view := s.buf.b[s.buf.off:]
+			if len(view) > fmax {
+				view = view[:fmax]
+			}
+			s.want = 0
+			st := s.onData(f, view)
+			if s.failed {
+				s.reject()
+				return true
+			}
+			if st != StopIteration {
+				s.want = 0
+				s.idx++
+				return false
+			}
+			if len(view) >= fmax {
+				// The filter has all it may ever see and still cannot decide.
+				s.reject()
+				return true
+			}
 		}
-		if s.peerFin {
-			// The peer has ended its stream: no more bytes will come for the filter to
-			// decide on, so waiting would hold the socket (and its fd) until the listener
-			// filters' timeout, or forever without one.
+		if s.peerFin && s.drained {
+			// The peer has ended its stream and everything before the FIN is read: no
+			// more bytes will come for the filter to decide on, so waiting would hold the
+			// socket (and its fd) until the listener filters' timeout, or forever.
 			s.close()
 			return true
 		}
-		s.wait()
-		return true
+		if s.reads >= maxListenerFilterReads {
+			s.l.stats.DownstreamListenerFilterReadLimit.Inc()
+			s.close()
+			return true
+		}
+		n, err := s.read(fmax)
+		switch {
+		case err == unix.EAGAIN:
+			s.wait()
+			return true
+		case err != nil || n == 0:
+			// Reset, or closed before the filters were satisfied.
+			s.close()
+			return true
+		}
+		haveNew = true
 	}
-	s.idx++
-	return false
+}
+
+// read appends what the socket holds to s.buf, up to the larger of the current filter's
+// and the listener's read limits.
+func (s *ActiveSocket) read(fmax int) (int, error) {
+	limit := max(fmax, s.l.l.maxRead)
+	if s.buf == nil {
+		s.buf = s.w.getBuffer()
+	}
+	b := s.buf
+	room := limit - b.len() // bytes this phase may still read
+	if room <= 0 {
+		return 0, unix.ENOBUFS // unreachable: feed rejects a full view first
+	}
+	if cap(b.b)-len(b.b) < min(room, listenerFilterChunk) {
+		if b.off > 0 {
+			b.b = b.b[:copy(b.b, b.b[b.off:])]
+			b.off = 0
+		}
+		b.b = slices.Grow(b.b, min(room, max(cap(b.b), listenerFilterChunk)))
+	}
+	space := b.b[len(b.b):min(cap(b.b), len(b.b)+room)]
+	s.reads++
+	s.w.lfReads++
+	n, err := readFd(s.fd, space)
+	if n > 0 {
+		b.b = b.b[:len(b.b)+n]
+		s.drained = n < len(space)
+	}
+	if err == unix.EAGAIN {
+		s.drained = true
+	}
+	return n, err
 }
 
 // onAccept and onData call the filter; a panic in it fails the socket.
@@ -213,9 +299,20 @@ func (s *ActiveSocket) findChain() *FilterChain {
 	return s.l.l.cfg.FilterChains.FindFilterChain(&s.Info)
 }
 
-// wait registers the socket edge-triggered (so peeked-but-unread bytes do not re-fire)
-// and arms the listener-filter timeout.
+// wait registers the socket edge-triggered and arms the listener-filter timeout. A filter
+// that said how many bytes it needs (WantBytes) has the kernel hold back the wake-up until
+// they are there (SO_RCVLOWAT: tcp_data_ready skips the wake-up of a socket whose queue
+// is below it), so a slow sender costs no wake-up per segment.
 func (s *ActiveSocket) wait() {
+	if need := s.want - s.buffered(); need > 1 || s.lowat {
+		// Linux caps the value at half the receive buffer; a FIN wakes the socket anyway.
+		if need < 1 {
+			need = 1
+		}
+		if unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, need) == nil {
+			s.lowat = need > 1
+		}
+	}
 	if !s.registered {
 		// The Connection's registration from the start, so creating it costs no
 		// epoll_ctl; edge-triggered, so peeked-but-unread bytes do not re-fire.
@@ -239,11 +336,12 @@ func (s *ActiveSocket) onEvent(ev uint32) {
 	if ev&(poller.RDHup|poller.Hup) != 0 {
 		s.peerFin = true
 	}
+	s.drained = false // a new edge: bytes (or the FIN) may be there
 	filters := s.l.l.cfg.ListenerFilters
 	if s.idx >= len(filters) {
 		return
 	}
-	if s.peek(filters[s.idx]) {
+	if s.feed(filters[s.idx], false) {
 		return
 	}
 	s.continueFilters(true)
@@ -309,32 +407,26 @@ func (s *ActiveSocket) finish() {
 		return
 	}
 	s.detach()
+	if s.lowat {
+		// The connection reads whatever arrives.
+		unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1)
+		s.lowat = false
+	}
 	if l.chainHook != nil {
 		l.chainHook(s.fd, &s.Info, chain)
 		s.w.putSocket(s)
 		return
 	}
+	// The bytes the filters read and did not drain go to the connection, which hands them
+	// to its filters before reading the socket again.
+	var replay *writeBuffer
+	if s.buffered() > 0 {
+		replay, s.buf = s.buf, nil
+	}
+	// The kernel may hold more if the last read was not short, or a FIN (whose edge was
+	// taken here) once it is read; a socket whose filters read nothing is as accepted.
+	more := s.peerFin || (s.reads > 0 && !s.drained)
 	// The Connection copies what it needs from s.Info before s goes back to the pool.
-	l.newConnection(s.fd, s.registered, s.peerFin, &s.Info, chain)
+	l.newConnection(s.fd, s.registered, more, s.peerFin, replay, &s.Info, chain)
 	s.w.putSocket(s)
-}
-
-// recvPeek is recv(MSG_PEEK) into buf. It calls recvfrom directly with no address:
-// x/sys's Recvfrom allocates a sockaddr on every call. The socket is non-blocking, so
-// RawSyscall, like every other non-blocking call of the worker (see poller).
-func recvPeek(fd int, buf []byte) (int, error) {
-	if len(buf) == 0 {
-		return 0, nil
-	}
-	for {
-		n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])),
-			uintptr(len(buf)), unix.MSG_PEEK, 0, 0)
-		switch e {
-		case 0:
-			return int(n), nil
-		case unix.EINTR:
-			continue
-		}
-		return 0, e
-	}
 }

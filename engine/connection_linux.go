@@ -128,6 +128,7 @@ type Connection struct {
 	shutdownAfter bool // endStream was written: shutdown(SHUT_WR) once the buffer is empty
 	localShutdown bool
 	noSplice      bool // splicing was refused once; keep copying
+	replay        bool // the worker holds bytes the listener filters read (Worker.replays)
 	failure       FailureReason
 	endpoint      int32 // upstream: index of the endpoint dialed
 
@@ -278,9 +279,9 @@ func (c *Connection) ReadDisable(disable bool) {
 	}
 	if c.readDisable > 0 {
 		c.readDisable--
-		if c.readDisable == 0 && c.readReady {
-			// Bytes arrived while reading was off; their edge is gone, so read them on
-			// this loop turn.
+		if c.readDisable == 0 && (c.readReady || c.replay) {
+			// Bytes arrived while reading was off (or wait from the listener filters);
+			// their edge is gone, so read them on this loop turn.
 			c.w.deferRead(c)
 		}
 	}
@@ -455,6 +456,11 @@ func (c *Connection) closeSocket(ev ConnectionEvent) {
 		c.w.putBuffer(c.out)
 		c.out = nil
 	}
+	if c.replay {
+		c.w.putBuffer(c.w.replays[c])
+		delete(c.w.replays, c)
+		c.replay = false
+	}
 	if c.owner != nil {
 		c.owner.connClosed(c)
 	}
@@ -512,6 +518,15 @@ const maxReadsPerEvent = 4
 // shorter than the buffer proves the queue was drained, so no extra read is spent on
 // EAGAIN in the common case.
 func (c *Connection) onReadReady() {
+	if c.replay {
+		if c.readDisable > 0 || c.state != stateOpen {
+			return
+		}
+		c.replayRead()
+		if c.state != stateOpen {
+			return
+		}
+	}
 	if c.splice != nil {
 		if d := c.spliceOut(); d != nil && c.spliceRead(d) {
 			return
@@ -565,6 +580,20 @@ func (c *Connection) onReadReady() {
 	if c.readReady && c.state == stateOpen {
 		c.w.deferRead(c)
 	}
+}
+
+// replayRead hands the filters the bytes the listener filters read, as the connection's
+// first read: they were taken from the kernel once, there.
+func (c *Connection) replayRead() {
+	b := c.w.replays[c]
+	delete(c.w.replays, c)
+	c.replay = false
+	data := b.b[b.off:]
+	if c.io != nil {
+		c.io.rx.Add(uint64(len(data)))
+	}
+	c.dispatch(data, false)
+	c.w.putBuffer(b)
 }
 
 func (c *Connection) onRemoteEOF() {

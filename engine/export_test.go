@@ -103,3 +103,12 @@ func (w *Worker) Done() <-chan struct{} { return w.done }
 
 // Stats is the worker's share of the server stats.
 func (w *Worker) Stats() *ServerStats { return w.stats }
+
+// ListenerFilterReads is how many recv calls the worker's listener filters made.
+func (w *Worker) ListenerFilterReads() uint64 {
+	ch := make(chan uint64)
+	if !w.Post(func() { ch <- w.lfReads }) {
+		return 0
+	}
+	return <-ch
+}

@@ -17,6 +17,8 @@ type Listener struct {
 	balancer *balancer
 	// addr is the bound address (port resolved when the config asked for port 0).
 	addr netip.AddrPort
+	// maxRead is the most bytes any of its listener filters reads (MaxReadBytes).
+	maxRead int
 }
 
 // Name is the listener's name.
@@ -44,6 +46,9 @@ func (l *Listener) Stats(worker int) *ListenerStats { return &l.stats[worker] }
 func bindListener(cfg ListenerConfig, id, workers int) (*Listener, error) {
 	l := &Listener{cfg: cfg, id: id, stats: make([]ListenerStats, workers), addr: cfg.Address,
 		balancer: &balancer{exact: cfg.ExactBalance, counts: make([]int64, workers), totals: make([]int64, workers)}}
+	for _, f := range cfg.ListenerFilters {
+		l.maxRead = max(l.maxRead, f.MaxReadBytes())
+	}
 	if cfg.NoBindToPort {
 		return l, nil
 	}

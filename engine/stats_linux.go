@@ -59,9 +59,12 @@ type ListenerStats struct {
 	// DownstreamCxFilterPanic counts connections and sockets reset because their filter
 	// code panicked (see ServerStats.FilterPanics for the server-wide count).
 	DownstreamCxFilterPanic Counter
+	// DownstreamListenerFilterReadLimit counts sockets closed because their listener
+	// filters were still undecided after maxListenerFilterReads reads (a slow drip).
+	DownstreamListenerFilterReadLimit Counter
 	// Each worker writes its own ListenerStats: keep two workers' counters off one cache
-	// line (12 counters are 96 bytes; 128 is two lines).
-	_ [32]byte
+	// line (13 counters are 104 bytes; 128 is two lines).
+	_ [24]byte
 }
 
 // Visit reports every stat.
@@ -78,6 +81,7 @@ func (s *ListenerStats) Visit(v StatVisitor) {
 	v("downstream_cx_tx_bytes_total", KindCounter, float64(s.DownstreamCxTxBytesTotal.Value()))
 	v("downstream_cx_handed_off", KindCounter, float64(s.DownstreamCxHandedOff.Value()))
 	v("downstream_cx_filter_panic", KindCounter, float64(s.DownstreamCxFilterPanic.Value()))
+	v("downstream_listener_filter_read_limit", KindCounter, float64(s.DownstreamListenerFilterReadLimit.Value()))
 }
 
 // ClusterStats are one cluster's stats on one worker, with Envoy's names.

@@ -57,8 +57,13 @@ type Worker struct {
 	clock func() int64
 	epoch time.Time
 
-	// freeBufs are empty write buffers kept for reuse by this worker's connections.
+	// freeBufs are empty buffers kept for reuse by this worker's connections (writes) and
+	// sockets in their listener filters (reads).
 	freeBufs []*writeBuffer
+	// replays are the bytes listener filters read for connections that have not had their
+	// first read yet (Connection.replay): a map, so that a Connection pays no field for
+	// them.
+	replays map[*Connection]*writeBuffer
 
 	stats *ServerStats // this worker's share of the server-wide stats
 	// closeTimeout bounds a flush before close (0: DefaultDelayedCloseTimeout).
@@ -87,6 +92,7 @@ type Worker struct {
 	// pipes are empty splice pipes kept for reuse; spliceOff disables splicing.
 	pipes     [][3]int // read end, write end, capacity
 	pipesMade int      // pipes created, for tests
+	lfReads   uint64   // listener-filter reads, for tests
 	spliceOff bool
 
 	stopping bool
@@ -113,6 +119,7 @@ func newWorker(id int, log *slog.Logger) (*Worker, error) {
 		handlers:  make([]handlerSlot, 1024),
 		scratch:   make([]byte, scratchSize),
 		listeners: make(map[string]*activeListener),
+		replays:   make(map[*Connection]*writeBuffer),
 		epoch:     epoch,
 		// time.Since reads the monotonic clock carried by epoch: stepping the wall clock
 		// does not move it.

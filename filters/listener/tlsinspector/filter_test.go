@@ -138,3 +138,22 @@ func BenchmarkInspect(b *testing.B) {
 		f.inspect(w, &info, hello)
 	}
 }
+
+// TestNeedBytesNeverOverstates: for every prefix of real ClientHellos (whole, and cut into
+// small records) on which the parser wants more, NeedBytes asks for more than the prefix
+// and never more than the whole first flight: the engine may sleep until that many bytes
+// arrived without ever waiting for bytes that will not come.
+func TestNeedBytesNeverOverstates(t *testing.T) {
+	hello := captureClientHello(t, &tls.Config{ServerName: "need.example", NextProtos: []string{"h2"}, InsecureSkipVerify: true})
+	for _, flight := range [][]byte{hello, refragment(hello, 40), refragment(hello, 3)} {
+		for p := 0; p < len(flight); p++ {
+			if _, st := ParseClientHello(flight[:p]); st != NeedMore {
+				continue
+			}
+			need := NeedBytes(flight[:p])
+			if need <= p || need > len(flight) {
+				t.Fatalf("prefix %d of %d: NeedBytes %d", p, len(flight), need)
+			}
+		}
+	}
+}

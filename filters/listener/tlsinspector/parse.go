@@ -380,3 +380,32 @@ func (c *cursor) u16Prefixed() (cursor, bool) {
 	*c = (*c)[n:]
 	return v, true
 }
+
+// NeedBytes is how many bytes, from the first, a ClientHello that starts with data takes at
+// least, for a data on which ParseClientHello said NeedMore: the records' own lengths say
+// so before their payload arrives. It never overstates what a well-formed ClientHello
+// needs (it stops at the end of the ClientHello in the first record, or else at the end of
+// the record being received), so the engine can sleep until that many bytes are there.
+func NeedBytes(data []byte) int {
+	if len(data) < recordHeaderLen {
+		return recordHeaderLen
+	}
+	pos := 0
+	for pos+recordHeaderLen <= len(data) {
+		recLen := int(binary.BigEndian.Uint16(data[pos+3 : pos+5]))
+		end := pos + recordHeaderLen + recLen
+		if pos == 0 && len(data) >= recordHeaderLen+handshakeHeaderLen && recLen >= handshakeHeaderLen {
+			// The handshake header says where the ClientHello ends; a record may be longer.
+			h := data[recordHeaderLen:]
+			msgEnd := recordHeaderLen + handshakeHeaderLen + (int(h[1])<<16 | int(h[2])<<8 | int(h[3]))
+			if msgEnd <= end {
+				return msgEnd
+			}
+		}
+		if end > len(data) {
+			return end
+		}
+		pos = end
+	}
+	return pos + recordHeaderLen
+}

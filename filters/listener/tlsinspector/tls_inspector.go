@@ -79,6 +79,9 @@ func (f *Filter) OnData(s *engine.ActiveSocket, data []byte) engine.FilterStatus
 	st, fail := f.inspect(s.Worker().Interner(), &s.Info, data)
 	if fail {
 		s.Fail()
+	} else if st == engine.StopIteration {
+		// Sleep until the rest of the record is there, not one wake-up per segment.
+		s.WantBytes(min(NeedBytes(data), f.maxRead))
 	}
 	return st
 }
