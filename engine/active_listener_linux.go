@@ -136,8 +136,11 @@ func (al *activeListener) takeSocket(s *ActiveSocket) {
 	target := al.l.balancer.pick(al.w.ID)
 	if target != al.w.ID {
 		fd, info := s.fd, s.Info
-		// The ALPN list lives in s, which stays with this worker's pool.
+		// The ALPN list lives in s, which stays with this worker's pool; the bytes read so
+		// far (a plain heap buffer) and what was seen of the socket go along.
 		info.ownALPN()
+		buf, peerFin, drained := s.buf, s.peerFin, s.drained
+		s.buf = nil
 		al.w.putSocket(s)
 		tw := al.w.peers[target]
 		l := al.l
@@ -150,6 +153,7 @@ func (al *activeListener) takeSocket(s *ActiveSocket) {
 			}
 			ns := tw.getSocket()
 			ns.fd, ns.l, ns.handedOff = fd, t, true
+			ns.buf, ns.peerFin, ns.drained = buf, peerFin, drained
 			alpn := info.ApplicationProtocols()
 			ns.Info, ns.Info.alpn = info, &ns.alpnList
 			ns.Info.SetApplicationProtocols(alpn...)

@@ -380,6 +380,12 @@ func (s *ActiveSocket) close() {
 // Connection.
 func (s *ActiveSocket) finish() {
 	l := s.l
+	if s.lowat {
+		// What comes next (another listener's filters, or the connection) reads whatever
+		// arrives.
+		unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1)
+		s.lowat = false
+	}
 	if l.l.cfg.UseOriginalDst && s.Info.LocalAddrRestored && !s.handedOff {
 		if target := s.w.findListener(s.Info.LocalAddr); target != nil && target != l {
 			s.detach()
@@ -407,11 +413,6 @@ func (s *ActiveSocket) finish() {
 		return
 	}
 	s.detach()
-	if s.lowat {
-		// The connection reads whatever arrives.
-		unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1)
-		s.lowat = false
-	}
 	if l.chainHook != nil {
 		l.chainHook(s.fd, &s.Info, chain)
 		s.w.putSocket(s)

@@ -201,3 +201,35 @@ func TestUseOriginalDstHandoff(t *testing.T) {
 		})
 	}
 }
+
+// TestHandoffCarriesReadBytes: bytes the first listener's filters read (they are taken
+// from the kernel, not peeked) go with the socket to the use_original_dst target, on this
+// worker or, by exact balance, on another; the target's filters and its connection see
+// them from the first byte.
+func TestHandoffCarriesReadBytes(t *testing.T) {
+	wild := netip.MustParseAddrPort("0.0.0.0:8080")
+	_, ls := startServer(t, 2, nil, func(*engine.Server) []engine.ListenerConfig {
+		return []engine.ListenerConfig{
+			{Name: "outbound", Address: loopback0, UseOriginalDst: true,
+				ListenerFilters: []engine.ListenerFilter{needBytes{2}, restore{netip.MustParseAddrPort("10.9.9.9:8080")}},
+				FilterChains:    engine.SingleChain{Chain: echoNamed("outbound")}},
+			{Name: "wildcard", Address: wild, NoBindToPort: true, ListenerFilters: []engine.ListenerFilter{needBytes{3}},
+				ExactBalance: true, FilterChains: bySNI{"abc": echoNamed("wildcard")}},
+		}
+	})
+	for i := 0; i < 8; i++ {
+		c, err := net.Dial("tcp", ls[0].Address().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		roundTrip(t, c, "abcdef")
+		c.Close()
+	}
+	var n uint64
+	for w := 0; w < 2; w++ {
+		n += ls[1].Stats(w).DownstreamCxTotal.Value()
+	}
+	if n != 8 {
+		t.Fatalf("wildcard served %d of 8", n)
+	}
+}
