@@ -315,7 +315,7 @@ func (s *ActiveSocket) wait() {
 	}
 	if !s.registered {
 		// The Connection's registration from the start, so creating it costs no
-		// epoll_ctl; edge-triggered, so peeked-but-unread bytes do not re-fire.
+		// epoll_ctl.
 		if err := s.w.register(s.fd, connEvents, s); err != nil {
 			s.close()
 			return

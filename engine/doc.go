@@ -17,11 +17,12 @@
 // # The life of a connection
 //
 //	accept4 ─> ActiveSocket ─> ListenerFilters ─> FilterChainManager ─> Connection ─> ReadFilters
-//	           (fd + SocketInfo)  peek, decide      picks a FilterChain    epoll, ET      OnData
+//	           (fd + SocketInfo)  read, decide      picks a FilterChain    epoll, ET      OnData
 //
 // An accepted socket first runs its listener's ListenerFilters (tls_inspector,
-// proxy_protocol, ... or your own), which read the first bytes without consuming them
-// and fill in its SocketInfo. The listener's FilterChainManager then picks a FilterChain,
+// proxy_protocol, ... or your own), which look at its first bytes and fill in its
+// SocketInfo. The engine reads those bytes once, into a buffer of the socket's; what the
+// filters do not drain becomes the connection's first read. The listener's FilterChainManager then picks a FilterChain,
 // whose NetworkFilterFactory values build the Connection's ReadFilters. From then on every
 // read lands in the worker's scratch buffer and is handed to OnData, valid only during the
 // call; Connection.Write sends at once and buffers only what the kernel refuses.

@@ -14,8 +14,9 @@ const (
 // ListenerFilter runs on an accepted socket before any Connection exists (Envoy's
 // Network::ListenerFilter). One instance serves every socket of every worker, so an
 // implementation keeps no per-socket state in itself: what it learns goes into the
-// ActiveSocket's SocketInfo, and whatever it must re-derive it re-parses from the peeked
-// bytes, which always start at the first byte the peer sent.
+// ActiveSocket's SocketInfo, and whatever it must re-derive it re-parses from the bytes
+// it is shown, which always start at the first byte the peer sent (after any a filter
+// drained).
 type ListenerFilter interface {
 	// Name is the filter's Envoy name, for logs and stats.
 	Name() string
@@ -24,10 +25,13 @@ type ListenerFilter interface {
 	OnAccept(s *ActiveSocket) FilterStatus
 	// MaxReadBytes is how many bytes OnData wants to see at most; 0 means none.
 	MaxReadBytes() int
-	// OnData is called with the bytes peeked so far (MSG_PEEK: they stay in the kernel),
-	// from the first one. data lives in the worker's scratch buffer and is valid only
-	// during the call. Return StopIteration to wait for more. If the peek already holds
-	// MaxReadBytes bytes and the filter still returns StopIteration, the socket is closed.
+	// OnData is called with the bytes read so far, from the first one, each time more
+	// arrive. The engine reads each byte from the kernel once into a buffer of the
+	// socket's (like Envoy's ListenerFilterBuffer), and what the filters do not Drain is
+	// handed to the connection as its first read, so nothing is lost or read twice. data is
+	// valid only during the call. Return StopIteration to wait for more (WantBytes says how
+	// many are needed, if the filter knows). If data already holds MaxReadBytes bytes and
+	// the filter still returns StopIteration, the socket is closed.
 	OnData(s *ActiveSocket, data []byte) FilterStatus
 }
 

@@ -26,7 +26,7 @@ type handlerSlot struct {
 // no event for this long counts as idle and waits the ordinary way again.
 const busyWaitMillis = 5
 
-// scratchSize is the worker's shared read buffer: every read and peek lands here and is
+// scratchSize is the worker's shared read buffer: every read lands here and is
 // handed to filters as a slice valid only during the call.
 const scratchSize = 64 << 10
 

@@ -1,6 +1,7 @@
 // Package httpinspector is envoy.filters.listener.http_inspector: on a plaintext socket it
-// peeks at the first line and records the application protocol "http/1.0", "http/1.1" or
-// "h2c" so that filter chains can match on it. It never consumes bytes.
+// looks at the first line and records the application protocol "http/1.0", "http/1.1" or
+// "h2c" so that filter chains can match on it. It drains nothing: the connection sees
+// every byte.
 package httpinspector
 
 import "github.com/portico-proxy/portico/engine"
@@ -9,9 +10,8 @@ import "github.com/portico-proxy/portico/engine"
 const Name = "envoy.filters.listener.http_inspector"
 
 // MaxInspectSize is Envoy's MAX_INSPECT_SIZE: a first line not finished within this many
-// bytes closes the socket (Envoy's read_error). Envoy starts with an 8 KiB peek and
-// doubles it up to this; Portico's peek lands in the worker's shared 64 KiB scratch
-// buffer, so it asks for the maximum at once.
+// bytes closes the socket (Envoy's read_error). Envoy starts with an 8 KiB buffer and
+// doubles it up to this; Portico's listener-filter buffer grows the same way.
 const MaxInspectSize = 64 << 10
 
 // Config is the filter's configuration. Envoy's HttpInspector proto has no fields.

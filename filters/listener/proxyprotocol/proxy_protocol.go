@@ -1,6 +1,7 @@
 // Package proxyprotocol is envoy.filters.listener.proxy_protocol: it parses a HAProxy
-// PROXY protocol header (v1 text or v2 binary) from the peeked bytes, restores the source
-// and destination it carries, and consumes exactly the header from the socket.
+// PROXY protocol header (v1 text or v2 binary) from the socket's first bytes, restores the
+// source and destination it carries, and consumes exactly the header (Drain): the
+// connection sees only what follows it.
 package proxyprotocol
 
 import (
@@ -37,24 +38,30 @@ func (*Filter) Name() string { return Name }
 // OnAccept implements engine.ListenerFilter: the header must be read first.
 func (*Filter) OnAccept(*engine.ActiveSocket) engine.FilterStatus { return engine.StopIteration }
 
-// MaxReadBytes implements engine.ListenerFilter: the longest header the protocol allows
-// (the engine caps a peek at its scratch buffer; see verdict).
+// MaxReadBytes implements engine.ListenerFilter: the longest header the protocol allows.
 func (*Filter) MaxReadBytes() int { return MaxV2Len }
 
 // OnData implements engine.ListenerFilter.
 func (f *Filter) OnData(s *engine.ActiveSocket, data []byte) engine.FilterStatus {
-	v := f.verdict(&s.Info, data, len(s.Worker().Scratch()))
+	v := f.verdict(&s.Info, data, MaxV2Len)
 	if v.fail {
 		s.Fail()
 		return engine.StopIteration
 	}
 	if v.drain > 0 {
 		if err := s.Drain(v.drain); err != nil {
-			// The header was peeked, so it is there; failing to read it means the socket
-			// broke underneath us.
+			// Parsed from data, so the bytes are there: this cannot happen.
 			s.Fail()
 			return engine.StopIteration
 		}
+	}
+	if v.status == engine.StopIteration && hasPrefixOf(data, V2Signature) {
+		// A v2 header says its length in its first 16 bytes: sleep until it is whole.
+		need := V2HeaderLen
+		if len(data) >= V2HeaderLen {
+			need += int(binary.BigEndian.Uint16(data[14:16]))
+		}
+		s.WantBytes(need)
 	}
 	return v.status
 }
@@ -67,7 +74,7 @@ type verdict struct {
 }
 
 // verdict parses data and applies a complete header to info. peekCap is the most the
-// engine can ever peek; a v2 header declaring more can never be read whole, so it is
+// engine will ever read for the filter; a v2 header declaring more can never be read whole, so it is
 // rejected at once rather than left to time out.
 func (f *Filter) verdict(info *engine.SocketInfo, data []byte, peekCap int) verdict {
 	h, st := Parse(data, f.cfg.DisallowedVersions, f.cfg.AllowRequestsWithoutProxyProtocol)

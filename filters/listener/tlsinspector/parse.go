@@ -6,7 +6,7 @@ import "encoding/binary"
 type Status int
 
 const (
-	// NeedMore: the bytes so far are a valid prefix of a TLS ClientHello; peek again.
+	// NeedMore: the bytes so far are a valid prefix of a TLS ClientHello; wait for more.
 	NeedMore Status = iota
 	// NotTLS: the first bytes cannot start a TLS handshake record (plaintext).
 	NotTLS

@@ -1,6 +1,7 @@
-// Package tlsinspector is envoy.filters.listener.tls_inspector: it peeks at the first
+// Package tlsinspector is envoy.filters.listener.tls_inspector: it looks at the first
 // bytes of a socket and, if they are a TLS ClientHello, records transport protocol "tls",
-// the SNI and the ALPN list for filter-chain selection. It never consumes bytes.
+// the SNI and the ALPN list for filter-chain selection. It drains nothing: the connection
+// sees every byte.
 package tlsinspector
 
 import (
@@ -23,13 +24,13 @@ const minClientHelloSize = 256
 // enable_ja3_fingerprinting / enable_ja4_fingerprinting, which Portico does not support
 // (the config translator rejects them).
 type Config struct {
-	// MaxClientHelloSize bounds how many bytes are peeked looking for a complete
+	// MaxClientHelloSize bounds how many bytes are read looking for a complete
 	// ClientHello; a longer one closes the socket (Envoy's client_hello_too_large).
 	// 0 means DefaultMaxClientHelloSize. Valid: 256..16384.
 	MaxClientHelloSize uint32
 	// InitialReadBufferSize is accepted for fidelity but has no effect: Envoy grows a
-	// per-connection buffer from this size, while Portico peeks into the worker's shared
-	// scratch buffer, where asking for the maximum at once costs nothing.
+	// per-connection buffer from this size; Portico's starts at 4 KiB and grows as
+	// needed, and the record length tells it how much to wait for (WantBytes).
 	InitialReadBufferSize uint32
 	// CloseConnectionOnClientHelloParsingErrors closes sockets whose first bytes are not a
 	// well-formed ClientHello instead of treating them as plaintext.
