@@ -403,3 +403,26 @@ func TestListenerStatPrefix(t *testing.T) {
 		t.Errorf("stat prefixes by listener: %v; want ingress=edge_in, echo unset", got)
 	}
 }
+
+// TestTimeoutAtMaximum: a timeout of exactly MaxDuration is accepted and reaches the engine
+// unchanged; the limit named in the error text is MaxDuration.
+func TestTimeoutAtMaximum(t *testing.T) {
+	if MaxDuration.String() != "87600h0m0s" || !strings.HasPrefix(maxDurationText, "87600h ") {
+		t.Fatalf("MaxDuration %v, error text %q", MaxDuration, maxDurationText)
+	}
+	cfg, err := Parse([]byte(`
+static_resources:
+  listeners:
+  - name: e
+    address: { socket_address: { address: 127.0.0.1, port_value: 7 } }
+    listener_filters_timeout: 315360000s
+    filter_chains: [{ filters: [{ name: envoy.filters.network.echo }] }]
+`), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cfg.Close()
+	if got := cfg.Listeners[0].ListenerFiltersTimeout; got != MaxDuration {
+		t.Errorf("listener_filters_timeout = %v, want %v", got, MaxDuration)
+	}
+}

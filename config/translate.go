@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -141,20 +142,50 @@ func (t *translator) socketAddress(a *corev3.Address, at string, portZeroOK bool
 	return netip.AddrPortFrom(ip, uint16(port)), ok
 }
 
-func duration(d *durationpb.Duration, def time.Duration) time.Duration {
+// MaxDuration is the longest duration Portico accepts for a timeout it translates into
+// the engine (connect_timeout, idle_timeout, listener_filters_timeout). The engine keeps a
+// timer's deadline as int64 Unix nanoseconds, now+d, which overflows for d beyond about 230
+// years from today, while google.protobuf.Duration allows ±10,000 years. Ten years is far
+// past any real timeout (the longest in 110 published Envoy bootstraps is 3600s; "never" is
+// written 0s where a field allows it) and leaves the engine two centuries of headroom.
+const MaxDuration = 10 * 365 * 24 * time.Hour
+
+const maxDurationText = "87600h (10 years)"
+
+// timeout translates a Duration the engine arms a timer with: unset gives def, and a value
+// above MaxDuration is an error at `at` (def is used). A negative one is an error too when
+// checkNegative is set; fields with a protoc-gen-validate bound (connect_timeout > 0s) have
+// it reported there already.
+func (t *translator) timeout(d *durationpb.Duration, def time.Duration, at string, checkNegative bool) time.Duration {
 	if d == nil {
+		return def
+	}
+	s, n := d.GetSeconds(), d.GetNanos()
+	if s < 0 || n < 0 {
+		if checkNegative {
+			t.errorf(at, "%s is negative (0s turns the timeout off)", formatDuration(d))
+		}
+		return def
+	}
+	if maxS := int64(MaxDuration / time.Second); s > maxS || s == maxS && n > 0 {
+		t.errorf(at, "%s is above the maximum of %s", formatDuration(d), maxDurationText)
 		return def
 	}
 	return d.AsDuration()
 }
 
-func (t *translator) nonNegative(d *durationpb.Duration, def time.Duration, at string) time.Duration {
-	v := duration(d, def)
-	if v < 0 {
-		t.errorf(at, "must not be negative")
-		return def
+// formatDuration writes d as in the file: seconds with a fraction only when there is one.
+func formatDuration(d *durationpb.Duration) string {
+	s, n := d.GetSeconds(), d.GetNanos()
+	sign := ""
+	if s < 0 || n < 0 {
+		sign, s, n = "-", -s, -n
 	}
-	return v
+	out := sign + strconv.FormatInt(s, 10)
+	if n != 0 {
+		out += "." + strings.TrimRight(fmt.Sprintf("%09d", n), "0")
+	}
+	return out + "s"
 }
 
 func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
@@ -168,9 +199,7 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 		ConnectTimeout:           engine.DefaultConnectTimeout,
 		PerConnectionBufferLimit: engine.DefaultBufferLimit,
 	}
-	if d := cl.GetConnectTimeout(); d != nil {
-		cc.ConnectTimeout = d.AsDuration()
-	}
+	cc.ConnectTimeout = t.timeout(cl.GetConnectTimeout(), engine.DefaultConnectTimeout, field(at, "connect_timeout"), false)
 	if v := cl.GetPerConnectionBufferLimitBytes(); v != nil {
 		cc.PerConnectionBufferLimit = bufferLimit(v.GetValue())
 	}
@@ -270,7 +299,7 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 	if v := l.GetEnableReusePort(); v != nil {
 		lc.ReusePort = v.GetValue()
 	}
-	lc.ListenerFiltersTimeout = t.nonNegative(l.GetListenerFiltersTimeout(), engine.DefaultListenerFiltersTimeout, field(at, "listener_filters_timeout"))
+	lc.ListenerFiltersTimeout = t.timeout(l.GetListenerFiltersTimeout(), engine.DefaultListenerFiltersTimeout, field(at, "listener_filters_timeout"), true)
 	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
 		lc.PerConnectionBufferLimit = bufferLimit(v.GetValue())
 	}
