@@ -29,7 +29,66 @@ func (l loc) index(i int) loc              { return loc{index(l.canon, i), index
 func (l loc) key(k string) loc             { return loc{key(l.canon, k), key(l.user, k)} }
 
 type checker struct {
-	c *collector
+	c     *collector
+	marks utf8Marks // where the file had invalid UTF-8 (see markInvalidUTF8)
+}
+
+// utf8OK reports a string value that is not UTF-8 at its field; it returns false then.
+func (k *checker) utf8OK(v any, at loc) bool {
+	s, ok := v.(string)
+	if !ok {
+		return true
+	}
+	if what, where, bad := k.marks.invalidText(s); bad {
+		k.errorf(at, "%s is not valid UTF-8%s", what, where)
+		return false
+	}
+	return true
+}
+
+// keyOK reports a key of the object at `at` that is not UTF-8 (at the object: the key
+// itself cannot be spelled in a path); it returns false then.
+func (k *checker) keyOK(name string, at loc) bool {
+	what, where, bad := k.marks.invalidText(name)
+	if !bad {
+		return true
+	}
+	if at.user == "" && where != "" {
+		// A top-level key: the line is the best location there is.
+		_, run, _ := k.marks.restore(name)
+		at, where = lineLoc(run.line), fmt.Sprintf(" (column %d); the file must be UTF-8", run.col)
+	}
+	k.errorf(at, "key %s is not valid UTF-8%s", what, where)
+	return false
+}
+
+// plain checks a value taken as free-form JSON (Struct, ListValue, Value): JSON has no
+// .inf or .nan, and its text must be UTF-8.
+func (k *checker) plain(v any, at loc) bool {
+	switch x := v.(type) {
+	case nonFinite:
+		k.errorf(at, "got %s, which JSON has no number for", x)
+		return false
+	case string:
+		return k.utf8OK(x, at)
+	case []any:
+		ok := true
+		for i, e := range x {
+			ok = k.plain(e, at.index(i)) && ok
+		}
+		return ok
+	case map[string]any:
+		ok := true
+		for name, e := range x {
+			if !k.keyOK(name, at) {
+				ok = false
+				continue
+			}
+			ok = k.plain(e, at.key(name)) && ok
+		}
+		return ok
+	}
+	return true
 }
 
 func (k *checker) errorf(at loc, format string, args ...any) {
@@ -51,6 +110,9 @@ func (k *checker) note(at loc) {
 // message checks v as the JSON of a message of type md. It returns false when v cannot be
 // that message at all; the caller then removes it. Problems inside v are fixed in place.
 func (k *checker) message(v any, md protoreflect.MessageDescriptor, at loc, parent protoreflect.FieldDescriptor) bool {
+	if !k.utf8OK(v, at) {
+		return false
+	}
 	switch md.FullName() {
 	case "google.protobuf.Any":
 		return k.any(v, at, parent)
@@ -78,15 +140,15 @@ func (k *checker) message(v any, md protoreflect.MessageDescriptor, at loc, pare
 			k.errorf(at, "expected an object, got %s", describe(v))
 			return false
 		}
-		return true
+		return k.plain(v, at)
 	case "google.protobuf.ListValue":
 		if _, ok := v.([]any); !ok {
 			k.errorf(at, "expected a list, got %s", describe(v))
 			return false
 		}
-		return true
+		return k.plain(v, at)
 	case "google.protobuf.Value":
-		return true // any JSON value is a Value
+		return k.plain(v, at) // any JSON value is a Value
 	case "google.protobuf.DoubleValue", "google.protobuf.FloatValue",
 		"google.protobuf.Int64Value", "google.protobuf.UInt64Value",
 		"google.protobuf.Int32Value", "google.protobuf.UInt32Value",
@@ -108,6 +170,10 @@ func (k *checker) message(v any, md protoreflect.MessageDescriptor, at loc, pare
 func (k *checker) fields(obj map[string]any, md protoreflect.MessageDescriptor, at loc, skip map[string]bool) {
 	names := make([]string, 0, len(obj))
 	for name := range obj {
+		if !k.keyOK(name, at) {
+			delete(obj, name)
+			continue
+		}
 		if !skip[name] {
 			names = append(names, name)
 		}
@@ -209,6 +275,10 @@ func (k *checker) value(v any, fd protoreflect.FieldDescriptor, at loc) bool {
 			return false
 		}
 		for mk, mv := range obj {
+			if !k.keyOK(mk, at) {
+				delete(obj, mk)
+				continue
+			}
 			kat := at.key(mk)
 			k.note(kat)
 			if !k.mapKey(mk, fd.MapKey(), kat) || !k.single(mv, fd.MapValue(), kat) {
@@ -250,6 +320,9 @@ func (k *checker) mapKey(s string, fd protoreflect.FieldDescriptor, at loc) bool
 // scalar checks v against a non-message field kind, with protojson's rules (64-bit and
 // 32-bit integers may be quoted, floats may be "NaN"/"Infinity", enums by name or number).
 func (k *checker) scalar(v any, fd protoreflect.FieldDescriptor, at loc) bool {
+	if !k.utf8OK(v, at) {
+		return false
+	}
 	switch fd.Kind() {
 	case protoreflect.BoolKind:
 		if _, ok := v.(bool); !ok {
@@ -274,6 +347,10 @@ func (k *checker) scalar(v any, fd protoreflect.FieldDescriptor, at loc) bool {
 		if !ok {
 			if s, isStr := v.(string); isStr && (s == "NaN" || s == "Infinity" || s == "-Infinity") {
 				return true
+			}
+			if nf, isNF := v.(nonFinite); isNF {
+				k.errorf(at, "expected a number, got %s (write %q, quoted, for this float)", nf, map[nonFinite]string{".inf": "Infinity", "-.inf": "-Infinity", ".nan": "NaN"}[nf])
+				return false
 			}
 			k.errorf(at, "expected a number, got %s", describe(v))
 			return false
@@ -385,6 +462,10 @@ func (k *checker) any(v any, at loc, parent protoreflect.FieldDescriptor) bool {
 	if isWellKnownJSON(md.FullName()) {
 		// protojson writes such a type's special JSON form under "value".
 		for name := range obj {
+			if !k.keyOK(name, at) {
+				delete(obj, name)
+				continue
+			}
 			if name != "@type" && name != "value" {
 				k.errorf(at.field(name, name), "unknown field")
 				k.prune(at.field(name, name))
@@ -536,6 +617,8 @@ func describe(v any) string {
 		return "a list"
 	case map[string]any:
 		return "an object"
+	case nonFinite:
+		return string(x)
 	}
 	return fmt.Sprintf("%T", v)
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -424,5 +425,39 @@ static_resources:
 	defer cfg.Close()
 	if got := cfg.Listeners[0].ListenerFiltersTimeout; got != MaxDuration {
 		t.Errorf("listener_filters_timeout = %v, want %v", got, MaxDuration)
+	}
+}
+
+// TestYAMLValuesWithoutJSONForm covers what the generic tree cannot carry to protojson and
+// the YAML reader used to reject with no location: !!binary text that is not UTF-8, invalid
+// bytes in a file that also has a syntax error, and the file encodings YAML reads (UTF-16
+// with a byte-order mark stays readable).
+func TestYAMLValuesWithoutJSONForm(t *testing.T) {
+	const echo = `
+static_resources:
+  listeners:
+  - name: NAME
+    address: { socket_address: { address: 127.0.0.1, port_value: 7 } }
+    filter_chains: [{ filters: [{ name: envoy.filters.network.echo }] }]
+`
+	_, err := Parse([]byte(strings.Replace(echo, "NAME", "!!binary /w==", 1)), 1)
+	checkErrors(t, err, []want{{"static_resources.listeners[0].name", `"\xff" is not valid UTF-8`}})
+
+	bad := strings.Replace(echo, "NAME", "e\xff", 1) + "   oops: [\n"
+	_, err = Parse([]byte(bad), 1)
+	checkErrors(t, err, []want{{"line 6", "YAML: "}, {"line 4", "column 12: invalid UTF-8 ff"}})
+
+	u := utf16.Encode([]rune(strings.Replace(echo, "NAME", "é", 1)))
+	le := []byte{0xff, 0xfe}
+	for _, c := range u {
+		le = append(le, byte(c), byte(c>>8))
+	}
+	cfg, err := Parse(le, 1)
+	if err != nil {
+		t.Fatalf("UTF-16LE with a BOM: %v", err)
+	}
+	defer cfg.Close()
+	if cfg.Listeners[0].Name != "é" {
+		t.Errorf("UTF-16LE: listener name %q", cfg.Listeners[0].Name)
 	}
 }
