@@ -104,7 +104,7 @@ func ParseWith(data []byte, workers int, o Options) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	obj, ok := root.(map[string]any)
+	obj, ok := root.(object)
 	if !ok {
 		if root == nil {
 			return nil, Errors{{Msg: "the configuration is empty"}}
@@ -115,7 +115,7 @@ func ParseWith(data []byte, workers int, o Options) (*Config, error) {
 	c := &collector{}
 	bs := &bootstrapv3.Bootstrap{}
 	k := &checker{c: c, marks: marks}
-	k.message(obj, bs.ProtoReflect().Descriptor(), loc{}, nil)
+	k.message(obj, bs.ProtoReflect().Descriptor(), rootLoc("", ""), nil)
 	for _, run := range marks.unreported() {
 		k.errorf(lineLoc(run.line), "%s", run.msg())
 	}
@@ -132,8 +132,9 @@ func ParseWith(data []byte, workers int, o Options) (*Config, error) {
 	}
 	// The subset check runs first so that validation errors inside an unsupported
 	// field, already reported as such, are not repeated.
-	c.subset(bs.ProtoReflect(), "")
-	c.validate(bs, "")
+	top := rootLoc("", "")
+	c.subset(bs.ProtoReflect(), top)
+	c.validate(bs, &top)
 	cfg := (&translator{c: c, workers: workers, checkOnly: o.CheckOnly}).bootstrap(bs)
 	if err := c.result(bs); err != nil {
 		cfg.Close()

@@ -3,8 +3,11 @@ package config
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,7 +17,7 @@ import (
 )
 
 // Stage 1 reads the file (YAML, of which JSON is a subset) into the generic tree the JSON
-// pass walks: map[string]any, []any, string, json.Number, bool, nil, and nonFinite for
+// pass walks: object, []any, string, json.Number, bool, nil, and nonFinite for
 // YAML's .inf and .nan, which JSON cannot carry. It is what sigs.k8s.io/yaml's
 // YAMLToJSONStrict followed by a JSON decode with UseNumber gave, without the JSON text in
 // between, and with the two things that conversion could not locate left in the tree for
@@ -151,15 +154,63 @@ func lineRef(n int) string { return "line " + strconv.Itoa(n) }
 
 // lineLoc is the location of an error known only by its line. Its canonical form sorts
 // such errors after those at fields, in the order of their lines.
-func lineLoc(n int) loc { return loc{canon: fmt.Sprintf("line %09d", n), user: lineRef(n)} }
+func lineLoc(n int) loc { return rootLoc(fmt.Sprintf("line %09d", n), lineRef(n)) }
+
+// object is a mapping of the file, its members in the order written: yaml.MapSlice,
+// whose keys decodeYAML has made strings. A member the JSON pass removes gets the key
+// removed{}; every reader skips it.
+type object = yaml.MapSlice
+
+type removed struct{}
+
+// get returns the value of the member called name.
+func get(o object, name string) (any, bool) {
+	for _, m := range o {
+		if k, ok := m.Key.(string); ok && k == name {
+			return m.Value, true
+		}
+	}
+	return nil, false
+}
+
+// members counts the members not removed.
+func members(o object) int {
+	n := 0
+	for _, m := range o {
+		if _, ok := m.Key.(string); ok {
+			n++
+		}
+	}
+	return n
+}
 
 // decodeYAML parses data into the generic tree. A YAML error is returned as Errors located
 // by line; so are invalid UTF-8 runs when the file does not parse either.
+//
+// The YAML decoder builds its mappings as yaml.MapSlice, which takes a third of the memory
+// of Go maps and keeps the file's order. Two cases go through Go maps instead: merge keys
+// (<<), which yaml.v2 applies only to maps, and a document that is not a non-empty mapping,
+// so that the caller can say what it is.
 func decodeYAML(data []byte) (any, utf8Marks, error) {
 	src, marks := markInvalidUTF8(data)
-	var y any
-	// Strict: a duplicate key is an error, not "last one wins".
-	if err := yaml.UnmarshalStrict(src, &y); err != nil {
+	var root any
+	var err error
+	var ms yaml.MapSlice
+	var te *yaml.TypeError
+	useMaps := bytes.Contains(src, []byte("<<"))
+	if !useMaps {
+		err = yaml.Unmarshal(src, &ms)
+		useMaps = err == nil && len(ms) == 0 || errors.As(err, &te)
+		root = ms
+	}
+	if useMaps {
+		var y any
+		// Strict: a duplicate key is an error, not "last one wins". (With MapSlice, the
+		// converter finds duplicates itself.)
+		err = yaml.UnmarshalStrict(src, &y)
+		root = y
+	}
+	if err != nil {
 		es := yamlErrors(err)
 		for _, run := range marks.unreported() {
 			es = append(es, &FieldError{Path: lineRef(run.line), Msg: run.msg()})
@@ -167,24 +218,70 @@ func decodeYAML(data []byte) (any, utf8Marks, error) {
 		return nil, nil, es
 	}
 	d := yamlConverter{}
-	v := d.value(y)
+	v := d.value(root)
 	if len(d.errs) > 0 {
+		if len(d.dups) > 0 && !useMaps {
+			d.dupLines(src)
+		}
 		return nil, nil, d.errs
 	}
 	return v, marks, nil
+}
+
+var dupLineRE = regexp.MustCompile(`^line (\d+): key .* already set in map$`)
+
+// dupLines adds to the duplicate-key errors the lines the strict YAML decoder gives for
+// them, when it finds the same ones (it tells 1 from "1"; JSON does not).
+func (d *yamlConverter) dupLines(src []byte) {
+	var y any
+	var te *yaml.TypeError
+	if err := yaml.UnmarshalStrict(src, &y); !errors.As(err, &te) {
+		return
+	}
+	var lines []string
+	for _, e := range te.Errors {
+		if m := dupLineRE.FindStringSubmatch(e); m != nil {
+			lines = append(lines, m[1])
+		}
+	}
+	if len(lines) != len(d.dups) {
+		return
+	}
+	for i, e := range d.dups {
+		e.Msg += " (line " + lines[i] + ")"
+	}
 }
 
 // yamlConverter turns what the YAML decoder gives into the generic tree, in place where it
 // can. It keeps the path of the value it is in as a stack of segments, joined only for an
 // error.
 type yamlConverter struct {
-	path []string
+	path []segment
 	errs Errors
+	dups []*FieldError // the duplicate-key errors among errs, in the order of the file
 }
 
+// segment is one step of the converter's path: a key, or a list index when key is
+// unset.
+type segment struct {
+	key   string
+	isKey bool
+	index int
+}
+
+func (d *yamlConverter) push(key string) { d.path = append(d.path, segment{key: key, isKey: true}) }
+func (d *yamlConverter) pushIndex(i int) { d.path = append(d.path, segment{index: i}) }
+func (d *yamlConverter) pop()            { d.path = d.path[:len(d.path)-1] }
+
 func (d *yamlConverter) errorf(format string, args ...any) {
-	p := strings.Join(d.path, "")
-	p = strings.TrimPrefix(p, ".")
+	p := ""
+	for _, s := range d.path {
+		if s.isKey {
+			p = field(p, s.key)
+		} else {
+			p = index(p, s.index)
+		}
+	}
 	if p == "" {
 		p = "(top level)"
 	}
@@ -193,28 +290,62 @@ func (d *yamlConverter) errorf(format string, args ...any) {
 
 func (d *yamlConverter) value(y any) any {
 	switch x := y.(type) {
+	case yaml.MapSlice:
+		var seen map[string]bool // for large mappings
+		if len(x) > 16 {
+			seen = make(map[string]bool, len(x))
+		}
+		for i := range x {
+			ks, ok := yamlKey(x[i].Key)
+			if !ok {
+				d.errorf("unsupported map key %v (%T)", x[i].Key, x[i].Key)
+				continue
+			}
+			if _, isString := x[i].Key.(string); !isString {
+				x[i].Key = ks
+			}
+			d.push(ks)
+			x[i].Value = d.value(x[i].Value)
+			// After the value, as the strict YAML decoder does, so that dupLines can
+			// pair the errors with its own.
+			if seen != nil && seen[ks] || seen == nil && hasKey(x[:i], ks) {
+				d.errorf("key %q is written twice in this mapping", ks)
+				d.dups = append(d.dups, d.errs[len(d.errs)-1])
+			}
+			if seen != nil {
+				seen[ks] = true
+			}
+			d.pop()
+		}
+		return x
 	case map[any]any:
-		m := make(map[string]any, len(x))
+		o := make(object, 0, len(x))
 		for k, v := range x {
 			ks, ok := yamlKey(k)
 			if !ok {
 				d.errorf("unsupported map key %v (%T)", k, k)
 				continue
 			}
-			d.path = append(d.path, "."+ks)
-			if _, dup := m[ks]; dup {
-				// Two keys of different YAML types with the same text (1 and "1").
-				d.errorf("key %q is written twice", ks)
-			}
-			m[ks] = d.value(v)
-			d.path = d.path[:len(d.path)-1]
+			d.push(ks)
+			o = append(o, yaml.MapItem{Key: ks, Value: d.value(v)})
+			d.pop()
 		}
-		return m
+		// Maps have no order; sort for stable messages.
+		slices.SortFunc(o, func(a, b yaml.MapItem) int { return strings.Compare(a.Key.(string), b.Key.(string)) })
+		for i := 1; i < len(o); i++ {
+			if k := o[i].Key.(string); k == o[i-1].Key.(string) {
+				// Two keys of different YAML types with the same text (1 and "1").
+				d.push(k)
+				d.errorf("key %q is written twice in this mapping", k)
+				d.pop()
+			}
+		}
+		return o
 	case []any:
 		for i, e := range x {
-			d.path = append(d.path, "["+strconv.Itoa(i)+"]")
+			d.pushIndex(i)
 			x[i] = d.value(e)
-			d.path = d.path[:len(d.path)-1]
+			d.pop()
 		}
 		return x
 	case string, bool, nil:
@@ -238,6 +369,15 @@ func (d *yamlConverter) value(y any) any {
 	}
 	d.errorf("unsupported value %v (%T)", y, y)
 	return nil
+}
+
+func hasKey(o object, k string) bool {
+	for _, m := range o {
+		if m.Key == k {
+			return true
+		}
+	}
+	return false
 }
 
 // yamlKey writes a YAML map key as a JSON object key, as sigs.k8s.io/yaml does.
@@ -288,17 +428,21 @@ func jsonFloat(f float64) string {
 func appendJSON(b []byte, v any) ([]byte, error) {
 	var err error
 	switch x := v.(type) {
-	case map[string]any:
+	case object:
 		b = append(b, '{')
 		first := true
-		for k, e := range x {
+		for _, m := range x {
+			k, ok := m.Key.(string)
+			if !ok {
+				continue // removed
+			}
 			if !first {
 				b = append(b, ',')
 			}
 			first = false
 			b = appendJSONString(b, k)
 			b = append(b, ':')
-			if b, err = appendJSON(b, e); err != nil {
+			if b, err = appendJSON(b, m.Value); err != nil {
 				return nil, err
 			}
 		}

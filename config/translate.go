@@ -32,6 +32,7 @@ type translator struct {
 	// clusters by name; a cluster that failed to build maps to nil so that references
 	// to it do not add a second, misleading "not defined" error.
 	clusters map[string]*engine.Cluster
+	defined  string // definedClusters, once made: the clusters are all read before it is needed
 }
 
 func (t *translator) errorf(path, format string, args ...any) {
@@ -39,7 +40,7 @@ func (t *translator) errorf(path, format string, args ...any) {
 }
 
 func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
-	t.cfg = &Config{Chains: map[string]*chain.Manager{}}
+	t.cfg = &Config{Chains: make(map[string]*chain.Manager, len(bs.GetStaticResources().GetListeners()))}
 	t.clusters = map[string]*engine.Cluster{}
 	if a := bs.GetAdmin(); a.GetAddress() != nil {
 		if ap, ok := t.socketAddress(a.GetAddress(), "admin.address", true); ok {
@@ -65,36 +66,43 @@ func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 			t.cfg.Clusters = append(t.cfg.Clusters, c)
 		}
 	}
-	listenerAt := map[string]string{}
-	addrAt := map[netip.AddrPort]string{}
-	for i, l := range sr.GetListeners() {
-		at := index("static_resources.listeners", i)
+	const listenersAt = "static_resources.listeners"
+	listeners := sr.GetListeners()
+	listenerAt := make(map[string]int, len(listeners)) // by name
+	addrAt := make(map[netip.AddrPort]int, len(listeners))
+	t.cfg.Listeners = make([]engine.ListenerConfig, 0, len(listeners))
+	for i, l := range listeners {
+		at := index(listenersAt, i)
 		name := l.GetName()
 		if name == "" {
 			// Envoy would make up a UUID; Portico's stats, logs and `explain` need a
 			// stable name.
 			t.errorf(field(at, "name"), "a listener name is required")
 		} else if prev, dup := listenerAt[name]; dup {
-			t.errorf(field(at, "name"), "duplicate listener name %q (also %s)", name, t.c.userPath(prev))
+			t.errorf(field(at, "name"), "duplicate listener name %q (also %s)", name, t.c.userPath(index(listenersAt, prev)))
 		} else {
-			listenerAt[name] = at
+			listenerAt[name] = i
 		}
-		lc, ok := t.listener(l, at)
-		if !ok {
-			continue
-		}
-		// Two listeners may not share a concrete address, binding or not (Envoy rejects
-		// it too); port 0 asks the kernel for a fresh port each time.
-		if lc.Address.Port() != 0 {
-			if prev, dup := addrAt[lc.Address]; dup {
-				t.errorf(field(at, "address"), "address %s is already used by %s", lc.Address, t.c.userPath(prev))
-			} else {
-				addrAt[lc.Address] = at
+		if lc, ok := t.listener(l, at); ok {
+			// Two listeners may not share a concrete address, binding or not (Envoy
+			// rejects it too); port 0 asks the kernel for a fresh port each time.
+			if lc.Address.Port() != 0 {
+				if prev, dup := addrAt[lc.Address]; dup {
+					t.errorf(field(at, "address"), "address %s is already used by %s", lc.Address, t.c.userPath(index(listenersAt, prev)))
+				} else {
+					addrAt[lc.Address] = i
+				}
+			}
+			t.cfg.Listeners = append(t.cfg.Listeners, lc)
+			if name != "" {
+				t.cfg.Chains[name] = lc.FilterChains.(*chain.Manager)
 			}
 		}
-		t.cfg.Listeners = append(t.cfg.Listeners, lc)
-		if name != "" {
-			t.cfg.Chains[name] = lc.FilterChains.(*chain.Manager)
+		if !t.c.errorsUnder(at) {
+			// Nothing more is read from this listener's proto (result walks the
+			// bootstrap only along the paths of errors): let it be collected while the
+			// remaining listeners are translated.
+			listeners[i] = nil
 		}
 	}
 	return t.cfg
@@ -456,7 +464,10 @@ func (t *translator) filterChain(fc *listenerv3.FilterChain, at string) (*engine
 // typedConfig unpacks a typed_config; the JSON pass has already made sure the type is one
 // Portico supports in this place.
 func (t *translator) typedConfig(a *anypb.Any, at string) (proto.Message, bool) {
-	m, err := unpack(a)
+	m, err := t.c.unpack(a)
+	// Translation reads each typed_config once; later stages only need the cached
+	// message if an error lies under it, and then unpack it again.
+	delete(t.c.anys, a)
 	if err != nil {
 		t.errorf(at, "%v", err)
 		return nil, false
@@ -481,6 +492,13 @@ func (t *translator) closer(v any) {
 
 // definedClusters lists the cluster names for "not defined" messages.
 func (t *translator) definedClusters() string {
+	if t.defined == "" {
+		t.defined = t.listClusters()
+	}
+	return t.defined
+}
+
+func (t *translator) listClusters() string {
 	names := make([]string, 0, len(t.clusters))
 	for n := range t.clusters {
 		names = append(names, fmt.Sprintf("%q", n))
