@@ -1,12 +1,13 @@
 package config
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,36 +22,161 @@ import (
 // removes each offending value so that the later stages can still run on the rest and
 // report their own problems in the same round.
 
-// loc is a location in both spellings: canonical (proto field names) and as written.
-type loc struct{ canon, user string }
+// loc is a location in both spellings: canonical (proto field names) and as written. It is
+// a chain of segments up to the root, each in its caller's frame, and becomes strings only
+// when a location is reported: most values of a file have no error.
+type loc struct {
+	up          *loc
+	canon, user string // a field's names, a map key, or a whole path for a root
+	idx         int    // a list index
+	kind        locKind
+}
 
-func (l loc) field(canon, user string) loc { return loc{field(l.canon, canon), field(l.user, user)} }
-func (l loc) index(i int) loc              { return loc{index(l.canon, i), index(l.user, i)} }
-func (l loc) key(k string) loc             { return loc{key(l.canon, k), key(l.user, k)} }
+type locKind uint8
+
+const (
+	locRoot locKind = iota // canon and user are the whole path ("" for the bootstrap)
+	locField
+	locIndex
+	locKey
+)
+
+func (l *loc) field(canon, user string) loc {
+	return loc{up: l, canon: canon, user: user, kind: locField}
+}
+func (l *loc) index(i int) loc       { return loc{up: l, idx: i, kind: locIndex} }
+func (l *loc) key(k string) loc      { return loc{up: l, canon: k, user: k, kind: locKey} }
+func rootLoc(canon, user string) loc { return loc{canon: canon, user: user} }
+
+// paths gives the location as strings.
+func (l *loc) paths() (canon, user string) {
+	c, u := l.appendTo(nil, nil)
+	return string(c), string(u)
+}
+
+func (l *loc) appendTo(c, u []byte) ([]byte, []byte) {
+	if l.up != nil {
+		c, u = l.up.appendTo(c, u)
+	}
+	switch l.kind {
+	case locRoot:
+		c, u = append(c, l.canon...), append(u, l.user...)
+	case locField:
+		if len(c) > 0 {
+			c = append(c, '.')
+		}
+		if len(u) > 0 {
+			u = append(u, '.')
+		}
+		c, u = append(c, l.canon...), append(u, l.user...)
+	case locIndex:
+		c = append(strconv.AppendInt(append(c, '['), int64(l.idx), 10), ']')
+		u = append(strconv.AppendInt(append(u, '['), int64(l.idx), 10), ']')
+	case locKey:
+		c = append(append(append(c, '['), l.canon...), ']')
+		u = append(append(append(u, '['), l.user...), ']')
+	}
+	return c, u
+}
+
+func (l *loc) canonical() string { c, _ := l.paths(); return c }
+func (l *loc) isRoot() bool      { return l.kind == locRoot && l.canon == "" && l.user == "" }
 
 type checker struct {
-	c *collector
+	c     *collector
+	marks utf8Marks // where the file had invalid UTF-8 (see markInvalidUTF8)
+}
+
+// utf8OK reports a string value that is not UTF-8 at its field; it returns false then.
+func (k *checker) utf8OK(v any, at loc) bool {
+	s, ok := v.(string)
+	if !ok {
+		return true
+	}
+	if what, where, bad := k.marks.invalidText(s); bad {
+		k.errorf(at, "%s is not valid UTF-8%s", what, where)
+		return false
+	}
+	return true
+}
+
+// keyOK reports a key of the object at `at` that is not UTF-8 (at the object: the key
+// itself cannot be spelled in a path); it returns false then.
+func (k *checker) keyOK(name string, at loc) bool {
+	what, where, bad := k.marks.invalidText(name)
+	if !bad {
+		return true
+	}
+	if at.isRoot() && where != "" {
+		// A top-level key: the line is the best location there is.
+		_, run, _ := k.marks.restore(name)
+		at, where = lineLoc(run.line), fmt.Sprintf(" (column %d); the file must be UTF-8", run.col)
+	}
+	k.errorf(at, "key %s is not valid UTF-8%s", what, where)
+	return false
+}
+
+// plain checks a value taken as free-form JSON (Struct, ListValue, Value): JSON has no
+// .inf or .nan, and its text must be UTF-8.
+func (k *checker) plain(v any, at loc) bool {
+	switch x := v.(type) {
+	case nonFinite:
+		k.errorf(at, "got %s, which JSON has no number for", x)
+		return false
+	case string:
+		return k.utf8OK(x, at)
+	case []any:
+		ok := true
+		for i, e := range x {
+			eat := at.index(i)
+			ok = k.plain(e, eat) && ok
+		}
+		return ok
+	case object:
+		ok := true
+		for i := range x {
+			name, isKey := x[i].Key.(string)
+			if !isKey {
+				continue
+			}
+			if !k.keyOK(name, at) {
+				x[i].Key = removed{}
+				ok = false
+				continue
+			}
+			kat := at.key(name)
+			ok = k.plain(x[i].Value, kat) && ok
+		}
+		return ok
+	}
+	return true
 }
 
 func (k *checker) errorf(at loc, format string, args ...any) {
-	k.c.add(at.canon, at.user, format, args...)
+	canon, user := at.paths()
+	k.c.add(canon, user, format, args...)
 }
 
 // prune notes that the value at `at` was removed after being reported.
-func (k *checker) prune(at loc) { k.c.pruned = append(k.c.pruned, at.canon) }
+func (k *checker) prune(at loc) { k.c.prune(at.canonical()) }
 
+// note records the user's spelling of a field whose name differs from the proto name.
 func (k *checker) note(at loc) {
-	if at.canon != at.user {
+	if at.kind == locField && at.canon != at.user {
+		canon, user := at.paths()
 		if k.c.alias == nil {
 			k.c.alias = map[string]string{}
 		}
-		k.c.alias[at.canon] = at.user
+		k.c.alias[canon] = user
 	}
 }
 
 // message checks v as the JSON of a message of type md. It returns false when v cannot be
 // that message at all; the caller then removes it. Problems inside v are fixed in place.
 func (k *checker) message(v any, md protoreflect.MessageDescriptor, at loc, parent protoreflect.FieldDescriptor) bool {
+	if !k.utf8OK(v, at) {
+		return false
+	}
 	switch md.FullName() {
 	case "google.protobuf.Any":
 		return k.any(v, at, parent)
@@ -74,19 +200,19 @@ func (k *checker) message(v any, md protoreflect.MessageDescriptor, at loc, pare
 		}
 		return true
 	case "google.protobuf.Struct":
-		if _, ok := v.(map[string]any); !ok {
+		if _, ok := v.(object); !ok {
 			k.errorf(at, "expected an object, got %s", describe(v))
 			return false
 		}
-		return true
+		return k.plain(v, at)
 	case "google.protobuf.ListValue":
 		if _, ok := v.([]any); !ok {
 			k.errorf(at, "expected a list, got %s", describe(v))
 			return false
 		}
-		return true
+		return k.plain(v, at)
 	case "google.protobuf.Value":
-		return true // any JSON value is a Value
+		return k.plain(v, at) // any JSON value is a Value
 	case "google.protobuf.DoubleValue", "google.protobuf.FloatValue",
 		"google.protobuf.Int64Value", "google.protobuf.UInt64Value",
 		"google.protobuf.Int32Value", "google.protobuf.UInt32Value",
@@ -94,80 +220,111 @@ func (k *checker) message(v any, md protoreflect.MessageDescriptor, at loc, pare
 		// Wrappers are written as their bare value.
 		return k.scalar(v, md.Fields().ByName("value"), at)
 	}
-	obj, ok := v.(map[string]any)
+	obj, ok := v.(object)
 	if !ok {
 		k.errorf(at, "expected an object (%s), got %s", md.Name(), describe(v))
 		return false
 	}
-	k.fields(obj, md, at, nil)
+	k.fields(obj, md, at, "")
 	return true
 }
 
-// fields checks the members of obj as fields of md; skip names members handled by the
-// caller (the "@type" of an Any).
-func (k *checker) fields(obj map[string]any, md protoreflect.MessageDescriptor, at loc, skip map[string]bool) {
-	names := make([]string, 0, len(obj))
-	for name := range obj {
-		if !skip[name] {
-			names = append(names, name)
-		}
+// member is one member of an object being checked as a message.
+type member struct {
+	i    int // in the object
+	name string
+	fd   protoreflect.FieldDescriptor // nil for an unknown name
+}
+
+func (m member) order() int {
+	if m.fd == nil {
+		return math.MaxInt
 	}
-	// Report in declaration order, unknown names last: maps have no order of their own.
-	sort.Slice(names, func(i, j int) bool {
-		return fieldOrder(md, names[i]) < fieldOrder(md, names[j]) ||
-			fieldOrder(md, names[i]) == fieldOrder(md, names[j]) && names[i] < names[j]
+	return m.fd.Index()
+}
+
+// fields checks the members of obj as fields of md; skip names a member handled by the
+// caller (the "@type" of an Any). A member with a problem is reported and removed.
+func (k *checker) fields(obj object, md protoreflect.MessageDescriptor, at loc, skip string) {
+	var buf [16]member
+	ms := buf[:0]
+	for i := range obj {
+		name, ok := obj[i].Key.(string)
+		if !ok || name == skip && skip != "" {
+			continue
+		}
+		if !k.keyOK(name, at) {
+			obj[i].Key = removed{}
+			continue
+		}
+		ms = append(ms, member{i, name, lookupField(md, name)})
+	}
+	// Report in declaration order, unknown names last, whatever order the file has: which
+	// of two spellings or two oneof members is "the other one" must not depend on it.
+	slices.SortStableFunc(ms, func(a, b member) int {
+		if c := cmp.Compare(a.order(), b.order()); c != 0 {
+			return c
+		}
+		return strings.Compare(a.name, b.name)
 	})
-	seen := map[protoreflect.FullName]string{} // field or oneof -> member name that set it
-	for _, name := range names {
-		v := obj[name]
-		fd := lookupField(md, name)
+	type setBy struct {
+		what protoreflect.FullName // a field or a oneof
+		name string                // the member that set it
+	}
+	var seenBuf [16]setBy
+	seen := seenBuf[:0]
+	find := func(what protoreflect.FullName) (string, bool) {
+		for _, s := range seen {
+			if s.what == what {
+				return s.name, true
+			}
+		}
+		return "", false
+	}
+	for _, m := range ms {
+		name, fd, v := m.name, m.fd, obj[m.i].Value
+		remove := func() { obj[m.i].Key = removed{} }
 		if fd == nil {
-			uat := loc{field(at.canon, name), field(at.user, name)}
+			uat := at.field(name, name)
 			if s := suggest(md, name); s != "" {
 				k.errorf(uat, "unknown field (did you mean %q?)", s)
 				// The user most likely meant s: complaints that s is missing would
 				// only repeat this one.
-				k.c.pruned = append(k.c.pruned, field(at.canon, s))
+				sat := at.field(s, s)
+				k.prune(sat)
 			} else {
 				k.errorf(uat, "unknown field")
 			}
 			k.prune(uat)
-			delete(obj, name)
+			remove()
 			continue
 		}
 		fat := at.field(string(fd.Name()), name)
 		k.note(fat)
-		if prev, dup := seen[fd.FullName()]; dup {
+		if prev, dup := find(fd.FullName()); dup {
 			k.errorf(fat, "duplicate field (also written as %q)", prev)
 			k.prune(fat)
-			delete(obj, name)
+			remove()
 			continue
 		}
-		seen[fd.FullName()] = name
+		seen = append(seen, setBy{fd.FullName(), name})
 		if v == nil && !isValue(fd) {
 			continue // null means "not set" to protojson
 		}
 		if od := fd.ContainingOneof(); od != nil && !od.IsSynthetic() {
-			if prev, dup := seen[od.FullName()]; dup {
+			if prev, dup := find(od.FullName()); dup {
 				k.errorf(fat, "%q and %q are alternatives (oneof %s); set only one", prev, name, od.Name())
 				k.prune(fat)
-				delete(obj, name)
+				remove()
 				continue
 			}
-			seen[od.FullName()] = name
+			seen = append(seen, setBy{od.FullName(), name})
 		}
 		if !k.value(v, fd, fat) {
 			k.prune(fat)
-			delete(obj, name)
+			remove()
 		}
 	}
-}
-
-func fieldOrder(md protoreflect.MessageDescriptor, name string) int {
-	if fd := lookupField(md, name); fd != nil {
-		return fd.Index()
-	}
-	return math.MaxInt
 }
 
 // lookupField finds a field as protojson does: by JSON name, then by proto name.
@@ -194,7 +351,6 @@ func (k *checker) value(v any, fd protoreflect.FieldDescriptor, at loc) bool {
 		}
 		for i, e := range list {
 			eat := at.index(i)
-			k.note(eat)
 			if !k.single(e, fd, eat) {
 				// Keep the indexes of the later elements: replace, don't remove.
 				k.prune(eat)
@@ -203,17 +359,24 @@ func (k *checker) value(v any, fd protoreflect.FieldDescriptor, at loc) bool {
 		}
 		return true
 	case fd.IsMap():
-		obj, ok := v.(map[string]any)
+		obj, ok := v.(object)
 		if !ok {
 			k.errorf(at, "expected an object (a map), got %s", describe(v))
 			return false
 		}
-		for mk, mv := range obj {
+		for i := range obj {
+			mk, ok := obj[i].Key.(string)
+			if !ok {
+				continue
+			}
+			if !k.keyOK(mk, at) {
+				obj[i].Key = removed{}
+				continue
+			}
 			kat := at.key(mk)
-			k.note(kat)
-			if !k.mapKey(mk, fd.MapKey(), kat) || !k.single(mv, fd.MapValue(), kat) {
+			if !k.mapKey(mk, fd.MapKey(), kat) || !k.single(obj[i].Value, fd.MapValue(), kat) {
 				k.prune(kat)
-				delete(obj, mk)
+				obj[i].Key = removed{}
 			}
 		}
 		return true
@@ -250,6 +413,9 @@ func (k *checker) mapKey(s string, fd protoreflect.FieldDescriptor, at loc) bool
 // scalar checks v against a non-message field kind, with protojson's rules (64-bit and
 // 32-bit integers may be quoted, floats may be "NaN"/"Infinity", enums by name or number).
 func (k *checker) scalar(v any, fd protoreflect.FieldDescriptor, at loc) bool {
+	if !k.utf8OK(v, at) {
+		return false
+	}
 	switch fd.Kind() {
 	case protoreflect.BoolKind:
 		if _, ok := v.(bool); !ok {
@@ -274,6 +440,10 @@ func (k *checker) scalar(v any, fd protoreflect.FieldDescriptor, at loc) bool {
 		if !ok {
 			if s, isStr := v.(string); isStr && (s == "NaN" || s == "Infinity" || s == "-Infinity") {
 				return true
+			}
+			if nf, isNF := v.(nonFinite); isNF {
+				k.errorf(at, "expected a number, got %s (write %q, quoted, for this float)", nf, map[nonFinite]string{".inf": "Infinity", "-.inf": "-Infinity", ".nan": "NaN"}[nf])
+				return false
 			}
 			k.errorf(at, "expected a number, got %s", describe(v))
 			return false
@@ -353,14 +523,14 @@ func (k *checker) duration(v any, at loc) bool {
 // typed_config Portico interprets, one of the types it supports there; the other members
 // are the fields of that type.
 func (k *checker) any(v any, at loc, parent protoreflect.FieldDescriptor) bool {
-	obj, ok := v.(map[string]any)
+	obj, ok := v.(object)
 	if !ok {
 		k.errorf(at, "expected an object with an \"@type\", got %s", describe(v))
 		return false
 	}
-	rawType, has := obj["@type"]
+	rawType, has := get(obj, "@type")
 	if !has {
-		if len(obj) == 0 {
+		if members(obj) == 0 {
 			return true
 		}
 		k.errorf(at, "\"@type\" is required to interpret this typed config")
@@ -384,20 +554,28 @@ func (k *checker) any(v any, at loc, parent protoreflect.FieldDescriptor) bool {
 	md := mt.Descriptor()
 	if isWellKnownJSON(md.FullName()) {
 		// protojson writes such a type's special JSON form under "value".
-		for name := range obj {
-			if name != "@type" && name != "value" {
-				k.errorf(at.field(name, name), "unknown field")
-				k.prune(at.field(name, name))
-				delete(obj, name)
+		for i := range obj {
+			name, ok := obj[i].Key.(string)
+			switch {
+			case !ok || name == "@type":
+			case !k.keyOK(name, at):
+				obj[i].Key = removed{}
+			case name == "value":
+				vat := at.field("value", "value")
+				if !k.message(obj[i].Value, md, vat, nil) {
+					k.prune(vat)
+					obj[i].Key = removed{}
+				}
+			default:
+				uat := at.field(name, name)
+				k.errorf(uat, "unknown field")
+				k.prune(uat)
+				obj[i].Key = removed{}
 			}
-		}
-		if val, ok := obj["value"]; ok && !k.message(val, md, at.field("value", "value"), nil) {
-			k.prune(at.field("value", "value"))
-			delete(obj, "value")
 		}
 		return true
 	}
-	k.fields(obj, md, at, map[string]bool{"@type": true})
+	k.fields(obj, md, at, "@type")
 	return true
 }
 
@@ -461,7 +639,7 @@ func zeroJSON(fd protoreflect.FieldDescriptor) any {
 			"google.protobuf.Int32Value", "google.protobuf.UInt32Value":
 			return json.Number("0")
 		}
-		return map[string]any{}
+		return object{}
 	}
 	switch fd.Kind() {
 	case protoreflect.BoolKind:
@@ -534,8 +712,10 @@ func describe(v any) string {
 		return fmt.Sprintf("string %q", x)
 	case []any:
 		return "a list"
-	case map[string]any:
+	case object:
 		return "an object"
+	case nonFinite:
+		return string(x)
 	}
 	return fmt.Sprintf("%T", v)
 }

@@ -4,7 +4,8 @@
 // The file goes through five stages, and every stage reports all the problems it finds,
 // each with the path of the field as the user wrote it:
 //
-//  1. YAML → JSON (sigs.k8s.io/yaml); a syntax error carries its line.
+//  1. YAML (go.yaml.in/yaml/v2, as sigs.k8s.io/yaml reads it) into a generic JSON tree;
+//     a syntax error carries its line.
 //  2. A pass over the generic JSON guided by the proto descriptors: unknown fields and
 //     mistyped values, inside typed_config Any values too. protojson alone would stop at
 //     the first one, without a usable location. Offending values are removed so that the
@@ -21,8 +22,6 @@
 package config
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,7 +32,6 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"google.golang.org/protobuf/encoding/protojson"
-	"sigs.k8s.io/yaml"
 
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/filters/chain"
@@ -102,17 +100,11 @@ func ParseWith(data []byte, workers int, o Options) (*Config, error) {
 	if workers < 1 {
 		return nil, fmt.Errorf("config: worker count %d, need at least 1", workers)
 	}
-	js, err := yaml.YAMLToJSONStrict(data) // strict: a duplicate key is an error, not "last one wins"
+	root, marks, err := decodeYAML(data)
 	if err != nil {
-		return nil, yamlErrors(err)
+		return nil, err
 	}
-	var root any
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.UseNumber() // keep integers exact for the range checks
-	if err := dec.Decode(&root); err != nil {
-		return nil, Errors{{Msg: fmt.Sprintf("converted YAML is not JSON: %v", err)}}
-	}
-	obj, ok := root.(map[string]any)
+	obj, ok := root.(object)
 	if !ok {
 		if root == nil {
 			return nil, Errors{{Msg: "the configuration is empty"}}
@@ -122,9 +114,13 @@ func ParseWith(data []byte, workers int, o Options) (*Config, error) {
 
 	c := &collector{}
 	bs := &bootstrapv3.Bootstrap{}
-	(&checker{c: c}).message(obj, bs.ProtoReflect().Descriptor(), loc{}, nil)
+	k := &checker{c: c, marks: marks}
+	k.message(obj, bs.ProtoReflect().Descriptor(), rootLoc("", ""), nil)
+	for _, run := range marks.unreported() {
+		k.errorf(lineLoc(run.line), "%s", run.msg())
+	}
 
-	clean, err := json.Marshal(obj)
+	clean, err := appendJSON(nil, obj)
 	if err == nil {
 		err = protojson.Unmarshal(clean, bs)
 	}
@@ -136,8 +132,9 @@ func ParseWith(data []byte, workers int, o Options) (*Config, error) {
 	}
 	// The subset check runs first so that validation errors inside an unsupported
 	// field, already reported as such, are not repeated.
-	c.subset(bs.ProtoReflect(), "")
-	c.validate(bs, "")
+	top := rootLoc("", "")
+	c.subset(bs.ProtoReflect(), top)
+	c.validate(bs, &top)
 	cfg := (&translator{c: c, workers: workers, checkOnly: o.CheckOnly}).bootstrap(bs)
 	if err := c.result(bs); err != nil {
 		cfg.Close()
@@ -150,7 +147,7 @@ var yamlLineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
 
 // yamlErrors turns a YAML error ("error converting YAML to JSON: yaml: line 3: …", or a
 // list of "line N: …" for unmarshal errors) into field errors located by line.
-func yamlErrors(err error) error {
+func yamlErrors(err error) Errors {
 	msg := err.Error()
 	msg = strings.TrimPrefix(msg, "error converting YAML to JSON: ")
 	msg = strings.TrimPrefix(msg, "yaml: ")

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -410,5 +411,97 @@ func TestListenerStatPrefix(t *testing.T) {
 	}
 	if got["ingress"] != "edge_in" || got["echo"] != "" {
 		t.Errorf("stat prefixes by listener: %v; want ingress=edge_in, echo unset", got)
+	}
+}
+
+// TestTimeoutAtMaximum: a timeout of exactly MaxDuration is accepted and reaches the engine
+// unchanged; the limit named in the error text is MaxDuration.
+func TestTimeoutAtMaximum(t *testing.T) {
+	if MaxDuration.String() != "87600h0m0s" || !strings.HasPrefix(maxDurationText, "87600h ") {
+		t.Fatalf("MaxDuration %v, error text %q", MaxDuration, maxDurationText)
+	}
+	cfg, err := Parse([]byte(`
+static_resources:
+  listeners:
+  - name: e
+    address: { socket_address: { address: 127.0.0.1, port_value: 7 } }
+    listener_filters_timeout: 315360000s
+    filter_chains: [{ filters: [{ name: envoy.filters.network.echo }] }]
+`), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cfg.Close()
+	if got := cfg.Listeners[0].ListenerFiltersTimeout; got != MaxDuration {
+		t.Errorf("listener_filters_timeout = %v, want %v", got, MaxDuration)
+	}
+}
+
+// TestYAMLValuesWithoutJSONForm covers what the generic tree cannot carry to protojson and
+// the YAML reader used to reject with no location: !!binary text that is not UTF-8, invalid
+// bytes in a file that also has a syntax error, and the file encodings YAML reads (UTF-16
+// with a byte-order mark stays readable).
+func TestYAMLValuesWithoutJSONForm(t *testing.T) {
+	const echo = `
+static_resources:
+  listeners:
+  - name: NAME
+    address: { socket_address: { address: 127.0.0.1, port_value: 7 } }
+    filter_chains: [{ filters: [{ name: envoy.filters.network.echo }] }]
+`
+	_, err := Parse([]byte(strings.Replace(echo, "NAME", "!!binary /w==", 1)), 1)
+	checkErrors(t, err, []want{{"static_resources.listeners[0].name", `"\xff" is not valid UTF-8`}})
+
+	bad := strings.Replace(echo, "NAME", "e\xff", 1) + "   oops: [\n"
+	_, err = Parse([]byte(bad), 1)
+	checkErrors(t, err, []want{{"line 6", "YAML: "}, {"line 4", "column 12: invalid UTF-8 ff"}})
+
+	u := utf16.Encode([]rune(strings.Replace(echo, "NAME", "é", 1)))
+	le := []byte{0xff, 0xfe}
+	for _, c := range u {
+		le = append(le, byte(c), byte(c>>8))
+	}
+	cfg, err := Parse(le, 1)
+	if err != nil {
+		t.Fatalf("UTF-16LE with a BOM: %v", err)
+	}
+	defer cfg.Close()
+	if cfg.Listeners[0].Name != "é" {
+		t.Errorf("UTF-16LE: listener name %q", cfg.Listeners[0].Name)
+	}
+}
+
+// TestYAMLMergeKeysAndAliases: anchors, aliases and merge keys (which the YAML decoder
+// applies only to Go maps, so such files take that path) read as before. (Strict yaml.v2
+// rejects a key that overrides a merged one, as it did before.)
+func TestYAMLMergeKeysAndAliases(t *testing.T) {
+	for _, doc := range []string{`
+static_resources:
+  listeners:
+  - <<: &common { filter_chains: [{ filters: [{ name: envoy.filters.network.echo }] }] }
+    name: a
+    address: { socket_address: { address: 127.0.0.1, port_value: 1 } }
+  - <<: *common
+    name: b
+    address: { socket_address: { address: 127.0.0.1, port_value: 2 } }
+`, `
+static_resources:
+  listeners:
+  - name: a
+    address: { socket_address: { address: 127.0.0.1, port_value: 1 } }
+    filter_chains: &chains [{ filters: [{ name: envoy.filters.network.echo }] }]
+  - name: b
+    address: { socket_address: { address: 127.0.0.1, port_value: 2 } }
+    filter_chains: *chains
+`} {
+		cfg, err := Parse([]byte(doc), 1)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, doc)
+		}
+		if len(cfg.Listeners) != 2 || cfg.Listeners[1].Name != "b" || cfg.Listeners[1].Address.Port() != 2 ||
+			cfg.Listeners[1].FilterChains == nil {
+			t.Errorf("listeners %+v\n%s", cfg.Listeners, doc)
+		}
+		cfg.Close()
 	}
 }

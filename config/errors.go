@@ -45,12 +45,17 @@ func (es Errors) Error() string {
 type collector struct {
 	errs []entry
 	// alias maps a canonical path to the same location as the user wrote it; only
-	// locations whose spellings differ are recorded.
+	// fields whose spellings differ are recorded.
 	alias map[string]string
 	// pruned holds canonical paths already reported as a whole: values the JSON pass
 	// removed and fields the subset check rejected. Later complaints about them or
 	// anything below them would only repeat the first.
-	pruned []string
+	pruned map[string]bool
+	// errAt holds the canonical path of every error and of each location above it.
+	errAt map[string]bool
+	// anys caches the messages inside Any values: the subset check, validation and
+	// translation each need them.
+	anys map[*anypb.Any]proto.Message
 }
 
 type entry struct {
@@ -61,6 +66,19 @@ type entry struct {
 // add records an error at a location known in both spellings.
 func (c *collector) add(canon, user, format string, args ...any) {
 	c.errs = append(c.errs, entry{canon, &FieldError{Path: user, Msg: fmt.Sprintf(format, args...)}})
+	if c.errAt == nil {
+		c.errAt = map[string]bool{}
+	}
+	forPrefixes(canon, func(p string) bool {
+		if c.errAt[p] {
+			return false // and so are the ones above
+		}
+		c.errAt[p] = true
+		return true
+	})
+	if canon == "" {
+		c.errAt[""] = true
+	}
 }
 
 // addCanonical records an error of a later stage, given by canonical path.
@@ -71,24 +89,40 @@ func (c *collector) addCanonical(path, format string, args ...any) {
 	c.add(path, c.userPath(path), format, args...)
 }
 
+// prune notes that the location at canonical path p has been reported as a whole.
+func (c *collector) prune(p string) {
+	if c.pruned == nil {
+		c.pruned = map[string]bool{}
+	}
+	c.pruned[p] = true
+}
+
 // reported reports whether path, or a location above it, already has an error.
 func (c *collector) reported(path string) bool {
-	for _, p := range c.pruned {
-		if under(path, p) {
-			return true
-		}
+	if len(c.pruned) == 0 {
+		return false
 	}
-	return false
+	found := false
+	forPrefixes(path, func(p string) bool {
+		found = c.pruned[p]
+		return !found
+	})
+	return found
 }
 
 // errorsUnder reports whether an error was recorded at path or below it.
-func (c *collector) errorsUnder(path string) bool {
-	for _, e := range c.errs {
-		if under(e.canon, path) {
-			return true
+func (c *collector) errorsUnder(path string) bool { return c.errAt[path] }
+
+// forPrefixes calls f with p and then each location above it, longest first (a.b[0].c,
+// a.b[0], a.b, a), until f returns false.
+func forPrefixes(p string, f func(string) bool) {
+	for i := len(p); i > 0; i-- {
+		if i == len(p) || p[i] == '.' || p[i] == '[' {
+			if !f(p[:i]) {
+				return
+			}
 		}
 	}
-	return false
 }
 
 func (c *collector) userPath(p string) string {
@@ -103,14 +137,6 @@ func (c *collector) userPath(p string) string {
 		}
 	}
 	return p
-}
-
-// under reports whether path p is q or lies below it.
-func under(p, q string) bool {
-	if !strings.HasPrefix(p, q) {
-		return false
-	}
-	return len(p) == len(q) || p[len(q)] == '.' || p[len(q)] == '['
 }
 
 // result returns the errors without duplicates, in the order of the fields in their
@@ -128,7 +154,7 @@ func (c *collector) result(root proto.Message) error {
 	}
 	ks := make([]keyed, len(c.errs))
 	for i, e := range c.errs {
-		ks[i] = keyed{sortKey(root, e.canon), e}
+		ks[i] = keyed{c.sortKey(root, e.canon), e}
 	}
 	sort.SliceStable(ks, func(i, j int) bool {
 		a, b := ks[i].key, ks[j].key
@@ -157,7 +183,7 @@ const unknownRank = 1 << 20
 
 // sortKey turns a canonical path into declaration indexes and list indexes, following
 // the descriptors from the Bootstrap and, through Any values, the messages themselves.
-func sortKey(root proto.Message, path string) []int {
+func (c *collector) sortKey(root proto.Message, path string) []int {
 	var key []int
 	var m protoreflect.Message
 	var md protoreflect.MessageDescriptor
@@ -172,7 +198,7 @@ func sortKey(root proto.Message, path string) []int {
 		if d != nil && d.FullName() == "google.protobuf.Any" {
 			m, md = nil, nil
 			if v != nil {
-				if inner, err := unpack(v.Interface().(*anypb.Any)); err == nil && inner != nil {
+				if inner, err := c.unpack(v.Interface().(*anypb.Any)); err == nil && inner != nil {
 					m, md = inner.ProtoReflect(), inner.ProtoReflect().Descriptor()
 				}
 			}

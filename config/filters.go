@@ -71,7 +71,7 @@ func (t *translator) tcpProxy(tp *tcpproxyv3.TcpProxy, at string) (engine.Networ
 	ok := true
 	cfg := tcpproxy.Config{
 		StatPrefix:         tp.GetStatPrefix(),
-		IdleTimeout:        t.nonNegative(tp.GetIdleTimeout(), tcpproxy.DefaultIdleTimeout, field(at, "idle_timeout")),
+		IdleTimeout:        t.timeout(tp.GetIdleTimeout(), tcpproxy.DefaultIdleTimeout, field(at, "idle_timeout"), true),
 		MaxConnectAttempts: 1,
 	}
 	if v := tp.GetMaxConnectAttempts(); v != nil {

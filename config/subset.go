@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"sort"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -105,13 +104,18 @@ var acceptedWhole = map[protoreflect.FullName]bool{
 }
 
 // subset reports every set field of m (recursively, into Any values) that is not in the
-// supported table.
-func (c *collector) subset(m protoreflect.Message, at string) {
+// supported table. It also runs the validation of the message inside each Any it meets
+// (PGV does not look inside them), after that message's own subset check, so that errors
+// inside an unsupported field, already reported as such, are not repeated.
+func (c *collector) subset(m protoreflect.Message, at loc) {
 	md := m.Descriptor()
 	if md.FullName() == "google.protobuf.Any" {
-		inner, err := unpack(m.Interface().(*anypb.Any))
-		if err == nil && inner != nil {
+		inner, err := c.unpack(m.Interface().(*anypb.Any))
+		if err != nil {
+			c.addCanonical(at.canonical(), "%v", err)
+		} else if inner != nil {
 			c.subset(inner.ProtoReflect(), at)
+			c.validate(inner, &at)
 		}
 		return
 	}
@@ -119,52 +123,51 @@ func (c *collector) subset(m protoreflect.Message, at string) {
 		return
 	}
 	allowed := supported[md.FullName()]
-	for _, f := range setFields(m) {
-		fd, v := f.fd, f.v
-		p := field(at, string(fd.Name()))
+	// Over the descriptor rather than with m.Range: a closure would take the location
+	// chain to the heap.
+	fields := md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if !m.Has(fd) {
+			continue
+		}
+		fat := at.field(string(fd.Name()), string(fd.Name()))
 		if !hasName(allowed, fd.Name()) {
+			p := fat.canonical()
 			c.addCanonical(p, "not supported by Portico")
-			c.pruned = append(c.pruned, p)
+			c.prune(p)
 			continue
 		}
-		if fd.Message() == nil {
-			continue
-		}
-		switch {
-		case fd.IsList():
-			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				c.subset(l.Get(i).Message(), index(p, i))
-			}
-		case fd.IsMap():
-			if fd.MapValue().Message() == nil {
-				continue
-			}
-			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-				c.subset(mv.Message(), key(p, k.String()))
-				return true
-			})
-		default:
-			c.subset(v.Message(), p)
+		if fd.Message() != nil {
+			c.subsetField(fd, m.Get(fd), fat)
 		}
 	}
 }
 
-type setField struct {
-	fd protoreflect.FieldDescriptor
-	v  protoreflect.Value
-}
-
-// setFields lists m's set fields in declaration order, so that errors come out in a
-// stable order.
-func setFields(m protoreflect.Message) []setField {
-	var out []setField
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		out = append(out, setField{fd, v})
-		return true
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].fd.Index() < out[j].fd.Index() })
-	return out
+// subsetField runs the subset check on the messages of one supported field. (A function
+// of its own so that each location is taken by address only in the frame it is a
+// parameter of: that keeps the chains on the stack.)
+func (c *collector) subsetField(fd protoreflect.FieldDescriptor, v protoreflect.Value, at loc) {
+	switch {
+	case fd.IsList():
+		l := v.List()
+		for i := 0; i < l.Len(); i++ {
+			c.subset(l.Get(i).Message(), at.index(i))
+		}
+	case fd.IsMap():
+		if fd.MapValue().Message() == nil {
+			return
+		}
+		// Maps of messages are rare in the subset. The closure gets the path as a string:
+		// capturing at would take every location chain to the heap.
+		p := at.canonical()
+		v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+			c.subset(mv.Message(), rootLoc(key(p, k.String()), key(p, k.String())))
+			return true
+		})
+	default:
+		c.subset(v.Message(), at)
+	}
 }
 
 func hasName(list []protoreflect.Name, n protoreflect.Name) bool {
@@ -176,14 +179,22 @@ func hasName(list []protoreflect.Name, n protoreflect.Name) bool {
 	return false
 }
 
-// unpack resolves an Any through the global registry; an empty Any gives nil.
-func unpack(a *anypb.Any) (proto.Message, error) {
+// unpack resolves an Any through the global registry; an empty Any gives nil. The
+// message is kept for the stages after the one that first asks.
+func (c *collector) unpack(a *anypb.Any) (proto.Message, error) {
 	if a == nil || a.GetTypeUrl() == "" {
 		return nil, nil
+	}
+	if m, ok := c.anys[a]; ok {
+		return m, nil
 	}
 	m, err := a.UnmarshalNew()
 	if err != nil {
 		return nil, fmt.Errorf("typed_config %q: %w", a.GetTypeUrl(), err)
 	}
+	if c.anys == nil {
+		c.anys = map[*anypb.Any]proto.Message{}
+	}
+	c.anys[a] = m
 	return m, nil
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +32,7 @@ type translator struct {
 	// clusters by name; a cluster that failed to build maps to nil so that references
 	// to it do not add a second, misleading "not defined" error.
 	clusters map[string]*engine.Cluster
+	defined  string // definedClusters, once made: the clusters are all read before it is needed
 }
 
 func (t *translator) errorf(path, format string, args ...any) {
@@ -38,7 +40,7 @@ func (t *translator) errorf(path, format string, args ...any) {
 }
 
 func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
-	t.cfg = &Config{Chains: map[string]*chain.Manager{}}
+	t.cfg = &Config{Chains: make(map[string]*chain.Manager, len(bs.GetStaticResources().GetListeners()))}
 	t.clusters = map[string]*engine.Cluster{}
 	if a := bs.GetAdmin(); a.GetAddress() != nil {
 		if ap, ok := t.socketAddress(a.GetAddress(), "admin.address", true); ok {
@@ -64,36 +66,43 @@ func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 			t.cfg.Clusters = append(t.cfg.Clusters, c)
 		}
 	}
-	listenerAt := map[string]string{}
-	addrAt := map[netip.AddrPort]string{}
-	for i, l := range sr.GetListeners() {
-		at := index("static_resources.listeners", i)
+	const listenersAt = "static_resources.listeners"
+	listeners := sr.GetListeners()
+	listenerAt := make(map[string]int, len(listeners)) // by name
+	addrAt := make(map[netip.AddrPort]int, len(listeners))
+	t.cfg.Listeners = make([]engine.ListenerConfig, 0, len(listeners))
+	for i, l := range listeners {
+		at := index(listenersAt, i)
 		name := l.GetName()
 		if name == "" {
 			// Envoy would make up a UUID; Portico's stats, logs and `explain` need a
 			// stable name.
 			t.errorf(field(at, "name"), "a listener name is required")
 		} else if prev, dup := listenerAt[name]; dup {
-			t.errorf(field(at, "name"), "duplicate listener name %q (also %s)", name, t.c.userPath(prev))
+			t.errorf(field(at, "name"), "duplicate listener name %q (also %s)", name, t.c.userPath(index(listenersAt, prev)))
 		} else {
-			listenerAt[name] = at
+			listenerAt[name] = i
 		}
-		lc, ok := t.listener(l, at)
-		if !ok {
-			continue
-		}
-		// Two listeners may not share a concrete address, binding or not (Envoy rejects
-		// it too); port 0 asks the kernel for a fresh port each time.
-		if lc.Address.Port() != 0 {
-			if prev, dup := addrAt[lc.Address]; dup {
-				t.errorf(field(at, "address"), "address %s is already used by %s", lc.Address, t.c.userPath(prev))
-			} else {
-				addrAt[lc.Address] = at
+		if lc, ok := t.listener(l, at); ok {
+			// Two listeners may not share a concrete address, binding or not (Envoy
+			// rejects it too); port 0 asks the kernel for a fresh port each time.
+			if lc.Address.Port() != 0 {
+				if prev, dup := addrAt[lc.Address]; dup {
+					t.errorf(field(at, "address"), "address %s is already used by %s", lc.Address, t.c.userPath(index(listenersAt, prev)))
+				} else {
+					addrAt[lc.Address] = i
+				}
+			}
+			t.cfg.Listeners = append(t.cfg.Listeners, lc)
+			if name != "" {
+				t.cfg.Chains[name] = lc.FilterChains.(*chain.Manager)
 			}
 		}
-		t.cfg.Listeners = append(t.cfg.Listeners, lc)
-		if name != "" {
-			t.cfg.Chains[name] = lc.FilterChains.(*chain.Manager)
+		if !t.c.errorsUnder(at) {
+			// Nothing more is read from this listener's proto (result walks the
+			// bootstrap only along the paths of errors): let it be collected while the
+			// remaining listeners are translated.
+			listeners[i] = nil
 		}
 	}
 	return t.cfg
@@ -141,20 +150,50 @@ func (t *translator) socketAddress(a *corev3.Address, at string, portZeroOK bool
 	return netip.AddrPortFrom(ip, uint16(port)), ok
 }
 
-func duration(d *durationpb.Duration, def time.Duration) time.Duration {
+// MaxDuration is the longest duration Portico accepts for a timeout it translates into
+// the engine (connect_timeout, idle_timeout, listener_filters_timeout). The engine keeps a
+// timer's deadline as int64 Unix nanoseconds, now+d, which overflows for d beyond about 230
+// years from today, while google.protobuf.Duration allows ±10,000 years. Ten years is far
+// past any real timeout (the longest in 110 published Envoy bootstraps is 3600s; "never" is
+// written 0s where a field allows it) and leaves the engine two centuries of headroom.
+const MaxDuration = 10 * 365 * 24 * time.Hour
+
+const maxDurationText = "87600h (10 years)"
+
+// timeout translates a Duration the engine arms a timer with: unset gives def, and a value
+// above MaxDuration is an error at `at` (def is used). A negative one is an error too when
+// checkNegative is set; fields with a protoc-gen-validate bound (connect_timeout > 0s) have
+// it reported there already.
+func (t *translator) timeout(d *durationpb.Duration, def time.Duration, at string, checkNegative bool) time.Duration {
 	if d == nil {
+		return def
+	}
+	s, n := d.GetSeconds(), d.GetNanos()
+	if s < 0 || n < 0 {
+		if checkNegative {
+			t.errorf(at, "%s is negative (0s turns the timeout off)", formatDuration(d))
+		}
+		return def
+	}
+	if maxS := int64(MaxDuration / time.Second); s > maxS || s == maxS && n > 0 {
+		t.errorf(at, "%s is above the maximum of %s", formatDuration(d), maxDurationText)
 		return def
 	}
 	return d.AsDuration()
 }
 
-func (t *translator) nonNegative(d *durationpb.Duration, def time.Duration, at string) time.Duration {
-	v := duration(d, def)
-	if v < 0 {
-		t.errorf(at, "must not be negative")
-		return def
+// formatDuration writes d as in the file: seconds with a fraction only when there is one.
+func formatDuration(d *durationpb.Duration) string {
+	s, n := d.GetSeconds(), d.GetNanos()
+	sign := ""
+	if s < 0 || n < 0 {
+		sign, s, n = "-", -s, -n
 	}
-	return v
+	out := sign + strconv.FormatInt(s, 10)
+	if n != 0 {
+		out += "." + strings.TrimRight(fmt.Sprintf("%09d", n), "0")
+	}
+	return out + "s"
 }
 
 func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
@@ -168,9 +207,7 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 		ConnectTimeout:           engine.DefaultConnectTimeout,
 		PerConnectionBufferLimit: engine.DefaultBufferLimit,
 	}
-	if d := cl.GetConnectTimeout(); d != nil {
-		cc.ConnectTimeout = d.AsDuration()
-	}
+	cc.ConnectTimeout = t.timeout(cl.GetConnectTimeout(), engine.DefaultConnectTimeout, field(at, "connect_timeout"), false)
 	if v := cl.GetPerConnectionBufferLimitBytes(); v != nil {
 		cc.PerConnectionBufferLimit = bufferLimit(v.GetValue())
 	}
@@ -268,7 +305,7 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 	if v := l.GetEnableReusePort(); v != nil {
 		lc.NoReusePort = !v.GetValue()
 	}
-	lc.ListenerFiltersTimeout = t.nonNegative(l.GetListenerFiltersTimeout(), engine.DefaultListenerFiltersTimeout, field(at, "listener_filters_timeout"))
+	lc.ListenerFiltersTimeout = t.timeout(l.GetListenerFiltersTimeout(), engine.DefaultListenerFiltersTimeout, field(at, "listener_filters_timeout"), true)
 	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
 		lc.PerConnectionBufferLimit = bufferLimit(v.GetValue())
 	}
@@ -425,7 +462,10 @@ func (t *translator) filterChain(fc *listenerv3.FilterChain, at string) (*engine
 // typedConfig unpacks a typed_config; the JSON pass has already made sure the type is one
 // Portico supports in this place.
 func (t *translator) typedConfig(a *anypb.Any, at string) (proto.Message, bool) {
-	m, err := unpack(a)
+	m, err := t.c.unpack(a)
+	// Translation reads each typed_config once; later stages only need the cached
+	// message if an error lies under it, and then unpack it again.
+	delete(t.c.anys, a)
 	if err != nil {
 		t.errorf(at, "%v", err)
 		return nil, false
@@ -450,6 +490,13 @@ func (t *translator) closer(v any) {
 
 // definedClusters lists the cluster names for "not defined" messages.
 func (t *translator) definedClusters() string {
+	if t.defined == "" {
+		t.defined = t.listClusters()
+	}
+	return t.defined
+}
+
+func (t *translator) listClusters() string {
 	names := make([]string, 0, len(t.clusters))
 	for n := range t.clusters {
 		names = append(names, fmt.Sprintf("%q", n))

@@ -5,7 +5,6 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // The generated types' ValidateAll (protoc-gen-validate) reports problems as a tree:
@@ -27,53 +26,12 @@ type validatorAll interface {
 	ValidateAll() error
 }
 
-// validate runs ValidateAll on m and, because PGV does not look inside Any values, on the
-// message inside every Any as well.
-func (c *collector) validate(m proto.Message, at string) {
+// validate runs ValidateAll on m, at `at`. PGV does not look inside Any values: the subset
+// check validates the message in each one.
+func (c *collector) validate(m proto.Message, at *loc) {
 	if v, ok := m.(validatorAll); ok {
 		if err := v.ValidateAll(); err != nil {
-			c.pgv(err, m.ProtoReflect().Descriptor(), at)
-		}
-	}
-	c.validateAnys(m.ProtoReflect(), at)
-}
-
-func (c *collector) validateAnys(m protoreflect.Message, at string) {
-	for _, f := range setFields(m) {
-		fd, v := f.fd, f.v
-		md := fd.Message()
-		if fd.IsMap() {
-			md = fd.MapValue().Message()
-		}
-		if md == nil {
-			continue
-		}
-		p := field(at, string(fd.Name()))
-		visit := func(mm protoreflect.Message, p string) {
-			if md.FullName() == "google.protobuf.Any" {
-				inner, err := unpack(mm.Interface().(*anypb.Any))
-				if err != nil {
-					c.addCanonical(p, "%v", err)
-				} else if inner != nil {
-					c.validate(inner, p)
-				}
-				return
-			}
-			c.validateAnys(mm, p)
-		}
-		switch {
-		case fd.IsList():
-			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				visit(l.Get(i).Message(), index(p, i))
-			}
-		case fd.IsMap():
-			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-				visit(mv.Message(), key(p, k.String()))
-				return true
-			})
-		default:
-			visit(v.Message(), p)
+			c.pgv(err, m.ProtoReflect().Descriptor(), at.canonical())
 		}
 	}
 }
