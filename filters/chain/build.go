@@ -34,6 +34,11 @@ func Build(chains []Chain, defaultChain *engine.FilterChain) (*Manager, error) {
 		m.labels[i] = chainLabel(chains[i].Name, i)
 		m.chains[i] = chains[i].Chain
 	}
+	if len(chains) == 1 && defaultChain == nil && chains[0].Chain != nil && chains[0].Match.identity() == (&Match{}).identity() {
+		// One chain that matches everything: no index to walk (nor to keep in memory).
+		m.only, m.ports = true, nil
+		return m, nil
+	}
 	// Identical matches are reported as such, before the generic overlap error that the
 	// expansion would also raise (Envoy's verifyNoDuplicateMatchers).
 	seen := make(map[string]int, len(chains))

@@ -9,6 +9,9 @@ import (
 // FindFilterChain implements engine.FilterChainManager: the matching chain, else the default
 // chain, else nil (the socket is closed).
 func (m *Manager) FindFilterChain(info *engine.SocketInfo) *engine.FilterChain {
+	if m.only {
+		return m.chains[0]
+	}
 	idx, ok := m.find(info)
 	if !ok {
 		return m.def
@@ -32,6 +35,9 @@ func (m *Manager) FindChainName(info *engine.SocketInfo) (name string, ok bool) 
 
 // find walks the index. It returns the chain index, or ok=false when no chain matches.
 func (m *Manager) find(info *engine.SocketInfo) (idx int32, ok bool) {
+	if m.only {
+		return 0, true
+	}
 	local := info.LocalAddr.Addr()
 	// An exact destination port wins, and is final: if its subtree has no match, the
 	// port-less chains are not tried. A non-IP local address has no port.

@@ -38,6 +38,9 @@ type Manager struct {
 	defLabel string
 
 	needsLocal bool
+	// only: a single chain with an empty match and no default (most listeners), which
+	// every connection gets; the index is not built.
+	only bool
 }
 
 // The levels below the destination port, top-down. Each node holds the branches of the next
