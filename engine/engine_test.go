@@ -27,30 +27,7 @@ func echoChain() engine.FilterChainManager {
 // startServer runs a server with the given listeners and stops it when the test ends.
 func startServer(t *testing.T, workers int, clusters []engine.ClusterConfig, mk func(s *engine.Server) []engine.ListenerConfig) (*engine.Server, []*engine.Listener) {
 	t.Helper()
-	s, err := engine.NewServer(engine.ServerOptions{Concurrency: workers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, cc := range clusters {
-		c, err := engine.NewCluster(cc, workers)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.AddCluster(c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var ls []*engine.Listener
-	for _, lc := range mk(s) {
-		l, err := s.AddListener(lc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-	}
-	s.Start()
-	t.Cleanup(s.Close)
-	return s, ls
+	return serverWith(t, engine.ServerOptions{Concurrency: workers}, clusters, mk)
 }
 
 func echoListener(name string, reusePort, exact bool) engine.ListenerConfig {
