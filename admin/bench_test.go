@@ -38,7 +38,7 @@ func benchServer(b *testing.B, n int) *engine.Server {
 	b.Cleanup(srv.Close)
 	for i := 0; i < n; i++ {
 		l, err := srv.AddListener(engine.ListenerConfig{Name: fmt.Sprintf("listener_%d", i),
-			Address:    netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(10000+i)),
+			Address:      netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(10000+i)),
 			NoBindToPort: true, FilterChains: engine.SingleChain{}})
 		if err != nil {
 			b.Fatal(err)
