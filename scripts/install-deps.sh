@@ -23,6 +23,9 @@ for svc in nginx haproxy; do
   $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done
 go mod download
+# staticcheck, pinned, for scripts/test.sh's lint step.
+command -v staticcheck >/dev/null 2>&1 || [ -x "$(go env GOPATH)/bin/staticcheck" ] ||
+  go install honnef.co/go/tools/cmd/staticcheck@v0.8.2 # 2026.2.2
 # The benchmark harness (scripts/bench.sh) builds bench/, a module of its own.
 (cd bench && go mod download)
 echo "dependencies ready"

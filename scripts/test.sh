@@ -9,9 +9,25 @@ cd "$(dirname "$0")/.."
 # The e2e tests open hundreds of sockets per process.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-echo "== go vet"
+echo "== gofmt, go vet, staticcheck"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt: these files need formatting:" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
 go vet ./...
 (cd bench && go vet ./...)
+STATICCHECK=$(command -v staticcheck || echo "$(go env GOPATH)/bin/staticcheck")
+if [ -x "$STATICCHECK" ]; then
+  "$STATICCHECK" ./...
+  (cd bench && "$STATICCHECK" ./...)
+elif [ "${CI:-}" = true ]; then
+  echo "staticcheck is missing (scripts/install-deps.sh installs it)" >&2
+  exit 1
+else
+  echo "staticcheck not installed; skipped (scripts/install-deps.sh installs it)"
+fi
 echo "== unit and integration tests (-race)"
 go test -race -count=1 ./poller/... ./engine/... ./filters/... ./config/... ./admin/...
 echo "== end-to-end tests (portico binary with nginx, HAProxy, curl, openssl)"
