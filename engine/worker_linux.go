@@ -54,6 +54,7 @@ type Worker struct {
 	// now is the loop's monotonic clock (nanoseconds since the worker was made), read once
 	// per loop turn; epoch is the wall time at that origin, for Now.
 	now   int64
+	turn  uint64 // loop turns, counted from 1
 	clock func() int64
 	epoch time.Time
 
@@ -324,6 +325,7 @@ func (w *Worker) loop() error {
 			return err
 		}
 		w.now = w.clock()
+		w.turn++
 		for i := 0; i < n; i++ {
 			tok, ev, ok := w.poller.Ready(i)
 			if !ok {
