@@ -81,6 +81,7 @@ var (
 	admin    = flag.String("admin", "", "Portico admin address host:port for /stats")
 	listener = flag.String("listener", "", "listener name in /stats")
 	outPath  = flag.String("out", "", "result file (default stdout)")
+	drain    = flag.Bool("drain", false, "tls: connections started inside the window run to their end (up to 5 s) and count; for per-handshake counts such as system calls, where a connection cut at the window's end would be paid for and not counted")
 	lbl      = labels{}
 )
 
@@ -271,6 +272,11 @@ func (c *counters) fill(res *result) {
 // errors. Here no dial starts after the window's end, and anything that
 // returns at or after it (including everything the context's expiry cuts
 // short) is neither an error nor a handshake.
+//
+// With -drain no dial starts after the window's end either, but the connections
+// already started finish (their I/O deadline is 5 s, not the window's end) and count
+// when they started inside the window; the window is then over when the last of them
+// is, so every connection the server saw in it is counted once.
 func runTLS(res *result) {
 	sni := strings.Split(*names, ",")
 	var c counters
@@ -278,8 +284,12 @@ func runTLS(res *result) {
 	begin := time.Now()
 	winStart := begin.Add(*warmup)
 	winEnd := winStart.Add(*duration)
+	ioEnd := winEnd // no I/O beyond this
+	if *drain {
+		ioEnd = winEnd.Add(5 * time.Second)
+	}
 	inWindow := func(t time.Time) bool { return !t.Before(winStart) && t.Before(winEnd) }
-	ctx, cancel := context.WithDeadline(context.Background(), winEnd)
+	ctx, cancel := context.WithDeadline(context.Background(), ioEnd)
 	defer cancel()
 	var wg sync.WaitGroup
 	for g := 0; g < *conc; g++ {
@@ -300,14 +310,14 @@ func runTLS(res *result) {
 				d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: &tls.Config{ServerName: name, InsecureSkipVerify: true}}
 				conn, err := d.DialContext(ctx, "tcp", *addr)
 				if err != nil {
-					if inWindow(time.Now()) {
+					if inWindow(time.Now()) || (*drain && inWindow(t0)) {
 						c.fail(true, err)
 					}
 					continue
 				}
 				// No I/O outlives the window: a request cut by its end
 				// fails after the end and is therefore not counted.
-				conn.SetDeadline(minTime(time.Now().Add(5*time.Second), winEnd))
+				conn.SetDeadline(minTime(time.Now().Add(5*time.Second), ioEnd))
 				// Keep-alive request, read exactly one response, then the
 				// client closes first: its TIME_WAIT stays on the client
 				// side, where tcp_tw_reuse lets loopback ports be reused.
@@ -323,7 +333,7 @@ func runTLS(res *result) {
 				if err == nil && !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 200")) {
 					err = fmt.Errorf("bad response %q", buf[:min(n, 40)])
 				}
-				if !inWindow(t1) {
+				if !inWindow(t1) && !(*drain && inWindow(t0)) {
 					continue
 				}
 				if err != nil {
@@ -344,10 +354,15 @@ func runTLS(res *result) {
 	w := startWindow()
 	// The window ends at winEnd, or earlier once every goroutine has
 	// stopped (-total reached).
+	// With -drain it ends when the last connection does.
 	span := *duration
 	t := time.NewTimer(time.Until(winEnd))
 	select {
 	case <-t.C:
+		if *drain {
+			<-done
+			span = time.Since(winStart)
+		}
 	case <-done:
 		t.Stop()
 		span = min(span, time.Since(winStart))

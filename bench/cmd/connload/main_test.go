@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -251,5 +252,51 @@ func TestTLSTotal(t *testing.T) {
 	}
 	if r := res.Metrics["rate"]; r < 40/el.Seconds() {
 		t.Errorf("rate %.1f/s, want at least 40 per %v", r, el)
+	}
+}
+
+// TestTLSDrain: with -drain every connection the server accepted is counted, none is
+// cut at the window's end, and the run still ends promptly. A counting TCP relay in
+// front of the TLS server sees every connection.
+func TestTLSDrain(t *testing.T) {
+	a := tlsServer(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", a)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go func() { io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
+				io.Copy(c, u)
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	setFlags(t, ln.Addr().String(), "localhost", 8, 0, 300*time.Millisecond)
+	*drain = true
+	t.Cleanup(func() { *drain = false })
+	res := result{Mode: "tls", Metrics: map[string]float64{}}
+	t0 := time.Now()
+	runTLS(&res)
+	if el := time.Since(t0); el > 3*time.Second {
+		t.Errorf("took %v for a 300ms window", el)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := accepted.Load(); res.Metrics["ops"] != float64(n) || n == 0 || res.Errors.Dial+res.Errors.IO != 0 {
+		t.Fatalf("ops %.0f, relay accepted %d, errors %d+%d (last: %s); want ops = accepted and no errors",
+			res.Metrics["ops"], n, res.Errors.Dial, res.Errors.IO, res.Errors.Last)
 	}
 }

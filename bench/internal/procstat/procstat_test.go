@@ -44,3 +44,13 @@ func TestCtxSwitches(t *testing.T) {
 		t.Fatalf("vol=%d invol=%d err=%v", v, i, err)
 	}
 }
+
+func TestRunTime(t *testing.T) {
+	if v, err := parseSchedstat([]byte("98355923 9185419 358\n")); err != nil || v != 98355923 {
+		t.Fatalf("parse: %d %v", v, err)
+	}
+	ns, err := RunTime(os.Getpid())
+	if err != nil || ns == 0 {
+		t.Fatalf("ns=%d err=%v", ns, err)
+	}
+}
