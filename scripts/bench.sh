@@ -2,7 +2,7 @@
 # Portico benchmark harness. See BENCHMARKS.md for the method.
 #
 #   scripts/bench.sh [--quick] [SCENARIO...]
-#       scenarios: echo idle-mem l4-proxy sni balance syscalls (default: all)
+#       scenarios: echo idle-mem l4-proxy syscalls sni drip balance (default: all)
 #
 # The system under test runs on CPU $SUT_CPU (default 1), the load generator
 # on CPU $LG_CPU (default 0). Every contender gets one worker. Repetitions are
@@ -15,7 +15,15 @@
 # BENCH_IDLE_CONNS, BENCH_NICE, PORTICO_BIN (use a prebuilt binary), SUT_CPU,
 # LG_CPU; proxy scenarios: BENCH_WRK_CONNS (50), BENCH_L4_SERVERS
 # ("portico haproxy nginx net"), BENCH_SNI_SERVERS, BENCH_BULK_BYTES,
-# BENCH_BAL_WORKERS ("2 4"), BENCH_BAL_CELLS, BENCH_BAL_TOTAL.
+# BENCH_BAL_WORKERS ("2 4"), BENCH_BAL_CELLS, BENCH_BAL_TOTAL; drip:
+# BENCH_DRIP_SERVERS (default: the SNI servers), BENCH_DRIP_CONNS (4; --quick
+# 2), BENCH_DRIP_DURATION (seconds, 15; --quick 3).
+#
+# Before/after in one run: BENCH_BASE_BIN=/path/to/an/older/portico adds the
+# contender "portico-base", started exactly like portico (same config
+# generator, its own ports: echo 10004, l4 10014, sni 10023, admin 19902), to
+# every list that has portico (echo, idle-mem, l4-proxy, sni, syscalls,
+# drip), interleaved with the others; PORTICO_BIN is then the "after" build.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,12 +35,12 @@ SCENARIOS=()
 for a in "$@"; do
 	case $a in
 	--quick) QUICK=true ;;
-	-h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-	echo | idle-mem | l4-proxy | sni | balance | syscalls) SCENARIOS+=("$a") ;;
+	-h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+	echo | idle-mem | l4-proxy | sni | balance | syscalls | drip) SCENARIOS+=("$a") ;;
 	*) echo "unknown argument: $a" >&2; exit 2 ;;
 	esac
 done
-((${#SCENARIOS[@]})) || SCENARIOS=(echo idle-mem l4-proxy syscalls sni balance)
+((${#SCENARIOS[@]})) || SCENARIOS=(echo idle-mem l4-proxy syscalls sni drip balance)
 
 SUT_CPU=${SUT_CPU:-1}
 LG_CPU=${LG_CPU:-0}
@@ -45,7 +53,8 @@ CLK_TCK=$(getconf CLK_TCK)
 BENCH_NICE=${BENCH_NICE:--15}
 boosted_init
 LG_TIMEOUT=150 # seconds; loadgen bounds itself, this is only a second fence
-SERVERS=(${BENCH_SERVERS:-portico gnet netpoll net})
+# shellcheck disable=SC2086 # the lists are split on blanks on purpose
+mapfile -t SERVERS < <(with_base ${BENCH_SERVERS:-portico gnet netpoll net})
 if $QUICK; then
 	REPS=${BENCH_REPS:-1}
 	WARMUP=${BENCH_WARMUP:-500ms}
@@ -57,6 +66,8 @@ if $QUICK; then
 	BAL_WORKERS=${BENCH_BAL_WORKERS:-2}
 	BAL_CELLS=${BENCH_BAL_CELLS:-hold:100 churn:100}
 	BAL_TOTAL=${BENCH_BAL_TOTAL:-1000}
+	DRIP_CONNS=${BENCH_DRIP_CONNS:-2}
+	DRIP_DURATION=${BENCH_DRIP_DURATION:-3}
 	RESULTS_DIR=$ROOT/bench/results/quick
 else
 	REPS=${BENCH_REPS:-3}
@@ -70,6 +81,8 @@ else
 	BAL_WORKERS=${BENCH_BAL_WORKERS:-2 4}
 	BAL_CELLS=${BENCH_BAL_CELLS:-hold:100 hold:1000 hold:10000 churn:100 churn:1000}
 	BAL_TOTAL=${BENCH_BAL_TOTAL:-10000}
+	DRIP_CONNS=${BENCH_DRIP_CONNS:-4}
+	DRIP_DURATION=${BENCH_DRIP_DURATION:-15}
 	RESULTS_DIR=$ROOT/bench/results
 fi
 
@@ -87,8 +100,7 @@ ensure_tools
 build_bins "$BIN"
 AVAILABLE=()
 for s in "${SERVERS[@]}"; do
-	if [[ $s == portico && ! -x $BIN/portico ]]; then continue; fi
-	AVAILABLE+=("$s")
+	have_bin "$s" && AVAILABLE+=("$s")
 done
 MACHINE=$(machine_json)
 log "machine: $MACHINE"
@@ -175,8 +187,12 @@ scenario_idle_mem() {
 # wrk / curl / connload and the nginx backend share CPU $LG_CPU.
 
 WRK_CONNS=${BENCH_WRK_CONNS:-50}
-L4_SERVERS=(${BENCH_L4_SERVERS:-portico haproxy nginx net})
-SNI_SERVERS=(${BENCH_SNI_SERVERS:-portico haproxy nginx})
+# shellcheck disable=SC2086 # the lists are split on blanks on purpose
+{
+	mapfile -t L4_SERVERS < <(with_base ${BENCH_L4_SERVERS:-portico haproxy nginx net})
+	mapfile -t SNI_SERVERS < <(with_base ${BENCH_SNI_SERVERS:-portico haproxy nginx})
+	mapfile -t DRIP_SERVERS < <(with_base ${BENCH_DRIP_SERVERS:-${SNI_SERVERS[*]}})
+}
 PROXY_READY=false
 
 # rotate_list REP ITEM...: ITEMs rotated by REP-1 (interleaving).
@@ -193,7 +209,15 @@ proxy_init() {
 	backend_setup "$BENCH_TMP" || return 1
 	PROXY_READY=true
 	PX_MACHINE=${MACHINE%\}},\"tools\":$(proxy_versions_json)\}
-	if [[ ! -x $BIN/portico ]]; then L4_SERVERS=("${L4_SERVERS[@]/portico/}"); SNI_SERVERS=("${SNI_SERVERS[@]/portico/}"); fi
+	# A Portico that did not build (or no BENCH_BASE_BIN) is left out.
+	mapfile -t L4_SERVERS < <(only_built "${L4_SERVERS[@]}")
+	mapfile -t SNI_SERVERS < <(only_built "${SNI_SERVERS[@]}")
+	mapfile -t DRIP_SERVERS < <(only_built "${DRIP_SERVERS[@]}")
+}
+
+only_built() {
+	local s
+	for s in "$@"; do have_bin "$s" && echo "$s"; done
 }
 
 # write_px_results SCEN RUNS PARAMS: like write_results, with tool versions.
@@ -207,12 +231,13 @@ write_px_results() {
 # sut_dead: did the SUT exit during the run?
 sut_dead() { ! kill -0 "$1" 2>/dev/null || [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]]; }
 
-# wrk_cell SCEN SRV REP TEST URL PID RUNS [wrk args]: warm-up, then the
-# measured wrk run with the SUT's CPU ticks read around it.
+# wrk_cell SCEN SRV REP TEST URL PID RUNS [wrk args]: warm-up (none if
+# PX_WARMUP is 0), then the measured wrk run of PX_DURATION seconds with the
+# SUT's CPU ticks read around it.
 wrk_cell() {
 	local scen=$1 srv=$2 rep=$3 test=$4 url=$5 pid=$6 runs=$7 t0 t1 w
 	shift 7
-	wrk_run "$BENCH_TMP/wrk-warm" "$url" "${PX_WARMUP}s" "$WRK_CONNS" "$@"
+	((PX_WARMUP > 0)) && wrk_run "$BENCH_TMP/wrk-warm" "$url" "${PX_WARMUP}s" "$WRK_CONNS" "$@"
 	t0=$(cpu_ticks "$pid")
 	wrk_run "$BENCH_TMP/wrk" "$url" "${PX_DURATION}s" "$WRK_CONNS" "$@"
 	t1=$(cpu_ticks "$pid")
@@ -281,20 +306,36 @@ scenario_l4_proxy() {
 		"$REPS" "$PX_WARMUP" "$PX_DURATION" "$WRK_CONNS" "$BULK_BYTES" "none ${L4_SERVERS[*]}")"
 }
 
-# tls_cell SRV REP PORT NAMES PID RUNS: connload -mode tls (one full
-# handshake + one request per connection).
-tls_cell() {
-	local srv=$1 rep=$2 port=$3 names=$4 pid=$5 runs=$6 out=$BENCH_TMP/tls.json
+# connload_tls OUT PORT PID FENCE_S [connload args]: connload -mode tls on
+# $LG_CPU (32 goroutines, both server names in turn), bounded by FENCE_S.
+connload_tls() {
+	local out=$1 port=$2 pid=$3 fence=$4
+	shift 4
 	rm -f "$out"
-	timeout --foreground --kill-after=5 $((PX_DURATION + 60)) "${BOOSTED[@]}" taskset -c "$LG_CPU" "$BIN/connload" -mode tls \
-		-addr "127.0.0.1:$port" -names "$names" -conc 32 -warmup "${PX_WARMUP}s" -duration "${PX_DURATION}s" \
-		-pid "$([[ $srv == none ]] && echo 0 || echo "$pid")" -clk-tck "$CLK_TCK" \
-		-label scenario=sni -label "server=$srv" -label "rep=$rep" -label test=handshake -label cell=c32 \
-		-out "$out" 2>>"$BENCH_TMP/connload.log" &
+	timeout --foreground --kill-after=5 "$fence" "${BOOSTED[@]}" taskset -c "$LG_CPU" "$BIN/connload" -mode tls \
+		-addr "127.0.0.1:$port" -names "$SNI_A,$SNI_B" -conc 32 -pid "$pid" -clk-tck "$CLK_TCK" \
+		-out "$out" "$@" 2>>"$BENCH_TMP/connload.log" &
 	local p=$!
 	track "$p"
 	wait "$p"
 	untrack "$p"
+}
+
+# json_num FILE KEY: the first number called KEY in a one-line JSON file
+# (our tools' output; keys used here are unique in it), 0 if absent.
+json_num() {
+	local v
+	v=$(grep -oE "\"$2\":-?[0-9.eE+]+" "$1" 2>/dev/null | head -1 | cut -d: -f2)
+	echo "${v:-0}"
+}
+
+# tls_cell SRV REP PORT PID RUNS: connload -mode tls (one full handshake +
+# one request per connection).
+tls_cell() {
+	local srv=$1 rep=$2 port=$3 pid=$4 runs=$5 out=$BENCH_TMP/tls.json
+	connload_tls "$out" "$port" "$([[ $srv == none ]] && echo 0 || echo "$pid")" $((PX_DURATION + 60)) \
+		-warmup "${PX_WARMUP}s" -duration "${PX_DURATION}s" \
+		-label scenario=sni -label "server=$srv" -label "rep=$rep" -label test=handshake -label cell=c32
 	if [[ -s $out ]]; then
 		cat "$out" >>"$runs"
 		log "  handshake $srv: $(cat "$out")"
@@ -321,7 +362,7 @@ scenario_sni() {
 				fi
 				pid=$SRV_PID
 			fi
-			tls_cell "$srv" "$rep" "$port" "$SNI_A,$SNI_B" "$pid" "$runs"
+			tls_cell "$srv" "$rep" "$port" "$pid" "$runs"
 			wrk_cell sni "$srv" "$rep" keepalive "https://$SNI_A:$port/" "$pid" "$runs"
 			[[ $srv != none ]] && stop_pid "$pid"
 			sleep 0.3
@@ -332,30 +373,72 @@ scenario_sni() {
 		"$REPS" "$PX_WARMUP" "$PX_DURATION" "$WRK_CONNS" "$SNI_A" "$SNI_B" "none ${SNI_SERVERS[*]}")"
 }
 
+# strace_start PID: strace -c -f attached to the SUT (STRACE_PID), given
+# 0.5 s to attach to every thread; strace_stop detaches it, which writes
+# the counts to $BENCH_TMP/strace.txt.
+strace_start() {
+	rm -f "$BENCH_TMP/strace.txt"
+	strace -c -f -p "$1" -o "$BENCH_TMP/strace.txt" 2>>"$BENCH_TMP/strace.log" &
+	STRACE_PID=$!
+	track "$STRACE_PID"
+	sleep 0.5
+}
+strace_stop() {
+	kill -INT "$STRACE_PID" 2>/dev/null
+	wait "$STRACE_PID"
+	untrack "$STRACE_PID"
+}
+
+# strace_metrics N KEY: {"KEY":N,"sys_total":…,"sys_NAME":…} from
+# $BENCH_TMP/strace.txt, every count divided by N.
+strace_metrics() {
+	local w
+	# strace -c rows: % time, seconds, usecs/call, calls, [errors,] syscall.
+	w=$(awk -v r="$1" -v key="$2" '
+		$1 ~ /^[0-9.]+$/ && NF >= 5 { n = $NF; c = $4; if (n == "total") tot = c; else s = s sprintf(",\"sys_%s\":%.3f", n, (r > 0 ? c / r : 0)) }
+		END { printf "{\"%s\":%d,\"sys_total\":%.3f%s}", key, r, (r > 0 ? tot / r : 0), s }' "$BENCH_TMP/strace.txt" 2>/dev/null)
+	[[ -n $w ]] || w='{}'
+	echo "$w"
+}
+
 # strace_cell SRV REP TEST PID RUNS URL [wrk args]: wrk for
 # $STRACE_DURATION s while strace -c -f counts the SUT's system calls.
 strace_cell() {
-	local srv=$1 rep=$2 test=$3 pid=$4 runs=$5 url=$6 sp req fail="" w
+	local srv=$1 rep=$2 test=$3 pid=$4 runs=$5 url=$6 req fail="" w
 	shift 6
 	wrk_run "$BENCH_TMP/wrk-warm" "$url" "${PX_WARMUP}s" "$WRK_CONNS" "$@"
-	strace -c -f -p "$pid" -o "$BENCH_TMP/strace.txt" 2>>"$BENCH_TMP/strace.log" &
-	sp=$!
-	track "$sp"
-	sleep 0.5
+	strace_start "$pid"
 	wrk_run "$BENCH_TMP/wrk" "$url" "${STRACE_DURATION}s" "$WRK_CONNS" "$@"
-	kill -INT "$sp" 2>/dev/null
-	wait "$sp"
-	untrack "$sp"
+	strace_stop
 	read -r _ _ _ req _ _ <"$BENCH_TMP/wrk" || req=0
 	((req > 0)) || fail="wrk made no requests"
 	sut_dead "$pid" && fail="$srv exited during the run"
-	# strace -c rows: % time, seconds, usecs/call, calls, [errors,] syscall.
-	w=$(awk -v r="$req" '
-		$1 ~ /^[0-9.]+$/ && NF >= 5 { n = $NF; c = $4; if (n == "total") tot = c; else s = s sprintf(",\"sys_%s\":%.3f", n, (r > 0 ? c / r : 0)) }
-		END { printf "{\"requests\":%d,\"sys_total\":%.3f%s}", r, (r > 0 ? tot / r : 0), s }' "$BENCH_TMP/strace.txt" 2>/dev/null)
-	[[ -n $w ]] || w='{}'
+	w=$(strace_metrics "$req" requests)
 	metrics_line syscalls "$srv" "$rep" "$test" "c$WRK_CONNS" "$w" "$fail" >>"$runs"
 	log "  $test $srv: $w${fail:+ !! $fail}"
+}
+
+# strace_tls_cell SRV REP PID RUNS PORT: full TLS handshakes through the SNI
+# proxy (connload -mode tls, as the sni scenario makes them) for
+# $STRACE_DURATION s while strace counts the SUT's system calls; counts per
+# handshake. connload -drain lets the connections in flight at the end
+# finish and counts them, so every handshake the SUT worked on while traced
+# is in the count.
+strace_tls_cell() {
+	local srv=$1 rep=$2 pid=$3 runs=$4 port=$5 out=$BENCH_TMP/tls-strace.json n errs fail="" w
+	connload_tls "$BENCH_TMP/tls-warm.json" "$port" 0 $((PX_WARMUP + 30)) -warmup 0s -duration "${PX_WARMUP}s"
+	strace_start "$pid"
+	connload_tls "$out" "$port" 0 $((STRACE_DURATION + 60)) -warmup 0s -duration "${STRACE_DURATION}s" -drain
+	strace_stop
+	n=$(json_num "$out" ops)
+	n=${n%.*}
+	errs=$(( $(json_num "$out" dial) + $(json_num "$out" io) ))
+	((n > 0)) || fail="connload made no handshakes: $(tail -c 300 "$out" 2>/dev/null)"
+	sut_dead "$pid" && fail="$srv exited during the run"
+	w=$(strace_metrics "$n" handshakes)
+	w="${w%\}},\"errors\":$errs}"
+	metrics_line syscalls "$srv" "$rep" handshake c32 "$w" "$fail" >>"$runs"
+	log "  handshake $srv: $w${fail:+ !! $fail}"
 }
 
 scenario_syscalls() {
@@ -369,16 +452,117 @@ scenario_syscalls() {
 		for srv in $(rotate_list "$rep" "${L4_SERVERS[@]}"); do
 			log "syscalls rep $rep/$reps: $srv"
 			port=$(proxy_port l4 "$srv")
-			start_proxy l4 "$srv" || continue
+			if ! start_proxy l4 "$srv"; then
+				metrics_line syscalls "$srv" "$rep" keepalive "c$WRK_CONNS" '{}' "proxy did not start" >>"$runs"
+				continue
+			fi
 			strace_cell "$srv" "$rep" keepalive "$SRV_PID" "$runs" "http://127.0.0.1:$port/"
 			strace_cell "$srv" "$rep" close "$SRV_PID" "$runs" "http://127.0.0.1:$port/" -H "Connection: close"
 			stop_pid "$SRV_PID"
 			sleep 0.3
 		done
+		# SNI-routed TLS handshakes (listener filter / ssl_preread / inspect-delay path).
+		for srv in $(rotate_list "$rep" "${SNI_SERVERS[@]}"); do
+			log "syscalls rep $rep/$reps: $srv, SNI handshakes"
+			if ! start_proxy sni "$srv"; then
+				metrics_line syscalls "$srv" "$rep" handshake c32 '{}' "proxy did not start" >>"$runs"
+				continue
+			fi
+			strace_tls_cell "$srv" "$rep" "$SRV_PID" "$runs" "$(proxy_port sni "$srv")"
+			stop_pid "$SRV_PID"
+			sleep 0.3
+		done
 	done
 	stop_pid "$BACKEND_PID"
-	write_px_results syscalls "$runs" "$(printf '{"reps":%s,"duration_s":%s,"wrk_conns":%s,"servers":"%s"}' \
-		"$reps" "$STRACE_DURATION" "$WRK_CONNS" "${L4_SERVERS[*]}")"
+	write_px_results syscalls "$runs" "$(printf '{"reps":%s,"duration_s":%s,"wrk_conns":%s,"handshake_conc":32,"servers":"%s","sni_servers":"%s"}' \
+		"$reps" "$STRACE_DURATION" "$WRK_CONNS" "${L4_SERVERS[*]}" "${SNI_SERVERS[*]}")"
+}
+
+# ---------------------------------------------------------------------------
+# Drip: slow clients against the pre-connection phase (Portico's
+# tls_inspector, nginx's ssl_preread, HAProxy's tcp-request inspect-delay),
+# through the SNI proxy configs. bench/cmd/drip writes a real ClientHello one
+# byte per TCP segment, spread over $DRIP_DURATION s.
+
+# drip_start OUT PORT PID CONNS DURATION_S [drip args]: bench/cmd/drip on
+# $LG_CPU in the background (DRIP_PID), bounded by a fence; drip_wait reaps it.
+drip_start() {
+	local out=$1 port=$2 pid=$3 n=$4 d=$5
+	shift 5
+	rm -f "$out"
+	timeout --foreground --kill-after=5 $((d + 30)) "${BOOSTED[@]}" taskset -c "$LG_CPU" "$BIN/drip" -mode tls -sni "$SNI_A" \
+		-addr "127.0.0.1:$port" -conns "$n" -duration "${d}s" -grace 2s -pid "$pid" -clk-tck "$CLK_TCK" \
+		-out "$out" "$@" 2>>"$BENCH_TMP/drip.log" &
+	DRIP_PID=$!
+	track "$DRIP_PID"
+}
+drip_wait() {
+	wait "$DRIP_PID"
+	untrack "$DRIP_PID"
+}
+
+# drip_row OUT SRV REP TEST PID RUNS: the drip's JSON as a result row, or a
+# failure row.
+drip_row() {
+	local out=$1 srv=$2 rep=$3 test=$4 pid=$5 runs=$6
+	if sut_dead "$pid"; then
+		metrics_line drip "$srv" "$rep" "$test" "$DRIP_CONNS drippers" '{}' "$srv exited during the run" >>"$runs"
+		log "  $test $srv: !! $srv exited during the run"
+	elif [[ -s $out ]]; then
+		cat "$out" >>"$runs"
+		log "  $test $srv: $(cat "$out")"
+	else
+		metrics_line drip "$srv" "$rep" "$test" "$DRIP_CONNS drippers" '{}' "drip produced no output" >>"$runs"
+		log "  $test $srv: !! drip produced no output"
+	fi
+}
+
+# Per contender and repetition, on one fresh SNI proxy: (a) $DRIP_CONNS
+# drippers alone, the SUT's CPU per dripped connection; (b) wrk keep-alive
+# TLS requests through the same listener for $DRIP_DURATION s, once alone
+# and once while $DRIP_CONNS drippers run (order alternating by repetition),
+# after one warm-up.
+scenario_drip() {
+	local runs=$BENCH_TMP/drip.jsonl rep srv port pid labels order t
+	: >"$runs"
+	proxy_init || return
+	start_backend || { log "nginx backend did not start"; return; }
+	local PX_WARMUP=0 PX_DURATION=$DRIP_DURATION # for wrk_cell: no warm-up of its own, drip-long runs
+	for ((rep = 1; rep <= REPS; rep++)); do
+		for srv in $(rotate_list "$rep" "${DRIP_SERVERS[@]}"); do
+			log "drip rep $rep/$REPS: $srv"
+			port=$(proxy_port sni "$srv")
+			if ! start_proxy sni "$srv"; then
+				metrics_line drip "$srv" "$rep" drip "$DRIP_CONNS drippers" '{}' "proxy did not start" >>"$runs"
+				continue
+			fi
+			pid=$SRV_PID
+			labels=(-label scenario=drip -label "server=$srv" -label "rep=$rep")
+			drip_start "$BENCH_TMP/drip.json" "$port" "$pid" "$DRIP_CONNS" "$DRIP_DURATION" "${labels[@]}" -label test=drip -label "cell=$DRIP_CONNS drippers"
+			drip_wait
+			drip_row "$BENCH_TMP/drip.json" "$srv" "$rep" drip "$pid" "$runs"
+			wrk_run "$BENCH_TMP/wrk-warm" "https://$SNI_A:$port/" 1s "$WRK_CONNS"
+			order="alone with-drip"
+			((rep % 2 == 0)) && order="with-drip alone"
+			for t in $order; do
+				if [[ $t == alone ]]; then
+					wrk_cell drip "$srv" "$rep" keepalive "https://$SNI_A:$port/" "$pid" "$runs"
+				else
+					drip_start "$BENCH_TMP/drip-bg.json" "$port" 0 "$DRIP_CONNS" "$DRIP_DURATION" "${labels[@]}" -label test=drip-bg -label "cell=$DRIP_CONNS drippers"
+					sleep 0.2 # connected and dripping before wrk starts
+					wrk_cell drip "$srv" "$rep" keepalive-drip "https://$SNI_A:$port/" "$pid" "$runs"
+					drip_wait
+					drip_row "$BENCH_TMP/drip-bg.json" "$srv" "$rep" drip-bg "$pid" "$runs"
+				fi
+			done
+			stop_pid "$pid"
+			sleep 0.3
+		done
+	done
+	stop_pid "$BACKEND_PID"
+	write_px_results drip "$runs" "$(printf '{"reps":%s,"drippers":%s,"drip_duration_s":%s,"mode":"tls","sni":"%s","wrk_conns":%s,"wrk_warmup_s":1,"servers":"%s","timeouts":"%s"}' \
+		"$REPS" "$DRIP_CONNS" "$DRIP_DURATION" "$SNI_A" "$WRK_CONNS" "${DRIP_SERVERS[*]}" \
+		"portico: listener_filters_timeout 15 s (Envoy default, not set); haproxy: tcp-request inspect-delay 5s; nginx: preread_timeout 30 s (default, not set)")"
 }
 
 balance_config() { # MODE
@@ -458,6 +642,7 @@ for s in "${SCENARIOS[@]}"; do
 	sni) scenario_sni ;;
 	balance) scenario_balance ;;
 	syscalls) scenario_syscalls ;;
+	drip) scenario_drip ;;
 	esac
 done
 

@@ -62,12 +62,17 @@ ensure_tools() {
 }
 
 # build_bins DIR: peers and load generator always; Portico only if it builds
-# (it may be mid-edit), or from $PORTICO_BIN when given.
+# (it may be mid-edit), or from $PORTICO_BIN when given; the baseline Portico
+# (contender portico-base) from $BENCH_BASE_BIN when given.
 build_bins() {
 	local bin=$1
 	log "building load generator and peers into $bin"
 	# bench/ is its own module (the peers' dependencies stay out of the main go.mod).
-	(cd "$ROOT/bench" && go build -o "$bin/" ./cmd/loadgen ./cmd/echo-gnet ./cmd/echo-netpoll ./cmd/echo-net ./cmd/report ./cmd/proxy-net ./cmd/connload) || exit 1
+	(cd "$ROOT/bench" && go build -o "$bin/" ./cmd/loadgen ./cmd/echo-gnet ./cmd/echo-netpoll ./cmd/echo-net ./cmd/report ./cmd/proxy-net ./cmd/connload ./cmd/drip) || exit 1
+	if [[ -n ${BENCH_BASE_BIN:-} ]]; then
+		[[ -x $BENCH_BASE_BIN ]] || { log "BENCH_BASE_BIN=$BENCH_BASE_BIN is not an executable"; exit 1; }
+		cp "$BENCH_BASE_BIN" "$bin/portico-base"
+	fi
 	if [[ -n ${PORTICO_BIN:-} ]]; then
 		cp "$PORTICO_BIN" "$bin/portico"
 	elif (cd "$ROOT" && go build -o "$bin/portico" ./cmd/portico) 2>"$BENCH_TMP/portico-build.log"; then
@@ -95,7 +100,23 @@ portico_config() {
 # Fixed ports per contender, so a leftover from one run can never be
 # mistaken for the next contender.
 server_port() {
-	case $1 in portico) echo 10000 ;; gnet) echo 10001 ;; netpoll) echo 10002 ;; net) echo 10003 ;; esac
+	case $1 in portico) echo 10000 ;; gnet) echo 10001 ;; netpoll) echo 10002 ;; net) echo 10003 ;; portico-base) echo 10004 ;; esac
+}
+
+# with_base NAME...: the NAMEs, with portico-base right after portico when
+# $BENCH_BASE_BIN is set (and portico-base is not listed already).
+with_base() {
+	local n
+	for n in "$@"; do
+		echo "$n"
+		[[ $n == portico && -n ${BENCH_BASE_BIN:-} && " $* " != *" portico-base "* ]] && echo portico-base
+	done
+}
+
+# have_bin NAME: false for a Portico contender whose binary is absent (did
+# not build, or no BENCH_BASE_BIN); the peers are always built.
+have_bin() {
+	case $1 in portico | portico-base) [[ -x $BIN/$1 ]] ;; *) return 0 ;; esac
 }
 
 # server_cmd NAME: the command line of one echo contender, one worker each.
@@ -103,9 +124,9 @@ server_cmd() {
 	local port
 	port=$(server_port "$1")
 	case $1 in
-	portico)
-		portico_config "$port" >"$BENCH_TMP/portico-echo.yaml"
-		echo "$BIN/portico -c $BENCH_TMP/portico-echo.yaml --concurrency 1"
+	portico | portico-base)
+		portico_config "$port" >"$BENCH_TMP/$1-echo.yaml"
+		echo "$BIN/$1 -c $BENCH_TMP/$1-echo.yaml --concurrency 1"
 		;;
 	gnet) echo "$BIN/echo-gnet -addr 127.0.0.1:$port -loops 1 -lock-thread" ;;
 	netpoll) echo "$BIN/echo-netpoll -addr 127.0.0.1:$port -loops 1" ;;
@@ -201,9 +222,11 @@ machine_json() {
 		# The tree's commit says little about a binary built elsewhere.
 		commit="prebuilt $(sha256sum "$PORTICO_BIN" | cut -c1-12) (tree $commit)"
 	fi
-	printf '{"cpu_model":%s,"cores":%s,"kernel":%s,"mem":%s,"virt":%s,"go":%s,"gnet":%s,"netpoll":%s,"portico_commit":%s,"nginx":%s,"haproxy":%s,"ulimit_n":%s,"clk_tck":%s,"sut_cpu":%s,"loadgen_cpu":%s,"nice":%s}' \
+	local base=""
+	[[ -n ${BENCH_BASE_BIN:-} ]] && base="prebuilt $(sha256sum "$BENCH_BASE_BIN" | cut -c1-12) ($BENCH_BASE_BIN)"
+	printf '{"cpu_model":%s,"cores":%s,"kernel":%s,"mem":%s,"virt":%s,"go":%s,"gnet":%s,"netpoll":%s,"portico_commit":%s,"portico_base":%s,"nginx":%s,"haproxy":%s,"ulimit_n":%s,"clk_tck":%s,"sut_cpu":%s,"loadgen_cpu":%s,"nice":%s}' \
 		"$(json_str "$cpu")" "$(nproc)" "$(json_str "$kernel")" "$(json_str "$mem")" "$(json_str "$virt")" \
-		"$(json_str "$gover")" "$(json_str "$gnetv")" "$(json_str "$netpollv")" "$(json_str "$commit")" \
+		"$(json_str "$gover")" "$(json_str "$gnetv")" "$(json_str "$netpollv")" "$(json_str "$commit")" "$(json_str "$base")" \
 		"$(json_str "$(nginx -v 2>&1 | head -1)")" "$(json_str "$(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3)")" \
 		"$(ulimit -n)" "$CLK_TCK" "$SUT_CPU" "$LG_CPU" "$BENCH_NICE"
 }
@@ -226,16 +249,19 @@ write_results() {
 # Proxy scenarios (l4-proxy, sni, syscalls, balance).
 
 # Ports: backends 18080 (HTTP), 18443/18444 (TLS, one per server name);
-# L4 proxies 10010-10013, SNI proxies 10020-10022, balance 10030; Portico's
-# admin on 19901.
+# L4 proxies 10010-10014, SNI proxies 10020-10023 (the drip scenario uses the
+# SNI proxies), balance 10030; Portico's admin on 19901, portico-base's on
+# 19902.
 proxy_port() {
 	case $1:$2 in
 	l4:portico) echo 10010 ;; l4:haproxy) echo 10011 ;; l4:nginx) echo 10012 ;; l4:net) echo 10013 ;;
+	l4:portico-base) echo 10014 ;;
 	l4:none) echo 18080 ;;
-	sni:portico) echo 10020 ;; sni:haproxy) echo 10021 ;; sni:nginx) echo 10022 ;;
+	sni:portico) echo 10020 ;; sni:haproxy) echo 10021 ;; sni:nginx) echo 10022 ;; sni:portico-base) echo 10023 ;;
 	esac
 }
 ADMIN_PORT=19901
+admin_port() { case $1 in portico-base) echo 19902 ;; *) echo "$ADMIN_PORT" ;; esac; }
 BODY=$(printf 'portico-bench %.0s' 1 2 3 4 5 6 7)   # ~100 bytes
 SNI_A=localhost    # wrk sends the URL's host as SNI, and localhost is in /etc/hosts
 SNI_B=b.bench.test
@@ -312,11 +338,13 @@ start_backend() {
 	return 1
 }
 
-portico_proxy_config() { # KIND (l4|sni)
+# portico_proxy_config KIND [NAME]: KIND l4|sni; NAME portico (default) or
+# portico-base, which differ only in their ports.
+portico_proxy_config() {
 	local port
-	port=$(proxy_port "$1" portico)
+	port=$(proxy_port "$1" "${2:-portico}")
 	cat <<-YAML
-	admin: { address: { socket_address: { address: 127.0.0.1, port_value: $ADMIN_PORT } } }
+	admin: { address: { socket_address: { address: 127.0.0.1, port_value: $(admin_port "${2:-portico}") } } }
 	static_resources:
 	  listeners:
 	  - name: $1
@@ -379,6 +407,10 @@ haproxy_config() { # KIND
 		  server s1 127.0.0.1:18080
 		CFG
 	else
+		# inspect-delay 5s bounds the wait for a whole ClientHello: when it
+		# expires the rules run on what has arrived, no use_backend matches
+		# and, with no default_backend, HAProxy closes the connection (the
+		# drip scenario shows it at 5 s).
 		cat <<-CFG
 		frontend fe
 		  bind 127.0.0.1:$port
@@ -409,6 +441,8 @@ nginx_stream_config() { # KIND
 	if [[ $1 == l4 ]]; then
 		echo "  server { listen 127.0.0.1:$port backlog=4096; proxy_pass 127.0.0.1:18080; }"
 	else
+		# ssl_preread waits for the ClientHello up to preread_timeout (default
+		# 30 s, not set here) and reads at most preread_buffer_size (16k).
 		cat <<-NGX
 		  map \$ssl_preread_server_name \$sni_upstream {
 		    $SNI_A 127.0.0.1:18443;
@@ -428,9 +462,9 @@ start_proxy() {
 	local kind=$1 name=$2 port logf=$LOGDIR/$1-proxy-$2.log cmd
 	port=$(proxy_port "$kind" "$name")
 	case $name in
-	portico)
-		portico_proxy_config "$kind" >"$BENCH_TMP/portico-$kind.yaml"
-		cmd=("$BIN/portico" -c "$BENCH_TMP/portico-$kind.yaml" --concurrency 1) ;;
+	portico | portico-base)
+		portico_proxy_config "$kind" "$name" >"$BENCH_TMP/$name-$kind.yaml"
+		cmd=("$BIN/$name" -c "$BENCH_TMP/$name-$kind.yaml" --concurrency 1) ;;
 	haproxy)
 		haproxy_config "$kind" >"$BENCH_TMP/haproxy-$kind.cfg"
 		cmd=(haproxy -db -f "$BENCH_TMP/haproxy-$kind.cfg") ;;

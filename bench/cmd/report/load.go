@@ -106,7 +106,11 @@ func machineLine(raw json.RawMessage) string {
 		return ""
 	}
 	get := func(k string) string { return strings.TrimSpace(fmt.Sprint(m[k])) }
+	portico := get("portico_commit")
+	if b, _ := m["portico_base"].(string); b != "" {
+		portico += "; portico-base " + b
+	}
 	return fmt.Sprintf("%s, %s cores (%s), %s RAM, kernel %s, %s; gnet %s, netpoll %s; Portico %s; SUT on CPU %s, load generator on CPU %s",
 		get("cpu_model"), get("cores"), get("virt"), get("mem"), get("kernel"), get("go"),
-		get("gnet"), get("netpoll"), get("portico_commit"), get("sut_cpu"), get("loadgen_cpu"))
+		get("gnet"), get("netpoll"), portico, get("sut_cpu"), get("loadgen_cpu"))
 }

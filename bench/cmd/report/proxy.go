@@ -19,7 +19,7 @@ import (
 // balance). Their rows carry a "test" and "cell" label and a map of named
 // metrics; medians and ranges are taken over repetitions.
 
-var proxyOrder = []string{"none", "none-2cpu", "portico", "haproxy", "nginx", "net"}
+var proxyOrder = []string{"none", "none-2cpu", "portico", "portico-base", "haproxy", "nginx", "net"}
 
 const proxyRef = "haproxy"
 
@@ -192,9 +192,11 @@ func bulkTable(f *resultFile) string {
 	return b.String()
 }
 
-// syscallTable: system calls per request by kind, median over repetitions.
-// Kinds below minPerReq for every proxy are summed into "other".
-func syscallTable(f *resultFile, test string, minPerReq float64) string {
+// syscallTable: system calls per operation (request, or handshake) by kind,
+// median over repetitions. countKey is the metric holding the operations
+// traced, unit their name. Kinds below minPerReq for every proxy are summed
+// into "other".
+func syscallTable(f *resultFile, test, countKey, unit string, minPerReq float64) string {
 	gs := groupBy(f, test)
 	if len(gs) == 0 {
 		return ""
@@ -217,14 +219,14 @@ func syscallTable(f *resultFile, test string, minPerReq float64) string {
 	}
 	sort.Slice(cols, func(i, j int) bool { return peak[cols[i]] > peak[cols[j]] })
 	var b strings.Builder
-	b.WriteString("| Proxy | requests traced | syscalls/request |")
+	fmt.Fprintf(&b, "| Proxy | %ss traced | syscalls/%s |", unit, unit)
 	for _, c := range cols {
 		b.WriteString(" " + strings.TrimPrefix(c, "sys_") + " |")
 	}
 	b.WriteString(" other | errors |\n|---|---:|---:|" + strings.Repeat("---:|", len(cols)+1) + "---|\n")
 	for _, g := range gs {
 		tot := spreadOf(g.runs, "sys_total")
-		fmt.Fprintf(&b, "| %s | %s | %s |", proxyName(g.server), spreadOf(g.runs, "requests").fmtRange("%.0f"), tot.fmtRange("%.2f"))
+		fmt.Fprintf(&b, "| %s | %s | %s |", proxyName(g.server), spreadOf(g.runs, countKey).fmtRange("%.0f"), tot.fmtRange("%.2f"))
 		shown := 0.0
 		for _, c := range cols {
 			s := spreadOf(g.runs, c)
@@ -356,8 +358,13 @@ func proxyTables(f *resultFile) string {
 		b.WriteString("\n(a) New TLS connection per request (connload -mode tls, 32 concurrent, full handshake each):\n\n" + reqTable(f, "handshake", "handshake"))
 		b.WriteString("\n(b) Keep-alive HTTPS requests through the passthrough (wrk):\n\n" + reqTable(f, "keepalive", "req"))
 	case "syscalls":
-		b.WriteString("\nKeep-alive (syscalls per proxied request, by kind; floor is 4: one read and one write on each side):\n\n" + syscallTable(f, "keepalive", 0.03))
-		b.WriteString("\nOne request per connection:\n\n" + syscallTable(f, "close", 0.5))
+		b.WriteString("\nKeep-alive (syscalls per proxied request, by kind; floor is 4: one read and one write on each side):\n\n" + syscallTable(f, "keepalive", "requests", "request", 0.03))
+		b.WriteString("\nOne request per connection:\n\n" + syscallTable(f, "close", "requests", "request", 0.5))
+		if t := syscallTable(f, "handshake", "handshakes", "handshake", 0.5); t != "" {
+			b.WriteString("\nSNI-routed TLS handshakes (connload -mode tls through the SNI proxy, 32 concurrent, full handshake + one request each; syscalls per handshake):\n\n" + t)
+		}
+	case "drip":
+		b.WriteString(dripTable(f))
 	case "balance":
 		b.WriteString(balanceTable(f))
 	}

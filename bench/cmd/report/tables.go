@@ -7,7 +7,7 @@ import (
 )
 
 // serverOrder fixes the row order; anything unknown sorts after.
-var serverOrder = []string{"portico", "gnet", "netpoll", "net"}
+var serverOrder = []string{"portico", "portico-base", "gnet", "netpoll", "net"}
 
 func orderedServers(runs []run) []string {
 	seen := map[string]bool{}
