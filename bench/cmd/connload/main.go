@@ -16,7 +16,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -32,6 +31,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/bench/internal/hist"
+	"github.com/portico-proxy/portico/bench/internal/jsonline"
 	"github.com/portico-proxy/portico/bench/internal/procstat"
 )
 
@@ -103,15 +103,9 @@ func main() {
 	if *pid > 0 && !procstat.Alive(*pid) {
 		res.ServerExited = true
 	}
-	b, _ := json.Marshal(res)
-	b = append(b, '\n')
-	if *outPath != "" {
-		if err := os.WriteFile(*outPath, b, 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-	} else {
-		os.Stdout.Write(b)
+	if err := jsonline.Write(*outPath, res); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 }
 

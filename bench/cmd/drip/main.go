@@ -25,7 +25,6 @@ package main
 
 import (
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -38,6 +37,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/portico-proxy/portico/bench/internal/jsonline"
 	"github.com/portico-proxy/portico/bench/internal/procstat"
 )
 
@@ -95,15 +95,9 @@ func main() {
 	if *pid > 0 && !procstat.Alive(*pid) {
 		res.ServerExited = true
 	}
-	b, _ := json.Marshal(res)
-	b = append(b, '\n')
-	if *outPath != "" {
-		if err := os.WriteFile(*outPath, b, 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-	} else {
-		os.Stdout.Write(b)
+	if err := jsonline.Write(*outPath, res); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 }
 
