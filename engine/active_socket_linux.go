@@ -235,6 +235,13 @@ func (s *ActiveSocket) feed(f ListenerFilter, haveNew bool) bool {
 			s.close()
 			return true
 		}
+		if s.reads == 0 && !s.registered {
+			// A fresh socket: its first bytes usually follow the accept by a few µs, and
+			// a read now mostly says EAGAIN. Register (the ET registration reports bytes
+			// already there at once) and read when epoll says so.
+			s.wait()
+			return true
+		}
 		n, err := s.read(fmax)
 		switch {
 		case err == unix.EAGAIN:

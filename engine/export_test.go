@@ -3,6 +3,7 @@ package engine
 import (
 	"net/netip"
 
+	"github.com/portico-proxy/portico/poller"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,6 +39,13 @@ func (fp *FilterPhase) Run(fd int, remote netip.AddrPort) *FilterChain {
 	s.fd, s.l = fd, fp.al
 	s.Info.RemoteAddr, s.Info.DirectRemoteAddr, s.Info.LocalAddr = remote, remote, fp.al.l.addr
 	s.start()
+	if s.registered && s.fd == fd {
+		// A fresh socket waits for its first epoll event before reading: deliver it as
+		// the worker's loop would (the bytes are queued), then drop the registration so
+		// the next run can add it again.
+		s.onEvent(poller.In)
+		fp.w.unregister(fd)
+	}
 	return fp.result
 }
 
