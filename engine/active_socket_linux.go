@@ -213,7 +213,6 @@ func (s *ActiveSocket) feed(f ListenerFilter, haveNew bool) bool {
 				return true
 			}
 			if st != StopIteration {
-				s.want = 0
 				s.idx++
 				return false
 			}

@@ -274,7 +274,8 @@ func (u *upstreamCallbacks) OnEvent(ev engine.ConnectionEvent) {
 		p.up.AddReadFilter(&p.upRead)
 		p.down.ReadDisable(false)
 	case engine.RemoteClose, engine.LocalClose:
-		if reason := p.up.FailureReason(); reason == engine.FailureOverflow {
+		reason := p.up.FailureReason()
+		if reason == engine.FailureOverflow {
 			// The proxy has no fd (or memory) for an upstream socket: an overflow of
 			// its own resources, not the backend's failure, and a retry now would fail
 			// the same way.
@@ -283,7 +284,7 @@ func (u *upstreamCallbacks) OnEvent(ev engine.ConnectionEvent) {
 			p.down.Close(engine.CloseNoFlush)
 			return
 		}
-		if p.up.FailureReason() != engine.FailureNone {
+		if reason != engine.FailureNone {
 			if p.attempts < p.f.cfg.MaxConnectAttempts && p.down.IsOpen() {
 				p.connect()
 				return
