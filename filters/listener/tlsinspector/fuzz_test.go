@@ -38,6 +38,10 @@ func FuzzClientHello(f *testing.F) {
 		// Once decided, more bytes cannot change a NotTLS verdict, and a prefix of data is
 		// never "NotTLS" when data itself still needs more.
 		if st == NeedMore {
+			// What the engine is told to wait for (WantBytes) is at least a record header.
+			if n := NeedBytes(data); n < recordHeaderLen {
+				t.Fatalf("NeedBytes %d", n)
+			}
 			for i := range min(len(data), 64) {
 				if _, pst := ParseClientHello(data[:i]); pst != NeedMore {
 					t.Fatalf("prefix %d: %v but whole input NeedMore", i, pst)
