@@ -97,6 +97,18 @@ var supported = map[protoreflect.FullName][]protoreflect.Name{
 	"envoy.config.endpoint.v3.Endpoint":              {"address"},
 }
 
+// supportedFields is the supported table's entry for a message, from the listener and
+// cluster table above or the HTTP ones (subset_hcm.go, subset_route.go).
+func supportedFields(n protoreflect.FullName) []protoreflect.Name {
+	if f, ok := supported[n]; ok {
+		return f
+	}
+	if f, ok := supportedHCM[n]; ok {
+		return f
+	}
+	return supportedRoute[n]
+}
+
 // acceptedWhole are messages taken as a whole without looking inside: the node identity
 // is accepted for compatibility with existing bootstraps but not used.
 var acceptedWhole = map[protoreflect.FullName]bool{
@@ -122,7 +134,7 @@ func (c *collector) subset(m protoreflect.Message, at loc) {
 	if isWellKnownJSON(md.FullName()) || acceptedWhole[md.FullName()] {
 		return
 	}
-	allowed := supported[md.FullName()]
+	allowed := supportedFields(md.FullName())
 	// Over the descriptor rather than with m.Range: a closure would take the location
 	// chain to the heap.
 	fields := md.Fields()
