@@ -40,7 +40,29 @@ type ClusterConfig struct {
 	Endpoints      []Endpoint
 	// PerConnectionBufferLimit is the upstream connections' high watermark.
 	PerConnectionBufferLimit int
+	// CircuitBreakers are the default-priority thresholds (zero fields take Envoy's
+	// defaults: 1024 connections, pending requests and requests, 3 retries).
+	CircuitBreakers Thresholds
+	// HTTP holds what HTTP connection pools need to know of the cluster (Envoy's
+	// HttpProtocolOptions); filters that do not pool ignore it.
+	HTTP HTTPOptions
 }
+
+// HTTPOptions are a cluster's upstream HTTP settings
+// (envoy.extensions.upstreams.http.v3.HttpProtocolOptions).
+type HTTPOptions struct {
+	// IdleTimeout closes a pooled connection idle this long (common_http_protocol_options
+	// idle_timeout; Envoy's default is 1 h). Negative: never.
+	IdleTimeout time.Duration
+	// MaxRequestsPerConnection closes a connection after this many requests; 0: no limit.
+	MaxRequestsPerConnection int
+	// MaxConnectionDuration closes a connection this long after it was opened (once idle);
+	// 0: no limit.
+	MaxConnectionDuration time.Duration
+}
+
+// DefaultHTTPIdleTimeout is Envoy's upstream idle_timeout default.
+const DefaultHTTPIdleTimeout = time.Hour
 
 // DefaultConnectTimeout is Envoy's cluster connect_timeout default.
 const DefaultConnectTimeout = 5 * time.Second
@@ -52,7 +74,11 @@ type Cluster struct {
 	perWorker   []clusterWorker
 	workers     int
 	totalWeight uint64
+	breakers    Breakers
 }
+
+// Breakers returns the cluster's circuit breakers, shared by all workers.
+func (c *Cluster) Breakers() *Breakers { return &c.breakers }
 
 type clusterWorker struct {
 	stats  ClusterStats
@@ -74,7 +100,11 @@ func NewCluster(cfg ClusterConfig, workers int) (*Cluster, error) {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	cfg.Endpoints = append([]Endpoint(nil), cfg.Endpoints...)
+	if cfg.HTTP.IdleTimeout == 0 {
+		cfg.HTTP.IdleTimeout = DefaultHTTPIdleTimeout
+	}
 	c := &Cluster{cfg: cfg, perWorker: make([]clusterWorker, workers), workers: workers}
+	c.breakers.init(cfg.CircuitBreakers)
 	for i := range c.cfg.Endpoints {
 		if c.cfg.Endpoints[i].Weight == 0 {
 			c.cfg.Endpoints[i].Weight = 1
@@ -114,6 +144,29 @@ func (st *clusterWorker) connClosed(c *Connection) {
 		st.stats.UpstreamCxOverflow.Inc()
 	}
 }
+
+// ChooseEndpoint picks an endpoint for a new connection or request on worker w, with the
+// cluster's load-balancing policy, and returns its index (see Endpoint). An HTTP pool
+// picks first and then reuses or dials a connection to that endpoint. skip, if not nil,
+// excludes endpoints (a retry's previous hosts); ChooseEndpoint then tries a few more
+// picks and returns the last one if every pick was excluded, as Envoy's
+// host_selection_retry_max_attempts does.
+func (c *Cluster) ChooseEndpoint(w *Worker, skip func(endpoint int) bool) int {
+	i := c.chooseEndpoint(w)
+	if skip == nil || len(c.cfg.Endpoints) == 1 {
+		return i
+	}
+	for try := 0; try < 2*len(c.cfg.Endpoints) && skip(i); try++ {
+		i = c.chooseEndpoint(w)
+	}
+	return i
+}
+
+// Endpoint returns endpoint i of the cluster.
+func (c *Cluster) Endpoint(i int) Endpoint { return c.cfg.Endpoints[i] }
+
+// Endpoints is the number of endpoints.
+func (c *Cluster) Endpoints() int { return len(c.cfg.Endpoints) }
 
 // chooseEndpoint runs on worker w.
 func (c *Cluster) chooseEndpoint(w *Worker) int {
@@ -164,8 +217,12 @@ func (c *Cluster) load(st *clusterWorker, i int) float64 {
 // FailureReason when it is refused or times out (connect_timeout), or when the proxy has
 // no fd or memory for its socket (FailureOverflow).
 func (c *Cluster) Connect(w *Worker, cb ConnectionCallbacks) *Connection {
+	return c.ConnectEndpoint(w, c.chooseEndpoint(w), cb)
+}
+
+// ConnectEndpoint is Connect to endpoint idx (from ChooseEndpoint).
+func (c *Cluster) ConnectEndpoint(w *Worker, idx int, cb ConnectionCallbacks) *Connection {
 	st := &c.perWorker[w.ID]
-	idx := c.chooseEndpoint(w)
 	addr := c.cfg.Endpoints[idx].Address
 	st.stats.UpstreamCxTotal.Inc()
 	conn := dialTCP(w, addr, c.cfg.PerConnectionBufferLimit)
