@@ -328,3 +328,37 @@ func (m *Map) CopyFrom(src *Map) {
 	m.known = src.known
 	m.live = src.live
 }
+
+// Insert puts a field at position i (0 <= i <= Fields()), lower-casing the name, and
+// shifts the fields after it. The HTTP/1 codec needs it because ":authority" must
+// follow ":method" and ":path" while the Host header that carries it may come after
+// other fields; moving field slots (16 bytes each) is cheaper than a second pass.
+func (m *Map) Insert(i int, name, value []byte) {
+	if i >= len(m.fields) {
+		m.Add(name, value)
+		return
+	}
+	off := uint32(len(m.arena))
+	for _, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		m.arena = append(m.arena, c)
+	}
+	voff := uint32(len(m.arena))
+	m.arena = append(m.arena, value...)
+	f := field{off, uint32(len(name)), voff, uint32(len(value))}
+	m.fields = append(m.fields, field{})
+	copy(m.fields[i+1:], m.fields[i:])
+	m.fields[i] = f
+	m.live++
+	// known holds 1+index: every position at or after i moved one slot on.
+	for k := range m.known {
+		if int(m.known[k]) > i {
+			m.known[k]++
+		}
+	}
+	if k, ok := KnownByName(m.name(f)); ok && (m.known[k] == 0 || int(m.known[k]) > i+1) {
+		m.known[k] = uint16(i + 1)
+	}
+}
