@@ -128,15 +128,21 @@ func (m *Map) value(f field) []byte { return m.arena[f.valOff : f.valOff+f.valLe
 // Add appends a field, lower-casing the name as it copies it. The value is copied as is.
 func (m *Map) Add(name, value []byte) {
 	off := uint32(len(m.arena))
-	for _, c := range name {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		m.arena = append(m.arena, c)
-	}
+	m.arena = append(m.arena, name...)
+	lowerInPlace(m.arena[off:])
 	voff := uint32(len(m.arena))
 	m.arena = append(m.arena, value...)
 	m.addField(field{off, uint32(len(name)), voff, uint32(len(value))})
+}
+
+// lowerInPlace lower-cases ASCII letters. Copying a name in bulk and folding it after
+// is several times faster than appending it byte by byte.
+func lowerInPlace(b []byte) {
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
 }
 
 // AddLower appends a field whose name the caller knows to be lower-case already (the
@@ -152,13 +158,8 @@ func (m *Map) AddLower(name, value []byte) {
 // AddString is Add for strings.
 func (m *Map) AddString(name, value string) {
 	off := uint32(len(m.arena))
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		m.arena = append(m.arena, c)
-	}
+	m.arena = append(m.arena, name...)
+	lowerInPlace(m.arena[off:])
 	voff := uint32(len(m.arena))
 	m.arena = append(m.arena, value...)
 	m.addField(field{off, uint32(len(name)), voff, uint32(len(value))})
@@ -339,12 +340,8 @@ func (m *Map) Insert(i int, name, value []byte) {
 		return
 	}
 	off := uint32(len(m.arena))
-	for _, c := range name {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		m.arena = append(m.arena, c)
-	}
+	m.arena = append(m.arena, name...)
+	lowerInPlace(m.arena[off:])
 	voff := uint32(len(m.arena))
 	m.arena = append(m.arena, value...)
 	f := field{off, uint32(len(name)), voff, uint32(len(value))}

@@ -37,3 +37,15 @@ func TestInsertKeepsOrderAndKnown(t *testing.T) {
 		t.Errorf("x-b = %q %v, len %d", v, ok, m.Len())
 	}
 }
+
+func TestAddLowerCases(t *testing.T) {
+	var m Map
+	m.Add([]byte("X-Mixed-CASE_1"), []byte("Value-Kept"))
+	m.AddString("Content-Length", "3")
+	if got, want := dump(&m), "x-mixed-case_1=Value-Kept;content-length=3;"; got != want {
+		t.Fatalf("got %s want %s", got, want)
+	}
+	if v, ok := m.GetKnown(ContentLength); !ok || string(v) != "3" {
+		t.Fatalf("content-length not known: %q %v", v, ok)
+	}
+}
