@@ -85,8 +85,14 @@ type Message struct {
 	// Upgrade: "Connection: upgrade" with an Upgrade header (a websocket handshake, an
 	// h2c upgrade); the header itself is in the map.
 	Upgrade bool
-	// Expect100: "Expect: 100-continue" (case-insensitive).
+	// Expect100: "Expect: 100-continue" (case-insensitive) on an HTTP/1.1 request (RFC
+	// 9110 §10.1.1: a server ignores it from an HTTP/1.0 client).
 	Expect100 bool
+	// DroppedUnderscoreHeaders counts the request header (and trailer) fields dropped
+	// under UnderscoreDropHeader, for Envoy's
+	// downstream_rq_dropped_headers_with_underscores; trailers add to it before
+	// OnComplete.
+	DroppedUnderscoreHeaders int
 }
 
 // Handler receives a parser's events, in order: OnHeaders, any number of OnBody, then
@@ -112,6 +118,14 @@ type Handler interface {
 type Error struct {
 	Status int
 	Detail string
+	// Reason says what was wrong in words, for logs and tests ("content-length: not a
+	// decimal number"); it never goes on the wire.
+	Reason string
 }
 
-func (e *Error) Error() string { return e.Detail }
+func (e *Error) Error() string {
+	if e.Reason == "" {
+		return e.Detail
+	}
+	return e.Detail + ": " + e.Reason
+}
