@@ -1,0 +1,365 @@
+package router
+
+import (
+	"time"
+
+	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/http/header"
+	"github.com/portico-proxy/portico/http/http1"
+)
+
+// Upstreams is the HTTP side of every cluster of one configuration: per worker ×
+// cluster × endpoint connection pools and the clusters' HTTP stats. Every router of the
+// configuration shares it, so requests of all listeners reuse the same connections.
+type Upstreams struct {
+	byName  map[string]*Cluster
+	list    []*Cluster
+	workers int
+}
+
+// NewUpstreams prepares pools for clusters on the given number of workers.
+func NewUpstreams(clusters []*engine.Cluster, workers int) *Upstreams {
+	u := &Upstreams{byName: make(map[string]*Cluster, len(clusters)), workers: workers}
+	for _, c := range clusters {
+		cl := &Cluster{c: c, perWorker: make([]clusterWorker, workers)}
+		for i := range cl.perWorker {
+			cw := &cl.perWorker[i]
+			cw.pools = make([]pool, c.Endpoints())
+			for e := range cw.pools {
+				cw.pools[e] = pool{cl: cl, cw: cw, endpoint: e}
+			}
+		}
+		u.byName[c.Name()] = cl
+		u.list = append(u.list, cl)
+	}
+	return u
+}
+
+// Cluster finds a cluster's HTTP side by name.
+func (u *Upstreams) Cluster(name string) *Cluster { return u.byName[name] }
+
+// StatsSources are the clusters' HTTP stats, for the admin scrape.
+func (u *Upstreams) StatsSources() []engine.StatsSource {
+	out := make([]engine.StatsSource, len(u.list))
+	for i, c := range u.list {
+		out[i] = c
+	}
+	return out
+}
+
+// Cluster is one engine cluster's HTTP pools and stats.
+type Cluster struct {
+	c         *engine.Cluster
+	perWorker []clusterWorker
+}
+
+type clusterWorker struct {
+	stats Stats
+	pools []pool // by endpoint
+	_     [64]byte
+}
+
+// Name is the cluster's name.
+func (c *Cluster) Name() string { return c.c.Name() }
+
+// Stats returns worker i's HTTP stats of the cluster.
+func (c *Cluster) Stats(worker int) *Stats { return &c.perWorker[worker].stats }
+
+// StatsFamily implements engine.StatsSource: the stats print under cluster.<name>.
+// with the engine's own cluster stats.
+func (*Cluster) StatsFamily() string { return "cluster" }
+
+// StatsLabels implements engine.StatsSource.
+func (c *Cluster) StatsLabels() [][2]string { return [][2]string{{"cluster", c.c.Name()}} }
+
+// VisitStats implements engine.StatsSource.
+func (c *Cluster) VisitStats(worker int, v engine.StatVisitor) {
+	c.perWorker[worker].stats.visit(v, c.c.Breakers(), worker == 0)
+}
+
+// pool is the HTTP/1.1 connection pool of one worker to one endpoint (Envoy's
+// Http1::ConnPoolImpl): keep-alive, no pipelining, the most recently used idle connection
+// first (its socket is the likeliest to be warm and not yet timed out by the server).
+type pool struct {
+	cl       *Cluster
+	cw       *clusterWorker
+	endpoint int
+	w        *engine.Worker // set by the first router to use the pool (one worker's only)
+	idle     []*upstreamConn // most recently used last
+	waiting  []*filter       // requests waiting for a connection, oldest first
+}
+
+// acquire returns a connection for f: an idle one, or a new one (connecting; the engine
+// buffers what is written to it meanwhile). It returns nil when the cluster's
+// max_connections breaker is open: f must then wait.
+func (p *pool) acquire(fresh bool) *upstreamConn {
+	if !fresh {
+		for n := len(p.idle); n > 0; n = len(p.idle) {
+			uc := p.idle[n-1]
+			p.idle[n-1] = nil
+			p.idle = p.idle[:n-1]
+			uc.idleTimer.Stop()
+			if uc.conn.IsOpen() {
+				return uc
+			}
+		}
+	}
+	b := p.cl.c.Breakers()
+	if !b.Connections.TryAcquire() {
+		p.cl.c.Stats(p.w.ID).UpstreamCxOverflow.Inc()
+		return nil
+	}
+	return p.dial()
+}
+
+func (p *pool) dial() *upstreamConn {
+	uc := &upstreamConn{pool: p}
+	uc.p.InitResponse(http1.DefaultLimits)
+	uc.idleTimer.Init(p.w, (*upIdle)(uc))
+	uc.opened = p.w.NowNanos()
+	p.cw.stats.UpstreamCxHTTP1Total.Inc()
+	uc.conn = p.cl.c.ConnectEndpoint(p.w, p.endpoint, uc)
+	return uc
+}
+
+// release takes a connection back after its request ended. A reusable one serves the
+// oldest waiting request or goes idle.
+func (p *pool) release(uc *upstreamConn) {
+	uc.f = nil
+	cfg := p.cl.c.Config().HTTP
+	reuse := uc.keepAlive && uc.conn.IsOpen() && !uc.tunnel
+	if reuse && cfg.MaxRequestsPerConnection > 0 && uc.requests >= cfg.MaxRequestsPerConnection {
+		p.cw.stats.UpstreamCxMaxRequests.Inc()
+		reuse = false
+	}
+	if reuse && cfg.MaxConnectionDuration > 0 &&
+		time.Duration(p.w.NowNanos()-uc.opened) >= cfg.MaxConnectionDuration {
+		p.cw.stats.UpstreamCxMaxDurationReached.Inc()
+		reuse = false
+	}
+	if !reuse {
+		uc.conn.Close(engine.CloseNoFlush)
+		return
+	}
+	if len(p.waiting) > 0 {
+		f := p.waiting[0]
+		copy(p.waiting, p.waiting[1:])
+		p.waiting[len(p.waiting)-1] = nil
+		p.waiting = p.waiting[:len(p.waiting)-1]
+		f.leavePending()
+		f.attach(uc)
+		return
+	}
+	uc.p.SetHeaderMap(nil)
+	p.idle = append(p.idle, uc)
+	if cfg.IdleTimeout > 0 {
+		uc.idleTimer.Reset(cfg.IdleTimeout)
+	}
+}
+
+// wait queues f until a connection frees up.
+func (p *pool) wait(f *filter) { p.waiting = append(p.waiting, f) }
+
+// cancel removes f from the queue.
+func (p *pool) cancel(f *filter) {
+	for i, x := range p.waiting {
+		if x == f {
+			copy(p.waiting[i:], p.waiting[i+1:])
+			p.waiting[len(p.waiting)-1] = nil
+			p.waiting = p.waiting[:len(p.waiting)-1]
+			return
+		}
+	}
+}
+
+// onClosed forgets a closed connection; a waiting request may now dial.
+func (p *pool) onClosed(uc *upstreamConn) {
+	p.cl.c.Breakers().Connections.Release()
+	for i, x := range p.idle {
+		if x == uc {
+			copy(p.idle[i:], p.idle[i+1:])
+			p.idle[len(p.idle)-1] = nil
+			p.idle = p.idle[:len(p.idle)-1]
+			break
+		}
+	}
+	if len(p.waiting) > 0 {
+		if nc := p.acquire(true); nc != nil {
+			f := p.waiting[0]
+			copy(p.waiting, p.waiting[1:])
+			p.waiting[len(p.waiting)-1] = nil
+			p.waiting = p.waiting[:len(p.waiting)-1]
+			f.leavePending()
+			f.attach(nc)
+		}
+	}
+}
+
+// upstreamConn is one pooled HTTP/1.1 connection to an endpoint: its read filter parses
+// responses into the attached request's filter.
+type upstreamConn struct {
+	pool      *pool
+	conn      *engine.Connection
+	p         http1.Parser
+	f         *filter // the request it serves, nil when idle
+	requests  int
+	opened    int64
+	keepAlive bool
+	connected bool
+	tunnel    bool
+	closed    bool
+	gotBytes  bool // the current response has started arriving
+	done      bool // the current response completed: release after the read is handled
+	idleTimer engine.Timer
+}
+
+// OnNewConnection implements engine.ReadFilter.
+func (uc *upstreamConn) OnNewConnection() engine.FilterStatus { return engine.Continue }
+
+// OnData implements engine.ReadFilter.
+func (uc *upstreamConn) OnData(data []byte, endStream bool) engine.FilterStatus {
+	f := uc.f
+	if uc.tunnel {
+		if f != nil {
+			f.down().Write(data, endStream)
+		}
+		return engine.StopIteration
+	}
+	if f == nil {
+		// Bytes or a close from an idle connection: the server timed it out or broke the
+		// protocol. Either way it can serve nobody.
+		if len(data) > 0 {
+			uc.pool.cw.stats.UpstreamCxProtocolError.Inc()
+		}
+		uc.conn.Close(engine.CloseNoFlush)
+		return engine.StopIteration
+	}
+	if len(data) > 0 {
+		uc.gotBytes = true
+		for len(data) > 0 && !uc.done && !uc.tunnel {
+			n, err := uc.p.Parse(data, uc)
+			data = data[n:]
+			if err != nil {
+				uc.pool.cw.stats.UpstreamCxProtocolError.Inc()
+				uc.keepAlive = false
+				f.onUpstreamProtocolError()
+				uc.conn.Close(engine.CloseNoFlush)
+				return engine.StopIteration
+			}
+			if uc.tunnel {
+				f.startTunnel(uc, data)
+				return engine.StopIteration
+			}
+		}
+		f.cb.Flush()
+	}
+	if endStream && !uc.done && uc.f == f {
+		uc.keepAlive = false
+		if err := uc.p.Finish(uc); err != nil {
+			f.onUpstreamReset()
+		}
+	}
+	if uc.done {
+		uc.done = false
+		if len(data) > 0 || endStream {
+			// Bytes after the response on a connection without pipelining, or its end:
+			// it cannot serve another request.
+			if len(data) > 0 {
+				uc.pool.cw.stats.UpstreamCxProtocolError.Inc()
+			}
+			uc.keepAlive = false
+		}
+		uc.pool.release(uc)
+	}
+	return engine.StopIteration
+}
+
+// SpliceTarget implements engine.SpliceSource: only a tunnel's bytes are passed on
+// unchanged.
+func (uc *upstreamConn) SpliceTarget() *engine.Connection {
+	if uc.tunnel && uc.f != nil {
+		return uc.f.down()
+	}
+	return nil
+}
+
+// OnSpliced implements engine.SpliceSource.
+func (uc *upstreamConn) OnSpliced(int) {}
+
+// OnHeaders implements http1.Handler.
+func (uc *upstreamConn) OnHeaders(h *header.Map, m *http1.Message) {
+	if uc.f == nil {
+		return
+	}
+	if m.Status >= 200 || m.Status == 101 {
+		uc.keepAlive = m.KeepAlive
+	}
+	if m.Status == 101 || uc.f.connect && m.Status/100 == 2 {
+		uc.tunnel = true
+	}
+	uc.f.onResponseHeaders(h, m)
+}
+
+// OnBody implements http1.Handler.
+func (uc *upstreamConn) OnBody(data []byte) {
+	if uc.f != nil {
+		uc.f.onResponseBody(data)
+	}
+}
+
+// OnComplete implements http1.Handler.
+func (uc *upstreamConn) OnComplete() {
+	if uc.f != nil {
+		uc.f.onResponseComplete(uc)
+	}
+}
+
+// OnEvent implements engine.ConnectionCallbacks.
+func (uc *upstreamConn) OnEvent(ev engine.ConnectionEvent) {
+	switch ev {
+	case engine.Connected:
+		uc.connected = true
+		uc.conn.AddReadFilter(uc)
+		return
+	}
+	if uc.closed {
+		return
+	}
+	uc.closed = true
+	uc.idleTimer.Stop()
+	p := uc.pool
+	f := uc.f
+	uc.f = nil
+	if f != nil {
+		if !uc.tunnel {
+			p.cw.stats.UpstreamCxDestroyWithActive.Inc()
+		}
+		f.onUpstreamClosed(uc)
+	}
+	p.onClosed(uc)
+}
+
+// OnAboveWriteBufferHighWatermark implements engine.ConnectionCallbacks: the upstream
+// reads the request body slower than the client sends it.
+func (uc *upstreamConn) OnAboveWriteBufferHighWatermark() {
+	if uc.f != nil {
+		uc.f.cb.DisableDownstreamReading(true)
+	}
+}
+
+// OnBelowWriteBufferLowWatermark implements engine.ConnectionCallbacks.
+func (uc *upstreamConn) OnBelowWriteBufferLowWatermark() {
+	if uc.f != nil {
+		uc.f.cb.DisableDownstreamReading(false)
+	}
+}
+
+type upIdle upstreamConn
+
+func (t *upIdle) OnTimer() {
+	uc := (*upstreamConn)(t)
+	if uc.f == nil && !uc.closed {
+		uc.pool.cw.stats.UpstreamCxIdleTimeout.Inc()
+		uc.conn.Close(engine.CloseNoFlush)
+	}
+}
