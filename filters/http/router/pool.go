@@ -84,7 +84,7 @@ type pool struct {
 	cl       *Cluster
 	cw       *clusterWorker
 	endpoint int
-	w        *engine.Worker // set by the first router to use the pool (one worker's only)
+	w        *engine.Worker  // set by the first router to use the pool (one worker's only)
 	idle     []*upstreamConn // most recently used last
 	waiting  []*filter       // requests waiting for a connection, oldest first
 }

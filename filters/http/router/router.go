@@ -130,7 +130,6 @@ func (f *filter) scheme() string {
 	return "http"
 }
 
-
 // DecodeHeaders implements httpfilter.StreamFilter.
 func (f *filter) DecodeHeaders(endStream bool) {
 	f.reset()

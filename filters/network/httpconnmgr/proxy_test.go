@@ -3,8 +3,8 @@ package httpconnmgr_test
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"net"
 	"net/http"

@@ -112,8 +112,10 @@ func normalizePath(p []byte, mergeSlashes, dots bool) ([]byte, bool) {
 	return append(out, query...), true
 }
 
-func isDot(s []byte) bool    { return string(s) == "." || string(s) == "%2e" || string(s) == "%2E" }
-func isDotDot(s []byte) bool { return len(s) >= 2 && len(s) <= 6 && (string(s) == ".." || dotDotEncoded(s)) }
+func isDot(s []byte) bool { return string(s) == "." || string(s) == "%2e" || string(s) == "%2E" }
+func isDotDot(s []byte) bool {
+	return len(s) >= 2 && len(s) <= 6 && (string(s) == ".." || dotDotEncoded(s))
+}
 
 func dotDotEncoded(s []byte) bool {
 	n := 0
