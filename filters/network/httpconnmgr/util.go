@@ -4,7 +4,6 @@ import (
 	crand "crypto/rand"
 	"encoding/binary"
 	"net/netip"
-	"strconv"
 )
 
 // rng is a per-worker splitmix64 generator for x-request-id: a UUID needs unpredictable
@@ -47,9 +46,6 @@ func (r *rng) appendUUID(b []byte) []byte {
 func appendAddr(b []byte, a netip.AddrPort) []byte {
 	return a.Addr().Unmap().AppendTo(b)
 }
-
-// appendStatus appends a status code.
-func appendInt(b []byte, n int) []byte { return strconv.AppendInt(b, int64(n), 10) }
 
 // normalizePath rewrites p in place per RFC 3986 §5.2.4 (remove "." and ".." segments)
 // and, with mergeSlashes, collapses runs of '/'; the query is left alone. It returns the
