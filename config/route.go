@@ -410,9 +410,6 @@ func (t *translator) headerValueOptions(opts []*corev3.HeaderValueOption, at str
 		oat := index(at, i)
 		h := o.GetHeader()
 		v := route.HeaderValueOption{Key: h.GetKey(), Value: h.GetValue(), KeepEmptyValue: o.GetKeepEmptyValue()}
-		if h.GetValue() == "" && len(h.GetRawValue()) > 0 {
-			v.Value, v.RawValue = string(h.GetRawValue()), true
-		}
 		if v.Key == "" {
 			v.Key = "x-invalid" // protoc-gen-validate reported it; a placeholder
 		}

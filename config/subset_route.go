@@ -65,5 +65,6 @@ var supportedRoute = map[protoreflect.FullName][]protoreflect.Name{
 	},
 	"envoy.config.route.v3.DirectResponseAction": {"status", "body"},
 	"envoy.config.core.v3.HeaderValueOption":     {"header", "append", "append_action", "keep_empty_value"},
-	"envoy.config.core.v3.HeaderValue":           {"key", "value", "raw_value"},
+	// raw_value is not: Envoy's header parser formats value only.
+	"envoy.config.core.v3.HeaderValue": {"key", "value"},
 }
