@@ -284,6 +284,13 @@ func (f *filter) attach(uc *upstreamConn) {
 	info := f.cb.Info()
 	info.UpstreamHost = uc.conn.RemoteEndpoint()
 	info.UpstreamRequestAttemptCount = f.attempts
+	if f.rt.AutoHostRewrite() {
+		// The authority becomes the upstream host chosen for this attempt.
+		h := f.cb.RequestHeaders()
+		f.scratch = uc.conn.RemoteEndpoint().AppendTo(f.scratch[:0])
+		h.Set(":authority", f.scratch)
+		f.head = http1.AppendRequestHead(f.head[:0], h)
+	}
 	if len(f.body) > 0 && !f.bodyLost {
 		out := append(f.scratch[:0], f.head...)
 		out = append(out, f.body...)

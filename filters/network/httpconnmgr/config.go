@@ -125,7 +125,7 @@ type Stats struct {
 	DownstreamRqTooLarge           engine.Counter
 	DownstreamRqNonRelativePath    engine.Counter
 	DownstreamRqWsOnNonWsRoute     engine.Counter
-	DownstreamRqHeaderTimeout      engine.Counter
+	DownstreamRqDroppedUnderscore  engine.Counter
 	RqDirectResponse               engine.Counter
 	RqRedirect                     engine.Counter
 	NoRoute                        engine.Counter
@@ -168,6 +168,7 @@ func (s *Stats) visit(v engine.StatVisitor) {
 	c("downstream_rq_too_large", &s.DownstreamRqTooLarge)
 	c("downstream_rq_non_relative_path", &s.DownstreamRqNonRelativePath)
 	c("downstream_rq_ws_on_non_ws_route", &s.DownstreamRqWsOnNonWsRoute)
+	c("downstream_rq_dropped_headers_with_underscores", &s.DownstreamRqDroppedUnderscore)
 	c("rq_direct_response", &s.RqDirectResponse)
 	c("rq_redirect", &s.RqRedirect)
 	c("no_route", &s.NoRoute)
