@@ -403,6 +403,7 @@ func (f *filter) onResponseComplete(uc *upstreamConn) {
 	}
 	f.timeout.Stop()
 	f.cw.stats.UpstreamRqCompleted.Inc()
+	f.cw.stats.UpstreamRqTime.Record(uint64(f.w.NowNanos()-f.rqStart) / uint64(time.Millisecond))
 	f.cw.stats.UpstreamRqActive.Dec()
 	f.up = nil
 	if !f.reqDone {

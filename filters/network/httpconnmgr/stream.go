@@ -610,6 +610,11 @@ func (s *stream) finish() {
 			c.st.DownstreamRq5xx.Inc()
 		}
 		c.st.DownstreamRqCompleted.Inc()
+		start := s.headersStart
+		if start == 0 {
+			start = s.startNanos
+		}
+		c.st.DownstreamRqTime.Record(uint64(c.w.NowNanos()-start) / uint64(time.Millisecond))
 	}
 	s.log()
 	s.req.Reset()
