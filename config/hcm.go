@@ -5,6 +5,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/request_id/uuid/v3" // the default request_id_extension
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 
 	"github.com/portico-proxy/portico/engine"
@@ -33,6 +34,9 @@ func (t *translator) hcm(m *hcmv3.HttpConnectionManager, at string) (engine.Netw
 		StripAnyHostPort:             m.GetStripAnyHostPort(),
 		Proxy100Continue:             m.GetProxy_100Continue(),
 		Limits:                       http1.DefaultLimits,
+	}
+	if m.GetTracing() != nil {
+		t.warnf(field(at, "tracing"), "Portico has no tracer: no spans are reported and no trace headers are added")
 	}
 	if v := m.GetGenerateRequestId(); v != nil {
 		cfg.GenerateRequestID = v.GetValue()
