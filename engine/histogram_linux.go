@@ -50,9 +50,10 @@ func PrometheusBucketBound(i int) float64 { return prometheusBounds[i] }
 type Histogram struct {
 	buckets [HistogramBuckets]atomic.Uint64
 	sum     atomic.Uint64
-	// max is written by the one recording worker only (a load and, rarely, a store): it
-	// bounds the last bucket and tightens the top quantiles.
-	max atomic.Uint64
+	// min (the smallest value + 1, 0 before the first) and max are written by the one
+	// recording worker only (a load and, rarely, a store): they make P0 and P100 exact
+	// and bound the first and last buckets' interpolation.
+	min, max atomic.Uint64
 }
 
 // histogramStart[n] is the first bucket that can hold a value of bit length n (the first
@@ -81,21 +82,27 @@ func histogramBucket(v uint64) int {
 
 // Record adds one value, in milliseconds. Call it from the histogram's worker only.
 func (h *Histogram) Record(v uint64) {
-	h.buckets[histogramBucket(v)].Add(1)
-	h.sum.Add(v)
+	// The extremes first: a Snapshot, which reads them after the buckets, then has
+	// extremes that cover every value it counts.
 	if v > h.max.Load() {
 		h.max.Store(v)
 	}
+	if m := h.min.Load(); m == 0 || v < m-1 {
+		h.min.Store(v + 1)
+	}
+	h.buckets[histogramBucket(v)].Add(1)
+	h.sum.Add(v)
 }
 
 // Snapshot reads the histogram into s. The buckets are read one by one while the worker
-// may record, so a snapshot may count a value in its bucket and not yet in Sum; its count
-// is always the sum of its buckets.
+// may record, so Sum may differ from the counted values' sum by a value or two; the count
+// is always the sum of the buckets, and Min and Max cover every value counted.
 func (h *Histogram) Snapshot(s *HistogramSnapshot) {
 	for i := range h.buckets {
 		s.Buckets[i] = h.buckets[i].Load()
 	}
 	s.Sum = h.sum.Load()
+	s.Min = h.min.Load() - 1 // MaxUint64 before the first value, which Add treats as none
 	s.Max = h.max.Load()
 }
 
@@ -105,8 +112,9 @@ type HistogramSnapshot struct {
 	// Buckets[i] counts the values of bucket i: at most HistogramBucketBound(i) and more
 	// than the bound of bucket i-1.
 	Buckets [HistogramBuckets]uint64
-	// Sum is the sum of the values, Max the largest.
-	Sum, Max uint64
+	// Sum is the sum of the values, Min the smallest and Max the largest (Min is
+	// math.MaxUint64 and Max 0 when there are none).
+	Sum, Min, Max uint64
 }
 
 // Count is the number of values.
@@ -118,19 +126,28 @@ func (s *HistogramSnapshot) Count() uint64 {
 	return n
 }
 
-// Add merges o into s.
+// Add merges o into s. Either may be the zero HistogramSnapshot, whose Min means nothing.
 func (s *HistogramSnapshot) Add(o *HistogramSnapshot) {
+	if o.Count() == 0 {
+		return
+	}
+	if s.Count() == 0 {
+		*s = *o
+		return
+	}
 	for i, c := range o.Buckets {
 		s.Buckets[i] += c
 	}
 	s.Sum += o.Sum
+	s.Min = min(s.Min, o.Min)
 	s.Max = max(s.Max, o.Max)
 }
 
 // Quantile estimates the q-quantile (0 <= q <= 1) of the values; NaN when there are
 // none, as Envoy prints it. The quantile's bucket is known exactly; within it the value is
-// interpolated linearly between the bucket's smallest whole value and its bound (Max for
-// the bucket holding Max), as Envoy interpolates within its own (finer) buckets.
+// interpolated linearly between the bucket's smallest whole value and its bound, narrowed
+// to Min and Max, as Envoy interpolates within its own (finer) buckets: P0 is Min and P100
+// Max.
 func (s *HistogramSnapshot) Quantile(q float64) float64 {
 	n := s.Count()
 	if n == 0 {
@@ -149,7 +166,7 @@ func (s *HistogramSnapshot) Quantile(q float64) float64 {
 				lo = histogramBounds[i-1] + 1
 			}
 			hi := min(HistogramBucketBound(i), s.Max)
-			lo = min(lo, hi)
+			lo = min(max(lo, s.Min), hi)
 			frac := (rank - float64(cum)) / float64(c)
 			return float64(lo) + float64(hi-lo)*frac
 		}

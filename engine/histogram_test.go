@@ -110,6 +110,15 @@ func TestHistogramQuantiles(t *testing.T) {
 			t.Errorf("P%v = %v, want about %v", q*100, got, want)
 		}
 	}
+	// One value: every quantile is that value, though its bucket holds 6 and 7.
+	var one engine.Histogram
+	one.Record(7)
+	one.Snapshot(&s)
+	for _, q := range []float64{0, 0.5, 1} {
+		if got := s.Quantile(q); got != 7 {
+			t.Errorf("one 7: quantile %v = %v", q, got)
+		}
+	}
 	// A value past the last bound: P100 is the largest value.
 	var big engine.Histogram
 	big.Record(5)
@@ -123,8 +132,15 @@ func TestHistogramQuantiles(t *testing.T) {
 	h.Snapshot(&a)
 	u.Snapshot(&b)
 	a.Add(&b)
-	if a.Count() != 1100 || a.Max != 1000 || a.Sum != 100+500500 {
-		t.Errorf("merged: count %d max %d sum %d", a.Count(), a.Max, a.Sum)
+	if a.Count() != 1100 || a.Min != 1 || a.Max != 1000 || a.Sum != 100+500500 {
+		t.Errorf("merged: count %d min %d max %d sum %d", a.Count(), a.Min, a.Max, a.Sum)
+	}
+	// The zero snapshot merges as empty, either way round.
+	var z, e engine.HistogramSnapshot
+	z.Add(&b)
+	b.Add(&e)
+	if z != b || z.Min != 1 {
+		t.Errorf("merging with the zero snapshot: min %d, %d", z.Min, b.Min)
 	}
 }
 
