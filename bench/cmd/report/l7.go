@@ -41,7 +41,9 @@ func l7Derive(f *resultFile) {
 			continue
 		}
 		if up, c := m["upstream_requests"], m["upstream_conns"]; up > 0 {
-			m["reuse_pct"] = 100 * (1 - c/up)
+			// A proxy that opens a connection per request can open a few
+			// more than it sends requests on (cut by wrk's end): 0, not less.
+			m["reuse_pct"] = max(0, 100*(1-c/up))
 			if c > 0 {
 				m["req_per_upstream_conn"] = up / c
 			}

@@ -58,7 +58,11 @@ func TestL7TargetNotMet(t *testing.T) {
 		l7Run("portico", "close", map[string]float64{"rps": 19000, "p99_us": 3100, "cpu_us_per_req": 28,
 			"upstream_conns": 2000, "upstream_requests": 100000, "non2xx": 3}, ""),
 	}
+	f.Runs = append(f.Runs, l7Run("net", "close", map[string]float64{"rps": 9000, "upstream_conns": 1010, "upstream_requests": 1000}, ""))
 	l7Derive(f)
+	if v := f.Runs[3].Metrics["reuse_pct"]; v != 0 {
+		t.Fatalf("more connections than requests: reuse %v, want 0", v)
+	}
 	out := l7TargetTable(f, []string{"close"})
 	for _, want := range []string{
 		"| 0.95× / 0.95×: not met |", "| 1.03× / 1.03×: not met |", "| 0.93× / 0.93×: not met |",
