@@ -3,7 +3,8 @@
 #
 #   scripts/bench.sh [--quick] [SCENARIO...]
 #       scenarios: echo idle-mem l4-proxy l7-proxy syscalls sni drip balance
-#       (default: all; --quick without scenarios: all but l7-proxy)
+#       (default: all; in --quick's default, l7-proxy runs only when the
+#       Portico binary accepts the HTTP bootstrap, see scenario_l7_proxy)
 #
 # The system under test runs on CPU $SUT_CPU (default 1), the load generator
 # on CPU $LG_CPU (default 0). Every contender gets one worker. Repetitions are
@@ -46,11 +47,13 @@ for a in "$@"; do
 	*) echo "unknown argument: $a" >&2; exit 2 ;;
 	esac
 done
-# l7-proxy stays out of the --quick smoke until Portico proxies HTTP: its
-# Portico cells would fail, and a quick run with a failed run fails.
+# In the --quick smoke's default list, l7-proxy runs only once Portico
+# takes the HTTP bootstrap (L7_IF_PORTICO_HTTP): before, its Portico cells
+# would fail, and a quick run with a failed run fails.
+L7_IF_PORTICO_HTTP=false
 if ((${#SCENARIOS[@]} == 0)); then
 	SCENARIOS=(echo idle-mem l4-proxy l7-proxy syscalls sni drip balance)
-	$QUICK && SCENARIOS=(echo idle-mem l4-proxy syscalls sni drip balance)
+	L7_IF_PORTICO_HTTP=$QUICK
 fi
 
 SUT_CPU=${SUT_CPU:-1}
@@ -566,6 +569,27 @@ start_failure() {
 	tail -1 "$1" 2>/dev/null | sed -E 's#^[^ ]*\.(yaml|cfg|conf): ##; s#^[][a-z_.0-9]+: ##; s# \(supported: [^)]*\)##; s#type\.googleapis\.com/[A-Za-z0-9_.]*\.([A-Za-z0-9]+)#\1#g' | cut -c1-160
 }
 
+# l7_http_portico_only: drops every Portico contender whose binary does not
+# validate the L7 bootstrap (portico validate); false if that leaves no
+# Portico at all.
+l7_http_portico_only() {
+	local keep=() s ok=false
+	for s in "${L7_SERVERS[@]}"; do
+		if [[ $s == portico* ]]; then
+			l7_pick_ports "$s" || return 1
+			portico_proxy_config l7 "$s" >"$BENCH_TMP/$s-l7-validate.yaml"
+			if ! "$BIN/$s" validate -c "$BENCH_TMP/$s-l7-validate.yaml" >/dev/null 2>&1; then
+				log "l7-proxy: $s does not take the HTTP bootstrap; left out of the quick smoke"
+				continue
+			fi
+			ok=true
+		fi
+		keep+=("$s")
+	done
+	$ok || { log "l7-proxy skipped in the quick smoke: no Portico that proxies HTTP"; return 1; }
+	L7_SERVERS=("${keep[@]}")
+}
+
 # Per repetition and cell, each contender in rotated order on a fresh
 # proxy (so its upstream pool starts empty and the connections it opens
 # are the cell's own): warm-up, measured wrk run, backend counters around
@@ -574,6 +598,9 @@ scenario_l7_proxy() {
 	local runs=$BENCH_TMP/l7.jsonl rep cell srv
 	: >"$runs"
 	proxy_init || return
+	if $L7_IF_PORTICO_HTTP; then
+		l7_http_portico_only || return 0
+	fi
 	start_backend || { log "nginx backend did not start"; return; }
 	if [[ -z $(backend_counts) ]]; then
 		log "the backend's stub_status does not answer; l7-proxy skipped"
