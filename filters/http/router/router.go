@@ -385,10 +385,10 @@ func (f *filter) onResponseHeaders(h *header.Map, m *http1.Message) {
 	f.scratch = f.rt.ApplyResponseHeaders(h, f.wc, f.cb.Info(), f.scratch[:0])
 	info := f.cb.Info()
 	info.ResponseCodeDetails = "via_upstream"
-	f.cb.EncodeHeaders(h, m, m.Body == http1.BodyNone && m.Status != 101 && !f.tunnelStatus(m.Status))
+	// The end of the response comes from onResponseComplete, also when there is no body:
+	// the connection goes back to the pool before the stream ends.
+	f.cb.EncodeHeaders(h, m, false)
 }
-
-func (f *filter) tunnelStatus(code int) bool { return code == 101 || f.connect && code/100 == 2 }
 
 func (f *filter) onResponseBody(data []byte) {
 	if f.respSeen {

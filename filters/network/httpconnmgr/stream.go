@@ -390,7 +390,7 @@ func (s *stream) EncodeHeaders(h *header.Map, m *http1.Message, endStream bool) 
 		h.SetString("connection", "upgrade")
 	case s.noBody:
 	case m.Body == http1.BodyContentLength:
-	case endStream:
+	case endStream || m.Body == http1.BodyNone:
 		if !h.Has("content-length") {
 			h.SetString("content-length", "0")
 		}
@@ -410,9 +410,11 @@ func (s *stream) EncodeHeaders(h *header.Map, m *http1.Message, endStream bool) 
 		}
 	}
 	s.head = http1.AppendResponseHead(s.head[:0], h, s.reqMsg.Version)
-	if endStream || upgraded || s.noBody {
+	if endStream || upgraded || s.noBody || m.Body == http1.BodyNone {
 		s.write(s.head)
-		if endStream || s.noBody && !upgraded {
+		// A response without a body downstream (HEAD, 204, 304) still ends when its
+		// sender says so: the router releases its upstream connection first.
+		if endStream {
 			s.endResponse()
 		}
 		return
