@@ -241,9 +241,7 @@ func (t *translator) httpFilters(m *hcmv3.HttpConnectionManager, at string, prox
 func (t *translator) upstreams() *router.Upstreams {
 	if t.up == nil {
 		t.up = router.NewUpstreams(t.cfg.Clusters, t.workers)
-		for _, s := range t.up.StatsSources() {
-			t.cfg.StatsSources = append(t.cfg.StatsSources, s)
-		}
+		t.cfg.StatsSources = append(t.cfg.StatsSources, t.up.StatsSources()...)
 	}
 	return t.up
 }
@@ -290,8 +288,10 @@ func (t *translator) clusterHTTP(cl *clusterv3.Cluster, cc *engine.ClusterConfig
 			cc.HTTP.MaxRequestsPerConnection = int(v.GetValue())
 		}
 	}
-	common(cl.GetCommonHttpProtocolOptions(), field(at, "common_http_protocol_options")) //lint:ignore SA1019 deprecated but supported
-	if v := cl.GetMaxRequestsPerConnection(); v != nil {                                 //lint:ignore SA1019 deprecated but supported
+	//lint:ignore SA1019 deprecated but supported
+	common(cl.GetCommonHttpProtocolOptions(), field(at, "common_http_protocol_options"))
+	//lint:ignore SA1019 deprecated but supported
+	if v := cl.GetMaxRequestsPerConnection(); v != nil {
 		cc.HTTP.MaxRequestsPerConnection = int(v.GetValue())
 	}
 	for name, a := range cl.GetTypedExtensionProtocolOptions() {
