@@ -157,6 +157,13 @@ func (k *checker) errorf(at loc, format string, args ...any) {
 	k.c.add(canon, user, format, args...)
 }
 
+// unsupported reports the refusal of a feature Portico lacks (see FieldError.Feature).
+func (k *checker) unsupported(at loc, value, format string, args ...any) {
+	k.errorf(at, format, args...)
+	e := k.c.errs[len(k.c.errs)-1]
+	e.err.Feature = featureKey(e.canon, value)
+}
+
 // prune notes that the value at `at` was removed after being reported.
 func (k *checker) prune(at loc) { k.c.prune(at.canonical()) }
 
@@ -543,15 +550,24 @@ func (k *checker) any(v any, at loc, parent protoreflect.FieldDescriptor) bool {
 	}
 	allowed := anySlots[slotName(parent)]
 	mt, err := protoregistry.GlobalTypes.FindMessageByURL(url)
-	if err != nil || allowed != nil && !contains(allowed, string(mt.Descriptor().FullName())) {
-		if allowed != nil {
-			k.errorf(at, "type %q is not supported by Portico here (supported: %s)", url, strings.Join(typeURLs(allowed), ", "))
-		} else {
-			k.errorf(at, "type %q is unknown or not supported by Portico", url)
-		}
+	if err != nil {
+		k.errorf(at, "type %q is unknown to Portico (not an Envoy v3 type it knows of; is the name right?)", url)
 		return false
 	}
 	md := mt.Descriptor()
+	if allowed != nil && !contains(allowed, string(md.FullName())) {
+		what := string(md.FullName())
+		if isTypedStruct(md.FullName()) {
+			// The wrapper says nothing: name the type it carries.
+			inner, _ := get(obj, "type_url")
+			innerURL, _ := inner.(string)
+			what = strings.TrimPrefix(innerURL, typeURLPrefix)
+			k.unsupported(at, what, "type %q wrapping %q is not supported by Portico here (supported: %s)", url, innerURL, strings.Join(typeURLs(allowed), ", "))
+			return false
+		}
+		k.unsupported(at, what, "type %q is not supported by Portico here (supported: %s)", url, strings.Join(typeURLs(allowed), ", "))
+		return false
+	}
 	if isWellKnownJSON(md.FullName()) {
 		// protojson writes such a type's special JSON form under "value".
 		for i := range obj {
@@ -577,6 +593,12 @@ func (k *checker) any(v any, at loc, parent protoreflect.FieldDescriptor) bool {
 	}
 	k.fields(obj, md, at, "@type")
 	return true
+}
+
+// isTypedStruct reports the two wrappers that carry an extension's config as a Struct
+// with the extension's type_url beside it.
+func isTypedStruct(n protoreflect.FullName) bool {
+	return n == "udpa.type.v1.TypedStruct" || n == "xds.type.v3.TypedStruct"
 }
 
 func isWellKnownJSON(n protoreflect.FullName) bool {

@@ -17,6 +17,11 @@ import (
 type FieldError struct {
 	Path string
 	Msg  string
+	// Feature is set when the error refuses something Envoy would do that Portico does
+	// not implement yet (as opposed to a mistake in the file): the field's canonical path
+	// without list indexes or map keys, with "=VALUE" when only some values are refused
+	// (`static_resources.clusters.type=STRICT_DNS`, a typed_config's type name).
+	Feature string
 }
 
 func (e *FieldError) Error() string {
@@ -79,6 +84,36 @@ func (c *collector) add(canon, user, format string, args ...any) {
 	if canon == "" {
 		c.errAt[""] = true
 	}
+}
+
+// unsupported records, at canonical path p, the refusal of a feature Portico lacks;
+// value, when not empty, is the refused value (an enum name, a type).
+func (c *collector) unsupported(p, value, format string, args ...any) {
+	if c.reported(p) {
+		return
+	}
+	c.add(p, c.userPath(p), format, args...)
+	c.errs[len(c.errs)-1].err.Feature = featureKey(p, value)
+}
+
+// featureKey is a FieldError's Feature: path without indexes or keys, then "=value".
+func featureKey(p, value string) string {
+	b := make([]byte, 0, len(p)+len(value)+1)
+	depth := 0
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c == '[':
+			depth++
+		case c == ']':
+			depth--
+		case depth == 0:
+			b = append(b, c)
+		}
+	}
+	if value != "" {
+		b = append(append(b, '='), value...)
+	}
+	return string(b)
 }
 
 // addCanonical records an error of a later stage, given by canonical path.

@@ -44,7 +44,7 @@ func (t *translator) hcm(m *hcmv3.HttpConnectionManager, at string) (engine.Netw
 	switch m.GetCodecType() {
 	case hcmv3.HttpConnectionManager_AUTO, hcmv3.HttpConnectionManager_HTTP1:
 	default:
-		t.errorf(field(at, "codec_type"), "%s is not supported by Portico (AUTO or HTTP1: HTTP/1.1 only so far)", m.GetCodecType())
+		t.unsupported(field(at, "codec_type"), m.GetCodecType().String(), "%s is not supported by Portico (AUTO or HTTP1: HTTP/1.1 only so far)", m.GetCodecType())
 		ok = false
 	}
 	switch m.GetServerHeaderTransformation() {
@@ -89,28 +89,28 @@ func (t *translator) hcm(m *hcmv3.HttpConnectionManager, at string) (engine.Netw
 		cfg.Limits.AcceptHTTP10 = po.GetAcceptHttp_10()
 		cfg.Limits.DefaultHostForHTTP10 = po.GetDefaultHostForHttp_10()
 		if v := po.GetAllowAbsoluteUrl(); v != nil && !v.GetValue() {
-			t.errorf(field(pat, "allow_absolute_url"), "false is not supported by Portico (absolute URLs are always accepted, as by Envoy's default)")
+			t.unsupported(field(pat, "allow_absolute_url"), "false", "false is not supported by Portico (absolute URLs are always accepted, as by Envoy's default)")
 			ok = false
 		}
 		if po.GetAllowChunkedLength() {
-			t.errorf(field(pat, "allow_chunked_length"), "true is not supported by Portico: a request with both Content-Length and Transfer-Encoding is refused (request smuggling)")
+			t.unsupported(field(pat, "allow_chunked_length"), "true", "true is not supported by Portico: a request with both Content-Length and Transfer-Encoding is refused (request smuggling)")
 			ok = false
 		}
 	}
 	if v := m.GetStreamErrorOnInvalidHttpMessage(); v != nil && v.GetValue() {
-		t.errorf(field(at, "stream_error_on_invalid_http_message"), "true is not supported by Portico: after an HTTP/1 protocol error the connection is closed")
+		t.unsupported(field(at, "stream_error_on_invalid_http_message"), "true", "true is not supported by Portico: after an HTTP/1 protocol error the connection is closed")
 		ok = false
 	}
 	switch m.GetForwardClientCertDetails() {
 	case hcmv3.HttpConnectionManager_SANITIZE:
 	default:
-		t.errorf(field(at, "forward_client_cert_details"), "%s is not supported by Portico (SANITIZE only: x-forwarded-client-cert is removed)", m.GetForwardClientCertDetails())
+		t.unsupported(field(at, "forward_client_cert_details"), m.GetForwardClientCertDetails().String(), "%s is not supported by Portico (SANITIZE only: x-forwarded-client-cert is removed)", m.GetForwardClientCertDetails())
 		ok = false
 	}
 	switch m.GetPathWithEscapedSlashesAction() {
 	case hcmv3.HttpConnectionManager_IMPLEMENTATION_SPECIFIC_DEFAULT, hcmv3.HttpConnectionManager_KEEP_UNCHANGED:
 	default:
-		t.errorf(field(at, "path_with_escaped_slashes_action"), "%s is not supported by Portico (KEEP_UNCHANGED)", m.GetPathWithEscapedSlashesAction())
+		t.unsupported(field(at, "path_with_escaped_slashes_action"), m.GetPathWithEscapedSlashesAction().String(), "%s is not supported by Portico (KEEP_UNCHANGED)", m.GetPathWithEscapedSlashesAction())
 		ok = false
 	}
 	for i, u := range m.GetUpgradeConfigs() {
@@ -120,7 +120,7 @@ func (t *translator) hcm(m *hcmv3.HttpConnectionManager, at string) (engine.Netw
 		}
 		typ := lower(u.GetUpgradeType())
 		if typ == "connect" {
-			t.errorf(field(uat, "upgrade_type"), "CONNECT is not supported by Portico yet")
+			t.unsupported(field(uat, "upgrade_type"), "CONNECT", "CONNECT is not supported by Portico yet")
 			ok = false
 			continue
 		}
@@ -180,7 +180,7 @@ func (t *translator) httpFilters(m *hcmv3.HttpConnectionManager, at string, prox
 		var rc *routerv3.Router
 		switch {
 		case tc == nil && hf.GetConfigType() != nil:
-			t.errorf(field(fat, "config_discovery"), "not supported by Portico")
+			t.unsupported(field(fat, "config_discovery"), "", "not supported by Portico")
 			ok = false
 			continue
 		case tc == nil && hf.GetName() == router.Name:
@@ -190,7 +190,7 @@ func (t *translator) httpFilters(m *hcmv3.HttpConnectionManager, at string, prox
 				t.warnf(fat, "optional HTTP filter %q is not supported by Portico: skipped", hf.GetName())
 				continue
 			}
-			t.errorf(field(fat, "name"), "HTTP filter %q is not supported by Portico (only %s so far)", hf.GetName(), router.Name)
+			t.unsupported(field(fat, "name"), hf.GetName(), "HTTP filter %q is not supported by Portico (only %s so far)", hf.GetName(), router.Name)
 			ok = false
 			continue
 		case tc.GetTypeUrl() != typeURLPrefix+routerType:
@@ -257,7 +257,7 @@ func (t *translator) clusterHTTP(cl *clusterv3.Cluster, cc *engine.ClusterConfig
 		}
 		xat := index(field(field(at, "circuit_breakers"), "thresholds"), i)
 		if x.GetRetryBudget() != nil {
-			t.errorf(field(xat, "retry_budget"), "not supported by Portico")
+			t.unsupported(field(xat, "retry_budget"), "", "not supported by Portico")
 			ok = false
 		}
 		if v := x.GetMaxConnections(); v != nil {
@@ -311,7 +311,7 @@ func (t *translator) clusterHTTP(cl *clusterv3.Cluster, cc *engine.ClusterConfig
 		switch pc := po.GetUpstreamProtocolOptions().(type) {
 		case *upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_:
 			if pc.ExplicitHttpConfig.GetHttpProtocolOptions() == nil {
-				t.errorf(field(field(pat, "explicit_http_config"), "http2_protocol_options"), "HTTP/2 upstreams are not supported by Portico yet")
+				t.unsupported(field(field(pat, "explicit_http_config"), "http2_protocol_options"), "", "HTTP/2 upstreams are not supported by Portico yet")
 				ok = false
 			}
 		case *upstreamhttpv3.HttpProtocolOptions_UseDownstreamProtocolConfig:

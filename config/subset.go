@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -123,7 +124,7 @@ func (c *collector) httpFilterSupported(m protoreflect.Message, at loc) bool {
 	}
 	tat := at.field("typed_config", "typed_config")
 	p := tat.canonical()
-	c.addCanonical(p, "HTTP filter type %q is not supported by Portico (only %s so far)", a.GetTypeUrl(), typeURLPrefix+routerType)
+	c.unsupported(p, strings.TrimPrefix(a.GetTypeUrl(), typeURLPrefix), "HTTP filter type %q is not supported by Portico (only %s so far)", a.GetTypeUrl(), typeURLPrefix+routerType)
 	c.prune(p)
 	return false
 }
@@ -185,7 +186,7 @@ func (c *collector) subset(m protoreflect.Message, at loc) {
 		fat := at.field(string(fd.Name()), string(fd.Name()))
 		if !hasName(allowed, fd.Name()) {
 			p := fat.canonical()
-			c.addCanonical(p, "not supported by Portico")
+			c.unsupported(p, "", "not supported by Portico")
 			c.prune(p)
 			continue
 		}

@@ -46,6 +46,12 @@ func (t *translator) errorf(path, format string, args ...any) {
 	t.c.addCanonical(path, format, args...)
 }
 
+// unsupported reports a feature Portico lacks at path; value names the refused value
+// when only some are (see FieldError.Feature).
+func (t *translator) unsupported(path, value, format string, args ...any) {
+	t.c.unsupported(path, value, format, args...)
+}
+
 func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 	t.cfg = &Config{Chains: make(map[string]*chain.Manager, len(bs.GetStaticResources().GetListeners()))}
 	t.clusters = map[string]*engine.Cluster{}
@@ -130,7 +136,7 @@ func (t *translator) socketAddress(a *corev3.Address, at string, portZeroOK bool
 	at = field(at, "socket_address")
 	ok := true
 	if sa.GetProtocol() != corev3.SocketAddress_TCP {
-		t.errorf(field(at, "protocol"), "%s is not supported by Portico (TCP only)", sa.GetProtocol())
+		t.unsupported(field(at, "protocol"), sa.GetProtocol().String(), "%s is not supported by Portico (TCP only)", sa.GetProtocol())
 		ok = false
 	}
 	ip, err := netip.ParseAddr(sa.GetAddress())
@@ -206,7 +212,7 @@ func formatDuration(d *durationpb.Duration) string {
 func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 	ok := true
 	if cl.GetClusterType() == nil && cl.GetType() != clusterv3.Cluster_STATIC {
-		t.errorf(field(at, "type"), "%s clusters are not supported by Portico (only STATIC)", cl.GetType())
+		t.unsupported(field(at, "type"), cl.GetType().String(), "%s clusters are not supported by Portico (only STATIC)", cl.GetType())
 		ok = false
 	}
 	cc := engine.ClusterConfig{
@@ -224,7 +230,7 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 	case clusterv3.Cluster_LEAST_REQUEST:
 		cc.LBPolicy = engine.LeastRequest
 	default:
-		t.errorf(field(at, "lb_policy"), "%s is not supported by Portico (ROUND_ROBIN or LEAST_REQUEST)", cl.GetLbPolicy())
+		t.unsupported(field(at, "lb_policy"), cl.GetLbPolicy().String(), "%s is not supported by Portico (ROUND_ROBIN or LEAST_REQUEST)", cl.GetLbPolicy())
 		ok = false
 	}
 	la := cl.GetLoadAssignment()

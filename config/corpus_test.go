@@ -1,0 +1,242 @@
+package config
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// The corpus is a folder of whole Envoy bootstraps from public projects, each valid for
+// Envoy (see its README.md). TestCorpus reads every one: each must either load, or be
+// refused only for features Portico does not implement yet (errors with a Feature), never
+// for a misreading of valid Envoy syntax. What each file is refused for is kept in
+// testdata/corpus_expect.txt, so that a file refused anew, or for a new reason, fails the
+// test; a file accepted anew, or refused for fewer reasons, is reported (update the file
+// with PORTICO_CORPUS_UPDATE=1).
+const (
+	corpusEnv     = "PORTICO_ENVOY_CONFIGS"
+	corpusDefault = "../../shared/envoy-configs"
+	corpusExpect  = "testdata/corpus_expect.txt"
+	corpusUpdate  = "PORTICO_CORPUS_UPDATE"
+)
+
+// corpusFiles lists the bootstraps of the corpus folder, or skips (fails under CI).
+func corpusFiles(t *testing.T) (string, []string) {
+	dir := os.Getenv(corpusEnv)
+	if dir == "" {
+		dir = corpusDefault
+	}
+	if _, err := os.Stat(dir); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("the Envoy config corpus is missing (%v): set %s or check out ../shared/envoy-configs", err, corpusEnv)
+		}
+		t.Skipf("no Envoy config corpus at %s (set %s)", dir, corpusEnv)
+	}
+	var files []string
+	for _, pat := range []string{"*.yaml", "*.yml", "*.json"} {
+		m, err := filepath.Glob(filepath.Join(dir, pat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, m...)
+	}
+	sort.Strings(files)
+	if len(files) == 0 {
+		t.Fatalf("no bootstraps in %s", dir)
+	}
+	return dir, files
+}
+
+// corpusResult is what loading one file gave: the features it was refused for (none if
+// accepted) and the errors that are not refusals of a feature (misreadings).
+type corpusResult struct {
+	features []string
+	misreads []string
+}
+
+func loadCorpusFile(path string) (corpusResult, error) {
+	var r corpusResult
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return r, err
+	}
+	cfg, err := ParseWith(data, 1, Options{CheckOnly: true})
+	if err == nil {
+		cfg.Close()
+		return r, nil
+	}
+	var es Errors
+	if !errors.As(err, &es) {
+		return r, err
+	}
+	for _, e := range es {
+		if e.Feature == "" {
+			r.misreads = append(r.misreads, e.Error())
+			continue
+		}
+		if !slices.Contains(r.features, e.Feature) {
+			r.features = append(r.features, e.Feature)
+		}
+	}
+	sort.Strings(r.features)
+	if len(r.features) == 0 && len(r.misreads) == 0 {
+		r.misreads = append(r.misreads, "refused without an error")
+	}
+	return r, nil
+}
+
+// readCorpusExpect reads the expectations: "FILE: accepted" or "FILE: KEY KEY ...".
+func readCorpusExpect(t *testing.T) map[string][]string {
+	f, err := os.Open(corpusExpect)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return map[string][]string{}
+		}
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string][]string{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			t.Fatalf("%s: bad line %q", corpusExpect, line)
+		}
+		keys := strings.Fields(rest)
+		if len(keys) == 1 && keys[0] == "accepted" {
+			keys = nil
+		}
+		out[name] = keys
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func writeCorpusExpect(t *testing.T, results map[string]corpusResult) {
+	names := make([]string, 0, len(results))
+	for n := range results {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString("# What each bootstrap of the Envoy config corpus (../shared/envoy-configs) is refused\n")
+	b.WriteString("# for: the features Portico lacks, by field path without indexes (=VALUE when only\n")
+	b.WriteString("# some values are refused). Checked by TestCorpus; rewrite with\n")
+	b.WriteString("# PORTICO_CORPUS_UPDATE=1 go test ./config -run Corpus\n")
+	for _, n := range names {
+		keys := results[n].features
+		if len(results[n].misreads) > 0 {
+			keys = append([]string{"MISREAD"}, keys...)
+		}
+		if len(keys) == 0 {
+			fmt.Fprintf(&b, "%s: accepted\n", n)
+			continue
+		}
+		fmt.Fprintf(&b, "%s: %s\n", n, strings.Join(keys, " "))
+	}
+	if err := os.WriteFile(corpusExpect, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCorpus(t *testing.T) {
+	dir, files := corpusFiles(t)
+	expect := readCorpusExpect(t)
+	results := map[string]corpusResult{}
+	accepted := 0
+	byFeature := map[string]int{} // files refused for it
+	for _, path := range files {
+		name := filepath.Base(path)
+		r, err := loadCorpusFile(path)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		results[name] = r
+		if len(r.features) == 0 && len(r.misreads) == 0 {
+			accepted++
+		}
+		for _, f := range r.features {
+			byFeature[f]++
+		}
+		for _, m := range r.misreads {
+			t.Errorf("%s: misread (an error that is not a missing feature): %s", name, m)
+		}
+		want, known := expect[name]
+		switch {
+		case !known:
+			t.Errorf("%s: not in %s (run with %s=1 to add it)", name, corpusExpect, corpusUpdate)
+		case len(want) == 0 && len(r.features) > 0:
+			t.Errorf("%s: was accepted, now refused for %s", name, strings.Join(r.features, " "))
+		default:
+			var added, gone []string
+			for _, f := range r.features {
+				if !slices.Contains(want, f) {
+					added = append(added, f)
+				}
+			}
+			for _, f := range want {
+				if !slices.Contains(r.features, f) {
+					gone = append(gone, f)
+				}
+			}
+			if len(added) > 0 {
+				t.Errorf("%s: refused for new reasons: %s", name, strings.Join(added, " "))
+			}
+			if len(gone) > 0 {
+				if len(r.features) == 0 {
+					t.Logf("%s: newly accepted (update %s)", name, corpusExpect)
+				} else {
+					t.Logf("%s: no longer refused for %s (update %s)", name, strings.Join(gone, " "), corpusExpect)
+				}
+			}
+		}
+	}
+	for name := range expect {
+		if _, ok := results[name]; !ok {
+			t.Logf("%s: in %s but not in %s", name, corpusExpect, dir)
+		}
+	}
+
+	t.Logf("accepted %d/%d", accepted, len(files))
+	type count struct {
+		feature string
+		files   int
+	}
+	var top []count
+	for f, n := range byFeature {
+		top = append(top, count{f, n})
+	}
+	sort.Slice(top, func(i, j int) bool {
+		if top[i].files != top[j].files {
+			return top[i].files > top[j].files
+		}
+		return top[i].feature < top[j].feature
+	})
+	var b strings.Builder
+	for i, c := range top {
+		if i == 40 {
+			break
+		}
+		fmt.Fprintf(&b, "\n%4d  %s", c.files, c.feature)
+	}
+	t.Logf("top refusal reasons (files refused for each):%s", b.String())
+
+	if os.Getenv(corpusUpdate) != "" {
+		writeCorpusExpect(t, results)
+		t.Logf("wrote %s", corpusExpect)
+	}
+}
