@@ -124,9 +124,30 @@ func (c *collector) httpFilterSupported(m protoreflect.Message, at loc) bool {
 	}
 	tat := at.field("typed_config", "typed_config")
 	p := tat.canonical()
-	c.unsupported(p, strings.TrimPrefix(a.GetTypeUrl(), typeURLPrefix), "HTTP filter type %q is not supported by Portico (only %s so far)", a.GetTypeUrl(), typeURLPrefix+routerType)
+	what, name := c.typeOf(a)
+	c.unsupported(p, name, "HTTP filter type %s is not supported by Portico (only %s so far)", what, typeURLPrefix+routerType)
 	c.prune(p)
 	return false
+}
+
+// typeOf names the type in an Any for messages (what: quoted, with the type a TypedStruct
+// wraps) and for a Feature (name: the type's full name, or the wrapped one's).
+func (c *collector) typeOf(a *anypb.Any) (what, name string) {
+	url := a.GetTypeUrl()
+	what, name = fmt.Sprintf("%q", url), strings.TrimPrefix(url, typeURLPrefix)
+	if !isTypedStruct(protoreflect.FullName(name)) {
+		return what, name
+	}
+	inner, err := c.unpack(a)
+	if err != nil || inner == nil {
+		return what, name
+	}
+	f := inner.ProtoReflect().Descriptor().Fields().ByName("type_url")
+	if f == nil {
+		return what, name
+	}
+	innerURL := inner.ProtoReflect().Get(f).String()
+	return fmt.Sprintf("%q wrapping %q", url, innerURL), strings.TrimPrefix(innerURL, typeURLPrefix)
 }
 
 // supportedFields is the supported table's entry for a message, from the listener and
@@ -162,6 +183,11 @@ func (c *collector) subset(m protoreflect.Message, at loc) {
 		inner, err := c.unpack(m.Interface().(*anypb.Any))
 		if err != nil {
 			c.addCanonical(at.canonical(), "%v", err)
+		} else if inner != nil && isTypedStruct(inner.ProtoReflect().Descriptor().FullName()) {
+			p := at.canonical()
+			what, name := c.typeOf(m.Interface().(*anypb.Any))
+			c.unsupported(p, name, "type %s is not supported by Portico here", what)
+			c.prune(p)
 		} else if inner != nil {
 			c.subset(inner.ProtoReflect(), at)
 			c.validate(inner, &at)
