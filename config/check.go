@@ -39,6 +39,7 @@ const (
 	locField
 	locIndex
 	locKey
+	locWrapped // element 0 of a list the user wrote as a single value: [0] in canonical only
 )
 
 func (l *loc) field(canon, user string) loc {
@@ -46,6 +47,7 @@ func (l *loc) field(canon, user string) loc {
 }
 func (l *loc) index(i int) loc       { return loc{up: l, idx: i, kind: locIndex} }
 func (l *loc) key(k string) loc      { return loc{up: l, canon: k, user: k, kind: locKey} }
+func (l *loc) wrapped() loc          { return loc{up: l, kind: locWrapped} }
 func rootLoc(canon, user string) loc { return loc{canon: canon, user: user} }
 
 // paths gives the location as strings.
@@ -75,6 +77,8 @@ func (l *loc) appendTo(c, u []byte) ([]byte, []byte) {
 	case locKey:
 		c = append(append(append(c, '['), l.canon...), ']')
 		u = append(append(append(u, '['), l.user...), ']')
+	case locWrapped:
+		c = append(c, "[0]"...)
 	}
 	return c, u
 }
@@ -167,9 +171,10 @@ func (k *checker) unsupported(at loc, value, format string, args ...any) {
 // prune notes that the value at `at` was removed after being reported.
 func (k *checker) prune(at loc) { k.c.prune(at.canonical()) }
 
-// note records the user's spelling of a field whose name differs from the proto name.
+// note records the user's spelling of a field whose name differs from the proto name, or
+// of a list written as its single element.
 func (k *checker) note(at loc) {
-	if at.kind == locField && at.canon != at.user {
+	if at.kind == locField && at.canon != at.user || at.kind == locWrapped {
 		canon, user := at.paths()
 		if k.c.alias == nil {
 			k.c.alias = map[string]string{}
@@ -178,11 +183,18 @@ func (k *checker) note(at loc) {
 	}
 }
 
-// message checks v as the JSON of a message of type md. It returns false when v cannot be
-// that message at all; the caller then removes it. Problems inside v are fixed in place.
-func (k *checker) message(v any, md protoreflect.MessageDescriptor, at loc, parent protoreflect.FieldDescriptor) bool {
+// message checks *vp as the JSON of a message of type md. It returns false when the value
+// cannot be that message at all; the caller then removes it. Problems inside it are fixed
+// in place, and Envoy's lenient forms (see legacy.go) are rewritten into the ones
+// protojson reads.
+func (k *checker) message(vp *any, md protoreflect.MessageDescriptor, at loc, parent protoreflect.FieldDescriptor) bool {
+	v := *vp
 	if !k.utf8OK(v, at) {
 		return false
+	}
+	if obj, isObj := v.(object); isObj && hasObjectForm(md.FullName()) {
+		// The legacy parser reads a well-known type written as the message it is.
+		return k.objectForm(vp, obj, md, at)
 	}
 	switch md.FullName() {
 	case "google.protobuf.Any":
@@ -225,7 +237,7 @@ func (k *checker) message(v any, md protoreflect.MessageDescriptor, at loc, pare
 		"google.protobuf.Int32Value", "google.protobuf.UInt32Value",
 		"google.protobuf.BoolValue", "google.protobuf.StringValue", "google.protobuf.BytesValue":
 		// Wrappers are written as their bare value.
-		return k.scalar(v, md.Fields().ByName("value"), at)
+		return k.scalar(vp, md.Fields().ByName("value"), at)
 	}
 	obj, ok := v.(object)
 	if !ok {
@@ -327,7 +339,7 @@ func (k *checker) fields(obj object, md protoreflect.MessageDescriptor, at loc, 
 			}
 			seen = append(seen, setBy{od.FullName(), name})
 		}
-		if !k.value(v, fd, fat) {
+		if !k.value(&obj[m.i].Value, fd, fat) {
 			k.prune(fat)
 			remove()
 		}
@@ -348,17 +360,22 @@ func isValue(fd protoreflect.FieldDescriptor) bool {
 }
 
 // value checks the JSON of one field (a list, a map or a singular value).
-func (k *checker) value(v any, fd protoreflect.FieldDescriptor, at loc) bool {
+func (k *checker) value(vp *any, fd protoreflect.FieldDescriptor, at loc) bool {
+	v := *vp
 	switch {
 	case fd.IsList():
-		list, ok := v.([]any)
-		if !ok {
-			k.errorf(at, "expected a list, got %s", describe(v))
-			return false
-		}
-		for i, e := range list {
+		list, wrapped := legacyList(vp, fd)
+		for i := range list {
 			eat := at.index(i)
-			if !k.single(e, fd, eat) {
+			if wrapped {
+				eat = at.wrapped()
+				k.note(eat)
+			}
+			if list[i] == nil && !isValue(fd) {
+				// The legacy parser reads null in a list as the element's default.
+				list[i] = zeroJSON(fd)
+			}
+			if !k.single(&list[i], fd, eat) {
 				// Keep the indexes of the later elements: replace, don't remove.
 				k.prune(eat)
 				list[i] = zeroJSON(fd)
@@ -381,26 +398,26 @@ func (k *checker) value(v any, fd protoreflect.FieldDescriptor, at loc) bool {
 				continue
 			}
 			kat := at.key(mk)
-			if !k.mapKey(mk, fd.MapKey(), kat) || !k.single(obj[i].Value, fd.MapValue(), kat) {
+			if !k.mapKey(mk, fd.MapKey(), kat) || !k.single(&obj[i].Value, fd.MapValue(), kat) {
 				k.prune(kat)
 				obj[i].Key = removed{}
 			}
 		}
 		return true
 	}
-	return k.single(v, fd, at)
+	return k.single(vp, fd, at)
 }
 
 // single checks one value of a field's element type.
-func (k *checker) single(v any, fd protoreflect.FieldDescriptor, at loc) bool {
-	if v == nil && !isValue(fd) {
+func (k *checker) single(vp *any, fd protoreflect.FieldDescriptor, at loc) bool {
+	if *vp == nil && !isValue(fd) {
 		k.errorf(at, "expected a value, got null")
 		return false
 	}
 	if fd.Message() != nil {
-		return k.message(v, fd.Message(), at, fd)
+		return k.message(vp, fd.Message(), at, fd)
 	}
-	return k.scalar(v, fd, at)
+	return k.scalar(vp, fd, at)
 }
 
 func (k *checker) mapKey(s string, fd protoreflect.FieldDescriptor, at loc) bool {
@@ -414,17 +431,26 @@ func (k *checker) mapKey(s string, fd protoreflect.FieldDescriptor, at loc) bool
 		k.errorf(at, "map key must be true or false")
 		return false
 	}
-	return k.scalar(s, fd, at)
+	var v any = s
+	return k.scalar(&v, fd, at)
 }
 
 // scalar checks v against a non-message field kind, with protojson's rules (64-bit and
 // 32-bit integers may be quoted, floats may be "NaN"/"Infinity", enums by name or number).
-func (k *checker) scalar(v any, fd protoreflect.FieldDescriptor, at loc) bool {
+func (k *checker) scalar(vp *any, fd protoreflect.FieldDescriptor, at loc) bool {
+	v := *vp
 	if !k.utf8OK(v, at) {
 		return false
 	}
 	switch fd.Kind() {
 	case protoreflect.BoolKind:
+		if s, isStr := v.(string); isStr {
+			// The legacy parser takes a quoted bool as absl::SimpleAtob does.
+			if b, ok := atob(s); ok {
+				*vp = b
+				return true
+			}
+		}
 		if _, ok := v.(bool); !ok {
 			k.errorf(at, "expected true or false, got %s", describe(v))
 			return false
@@ -441,7 +467,7 @@ func (k *checker) scalar(v any, fd protoreflect.FieldDescriptor, at loc) bool {
 			return false
 		}
 	case protoreflect.EnumKind:
-		return k.enum(v, fd.Enum(), at)
+		return k.enum(vp, fd.Enum(), at)
 	case protoreflect.FloatKind, protoreflect.DoubleKind:
 		f, ok := number(v)
 		if !ok {
@@ -483,12 +509,23 @@ func (k *checker) scalar(v any, fd protoreflect.FieldDescriptor, at loc) bool {
 	return true
 }
 
-func (k *checker) enum(v any, ed protoreflect.EnumDescriptor, at loc) bool {
+func (k *checker) enum(vp *any, ed protoreflect.EnumDescriptor, at loc) bool {
+	v := *vp
 	switch x := v.(type) {
 	case nil:
 		return ed.FullName() == "google.protobuf.NullValue"
 	case string:
 		if ed.Values().ByName(protoreflect.Name(x)) != nil {
+			return true
+		}
+		// Envoy parses enums case-insensitively (case_insensitive_enum_parsing), and
+		// the legacy parser takes a quoted number.
+		if name, ok := enumFold(ed, x); ok {
+			*vp = string(name)
+			return true
+		}
+		if n, err := strconv.ParseInt(x, 10, 32); err == nil {
+			*vp = json.Number(strconv.FormatInt(n, 10))
 			return true
 		}
 		names := make([]string, ed.Values().Len())
@@ -580,7 +617,7 @@ func (k *checker) any(v any, at loc, parent protoreflect.FieldDescriptor) bool {
 				obj[i].Key = removed{}
 			case name == "value":
 				vat := at.field("value", "value")
-				if !k.message(obj[i].Value, md, vat, nil) {
+				if !k.message(&obj[i].Value, md, vat, nil) {
 					k.prune(vat)
 					obj[i].Key = removed{}
 				}

@@ -119,7 +119,8 @@ func ParseWith(data []byte, workers int, o Options) (*Config, error) {
 	c := &collector{}
 	bs := &bootstrapv3.Bootstrap{}
 	k := &checker{c: c, marks: marks}
-	k.message(obj, bs.ProtoReflect().Descriptor(), rootLoc("", ""), nil)
+	var doc any = obj
+	k.message(&doc, bs.ProtoReflect().Descriptor(), rootLoc("", ""), nil)
 	for _, run := range marks.unreported() {
 		k.errorf(lineLoc(run.line), "%s", run.msg())
 	}

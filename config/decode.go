@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	yaml "go.yaml.in/yaml/v2"
+	yaml3 "go.yaml.in/yaml/v3"
 )
 
 // Stage 1 reads the file (YAML, of which JSON is a subset) into the generic tree the JSON
@@ -225,7 +226,87 @@ func decodeYAML(data []byte) (any, utf8Marks, error) {
 		}
 		return nil, nil, d.errs
 	}
+	if bytes.Contains(src, []byte("!ignore")) {
+		for _, p := range ignoredKeys(src) {
+			dropKey(v, p)
+		}
+	}
 	return v, marks, nil
+}
+
+// ignoredKeys lists the mapping keys tagged !ignore, each as its path from the root (a
+// string for a key, an int for a list index). Envoy's YAML reader (parseYamlNode) drops
+// such a key and its value: files use it to hold anchors for later aliases
+// (`!ignore dynamic_sockets: [&addr {...}]`). yaml.v2, which builds the tree, does not
+// show tags, so yaml.v3's node tree finds them.
+func ignoredKeys(src []byte) [][]any {
+	var doc yaml3.Node
+	if err := yaml3.Unmarshal(src, &doc); err != nil {
+		return nil
+	}
+	var out [][]any
+	var walk func(n *yaml3.Node, path []any, depth int)
+	walk = func(n *yaml3.Node, path []any, depth int) {
+		if n == nil || depth > 1000 {
+			return
+		}
+		switch n.Kind {
+		case yaml3.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path, depth+1)
+			}
+		case yaml3.AliasNode:
+			walk(n.Alias, path, depth+1)
+		case yaml3.SequenceNode:
+			for i, c := range n.Content {
+				walk(c, append(path[:len(path):len(path)], i), depth+1)
+			}
+		case yaml3.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, val := n.Content[i], n.Content[i+1]
+				p := append(path[:len(path):len(path)], k.Value)
+				if k.Tag == "!ignore" {
+					out = append(out, p)
+					continue
+				}
+				walk(val, p, depth+1)
+			}
+		}
+	}
+	walk(&doc, nil, 0)
+	return out
+}
+
+// dropKey removes the member at path from the tree, if it is there.
+func dropKey(v any, path []any) {
+	for i, step := range path {
+		switch x := v.(type) {
+		case object:
+			name, _ := step.(string)
+			found := false
+			for j := range x {
+				if k, ok := x[j].Key.(string); ok && k == name {
+					if i == len(path)-1 {
+						x[j].Key = removed{}
+						return
+					}
+					v, found = x[j].Value, true
+					break
+				}
+			}
+			if !found {
+				return
+			}
+		case []any:
+			n, ok := step.(int)
+			if !ok || n >= len(x) {
+				return
+			}
+			v = x[n]
+		default:
+			return
+		}
+	}
 }
 
 var dupLineRE = regexp.MustCompile(`^line (\d+): key .* already set in map$`)

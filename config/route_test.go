@@ -34,7 +34,8 @@ func translateRoutes(t *testing.T, data []byte, clusters ...string) (*route.Tabl
 	c := &collector{}
 	rc := &routev3.RouteConfiguration{}
 	k := &checker{c: c, marks: marks}
-	k.message(obj, rc.ProtoReflect().Descriptor(), rootLoc("", ""), nil)
+	var doc any = obj
+	k.message(&doc, rc.ProtoReflect().Descriptor(), rootLoc("", ""), nil)
 	clean, err := appendJSON(nil, obj)
 	if err == nil {
 		err = protojson.Unmarshal(clean, rc)
