@@ -229,6 +229,10 @@ func (t *translator) httpFilters(m *hcmv3.HttpConnectionManager, at string, prox
 			Proxy100Continue:     proxy100,
 		}, t.upstreams()))
 	}
+	if len(fs) == 0 && !t.c.reported(field(at, "http_filters")) {
+		// Envoy's connection manager adds the router when no HTTP filter is listed.
+		return []httpfilter.Factory{router.New(router.Config{Proxy100Continue: proxy100}, t.upstreams())}, ok
+	}
 	if len(out) == 0 && ok {
 		t.errorf(field(at, "http_filters"), "the router (%s) is required as the last HTTP filter", router.Name)
 		ok = false

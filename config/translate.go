@@ -84,13 +84,15 @@ func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 	listenerAt := make(map[string]int, len(listeners)) // by name
 	addrAt := make(map[netip.AddrPort]int, len(listeners))
 	t.cfg.Listeners = make([]engine.ListenerConfig, 0, len(listeners))
+	names := listenerNames(listeners)
 	for i, l := range listeners {
 		at := index(listenersAt, i)
 		name := l.GetName()
 		if name == "" {
-			// Envoy would make up a UUID; Portico's stats, logs and `explain` need a
-			// stable name.
-			t.errorf(field(at, "name"), "a listener name is required")
+			// Envoy makes up a UUID; Portico's stats, logs and `explain` need a stable
+			// name, so it takes the one Istio gives (ADDRESS_PORT).
+			name = names[i]
+			l.Name = name
 		} else if prev, dup := listenerAt[name]; dup {
 			t.errorf(field(at, "name"), "duplicate listener name %q (also %s)", name, t.c.userPath(index(listenersAt, prev)))
 		} else {
@@ -119,6 +121,36 @@ func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 		}
 	}
 	return t.cfg
+}
+
+// listenerNames gives each listener without a name a stable one, ADDRESS_PORT as Istio
+// names its listeners (`0.0.0.0_10000`), made unique against every other name with a
+// suffix (`_2`, `_3` ...) in the order of the file.
+func listenerNames(ls []*listenerv3.Listener) []string {
+	names := make([]string, len(ls))
+	taken := make(map[string]bool, len(ls))
+	for _, l := range ls {
+		if l.GetName() != "" {
+			taken[l.GetName()] = true
+		}
+	}
+	for i, l := range ls {
+		if l.GetName() != "" {
+			names[i] = l.GetName()
+			continue
+		}
+		base := "listener_" + strconv.Itoa(i)
+		if sa := l.GetAddress().GetSocketAddress(); sa != nil {
+			base = sa.GetAddress() + "_" + strconv.FormatUint(uint64(sa.GetPortValue()), 10)
+		}
+		name := base
+		for n := 2; taken[name]; n++ {
+			name = base + "_" + strconv.Itoa(n)
+		}
+		taken[name] = true
+		names[i] = name
+	}
+	return names
 }
 
 // socketAddress reads an Address that must be an IP literal and a port. A missing
@@ -306,7 +338,10 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 		UseOriginalDst:                   l.GetUseOriginalDst().GetValue(),
 	}
 	if l.GetAddress() == nil {
-		t.errorf(field(at, "address"), "required")
+		// An internal listener has none (it is reported as unsupported).
+		if !t.c.reported(field(at, "internal_listener")) {
+			t.errorf(field(at, "address"), "required")
+		}
 		ok = false
 	} else if ap, aok := t.socketAddress(l.GetAddress(), field(at, "address"), true); aok {
 		lc.Address = ap
@@ -341,7 +376,9 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 	}
 
 	if len(l.GetFilterChains()) == 0 && l.GetDefaultFilterChain() == nil {
-		if !t.c.reported(field(at, "filter_chains")) && !t.c.reported(field(at, "default_filter_chain")) {
+		// A UDP listener has none (UDP is reported as unsupported).
+		udp := l.GetAddress().GetSocketAddress().GetProtocol() == corev3.SocketAddress_UDP
+		if !udp && !t.c.reported(field(at, "filter_chains")) && !t.c.reported(field(at, "default_filter_chain")) {
 			t.errorf(at, "no filter chains specified (need filter_chains or default_filter_chain)")
 		}
 		return lc, false
@@ -360,8 +397,9 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 	var def *engine.FilterChain
 	if dfc := l.GetDefaultFilterChain(); dfc != nil {
 		dat := field(at, "default_filter_chain")
-		if dfc.GetFilterChainMatch() != nil {
-			// Envoy ignores it; ignoring silently would hide a mistake.
+		if m := dfc.GetFilterChainMatch(); m != nil && proto.Size(m) != 0 {
+			// Envoy ignores it; ignoring silently would hide a mistake. An empty one
+			// (`filter_chain_match: {}`, as Istio writes) says nothing: accepted.
 			t.errorf(field(dat, "filter_chain_match"), "has no effect on the default filter chain; remove it")
 			ok = false
 		}
@@ -371,7 +409,9 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 		}
 		def = fch
 	}
-	if !ok {
+	if !ok || l.GetFilterChainMatcher() != nil {
+		// filter_chain_matcher, reported as unsupported, replaces the filter_chain_match
+		// of the chains: comparing those would only add confusing errors.
 		return lc, false
 	}
 	mgr, err := chain.Build(chains, def)
