@@ -48,6 +48,10 @@ type Config struct {
 	// `portico explain` (the same value as the listener's FilterChains).
 	Chains map[string]*chain.Manager
 
+	// Warnings name what was accepted without doing what Envoy would (an optional HTTP
+	// filter Portico does not have, skipped): the binary logs them.
+	Warnings []string
+
 	// Closers are what the configuration opened (access-log writers): close them, or
 	// call Close, once the server no longer uses the configuration, to flush the logs.
 	Closers []io.Closer

@@ -11,6 +11,7 @@ import (
 	proxyprotocolv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/proxy_protocol/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	echov3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/echo/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 
 	"github.com/portico-proxy/portico/engine"
@@ -20,6 +21,7 @@ import (
 	"github.com/portico-proxy/portico/filters/listener/proxyprotocol"
 	"github.com/portico-proxy/portico/filters/listener/tlsinspector"
 	"github.com/portico-proxy/portico/filters/network/echo"
+	"github.com/portico-proxy/portico/filters/network/httpconnmgr"
 	"github.com/portico-proxy/portico/filters/network/tcpproxy"
 )
 
@@ -46,6 +48,8 @@ func (t *translator) networkFilter(f *listenerv3.Filter, at string) (nf engine.N
 			return echo.Factory{}, true, true
 		case tcpproxy.Name:
 			t.errorf(field(at, "typed_config"), "required for %s (stat_prefix and cluster)", tcpproxy.Name)
+		case httpconnmgr.Name:
+			t.errorf(field(at, "typed_config"), "required for %s (stat_prefix, route_config, http_filters)", httpconnmgr.Name)
 		default:
 			t.errorf(field(at, "name"), "unknown network filter %q without a typed_config (Portico supports %s, %s)", f.GetName(), echo.Name, tcpproxy.Name)
 		}
@@ -61,6 +65,9 @@ func (t *translator) networkFilter(f *listenerv3.Filter, at string) (nf engine.N
 		return echo.Factory{}, true, true
 	case *tcpproxyv3.TcpProxy:
 		f, ok := t.tcpProxy(m, tat)
+		return f, true, ok
+	case *hcmv3.HttpConnectionManager:
+		f, ok := t.hcm(m, tat)
 		return f, true, ok
 	}
 	t.errorf(tat, "type %q is not a network filter Portico supports", tc.GetTypeUrl())

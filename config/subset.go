@@ -21,12 +21,17 @@ const (
 	tlsInspectorType  = "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 	httpInspectorType = "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
 	proxyProtocolType = "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol"
+	hcmType           = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+	routerType        = "envoy.extensions.filters.http.router.v3.Router"
+	httpFilterType    = "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter"
+
+	httpProtocolOptionsType = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 )
 
 // anySlots lists, for each Any field Portico interprets, the message types it accepts
 // there. An Any elsewhere is judged by the allowlist of the field holding it.
 var anySlots = map[protoreflect.FullName][]string{
-	"envoy.config.listener.v3.Filter.typed_config":         {echoType, tcpProxyType},
+	"envoy.config.listener.v3.Filter.typed_config":         {echoType, tcpProxyType, hcmType},
 	"envoy.config.listener.v3.ListenerFilter.typed_config": {originalDstType, tlsInspectorType, httpInspectorType, proxyProtocolType},
 	"envoy.config.accesslog.v3.AccessLog.typed_config":     {fileLogType, stdoutLogType},
 }
@@ -89,12 +94,36 @@ var supported = map[protoreflect.FullName][]protoreflect.Name{
 
 	"envoy.config.cluster.v3.Cluster": {
 		"name", "type", "connect_timeout", "lb_policy", "load_assignment",
-		"per_connection_buffer_limit_bytes",
+		"per_connection_buffer_limit_bytes", "circuit_breakers", "typed_extension_protocol_options",
+		"common_http_protocol_options", "http_protocol_options", "max_requests_per_connection",
 	},
 	"envoy.config.endpoint.v3.ClusterLoadAssignment": {"cluster_name", "endpoints"},
 	"envoy.config.endpoint.v3.LocalityLbEndpoints":   {"lb_endpoints"},
 	"envoy.config.endpoint.v3.LbEndpoint":            {"endpoint", "load_balancing_weight"},
 	"envoy.config.endpoint.v3.Endpoint":              {"address"},
+}
+
+// httpFilterSupported reports whether an HTTP filter is one Portico has (the router). An
+// optional one it does not have is skipped whole, as Envoy skips it (the translator warns);
+// any other is one error at its typed_config, not one per field inside it.
+func (c *collector) httpFilterSupported(m protoreflect.Message, at loc) bool {
+	fields := m.Descriptor().Fields()
+	tc := m.Get(fields.ByName("typed_config")).Message()
+	if !tc.IsValid() {
+		return true
+	}
+	a, _ := tc.Interface().(*anypb.Any)
+	if a == nil || a.GetTypeUrl() == "" || a.GetTypeUrl() == typeURLPrefix+routerType {
+		return true
+	}
+	if m.Get(fields.ByName("is_optional")).Bool() || m.Get(fields.ByName("disabled")).Bool() {
+		return false
+	}
+	tat := at.field("typed_config", "typed_config")
+	p := tat.canonical()
+	c.addCanonical(p, "HTTP filter type %q is not supported by Portico (only %s so far)", a.GetTypeUrl(), typeURLPrefix+routerType)
+	c.prune(p)
+	return false
 }
 
 // supportedFields is the supported table's entry for a message, from the listener and
@@ -132,6 +161,9 @@ func (c *collector) subset(m protoreflect.Message, at loc) {
 		return
 	}
 	if isWellKnownJSON(md.FullName()) || acceptedWhole[md.FullName()] {
+		return
+	}
+	if md.FullName() == httpFilterType && !c.httpFilterSupported(m, at) {
 		return
 	}
 	allowed := supportedFields(md.FullName())

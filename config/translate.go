@@ -19,6 +19,7 @@ import (
 
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/filters/chain"
+	"github.com/portico-proxy/portico/filters/http/router"
 )
 
 // translator turns a validated Bootstrap into Config. It reports problems through c with
@@ -32,7 +33,13 @@ type translator struct {
 	// clusters by name; a cluster that failed to build maps to nil so that references
 	// to it do not add a second, misleading "not defined" error.
 	clusters map[string]*engine.Cluster
-	defined  string // definedClusters, once made: the clusters are all read before it is needed
+	defined  string            // definedClusters, once made: the clusters are all read before it is needed
+	up       *router.Upstreams // the HTTP pools, made for the first router (see upstreams)
+}
+
+// warnf records a warning: something accepted that does not do what it says in Envoy.
+func (t *translator) warnf(path, format string, args ...any) {
+	t.cfg.Warnings = append(t.cfg.Warnings, t.c.userPath(path)+": "+fmt.Sprintf(format, args...))
 }
 
 func (t *translator) errorf(path, format string, args ...any) {
@@ -262,6 +269,9 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 	if n == 0 {
 		t.errorf(lat, "at least one endpoint is required")
 		return nil
+	}
+	if !t.clusterHTTP(cl, &cc, at) {
+		ok = false
 	}
 	if !ok {
 		return nil

@@ -192,6 +192,9 @@ func (s *Server) ActiveConnections() int64 {
 // timeout passes, whichever is first. It reports whether every connection finished.
 func (s *Server) Drain(timeout time.Duration) bool {
 	s.StopListeners()
+	for _, w := range s.workers {
+		w.Post(w.startDrain)
+	}
 	deadline := time.Now().Add(timeout)
 	for s.ActiveConnections() > 0 {
 		if time.Now().After(deadline) {

@@ -67,6 +67,9 @@ type Worker struct {
 	replays map[*Connection]*writeBuffer
 
 	stats *ServerStats // this worker's share of the server-wide stats
+	// draining is set when the server starts draining; drainHooks run then (OnDrain).
+	draining   bool
+	drainHooks []func()
 	// closeTimeout bounds a flush before close (0: DefaultDelayedCloseTimeout).
 	closeTimeout time.Duration
 	// onFatal is told when the loop fails (set by the Server).
@@ -430,4 +433,30 @@ func (w *Worker) shutdown() {
 		}
 	}
 	w.closePipes()
+}
+
+// OnDrain registers fn to run on the worker when the server starts draining (Drain):
+// a filter that keeps connections open between requests (HTTP keep-alive) closes its
+// idle ones and marks the others to close after their response, as Envoy's drain
+// manager asks its connection managers to. It must be called on the worker; if the
+// drain has already begun, fn runs at once.
+func (w *Worker) OnDrain(fn func()) {
+	w.drainHooks = append(w.drainHooks, fn)
+	if w.draining {
+		fn()
+	}
+}
+
+// Draining reports whether the server is draining: new requests should close their
+// connection after their response.
+func (w *Worker) Draining() bool { return w.draining }
+
+func (w *Worker) startDrain() {
+	if w.draining {
+		return
+	}
+	w.draining = true
+	for _, fn := range w.drainHooks {
+		w.callTask(fn) // a panic in a hook is contained like one in a posted task
+	}
 }

@@ -8,6 +8,9 @@ import (
 
 	"github.com/portico-proxy/portico/config"
 	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/filters/network/httpconnmgr"
+	"github.com/portico-proxy/portico/http/header"
+	"github.com/portico-proxy/portico/http/route"
 )
 
 // explainDefaultSrc is the client address explain assumes when --src is not given.
@@ -18,8 +21,8 @@ const explainDefaultSrc = "127.0.0.1:50000"
 // would be closed; 1: bad config; 2: bad arguments.
 func explain(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("explain", stderr)
-	path := fs.String("c", "", "bootstrap file")
-	fs.StringVar(path, "config-path", "", "same as -c")
+	cfgPath := fs.String("c", "", "bootstrap file")
+	fs.StringVar(cfgPath, "config-path", "", "same as -c")
 	listener := fs.String("listener", "", "name of the listener that accepts the connection")
 	dst := fs.String("dst", "", "destination IP:PORT (after original_dst)")
 	src := fs.String("src", explainDefaultSrc, "source IP:PORT (after proxy_protocol)")
@@ -27,10 +30,15 @@ func explain(args []string, stdout, stderr io.Writer) int {
 	sni := fs.String("sni", "", "requested server name")
 	transport := fs.String("transport", engine.TransportRawBuffer, "transport protocol: tls or raw_buffer")
 	alpn := fs.String("alpn", "", "application protocols, comma-separated, in the client's order")
+	host := fs.String("host", "", "HTTP: the request's Host (explains the route an http_connection_manager takes)")
+	path := fs.String("path", "/", "HTTP: the request's path, with its query")
+	method := fs.String("method", "GET", "HTTP: the request's method")
+	var headers headerFlags
+	fs.Var(&headers, "header", "HTTP: a request header \"Name: value\" (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *path == "" || *listener == "" || *dst == "" {
+	if *cfgPath == "" || *listener == "" || *dst == "" {
 		fmt.Fprintln(stderr, "explain: -c, --listener and --dst are required")
 		fs.Usage()
 		return 2
@@ -63,9 +71,9 @@ func explain(args []string, stdout, stderr io.Writer) int {
 		info.SetApplicationProtocols(strings.Split(*alpn, ",")...)
 	}
 
-	cfg, err := config.LoadWith(*path, 1, config.Options{CheckOnly: true})
+	cfg, err := config.LoadWith(*cfgPath, 1, config.Options{CheckOnly: true})
 	if err != nil {
-		printConfigErrors(stderr, *path, err)
+		printConfigErrors(stderr, *cfgPath, err)
 		return 1
 	}
 	li := -1
@@ -75,7 +83,7 @@ func explain(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if li < 0 {
-		fmt.Fprintf(stderr, "explain: no listener named %q in %s\n", *listener, *path)
+		fmt.Fprintf(stderr, "explain: no listener named %q in %s\n", *listener, *cfgPath)
 		return 2
 	}
 	serving := cfg.Listeners[li]
@@ -92,5 +100,91 @@ func explain(args []string, stdout, stderr io.Writer) int {
 		return 3
 	}
 	fmt.Fprintf(stdout, "listener=%s chain=%s\n", serving.Name, name)
+	if *host == "" {
+		return 0
+	}
+	return explainHTTP(cfg.Chains[serving.Name].FindFilterChain(&info), *method, *host, *path, headers, stdout, stderr)
+}
+
+// headerFlags collects repeated --header "Name: value" flags.
+type headerFlags [][2]string
+
+func (h *headerFlags) String() string { return fmt.Sprint(*h) }
+
+func (h *headerFlags) Set(v string) error {
+	name, value, ok := strings.Cut(v, ":")
+	if !ok || strings.TrimSpace(name) == "" {
+		return fmt.Errorf("want \"Name: value\", got %q", v)
+	}
+	*h = append(*h, [2]string{strings.TrimSpace(name), strings.TrimSpace(value)})
+	return nil
+}
+
+// explainHTTP prints the virtual host, route and action an HTTP request takes through
+// the chain's http_connection_manager, with the route table the proxy uses. Exit 0: a
+// route; 3: no route (404) or no HTTP connection manager in the chain.
+func explainHTTP(fc *engine.FilterChain, method, host, path string, headers headerFlags, stdout, stderr io.Writer) int {
+	var hcm *httpconnmgr.Factory
+	for _, f := range fc.Filters {
+		if h, ok := f.(*httpconnmgr.Factory); ok {
+			hcm = h
+		}
+	}
+	if hcm == nil {
+		fmt.Fprintf(stdout, "http=none (the chain has no %s)\n", httpconnmgr.Name)
+		return 3
+	}
+	var h header.Map
+	h.AddString(":method", method)
+	h.AddString(":path", path)
+	h.AddString(":authority", host)
+	h.AddString(":scheme", "http")
+	for _, kv := range headers {
+		h.AddString(kv[0], kv[1])
+	}
+	tab := hcm.Config().Routes
+	vh, rt := tab.Select(&h)
+	if vh == nil {
+		fmt.Fprintf(stdout, "virtual_host=none route=none status=404 flags=NR\n")
+		return 3
+	}
+	if rt == nil {
+		fmt.Fprintf(stdout, "virtual_host=%s route=none status=404 flags=NR\n", vh.Name())
+		return 3
+	}
+	name := rt.Name()
+	if name == "" {
+		name = fmt.Sprintf("#%d", rt.Index())
+	}
+	fmt.Fprintf(stdout, "virtual_host=%s route=%s match=%s\n", vh.Name(), name, rt.Describe())
+	switch rt.Kind() {
+	case route.ActionRedirect:
+		loc := rt.AppendRedirectLocation(nil, &h, "http")
+		fmt.Fprintf(stdout, "redirect status=%d location=%s\n", rt.RedirectResponseCode(), loc)
+	case route.ActionDirectResponse:
+		status, body := rt.DirectResponse()
+		fmt.Fprintf(stdout, "direct_response status=%d body_bytes=%d\n", status, len(body))
+	default:
+		switch {
+		case rt.ClusterHeader() != "":
+			c, _ := rt.PickCluster(&h, 0)
+			fmt.Fprintf(stdout, "cluster_header=%s cluster=%s\n", rt.ClusterHeader(), c)
+		default:
+			names, weights := rt.WeightedClusters()
+			if len(names) > 0 {
+				parts := make([]string, len(names))
+				for i := range names {
+					parts[i] = fmt.Sprintf("%s:%d", names[i], weights[i])
+				}
+				fmt.Fprintf(stdout, "weighted_clusters=%s\n", strings.Join(parts, ","))
+			} else {
+				fmt.Fprintf(stdout, "cluster=%s\n", rt.Cluster())
+			}
+		}
+		if p, ok := rt.AppendRewrittenPath(nil, &h); ok {
+			fmt.Fprintf(stdout, "path_rewrite=%s\n", p)
+		}
+		fmt.Fprintf(stdout, "timeout=%s\n", rt.Timeout())
+	}
 	return 0
 }

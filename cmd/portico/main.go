@@ -30,6 +30,7 @@ const usage = `Usage:
   portico validate -c FILE
   portico explain -c FILE --listener NAME --dst IP:PORT [--src IP:PORT] [--direct-src IP:PORT]
                   [--sni NAME] [--transport tls|raw_buffer] [--alpn p1,p2]
+                  [--host HOST [--path PATH] [--method M] [--header "Name: value"]...]
   portico --version
 `
 
@@ -81,9 +82,13 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "validate: -c FILE is required")
 		return 2
 	}
-	if _, err := config.LoadWith(*path, 1, config.Options{CheckOnly: true}); err != nil {
+	cfg, err := config.LoadWith(*path, 1, config.Options{CheckOnly: true})
+	if err != nil {
 		printConfigErrors(stderr, *path, err)
 		return 1
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", *path, w)
 	}
 	fmt.Fprintf(stdout, "%s: OK\n", *path)
 	return 0
@@ -149,6 +154,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		printConfigErrors(stderr, *path, err)
 		return 1
+	}
+	for _, w := range cfg.Warnings {
+		log.Warn("config: " + w)
 	}
 	// Everything that can fail binds here, on the main goroutine, before any worker runs.
 	for _, c := range cfg.Clusters {

@@ -46,7 +46,7 @@ type Config struct {
 	// matching (not before rewriting).
 	IgnorePathParametersInPathMatching bool
 	// MaxDirectResponseBodySize bounds direct_response bodies; 0 means
-	// DefaultMaxDirectResponseBodySize.
+	// DefaultMaxDirectResponseBodySize, a negative value no body at all.
 	MaxDirectResponseBodySize int
 }
 
@@ -83,11 +83,8 @@ func (a AppendAction) String() string {
 // (`%DOWNSTREAM_REMOTE_ADDRESS%`, `%REQ(x-foo)%` ...); a value without '%' is a literal
 // and is used as is.
 type HeaderValueOption struct {
-	Key   string
-	Value string
-	// RawValue says Value came from HeaderValue.raw_value (it only names the field in
-	// errors).
-	RawValue       bool
+	Key            string
+	Value          string
 	AppendAction   AppendAction
 	KeepEmptyValue bool
 }

@@ -807,6 +807,11 @@ func TestConfigErrors(t *testing.T) {
 		{Match: Match{Path: "/"}, Route: &Action{WeightedClusters: []WeightedCluster{{Name: "a"}}}},
 	}}}})
 	checkErrors(t, err, "virtual_hosts[0].routes[0].route.weighted_clusters.clusters: the sum of the weights must be greater than 0")
+	// max_direct_response_body_size_bytes: 0 (translated to -1) allows no body.
+	_, err = New(Config{MaxDirectResponseBodySize: -1, VirtualHosts: []VirtualHostConfig{{Name: "vh", Domains: []string{"*"}, Routes: []RouteConfig{
+		{Match: Match{Path: "/"}, DirectResponse: &DirectResponse{Status: 200, Body: []byte("x")}},
+	}}}})
+	checkErrors(t, err, "virtual_hosts[0].routes[0].direct_response.body: the body has 1 bytes, more than max_direct_response_body_size_bytes (0)")
 }
 
 func TestDescribe(t *testing.T) {

@@ -275,8 +275,11 @@ func New(cfg Config) (*Table, error) {
 	}
 	t.mut = b.levelMutations(cfg.HeaderMutations, "")
 	maxBody := cfg.MaxDirectResponseBodySize
-	if maxBody <= 0 {
+	switch {
+	case maxBody == 0:
 		maxBody = DefaultMaxDirectResponseBodySize
+	case maxBody < 0:
+		maxBody = 0
 	}
 
 	// Where each domain was first seen, by kind, for duplicate errors.
@@ -767,11 +770,7 @@ func (b *builder) mutations(add []HeaderValueOption, remove []string, at, addFie
 		} else {
 			f, err := accesslog.Compile(o.Value)
 			if err != nil {
-				vf := "value"
-				if o.RawValue {
-					vf = "raw_value"
-				}
-				b.errorf(field(field(aat, "header"), vf), "%v", err)
+				b.errorf(field(field(aat, "header"), "value"), "%v", err)
 				continue
 			}
 			ha.f = f

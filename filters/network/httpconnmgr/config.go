@@ -177,10 +177,12 @@ func (s *Stats) visit(v engine.StatVisitor) {
 // workerState is a factory's per-worker state: stats and buffers its connections share
 // (they run one at a time on the worker).
 type workerState struct {
-	stats Stats
-	out   []byte // encode buffer: a response head, a chunk, a local reply
-	rng   rng
-	_     [64]byte
+	stats  Stats
+	out    []byte // encode buffer: a response head, a chunk, a local reply
+	rng    rng
+	conns  *conn // this worker's connections, for a drain
+	hooked bool  // the drain hook is registered
+	_      [64]byte
 }
 
 // Factory builds the connection manager for each downstream connection of a filter chain.

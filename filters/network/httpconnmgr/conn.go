@@ -53,6 +53,9 @@ type conn struct {
 	// last is the time of the last activity of a tunnel, for its idle timer.
 	last int64
 
+	// prev and next link the worker's connections of this factory, for a drain.
+	prev, next *conn
+
 	idle   engine.Timer // idle_timeout with no stream; a tunnel's idle timer
 	maxDur engine.Timer // max_connection_duration
 	linger engine.Timer // bounds the discard of a request answered early
@@ -65,6 +68,7 @@ func (c *conn) OnNewConnection() engine.FilterStatus {
 	c.st.DownstreamCxHTTP1Active.Inc()
 	c.start = c.w.NowNanos()
 	c.c.AddCallbacks(c)
+	c.ws.link(c, c.w)
 	// A client may half-close after its request and still read the response (a shell's
 	// printf | nc does); the connection closes once the response is sent.
 	c.c.EnableHalfClose(true)
@@ -288,6 +292,7 @@ func (c *conn) OnEvent(ev engine.ConnectionEvent) {
 		return
 	}
 	c.closed = true
+	c.ws.unlink(c)
 	c.idle.Stop()
 	c.maxDur.Stop()
 	c.linger.Stop()
@@ -410,3 +415,43 @@ func (t *maxDurTimer) OnTimer() {
 type lingerTimer conn
 
 func (t *lingerTimer) OnTimer() { (*conn)(t).close(engine.CloseNoFlush) }
+
+// link adds c to the worker's connections; the first one registers the drain hook.
+func (ws *workerState) link(c *conn, w *engine.Worker) {
+	if !ws.hooked {
+		ws.hooked = true
+		w.OnDrain(ws.drain)
+	}
+	c.next = ws.conns
+	if ws.conns != nil {
+		ws.conns.prev = c
+	}
+	ws.conns = c
+}
+
+func (ws *workerState) unlink(c *conn) {
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else if ws.conns == c {
+		ws.conns = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	}
+	c.prev, c.next = nil, nil
+}
+
+// drain runs when the server drains: idle connections close now, busy ones after their
+// response, which says "connection: close" (Envoy's drain for HTTP/1).
+func (ws *workerState) drain() {
+	for c := ws.conns; c != nil; {
+		next := c.next
+		ws.stats.DownstreamCxDrainClose.Inc()
+		if c.s.active || c.up != nil {
+			c.closing = true
+		} else {
+			c.close(engine.CloseFlushWrite)
+		}
+		c = next
+	}
+}

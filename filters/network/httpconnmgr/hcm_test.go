@@ -24,6 +24,21 @@ import (
 // returns its address and factory.
 func proxy(t *testing.T, backends []string, rc route.Config, tweak func(*httpconnmgr.Config)) (string, *httpconnmgr.Factory, *router.Upstreams) {
 	t.Helper()
+	return proxyCluster(t, backends, rc, tweak, nil)
+}
+
+// proxyWithBreakers is proxy with circuit-breaker limits on the cluster.
+func proxyWithBreakers(t *testing.T, backend string, maxConns, maxPending uint32) (string, *httpconnmgr.Factory, *router.Upstreams) {
+	t.Helper()
+	return proxyCluster(t, []string{backend}, route.Config{}, nil, func(c *engine.ClusterConfig) {
+		c.CircuitBreakers = engine.DefaultThresholds()
+		c.CircuitBreakers.MaxConnections = maxConns
+		c.CircuitBreakers.MaxPendingRequests = maxPending
+	})
+}
+
+func proxyCluster(t *testing.T, backends []string, rc route.Config, tweak func(*httpconnmgr.Config), ctweak func(*engine.ClusterConfig)) (string, *httpconnmgr.Factory, *router.Upstreams) {
+	t.Helper()
 	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +47,11 @@ func proxy(t *testing.T, backends []string, rc route.Config, tweak func(*httpcon
 	for _, b := range backends {
 		eps = append(eps, engine.Endpoint{Address: netip.MustParseAddrPort(b)})
 	}
-	cl, err := engine.NewCluster(engine.ClusterConfig{Name: "backend", Endpoints: eps, ConnectTimeout: time.Second}, 1)
+	cc := engine.ClusterConfig{Name: "backend", Endpoints: eps, ConnectTimeout: time.Second}
+	if ctweak != nil {
+		ctweak(&cc)
+	}
+	cl, err := engine.NewCluster(cc, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -109,7 +109,7 @@ func (s *stream) onRequestHeaders(m *http1.Message) {
 	s.reqMsg = *m
 	s.begin()
 	s.info.Protocol = m.Version.String()
-	if !m.KeepAlive {
+	if !m.KeepAlive || c.w.Draining() {
 		c.closing = true
 	}
 	if c.f.cfg.MaxRequestsPerConnection > 0 && c.requests+1 >= c.f.cfg.MaxRequestsPerConnection {
