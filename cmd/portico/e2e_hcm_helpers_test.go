@@ -187,28 +187,17 @@ func (h *hcmProxy) logLines(t *testing.T, n int) []string {
 	return lines
 }
 
-// waitLog waits for an access-log line that contains every one of parts.
-func (h *hcmProxy) waitLog(t *testing.T, parts ...string) string {
+// expectLog waits until the access log holds at least n lines, then reports an error
+// (without stopping the test) unless one of them is want.
+func (h *hcmProxy) expectLog(t *testing.T, n int, want string) {
 	t.Helper()
-	var found string
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		b, _ := os.ReadFile(h.AccessLog)
-		for _, l := range strings.Split(string(b), "\n") {
-			ok := l != ""
-			for _, p := range parts {
-				ok = ok && strings.Contains(l, p)
-			}
-			if ok {
-				found = l
-				return found
-			}
+	lines := h.logLines(t, n)
+	for _, l := range lines {
+		if l == want {
+			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no access-log line with %q; log:\n%s", parts, b)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
+	t.Errorf("access log has no line %q; it has:\n%s", want, strings.Join(lines, "\n"))
 }
 
 // statEventually waits until the summed stat name equals want.
@@ -263,6 +252,7 @@ type echoBackendT struct {
 	reqs  atomic.Int64 // requests served
 	mu    sync.Mutex
 	fail  map[string]int
+	uris  []string // every request's target, in arrival order
 	srv   *http.Server
 }
 
@@ -287,6 +277,9 @@ func newEchoBackend(t *testing.T, name string) *echoBackendT {
 
 func (e *echoBackendT) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.reqs.Add(1)
+	e.mu.Lock()
+	e.uris = append(e.uris, r.RequestURI)
+	e.mu.Unlock()
 	q := r.URL.Query()
 	for _, kv := range q["hdr"] {
 		k, v, _ := strings.Cut(kv, ":")
@@ -563,15 +556,6 @@ func nginxAccepts(t *testing.T, port int) int {
 	return 0
 }
 
-// hasLine reports whether body has a line equal to want.
-func hasLine(body, want string) bool {
-	for _, l := range strings.Split(body, "\n") {
-		if l == want {
-			return true
-		}
-	}
-	return false
-}
 
 // decodeSeen decodes the echo backend's JSON answer.
 func decodeSeen(t *testing.T, body string, seen *echoSeen) {
@@ -579,4 +563,23 @@ func decodeSeen(t *testing.T, body string, seen *echoSeen) {
 	if err := json.Unmarshal([]byte(body), seen); err != nil {
 		t.Fatalf("echo body %q: %v", body, err)
 	}
+}
+
+// seenURIs is a copy of the targets the backend received.
+func (e *echoBackendT) seenURIs() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.uris...)
+}
+
+// readRespErr is readResp returning its error instead of failing the test (for
+// goroutines and for responses that may not come).
+func readRespErr(br *bufio.Reader, method string) (*http.Response, string, error) {
+	req, _ := http.NewRequest(method, "/", nil)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := io.ReadAll(resp.Body)
+	return resp, string(b), err
 }

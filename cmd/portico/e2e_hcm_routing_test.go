@@ -356,5 +356,5 @@ virtual_hosts:
 	if string(out) != "404" {
 		t.Errorf("no route: %q, want 404", out)
 	}
-	h.waitLog(t, "404 NR - /other")
+	h.expectLog(t, 2, "404 NR - /other")
 }
