@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -535,7 +537,8 @@ func nginxEcho(t *testing.T) int {
 // nginxAccepts reads stub_status's "accepts" counter straight from nginx.
 func nginxAccepts(t *testing.T, port int) int {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/nginx_status", port))
+	cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := cl.Get(fmt.Sprintf("http://127.0.0.1:%d/nginx_status", port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -555,7 +558,6 @@ func nginxAccepts(t *testing.T, port int) int {
 	t.Fatalf("stub_status: %q", b)
 	return 0
 }
-
 
 // decodeSeen decodes the echo backend's JSON answer.
 func decodeSeen(t *testing.T, body string, seen *echoSeen) {
@@ -582,4 +584,76 @@ func readRespErr(br *bufio.Reader, method string) (*http.Response, string, error
 	}
 	b, err := io.ReadAll(resp.Body)
 	return resp, string(b), err
+}
+
+// bodyPeer builds testdata/hcm/bodypeer (without the race detector: it generates and
+// hashes GiB bodies) into the test's temp dir and returns its path.
+func bodyPeer(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "bodypeer")
+	out, err := exec.Command("go", "build", "-o", bin, "./testdata/hcm/bodypeer").CombinedOutput()
+	if err != nil {
+		t.Fatalf("building bodypeer: %v\n%s", err, out)
+	}
+	// Its stream is the tests' detStream.
+	if got := runBodyPeer(t, bin, "sum", strconv.FormatInt(1<<20, 10)); got != detSHA(1<<20) {
+		t.Fatalf("bodypeer's stream differs from detStream: %s vs %s", got, detSHA(1<<20))
+	}
+	return bin
+}
+
+// serveBodyPeer runs "bodypeer serve" until the test ends and returns its port.
+func serveBodyPeer(t *testing.T, bin string) int {
+	t.Helper()
+	cmd := exec.Command(bin, "serve")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	go func() { cmd.Wait(); close(done) }()
+	if err != nil {
+		t.Fatalf("bodypeer serve: %v", err)
+	}
+	port, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatalf("bodypeer serve printed %q", line)
+	}
+	return port
+}
+
+// runBodyPeer runs bodypeer with args (bounded to 2 minutes) and returns its output.
+func runBodyPeer(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).Output()
+	if err != nil {
+		stderr := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("bodypeer %v: %v %s", args, err, stderr)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// bodyPeerSum is the sha256 of detStream(n), computed by bodypeer once per size.
+func bodyPeerSum(t *testing.T, bin string, n int64) string {
+	t.Helper()
+	if v, ok := detSums.Load(n); ok {
+		return v.(string)
+	}
+	s := runBodyPeer(t, bin, "sum", strconv.FormatInt(n, 10))
+	detSums.Store(n, s)
+	return s
 }

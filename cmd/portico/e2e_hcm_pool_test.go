@@ -126,7 +126,7 @@ virtual_hosts:
   - match: { prefix: "/redirect" }
     redirect: { path_redirect: "/" }
   - match: { prefix: "/nocluster" }
-    route: { cluster: missing }
+    route: { cluster_header: x-cluster }
   - match: { prefix: "/" }
     route: { cluster: a }
 - name: narrow
@@ -136,8 +136,8 @@ virtual_hosts:
     route: { cluster: a }
 `})
 	cl := hcmClient()
-	do := func(path, host string) int {
-		resp, err := cl.Do(newReq(t, "GET", "http://"+h.Addr+path, host))
+	do := func(path, host string, hdrs ...string) int {
+		resp, err := cl.Do(newReq(t, "GET", "http://"+h.Addr+path, host, hdrs...))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -152,7 +152,7 @@ virtual_hosts:
 	do("/ok?status=500", "")
 	do("/direct", "")
 	do("/redirect", "")
-	if code := do("/nocluster", ""); code != 503 {
+	if code := do("/nocluster", "", "X-Cluster: missing"); code != 503 {
 		t.Errorf("route to a cluster that does not exist: %d, want 503", code)
 	}
 	if code := do("/else", "narrow.example"); code != 404 {
