@@ -348,3 +348,177 @@ func scrapeWaiting(a *Admin) int {
 	}
 	return n
 }
+
+// httpSource stands for an HTTP connection manager's stats: counters named as Envoy names
+// them (response-code classes and codes in the name) and histograms, per worker.
+type httpSource struct {
+	family string
+	labels [][2]string
+	stats  []fakeStat
+	hists  []string
+	h      [][]engine.Histogram // [worker][hists index]
+}
+
+func newHTTPSource(family string, labels [][2]string, workers int, stats []fakeStat, hists ...string) *httpSource {
+	s := &httpSource{family: family, labels: labels, stats: stats, hists: hists}
+	for range workers {
+		s.h = append(s.h, make([]engine.Histogram, len(hists)))
+	}
+	return s
+}
+
+func (s *httpSource) StatsFamily() string      { return s.family }
+func (s *httpSource) StatsLabels() [][2]string { return s.labels } // allocation-free, unlike labelSource
+func (s *httpSource) VisitStats(w int, v engine.StatVisitor) {
+	for _, st := range s.stats {
+		v(st.name, st.kind, st.value*float64(w+1))
+	}
+}
+func (s *httpSource) VisitHistograms(w int, v engine.HistogramVisitor) {
+	for i, n := range s.hists {
+		v(n, &s.h[w][i])
+	}
+}
+
+// Envoy's tag extraction for response codes on /stats/prometheus, its plain names on
+// /stats, and histograms in both forms; checked against the reference and line by line.
+func TestScrapeHTTPStats(t *testing.T) {
+	const workers = 2
+	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: workers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c := func(name string, v float64) fakeStat { return fakeStat{name, engine.KindCounter, v} }
+	hcm := newHTTPSource("http", [][2]string{{"stat_prefix", "ingress"}}, workers, []fakeStat{
+		c("downstream_rq_total", 9), c("downstream_rq_1xx", 0), c("downstream_rq_2xx", 5), c("downstream_rq_5xx", 4),
+		c("rq_200", 1), c("downstream_rq_20", 1), c("downstream_rq_2000", 1), c("downstream_rq_2xxx", 1),
+	}, "downstream_rq_time", "downstream_cx_length_ms")
+	// A second HCM with the same stat_prefix shares its series, as in Envoy.
+	hcm2 := newHTTPSource("http", [][2]string{{"stat_prefix", "ingress"}}, workers, []fakeStat{c("downstream_rq_2xx", 100)},
+		"downstream_rq_time")
+	// Other labels, same text scope: its lines sort among the first one's by value.
+	twin := newHTTPSource("http", [][2]string{{"other", "ingress"}}, workers, nil, "downstream_rq_time")
+	cluster := newHTTPSource("cluster", [][2]string{{"cluster", "backend"}}, workers, []fakeStat{
+		c("upstream_rq_total", 7), c("upstream_rq_200", 6), c("upstream_rq_503", 1), c("upstream_rq_2xx", 6),
+		c("upstream_rq_5xx", 1), c("external.upstream_rq_200", 2), c("external.upstream_rq_2xx", 2),
+	}, "upstream_rq_time", "upstream_cx_connect_ms")
+	for _, s := range []engine.StatsSource{hcm, hcm2, twin, cluster} {
+		srv.AddStatsSource(s)
+	}
+	for _, ms := range []uint64{0, 1, 1, 3, 12, 40, 250, 251, 5000, 4_000_000} {
+		hcm.h[0][0].Record(ms)
+	}
+	hcm.h[1][0].Record(7)
+	hcm2.h[0][0].Record(100)
+	twin.h[1][0].Record(2)
+	cluster.h[0][0].Record(20)
+
+	a := New(srv, Options{})
+	sameAsReference(t, a, "HTTP stats")
+	prom, text := scrape(t, a.prometheus), scrape(t, a.stats)
+	for _, want := range []string{
+		"# TYPE portico_http_downstream_rq_xx counter\n",
+		`portico_http_downstream_rq_xx{stat_prefix="ingress",worker="0",envoy_response_code_class="2"} 105` + "\n",
+		`portico_http_downstream_rq_xx{stat_prefix="ingress",worker="1",envoy_response_code_class="2"} 210` + "\n",
+		`portico_http_downstream_rq_xx{stat_prefix="ingress",worker="0",envoy_response_code_class="5"} 4` + "\n",
+		`portico_http_downstream_rq_xx{stat_prefix="ingress",worker="0",envoy_response_code_class="1"} 0` + "\n",
+		`portico_http_downstream_rq_total{stat_prefix="ingress",worker="0"} 9` + "\n",
+		`portico_http_rq_200{stat_prefix="ingress",worker="0"} 1` + "\n", // no "_" before rq: not Envoy's pattern
+		`portico_http_downstream_rq_20{stat_prefix="ingress",worker="0"} 1` + "\n",
+		`portico_http_downstream_rq_2000{stat_prefix="ingress",worker="0"} 1` + "\n",
+		`portico_http_downstream_rq_2xxx{stat_prefix="ingress",worker="0"} 1` + "\n",
+		"# TYPE portico_cluster_upstream_rq counter\n",
+		`portico_cluster_upstream_rq{cluster="backend",worker="0",envoy_response_code="200"} 6` + "\n",
+		`portico_cluster_upstream_rq{cluster="backend",worker="1",envoy_response_code="503"} 2` + "\n",
+		`portico_cluster_upstream_rq_xx{cluster="backend",worker="0",envoy_response_code_class="2"} 6` + "\n",
+		`portico_cluster_external_upstream_rq{cluster="backend",worker="0",envoy_response_code="200"} 2` + "\n",
+		`portico_cluster_external_upstream_rq_xx{cluster="backend",worker="0",envoy_response_code_class="2"} 2` + "\n",
+		"# TYPE portico_http_downstream_rq_time histogram\n",
+		`portico_http_downstream_rq_time_bucket{stat_prefix="ingress",worker="0",le="0.5"} 1` + "\n",
+		`portico_http_downstream_rq_time_bucket{stat_prefix="ingress",worker="0",le="1"} 3` + "\n",
+		`portico_http_downstream_rq_time_bucket{stat_prefix="ingress",worker="0",le="5"} 4` + "\n",
+		`portico_http_downstream_rq_time_bucket{stat_prefix="ingress",worker="0",le="100"} 7` + "\n", // 100 from hcm2
+		`portico_http_downstream_rq_time_bucket{stat_prefix="ingress",worker="0",le="250"} 8` + "\n",
+		`portico_http_downstream_rq_time_bucket{stat_prefix="ingress",worker="0",le="3600000"} 10` + "\n",
+		`portico_http_downstream_rq_time_bucket{stat_prefix="ingress",worker="0",le="+Inf"} 11` + "\n",
+		`portico_http_downstream_rq_time_sum{stat_prefix="ingress",worker="0"} 4005658` + "\n",
+		`portico_http_downstream_rq_time_count{stat_prefix="ingress",worker="0"} 11` + "\n",
+		`portico_http_downstream_rq_time_count{other="ingress",worker="1"} 1` + "\n",
+		`portico_http_downstream_cx_length_ms_count{stat_prefix="ingress",worker="1"} 0` + "\n",
+		"# TYPE portico_cluster_upstream_cx_connect_ms histogram\n",
+	} {
+		if !strings.Contains(prom, want) {
+			t.Errorf("/stats/prometheus lacks %q", want)
+		}
+	}
+	for _, want := range []string{
+		"http.ingress.downstream_rq_2xx: 315\n", // (5+100) x (1+2)
+		"http.ingress.worker_1.downstream_rq_5xx: 8\n",
+		"cluster.backend.upstream_rq_503: 3\n",
+		"cluster.backend.external.upstream_rq_200: 6\n",
+		// 0 1 1 3 12 40 100 250 251 5000 4000000: P50 is interpolated in 36..50, P95 in
+		// 3600001..4000000 (the largest value bounds the last bucket).
+		"http.ingress.worker_0.downstream_rq_time: P0(nan,0) P25(nan,1) P50(nan,43) P75(nan,275.75) P90(nan,4850.1) " +
+			"P95(nan,3780000.55) P99(nan,3956000.1100000003) P99.5(nan,3978000.055) P99.9(nan,3995600.0110000004) P100(nan,4000000)\n",
+		"http.ingress.worker_1.downstream_rq_time: P0(nan,7) P25(nan,7) P50(nan,7) P75(nan,7) P90(nan,7) " +
+			"P95(nan,7) P99(nan,7) P99.5(nan,7) P99.9(nan,7) P100(nan,7)\n", // one value
+		"http.ingress.worker_1.downstream_cx_length_ms: No recorded values\n",
+		"http.ingress.downstream_cx_length_ms: No recorded values\n",
+		"cluster.backend.upstream_rq_time: P0(nan,20) P25(nan,20) P50(nan,20) P75(nan,20) P90(nan,20) " +
+			"P95(nan,20) P99(nan,20) P99.5(nan,20) P99.9(nan,20) P100(nan,20)\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/stats lacks %q", want)
+		}
+	}
+	// Histograms come after the counters and gauges, as in Envoy's /stats.
+	if i, j := strings.Index(text, "P0("), strings.LastIndex(text, "_total: "); i < j {
+		t.Errorf("a histogram line before a counter:\n%s", text)
+	}
+
+	// Values change: no rebuild, still the reference; a histogram renamed: a rebuild.
+	hcm.h[1][1].Record(33)
+	cluster.stats[1].value = 60
+	sameAsReference(t, a, "values changed")
+	if n := builds(a); n != 1 {
+		t.Errorf("%d layout builds, want 1", n)
+	}
+	hcm.hists[1] = "downstream_cx_length"
+	sameAsReference(t, a, "a histogram renamed")
+	hcm.hists = hcm.hists[:1]
+	sameAsReference(t, a, "a histogram fewer")
+	if n := builds(a); n != 3 {
+		t.Errorf("%d layout builds, want 3", n)
+	}
+}
+
+// Scrapes with histograms allocate no more than without.
+func TestScrapeHistogramsDoNotAllocate(t *testing.T) {
+	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for i := range 200 {
+		s := newHTTPSource("http", [][2]string{{"stat_prefix", fmt.Sprint("p", i)}}, 2,
+			[]fakeStat{{"downstream_rq_2xx", engine.KindCounter, 3}, {"downstream_rq_total", engine.KindCounter, 3}},
+			"downstream_rq_time", "downstream_cx_length_ms")
+		for w := range 2 {
+			s.h[w][0].Record(uint64(i))
+		}
+		srv.AddStatsSource(s)
+	}
+	a := New(srv, Options{})
+	req := httptest.NewRequest("GET", "/", nil)
+	for _, h := range []struct {
+		name string
+		f    http.HandlerFunc
+	}{{"/stats", a.stats}, {"/stats/prometheus", a.prometheus}} {
+		h.f(&discard{}, req)
+		// 200 sources x 2 workers x 2 histograms = 800 histograms, 17,600 Prometheus lines.
+		if allocs := testing.AllocsPerRun(5, func() { h.f(&discard{}, req) }); allocs > 50 {
+			t.Errorf("%s: %.0f allocations per scrape", h.name, allocs)
+		}
+	}
+}

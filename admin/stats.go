@@ -28,13 +28,20 @@ import (
 type group struct {
 	family string // listener, cluster, tcp ...
 	scope  string // listener.echo. (summed lines)
-	prom   string // {listener="echo",address="127.0.0.1:10000",worker="0"} plus a space
-	text   string // listener.echo.worker_0.
+	// prom is the Prometheus labels without the closing brace, which a series closes after
+	// the label its name gave (tag) and a histogram bucket after its le:
+	// {listener="echo",address="127.0.0.1:10000",worker="0"
+	prom string
+	text string // listener.echo.worker_0.
 }
 
-// series is one output series: the sum of every visit of one (family, labels, name).
+// series is one output series: the sum of every visit of one (family, labels, name). A
+// histogram series is the merge of its visits.
 type series struct {
-	name  string
+	name string
+	// tag is the label Envoy's tag extraction takes out of the name for Prometheus, as
+	// `,envoy_response_code_class="2"`, or "".
+	tag   string
 	group int32 // the first group that reported it (all that did have equal labels)
 	sum   int32 // its line in the summed text form
 	kind  engine.StatKind
@@ -45,14 +52,18 @@ type metric struct {
 	name   string
 	typ    string // "# TYPE <name> counter\n"
 	series []int32
-	own    int // index into ownNames, or -1
+	own    int  // index into ownNames, or -1
+	hist   bool // series index hseries; the lines are <name>_bucket, _sum and _count
 }
 
-// Text entries: a series' per-worker line, a summed line, or one of admin's own stats.
+// Text entries: a series' per-worker line, a summed line, one of admin's own stats; a
+// histogram's per-worker line, a histogram's summed line.
 const (
 	entrySeries = iota
 	entrySum
 	entryOwn
+	entryHist
+	entryHistSum
 )
 
 type entry struct {
@@ -91,15 +102,25 @@ type layout struct {
 	slot     []int32
 	kinds    []engine.StatKind
 	visitEnd []int32
+	// The same for the histograms, which each visit reports after its other stats.
+	hslot     []int32
+	hvisitEnd []int32
 
 	groups  []group
 	series  []series
+	hseries []series
 	sums    []textKey // listener.echo. + downstream_cx_total
-	metrics []metric  // sorted by name
-	text    []entry   // in output order
+	hsums   []textKey
+	metrics []metric // sorted by name
+	text    []entry  // in output order
 	// textRuns are ranges of text whose order depends on the values (equal keys, or a key
 	// that is a prefix of another followed by ": "); they are sorted line by line.
 	textRuns [][2]int32
+	// htext and htextRuns are the histograms' lines, which Envoy prints after the others.
+	htext     []entry
+	htextRuns [][2]int32
+	// le are the Prometheus bucket labels, `,le="0.5"} ` ...
+	le [engine.PrometheusBuckets]string
 }
 
 // ownNames are admin's own stats, in visitOwn's order.
@@ -114,11 +135,18 @@ type scraper struct {
 	lay     *layout
 	values  []float64
 	sums    []float64
+	hvalues []engine.HistogramSnapshot
+	hsums   []engine.HistogramSnapshot
 	own     [len(ownNames)]float64
 	pos     int32 // visit cursor
 	end     int32
+	hpos    int32 // histogram visit cursor
+	hend    int32
 	bad     bool // a source reported other stats than the layout expects
 	visitor engine.StatVisitor
+	hvisit  engine.HistogramVisitor
+	hsnap   engine.HistogramSnapshot // one visit's histogram, to merge
+	prom    [engine.PrometheusBuckets]uint64
 	scratch [][]byte // for textRuns
 	// builds counts layout builds and queued the scrapes waiting for mu (for tests).
 	builds int
@@ -128,7 +156,39 @@ type scraper struct {
 func newScraper(a *Admin) *scraper {
 	s := &scraper{a: a}
 	s.visitor = s.visit
+	s.hvisit = s.visitHist
 	return s
+}
+
+func (s *scraper) visitHist(name string, h *engine.Histogram) {
+	p := s.hpos
+	s.hpos++
+	if p >= s.hend {
+		s.bad = true
+		return
+	}
+	i := s.lay.hslot[p]
+	first := i < 0
+	if first {
+		i = ^i
+	}
+	if s.lay.hseries[i].name != name {
+		s.bad = true
+		return
+	}
+	if first {
+		h.Snapshot(&s.hvalues[i])
+	} else {
+		h.Snapshot(&s.hsnap)
+		s.hvalues[i].Add(&s.hsnap)
+	}
+}
+
+// visitHistograms reports src's histograms, if it has any.
+func visitHistograms(src engine.StatsSource, worker int, v engine.HistogramVisitor) {
+	if h, ok := src.(engine.HistogramSource); ok {
+		h.VisitHistograms(worker, v)
+	}
 }
 
 func (s *scraper) visit(name string, k engine.StatKind, v float64) {
@@ -161,13 +221,20 @@ func (s *scraper) read() {
 	if s.lay == nil || !s.lay.fits(srv) {
 		s.build()
 	} else {
-		s.pos, s.bad = 0, false
+		s.pos, s.hpos, s.bad = 0, 0, false
 		v := 0
-		// next opens visit v; done checks that it reported as many stats as planned.
-		next := func() { s.end = s.lay.visitEnd[v]; v++ }
+		// next opens visit v; done checks that it reported as many stats as planned; hnext
+		// and hdone do the same for the visit's histograms.
+		next := func() { s.end = s.lay.visitEnd[v] }
 		done := func() {
 			if s.pos != s.end {
 				s.bad, s.pos = true, s.end
+			}
+		}
+		hnext := func() { s.hend = s.lay.hvisitEnd[v]; v++ }
+		hdone := func() {
+			if s.hpos != s.hend {
+				s.bad, s.hpos = true, s.hend
 			}
 		}
 		for _, l := range srv.Listeners() {
@@ -175,6 +242,9 @@ func (s *scraper) read() {
 				next()
 				l.Stats(wi).Visit(s.visitor)
 				done()
+				hnext()
+				l.Stats(wi).VisitHistograms(s.hvisit)
+				hdone()
 			}
 		}
 		for _, c := range srv.Clusters() {
@@ -182,6 +252,9 @@ func (s *scraper) read() {
 				next()
 				c.Stats(wi).Visit(s.visitor)
 				done()
+				hnext()
+				c.Stats(wi).VisitHistograms(s.hvisit)
+				hdone()
 			}
 		}
 		for _, src := range srv.StatsSources() {
@@ -189,6 +262,9 @@ func (s *scraper) read() {
 				next()
 				src.VisitStats(wi, s.visitor)
 				done()
+				hnext()
+				visitHistograms(src, wi, s.hvisit)
+				hdone()
 			}
 		}
 		if s.bad {
@@ -198,6 +274,10 @@ func (s *scraper) read() {
 	clear(s.sums)
 	for i := range s.lay.series {
 		s.sums[s.lay.series[i].sum] += s.values[i]
+	}
+	clear(s.hsums)
+	for i := range s.lay.hseries {
+		s.hsums[s.lay.hseries[i].sum].Add(&s.hvalues[i])
 	}
 	n := 0
 	s.a.visitOwn(func(_ string, _ engine.StatKind, v float64) {
@@ -241,6 +321,7 @@ func (s *scraper) build() {
 	srv := s.a.srv
 	l := &layout{workers: srv.Concurrency()}
 	var values []float64
+	var hvalues []engine.HistogramSnapshot
 	// Sources with equal family and labels share series: canon maps a group's family and
 	// labels to the first such group, seen a (canonical group, name) to its series.
 	canon := map[string]int32{}
@@ -255,8 +336,9 @@ func (s *scraper) build() {
 		hint = len(s.lay.slot)
 	}
 	seen := make(map[seriesKey]int32, hint)
+	hseen := map[seriesKey]int32{}
 	var key []byte
-	add := func(family string, labels [][2]string, visit func(int, engine.StatVisitor)) {
+	add := func(family string, labels [][2]string, visit func(int, engine.StatVisitor), hvisit func(int, engine.HistogramVisitor)) {
 		for wi := 0; wi < l.workers; wi++ {
 			w := strconv.Itoa(wi)
 			lb := append(slices.Clip(labels), [2]string{"worker", w})
@@ -284,7 +366,6 @@ func (s *scraper) build() {
 				}
 				key = append(append(append(append(key, 0), x[0]...), 0), x[1]...)
 			}
-			pb = append(pb, "} "...)
 			tb = append(tb, '.')
 			scope := string(tb)
 			tb = append(append(append(tb, "worker_"...), worker...), '.')
@@ -319,114 +400,219 @@ func (s *scraper) build() {
 				l.slot, l.kinds = slices.Grow(l.slot, n), slices.Grow(l.kinds, n)
 				l.series, values = slices.Grow(l.series, n), slices.Grow(values, n)
 			}
+			hvisit(wi, func(name string, h *engine.Histogram) {
+				sk := seriesKey{cg, name}
+				i, dup := hseen[sk]
+				if dup {
+					var snap engine.HistogramSnapshot
+					h.Snapshot(&snap)
+					hvalues[i].Add(&snap)
+					l.hslot = append(l.hslot, i)
+				} else {
+					i = int32(len(l.hseries))
+					hseen[sk] = i
+					l.hseries = append(l.hseries, series{name: name, group: g, kind: engine.KindHistogram})
+					hvalues = append(hvalues, engine.HistogramSnapshot{})
+					h.Snapshot(&hvalues[i])
+					l.hslot = append(l.hslot, ^i)
+				}
+			})
+			l.hvisitEnd = append(l.hvisitEnd, int32(len(l.hslot)))
 		}
 	}
 	for _, x := range srv.Listeners() {
 		l.listeners = append(l.listeners, listenerID{x, x.StatName(), x.Address()})
 		add("listener", [][2]string{{"listener", x.StatName()}, {"address", x.Address().String()}},
-			func(wi int, v engine.StatVisitor) { x.Stats(wi).Visit(v) })
+			func(wi int, v engine.StatVisitor) { x.Stats(wi).Visit(v) },
+			func(wi int, v engine.HistogramVisitor) { x.Stats(wi).VisitHistograms(v) })
 	}
 	for _, c := range srv.Clusters() {
 		l.clusters = append(l.clusters, clusterID{c, c.Name()})
 		add("cluster", [][2]string{{"cluster", c.Name()}},
-			func(wi int, v engine.StatVisitor) { c.Stats(wi).Visit(v) })
+			func(wi int, v engine.StatVisitor) { c.Stats(wi).Visit(v) },
+			func(wi int, v engine.HistogramVisitor) { c.Stats(wi).VisitHistograms(v) })
 	}
 	for _, src := range srv.StatsSources() {
 		labels := src.StatsLabels()
 		l.sources = append(l.sources, sourceID{src.StatsFamily(), slices.Clone(labels)})
-		add(src.StatsFamily(), labels, src.VisitStats)
+		add(src.StatsFamily(), labels, src.VisitStats,
+			func(wi int, v engine.HistogramVisitor) { visitHistograms(src, wi, v) })
 	}
 
-	// Prometheus: one metric per portico_<family>_<name>, sorted, series in first-seen
-	// order, the type of the first; then admin's own, unlabelled.
+	// Prometheus: one metric per portico_<family>_<name> (the name with Envoy's tags taken
+	// out, sanitized), sorted, series in first-seen order, the type of the first; then
+	// admin's own, unlabelled. Histograms are metrics of their own even if a counter has
+	// their name.
 	byName := map[string]int{}
-	for i := range l.series {
-		se := &l.series[i]
-		key = append(append(append(append(key[:0], "portico_"...), l.groups[se.group].family...), '_'), se.name...)
-		m, ok := byName[string(key)]
-		if !ok {
-			m = len(l.metrics)
-			name := string(key)
-			byName[name] = m
-			l.metrics = append(l.metrics, metric{name: name, own: -1})
+	addMetrics := func(ss []series, hist bool) {
+		for i := range ss {
+			se := &ss[i]
+			base, tag := extractTag(se.name)
+			se.tag = tag
+			key = append(append(append(append(key[:0], "portico_"...), l.groups[se.group].family...), '_'), base...)
+			sanitize(key[len("portico_"):])
+			if hist {
+				key = append(key, 0) // apart from counters' names
+			}
+			m, ok := byName[string(key)]
+			if !ok {
+				m = len(l.metrics)
+				byName[string(key)] = m
+				name := strings.TrimSuffix(string(key), "\x00")
+				l.metrics = append(l.metrics, metric{name: name, own: -1, hist: hist})
+			}
+			l.metrics[m].series = append(l.metrics[m].series, int32(i))
 		}
-		l.metrics[m].series = append(l.metrics[m].series, int32(i))
 	}
+	addMetrics(l.series, false)
+	addMetrics(l.hseries, true)
 	for i, n := range ownNames {
 		l.metrics = append(l.metrics, metric{name: "portico_server_admin_" + n, own: i})
 	}
 	for i := range l.metrics {
 		m := &l.metrics[i]
 		k := engine.KindCounter
-		if m.own >= 0 {
+		switch {
+		case m.own >= 0:
 			k = ownKinds[m.own]
-		} else {
+		case m.hist:
+			k = engine.KindHistogram
+		default:
 			k = l.series[m.series[0]].kind
 		}
 		typ := "counter"
-		if k == engine.KindGauge {
+		switch k {
+		case engine.KindGauge:
 			typ = "gauge"
+		case engine.KindHistogram:
+			typ = "histogram"
 		}
 		m.typ = "# TYPE " + m.name + " " + typ + "\n"
 	}
 	slices.SortStableFunc(l.metrics, func(a, b metric) int { return strings.Compare(a.name, b.name) })
+	for i := range l.le {
+		l.le[i] = `,le="` + strconv.FormatFloat(engine.PrometheusBucketBound(i), 'f', -1, 64) + `"} `
+	}
 
 	// Text: every series per worker, every scope summed, admin's own; sorted as whole
-	// lines. The key with ": " appended orders lines but where values decide (runs).
-	// The keys are written once into an arena and sorted as byte strings.
-	sumAt := make(map[textKey]int32, len(l.series)/l.workers+1)
+	// lines; then the same for the histograms.
+	l.sums = sumKeys(l.groups, l.series)
+	l.hsums = sumKeys(l.groups, l.hseries)
+	n := len(l.series) + len(l.sums) + len(ownNames)
+	ks := make([]keyed, 0, n)
+	arena := make([]byte, 0, n*48)
 	for i := range l.series {
 		se := &l.series[i]
-		sk := textKey{l.groups[se.group].scope, se.name}
+		ks, arena = keep(ks, arena, l.groups[se.group].text, se.name, entry{entrySeries, int32(i)})
+	}
+	for i, k := range l.sums {
+		ks, arena = keep(ks, arena, k.scope, k.name, entry{entrySum, int32(i)})
+	}
+	for i, n := range ownNames {
+		ks, arena = keep(ks, arena, "server.admin.", n, entry{entryOwn, int32(i)})
+	}
+	l.text, l.textRuns = sortText(ks, arena)
+	ks, arena = ks[:0], arena[:0]
+	for i := range l.hseries {
+		se := &l.hseries[i]
+		ks, arena = keep(ks, arena, l.groups[se.group].text, se.name, entry{entryHist, int32(i)})
+	}
+	for i, k := range l.hsums {
+		ks, arena = keep(ks, arena, k.scope, k.name, entry{entryHistSum, int32(i)})
+	}
+	l.htext, l.htextRuns = sortText(ks, arena)
+
+	s.lay = l
+	s.values = values
+	s.sums = make([]float64, len(l.sums))
+	s.hvalues = hvalues
+	s.hsums = make([]engine.HistogramSnapshot, len(l.hsums))
+}
+
+// sumKeys gives each series its summed line (scope + name), and returns those lines.
+func sumKeys(groups []group, ss []series) []textKey {
+	var sums []textKey
+	sumAt := make(map[textKey]int32, len(ss)/max(len(groups), 1)+1)
+	for i := range ss {
+		se := &ss[i]
+		sk := textKey{groups[se.group].scope, se.name}
 		si, ok := sumAt[sk]
 		if !ok {
-			si = int32(len(l.sums))
+			si = int32(len(sums))
 			sumAt[sk] = si
-			l.sums = append(l.sums, sk)
+			sums = append(sums, sk)
 		}
 		se.sum = si
 	}
-	type keyed struct {
-		off, end int32
-		e        entry
-	}
-	ks := make([]keyed, 0, len(l.series)+len(l.sums)+len(ownNames))
-	arena := make([]byte, 0, cap(ks)*48)
-	keep := func(a, b string, e entry) {
-		off := int32(len(arena))
-		arena = append(append(append(arena, a...), b...), ": "...)
-		ks = append(ks, keyed{off, int32(len(arena)), e})
-	}
-	for i := range l.series {
-		se := &l.series[i]
-		keep(l.groups[se.group].text, se.name, entry{entrySeries, int32(i)})
-	}
-	for i, k := range l.sums {
-		keep(k.scope, k.name, entry{entrySum, int32(i)})
-	}
-	for i, n := range ownNames {
-		keep("server.admin.", n, entry{entryOwn, int32(i)})
-	}
+	return sums
+}
+
+// keyed is a text line's sort key (arena[off:end], the line up to its value) and entry.
+type keyed struct {
+	off, end int32
+	e        entry
+}
+
+func keep(ks []keyed, arena []byte, a, b string, e entry) ([]keyed, []byte) {
+	off := int32(len(arena))
+	arena = append(append(append(arena, a...), b...), ": "...)
+	return append(ks, keyed{off, int32(len(arena)), e}), arena
+}
+
+// sortText sorts the lines by key and finds the runs whose order depends on the values:
+// equal keys, or a key that is a prefix of another followed by ": ".
+func sortText(ks []keyed, arena []byte) ([]entry, [][2]int32) {
 	keyOf := func(k keyed) []byte { return arena[k.off:k.end] }
 	slices.SortFunc(ks, func(a, b keyed) int { return bytes.Compare(keyOf(a), keyOf(b)) })
-	l.text = make([]entry, len(ks))
+	text := make([]entry, len(ks))
 	for i := range ks {
-		l.text[i] = ks[i].e
+		text[i] = ks[i].e
 	}
+	var runs [][2]int32
 	for i := 0; i < len(ks); {
 		j := i + 1
 		for j < len(ks) && bytes.HasPrefix(keyOf(ks[j]), keyOf(ks[i])) {
 			j++
 		}
 		if j-i > 1 {
-			l.textRuns = append(l.textRuns, [2]int32{int32(i), int32(j)})
+			runs = append(runs, [2]int32{int32(i), int32(j)})
 		}
 		i = j
 	}
+	return text, runs
+}
 
-	s.lay = l
-	s.values = values
-	s.sums = make([]float64, len(l.sums))
+// extractTag applies Envoy's default tag extractors for response codes to a stat name:
+// "_rq(_(\d{3}))$" (envoy.response_code) and "_rq_(\d)xx$" (envoy.response_code_class).
+// As Envoy, it removes the first group from the name and takes the last as the label's
+// value: upstream_rq_503 is upstream_rq{envoy_response_code="503"}, downstream_rq_2xx is
+// downstream_rq_xx{envoy_response_code_class="2"}. It returns the name unchanged and no tag
+// otherwise. Only the Prometheus form uses it; /stats keeps Envoy's full names.
+func extractTag(name string) (base, tag string) {
+	n := len(name)
+	if n < 8 || name[n-7:n-3] != "_rq_" { // at least one character before "_rq_"
+		return name, ""
+	}
+	d := name[n-3:]
+	switch {
+	case isDigit(d[0]) && isDigit(d[1]) && isDigit(d[2]):
+		return name[:n-4], `,envoy_response_code="` + d + `"`
+	case isDigit(d[0]) && d[1:] == "xx":
+		return name[:n-3] + "xx", `,envoy_response_code_class="` + d[:1] + `"`
+	}
+	return name, ""
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// sanitize replaces what Prometheus does not allow in a metric name with '_', as Envoy's
+// exporter does (a dotted name such as external.upstream_rq).
+func sanitize(b []byte) {
+	for i, c := range b {
+		if !(isDigit(c) || c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			b[i] = '_'
+		}
+	}
 }
 
 // textKey is the start of a summed line of the text form: scope + name + ": ".
@@ -455,27 +641,64 @@ func (s *scraper) appendProm(b []byte) []byte {
 			b = append(appendValue(b, s.own[m.own]), '\n')
 			continue
 		}
+		if m.hist {
+			b = s.appendHistograms(b, m)
+			continue
+		}
 		for _, si := range m.series {
+			se := &l.series[si]
 			b = append(b, m.name...)
-			b = append(b, l.groups[l.series[si].group].prom...)
+			b = append(append(append(b, l.groups[se.group].prom...), se.tag...), "} "...)
 			b = append(appendValue(b, s.values[si]), '\n')
 		}
 	}
 	return b
 }
 
-// appendText appends Envoy's text form of the last read.
-func (s *scraper) appendText(b []byte) []byte {
+// appendHistograms appends a histogram metric's series as Envoy exports them: cumulative
+// _bucket lines at Envoy's default bounds and +Inf, then _sum and _count.
+func (s *scraper) appendHistograms(b []byte, m *metric) []byte {
 	l := s.lay
-	runs := l.textRuns
-	for i := 0; i < len(l.text); {
+	for _, si := range m.series {
+		se := &l.hseries[si]
+		h := &s.hvalues[si]
+		labels := l.groups[se.group].prom
+		h.PrometheusCounts(&s.prom)
+		n := h.Count()
+		for i, c := range s.prom {
+			b = append(append(append(b, m.name...), "_bucket"...), labels...)
+			b = append(append(b, se.tag...), l.le[i]...)
+			b = append(strconv.AppendUint(b, c, 10), '\n')
+		}
+		b = append(append(append(b, m.name...), "_bucket"...), labels...)
+		b = append(append(b, se.tag...), `,le="+Inf"} `...)
+		b = append(strconv.AppendUint(b, n, 10), '\n')
+		b = append(append(append(b, m.name...), "_sum"...), labels...)
+		b = append(append(b, se.tag...), "} "...)
+		b = append(strconv.AppendUint(b, h.Sum, 10), '\n')
+		b = append(append(append(b, m.name...), "_count"...), labels...)
+		b = append(append(b, se.tag...), "} "...)
+		b = append(strconv.AppendUint(b, n, 10), '\n')
+	}
+	return b
+}
+
+// appendText appends Envoy's text form of the last read: counters and gauges, then
+// histograms, each part sorted.
+func (s *scraper) appendText(b []byte) []byte {
+	b = s.appendLines(b, s.lay.text, s.lay.textRuns)
+	return s.appendLines(b, s.lay.htext, s.lay.htextRuns)
+}
+
+func (s *scraper) appendLines(b []byte, text []entry, runs [][2]int32) []byte {
+	for i := 0; i < len(text); {
 		if len(runs) > 0 && int(runs[0][0]) == i {
-			b = s.appendRun(b, l.text[runs[0][0]:runs[0][1]])
+			b = s.appendRun(b, text[runs[0][0]:runs[0][1]])
 			i = int(runs[0][1])
 			runs = runs[1:]
 			continue
 		}
-		b = s.appendLine(b, l.text[i])
+		b = s.appendLine(b, text[i])
 		i++
 	}
 	return b
@@ -493,11 +716,62 @@ func (s *scraper) appendLine(b []byte, e entry) []byte {
 		k := l.sums[e.i]
 		b = append(append(append(b, k.scope...), k.name...), ": "...)
 		b = appendValue(b, s.sums[e.i])
+	case entryHist:
+		se := &l.hseries[e.i]
+		b = append(b, l.groups[se.group].text...)
+		b = append(append(b, se.name...), ": "...)
+		b = appendQuantiles(b, &s.hvalues[e.i])
+	case entryHistSum:
+		k := l.hsums[e.i]
+		b = append(append(append(b, k.scope...), k.name...), ": "...)
+		b = appendQuantiles(b, &s.hsums[e.i])
 	default:
 		b = append(append(append(b, "server.admin."...), ownNames[e.i]...), ": "...)
 		b = appendValue(b, s.own[e.i])
 	}
 	return append(b, '\n')
+}
+
+// quantiles are the ones Envoy's /stats prints, with their labels.
+var quantiles = [...]struct {
+	label string
+	q     float64
+}{
+	{"P0(nan,", 0}, {" P25(nan,", 0.25}, {" P50(nan,", 0.5}, {" P75(nan,", 0.75}, {" P90(nan,", 0.9},
+	{" P95(nan,", 0.95}, {" P99(nan,", 0.99}, {" P99.5(nan,", 0.995}, {" P99.9(nan,", 0.999}, {" P100(nan,", 1},
+}
+
+// appendQuantiles appends a histogram's summary as Envoy's /stats prints it,
+// "P0(interval,cumulative) P25(...) ... P100(...)", or "No recorded values". Portico keeps
+// no flush interval (Envoy's stats_flush_interval), only values since start, so every
+// interval quantile is "nan", which is what Envoy prints for an interval without values.
+func appendQuantiles(b []byte, h *engine.HistogramSnapshot) []byte {
+	if h.Count() == 0 {
+		return append(b, "No recorded values"...)
+	}
+	for _, q := range quantiles {
+		b = append(b, q.label...)
+		b = append(appendEnvoyFloat(b, h.Quantile(q.q)), ')')
+	}
+	return b
+}
+
+// appendEnvoyFloat formats v as {fmt}'s "{}" does for a double, which Envoy uses for
+// quantiles: the shortest form that reads back, fixed unless the exponent is below -4 or
+// at least 16, "nan" and "inf".
+func appendEnvoyFloat(b []byte, v float64) []byte {
+	switch {
+	case math.IsNaN(v):
+		return append(b, "nan"...)
+	case math.IsInf(v, 1):
+		return append(b, "inf"...)
+	case math.IsInf(v, -1):
+		return append(b, "-inf"...)
+	}
+	if a := math.Abs(v); a != 0 && (a < 1e-4 || a >= 1e16) {
+		return strconv.AppendFloat(b, v, 'e', -1, 64)
+	}
+	return strconv.AppendFloat(b, v, 'f', -1, 64)
 }
 
 // appendRun appends lines whose order depends on their values, sorted as whole lines.
@@ -617,12 +891,15 @@ func (e *endpoint) serve(w http.ResponseWriter, contentType string) {
 
 // stats prints Envoy's text form: per worker and summed, e.g.
 // listener.echo.worker_0.downstream_cx_total: 3 and listener.echo.downstream_cx_total: 5,
-// sorted, with admin's own server.admin.* among them.
+// sorted, with admin's own server.admin.* among them; then the histograms, sorted, as
+// Envoy's quantile summaries (cumulative only: see appendQuantiles).
 func (a *Admin) stats(w http.ResponseWriter, _ *http.Request) {
 	a.text.serve(w, "text/plain; charset=utf-8")
 }
 
-// prometheus prints the text exposition format: portico_<family>_<stat>{labels...}.
+// prometheus prints the text exposition format: portico_<family>_<stat>{labels...}, with
+// Envoy's response-code tags taken out of the names (extractTag) and histograms as
+// _bucket (Envoy's default buckets), _sum and _count.
 func (a *Admin) prometheus(w http.ResponseWriter, _ *http.Request) {
 	a.prom.serve(w, "text/plain; version=0.0.4")
 }

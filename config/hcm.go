@@ -5,6 +5,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/request_id/uuid/v3" // the default request_id_extension
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 
 	"github.com/portico-proxy/portico/engine"
@@ -33,6 +34,9 @@ func (t *translator) hcm(m *hcmv3.HttpConnectionManager, at string) (engine.Netw
 		StripAnyHostPort:             m.GetStripAnyHostPort(),
 		Proxy100Continue:             m.GetProxy_100Continue(),
 		Limits:                       http1.DefaultLimits,
+	}
+	if m.GetTracing() != nil {
+		t.warnf(field(at, "tracing"), "Portico has no tracer: no spans are reported and no trace headers are added")
 	}
 	if v := m.GetGenerateRequestId(); v != nil {
 		cfg.GenerateRequestID = v.GetValue()
@@ -237,9 +241,7 @@ func (t *translator) httpFilters(m *hcmv3.HttpConnectionManager, at string, prox
 func (t *translator) upstreams() *router.Upstreams {
 	if t.up == nil {
 		t.up = router.NewUpstreams(t.cfg.Clusters, t.workers)
-		for _, s := range t.up.StatsSources() {
-			t.cfg.StatsSources = append(t.cfg.StatsSources, s)
-		}
+		t.cfg.StatsSources = append(t.cfg.StatsSources, t.up.StatsSources()...)
 	}
 	return t.up
 }
@@ -286,8 +288,10 @@ func (t *translator) clusterHTTP(cl *clusterv3.Cluster, cc *engine.ClusterConfig
 			cc.HTTP.MaxRequestsPerConnection = int(v.GetValue())
 		}
 	}
-	common(cl.GetCommonHttpProtocolOptions(), field(at, "common_http_protocol_options")) //lint:ignore SA1019 deprecated but supported
-	if v := cl.GetMaxRequestsPerConnection(); v != nil {                                 //lint:ignore SA1019 deprecated but supported
+	//lint:ignore SA1019 deprecated but supported
+	common(cl.GetCommonHttpProtocolOptions(), field(at, "common_http_protocol_options"))
+	//lint:ignore SA1019 deprecated but supported
+	if v := cl.GetMaxRequestsPerConnection(); v != nil {
 		cc.HTTP.MaxRequestsPerConnection = int(v.GetValue())
 	}
 	for name, a := range cl.GetTypedExtensionProtocolOptions() {

@@ -26,14 +26,16 @@ const (
 	httpFilterType    = "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter"
 
 	httpProtocolOptionsType = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	uuidRequestIDType       = "envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig"
 )
 
 // anySlots lists, for each Any field Portico interprets, the message types it accepts
 // there. An Any elsewhere is judged by the allowlist of the field holding it.
 var anySlots = map[protoreflect.FullName][]string{
-	"envoy.config.listener.v3.Filter.typed_config":         {echoType, tcpProxyType, hcmType},
-	"envoy.config.listener.v3.ListenerFilter.typed_config": {originalDstType, tlsInspectorType, httpInspectorType, proxyProtocolType},
-	"envoy.config.accesslog.v3.AccessLog.typed_config":     {fileLogType, stdoutLogType},
+	"envoy.config.listener.v3.Filter.typed_config":                                                {echoType, tcpProxyType, hcmType},
+	"envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension.typed_config": {uuidRequestIDType},
+	"envoy.config.listener.v3.ListenerFilter.typed_config":                                        {originalDstType, tlsInspectorType, httpInspectorType, proxyProtocolType},
+	"envoy.config.accesslog.v3.AccessLog.typed_config":                                            {fileLogType, stdoutLogType},
 }
 
 // supported is the subset of Envoy's API that Portico implements: for each message, the
@@ -142,6 +144,11 @@ func supportedFields(n protoreflect.FullName) []protoreflect.Name {
 // is accepted for compatibility with existing bootstraps but not used.
 var acceptedWhole = map[protoreflect.FullName]bool{
 	"envoy.config.core.v3.Node": true,
+	// Tracing settings change no traffic: Portico has no tracer, so the HCM's tracing and
+	// routes' decorators are accepted (the translator warns about tracing) and unused.
+	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing": true,
+	"envoy.config.route.v3.Decorator": true,
+	uuidRequestIDType:                 true,
 }
 
 // subset reports every set field of m (recursively, into Any values) that is not in the

@@ -15,8 +15,9 @@ var supportedHCM = map[protoreflect.FullName][]protoreflect.Name{
 		"always_set_request_id_in_response", "forward_client_cert_details", "proxy_100_continue",
 		"upgrade_configs", "normalize_path", "merge_slashes", "path_with_escaped_slashes_action",
 		"strip_matching_host_port", "strip_any_host_port", "stream_error_on_invalid_http_message",
-		"common_http_protocol_options", "http_protocol_options",
+		"common_http_protocol_options", "http_protocol_options", "tracing", "request_id_extension",
 	},
+	"envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension": {"typed_config"},
 	hcmType + ".UpgradeConfig": {"upgrade_type", "enabled"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
 		"name", "typed_config", "is_optional", "disabled",

@@ -21,6 +21,7 @@ var supportedRoute = map[protoreflect.FullName][]protoreflect.Name{
 	"envoy.config.route.v3.Route": {
 		"name", "match", "route", "redirect", "direct_response", "request_headers_to_add",
 		"request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
+		"decorator", // tracing only: accepted whole (see acceptedWhole)
 	},
 	"envoy.config.route.v3.RouteMatch": {
 		"prefix", "path", "safe_regex", "path_separated_prefix", "case_sensitive", "headers",

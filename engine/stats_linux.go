@@ -30,13 +30,17 @@ func (g *Gauge) Add(n int64) { g.v.Add(n) }
 // Value reads the gauge.
 func (g *Gauge) Value() int64 { return g.v.Load() }
 
-// StatKind tells counters from gauges for exporters.
+// StatKind tells counters from gauges (and histograms) for exporters.
 type StatKind int
 
 // Stat kinds.
 const (
 	KindCounter StatKind = iota
 	KindGauge
+	// KindHistogram is a Histogram's kind. A StatVisitor never receives it: histograms
+	// reach a HistogramVisitor (see HistogramSource), so visitors that know counters and
+	// gauges only keep working.
+	KindHistogram
 )
 
 // StatVisitor receives one stat: its Envoy name, kind and value.

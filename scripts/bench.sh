@@ -2,7 +2,9 @@
 # Portico benchmark harness. See BENCHMARKS.md for the method.
 #
 #   scripts/bench.sh [--quick] [SCENARIO...]
-#       scenarios: echo idle-mem l4-proxy syscalls sni drip balance (default: all)
+#       scenarios: echo idle-mem l4-proxy l7-proxy syscalls sni drip balance
+#       (default: all; in --quick's default, l7-proxy runs only when the
+#       Portico binary accepts the HTTP bootstrap, see scenario_l7_proxy)
 #
 # The system under test runs on CPU $SUT_CPU (default 1), the load generator
 # on CPU $LG_CPU (default 0). Every contender gets one worker. Repetitions are
@@ -17,13 +19,18 @@
 # ("portico haproxy nginx net"), BENCH_SNI_SERVERS, BENCH_BULK_BYTES,
 # BENCH_BAL_WORKERS ("2 4"), BENCH_BAL_CELLS, BENCH_BAL_TOTAL; drip:
 # BENCH_DRIP_SERVERS (default: the SNI servers), BENCH_DRIP_CONNS (4; --quick
-# 2), BENCH_DRIP_DURATION (seconds, 15; --quick 3).
+# 2), BENCH_DRIP_DURATION (seconds, 15; --quick 3); l7-proxy:
+# BENCH_L7_SERVERS ("portico haproxy nginx"), BENCH_L7_CELLS ("keepalive
+# close headers40 body1m"), BENCH_L7_BODY_CONNS (wrk connections of the
+# body1m cell, 10), BENCH_L7_NGINX_KEEPALIVE (nginx's upstream keepalive;
+# default: the wrk connections, at least 32).
 #
 # Before/after in one run: BENCH_BASE_BIN=/path/to/an/older/portico adds the
 # contender "portico-base", started exactly like portico (same config
-# generator, its own ports: echo 10004, l4 10014, sni 10023, admin 19902), to
-# every list that has portico (echo, idle-mem, l4-proxy, sni, syscalls,
-# drip), interleaved with the others; PORTICO_BIN is then the "after" build.
+# generator, its own ports: echo 10004, l4 10014, sni 10023, admin 19902;
+# l7-proxy picks free ports for every run), to every list that has portico
+# (echo, idle-mem, l4-proxy, l7-proxy, sni, syscalls, drip), interleaved
+# with the others; PORTICO_BIN is then the "after" build.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,11 +43,18 @@ for a in "$@"; do
 	case $a in
 	--quick) QUICK=true ;;
 	-h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-	echo | idle-mem | l4-proxy | sni | balance | syscalls | drip) SCENARIOS+=("$a") ;;
+	echo | idle-mem | l4-proxy | l7-proxy | sni | balance | syscalls | drip) SCENARIOS+=("$a") ;;
 	*) echo "unknown argument: $a" >&2; exit 2 ;;
 	esac
 done
-((${#SCENARIOS[@]})) || SCENARIOS=(echo idle-mem l4-proxy syscalls sni drip balance)
+# In the --quick smoke's default list, l7-proxy runs only once Portico
+# takes the HTTP bootstrap (L7_IF_PORTICO_HTTP): before, its Portico cells
+# would fail, and a quick run with a failed run fails.
+L7_IF_PORTICO_HTTP=false
+if ((${#SCENARIOS[@]} == 0)); then
+	SCENARIOS=(echo idle-mem l4-proxy l7-proxy syscalls sni drip balance)
+	L7_IF_PORTICO_HTTP=$QUICK
+fi
 
 SUT_CPU=${SUT_CPU:-1}
 LG_CPU=${LG_CPU:-0}
@@ -192,6 +206,7 @@ WRK_CONNS=${BENCH_WRK_CONNS:-50}
 	mapfile -t L4_SERVERS < <(with_base ${BENCH_L4_SERVERS:-portico haproxy nginx net})
 	mapfile -t SNI_SERVERS < <(with_base ${BENCH_SNI_SERVERS:-portico haproxy nginx})
 	mapfile -t DRIP_SERVERS < <(with_base ${BENCH_DRIP_SERVERS:-${SNI_SERVERS[*]}})
+	mapfile -t L7_SERVERS < <(with_base ${BENCH_L7_SERVERS:-portico haproxy nginx})
 }
 PROXY_READY=false
 
@@ -213,6 +228,7 @@ proxy_init() {
 	mapfile -t L4_SERVERS < <(only_built "${L4_SERVERS[@]}")
 	mapfile -t SNI_SERVERS < <(only_built "${SNI_SERVERS[@]}")
 	mapfile -t DRIP_SERVERS < <(only_built "${DRIP_SERVERS[@]}")
+	mapfile -t L7_SERVERS < <(only_built "${L7_SERVERS[@]}")
 }
 
 only_built() {
@@ -233,11 +249,18 @@ sut_dead() { ! kill -0 "$1" 2>/dev/null || [[ $(awk '{print $3}' "/proc/$1/stat"
 
 # wrk_cell SCEN SRV REP TEST URL PID RUNS [wrk args]: warm-up (none if
 # PX_WARMUP is 0), then the measured wrk run of PX_DURATION seconds with the
-# SUT's CPU ticks read around it.
+# SUT's CPU ticks read around it. When WRK_HOOK names a function, it is
+# called as "HOOK start" before the warm-up and as "HOOK end REQUESTS
+# WARMUP_REQUESTS" after the measured run; what the latter prints (JSON
+# members, each with a leading comma) joins the metrics.
 wrk_cell() {
-	local scen=$1 srv=$2 rep=$3 test=$4 url=$5 pid=$6 runs=$7 t0 t1 w
+	local scen=$1 srv=$2 rep=$3 test=$4 url=$5 pid=$6 runs=$7 t0 t1 w warm=0 extra=""
 	shift 7
-	((PX_WARMUP > 0)) && wrk_run "$BENCH_TMP/wrk-warm" "$url" "${PX_WARMUP}s" "$WRK_CONNS" "$@"
+	[[ -n ${WRK_HOOK:-} ]] && "$WRK_HOOK" start
+	if ((PX_WARMUP > 0)); then
+		wrk_run "$BENCH_TMP/wrk-warm" "$url" "${PX_WARMUP}s" "$WRK_CONNS" "$@"
+		read -r _ _ _ warm _ _ <"$BENCH_TMP/wrk-warm" || warm=0
+	fi
 	t0=$(cpu_ticks "$pid")
 	wrk_run "$BENCH_TMP/wrk" "$url" "${PX_DURATION}s" "$WRK_CONNS" "$@"
 	t1=$(cpu_ticks "$pid")
@@ -250,6 +273,8 @@ wrk_cell() {
 		printf "{\"rps\":%s,\"p50_us\":%s,\"p99_us\":%s,\"requests\":%s,\"errors\":%d,\"non2xx\":%d", rps, p50, p99, r, e, n2
 		if (!none && r > 0) printf ",\"cpu_s\":%.3f,\"cpu_us_per_req\":%.3f,\"sut_util\":%.3f", cpu, cpu / r * 1e6, cpu / d
 		printf "}" }')
+	[[ -n ${WRK_HOOK:-} ]] && extra=$("$WRK_HOOK" end "$req" "$warm")
+	w=${w%\}}$extra\}
 	metrics_line "$scen" "$srv" "$rep" "$test" "c$WRK_CONNS" "$w" "$fail" >>"$runs"
 	log "  $test $srv: $w${fail:+ !! $fail}"
 }
@@ -479,6 +504,130 @@ scenario_syscalls() {
 }
 
 # ---------------------------------------------------------------------------
+# L7 proxy: HTTP/1.1 through Portico's HTTP connection manager and router,
+# HAProxy mode http and nginx proxy_pass, to the nginx backend, which counts
+# the connections the proxy opens to it (stub_status).
+
+L7_CELLS=${BENCH_L7_CELLS:-keepalive close headers40 body1m}
+L7_BODY_CONNS=${BENCH_L7_BODY_CONNS:-10}
+# nginx's upstream keepalive (idle connections cached): at least the wrk
+# connections, else nginx closes and redials upstream connections under
+# this load (see the L7 section of BENCHMARKS.md); 32 is the usual value.
+L7_NGINX_KEEPALIVE=${BENCH_L7_NGINX_KEEPALIVE:-$((WRK_CONNS > 32 ? WRK_CONNS : 32))}
+# headers40: 40 request headers of 100 bytes each with their CRLF (4000
+# bytes; the whole request head is ~4.1 KB with wrk's request line and Host).
+L7_HDRS=()
+L7_HDR_VALUE=$(printf '%086d' 0 | tr 0 v)
+for ((i = 1; i <= 40; i++)); do
+	L7_HDRS+=(-H "$(printf 'X-Bench-%02d: %s' "$i" "$L7_HDR_VALUE")")
+done
+
+# backend_counts: "ACCEPTS REQUESTS" from the backend's stub_status (each
+# read is one connection and one request of its own); empty if no answer.
+backend_counts() {
+	curl -s --max-time 2 http://127.0.0.1:18080/status | awk 'NR == 3 && NF >= 3 { print $1, $3 }'
+}
+
+# upstream_hook start | end REQUESTS WARMUP_REQUESTS: the WRK_HOOK of the
+# l7 cells. Reads the backend's counters before the warm-up and after the
+# measured run, and prints the connections and requests the proxy sent
+# upstream in between (less the second read's own), the requests wrk
+# completed, and the response body size (L7_RESP_BYTES).
+upstream_hook() {
+	if [[ $1 == start ]]; then
+		UP0=$(backend_counts)
+		return
+	fi
+	local up1
+	up1=$(backend_counts)
+	[[ -n $UP0 && -n $up1 ]] || { log "  backend stub_status did not answer; no upstream counts"; return 0; }
+	awk -v a="$UP0" -v b="$up1" -v r="$2" -v w="$3" -v body="$L7_RESP_BYTES" 'BEGIN {
+		split(a, x, " "); split(b, y, " ")
+		printf ",\"upstream_conns\":%d,\"upstream_requests\":%d,\"client_requests\":%d,\"body_bytes\":%d", y[1] - x[1] - 1, y[2] - x[2] - 1, r + w, body }'
+}
+
+l7_conns() { [[ $1 == body1m ]] && echo "$L7_BODY_CONNS" || echo "$WRK_CONNS"; }
+
+# l7_cell CELL SRV REP PORT PID RUNS: one variant through a fresh proxy.
+l7_cell() {
+	local cell=$1 srv=$2 rep=$3 url=http://127.0.0.1:$4 pid=$5 runs=$6
+	local WRK_HOOK=upstream_hook WRK_CONNS=$WRK_CONNS L7_RESP_BYTES=$((${#BODY} + 1))
+	WRK_CONNS=$(l7_conns "$cell")
+	case $cell in
+	keepalive) wrk_cell l7-proxy "$srv" "$rep" "$cell" "$url/" "$pid" "$runs" ;;
+	close) wrk_cell l7-proxy "$srv" "$rep" "$cell" "$url/" "$pid" "$runs" -H "Connection: close" ;;
+	headers40) wrk_cell l7-proxy "$srv" "$rep" "$cell" "$url/" "$pid" "$runs" "${L7_HDRS[@]}" ;;
+	body1m) L7_RESP_BYTES=1048576 wrk_cell l7-proxy "$srv" "$rep" "$cell" "$url/1m" "$pid" "$runs" ;;
+	*) log "unknown l7 cell $cell" ;;
+	esac
+}
+
+# start_failure LOG: the last line a proxy that did not start wrote,
+# shortened (no config path or field path, no "(supported: ...)" list,
+# type URLs by their last name).
+start_failure() {
+	tail -1 "$1" 2>/dev/null | sed -E 's#^[^ ]*\.(yaml|cfg|conf): ##; s#^[][a-z_.0-9]+: ##; s# \(supported: [^)]*\)##; s#type\.googleapis\.com/[A-Za-z0-9_.]*\.([A-Za-z0-9]+)#\1#g' | cut -c1-160
+}
+
+# l7_http_portico_only: drops every Portico contender whose binary does not
+# validate the L7 bootstrap (portico validate); false if that leaves no
+# Portico at all.
+l7_http_portico_only() {
+	local keep=() s ok=false
+	for s in "${L7_SERVERS[@]}"; do
+		if [[ $s == portico* ]]; then
+			l7_pick_ports "$s" || return 1
+			portico_proxy_config l7 "$s" >"$BENCH_TMP/$s-l7-validate.yaml"
+			if ! "$BIN/$s" validate -c "$BENCH_TMP/$s-l7-validate.yaml" >/dev/null 2>&1; then
+				log "l7-proxy: $s does not take the HTTP bootstrap; left out of the quick smoke"
+				continue
+			fi
+			ok=true
+		fi
+		keep+=("$s")
+	done
+	$ok || { log "l7-proxy skipped in the quick smoke: no Portico that proxies HTTP"; return 1; }
+	L7_SERVERS=("${keep[@]}")
+}
+
+# Per repetition and cell, each contender in rotated order on a fresh
+# proxy (so its upstream pool starts empty and the connections it opens
+# are the cell's own): warm-up, measured wrk run, backend counters around
+# both.
+scenario_l7_proxy() {
+	local runs=$BENCH_TMP/l7.jsonl rep cell srv
+	: >"$runs"
+	proxy_init || return
+	if $L7_IF_PORTICO_HTTP; then
+		l7_http_portico_only || return 0
+	fi
+	start_backend || { log "nginx backend did not start"; return; }
+	if [[ -z $(backend_counts) ]]; then
+		log "the backend's stub_status does not answer; l7-proxy skipped"
+		stop_pid "$BACKEND_PID"
+		return
+	fi
+	for ((rep = 1; rep <= REPS; rep++)); do
+		for cell in $L7_CELLS; do
+			for srv in $(rotate_list "$rep" "${L7_SERVERS[@]}"); do
+				log "l7-proxy rep $rep/$REPS $cell: $srv"
+				if ! l7_pick_ports "$srv" || ! start_proxy l7 "$srv"; then
+					metrics_line l7-proxy "$srv" "$rep" "$cell" "c$(l7_conns "$cell")" '{}' \
+						"did not start: $(start_failure "$LOGDIR/l7-proxy-$srv.log")" >>"$runs"
+					continue
+				fi
+				l7_cell "$cell" "$srv" "$rep" "$(proxy_port l7 "$srv")" "$SRV_PID" "$runs"
+				stop_pid "$SRV_PID"
+				sleep 0.3
+			done
+		done
+	done
+	stop_pid "$BACKEND_PID"
+	write_px_results l7-proxy "$runs" "$(printf '{"reps":%s,"warmup_s":%s,"duration_s":%s,"wrk_conns":%s,"wrk_threads":1,"body1m_conns":%s,"cells":"%s","headers40":"40 x 100 B","nginx_upstream_keepalive":%s,"servers":"%s","reference":"haproxy"}' \
+		"$REPS" "$PX_WARMUP" "$PX_DURATION" "$WRK_CONNS" "$L7_BODY_CONNS" "$L7_CELLS" "$L7_NGINX_KEEPALIVE" "${L7_SERVERS[*]}")"
+}
+
+# ---------------------------------------------------------------------------
 # Drip: slow clients against the pre-connection phase (Portico's
 # tls_inspector, nginx's ssl_preread, HAProxy's tcp-request inspect-delay),
 # through the SNI proxy configs. bench/cmd/drip writes a real ClientHello one
@@ -639,6 +788,7 @@ for s in "${SCENARIOS[@]}"; do
 	echo) scenario_echo ;;
 	idle-mem) scenario_idle_mem ;;
 	l4-proxy) scenario_l4_proxy ;;
+	l7-proxy) scenario_l7_proxy ;;
 	sni) scenario_sni ;;
 	balance) scenario_balance ;;
 	syscalls) scenario_syscalls ;;

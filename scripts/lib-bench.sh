@@ -258,7 +258,40 @@ proxy_port() {
 	l4:portico-base) echo 10014 ;;
 	l4:none) echo 18080 ;;
 	sni:portico) echo 10020 ;; sni:haproxy) echo 10021 ;; sni:nginx) echo 10022 ;; sni:portico-base) echo 10023 ;;
+	l7:*) echo "${L7_PORT[$2]:?no l7 port picked for $2}" ;;
 	esac
+}
+
+# The l7-proxy scenario picks its proxies' ports (and Portico's admin port)
+# afresh for every run: l7_pick_ports NAME sets L7_PORT[NAME] and
+# L7_ADMIN[NAME] to ports nothing listens on, never handed out before in
+# this invocation, so a proxy that outlived its run can never answer for the
+# next one.
+declare -A L7_PORT=() L7_ADMIN=()
+PICKED_PORTS=" "
+l7_pick_ports() {
+	free_port || return 1
+	L7_PORT[$1]=$FREE_PORT
+	free_port || return 1
+	L7_ADMIN[$1]=$FREE_PORT
+}
+
+# free_port: sets FREE_PORT to a TCP port in 20000-29999 (below the
+# ephemeral range, so no client socket takes it between our pick and the
+# server's bind) that no socket listens on and that this invocation has not
+# handed out yet. Not a $(...) function: the hand-out list must persist.
+free_port() {
+	local busy p i
+	busy=" $(ss -Hltn 2>/dev/null | awk '{ n = split($4, a, ":"); printf "%s ", a[n] }')"
+	for ((i = 0; i < 1000; i++)); do
+		p=$((20000 + (RANDOM * 32768 + RANDOM) % 10000))
+		[[ $busy == *" $p "* || $PICKED_PORTS == *" $p "* ]] && continue
+		PICKED_PORTS+="$p "
+		FREE_PORT=$p
+		return 0
+	done
+	log "no free port in 20000-29999"
+	return 1
 }
 ADMIN_PORT=19901
 admin_port() { case $1 in portico-base) echo 19902 ;; *) echo "$ADMIN_PORT" ;; esac; }
@@ -302,30 +335,49 @@ backend_setup() {
 		-subj "/CN=$SNI_A" -addext "subjectAltName=DNS:$SNI_A,DNS:$SNI_B" \
 		-keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null || { log "openssl failed"; return 1; }
 	truncate -s "$BULK_BYTES" "$d/big.bin"
-	# Read the sparse file once so that no contender pays for filling the
+	truncate -s 1M "$d/1m.bin"
+	# Read the sparse files once so that no contender pays for filling the
 	# page cache (the first read of a fresh sparse file is several times slower).
-	cat "$d/big.bin" >/dev/null
-	cat >"$d/nginx-backend.conf" <<-NGX
-	daemon off; master_process off; worker_processes 1;
-	worker_rlimit_nofile 20000;
-	pid $d/ngx-backend/nginx.pid;
-	error_log $d/ngx-backend/error.log warn;
-	events { worker_connections 16000; }
+	cat "$d/big.bin" "$d/1m.bin" >/dev/null
+	{
+	nginx_head "$d/ngx-backend"
+	cat <<-NGX
 	http {
 	  access_log off; sendfile on; tcp_nopush on;
 	  keepalive_requests 100000000; keepalive_timeout 120s;
-	  client_body_temp_path $d/ngx-backend/cb; proxy_temp_path $d/ngx-backend/px;
-	  fastcgi_temp_path $d/ngx-backend/fc; uwsgi_temp_path $d/ngx-backend/uw; scgi_temp_path $d/ngx-backend/sc;
+	  $(nginx_temp_paths "$d/ngx-backend")
 	  default_type text/plain;
 	  server { listen 127.0.0.1:18080 backlog=4096;
 	    location / { return 200 "$BODY\n"; }
-	    location = /big { alias $d/big.bin; } }
+	    location = /big { alias $d/big.bin; }
+	    location = /1m { alias $d/1m.bin; }
+	    location = /status { stub_status; } }
 	  ssl_certificate $d/cert.pem; ssl_certificate_key $d/key.pem;
 	  ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off;
 	  server { listen 127.0.0.1:18443 ssl backlog=4096; location / { return 200 "a $BODY\n"; } }
 	  server { listen 127.0.0.1:18444 ssl backlog=4096; location / { return 200 "b $BODY\n"; } }
 	}
 	NGX
+	} >"$d/nginx-backend.conf"
+}
+
+# nginx_head DIR: one nginx process doing the work (no master, one worker,
+# in the foreground), its pid and error log in DIR.
+nginx_head() {
+	cat <<-NGX
+	daemon off; master_process off; worker_processes 1;
+	worker_rlimit_nofile 20000;
+	pid $1/nginx.pid;
+	error_log $1/error.log warn;
+	events { worker_connections 16000; }
+	NGX
+}
+
+# nginx_temp_paths DIR: every temp path of the http module under DIR (the
+# compiled-in ones are system directories).
+nginx_temp_paths() {
+	printf 'client_body_temp_path %s/cb; proxy_temp_path %s/px; fastcgi_temp_path %s/fc; uwsgi_temp_path %s/uw; scgi_temp_path %s/sc;' \
+		"$1" "$1" "$1" "$1" "$1"
 }
 
 # start_backend: the nginx backend on the load generator's CPU. Sets BACKEND_PID.
@@ -338,13 +390,15 @@ start_backend() {
 	return 1
 }
 
-# portico_proxy_config KIND [NAME]: KIND l4|sni; NAME portico (default) or
+# portico_proxy_config KIND [NAME]: KIND l4|sni|l7; NAME portico (default) or
 # portico-base, which differ only in their ports.
 portico_proxy_config() {
-	local port
+	local port admin
 	port=$(proxy_port "$1" "${2:-portico}")
+	admin=$(admin_port "${2:-portico}")
+	[[ $1 == l7 ]] && admin=${L7_ADMIN[${2:-portico}]}
 	cat <<-YAML
-	admin: { address: { socket_address: { address: 127.0.0.1, port_value: $(admin_port "${2:-portico}") } } }
+	admin: { address: { socket_address: { address: 127.0.0.1, port_value: $admin } } }
 	static_resources:
 	  listeners:
 	  - name: $1
@@ -358,6 +412,32 @@ portico_proxy_config() {
 		        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: l4, cluster: backend }
 		  clusters:
 		  - name: backend
+		    load_assignment: { cluster_name: backend, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 18080 } } } } ] } ] }
+		YAML
+	elif [[ $1 == l7 ]]; then
+		# HTTP connection manager -> router -> cluster "backend"; no access
+		# log (the other proxies log nothing either).
+		cat <<-YAML
+		    filter_chains:
+		    - filters:
+		      - name: envoy.filters.network.http_connection_manager
+		        typed_config:
+		          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+		          stat_prefix: l7
+		          codec_type: AUTO
+		          route_config:
+		            name: local
+		            virtual_hosts:
+		            - name: all
+		              domains: [ "*" ]
+		              routes: [ { match: { prefix: "/" }, route: { cluster: backend } } ]
+		          http_filters:
+		          - name: envoy.filters.http.router
+		            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+		  clusters:
+		  - name: backend
+		    type: STATIC
+		    connect_timeout: 1s
 		    load_assignment: { cluster_name: backend, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 18080 } } } } ] } ] }
 		YAML
 	else
@@ -393,12 +473,24 @@ haproxy_config() { # KIND
 	  nbthread 1
 	  maxconn 9000
 	defaults
-	  mode tcp
+	  mode $([[ $1 == l7 ]] && echo http || echo tcp)
 	  timeout connect 5s
 	  timeout client 120s
 	  timeout server 120s
 	CFG
-	if [[ $1 == l4 ]]; then
+	if [[ $1 == l7 ]]; then
+		# http-reuse always: an idle server connection may serve any client
+		# (HAProxy's default, safe, only lets a connection's first request go
+		# to a connection another client used).
+		cat <<-CFG
+		frontend fe
+		  bind 127.0.0.1:$port
+		  default_backend be
+		backend be
+		  http-reuse always
+		  server s1 127.0.0.1:18080
+		CFG
+	elif [[ $1 == l4 ]]; then
 		cat <<-CFG
 		frontend fe
 		  bind 127.0.0.1:$port
@@ -429,15 +521,9 @@ haproxy_config() { # KIND
 nginx_stream_config() { # KIND
 	local port d=$BENCH_TMP
 	port=$(proxy_port "$1" nginx)
-	cat <<-NGX
-	load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-	daemon off; master_process off; worker_processes 1;
-	worker_rlimit_nofile 20000;
-	pid $d/ngx-sut/nginx.pid;
-	error_log $d/ngx-sut/error.log warn;
-	events { worker_connections 16000; }
-	stream {
-	NGX
+	echo "load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
+	nginx_head "$d/ngx-sut"
+	echo "stream {"
 	if [[ $1 == l4 ]]; then
 		echo "  server { listen 127.0.0.1:$port backlog=4096; proxy_pass 127.0.0.1:18080; }"
 	else
@@ -455,6 +541,29 @@ nginx_stream_config() { # KIND
 	echo "}"
 }
 
+# nginx_http_config: the L7 proxy, proxy_pass to an upstream block with a
+# keep-alive pool of L7_NGINX_KEEPALIVE idle connections (a cache smaller
+# than the number of requests in flight closes a connection whenever more
+# responses than that complete at once, and the next requests dial anew).
+# keepalive_requests is raised on both sides (nginx's default of 1000
+# would close every downstream and upstream connection after 1000
+# requests, which neither HAProxy nor Portico does).
+nginx_http_config() {
+	local port d=$BENCH_TMP
+	port=$(proxy_port l7 nginx)
+	nginx_head "$d/ngx-sut"
+	cat <<-NGX
+	http {
+	  access_log off;
+	  keepalive_requests 100000000; keepalive_timeout 120s;
+	  $(nginx_temp_paths "$d/ngx-sut")
+	  upstream backend { server 127.0.0.1:18080; keepalive $L7_NGINX_KEEPALIVE; keepalive_requests 100000000; }
+	  server { listen 127.0.0.1:$port backlog=4096;
+	    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+	}
+	NGX
+}
+
 # start_proxy KIND NAME: the proxy under test, one worker, on CPU $SUT_CPU.
 # Sets SRV_PID (the process doing the work: nginx and HAProxy run without a
 # master process).
@@ -469,7 +578,7 @@ start_proxy() {
 		haproxy_config "$kind" >"$BENCH_TMP/haproxy-$kind.cfg"
 		cmd=(haproxy -db -f "$BENCH_TMP/haproxy-$kind.cfg") ;;
 	nginx)
-		nginx_stream_config "$kind" >"$BENCH_TMP/nginx-$kind.conf"
+		if [[ $kind == l7 ]]; then nginx_http_config; else nginx_stream_config "$kind"; fi >"$BENCH_TMP/nginx-$kind.conf"
 		cmd=(nginx -p "$BENCH_TMP/ngx-sut" -e "$BENCH_TMP/ngx-sut/error.log" -c "$BENCH_TMP/nginx-$kind.conf") ;;
 	net)
 		cmd=("$BIN/proxy-net" -addr "127.0.0.1:$port" -upstream 127.0.0.1:18080) ;;

@@ -75,3 +75,84 @@ func TestExplain(t *testing.T) {
 		t.Errorf("bad config: exit %d\n%s", cmd.ProcessState.ExitCode(), out)
 	}
 }
+
+const explainHTTPConfig = `
+static_resources:
+  listeners:
+  - name: web
+    address: { socket_address: { address: 127.0.0.1, port_value: 1 } }
+    bind_to_port: false
+    filter_chains:
+    - name: http
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+          route_config:
+            virtual_hosts:
+            - name: api
+              domains: ["api.example.com"]
+              routes:
+              - name: v2
+                match: { prefix: "/v2/", headers: [{ name: x-canary, string_match: { exact: "1" } }] }
+                route: { cluster: canary, prefix_rewrite: "/" }
+              - name: v1
+                match: { prefix: "/v1/" }
+                route: { weighted_clusters: { clusters: [{ name: stable, weight: 90 }, { name: canary, weight: 10 }] }, timeout: 3s }
+            - name: www
+              domains: ["*.example.com"]
+              routes:
+              - name: to_https
+                match: { prefix: "/" }
+                redirect: { https_redirect: true }
+            - name: rest
+              domains: ["*"]
+              routes:
+              - name: ping
+                match: { path: "/ping" }
+                direct_response: { status: 200, body: { inline_string: "pong" } }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+  - name: stable
+    load_assignment: { cluster_name: stable, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 1 } } } }] }] }
+  - name: canary
+    load_assignment: { cluster_name: canary, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 2 } } } }] }] }
+`
+
+// TestExplainHTTP: with --host, explain follows the request through the chain's
+// http_connection_manager: virtual host, route, and action.
+func TestExplainHTTP(t *testing.T) {
+	cfg := writeConfig(t, explainHTTPConfig, nil)
+	for _, tc := range []struct {
+		args []string
+		want []string
+		code int
+	}{
+		{[]string{"--host", "api.example.com", "--path", "/v2/users?id=1", "--header", "X-Canary: 1"},
+			[]string{"virtual_host=api route=v2", "cluster=canary", "path_rewrite=/users?id=1"}, 0},
+		{[]string{"--host", "api.example.com", "--path", "/v2/users"},
+			[]string{"virtual_host=api route=none status=404 flags=NR"}, 3},
+		{[]string{"--host", "api.example.com", "--path", "/v1/x"},
+			[]string{"route=v1", "weighted_clusters=stable:90,canary:10", "timeout=3s"}, 0},
+		{[]string{"--host", "www.example.com", "--path", "/a?b"},
+			[]string{"virtual_host=www route=to_https", "redirect status=301 location=https://www.example.com/a?b"}, 0},
+		{[]string{"--host", "other", "--path", "/ping", "--method", "HEAD"},
+			[]string{"virtual_host=rest route=ping", "direct_response status=200 body_bytes=4"}, 0},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			cmd := exec.Command(porticoBin, append([]string{"explain", "-c", cfg, "--listener", "web", "--dst", "127.0.0.1:1"}, tc.args...)...)
+			out, _ := cmd.CombinedOutput()
+			for _, w := range tc.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("missing %q in:\n%s", w, out)
+				}
+			}
+			if !strings.HasPrefix(string(out), "listener=web chain=http\n") || cmd.ProcessState.ExitCode() != tc.code {
+				t.Errorf("exit %d, want %d:\n%s", cmd.ProcessState.ExitCode(), tc.code, out)
+			}
+		})
+	}
+}

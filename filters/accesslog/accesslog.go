@@ -24,7 +24,8 @@ type Entry struct {
 	ResponseFlags string
 	// TerminationDetails says why the connection ended, when known.
 	TerminationDetails string
-	// HTTP, zero on TCP connections (the HTTP operators then print "-" as in Envoy).
+	// HTTP, zero on TCP connections: the HTTP operators then print "-" as in Envoy (an
+	// empty Protocol is what tells a TCP entry's zero durations from measured ones).
 
 	// Protocol is "HTTP/1.1" or "HTTP/1.0" (%PROTOCOL%).
 	Protocol string
@@ -34,7 +35,8 @@ type Entry struct {
 	ResponseCodeDetails string
 	// RequestHeaders and ResponseHeaders hold the request's headers (pseudo-headers
 	// ":method", ":path", ":authority", ":scheme" included) and the response's, for
-	// %REQ(X)% and %RESP(X)%; nil when absent. Names are lower-case.
+	// %REQ(X)% and %RESP(X)%; nil when absent (a nil *header.Map must be stored as a nil
+	// interface). Names are lower-case.
 	RequestHeaders, ResponseHeaders Headers
 	// RouteName is the name of the route taken (%ROUTE_NAME%).
 	RouteName string

@@ -201,12 +201,13 @@ func (p *Parser) Parse(data []byte, h Handler) (n int, err error) {
 			}
 			switch p.state {
 			case stFirstLine:
+				// The state moves on first: a failing line sets stDead, which must stick.
+				p.state = stHeaders
 				if p.response {
 					e = p.statusLine(line)
 				} else {
 					e = p.requestLine(line)
 				}
-				p.state = stHeaders
 			case stHeaders:
 				if len(line) == 0 {
 					done, e := p.endHead(h)

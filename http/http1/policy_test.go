@@ -203,3 +203,36 @@ func itoa(n int) string {
 	}
 	return string(b[i:])
 }
+
+// TestDeadStaysDead: after any error, Parse and Finish keep returning it, whatever
+// else arrives (a regression: a refused request line used to leave the parser reading
+// headers).
+func TestDeadStaysDead(t *testing.T) {
+	for _, c := range policyCases {
+		if c.status == 0 {
+			continue
+		}
+		var p Parser
+		if c.response {
+			p.InitResponse(c.lim)
+		} else {
+			p.InitRequest(c.lim)
+		}
+		r := &recorder{}
+		data := []byte(c.in)
+		var err error
+		for len(data) > 0 && err == nil {
+			var n int
+			n, err = p.Parse(data, r)
+			data = data[n:]
+		}
+		if err == nil {
+			continue // refused only at Finish
+		}
+		before := len(r.events)
+		n, err2 := p.Parse([]byte("GET / HTTP/1.1\r\nHost: h\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"), r)
+		if n != 0 || err2 != err || p.Finish(r) != err || len(r.events) != before {
+			t.Errorf("%s: parser revived after %v: n=%d err=%v events=%v", c.name, err, n, err2, r.events[before:])
+		}
+	}
+}

@@ -783,7 +783,7 @@ func TestConfigErrors(t *testing.T) {
 		"internal_only_headers[0]: a header name is required",
 		"request_headers_to_add[0].header.key: :-prefixed or host headers may not be modified",
 		"request_headers_to_add[1].header.key: :-prefixed or host headers may not be modified",
-		"request_headers_to_add[2].header.value: access log format: operator %NOPE% is not supported",
+		"request_headers_to_add[2].header.value: header value format: operator %NOPE% is not supported",
 		"response_headers_to_remove[0]: :-prefixed or host headers may not be removed",
 		"virtual_hosts[0].routes[0].match.safe_regex.regex: invalid RE2 regex",
 		"virtual_hosts[0].routes[1].match.headers[0].string_match.safe_regex.regex: invalid RE2 regex",

@@ -768,7 +768,7 @@ func (b *builder) mutations(add []HeaderValueOption, remove []string, at, addFie
 			// access-log format).
 			ha.lit = []byte(o.Value)
 		} else {
-			f, err := accesslog.Compile(o.Value)
+			f, err := accesslog.CompileHeaderValue(o.Value)
 			if err != nil {
 				b.errorf(field(field(aat, "header"), "value"), "%v", err)
 				continue

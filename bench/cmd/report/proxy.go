@@ -363,6 +363,8 @@ func proxyTables(f *resultFile) string {
 		if t := syscallTable(f, "handshake", "handshakes", "handshake", 0.5); t != "" {
 			b.WriteString("\nSNI-routed TLS handshakes (connload -mode tls through the SNI proxy, 32 concurrent, full handshake + one request each; syscalls per handshake):\n\n" + t)
 		}
+	case "l7-proxy":
+		b.WriteString(l7Tables(f))
 	case "drip":
 		b.WriteString(dripTable(f))
 	case "balance":
@@ -419,10 +421,13 @@ func drawProxyCharts(f *resultFile, dir string) ([]string, error) {
 		return nil
 	}
 	switch f.Scenario {
-	case "l4-proxy", "sni":
+	case "l4-proxy", "sni", "l7-proxy":
 		tests := []string{"keepalive", "close"}
-		if f.Scenario == "sni" {
+		switch f.Scenario {
+		case "sni":
 			tests = []string{"handshake", "keepalive"}
+		case "l7-proxy":
+			tests = []string{"keepalive", "close", "headers40"} // body1m's CPU per request would dwarf them
 		}
 		var servers []string
 		for _, g := range groupBy(f, tests[0]) {

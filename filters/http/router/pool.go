@@ -77,6 +77,11 @@ func (c *Cluster) VisitStats(worker int, v engine.StatVisitor) {
 	c.perWorker[worker].stats.visit(v, c.c.Breakers(), worker == 0)
 }
 
+// VisitHistograms implements engine.HistogramSource.
+func (c *Cluster) VisitHistograms(worker int, v engine.HistogramVisitor) {
+	v("upstream_rq_time", &c.perWorker[worker].stats.UpstreamRqTime)
+}
+
 // pool is the HTTP/1.1 connection pool of one worker to one endpoint (Envoy's
 // Http1::ConnPoolImpl): keep-alive, no pipelining, the most recently used idle connection
 // first (its socket is the likeliest to be warm and not yet timed out by the server).

@@ -284,6 +284,13 @@ func (f *filter) attach(uc *upstreamConn) {
 	info := f.cb.Info()
 	info.UpstreamHost = uc.conn.RemoteEndpoint()
 	info.UpstreamRequestAttemptCount = f.attempts
+	if f.rt.AutoHostRewrite() {
+		// The authority becomes the upstream host chosen for this attempt.
+		h := f.cb.RequestHeaders()
+		f.scratch = uc.conn.RemoteEndpoint().AppendTo(f.scratch[:0])
+		h.Set(":authority", f.scratch)
+		f.head = http1.AppendRequestHead(f.head[:0], h)
+	}
 	if len(f.body) > 0 && !f.bodyLost {
 		out := append(f.scratch[:0], f.head...)
 		out = append(out, f.body...)
@@ -378,10 +385,10 @@ func (f *filter) onResponseHeaders(h *header.Map, m *http1.Message) {
 	f.scratch = f.rt.ApplyResponseHeaders(h, f.wc, f.cb.Info(), f.scratch[:0])
 	info := f.cb.Info()
 	info.ResponseCodeDetails = "via_upstream"
-	f.cb.EncodeHeaders(h, m, m.Body == http1.BodyNone && m.Status != 101 && !f.tunnelStatus(m.Status))
+	// The end of the response comes from onResponseComplete, also when there is no body:
+	// the connection goes back to the pool before the stream ends.
+	f.cb.EncodeHeaders(h, m, false)
 }
-
-func (f *filter) tunnelStatus(code int) bool { return code == 101 || f.connect && code/100 == 2 }
 
 func (f *filter) onResponseBody(data []byte) {
 	if f.respSeen {
@@ -396,6 +403,7 @@ func (f *filter) onResponseComplete(uc *upstreamConn) {
 	}
 	f.timeout.Stop()
 	f.cw.stats.UpstreamRqCompleted.Inc()
+	f.cw.stats.UpstreamRqTime.Record(uint64(f.w.NowNanos()-f.rqStart) / uint64(time.Millisecond))
 	f.cw.stats.UpstreamRqActive.Dec()
 	f.up = nil
 	if !f.reqDone {

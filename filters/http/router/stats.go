@@ -39,6 +39,8 @@ type Stats struct {
 	Upstream4xx      engine.Counter
 	Upstream5xx      engine.Counter
 	codes            [500]engine.Counter // 100..599
+	// UpstreamRqTime is from the first attempt's start to the end of the response, in ms.
+	UpstreamRqTime engine.Histogram
 }
 
 func (s *Stats) countCode(code int) {

@@ -125,11 +125,15 @@ type Stats struct {
 	DownstreamRqTooLarge           engine.Counter
 	DownstreamRqNonRelativePath    engine.Counter
 	DownstreamRqWsOnNonWsRoute     engine.Counter
-	DownstreamRqHeaderTimeout      engine.Counter
+	DownstreamRqDroppedUnderscore  engine.Counter
 	RqDirectResponse               engine.Counter
 	RqRedirect                     engine.Counter
 	NoRoute                        engine.Counter
 	NoCluster                      engine.Counter
+	// DownstreamRqTime is each request's time from its first byte to the end of its
+	// response, in ms (Envoy's downstream_rq_time); DownstreamCxLengthMs the connections'.
+	DownstreamRqTime     engine.Histogram
+	DownstreamCxLengthMs engine.Histogram
 }
 
 func (s *Stats) visit(v engine.StatVisitor) {
@@ -168,6 +172,7 @@ func (s *Stats) visit(v engine.StatVisitor) {
 	c("downstream_rq_too_large", &s.DownstreamRqTooLarge)
 	c("downstream_rq_non_relative_path", &s.DownstreamRqNonRelativePath)
 	c("downstream_rq_ws_on_non_ws_route", &s.DownstreamRqWsOnNonWsRoute)
+	c("downstream_rq_dropped_headers_with_underscores", &s.DownstreamRqDroppedUnderscore)
 	c("rq_direct_response", &s.RqDirectResponse)
 	c("rq_redirect", &s.RqRedirect)
 	c("no_route", &s.NoRoute)
@@ -238,6 +243,13 @@ func (f *Factory) StatsLabels() [][2]string { return [][2]string{{"stat_prefix",
 
 // VisitStats implements engine.StatsSource.
 func (f *Factory) VisitStats(worker int, v engine.StatVisitor) { f.perWorker[worker].stats.visit(v) }
+
+// VisitHistograms implements engine.HistogramSource.
+func (f *Factory) VisitHistograms(worker int, v engine.HistogramVisitor) {
+	s := &f.perWorker[worker].stats
+	v("downstream_rq_time", &s.DownstreamRqTime)
+	v("downstream_cx_length_ms", &s.DownstreamCxLengthMs)
+}
 
 // upgradeAllowed reports whether an Upgrade value is configured (case-insensitive).
 func (f *Factory) upgradeAllowed(v []byte) bool {

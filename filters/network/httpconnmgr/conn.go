@@ -299,6 +299,7 @@ func (c *conn) OnEvent(ev engine.ConnectionEvent) {
 	c.st.DownstreamCxActive.Dec()
 	c.st.DownstreamCxHTTP1Active.Dec()
 	c.st.DownstreamCxDestroy.Inc()
+	c.st.DownstreamCxLengthMs.Record(uint64(c.w.NowNanos()-c.start) / uint64(time.Millisecond))
 	if c.up != nil {
 		c.st.DownstreamCxUpgradesActive.Dec()
 		c.up.Close(engine.CloseFlushWrite)

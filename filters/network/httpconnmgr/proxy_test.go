@@ -95,7 +95,8 @@ func payload(n int) []byte {
 	return b
 }
 
-// TestNoBodyResponses: HEAD keeps the length and sends no body; 204 and 304 have none.
+// TestNoBodyResponses: HEAD keeps the length and sends no body; 204 and 304 have none;
+// the upstream connection is reused across all of them.
 func TestNoBodyResponses(t *testing.T) {
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -109,7 +110,12 @@ func TestNoBodyResponses(t *testing.T) {
 		}
 	}))
 	defer be.Close()
-	addr, _, _ := proxy(t, []string{be.Listener.Addr().String()}, route.Config{}, nil)
+	addr, _, up := proxy(t, []string{be.Listener.Addr().String()}, route.Config{}, nil)
+	defer func() {
+		if n := up.Cluster("backend").Stats(0).UpstreamRqReused.Value(); n != 3 {
+			t.Errorf("upstream requests on a reused connection: %d, want 3", n)
+		}
+	}()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package httpconnmgr
 
 import (
 	"bytes"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -108,6 +109,9 @@ func (s *stream) onRequestHeaders(m *http1.Message) {
 	c := s.c
 	s.reqMsg = *m
 	s.begin()
+	if m.DroppedUnderscoreHeaders > 0 {
+		c.st.DownstreamRqDroppedUnderscore.Add(uint64(m.DroppedUnderscoreHeaders))
+	}
 	s.info.Protocol = m.Version.String()
 	if !m.KeepAlive || c.w.Draining() {
 		c.closing = true
@@ -249,6 +253,17 @@ func (s *stream) prepareRequest() bool {
 		}
 	}
 
+	// Headers only trusted peers may set: the client's certificate details (Envoy's
+	// forward_client_cert_details SANITIZE, the only mode Portico has) and the route
+	// configuration's internal_only_headers, unless the client is internal (a loopback
+	// or private address, Envoy's default internal_address_config).
+	h.Del("x-forwarded-client-cert")
+	if only := f.cfg.Routes.InternalOnlyHeaders(); len(only) > 0 && !internalAddr(c.c.Info.RemoteAddr) {
+		for _, n := range only {
+			h.Del(n)
+		}
+	}
+
 	// x-forwarded-for and the trust it gives (Envoy's use_remote_address).
 	if cfg.UseRemoteAddress {
 		if !cfg.SkipXffAppend {
@@ -276,6 +291,13 @@ func (s *stream) prepareRequest() bool {
 		h.AppendValue("via", []byte(cfg.Via), ",")
 	}
 	return true
+}
+
+// internalAddr: Envoy's default notion of an internal client (RFC 1918, loopback, and
+// their IPv6 counterparts: unique local addresses).
+func internalAddr(a netip.AddrPort) bool {
+	ip := a.Addr().Unmap()
+	return ip.IsLoopback() || ip.IsPrivate()
 }
 
 func mustGet(h *header.Map, k header.Known) []byte {
@@ -368,7 +390,7 @@ func (s *stream) EncodeHeaders(h *header.Map, m *http1.Message, endStream bool) 
 		h.SetString("connection", "upgrade")
 	case s.noBody:
 	case m.Body == http1.BodyContentLength:
-	case endStream:
+	case endStream || m.Body == http1.BodyNone:
 		if !h.Has("content-length") {
 			h.SetString("content-length", "0")
 		}
@@ -388,9 +410,11 @@ func (s *stream) EncodeHeaders(h *header.Map, m *http1.Message, endStream bool) 
 		}
 	}
 	s.head = http1.AppendResponseHead(s.head[:0], h, s.reqMsg.Version)
-	if endStream || upgraded || s.noBody {
+	if endStream || upgraded || s.noBody || m.Body == http1.BodyNone {
 		s.write(s.head)
-		if endStream || s.noBody && !upgraded {
+		// A response without a body downstream (HEAD, 204, 304) still ends when its
+		// sender says so: the router releases its upstream connection first.
+		if endStream {
 			s.endResponse()
 		}
 		return
@@ -588,6 +612,11 @@ func (s *stream) finish() {
 			c.st.DownstreamRq5xx.Inc()
 		}
 		c.st.DownstreamRqCompleted.Inc()
+		start := s.headersStart
+		if start == 0 {
+			start = s.startNanos
+		}
+		c.st.DownstreamRqTime.Record(uint64(c.w.NowNanos()-start) / uint64(time.Millisecond))
 	}
 	s.log()
 	s.req.Reset()
