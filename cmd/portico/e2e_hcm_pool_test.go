@@ -113,7 +113,8 @@ func TestHCMUpstreamKeepAlive(t *testing.T) {
 
 // TestHCMStats: /stats has the connection manager's counters under
 // http.<stat_prefix>., per worker and summed, and /stats/prometheus exposes the same
-// numbers as portico_http_<stat>{stat_prefix=...}.
+// numbers as portico_http_<stat>{stat_prefix=...,worker=...} (the response-code class
+// as Envoy's envoy_response_code_class tag), with valid metric names.
 func TestHCMStats(t *testing.T) {
 	be := newEchoBackend(t, "a")
 	h := startHCM(t, hcmSetup{Clusters: []hcmCluster{{Name: "a", Ports: []int{be.Port}}}, Routes: `
@@ -192,20 +193,25 @@ virtual_hosts:
 	if err != nil {
 		t.Fatal(err)
 	}
-	// portico_http_downstream_rq_2xx{stat_prefix="ingress_http",worker="0"} 2
+	// Envoy's tag extraction applies: downstream_rq_2xx is
+	// portico_http_downstream_rq_xx{stat_prefix="ingress_http",worker="0",envoy_response_code_class="2"}.
 	sum := map[string]float64{}
-	re := regexp.MustCompile(`(?m)^portico_http_(\w+)\{stat_prefix="ingress_http",worker="\d+"\} (\d+)$`)
+	re := regexp.MustCompile(`(?m)^portico_http_(\w+)\{stat_prefix="ingress_http",worker="\d+"(?:,envoy_response_code_class="(\d)")?\} (\d+)$`)
 	for _, m := range re.FindAllStringSubmatch(prom, -1) {
 		var v float64
-		fmt.Sscan(m[2], &v)
-		sum[m[1]] += v
+		fmt.Sscan(m[3], &v)
+		name := m[1]
+		if m[2] != "" {
+			name = strings.TrimSuffix(name, "xx") + m[2] + "xx"
+		}
+		sum[name] += v
 	}
 	for k, v := range want {
 		if sum[k] != v {
-			t.Errorf("/stats/prometheus: portico_http_%s summed over workers = %v, want %v", k, sum[k], v)
+			t.Errorf("/stats/prometheus: http %s summed over workers = %v, want %v", k, sum[k], v)
 		}
 	}
-	if !strings.Contains(prom, "# TYPE portico_http_downstream_rq_2xx counter") ||
+	if !strings.Contains(prom, "# TYPE portico_http_downstream_rq_xx counter") ||
 		!strings.Contains(prom, "# TYPE portico_http_downstream_rq_active gauge") {
 		t.Errorf("/stats/prometheus lacks the TYPE lines of the http family")
 	}
