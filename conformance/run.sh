@@ -302,10 +302,12 @@ awk -F'\t' '$4 == "fail" { printf "  %s %s %s: %s\n", $1, $2, $3, $5 }' "$RES"
 BASE="$HERE/baseline.tsv"
 rc=0
 if [[ -f "$BASE" ]]; then
-	reg=$(awk -F'\t' '
+	# Only the suites that ran are compared (SUITES may name a subset).
+	reg=$(awk -F'\t' -v suites=" $SUITES " '
 		FNR == NR { if ($1 == "portico") now[$2 "\t" $3] = $4; next }
 		/^#/ { next }
-		$1 == "portico" && $4 == "pass" && now[$2 "\t" $3] != "pass" { print "  " $2 " " $3 }' "$RES" "$BASE")
+		$1 == "portico" && $4 == "pass" && index(suites, " " $2 " ") &&
+			now[$2 "\t" $3] != "pass" { print "  " $2 " " $3 }' "$RES" "$BASE")
 	if [[ -n "$reg" ]]; then
 		echo "REGRESSIONS against conformance/baseline.tsv:"
 		echo "$reg"
@@ -319,6 +321,7 @@ fi
 
 if ((UPDATE)); then
 	{
+		echo "# command: conformance/run.sh --update ($(date -u +%Y-%m-%d))"
 		echo "# target	suite	case	verdict	detail"
 		echo "# h1spec uNetworking/h1spec@$H1SPEC_COMMIT (deno $("$DENOBIN" --version 2>/dev/null | head -1 | awk '{print $2}'))"
 		echo "# smuggler defparam/smuggler@$SMUGGLER_COMMIT (configs: $SMUGGLER_CONFIGS; -t $SMUGGLER_TIMEOUT)"
