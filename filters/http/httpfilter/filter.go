@@ -91,6 +91,14 @@ type StreamFilter interface {
 	OnStreamComplete()
 }
 
+// Recycler is implemented by a filter that can serve another downstream connection of
+// the same worker: the connection manager keeps a closed connection's state (its grown
+// header maps and buffers) and its filter for the next one, and calls Recycle, after
+// which the filter's callbacks belong to the new connection.
+type Recycler interface {
+	Recycle()
+}
+
 // Factory makes a filter for each downstream connection.
 type Factory interface {
 	// Name is the filter's Envoy name (envoy.filters.http.router).

@@ -122,6 +122,17 @@ type filter struct {
 
 func (f *filter) down() *engine.Connection { return f.cb.Connection() }
 
+// Recycle implements httpfilter.Recycler: the callbacks now serve a new downstream
+// connection, whose timers the filter's are bound to.
+func (f *filter) Recycle() {
+	f.reset()
+	f.active = false
+	c := f.cb.Connection()
+	f.timeout.InitFor(c, (*globalTimeout)(f))
+	f.perTry.InitFor(c, (*perTryTimeout)(f))
+	f.backoff.InitFor(c, (*backoffTimer)(f))
+}
+
 // scheme is the scheme the request arrived with (for a redirect's Location).
 func (f *filter) scheme() string {
 	if f.down().Info.TransportProtocol == engine.TransportTLS {
