@@ -23,7 +23,8 @@
 # BENCH_L7_SERVERS ("portico haproxy nginx"), BENCH_L7_CELLS ("keepalive
 # close headers40 body1m"), BENCH_L7_BODY_CONNS (wrk connections of the
 # body1m cell, 10), BENCH_L7_NGINX_KEEPALIVE (nginx's upstream keepalive;
-# default: the wrk connections, at least 32).
+# default: the wrk connections, at least 32), BENCH_L7_REQUEST_ID (false:
+# Portico generates no x-request-id).
 #
 # Before/after in one run: BENCH_BASE_BIN=/path/to/an/older/portico adds the
 # contender "portico-base", started exactly like portico (same config
@@ -514,6 +515,7 @@ L7_BODY_CONNS=${BENCH_L7_BODY_CONNS:-10}
 # connections, else nginx closes and redials upstream connections under
 # this load (see the L7 section of BENCHMARKS.md); 32 is the usual value.
 L7_NGINX_KEEPALIVE=${BENCH_L7_NGINX_KEEPALIVE:-$((WRK_CONNS > 32 ? WRK_CONNS : 32))}
+L7_REQUEST_ID=${BENCH_L7_REQUEST_ID:-true}
 # headers40: 40 request headers of 100 bytes each with their CRLF (4000
 # bytes; the whole request head is ~4.1 KB with wrk's request line and Host).
 L7_HDRS=()
@@ -623,8 +625,8 @@ scenario_l7_proxy() {
 		done
 	done
 	stop_pid "$BACKEND_PID"
-	write_px_results l7-proxy "$runs" "$(printf '{"reps":%s,"warmup_s":%s,"duration_s":%s,"wrk_conns":%s,"wrk_threads":1,"body1m_conns":%s,"cells":"%s","headers40":"40 x 100 B","nginx_upstream_keepalive":%s,"servers":"%s","reference":"haproxy"}' \
-		"$REPS" "$PX_WARMUP" "$PX_DURATION" "$WRK_CONNS" "$L7_BODY_CONNS" "$L7_CELLS" "$L7_NGINX_KEEPALIVE" "${L7_SERVERS[*]}")"
+	write_px_results l7-proxy "$runs" "$(printf '{"reps":%s,"warmup_s":%s,"duration_s":%s,"wrk_conns":%s,"wrk_threads":1,"body1m_conns":%s,"cells":"%s","headers40":"40 x 100 B","nginx_upstream_keepalive":%s,"portico_generate_request_id":%s,"servers":"%s","reference":"haproxy"}' \
+		"$REPS" "$PX_WARMUP" "$PX_DURATION" "$WRK_CONNS" "$L7_BODY_CONNS" "$L7_CELLS" "$L7_NGINX_KEEPALIVE" "$L7_REQUEST_ID" "${L7_SERVERS[*]}")"
 }
 
 # ---------------------------------------------------------------------------

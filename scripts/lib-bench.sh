@@ -416,7 +416,10 @@ portico_proxy_config() {
 		YAML
 	elif [[ $1 == l7 ]]; then
 		# HTTP connection manager -> router -> cluster "backend"; no access
-		# log (the other proxies log nothing either).
+		# log (the other proxies log nothing either). Envoy's defaults
+		# otherwise: x-forwarded-proto is set and an x-request-id generated
+		# per request, which HAProxy and nginx do not do;
+		# L7_REQUEST_ID=false turns the latter off (generate_request_id).
 		cat <<-YAML
 		    filter_chains:
 		    - filters:
@@ -424,7 +427,7 @@ portico_proxy_config() {
 		        typed_config:
 		          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
 		          stat_prefix: l7
-		          codec_type: AUTO
+		          codec_type: AUTO$([[ ${L7_REQUEST_ID:-true} == false ]] && printf '\n          generate_request_id: false')
 		          route_config:
 		            name: local
 		            virtual_hosts:
