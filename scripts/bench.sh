@@ -262,9 +262,22 @@ wrk_cell() {
 		wrk_run "$BENCH_TMP/wrk-warm" "$url" "${PX_WARMUP}s" "$WRK_CONNS" "$@"
 		read -r _ _ _ warm _ _ <"$BENCH_TMP/wrk-warm" || warm=0
 	fi
+	# Who else used the machine in the window: all CPUs' busy time less the
+	# SUT's, the backend's and our children's (wrk).
+	local m0 m1 b0=0 b1=0 c0 be=${BACKEND_PID:-}
+	[[ $be == "$pid" ]] && be=""
+	children_ticks
+	c0=$CHILD_TICKS m0=$(machine_busy)
+	[[ -n $be ]] && b0=$(cpu_ticks "$be")
 	t0=$(cpu_ticks "$pid")
 	wrk_run "$BENCH_TMP/wrk" "$url" "${PX_DURATION}s" "$WRK_CONNS" "$@"
 	t1=$(cpu_ticks "$pid")
+	[[ -n $be ]] && b1=$(cpu_ticks "$be")
+	m1=$(machine_busy)
+	children_ticks
+	extra=$(awk -v hz="$CLK_TCK" -v d="$PX_DURATION" -v m="$((m1 - m0))" -v s="$((t1 - t0))" -v b="$((b1 - b0))" -v c="$((CHILD_TICKS - c0))" 'BEGIN {
+		o = m - s - b - c; if (o < 0) o = 0
+		printf ",\"load_cpu_util\":%.3f,\"other_cpu_util\":%.3f", (b + c) / hz / d, o / hz / d }')
 	read -r rps p50 p99 req err n2 <"$BENCH_TMP/wrk" || { rps=0 req=0; }
 	local fail=""
 	((req > 0)) || fail="wrk made no requests: $(tail -3 "$BENCH_TMP/wrk.txt" | tr '\n' ' ')"
@@ -274,7 +287,7 @@ wrk_cell() {
 		printf "{\"rps\":%s,\"p50_us\":%s,\"p99_us\":%s,\"requests\":%s,\"errors\":%d,\"non2xx\":%d", rps, p50, p99, r, e, n2
 		if (!none && r > 0) printf ",\"cpu_s\":%.3f,\"cpu_us_per_req\":%.3f,\"sut_util\":%.3f", cpu, cpu / r * 1e6, cpu / d
 		printf "}" }')
-	[[ -n ${WRK_HOOK:-} ]] && extra=$("$WRK_HOOK" end "$req" "$warm")
+	[[ -n ${WRK_HOOK:-} ]] && extra+=$("$WRK_HOOK" end "$req" "$warm")
 	w=${w%\}}$extra\}
 	metrics_line "$scen" "$srv" "$rep" "$test" "c$WRK_CONNS" "$w" "$fail" >>"$runs"
 	log "  $test $srv: $w${fail:+ !! $fail}"
