@@ -259,8 +259,15 @@ func (a *Admin) clusters(w http.ResponseWriter, _ *http.Request) {
 			active += c.Stats(wi).UpstreamCxActive.Value()
 		}
 		fmt.Fprintf(w, "%s::lb_policy::%s\n%s::upstream_cx_active::%d\n", c.Name(), cfg.LBPolicy, c.Name(), active)
-		for _, e := range cfg.Endpoints {
-			fmt.Fprintf(w, "%s::%s::weight::%d\n", c.Name(), e.Address, max(e.Weight, 1))
+		for _, h := range c.Hosts() {
+			health := "healthy"
+			if !h.Healthy() {
+				health = "/failed_active_hc"
+				if h.HealthFlags()&engine.FailedOutlierCheck != 0 {
+					health = "/failed_outlier_check"
+				}
+			}
+			fmt.Fprintf(w, "%s::%s::weight::%d\n%s::%s::health_flags::%s\n", c.Name(), h.Address(), h.Weight(), c.Name(), h.Address(), health)
 		}
 	}
 }

@@ -22,6 +22,7 @@
 package config
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -48,6 +49,12 @@ type Config struct {
 	// `portico explain` (the same value as the listener's FilterChains).
 	Chains map[string]*chain.Manager
 
+	// Runners are background work the configuration needs while the server runs: DNS
+	// resolvers of DNS clusters, active health checkers. Start each with Run after
+	// Server.Start (before it is fine too: a host-set update before Start is applied
+	// directly); cancelling the context stops it, and Run returns when it has.
+	Runners []Runner
+
 	// Warnings name what was accepted without doing what Envoy would (an optional HTTP
 	// filter Portico does not have, skipped): the binary logs them.
 	Warnings []string
@@ -55,6 +62,13 @@ type Config struct {
 	// Closers are what the configuration opened (access-log writers): close them, or
 	// call Close, once the server no longer uses the configuration, to flush the logs.
 	Closers []io.Closer
+}
+
+// Runner is background work of a configuration (see Config.Runners). It never runs on a
+// worker: what it learns reaches the workers as posted updates (Cluster.UpdateHosts,
+// Host.SetHealthFlag).
+type Runner interface {
+	Run(ctx context.Context)
 }
 
 // Close flushes and closes what the configuration opened (access-log files). Call it

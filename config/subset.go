@@ -103,7 +103,7 @@ var supported = map[protoreflect.FullName][]protoreflect.Name{
 	"envoy.config.endpoint.v3.ClusterLoadAssignment": {"cluster_name", "endpoints"},
 	"envoy.config.endpoint.v3.LocalityLbEndpoints":   {"lb_endpoints"},
 	"envoy.config.endpoint.v3.LbEndpoint":            {"endpoint", "load_balancing_weight"},
-	"envoy.config.endpoint.v3.Endpoint":              {"address"},
+	"envoy.config.endpoint.v3.Endpoint":              {"address", "hostname"},
 }
 
 // httpFilterSupported reports whether an HTTP filter is one Portico has (the router). An

@@ -301,7 +301,7 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 			if lw := lbe.GetLoadBalancingWeight(); lw != nil {
 				w = lw.GetValue()
 			}
-			cc.Endpoints = append(cc.Endpoints, engine.Endpoint{Address: ap, Weight: w})
+			cc.Endpoints = append(cc.Endpoints, engine.Endpoint{Address: ap, Weight: w, Hostname: ep.GetHostname()})
 		}
 	}
 	if n == 0 {

@@ -24,11 +24,16 @@ func TestChooseEndpointWeights(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := make([]int, len(tc.eps))
+			hosts := c.Hosts()
 			for i := 0; i < 60; i++ {
-				j := c.chooseEndpoint(w)
-				got[j]++
+				h := c.ChooseHost(w, nil)
+				for j := range hosts {
+					if hosts[j] == h {
+						got[j]++
+					}
+				}
 				// Least request sees the choice as an open connection.
-				c.perWorker[0].active[j]++
+				h.Local(w).Active++
 			}
 			for i := range got {
 				if got[i] != tc.want[i] {

@@ -57,6 +57,8 @@ const (
 	// FailureOverflow: the proxy itself had no resources for the connection (the socket
 	// could not be created: EMFILE, ENFILE, ENOBUFS, ENOMEM). Not the backend's fault.
 	FailureOverflow
+	// FailureNoHealthyUpstream: the cluster had no host to connect to.
+	FailureNoHealthyUpstream
 )
 
 // ConnectionCallbacks observe a connection's life and its write-buffer watermarks.
@@ -130,13 +132,13 @@ type Connection struct {
 	noSplice      bool // splicing was refused once; keep copying
 	replay        bool // the worker holds bytes the listener filters read (Worker.replays)
 	failure       FailureReason
-	endpoint      int32 // upstream: index of the endpoint dialed
 
 	// timer is the connect timeout while connecting, then the delayed-close timeout while
 	// closing (the two never overlap); nil until needed.
 	timer  *Timer
 	io     *byteCounters // the owner's rx/tx byte counters; nil for none
 	owner  connOwner     // accounts for the connection when it closes
+	host   *Host         // upstream: the host dialed
 	chain  *FilterChain  // downstream: the filter chain that built it
 	splice *splicePair   // set once a bulk transfer switched to splice(2); nil otherwise
 }
@@ -150,6 +152,10 @@ type byteCounters struct{ rx, tx *Counter }
 type connOwner interface {
 	connClosed(c *Connection)
 }
+
+// Host is the host an upstream connection dialed (nil for a downstream connection, or
+// when the cluster had none).
+func (c *Connection) Host() *Host { return c.host }
 
 // RemoteEndpoint is the address an upstream connection dialed.
 func (c *Connection) RemoteEndpoint() netip.AddrPort { return c.Info.RemoteAddr }

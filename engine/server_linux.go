@@ -97,6 +97,9 @@ func (s *Server) AddCluster(c *Cluster) error {
 	if c.workers != len(s.workers) {
 		return fmt.Errorf("cluster %q: built for %d workers, server has %d", c.cfg.Name, c.workers, len(s.workers))
 	}
+	c.mu.Lock()
+	c.srv = s
+	c.mu.Unlock()
 	s.clusters = append(s.clusters, c)
 	s.byName[c.cfg.Name] = c
 	return nil
@@ -155,6 +158,9 @@ func (s *Server) Start() {
 		return
 	}
 	s.started = true
+	for _, c := range s.clusters {
+		c.goLive()
+	}
 	for _, w := range s.workers {
 		for _, l := range s.listeners {
 			w.Post(func() { w.addListener(l) })

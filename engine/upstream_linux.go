@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -30,6 +31,9 @@ func (p LBPolicy) String() string {
 type Endpoint struct {
 	Address netip.AddrPort
 	Weight  uint32
+	// Hostname is the endpoint's hostname (Envoy's endpoint.hostname), used by
+	// auto_host_rewrite; "" for none.
+	Hostname string
 }
 
 // ClusterConfig is one STATIC cluster.
@@ -67,14 +71,20 @@ const DefaultHTTPIdleTimeout = time.Hour
 // DefaultConnectTimeout is Envoy's cluster connect_timeout default.
 const DefaultConnectTimeout = 5 * time.Second
 
-// Cluster is a set of upstream endpoints. Load-balancer state is per worker, as in Envoy,
-// so choosing a host takes no lock.
+// Cluster is a set of upstream hosts. Load-balancer state is per worker, as in Envoy,
+// so choosing a host takes no lock. The host set can change while the server runs
+// (UpdateHosts: DNS, health checks): each worker gets the new set as a posted, immutable
+// value.
 type Cluster struct {
-	cfg         ClusterConfig
-	perWorker   []clusterWorker
-	workers     int
-	totalWeight uint64
-	breakers    Breakers
+	cfg       ClusterConfig
+	perWorker []clusterWorker
+	workers   int
+	breakers  Breakers
+
+	mu      sync.Mutex
+	current *hostSet // the latest set (admin, the next worker to go live)
+	srv     *Server  // set by AddCluster; host-set updates are posted once it started
+	live    bool     // the workers run: updates are posted, not written
 }
 
 // Breakers returns the cluster's circuit breakers, shared by all workers.
@@ -84,17 +94,17 @@ type clusterWorker struct {
 	stats  ClusterStats
 	io     byteCounters // points into stats, shared by this worker's connections
 	rr     uint64
-	active []int    // active connections per endpoint, for least-request
-	_      [72]byte // to 192 bytes: each worker's state on its own cache lines
+	set    *hostSet // this worker's view of the hosts
+	worker int
+	_      [80]byte // to 192 bytes: each worker's state on its own cache lines
 }
 
-// NewCluster builds a cluster for the given number of workers.
+// NewCluster builds a cluster for the given number of workers, with cfg.Endpoints as its
+// first hosts. A cluster may have no hosts (Envoy's BlackHoleCluster, or a DNS cluster
+// before its first answer): its connections then fail as "no healthy upstream".
 func NewCluster(cfg ClusterConfig, workers int) (*Cluster, error) {
 	if workers <= 0 {
 		return nil, fmt.Errorf("cluster %q: worker count %d", cfg.Name, workers)
-	}
-	if len(cfg.Endpoints) == 0 {
-		return nil, fmt.Errorf("cluster %q: no endpoints", cfg.Name)
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
@@ -105,17 +115,16 @@ func NewCluster(cfg ClusterConfig, workers int) (*Cluster, error) {
 	}
 	c := &Cluster{cfg: cfg, perWorker: make([]clusterWorker, workers), workers: workers}
 	c.breakers.init(cfg.CircuitBreakers)
-	for i := range c.cfg.Endpoints {
-		if c.cfg.Endpoints[i].Weight == 0 {
-			c.cfg.Endpoints[i].Weight = 1
-		}
-		c.totalWeight += uint64(c.cfg.Endpoints[i].Weight)
-	}
 	for i := range c.perWorker {
-		c.perWorker[i].active = make([]int, len(cfg.Endpoints))
 		st := &c.perWorker[i].stats
 		c.perWorker[i].io = byteCounters{&st.UpstreamCxRxBytesTotal, &st.UpstreamCxTxBytesTotal}
+		c.perWorker[i].worker = i
 	}
+	hosts := make([]*Host, len(cfg.Endpoints))
+	for i, e := range cfg.Endpoints {
+		hosts[i] = NewHost(e.Address, e.Weight, e.Hostname, workers)
+	}
+	c.UpdateHosts(hosts)
 	return c, nil
 }
 
@@ -128,9 +137,76 @@ func (c *Cluster) Config() ClusterConfig { return c.cfg }
 // Stats returns the cluster's stats on worker i.
 func (c *Cluster) Stats(worker int) *ClusterStats { return &c.perWorker[worker].stats }
 
+// Workers is the number of workers the cluster was built for (NewHost needs it).
+func (c *Cluster) Workers() int { return c.workers }
+
+// Hosts returns the latest host set (safe from any goroutine; do not modify it).
+func (c *Cluster) Hosts() []*Host {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.current.hosts
+}
+
+// UpdateHosts replaces the cluster's hosts (safe from any goroutine: a DNS resolver, a
+// health checker). Hosts kept from the old set should be passed as the same *Host so that
+// their connections and pools live on. Each worker switches to the new set on its next
+// loop turn; hosts that left run their OnRemoved hooks there.
+func (c *Cluster) UpdateHosts(hosts []*Host) {
+	hs := newHostSet(append([]*Host(nil), hosts...))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var gone []*Host
+	if old := c.current; old != nil {
+		for _, h := range old.hosts {
+			if !containsHost(hs.hosts, h) {
+				h.removed.Store(true)
+				gone = append(gone, h)
+			}
+		}
+	}
+	for _, h := range hs.hosts {
+		h.removed.Store(false)
+	}
+	c.current = hs
+	if !c.live {
+		for i := range c.perWorker {
+			c.perWorker[i].set = hs
+		}
+		return
+	}
+	for _, w := range c.srv.workers {
+		w.Post(func() {
+			c.perWorker[w.ID].set = hs
+			for _, h := range gone {
+				if fn := h.local[w.ID].OnRemoved; fn != nil && h.Removed() {
+					fn()
+				}
+			}
+		})
+	}
+}
+
+// goLive is called by Server.Start: from now on host sets are posted to the workers.
+func (c *Cluster) goLive() {
+	c.mu.Lock()
+	c.live = true
+	c.mu.Unlock()
+}
+
+func containsHost(hs []*Host, h *Host) bool {
+	for _, x := range hs {
+		if x == h {
+			return true
+		}
+	}
+	return false
+}
+
 // connClosed accounts for a closed upstream connection of this worker.
 func (st *clusterWorker) connClosed(c *Connection) {
-	st.active[c.endpoint]--
+	if c.host != nil {
+		c.host.local[c.w.ID].Active--
+	}
 	st.stats.UpstreamCxActive.Dec()
 	st.stats.UpstreamCxDestroy.Inc()
 	switch c.failure {
@@ -142,102 +218,134 @@ func (st *clusterWorker) connClosed(c *Connection) {
 	case FailureOverflow:
 		// The proxy ran out of its own resources: not the backend's failure.
 		st.stats.UpstreamCxOverflow.Inc()
+	case FailureNoHealthyUpstream:
+		st.stats.UpstreamCxNoneHealthy.Inc()
 	}
 }
 
-// ChooseEndpoint picks an endpoint for a new connection or request on worker w, with the
-// cluster's load-balancing policy, and returns its index (see Endpoint). An HTTP pool
-// picks first and then reuses or dials a connection to that endpoint. skip, if not nil,
-// excludes endpoints (a retry's previous hosts); ChooseEndpoint then tries a few more
-// picks and returns the last one if every pick was excluded, as Envoy's
-// host_selection_retry_max_attempts does.
-func (c *Cluster) ChooseEndpoint(w *Worker, skip func(endpoint int) bool) int {
-	i := c.chooseEndpoint(w)
-	if skip == nil || len(c.cfg.Endpoints) == 1 {
-		return i
-	}
-	for try := 0; try < 2*len(c.cfg.Endpoints) && skip(i); try++ {
-		i = c.chooseEndpoint(w)
-	}
-	return i
-}
-
-// Endpoint returns endpoint i of the cluster.
-func (c *Cluster) Endpoint(i int) Endpoint { return c.cfg.Endpoints[i] }
-
-// Endpoints is the number of endpoints.
-func (c *Cluster) Endpoints() int { return len(c.cfg.Endpoints) }
-
-// chooseEndpoint runs on worker w.
-func (c *Cluster) chooseEndpoint(w *Worker) int {
+// ChooseHost picks a host for a new connection or request on worker w, with the cluster's
+// load-balancing policy, among its healthy hosts. When fewer than half are healthy it
+// picks among all of them (Envoy's default healthy_panic_threshold of 50%). It returns nil
+// when the cluster has no hosts. skip, if not nil, excludes hosts (a retry's previous
+// hosts); ChooseHost then tries a few more picks and returns the last one if every pick
+// was excluded, as Envoy's host_selection_retry_max_attempts does.
+func (c *Cluster) ChooseHost(w *Worker, skip func(*Host) bool) *Host {
 	st := &c.perWorker[w.ID]
-	n := len(c.cfg.Endpoints)
-	if n == 1 {
-		return 0
+	hs := st.set
+	n := len(hs.hosts)
+	if n == 0 {
+		return nil
 	}
+	if n == 1 {
+		return hs.hosts[0]
+	}
+	healthy := 0
+	for _, h := range hs.hosts {
+		if h.Healthy() {
+			healthy++
+		}
+	}
+	all := healthy*2 < n // panic mode: every host takes traffic
+	h := c.pick(st, hs, all, healthy)
+	if skip != nil {
+		for try := 0; try < 2*n && skip(h); try++ {
+			h = c.pick(st, hs, all, healthy)
+		}
+	}
+	return h
+}
+
+// pick chooses among the usable hosts: all, or the healthy ones.
+func (c *Cluster) pick(st *clusterWorker, hs *hostSet, all bool, healthy int) *Host {
+	n := len(hs.hosts)
+	usable := func(h *Host) bool { return all || h.Healthy() }
 	if c.cfg.LBPolicy == LeastRequest {
-		// Envoy picks two at random and keeps the less loaded; with the small endpoint
-		// sets of STATIC clusters a full scan from a rotating start is as cheap and exact.
-		// Weights divide the load, as Envoy's weighted least-request does.
+		// Envoy picks two at random and keeps the less loaded; with small host sets a
+		// full scan from a rotating start is as cheap and exact. Weights divide the load,
+		// as Envoy's weighted least-request does.
 		start := int(st.rr % uint64(n))
 		st.rr++
-		best := start
-		for i := 1; i < n; i++ {
-			j := (start + i) % n
-			if c.load(st, j) < c.load(st, best) {
-				best = j
+		var best *Host
+		for i := 0; i < n; i++ {
+			h := hs.hosts[(start+i)%n]
+			if usable(h) && (best == nil || load(h, st) < load(best, st)) {
+				best = h
 			}
 		}
 		return best
 	}
-	if c.totalWeight == uint64(n) {
-		i := int(st.rr % uint64(n))
-		st.rr++
-		return i
-	}
-	// Weighted round robin: every totalWeight picks give each endpoint its weight.
-	x := st.rr % c.totalWeight
-	st.rr++
-	for i, e := range c.cfg.Endpoints {
-		if x < uint64(e.Weight) {
-			return i
+	if all || healthy == n {
+		if hs.totalWeight == uint64(n) {
+			h := hs.hosts[st.rr%uint64(n)]
+			st.rr++
+			return h
 		}
-		x -= uint64(e.Weight)
+		return weighted(hs.hosts, hs.totalWeight, st, nil)
 	}
-	return n - 1
+	var total uint64
+	for _, h := range hs.hosts {
+		if h.Healthy() {
+			total += uint64(h.weight)
+		}
+	}
+	return weighted(hs.hosts, total, st, (*Host).Healthy)
 }
 
-// load is an endpoint's active connections scaled by its weight.
-func (c *Cluster) load(st *clusterWorker, i int) float64 {
-	return float64(st.active[i]+1) / float64(c.cfg.Endpoints[i].Weight)
+// weighted is weighted round robin: every total picks give each host its weight.
+func weighted(hosts []*Host, total uint64, st *clusterWorker, ok func(*Host) bool) *Host {
+	x := st.rr % total
+	st.rr++
+	var last *Host
+	for _, h := range hosts {
+		if ok != nil && !ok(h) {
+			continue
+		}
+		if x < uint64(h.weight) {
+			return h
+		}
+		x -= uint64(h.weight)
+		last = h
+	}
+	return last
 }
 
-// Connect opens a non-blocking connection to one of the cluster's endpoints on worker w.
-// The connection raises Connected when the handshake completes, or RemoteClose with a
-// FailureReason when it is refused or times out (connect_timeout), or when the proxy has
-// no fd or memory for its socket (FailureOverflow).
+// load is a host's active connections on this worker scaled by its weight.
+func load(h *Host, st *clusterWorker) float64 {
+	return float64(h.local[st.worker].Active+1) / float64(h.weight)
+}
+
+// Connect opens a non-blocking connection to one of the cluster's hosts on worker w. The
+// connection raises Connected when the handshake completes, or RemoteClose with a
+// FailureReason when it is refused or times out (connect_timeout), when the proxy has no
+// fd or memory for its socket (FailureOverflow), or when the cluster has no host
+// (FailureNoHealthyUpstream).
 func (c *Cluster) Connect(w *Worker, cb ConnectionCallbacks) *Connection {
-	return c.ConnectEndpoint(w, c.chooseEndpoint(w), cb)
+	return c.ConnectHost(w, c.ChooseHost(w, nil), cb)
 }
 
-// ConnectEndpoint is Connect to endpoint idx (from ChooseEndpoint).
-func (c *Cluster) ConnectEndpoint(w *Worker, idx int, cb ConnectionCallbacks) *Connection {
+// ConnectHost is Connect to host h (from ChooseHost; nil fails as no healthy upstream).
+func (c *Cluster) ConnectHost(w *Worker, h *Host, cb ConnectionCallbacks) *Connection {
 	st := &c.perWorker[w.ID]
-	addr := c.cfg.Endpoints[idx].Address
 	st.stats.UpstreamCxTotal.Inc()
-	conn := dialTCP(w, addr, c.cfg.PerConnectionBufferLimit)
+	var conn *Connection
+	if h == nil {
+		conn = &Connection{fd: -1, w: w, state: stateClosed, failure: FailureNoHealthyUpstream}
+	} else {
+		conn = dialTCP(w, h.addr, c.cfg.PerConnectionBufferLimit)
+		h.local[w.ID].Active++
+	}
 	conn.AddCallbacks(cb)
 	conn.io = &st.io
-	st.active[idx]++
 	st.stats.UpstreamCxActive.Inc()
-	conn.owner, conn.endpoint = st, int32(idx)
+	conn.owner, conn.host = st, h
 	if conn.state == stateConnecting {
 		conn.timer = &Timer{}
 		conn.timer.Init(w, (*connectTimeout)(conn))
 		conn.timer.Reset(c.cfg.ConnectTimeout)
 	} else if conn.state == stateClosed {
-		// The socket could not even be created: report it on the next loop turn so the
-		// caller sees the same asynchronous failure as a refused connect.
+		// The socket could not even be created, or there is no host: report it on the
+		// next loop turn so the caller sees the same asynchronous failure as a refused
+		// connect.
 		w.Post(func() {
 			st.connClosed(conn)
 			conn.raise(RemoteClose)

@@ -188,6 +188,15 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	spareP(srv.Concurrency(), log)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	srv.Start()
+	runCtx, stopRunners := context.WithCancel(context.Background())
+	var runners sync.WaitGroup
+	for _, r := range cfg.Runners {
+		runners.Add(1)
+		go func() {
+			defer runners.Done()
+			r.Run(runCtx)
+		}()
+	}
 	adm.SetState(admin.Live)
 	for _, l := range srv.Listeners() {
 		log.Info("listener started", "listener", l.Name(), "address", l.Address().String(),
@@ -215,6 +224,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if st.step("drain", drainTime+time.Second, true, func(context.Context) { drained = srv.Drain(drainTime) }) && !drained {
 		log.Warn("drain time over; closing remaining connections", "active", srv.ActiveConnections())
 	}
+	st.step("stop resolvers and health checkers", stopStepTimeout, false, func(context.Context) {
+		stopRunners()
+		runners.Wait()
+	})
 	st.step("close connections", stopStepTimeout, false, func(context.Context) { srv.Close() })
 	st.step("close admin", stopStepTimeout, false, func(context.Context) { adm.Close() })
 	st.step("flush access logs", stopStepTimeout, false, func(ctx context.Context) { closeAll(ctx, cfg.Closers, log) })

@@ -26,3 +26,23 @@ func TestCharClass(t *testing.T) {
 		t.Fatalf("len %d", len(charClass))
 	}
 }
+
+// TestValidValueMatchesTable: the word-at-a-time check agrees with the byte table for
+// every byte value at every position of values of every length up to 24.
+func TestValidValueMatchesTable(t *testing.T) {
+	for n := 1; n <= 24; n++ {
+		for pos := 0; pos < n; pos++ {
+			for c := 0; c < 256; c++ {
+				v := make([]byte, n)
+				for i := range v {
+					v[i] = 'a'
+				}
+				v[pos] = byte(c)
+				want := charClass[c]&cValue != 0
+				if got := validValue(v); got != want {
+					t.Fatalf("len %d, byte %#x at %d: got %v want %v", n, c, pos, got, want)
+				}
+			}
+		}
+	}
+}

@@ -2,6 +2,7 @@ package http1
 
 import (
 	"bytes"
+	"encoding/binary"
 	"math"
 
 	"github.com/portico-proxy/portico/http/header"
@@ -591,10 +592,8 @@ func (p *Parser) headerLine(line []byte, trailer bool) *Error {
 		j--
 	}
 	v = v[i:j]
-	for _, c := range v {
-		if charClass[c]&cValue == 0 {
-			return p.fail(400, DetailInvalidCharacters, "byte not allowed in field value")
-		}
+	if !validValue(v) {
+		return p.fail(400, DetailInvalidCharacters, "byte not allowed in field value")
 	}
 	p.fields++
 	if p.fields > p.lim.MaxHeadersCount {
@@ -950,4 +949,36 @@ func (p *Parser) chunkFraming(data []byte) (int, *Error) {
 		}
 	}
 	return len(data), nil
+}
+
+// validValue reports whether every byte of a field value is allowed (HT, SP, VCHAR,
+// obs-text). It checks eight bytes at a time: a word holds no byte below 0x20 and no DEL
+// unless one of two carry tricks says it may (they never miss one, and may flag a word
+// wrongly only when it holds such a byte or an HT), and only such a word is looked at
+// byte by byte. Values are most of a header block's bytes, so this is most of its scan.
+func validValue(v []byte) bool {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	i := 0
+	for ; i+8 <= len(v); i += 8 {
+		x := binary.LittleEndian.Uint64(v[i:])
+		below := (x - 0x20*ones) &^ x & highs // some byte < 0x20 (HT among them)
+		d := x ^ 0x7f*ones
+		del := (d - ones) &^ d & highs // some byte == 0x7f
+		if below|del != 0 {
+			for _, c := range v[i : i+8] {
+				if charClass[c]&cValue == 0 {
+					return false
+				}
+			}
+		}
+	}
+	for _, c := range v[i:] {
+		if charClass[c]&cValue == 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -45,6 +45,9 @@ type StreamCallbacks interface {
 	// extra are header name/value pairs to add (location for a redirect,
 	// x-envoy-overloaded for an overflow).
 	SendLocalReply(status int, body string, flags, details string, extra ...string)
+	// NoteRouteOutcome counts what the route did (Envoy's http.<stat_prefix>.no_route,
+	// no_cluster, rq_direct_response, rq_redirect).
+	NoteRouteOutcome(o RouteOutcome)
 	// ResetStream abandons the stream: the downstream connection is closed.
 	ResetStream(flags, details string)
 
@@ -57,6 +60,17 @@ type StreamCallbacks interface {
 	// response head.
 	StartTunnel(up *engine.Connection, rest []byte)
 }
+
+// RouteOutcome is a route decision the connection manager counts.
+type RouteOutcome uint8
+
+// Route outcomes.
+const (
+	NoRoute RouteOutcome = iota
+	NoCluster
+	DirectResponse
+	Redirect
+)
 
 // StreamFilter is an HTTP filter on the request path (Envoy's StreamDecoderFilter). The
 // router is the only one so far, and the last of a chain.
@@ -75,6 +89,14 @@ type StreamFilter interface {
 	// OnStreamComplete: the response was sent in full; the filter is reused for the
 	// connection's next stream.
 	OnStreamComplete()
+}
+
+// Recycler is implemented by a filter that can serve another downstream connection of
+// the same worker: the connection manager keeps a closed connection's state (its grown
+// header maps and buffers) and its filter for the next one, and calls Recycle, after
+// which the filter's callbacks belong to the new connection.
+type Recycler interface {
+	Recycle()
 }
 
 // Factory makes a filter for each downstream connection.

@@ -22,13 +22,6 @@ func NewUpstreams(clusters []*engine.Cluster, workers int) *Upstreams {
 	u := &Upstreams{byName: make(map[string]*Cluster, len(clusters)), workers: workers}
 	for _, c := range clusters {
 		cl := &Cluster{c: c, perWorker: make([]clusterWorker, workers)}
-		for i := range cl.perWorker {
-			cw := &cl.perWorker[i]
-			cw.pools = make([]pool, c.Endpoints())
-			for e := range cw.pools {
-				cw.pools[e] = pool{cl: cl, cw: cw, endpoint: e}
-			}
-		}
 		u.byName[c.Name()] = cl
 		u.list = append(u.list, cl)
 	}
@@ -55,8 +48,21 @@ type Cluster struct {
 
 type clusterWorker struct {
 	stats Stats
-	pools []pool // by endpoint
 	_     [64]byte
+}
+
+// poolFor returns worker w's pool for host h, made on first use. It lives in the host's
+// per-worker state, so it survives host-set updates that keep the host, and is drained
+// when the host leaves the set.
+func (cl *Cluster) poolFor(h *engine.Host, w *engine.Worker) *pool {
+	l := h.Local(w)
+	if p, ok := l.Ext.(*pool); ok {
+		return p
+	}
+	p := &pool{cl: cl, cw: &cl.perWorker[w.ID], host: h, w: w}
+	l.Ext = p
+	l.OnRemoved = p.drainIdle
+	return p
 }
 
 // Name is the cluster's name.
@@ -75,6 +81,20 @@ func (c *Cluster) StatsLabels() [][2]string { return [][2]string{{"cluster", c.c
 // VisitStats implements engine.StatsSource.
 func (c *Cluster) VisitStats(worker int, v engine.StatVisitor) {
 	c.perWorker[worker].stats.visit(v, c.c.Breakers(), worker == 0)
+	if worker == 0 {
+		// The reuse figure, cluster-wide (reported once, so that the text form's sum
+		// over workers is the figure): requests per upstream connection the pools opened.
+		var rq, cx uint64
+		for i := range c.perWorker {
+			rq += c.perWorker[i].stats.UpstreamRqTotal.Value()
+			cx += c.perWorker[i].stats.UpstreamCxHTTP1Total.Value()
+		}
+		per := 0.0
+		if cx > 0 {
+			per = float64(rq) / float64(cx)
+		}
+		v("upstream_rq_per_cx", engine.KindGauge, per)
+	}
 }
 
 // VisitHistograms implements engine.HistogramSource.
@@ -86,12 +106,24 @@ func (c *Cluster) VisitHistograms(worker int, v engine.HistogramVisitor) {
 // Http1::ConnPoolImpl): keep-alive, no pipelining, the most recently used idle connection
 // first (its socket is the likeliest to be warm and not yet timed out by the server).
 type pool struct {
-	cl       *Cluster
-	cw       *clusterWorker
-	endpoint int
-	w        *engine.Worker  // set by the first router to use the pool (one worker's only)
-	idle     []*upstreamConn // most recently used last
-	waiting  []*filter       // requests waiting for a connection, oldest first
+	cl      *Cluster
+	cw      *clusterWorker
+	host    *engine.Host
+	w       *engine.Worker
+	idle    []*upstreamConn // most recently used last
+	waiting []*filter       // requests waiting for a connection, oldest first
+}
+
+// drainIdle closes the idle connections of a host that left its cluster; busy ones close
+// when their request ends (release sees the host removed).
+func (p *pool) drainIdle() {
+	for n := len(p.idle); n > 0; n = len(p.idle) {
+		uc := p.idle[n-1]
+		uc.conn.Close(engine.CloseNoFlush) // its close event takes it off the list
+		if len(p.idle) == n {
+			p.idle = p.idle[:n-1]
+		}
+	}
 }
 
 // acquire returns a connection for f: an idle one, or a new one (connecting; the engine
@@ -123,7 +155,7 @@ func (p *pool) dial() *upstreamConn {
 	uc.idleTimer.Init(p.w, (*upIdle)(uc))
 	uc.opened = p.w.NowNanos()
 	p.cw.stats.UpstreamCxHTTP1Total.Inc()
-	uc.conn = p.cl.c.ConnectEndpoint(p.w, p.endpoint, uc)
+	uc.conn = p.cl.c.ConnectHost(p.w, p.host, uc)
 	return uc
 }
 
@@ -132,7 +164,7 @@ func (p *pool) dial() *upstreamConn {
 func (p *pool) release(uc *upstreamConn) {
 	uc.f = nil
 	cfg := p.cl.c.Config().HTTP
-	reuse := uc.keepAlive && uc.conn.IsOpen() && !uc.tunnel
+	reuse := uc.keepAlive && uc.conn.IsOpen() && !uc.tunnel && !p.host.Removed()
 	if reuse && cfg.MaxRequestsPerConnection > 0 && uc.requests >= cfg.MaxRequestsPerConnection {
 		p.cw.stats.UpstreamCxMaxRequests.Inc()
 		reuse = false

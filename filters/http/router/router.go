@@ -106,7 +106,7 @@ type filter struct {
 	attempts int
 	retries  int
 	retrying bool // holding a retry breaker unit
-	tried    [4]int
+	tried    [4]*engine.Host
 	ntried   int
 	rqStart  int64
 	reqAcq   bool // holds a max_requests unit
@@ -121,6 +121,17 @@ type filter struct {
 }
 
 func (f *filter) down() *engine.Connection { return f.cb.Connection() }
+
+// Recycle implements httpfilter.Recycler: the callbacks now serve a new downstream
+// connection, whose timers the filter's are bound to.
+func (f *filter) Recycle() {
+	f.reset()
+	f.active = false
+	c := f.cb.Connection()
+	f.timeout.InitFor(c, (*globalTimeout)(f))
+	f.perTry.InitFor(c, (*perTryTimeout)(f))
+	f.backoff.InitFor(c, (*backoffTimer)(f))
+}
 
 // scheme is the scheme the request arrived with (for a redirect's Location).
 func (f *filter) scheme() string {
@@ -144,12 +155,14 @@ func (f *filter) DecodeHeaders(endStream bool) {
 	f.connect = m.Connect
 	rt := f.rt
 	if rt == nil {
+		f.cb.NoteRouteOutcome(httpfilter.NoRoute)
 		f.cb.SendLocalReply(404, "", "NR", "route_not_found")
 		return
 	}
 	info := f.cb.Info()
 	switch rt.Kind() {
 	case route.ActionDirectResponse:
+		f.cb.NoteRouteOutcome(httpfilter.DirectResponse)
 		f.directResponse = true
 		status, body := rt.DirectResponse()
 		if rt.AddsLocation() {
@@ -160,6 +173,7 @@ func (f *filter) DecodeHeaders(endStream bool) {
 		f.cb.SendLocalReply(status, string(body), "", "direct_response")
 		return
 	case route.ActionRedirect:
+		f.cb.NoteRouteOutcome(httpfilter.Redirect)
 		f.scratch = rt.AppendRedirectLocation(f.scratch[:0], h, f.scheme())
 		f.directResponse = true
 		f.cb.SendLocalReply(rt.RedirectResponseCode(), "", "", "direct_response", "location", string(f.scratch))
@@ -169,6 +183,7 @@ func (f *filter) DecodeHeaders(endStream bool) {
 	f.wc = wc
 	f.cl = f.fa.up.byName[string(name)]
 	if f.cl == nil {
+		f.cb.NoteRouteOutcome(httpfilter.NoCluster)
 		f.cb.SendLocalReply(rt.ClusterNotFoundResponseCode(), "", "NC", "cluster_not_found")
 		return
 	}
@@ -209,17 +224,21 @@ func (f *filter) encodeHead(h *header.Map, m *http1.Message, endStream bool) {
 func (f *filter) startAttempt() {
 	f.attempts++
 	f.respSeen = false
-	var skip func(int) bool
+	var skip func(*engine.Host) bool
 	if f.ntried > 0 && f.retry != nil && f.retry.PreviousHosts {
 		skip = f.triedHost
 	}
-	ep := f.cl.c.ChooseEndpoint(f.w, skip)
+	host := f.cl.c.ChooseHost(f.w, skip)
+	if host == nil {
+		f.cl.c.Stats(f.w.ID).UpstreamCxNoneHealthy.Inc()
+		f.fail(503, "UH", "no_healthy_upstream", false)
+		return
+	}
 	if f.ntried < len(f.tried) {
-		f.tried[f.ntried] = ep
+		f.tried[f.ntried] = host
 		f.ntried++
 	}
-	p := &f.cw.pools[ep]
-	p.w = f.w
+	p := f.cl.poolFor(host, f.w)
 	f.pool = p
 	if d := f.perTryTimeout(); d > 0 {
 		f.perTry.Reset(d)
@@ -242,9 +261,9 @@ func (f *filter) startAttempt() {
 	f.attach(uc)
 }
 
-func (f *filter) triedHost(ep int) bool {
+func (f *filter) triedHost(h *engine.Host) bool {
 	for _, t := range f.tried[:f.ntried] {
-		if t == ep {
+		if t == h {
 			return true
 		}
 	}
@@ -285,11 +304,13 @@ func (f *filter) attach(uc *upstreamConn) {
 	info.UpstreamHost = uc.conn.RemoteEndpoint()
 	info.UpstreamRequestAttemptCount = f.attempts
 	if f.rt.AutoHostRewrite() {
-		// The authority becomes the upstream host chosen for this attempt.
-		h := f.cb.RequestHeaders()
-		f.scratch = uc.conn.RemoteEndpoint().AppendTo(f.scratch[:0])
-		h.Set(":authority", f.scratch)
-		f.head = http1.AppendRequestHead(f.head[:0], h)
+		// The authority becomes the hostname of the host chosen for this attempt (Envoy
+		// rewrites only when the host has one: DNS clusters, or endpoint.hostname).
+		if name := uc.pool.host.Hostname(); name != "" {
+			h := f.cb.RequestHeaders()
+			h.SetString(":authority", name)
+			f.head = http1.AppendRequestHead(f.head[:0], h)
+		}
 	}
 	if len(f.body) > 0 && !f.bodyLost {
 		out := append(f.scratch[:0], f.head...)
@@ -525,14 +546,11 @@ func (f *filter) onUpstreamClosed(uc *upstreamConn) {
 
 // startAttemptFresh retries on a new connection without counting a retry.
 func (f *filter) startAttemptFresh() {
-	ep := f.pool.endpoint
-	p := f.pool
-	uc := p.acquire(true)
+	uc := f.pool.acquire(true)
 	if uc == nil {
 		f.fail(503, "UO", "overflow", true)
 		return
 	}
-	_ = ep
 	f.attach(uc)
 }
 
@@ -568,6 +586,14 @@ func (f *filter) fail(status int, flags, reason string, overloaded bool) {
 		return
 	}
 	f.cb.SendLocalReply(status, body, flags, details)
+}
+
+// timedOut answers a request whose upstream did not respond in time, as Envoy does.
+func (f *filter) timedOut() {
+	f.timeout.Stop()
+	f.perTry.Stop()
+	f.releaseBreakers()
+	f.cb.SendLocalReply(504, "upstream request timeout", "UT", "upstream_response_timeout")
 }
 
 func (f *filter) releaseBreakers() {
@@ -642,7 +668,7 @@ func (t *globalTimeout) OnTimer() {
 	f.cw.stats.UpstreamRqTimeout.Inc()
 	f.abandonUpstream()
 	f.backoff.Stop()
-	f.fail(504, "UT", "timeout", false)
+	f.timedOut()
 }
 
 type perTryTimeout filter
@@ -659,7 +685,7 @@ func (t *perTryTimeout) OnTimer() {
 		f.scheduleRetry()
 		return
 	}
-	f.fail(504, "UT", "timeout", false)
+	f.timedOut()
 }
 
 type backoffTimer filter

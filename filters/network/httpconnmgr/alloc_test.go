@@ -102,3 +102,42 @@ func TestSteadyStateAllocs(t *testing.T) {
 		t.Fatalf("2xx %d", f.Stats(0).DownstreamRq2xx.Value())
 	}
 }
+
+// TestConnectionAllocs reports (and bounds) the allocations of a proxied request on its
+// own connection: the connection manager and router reuse a closed connection's state,
+// so what is left is the engine's accept and the test client's dial.
+func TestConnectionAllocs(t *testing.T) {
+	be := fixedBackend(t, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+	addr, _, _ := proxy(t, []string{be}, route.Config{}, nil)
+	req := []byte("GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+	buf := make([]byte, 4096)
+	do := func() {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(req)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				break
+			}
+		}
+		c.Close()
+	}
+	for i := 0; i < 100; i++ {
+		do()
+	}
+	const n = 500
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := 0; i < n; i++ {
+		do()
+	}
+	runtime.ReadMemStats(&after)
+	per := float64(after.Mallocs-before.Mallocs) / n
+	t.Logf("%.1f allocations per connection (whole process, the client's dial included)", per)
+	if per > 40 {
+		t.Fatalf("%.1f allocations per proxied connection", per)
+	}
+}

@@ -185,8 +185,9 @@ type workerState struct {
 	stats  Stats
 	out    []byte // encode buffer: a response head, a chunk, a local reply
 	rng    rng
-	conns  *conn // this worker's connections, for a drain
-	hooked bool  // the drain hook is registered
+	conns  *conn   // this worker's connections, for a drain
+	free   []*conn // closed connections' state, kept for reuse
+	hooked bool    // the drain hook is registered
 	_      [64]byte
 }
 

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/filters/http/httpfilter"
 	"github.com/portico-proxy/portico/http/header"
 	"github.com/portico-proxy/portico/http/http1"
 )
@@ -12,10 +13,47 @@ import (
 func (f *Factory) CreateFilter(c *engine.Connection) engine.ReadFilter {
 	w := c.Worker()
 	ws := &f.perWorker[w.ID]
+	if n := len(ws.free); n > 0 {
+		// A closed connection's state, with its grown header maps and buffers: a new
+		// connection then costs no allocation here.
+		hc := ws.free[n-1]
+		ws.free[n-1] = nil
+		ws.free = ws.free[:n-1]
+		hc.reuse(c)
+		return hc
+	}
 	hc := &conn{f: f, ws: ws, st: &ws.stats, w: w, c: c}
 	hc.s.c = hc
 	hc.resume = hc.resumeHeld
 	return hc
+}
+
+// maxFreeConns bounds the closed connections a worker keeps for reuse.
+const maxFreeConns = 256
+
+// reuse prepares a closed connection's state for a new connection on the same worker.
+func (c *conn) reuse(nc *engine.Connection) {
+	*c = conn{
+		f: c.f, ws: c.ws, st: c.st, w: c.w, c: nc,
+		s:      stream{c: c, req: c.s.req, local: c.s.local, scratch: c.s.scratch[:0], head: c.s.head[:0]},
+		filter: c.filter, held: c.held[:0], resume: c.resume, p: c.p,
+	}
+	c.s.req.Reset()
+	c.s.local.Reset()
+	if r, ok := c.filter.(httpfilter.Recycler); ok {
+		r.Recycle()
+	} else {
+		c.filter = nil
+	}
+}
+
+// recycle keeps a closed connection's state for reuse, unless a posted resume may still
+// run for it.
+func (c *conn) recycle() {
+	if c.resumePosted || len(c.ws.free) >= maxFreeConns || cap(c.held) > 64<<10 {
+		return
+	}
+	c.ws.free = append(c.ws.free, c)
 }
 
 // conn is the connection manager of one downstream connection (Envoy's
@@ -31,13 +69,7 @@ type conn struct {
 	p  http1.Parser
 	s  stream
 	// filter is the router's per-connection filter (the chain's last).
-	filter interface {
-		DecodeHeaders(endStream bool)
-		DecodeData(data []byte, endStream bool)
-		OnDownstreamWatermark(above bool)
-		OnStreamReset()
-		OnStreamComplete()
-	}
+	filter httpfilter.StreamFilter
 
 	held     []byte // bytes read and not yet parsed (the next requests)
 	holding  bool   // reading is paused for held bytes
@@ -48,6 +80,9 @@ type conn struct {
 	requests int
 	start    int64
 	resume   func() // resumeHeld, made once so that posting it costs no allocation
+	// resumePosted: resume is queued on the worker (the state must not be reused before
+	// it ran).
+	resumePosted bool
 
 	up *engine.Connection // the upstream of an upgraded (tunnelled) connection
 	// last is the time of the last activity of a tunnel, for its idle timer.
@@ -75,7 +110,9 @@ func (c *conn) OnNewConnection() engine.FilterStatus {
 	c.p.InitRequest(c.f.cfg.Limits)
 	c.p.SetHeaderMap(&c.s.req)
 	c.s.init()
-	c.filter = c.f.cfg.Filters[len(c.f.cfg.Filters)-1].CreateFilter(&c.s)
+	if c.filter == nil {
+		c.filter = c.f.cfg.Filters[len(c.f.cfg.Filters)-1].CreateFilter(&c.s)
+	}
 	c.idle.InitFor(c.c, (*idleTimer)(c))
 	c.maxDur.InitFor(c.c, (*maxDurTimer)(c))
 	c.linger.InitFor(c.c, (*lingerTimer)(c))
@@ -149,7 +186,12 @@ func (c *conn) hold(data []byte) {
 // reading. It is posted rather than called so that the next request never starts inside
 // the callbacks of the upstream connection that finished the last one.
 func (c *conn) resumeHeld() {
-	if c.closed || c.s.active {
+	c.resumePosted = false
+	if c.closed {
+		c.recycle()
+		return
+	}
+	if c.s.active {
 		return
 	}
 	if len(c.held) > 0 {
@@ -274,7 +316,8 @@ func (c *conn) onStreamEnd() {
 	if d := c.f.cfg.IdleTimeout; d > 0 {
 		c.idle.Reset(d)
 	}
-	if len(c.held) > 0 || c.holding {
+	if (len(c.held) > 0 || c.holding) && !c.resumePosted {
+		c.resumePosted = true
 		c.w.Post(c.resume)
 	}
 }
@@ -312,6 +355,9 @@ func (c *conn) OnEvent(ev engine.ConnectionEvent) {
 		} else {
 			c.s.reset("", "")
 		}
+	}
+	if c.up == nil {
+		c.recycle()
 	}
 }
 

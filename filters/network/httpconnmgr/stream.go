@@ -8,6 +8,7 @@ import (
 
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/filters/accesslog"
+	"github.com/portico-proxy/portico/filters/http/httpfilter"
 	"github.com/portico-proxy/portico/http/header"
 	"github.com/portico-proxy/portico/http/http1"
 	"github.com/portico-proxy/portico/http/route"
@@ -518,6 +519,21 @@ func (s *stream) SendLocalReply(status int, body string, flags, details string, 
 		return
 	}
 	s.EncodeHeaders(h, &m, true)
+}
+
+// NoteRouteOutcome counts a route decision.
+func (s *stream) NoteRouteOutcome(o httpfilter.RouteOutcome) {
+	st := s.c.st
+	switch o {
+	case httpfilter.NoRoute:
+		st.NoRoute.Inc()
+	case httpfilter.NoCluster:
+		st.NoCluster.Inc()
+	case httpfilter.DirectResponse:
+		st.RqDirectResponse.Inc()
+	case httpfilter.Redirect:
+		st.RqRedirect.Inc()
+	}
 }
 
 // ResetStream abandons the stream and closes the connection.

@@ -284,6 +284,13 @@ func (u *upstreamCallbacks) OnEvent(ev engine.ConnectionEvent) {
 			p.down.Close(engine.CloseNoFlush)
 			return
 		}
+		if reason == engine.FailureNoHealthyUpstream {
+			// No host to try (an empty cluster, all hosts gone): Envoy's UH.
+			p.flags = "UH"
+			p.details = "no_healthy_upstream"
+			p.down.Close(engine.CloseNoFlush)
+			return
+		}
 		if reason != engine.FailureNone {
 			if p.attempts < p.f.cfg.MaxConnectAttempts && p.down.IsOpen() {
 				p.connect()
