@@ -305,7 +305,9 @@ func (k *checker) fields(obj object, md protoreflect.MessageDescriptor, at loc, 
 		remove := func() { obj[m.i].Key = removed{} }
 		if fd == nil {
 			uat := at.field(name, name)
-			if s := suggest(md, name); s != "" {
+			if hint := v2Hint(md.FullName(), name); hint != "" {
+				k.errorf(uat, "unknown field (%s)", hint)
+			} else if s := suggest(md, name); s != "" {
 				k.errorf(uat, "unknown field (did you mean %q?)", s)
 				// The user most likely meant s: complaints that s is missing would
 				// only repeat this one.
@@ -344,6 +346,23 @@ func (k *checker) fields(obj object, md protoreflect.MessageDescriptor, at loc, 
 			remove()
 		}
 	}
+}
+
+// v2Hint explains an unknown field that is a v2 API field (or a config dump's), pointing
+// to where v3 has it.
+func v2Hint(md protoreflect.FullName, name string) string {
+	switch {
+	case md == "envoy.config.bootstrap.v3.Bootstrap" && name == "configs":
+		return "this looks like a config dump, as the admin's /config_dump gives; Portico reads a bootstrap (node, admin, static_resources ...)"
+	case md == "envoy.config.cluster.v3.Cluster" && name == "hosts":
+		return "v2's hosts; v3 lists a cluster's endpoints in load_assignment: {cluster_name, endpoints: [{lb_endpoints: [{endpoint: {address}}]}]}"
+	case name == "tls_context" && (md == "envoy.config.cluster.v3.Cluster" || md == "envoy.config.listener.v3.FilterChain"):
+		return "v2's tls_context; v3 configures TLS in transport_socket"
+	case name == "config" && (md == "envoy.config.listener.v3.Filter" || md == "envoy.config.listener.v3.ListenerFilter" ||
+		md == "envoy.config.accesslog.v3.AccessLog" || md == httpFilterType):
+		return "v2's config; v3 takes typed_config with an \"@type\""
+	}
+	return ""
 }
 
 // lookupField finds a field as protojson does: by JSON name, then by proto name.

@@ -89,3 +89,90 @@ static_resources:
 	}
 	cfg.Close()
 }
+
+// TestClusterWithoutEndpoints: a STATIC cluster without load_assignment (Istio's
+// BlackHoleCluster) or with none in it is a cluster without hosts. A cluster of a type
+// Portico lacks is refused for its type alone, whatever its endpoints; v2's hosts points
+// to load_assignment.
+func TestClusterWithoutEndpoints(t *testing.T) {
+	const y = `
+static_resources:
+  clusters:
+  - name: BlackHoleCluster
+    type: STATIC
+    connect_timeout: 10s
+  - name: empty
+    load_assignment: { cluster_name: empty }
+`
+	cfg, err := Parse([]byte(y), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cfg.Close()
+	if len(cfg.Clusters) != 2 || len(cfg.Clusters[0].Hosts()) != 0 || len(cfg.Clusters[1].Hosts()) != 0 {
+		t.Fatalf("clusters %v, want two without hosts", cfg.Clusters)
+	}
+
+	const bad = `
+static_resources:
+  clusters:
+  - name: eds
+    type: EDS
+    eds_cluster_config: { eds_config: { ads: {} } }
+  - name: passthrough
+    type: ORIGINAL_DST
+    lb_policy: CLUSTER_PROVIDED
+  - name: v2
+    hosts: [{ socket_address: { address: 127.0.0.1, port_value: 80 } }]
+`
+	_, err = Parse([]byte(bad), 1)
+	checkErrors(t, err, []want{
+		{"static_resources.clusters[0].type", "EDS clusters are not supported by Portico"},
+		{"static_resources.clusters[0].eds_cluster_config", "not supported by Portico"},
+		{"static_resources.clusters[1].type", "ORIGINAL_DST clusters are not supported by Portico"},
+		{"static_resources.clusters[1].lb_policy", "CLUSTER_PROVIDED is not supported by Portico"},
+		{"static_resources.clusters[2].hosts", "unknown field (v2's hosts; v3 lists a cluster's endpoints in load_assignment"},
+	})
+}
+
+// TestConfigDump: a config dump given where a bootstrap is expected says so.
+func TestConfigDump(t *testing.T) {
+	_, err := Parse([]byte("configs:\n- '@type': type.googleapis.com/envoy.admin.v3.BootstrapConfigDump\n"), 1)
+	checkErrors(t, err, []want{{"configs", "unknown field (this looks like a config dump"}})
+}
+
+// TestTypedStructNamesWrappedType: a TypedStruct is refused naming the type it wraps, and
+// that type is the error's Feature; an unknown type (a contrib extension) is a feature too.
+func TestTypedStructNamesWrappedType(t *testing.T) {
+	const y = `
+static_resources:
+  listeners:
+  - name: l
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    listener_filters:
+    - name: x
+      typed_config:
+        "@type": type.googleapis.com/xds.type.v3.TypedStruct
+        type_url: type.googleapis.com/envoy.extensions.filters.listener.original_src.v3.OriginalSrc
+        value: { mark: 1 }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.postgres_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.postgres_proxy.v3alpha.PostgresProxy
+          stat_prefix: pg
+`
+	_, err := Parse([]byte(y), 1)
+	checkErrors(t, err, []want{
+		{"static_resources.listeners[0].listener_filters[0].typed_config", `type "type.googleapis.com/xds.type.v3.TypedStruct" wrapping "type.googleapis.com/envoy.extensions.filters.listener.original_src.v3.OriginalSrc" is not supported by Portico here`},
+		{"static_resources.listeners[0].filter_chains[0].filters[0].typed_config", `type "type.googleapis.com/envoy.extensions.filters.network.postgres_proxy.v3alpha.PostgresProxy" is not supported by Portico (a type it does not know`},
+	})
+	var es Errors
+	asErrors(err, &es)
+	for _, e := range es {
+		if !strings.HasSuffix(e.Feature, "=envoy.extensions.filters.listener.original_src.v3.OriginalSrc") &&
+			!strings.HasSuffix(e.Feature, "=envoy.extensions.filters.network.postgres_proxy.v3alpha.PostgresProxy") {
+			t.Errorf("%v: Feature %q", e, e.Feature)
+		}
+	}
+}

@@ -243,9 +243,10 @@ func formatDuration(d *durationpb.Duration) string {
 
 func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 	ok := true
+	typeOK := true
 	if cl.GetClusterType() == nil && cl.GetType() != clusterv3.Cluster_STATIC {
 		t.unsupported(field(at, "type"), cl.GetType().String(), "%s clusters are not supported by Portico (only STATIC)", cl.GetType())
-		ok = false
+		ok, typeOK = false, false
 	}
 	cc := engine.ClusterConfig{
 		Name:                     cl.GetName(),
@@ -265,17 +266,18 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 		t.unsupported(field(at, "lb_policy"), cl.GetLbPolicy().String(), "%s is not supported by Portico (ROUND_ROBIN or LEAST_REQUEST)", cl.GetLbPolicy())
 		ok = false
 	}
-	la := cl.GetLoadAssignment()
-	lat := field(at, "load_assignment")
-	if la == nil {
-		t.errorf(lat, "required: a STATIC cluster lists its endpoints here")
+	if !typeOK || cl.GetClusterType() != nil {
+		// The endpoints of a cluster type Portico lacks (EDS, DNS names, ORIGINAL_DST)
+		// are not read: errors about them would only follow from the type.
 		return nil
 	}
-	n := 0 // lb_endpoints, valid or not
+	// A STATIC cluster without load_assignment, or with no endpoints in it, has no hosts
+	// (Istio's BlackHoleCluster): its connections fail as "no healthy upstream".
+	la := cl.GetLoadAssignment()
+	lat := field(at, "load_assignment")
 	for i, lle := range la.GetEndpoints() {
 		eat := index(field(lat, "endpoints"), i)
 		for j, lbe := range lle.GetLbEndpoints() {
-			n++
 			bat := index(field(eat, "lb_endpoints"), j)
 			if lbe.GetHostIdentifier() == nil {
 				t.errorf(bat, "endpoint is required")
@@ -303,10 +305,6 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 			}
 			cc.Endpoints = append(cc.Endpoints, engine.Endpoint{Address: ap, Weight: w, Hostname: ep.GetHostname()})
 		}
-	}
-	if n == 0 {
-		t.errorf(lat, "at least one endpoint is required")
-		return nil
 	}
 	if !t.clusterHTTP(cl, &cc, at) {
 		ok = false

@@ -138,3 +138,35 @@ func TestTCPProxyRetriesAndWeights(t *testing.T) {
 		t.Errorf("tcp downstream_cx_total = %d", n)
 	}
 }
+
+// TestTCPProxyEmptyCluster: a cluster with no hosts (Envoy's BlackHoleCluster) is legal;
+// tcp_proxy closes the client's connection at once, counting upstream_cx_none_healthy,
+// and does not retry (there is no host to try).
+func TestTCPProxyEmptyCluster(t *testing.T) {
+	s, ls := startServer(t, 1, []engine.ClusterConfig{{Name: "blackhole"}}, func(s *engine.Server) []engine.ListenerConfig {
+		l, _ := tcpProxyListener(s, tcpproxy.Config{StatPrefix: "b", MaxConnectAttempts: 3, IdleTimeout: time.Hour,
+			Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("blackhole"), Weight: 1}}})
+		return []engine.ListenerConfig{l}
+	})
+	if n := len(s.Cluster("blackhole").Hosts()); n != 0 {
+		t.Fatalf("%d hosts, want none", n)
+	}
+	c, err := net.Dial("tcp", ls[0].Address().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err == nil || n != 0 {
+		t.Fatalf("read %d bytes, err %v; want the connection closed", n, err)
+	}
+	st := s.Cluster("blackhole").Stats(0)
+	deadline := time.Now().Add(5 * time.Second)
+	for st.UpstreamCxNoneHealthy.Value() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if st.UpstreamCxNoneHealthy.Value() != 1 || st.UpstreamCxTotal.Value() != 1 || st.UpstreamCxConnectFail.Value() != 0 {
+		t.Errorf("none_healthy=%d total=%d connect_fail=%d; want 1, 1, 0", st.UpstreamCxNoneHealthy.Value(),
+			st.UpstreamCxTotal.Value(), st.UpstreamCxConnectFail.Value())
+	}
+}
