@@ -50,6 +50,31 @@ type ClusterConfig struct {
 	// HTTP holds what HTTP connection pools need to know of the cluster (Envoy's
 	// HttpProtocolOptions); filters that do not pool ignore it.
 	HTTP HTTPOptions
+	// KeepAlive, when set, turns TCP keep-alive on for upstream sockets
+	// (upstream_connection_options.tcp_keepalive).
+	KeepAlive *KeepAlive
+}
+
+// KeepAlive is TCP keep-alive for upstream sockets: SO_KEEPALIVE, and each non-zero field
+// sets its socket option (zero keeps the system's default, as in Envoy).
+type KeepAlive struct {
+	Probes   int           // TCP_KEEPCNT
+	Idle     time.Duration // TCP_KEEPIDLE, whole seconds
+	Interval time.Duration // TCP_KEEPINTVL, whole seconds
+}
+
+// apply sets the options on fd; errors are ignored, as Envoy logs and goes on.
+func (k *KeepAlive) apply(fd int) {
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	if k.Probes > 0 {
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, k.Probes)
+	}
+	if s := int(k.Idle / time.Second); s > 0 {
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, s)
+	}
+	if s := int(k.Interval / time.Second); s > 0 {
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, s)
+	}
 }
 
 // HTTPOptions are a cluster's upstream HTTP settings
@@ -331,7 +356,7 @@ func (c *Cluster) ConnectHost(w *Worker, h *Host, cb ConnectionCallbacks) *Conne
 	if h == nil {
 		conn = &Connection{fd: -1, w: w, state: stateClosed, failure: FailureNoHealthyUpstream}
 	} else {
-		conn = dialTCP(w, h.addr, c.cfg.PerConnectionBufferLimit)
+		conn = dialTCP(w, h.addr, c.cfg.PerConnectionBufferLimit, c.cfg.KeepAlive)
 		h.local[w.ID].Active++
 	}
 	conn.AddCallbacks(cb)
@@ -367,7 +392,7 @@ func (t *connectTimeout) OnTimer() {
 // dialTCP starts a non-blocking connect. On an immediate error the returned connection is
 // already closed, with FailureOverflow if the socket could not be created for lack of
 // local resources and FailureConnectRefused otherwise, and no callbacks raised.
-func dialTCP(w *Worker, addr netip.AddrPort, limit int) *Connection {
+func dialTCP(w *Worker, addr netip.AddrPort, limit int, ka *KeepAlive) *Connection {
 	conn := &Connection{fd: -1, w: w, state: stateClosed, failure: FailureConnectRefused}
 	conn.Info.RemoteAddr = addr
 	conn.high = watermark(limit)
@@ -383,6 +408,9 @@ func dialTCP(w *Worker, addr netip.AddrPort, limit int) *Connection {
 		return conn
 	}
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if ka != nil {
+		ka.apply(fd)
+	}
 	err = connectRaw(fd, addr)
 	if err != nil && err != unix.EINPROGRESS {
 		unix.Close(fd)
