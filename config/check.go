@@ -265,6 +265,9 @@ func (m member) order() int {
 // fields checks the members of obj as fields of md; skip names a member handled by the
 // caller (the "@type" of an Any). A member with a problem is reported and removed.
 func (k *checker) fields(obj object, md protoreflect.MessageDescriptor, at loc, skip string) {
+	if md.FullName() == httpFilterType {
+		dropOptionalUnknown(obj)
+	}
 	var buf [16]member
 	ms := buf[:0]
 	for i := range obj {
@@ -344,6 +347,35 @@ func (k *checker) fields(obj object, md protoreflect.MessageDescriptor, at loc, 
 		if !k.value(&obj[m.i].Value, fd, fat) {
 			k.prune(fat)
 			remove()
+		}
+	}
+}
+
+// dropOptionalUnknown removes the typed_config of an optional HTTP filter whose type
+// Portico does not know at all: Envoy skips an optional filter it lacks, and so does the
+// translator (with a warning), which it could not if the type stopped the JSON pass.
+func dropOptionalUnknown(obj object) {
+	opt, _ := get(obj, "is_optional")
+	if opt == nil {
+		opt, _ = get(obj, "isOptional")
+	}
+	on, isBool := opt.(bool)
+	if s, isStr := opt.(string); isStr {
+		on, isBool = atob(s)
+	}
+	if !isBool || !on {
+		return
+	}
+	for i := range obj {
+		if name, _ := obj[i].Key.(string); name != "typed_config" && name != "typedConfig" {
+			continue
+		}
+		tc, _ := obj[i].Value.(object)
+		url, _ := get(tc, "@type")
+		if s, ok := url.(string); ok {
+			if _, err := protoregistry.GlobalTypes.FindMessageByURL(s); err != nil {
+				obj[i].Key = removed{}
+			}
 		}
 	}
 }

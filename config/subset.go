@@ -194,7 +194,7 @@ func (c *collector) subset(m protoreflect.Message, at loc) {
 		}
 		return
 	}
-	if isWellKnownJSON(md.FullName()) || acceptedWhole[md.FullName()] {
+	if isWellKnownJSON(md.FullName()) || acceptedWhole[md.FullName()] || acceptedCompat[md.FullName()] {
 		return
 	}
 	if md.FullName() == httpFilterType && !c.httpFilterSupported(m, at) {
@@ -210,7 +210,7 @@ func (c *collector) subset(m protoreflect.Message, at loc) {
 			continue
 		}
 		fat := at.field(string(fd.Name()), string(fd.Name()))
-		if !hasName(allowed, fd.Name()) {
+		if !allowedField(md.FullName(), allowed, fd.Name()) {
 			p := fat.canonical()
 			c.unsupported(p, "", "not supported by Portico")
 			c.prune(p)

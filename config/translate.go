@@ -60,6 +60,7 @@ func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 			t.cfg.Admin = ap
 		}
 	}
+	t.bootstrapCompat(bs)
 	sr := bs.GetStaticResources()
 	// Clusters first: listeners' tcp_proxy filters refer to them by name.
 	clusterAt := map[string]string{}
@@ -257,10 +258,16 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 	if v := cl.GetPerConnectionBufferLimitBytes(); v != nil {
 		cc.PerConnectionBufferLimit = bufferLimit(v.GetValue())
 	}
-	switch cl.GetLbPolicy() {
-	case clusterv3.Cluster_ROUND_ROBIN:
+	switch lp := cl.GetLoadBalancingPolicy(); {
+	case lp != nil:
+		// It replaces lb_policy (whose LOAD_BALANCING_POLICY_CONFIG only says so).
+		var lpOK bool
+		if cc.LBPolicy, lpOK = t.lbPolicy(lp, at); !lpOK {
+			ok = false
+		}
+	case cl.GetLbPolicy() == clusterv3.Cluster_ROUND_ROBIN:
 		cc.LBPolicy = engine.RoundRobin
-	case clusterv3.Cluster_LEAST_REQUEST:
+	case cl.GetLbPolicy() == clusterv3.Cluster_LEAST_REQUEST:
 		cc.LBPolicy = engine.LeastRequest
 	default:
 		t.unsupported(field(at, "lb_policy"), cl.GetLbPolicy().String(), "%s is not supported by Portico (ROUND_ROBIN or LEAST_REQUEST)", cl.GetLbPolicy())
@@ -307,6 +314,9 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 		}
 	}
 	if !t.clusterHTTP(cl, &cc, at) {
+		ok = false
+	}
+	if !t.clusterCompat(cl, &cc, at) {
 		ok = false
 	}
 	if !ok {

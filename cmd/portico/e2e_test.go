@@ -469,3 +469,36 @@ func TestIdleAfterLoad(t *testing.T) {
 	}
 	roundTrip(t, conns[0], "still served")
 }
+
+// TestValidateRejectIgnored: a field Portico accepts but ignores is a warning (validate
+// exits 0 and names it); --reject-ignored makes it an error for validate and for the run
+// command, which then starts nothing.
+func TestValidateRejectIgnored(t *testing.T) {
+	const y = `
+stats_sinks:
+- name: envoy.stat_sinks.statsd
+  typed_config:
+    "@type": type.googleapis.com/envoy.config.metrics.v3.StatsdSink
+    address: { socket_address: { address: 127.0.0.1, port_value: 8125 } }
+static_resources:
+  listeners:
+  - address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains: [{ filters: [{ name: envoy.filters.network.echo }] }]
+`
+	path := filepath.Join(t.TempDir(), "ignored.yaml")
+	if err := os.WriteFile(path, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(porticoBin, "validate", "-c", path).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "warning: stats_sinks[0]: stats sink") || !strings.Contains(string(out), ": OK") {
+		t.Fatalf("validate: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{{"validate", "-c", path, "--reject-ignored"}, {"-c", path, "--reject-ignored"}} {
+		cmd := exec.Command(porticoBin, args...)
+		out, err := cmd.CombinedOutput()
+		if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "stats_sinks[0]: stats sink") ||
+			!strings.Contains(string(out), "--reject-ignored") || strings.Contains(string(out), "listener started") {
+			t.Errorf("%v: exit %d (%v), want 1 naming stats_sinks[0]:\n%s", args, cmd.ProcessState.ExitCode(), err, out)
+		}
+	}
+}

@@ -27,7 +27,8 @@ var version = "dev"
 
 const usage = `Usage:
   portico -c FILE [--concurrency N] [--log-level LEVEL] [--drain-time-s N] [--disable-splice]
-  portico validate -c FILE
+          [--reject-ignored]
+  portico validate -c FILE [--reject-ignored]
   portico explain -c FILE --listener NAME --dst IP:PORT [--src IP:PORT] [--direct-src IP:PORT]
                   [--sni NAME] [--transport tls|raw_buffer] [--alpn p1,p2]
                   [--host HOST [--path PATH] [--method M] [--header "Name: value"]...]
@@ -71,10 +72,22 @@ func printConfigErrors(w io.Writer, path string, err error) {
 	fmt.Fprintf(w, "%s: %v\n", path, err)
 }
 
+const rejectIgnoredUsage = "refuse a configuration with fields Portico accepts but ignores (its warnings become errors)"
+
+// rejectIgnored prints the warnings of a configuration loaded with --reject-ignored as
+// errors; it reports whether there were any.
+func rejectIgnored(w io.Writer, path string, cfg *config.Config) bool {
+	for _, warning := range cfg.Warnings {
+		fmt.Fprintf(w, "%s: %s (ignored by Portico; refused with --reject-ignored)\n", path, warning)
+	}
+	return len(cfg.Warnings) > 0
+}
+
 func validate(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("validate", stderr)
 	path := fs.String("c", "", "bootstrap file (Envoy v3 YAML or JSON)")
 	fs.StringVar(path, "config-path", "", "same as -c")
+	reject := fs.Bool("reject-ignored", false, rejectIgnoredUsage)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -85,6 +98,10 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	cfg, err := config.LoadWith(*path, 1, config.Options{CheckOnly: true})
 	if err != nil {
 		printConfigErrors(stderr, *path, err)
+		return 1
+	}
+	if *reject && rejectIgnored(stderr, *path, cfg) {
+		cfg.Close()
 		return 1
 	}
 	for _, w := range cfg.Warnings {
@@ -117,6 +134,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	drain := fs.Int("drain-time-s", 5, "on SIGTERM/SIGINT, how long open connections may take to finish")
 	noSplice := fs.Bool("disable-splice", false, "tcp_proxy: keep bulk transfers on read/write instead of splice(2)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	reject := fs.Bool("reject-ignored", false, rejectIgnoredUsage)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -153,6 +171,11 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(*path, srv.Concurrency())
 	if err != nil {
 		printConfigErrors(stderr, *path, err)
+		return 1
+	}
+	if *reject && rejectIgnored(stderr, *path, cfg) {
+		cfg.Close()
+		srv.Close()
 		return 1
 	}
 	for _, w := range cfg.Warnings {
