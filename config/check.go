@@ -89,6 +89,27 @@ func (l *loc) isRoot() bool      { return l.kind == locRoot && l.canon == "" && 
 type checker struct {
 	c     *collector
 	marks utf8Marks // where the file had invalid UTF-8 (see markInvalidUTF8)
+	// suggested caches suggest's answers: a generated file repeats the same unknown
+	// field in every listener, and each answer costs an edit distance per field.
+	suggested map[suggestion]string
+}
+
+type suggestion struct {
+	md   protoreflect.FullName
+	name string
+}
+
+func (k *checker) suggest(md protoreflect.MessageDescriptor, name string) string {
+	key := suggestion{md.FullName(), name}
+	if s, ok := k.suggested[key]; ok {
+		return s
+	}
+	s := suggest(md, name)
+	if k.suggested == nil {
+		k.suggested = map[suggestion]string{}
+	}
+	k.suggested[key] = s
+	return s
 }
 
 // utf8OK reports a string value that is not UTF-8 at its field; it returns false then.
@@ -310,7 +331,7 @@ func (k *checker) fields(obj object, md protoreflect.MessageDescriptor, at loc, 
 			uat := at.field(name, name)
 			if hint := v2Hint(md.FullName(), name); hint != "" {
 				k.errorf(uat, "unknown field (%s)", hint)
-			} else if s := suggest(md, name); s != "" {
+			} else if s := k.suggest(md, name); s != "" {
 				k.errorf(uat, "unknown field (did you mean %q?)", s)
 				// The user most likely meant s: complaints that s is missing would
 				// only repeat this one.
@@ -850,8 +871,13 @@ func suggest(md protoreflect.MessageDescriptor, name string) string {
 }
 
 func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
+	var buf [2 * 64]int
+	var prev, cur []int
+	if len(b) < 64 {
+		prev, cur = buf[:len(b)+1], buf[64:64+len(b)+1]
+	} else {
+		prev, cur = make([]int, len(b)+1), make([]int, len(b)+1)
+	}
 	for j := range prev {
 		prev[j] = j
 	}

@@ -240,7 +240,7 @@ func (c *collector) sortKey(root proto.Message, path string) []int {
 		}
 	}
 	for _, tok := range pathTokens(path) {
-		if n, err := strconv.Atoi(tok); err == nil && tok != "" && (list != nil || listMD != nil) {
+		if n, isIndex := atoiIndex(tok); isIndex && (list != nil || listMD != nil) {
 			key = append(key, n)
 			var v protoreflect.Message
 			if list != nil && n < list.Len() {
@@ -281,6 +281,23 @@ func (c *collector) sortKey(root proto.Message, path string) []int {
 		}
 	}
 	return key
+}
+
+// atoiIndex reads a list index token without strconv's error allocation for the names
+// that are not one.
+func atoiIndex(tok string) (int, bool) {
+	if tok == "" || len(tok) > 9 {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(tok); i++ {
+		c := tok[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
 }
 
 // pathTokens splits a path into names and bracketed indexes or keys.
