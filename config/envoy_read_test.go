@@ -176,3 +176,26 @@ static_resources:
 		}
 	}
 }
+
+// TestEmptyTypedConfig: `typed_config: {}` (no "@type") means the filter is found by its
+// name, as in Envoy.
+func TestEmptyTypedConfig(t *testing.T) {
+	const y = `
+static_resources:
+  listeners:
+  - name: l
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: {}
+    filter_chains: [{ filters: [{ name: envoy.filters.network.echo, typed_config: {} }] }]
+`
+	cfg, err := Parse([]byte(y), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cfg.Close()
+	if got := filterNames(cfg.Listeners[0].ListenerFilters); got != "envoy.filters.listener.tls_inspector" {
+		t.Errorf("listener filters %s", got)
+	}
+}

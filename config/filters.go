@@ -13,6 +13,7 @@ import (
 	echov3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/echo/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/filters/accesslog"
@@ -36,7 +37,7 @@ func newOriginalDst() engine.ListenerFilter { return originaldst.New() }
 // networkFilter builds one network filter's factory; terminal reports whether Envoy treats
 // the filter as terminal (it must then be last in its chain).
 func (t *translator) networkFilter(f *listenerv3.Filter, at string) (nf engine.NetworkFilterFactory, terminal, ok bool) {
-	tc := f.GetTypedConfig()
+	tc := typedOrNil(f.GetTypedConfig())
 	if tc == nil && t.c.reported(field(at, "typed_config")) {
 		return nil, false, false
 	}
@@ -128,7 +129,7 @@ func (t *translator) tcpProxy(tp *tcpproxyv3.TcpProxy, at string) (engine.Networ
 
 // accessLog builds one access_log entry. The format is checked before any file is opened.
 func (t *translator) accessLog(al *accesslogv3.AccessLog, at string) (accesslog.Logger, bool) {
-	tc := al.GetTypedConfig()
+	tc := typedOrNil(al.GetTypedConfig())
 	if tc == nil && t.c.reported(field(at, "typed_config")) {
 		return nil, false
 	}
@@ -217,7 +218,7 @@ func (t *translator) openLog(at string, check func() error, open func() (accessl
 
 // listenerFilter builds one listener filter.
 func (t *translator) listenerFilter(lf *listenerv3.ListenerFilter, at string) (engine.ListenerFilter, bool) {
-	tc := lf.GetTypedConfig()
+	tc := typedOrNil(lf.GetTypedConfig())
 	if tc == nil && t.c.reported(field(at, "typed_config")) {
 		return nil, false
 	}
@@ -280,4 +281,13 @@ func (t *translator) listenerFilter(lf *listenerv3.ListenerFilter, at string) (e
 	}
 	t.errorf(tat, "type %q is not a listener filter Portico supports", tc.GetTypeUrl())
 	return nil, false
+}
+
+// typedOrNil is a typed_config, or nil for an empty one (`typed_config: {}`, no "@type"):
+// Envoy then finds the extension by its name, as without a typed_config.
+func typedOrNil(a *anypb.Any) *anypb.Any {
+	if a.GetTypeUrl() == "" && len(a.GetValue()) == 0 {
+		return nil
+	}
+	return a
 }

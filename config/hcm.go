@@ -176,7 +176,7 @@ func (t *translator) httpFilters(m *hcmv3.HttpConnectionManager, at string, prox
 		if hf.GetDisabled() {
 			continue
 		}
-		tc := hf.GetTypedConfig()
+		tc := typedOrNil(hf.GetTypedConfig())
 		var rc *routerv3.Router
 		switch {
 		case tc == nil && hf.GetConfigType() != nil:
