@@ -213,7 +213,7 @@ func TestStrictKeepsHostsAcrossRefreshes(t *testing.T) {
 	srv.Set("b.test", 30, "10.0.1.1")
 	c, d := runCluster(t, dns.Config{
 		Kind: dns.Strict, Family: dns.V4Only, RefreshRate: 20 * time.Millisecond, WaitForWarm: true,
-		Targets: []dns.Target{{Name: "a.test", Port: 80, Weight: 3}, {Name: "b.test", Port: 81, Hostname: "b-host"}},
+		Targets:  []dns.Target{{Name: "a.test", Port: 80, Weight: 3}, {Name: "b.test", Port: 81, Hostname: "b-host"}},
 		Resolver: resolver(t, srv, nil),
 	}, 2)
 	select {
