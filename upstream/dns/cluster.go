@@ -135,6 +135,9 @@ func New(c *engine.Cluster, cfg Config) (*Cluster, error) {
 // Cluster is the engine cluster whose hosts this loop keeps.
 func (d *Cluster) Cluster() *engine.Cluster { return d.c }
 
+// Config returns the loop's configuration, defaults filled in.
+func (d *Cluster) Config() Config { return d.cfg }
+
 // Stats returns the cluster's resolution stats.
 func (d *Cluster) Stats() *Stats { return &d.stats }
 
