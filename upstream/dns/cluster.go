@@ -135,6 +135,14 @@ func New(c *engine.Cluster, cfg Config) (*Cluster, error) {
 // Cluster is the engine cluster whose hosts this loop keeps.
 func (d *Cluster) Cluster() *engine.Cluster { return d.c }
 
+// SetLogger makes the loop log host changes (info) and failed resolutions (debug) there;
+// call it before Run.
+func (d *Cluster) SetLogger(l *slog.Logger) {
+	if l != nil {
+		d.log = l
+	}
+}
+
 // Config returns the loop's configuration, defaults filled in.
 func (d *Cluster) Config() Config { return d.cfg }
 
