@@ -119,6 +119,10 @@ func TestProxyGet(t *testing.T) {
 		}
 	}
 	st := f.Stats(0)
+	// A stream is counted just after its last byte left: wait for the last one.
+	for i := 0; i < 200 && st.DownstreamRq2xx.Value() != 100; i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if st.DownstreamRq2xx.Value() != 100 || conns != 1 {
 		t.Fatalf("2xx %d, backend connections %d", st.DownstreamRq2xx.Value(), conns)
 	}
