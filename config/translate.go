@@ -245,8 +245,9 @@ func formatDuration(d *durationpb.Duration) string {
 func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 	ok := true
 	typeOK := true
-	if cl.GetClusterType() == nil && cl.GetType() != clusterv3.Cluster_STATIC {
-		t.unsupported(field(at, "type"), cl.GetType().String(), "%s clusters are not supported by Portico (only STATIC)", cl.GetType())
+	dnsc := t.dnsCluster(cl, at) // nil unless STRICT_DNS or LOGICAL_DNS (cluster_dns.go)
+	if cl.GetClusterType() == nil && cl.GetType() != clusterv3.Cluster_STATIC && dnsc == nil {
+		t.unsupported(field(at, "type"), cl.GetType().String(), "%s clusters are not supported by Portico (STATIC, STRICT_DNS or LOGICAL_DNS)", cl.GetType())
 		ok, typeOK = false, false
 	}
 	cc := engine.ClusterConfig{
@@ -274,8 +275,8 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 		ok = false
 	}
 	if !typeOK || cl.GetClusterType() != nil {
-		// The endpoints of a cluster type Portico lacks (EDS, DNS names, ORIGINAL_DST)
-		// are not read: errors about them would only follow from the type.
+		// The endpoints of a cluster type Portico lacks (EDS, ORIGINAL_DST) are not
+		// read: errors about them would only follow from the type.
 		return nil
 	}
 	// A STATIC cluster without load_assignment, or with no endpoints in it, has no hosts
@@ -299,6 +300,10 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 			if ep.GetAddress() == nil {
 				t.errorf(field(field(bat, "endpoint"), "address"), "required")
 				ok = false
+				continue
+			}
+			if dnsc != nil { // a name to resolve, not a static host
+				dnsc.endpoint(lbe, bat)
 				continue
 			}
 			ap, aok := t.socketAddress(ep.GetAddress(), field(field(bat, "endpoint"), "address"), false)
@@ -327,6 +332,7 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 		t.errorf(at, "%v", err)
 		return nil
 	}
+	dnsc.attach(c)
 	return c
 }
 
