@@ -121,6 +121,7 @@ func (t *translator) bootstrapCompat(bs *bootstrapv3.Bootstrap) {
 	if om := bs.GetOverloadManager(); om != nil && proto.Size(om) > 0 {
 		t.warnf("overload_manager", "the overload manager is not implemented: its resource monitors and actions are ignored")
 	}
+	//lint:ignore SA1019 deprecated, still read by Envoy
 	if tr := bs.GetTracing(); tr != nil && proto.Size(tr) > 0 {
 		t.warnf("tracing", "Portico has no tracer: ignored")
 	}
