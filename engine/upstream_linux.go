@@ -50,6 +50,9 @@ type ClusterConfig struct {
 	// HTTP holds what HTTP connection pools need to know of the cluster (Envoy's
 	// HttpProtocolOptions); filters that do not pool ignore it.
 	HTTP HTTPOptions
+	// OriginalDst, if set, makes this an ORIGINAL_DST cluster (original_dst_linux.go):
+	// Endpoints are ignored, hosts are made per connection from its original destination.
+	OriginalDst *OriginalDstConfig
 }
 
 // HTTPOptions are a cluster's upstream HTTP settings
@@ -85,6 +88,7 @@ type Cluster struct {
 	current *hostSet // the latest set (admin, the next worker to go live)
 	srv     *Server  // set by AddCluster; host-set updates are posted once it started
 	live    bool     // the workers run: updates are posted, not written
+	ext     clusterExt // health checking, outlier detection, ORIGINAL_DST (cluster_ext_linux.go)
 }
 
 // Breakers returns the cluster's circuit breakers, shared by all workers.
@@ -120,6 +124,10 @@ func NewCluster(cfg ClusterConfig, workers int) (*Cluster, error) {
 		c.perWorker[i].io = byteCounters{&st.UpstreamCxRxBytesTotal, &st.UpstreamCxTxBytesTotal}
 		c.perWorker[i].worker = i
 	}
+	if cfg.OriginalDst != nil {
+		c.initOriginalDst(*cfg.OriginalDst)
+		cfg.Endpoints = nil
+	}
 	hosts := make([]*Host, len(cfg.Endpoints))
 	for i, e := range cfg.Endpoints {
 		hosts[i] = NewHost(e.Address, e.Weight, e.Hostname, workers)
@@ -152,9 +160,10 @@ func (c *Cluster) Hosts() []*Host {
 // their connections and pools live on. Each worker switches to the new set on its next
 // loop turn; hosts that left run their OnRemoved hooks there.
 func (c *Cluster) UpdateHosts(hosts []*Host) {
-	hs := newHostSet(append([]*Host(nil), hosts...))
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	hosts = c.beforeHostUpdate(hosts) // health checking and outlier detection (cluster_ext_linux.go)
+	hs := newHostSet(append([]*Host(nil), hosts...))
 	var gone []*Host
 	if old := c.current; old != nil {
 		for _, h := range old.hosts {
