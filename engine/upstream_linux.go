@@ -88,7 +88,8 @@ type Cluster struct {
 	current *hostSet // the latest set (admin, the next worker to go live)
 	srv     *Server  // set by AddCluster; host-set updates are posted once it started
 	live    bool     // the workers run: updates are posted, not written
-	ext     clusterExt // health checking, outlier detection, ORIGINAL_DST (cluster_ext_linux.go)
+
+	ext clusterExt // health checking, outlier detection, ORIGINAL_DST (cluster_ext_linux.go)
 }
 
 // Breakers returns the cluster's circuit breakers, shared by all workers.
