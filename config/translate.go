@@ -204,6 +204,9 @@ func formatDuration(d *durationpb.Duration) string {
 }
 
 func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
+	if cl.GetClusterType() == nil && cl.GetType() == clusterv3.Cluster_ORIGINAL_DST {
+		return t.originalDstCluster(cl, at) // cluster_health.go
+	}
 	ok := true
 	if cl.GetClusterType() == nil && cl.GetType() != clusterv3.Cluster_STATIC {
 		t.errorf(field(at, "type"), "%s clusters are not supported by Portico (only STATIC)", cl.GetType())
@@ -279,6 +282,9 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 	c, err := engine.NewCluster(cc, t.workers)
 	if err != nil {
 		t.errorf(at, "%v", err)
+		return nil
+	}
+	if !t.clusterHealth(cl, c, at) { // health_checks, outlier_detection (cluster_health.go)
 		return nil
 	}
 	return c
