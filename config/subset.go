@@ -124,6 +124,7 @@ var supported = map[protoreflect.FullName][]protoreflect.Name{
 		"max_ejection_time", "successful_active_health_check_uneject_host", "always_eject_one_host",
 	},
 	"envoy.config.cluster.v3.Cluster.OriginalDstLbConfig": {"use_http_header", "upstream_port_override"},
+
 	"envoy.config.endpoint.v3.ClusterLoadAssignment": {"cluster_name", "endpoints"},
 	"envoy.config.endpoint.v3.LocalityLbEndpoints":   {"lb_endpoints"},
 	"envoy.config.endpoint.v3.LbEndpoint":            {"endpoint", "load_balancing_weight"},
