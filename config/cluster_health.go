@@ -22,7 +22,12 @@ import (
 // c, adding their runners and stats to the configuration. It reports false on an error.
 func (t *translator) clusterHealth(cl *clusterv3.Cluster, c *engine.Cluster, at string) bool {
 	ok := true
-	t.cfg.StatsSources = append(t.cfg.StatsSources, c.MembershipStats())
+	switch cl.GetType() {
+	case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
+		// upstream/dns reports their membership_* gauges with its own stats.
+	default:
+		t.cfg.StatsSources = append(t.cfg.StatsSources, c.MembershipStats())
+	}
 	hcs := cl.GetHealthChecks()
 	if len(hcs) > 1 {
 		t.errorf(index(field(at, "health_checks"), 1), "Portico runs one health check per cluster (%d are given)", len(hcs))

@@ -98,9 +98,27 @@ var supported = map[protoreflect.FullName][]protoreflect.Name{
 		"name", "type", "connect_timeout", "lb_policy", "load_assignment",
 		"per_connection_buffer_limit_bytes", "circuit_breakers", "typed_extension_protocol_options",
 		"common_http_protocol_options", "http_protocol_options", "max_requests_per_connection",
+		// STRICT_DNS and LOGICAL_DNS (cluster_dns.go)
+		"dns_lookup_family", "dns_refresh_rate", "dns_jitter", "dns_failure_refresh_rate",
+		"respect_dns_ttl", "dns_resolvers", "use_tcp_for_dns_lookups", "dns_resolution_config",
+		"typed_dns_resolver_config", "wait_for_warm_on_init",
+		// health checking, outlier detection, ORIGINAL_DST (cluster_health.go)
 		"health_checks", "outlier_detection", "ignore_health_on_host_removal", "cleanup_interval",
 		"original_dst_lb_config",
 	},
+	"envoy.config.cluster.v3.Cluster.RefreshRate": {"base_interval", "max_interval"},
+	"envoy.config.core.v3.DnsResolutionConfig":    {"resolvers", "dns_resolver_options"},
+	"envoy.config.core.v3.DnsResolverOptions":     {"use_tcp_for_dns_lookups", "no_default_search_domain"},
+	"envoy.config.core.v3.TypedExtensionConfig":   {"name", "typed_config"},
+	// udp_max_queries, max_udp_channel_duration and reinit_channel_on_timeout limit a c-ares
+	// channel's sockets: Portico opens a socket per query, which meets all three.
+	caresResolverType: {
+		"resolvers", "use_resolvers_as_fallback", "dns_resolver_options", "query_timeout_seconds",
+		"query_tries", "rotate_nameservers", "udp_max_queries", "max_udp_channel_duration",
+		"reinit_channel_on_timeout",
+	},
+	// num_resolver_threads: Go's resolver has no thread pool to size.
+	getaddrinfoResolverType: {"num_retries", "num_resolver_threads"},
 	// cluster_health.go
 	"envoy.config.core.v3.HealthCheck": {
 		"timeout", "interval", "initial_jitter", "interval_jitter", "interval_jitter_percent",

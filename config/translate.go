@@ -208,8 +208,9 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 		return t.originalDstCluster(cl, at) // cluster_health.go
 	}
 	ok := true
-	if cl.GetClusterType() == nil && cl.GetType() != clusterv3.Cluster_STATIC {
-		t.errorf(field(at, "type"), "%s clusters are not supported by Portico (only STATIC)", cl.GetType())
+	dnsc := t.dnsCluster(cl, at) // nil unless STRICT_DNS or LOGICAL_DNS (cluster_dns.go)
+	if cl.GetClusterType() == nil && cl.GetType() != clusterv3.Cluster_STATIC && dnsc == nil {
+		t.errorf(field(at, "type"), "%s clusters are not supported by Portico (STATIC, STRICT_DNS or LOGICAL_DNS)", cl.GetType())
 		ok = false
 	}
 	cc := engine.ClusterConfig{
@@ -257,6 +258,10 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 				ok = false
 				continue
 			}
+			if dnsc != nil { // a name to resolve, not a static host
+				dnsc.endpoint(lbe, bat)
+				continue
+			}
 			ap, aok := t.socketAddress(ep.GetAddress(), field(field(bat, "endpoint"), "address"), false)
 			if !aok {
 				ok = false
@@ -284,6 +289,7 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 		t.errorf(at, "%v", err)
 		return nil
 	}
+	dnsc.attach(c)
 	if !t.clusterHealth(cl, c, at) { // health_checks, outlier_detection (cluster_health.go)
 		return nil
 	}

@@ -23,7 +23,8 @@
 # BENCH_L7_SERVERS ("portico haproxy nginx"), BENCH_L7_CELLS ("keepalive
 # close headers40 body1m"), BENCH_L7_BODY_CONNS (wrk connections of the
 # body1m cell, 10), BENCH_L7_NGINX_KEEPALIVE (nginx's upstream keepalive;
-# default: the wrk connections, at least 32).
+# default: the wrk connections, at least 32), BENCH_L7_REQUEST_ID (false:
+# Portico generates no x-request-id).
 #
 # Before/after in one run: BENCH_BASE_BIN=/path/to/an/older/portico adds the
 # contender "portico-base", started exactly like portico (same config
@@ -261,9 +262,22 @@ wrk_cell() {
 		wrk_run "$BENCH_TMP/wrk-warm" "$url" "${PX_WARMUP}s" "$WRK_CONNS" "$@"
 		read -r _ _ _ warm _ _ <"$BENCH_TMP/wrk-warm" || warm=0
 	fi
+	# Who else used the machine in the window: all CPUs' busy time less the
+	# SUT's, the backend's and our children's (wrk).
+	local m0 m1 b0=0 b1=0 c0 be=${BACKEND_PID:-}
+	[[ $be == "$pid" ]] && be=""
+	children_ticks
+	c0=$CHILD_TICKS m0=$(machine_busy)
+	[[ -n $be ]] && b0=$(cpu_ticks "$be")
 	t0=$(cpu_ticks "$pid")
 	wrk_run "$BENCH_TMP/wrk" "$url" "${PX_DURATION}s" "$WRK_CONNS" "$@"
 	t1=$(cpu_ticks "$pid")
+	[[ -n $be ]] && b1=$(cpu_ticks "$be")
+	m1=$(machine_busy)
+	children_ticks
+	extra=$(awk -v hz="$CLK_TCK" -v d="$PX_DURATION" -v m="$((m1 - m0))" -v s="$((t1 - t0))" -v b="$((b1 - b0))" -v c="$((CHILD_TICKS - c0))" 'BEGIN {
+		o = m - s - b - c; if (o < 0) o = 0
+		printf ",\"load_cpu_util\":%.3f,\"other_cpu_util\":%.3f", (b + c) / hz / d, o / hz / d }')
 	read -r rps p50 p99 req err n2 <"$BENCH_TMP/wrk" || { rps=0 req=0; }
 	local fail=""
 	((req > 0)) || fail="wrk made no requests: $(tail -3 "$BENCH_TMP/wrk.txt" | tr '\n' ' ')"
@@ -273,7 +287,7 @@ wrk_cell() {
 		printf "{\"rps\":%s,\"p50_us\":%s,\"p99_us\":%s,\"requests\":%s,\"errors\":%d,\"non2xx\":%d", rps, p50, p99, r, e, n2
 		if (!none && r > 0) printf ",\"cpu_s\":%.3f,\"cpu_us_per_req\":%.3f,\"sut_util\":%.3f", cpu, cpu / r * 1e6, cpu / d
 		printf "}" }')
-	[[ -n ${WRK_HOOK:-} ]] && extra=$("$WRK_HOOK" end "$req" "$warm")
+	[[ -n ${WRK_HOOK:-} ]] && extra+=$("$WRK_HOOK" end "$req" "$warm")
 	w=${w%\}}$extra\}
 	metrics_line "$scen" "$srv" "$rep" "$test" "c$WRK_CONNS" "$w" "$fail" >>"$runs"
 	log "  $test $srv: $w${fail:+ !! $fail}"
@@ -514,6 +528,7 @@ L7_BODY_CONNS=${BENCH_L7_BODY_CONNS:-10}
 # connections, else nginx closes and redials upstream connections under
 # this load (see the L7 section of BENCHMARKS.md); 32 is the usual value.
 L7_NGINX_KEEPALIVE=${BENCH_L7_NGINX_KEEPALIVE:-$((WRK_CONNS > 32 ? WRK_CONNS : 32))}
+L7_REQUEST_ID=${BENCH_L7_REQUEST_ID:-true}
 # headers40: 40 request headers of 100 bytes each with their CRLF (4000
 # bytes; the whole request head is ~4.1 KB with wrk's request line and Host).
 L7_HDRS=()
@@ -601,6 +616,9 @@ scenario_l7_proxy() {
 	if $L7_IF_PORTICO_HTTP; then
 		l7_http_portico_only || return 0
 	fi
+	# The smoke skips the warm-ups (12 runs of 1 s): it stays under 30 s.
+	local PX_WARMUP=$PX_WARMUP
+	$QUICK && PX_WARMUP=0
 	start_backend || { log "nginx backend did not start"; return; }
 	if [[ -z $(backend_counts) ]]; then
 		log "the backend's stub_status does not answer; l7-proxy skipped"
@@ -623,8 +641,8 @@ scenario_l7_proxy() {
 		done
 	done
 	stop_pid "$BACKEND_PID"
-	write_px_results l7-proxy "$runs" "$(printf '{"reps":%s,"warmup_s":%s,"duration_s":%s,"wrk_conns":%s,"wrk_threads":1,"body1m_conns":%s,"cells":"%s","headers40":"40 x 100 B","nginx_upstream_keepalive":%s,"servers":"%s","reference":"haproxy"}' \
-		"$REPS" "$PX_WARMUP" "$PX_DURATION" "$WRK_CONNS" "$L7_BODY_CONNS" "$L7_CELLS" "$L7_NGINX_KEEPALIVE" "${L7_SERVERS[*]}")"
+	write_px_results l7-proxy "$runs" "$(printf '{"reps":%s,"warmup_s":%s,"duration_s":%s,"wrk_conns":%s,"wrk_threads":1,"body1m_conns":%s,"cells":"%s","headers40":"40 x 100 B","nginx_upstream_keepalive":%s,"portico_generate_request_id":%s,"servers":"%s","reference":"haproxy"}' \
+		"$REPS" "$PX_WARMUP" "$PX_DURATION" "$WRK_CONNS" "$L7_BODY_CONNS" "$L7_CELLS" "$L7_NGINX_KEEPALIVE" "$L7_REQUEST_ID" "${L7_SERVERS[*]}")"
 }
 
 # ---------------------------------------------------------------------------

@@ -416,7 +416,10 @@ portico_proxy_config() {
 		YAML
 	elif [[ $1 == l7 ]]; then
 		# HTTP connection manager -> router -> cluster "backend"; no access
-		# log (the other proxies log nothing either).
+		# log (the other proxies log nothing either). Envoy's defaults
+		# otherwise: x-forwarded-proto is set and an x-request-id generated
+		# per request, which HAProxy and nginx do not do;
+		# L7_REQUEST_ID=false turns the latter off (generate_request_id).
 		cat <<-YAML
 		    filter_chains:
 		    - filters:
@@ -424,7 +427,7 @@ portico_proxy_config() {
 		        typed_config:
 		          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
 		          stat_prefix: l7
-		          codec_type: AUTO
+		          codec_type: AUTO$([[ ${L7_REQUEST_ID:-true} == false ]] && printf '\n          generate_request_id: false')
 		          route_config:
 		            name: local
 		            virtual_hosts:
@@ -590,6 +593,18 @@ start_proxy() {
 
 # cpu_ticks PID: utime+stime of the whole process.
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# machine_busy: non-idle ticks of all CPUs (/proc/stat: user, nice,
+# system, irq, softirq, steal).
+machine_busy() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+
+# children_ticks: CPU ticks of this shell's reaped children (bash's times),
+# which after a wrk_run include wrk's. Not in a $(...): a subshell would
+# report its own children.
+children_ticks() {
+	times >"$BENCH_TMP/times"
+	CHILD_TICKS=$(awk -v hz="$CLK_TCK" 'NR == 2 { t = 0; for (i = 1; i <= NF; i++) { split($i, m, "m"); t += m[1] * 60 + m[2] } printf "%d", t * hz }' "$BENCH_TMP/times")
+}
 
 # wrk_run OUT URL DURATION CONNS [wrk args...]: wrk on CPU $LG_CPU with one
 # thread. Writes "rps p50_us p99_us requests errors non2xx" to OUT.

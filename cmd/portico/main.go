@@ -186,8 +186,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 
 	spareP(srv.Concurrency(), log)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	srv.Start()
+	// The runners (DNS resolvers, health checkers) start before the workers, so that the
+	// DNS clusters' first answers are in before the first connection (Envoy's cluster
+	// warm-up, wait_for_warm_on_init): their updates are applied directly until Start.
+	setLoggers(cfg, log)
 	runCtx, stopRunners := context.WithCancel(context.Background())
 	var runners sync.WaitGroup
 	for _, r := range cfg.Runners {
@@ -197,6 +199,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			r.Run(runCtx)
 		}()
 	}
+	waitWarm(cfg, log)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	srv.Start()
 	adm.SetState(admin.Live)
 	for _, l := range srv.Listeners() {
 		log.Info("listener started", "listener", l.Name(), "address", l.Address().String(),

@@ -34,13 +34,22 @@ const (
 	TE
 	KeepAlive
 	ProxyConnection
+	// Headers the connection manager reads or sets on every request: known, so that
+	// doing so is no scan of a long header block.
+	XForwardedFor
+	XForwardedProto
+	XRequestID
+	XForwardedClientCert
+	Via
+	Server
 	numKnown
 )
 
 var knownNames = [numKnown]string{
 	":method", ":path", ":authority", ":scheme", ":status", "content-length",
 	"transfer-encoding", "connection", "upgrade", "expect", "te", "keep-alive",
-	"proxy-connection",
+	"proxy-connection", "x-forwarded-for", "x-forwarded-proto", "x-request-id",
+	"x-forwarded-client-cert", "via", "server",
 }
 
 // Name is the known header's lower-case name.
@@ -53,6 +62,10 @@ func KnownByName(name []byte) (Known, bool) {
 	case 2:
 		if string(name) == "te" {
 			return TE, true
+		}
+	case 3:
+		if string(name) == "via" {
+			return Via, true
 		}
 	case 5:
 		if string(name) == ":path" {
@@ -70,8 +83,11 @@ func KnownByName(name []byte) (Known, bool) {
 			return Upgrade, true
 		}
 	case 6:
-		if string(name) == "expect" {
+		switch string(name) {
+		case "expect":
 			return Expect, true
+		case "server":
+			return Server, true
 		}
 	case 10:
 		switch string(name) {
@@ -86,13 +102,28 @@ func KnownByName(name []byte) (Known, bool) {
 		if string(name) == "content-length" {
 			return ContentLength, true
 		}
+	case 12:
+		if string(name) == "x-request-id" {
+			return XRequestID, true
+		}
+	case 15:
+		if string(name) == "x-forwarded-for" {
+			return XForwardedFor, true
+		}
 	case 16:
 		if string(name) == "proxy-connection" {
 			return ProxyConnection, true
 		}
 	case 17:
-		if string(name) == "transfer-encoding" {
+		switch string(name) {
+		case "transfer-encoding":
 			return TransferEncoding, true
+		case "x-forwarded-proto":
+			return XForwardedProto, true
+		}
+	case 23:
+		if string(name) == "x-forwarded-client-cert" {
+			return XForwardedClientCert, true
 		}
 	}
 	return 0, false
@@ -215,8 +246,16 @@ func (m *Map) Count(name string) int {
 
 // Del removes every field named name (lower-case) and reports how many it removed.
 func (m *Map) Del(name string) int {
+	start := 0
+	if k, ok := KnownByName([]byte(name)); ok {
+		// A known header's first position is kept: absent means nothing to scan.
+		if m.known[k] == 0 {
+			return 0
+		}
+		start = int(m.known[k]) - 1
+	}
 	n := 0
-	for i := range m.fields {
+	for i := start; i < len(m.fields); i++ {
 		f := &m.fields[i]
 		if f.nameLen != 0 && f.nameLen == uint32(len(name)) && string(m.name(*f)) == name {
 			f.nameLen = 0
@@ -253,7 +292,17 @@ func (m *Map) SetString(name, value string) {
 
 func (m *Map) setValue(name string, value []byte) {
 	first := -1
-	for i := range m.fields {
+	start := 0
+	if k, ok := KnownByName([]byte(name)); ok {
+		if m.known[k] == 0 {
+			m.AddString(name, "")
+			start = len(m.fields) // nothing else to replace
+			first = start - 1
+		} else {
+			start = int(m.known[k]) - 1
+		}
+	}
+	for i := start; i < len(m.fields); i++ {
 		f := &m.fields[i]
 		if f.nameLen == uint32(len(name)) && string(m.name(*f)) == name {
 			if first < 0 {
@@ -277,7 +326,15 @@ func (m *Map) setValue(name string, value []byte) {
 // AppendValue appends value to the first field named name, joined by sep (", " for
 // x-forwarded-for), or adds the field if there is none.
 func (m *Map) AppendValue(name string, value []byte, sep string) {
-	for i := range m.fields {
+	start := 0
+	if k, ok := KnownByName([]byte(name)); ok {
+		if m.known[k] == 0 {
+			m.addStringBytes(name, value)
+			return
+		}
+		start = int(m.known[k]) - 1
+	}
+	for i := start; i < len(m.fields); i++ {
 		f := &m.fields[i]
 		if f.nameLen == uint32(len(name)) && string(m.name(*f)) == name {
 			old := m.value(*f)
@@ -293,7 +350,17 @@ func (m *Map) AppendValue(name string, value []byte, sep string) {
 			return
 		}
 	}
-	m.AddString(name, string(value))
+	m.addStringBytes(name, value)
+}
+
+// addStringBytes is Add with a string name and a byte value (no conversion to allocate).
+func (m *Map) addStringBytes(name string, value []byte) {
+	off := uint32(len(m.arena))
+	m.arena = append(m.arena, name...)
+	lowerInPlace(m.arena[off:])
+	voff := uint32(len(m.arena))
+	m.arena = append(m.arena, value...)
+	m.addField(field{off, uint32(len(name)), voff, uint32(len(value))})
 }
 
 // Range calls fn for each field in order until fn returns false. name and value alias the

@@ -49,3 +49,41 @@ func TestAddLowerCases(t *testing.T) {
 		t.Fatalf("content-length not known: %q %v", v, ok)
 	}
 }
+
+// TestKnownFastPaths: Del, Set and AppendValue on headers whose first position is kept
+// behave as the scans they replace, duplicates included.
+func TestKnownFastPaths(t *testing.T) {
+	var m Map
+	m.AddString("a", "1")
+	m.AddString("X-Request-Id", "r1")
+	m.AddString("b", "2")
+	m.AddString("x-request-id", "r2")
+	if n := m.Del("x-request-id"); n != 2 || m.Has("x-request-id") || m.Len() != 2 {
+		t.Fatalf("Del: %d, has %v, len %d", n, m.Has("x-request-id"), m.Len())
+	}
+	if n := m.Del("x-request-id"); n != 0 {
+		t.Fatalf("second Del: %d", n)
+	}
+	m.AddString("via", "1.1 a")
+	m.AddString("c", "3")
+	m.AddString("via", "1.1 b")
+	m.SetString("via", "2.0 z")
+	if v, _ := m.Get("via"); string(v) != "2.0 z" || m.Count("via") != 1 {
+		t.Fatalf("Set: %q count %d", v, m.Count("via"))
+	}
+	m.AppendValue("x-forwarded-for", []byte("10.0.0.1"), ",")
+	m.AppendValue("x-forwarded-for", []byte("10.0.0.2"), ",")
+	if v, _ := m.Get("x-forwarded-for"); string(v) != "10.0.0.1,10.0.0.2" {
+		t.Fatalf("AppendValue: %q", v)
+	}
+	m.SetString("server", "s")
+	if v, ok := m.GetKnown(Server); !ok || string(v) != "s" {
+		t.Fatalf("Set of an absent known header: %q %v", v, ok)
+	}
+	if a := testing.AllocsPerRun(100, func() {
+		m.AppendValue("x-forwarded-for", []byte("1"), ",")
+		m.Del("x-forwarded-for")
+	}); a != 0 {
+		t.Fatalf("%v allocations", a)
+	}
+}

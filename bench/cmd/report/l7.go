@@ -79,18 +79,19 @@ func l7Table(f *resultFile, test string) string {
 		rf = append(rf, refFig{spreadOf(rs, rate), spreadOf(rs, "p99_us"), spreadOf(rs, cpu)})
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "| Proxy | %s median (min–max) | vs HAProxy | vs nginx | p50 µs | p99 µs median (min–max) | p99 vs HAProxy | vs nginx | SUT CPU %s median (min–max) | vs HAProxy | vs nginx | SUT CPU util | upstream conns opened | requests per upstream conn | upstream reuse | errors |\n", ru, cu)
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	fmt.Fprintf(&b, "| Proxy | %s median (min–max) | vs HAProxy | vs nginx | p50 µs | p99 µs median (min–max) | p99 vs HAProxy | vs nginx | SUT CPU %s median (min–max) | vs HAProxy | vs nginx | SUT CPU util | load CPU (wrk + backend) | other CPU | upstream conns opened | requests per upstream conn | upstream reuse | errors |\n", ru, cu)
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, g := range gs {
 		r, p, c := spreadOf(g.runs, rate), spreadOf(g.runs, "p99_us"), spreadOf(g.runs, cpu)
 		reuse := "–"
 		if s := spreadOf(g.runs, "reuse_pct"); s.N > 0 {
 			reuse = fmt.Sprintf("%.2f %%", s.Med)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", l7Name(g.server),
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", l7Name(g.server),
 			r.fmtRange("%.0f"), ratio(r, rf[0].rate), ratio(r, rf[1].rate),
 			spreadOf(g.runs, "p50_us").fmtRange("%.0f"), p.fmtRange("%.0f"), ratio(p, rf[0].p99), ratio(p, rf[1].p99),
 			c.fmtRange("%.1f"), ratio(c, rf[0].cpu), ratio(c, rf[1].cpu), pct(spreadOf(g.runs, "sut_util")),
+			pct(spreadOf(g.runs, "load_cpu_util")), pct(spreadOf(g.runs, "other_cpu_util")),
 			spreadOf(g.runs, "upstream_conns").fmtRange("%.0f"), spreadOf(g.runs, "req_per_upstream_conn").fmtRange("%.0f"),
 			reuse, errCell(g.runs))
 	}

@@ -81,6 +81,20 @@ func (c *Cluster) StatsLabels() [][2]string { return [][2]string{{"cluster", c.c
 // VisitStats implements engine.StatsSource.
 func (c *Cluster) VisitStats(worker int, v engine.StatVisitor) {
 	c.perWorker[worker].stats.visit(v, c.c.Breakers(), worker == 0)
+	if worker == 0 {
+		// The reuse figure, cluster-wide (reported once, so that the text form's sum
+		// over workers is the figure): requests per upstream connection the pools opened.
+		var rq, cx uint64
+		for i := range c.perWorker {
+			rq += c.perWorker[i].stats.UpstreamRqTotal.Value()
+			cx += c.perWorker[i].stats.UpstreamCxHTTP1Total.Value()
+		}
+		per := 0.0
+		if cx > 0 {
+			per = float64(rq) / float64(cx)
+		}
+		v("upstream_rq_per_cx", engine.KindGauge, per)
+	}
 }
 
 // VisitHistograms implements engine.HistogramSource.
