@@ -18,6 +18,10 @@ import (
 // outlier_detection (engine.OutlierDetector), and ORIGINAL_DST clusters. cluster() calls
 // these with a line each.
 
+// A health checker is a Warmer: the binary waits for every host's first check before the
+// listeners accept, as Envoy's cluster initialisation does.
+var _ Warmer = (*health.Checker)(nil)
+
 // clusterHealth sets up the health checker and the outlier detector of a built cluster
 // c, adding their runners and stats to the configuration. It reports false on an error.
 func (t *translator) clusterHealth(cl *clusterv3.Cluster, c *engine.Cluster, at string) bool {

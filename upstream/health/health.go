@@ -125,6 +125,8 @@ type Checker struct {
 
 	mu       sync.Mutex
 	sessions map[*engine.Host]*session
+	warm     chan struct{} // closed once every host has had its first check
+	warmed   bool          // under mu
 }
 
 // New prepares a checker for cluster c and marks the cluster's hosts as waiting for
@@ -165,10 +167,30 @@ func New(c *engine.Cluster, cfg Config, keepHealthyOnRemoval bool) (*Checker, er
 			h.Path = "/"
 		}
 	}
-	k := &Checker{c: c, cfg: cfg, sem: make(chan struct{}, cfg.MaxConcurrent), sessions: map[*engine.Host]*session{}}
+	k := &Checker{c: c, cfg: cfg, sem: make(chan struct{}, cfg.MaxConcurrent), sessions: map[*engine.Host]*session{},
+		warm: make(chan struct{})}
 	k.seed.Store(uint64(time.Now().UnixNano()))
 	c.EnableActiveHealthChecking(keepHealthyOnRemoval)
 	return k, nil
+}
+
+// Warm is closed once every host of the cluster has had its first check (a
+// config.Warmer): Envoy's cluster initialisation waits for that too, so the first
+// connections do not meet hosts whose health is unknown.
+func (k *Checker) Warm() <-chan struct{} { return k.warm }
+
+// maybeWarm closes warm if every current host has had a check. Called under k.mu.
+func (k *Checker) maybeWarm() {
+	if k.warmed {
+		return
+	}
+	for _, h := range k.c.Hosts() {
+		if s := k.sessions[h]; s == nil || !s.checked.Load() {
+			return
+		}
+	}
+	k.warmed = true
+	close(k.warm)
 }
 
 // Cluster is the checked cluster.
@@ -216,6 +238,7 @@ func (k *Checker) Run(ctx context.Context) {
 			wg.Add(1)
 			go func() { defer wg.Done(); s.run(sctx) }()
 		}
+		k.maybeWarm()
 	}
 	sync()
 	for {
@@ -270,6 +293,7 @@ type session struct {
 	client    *http.Client
 	rng       *rand.Rand
 	first     bool
+	checked   atomic.Bool // has had a check result (for Warm)
 	healthy   uint32 // passes in a row while failed
 	unhealthy uint32 // counted failures in a row while passing
 }
@@ -299,6 +323,12 @@ func (s *session) run(ctx context.Context) {
 			return // cancelled mid-check: not the host's failure
 		}
 		changed := s.apply(out, detail)
+		if !s.checked.Load() {
+			s.checked.Store(true)
+			s.k.mu.Lock()
+			s.k.maybeWarm()
+			s.k.mu.Unlock()
+		}
 		t.Reset(s.interval(changed))
 	}
 }

@@ -123,6 +123,14 @@ func TestTCPCheckDownAndBack(t *testing.T) {
 	}
 	run(t, k)
 	h := c.Hosts()[0]
+	select {
+	case <-k.Warm():
+	case <-time.After(10 * time.Second):
+		t.Fatal("not warm after the first checks")
+	}
+	if k.Stats().Attempt.Value() < 2 {
+		t.Fatalf("warm after %d checks of 2 hosts", k.Stats().Attempt.Value())
+	}
 	eventually(t, "both healthy", func() bool { return k.Healthy() == 2 })
 	ln.Close()
 	eventually(t, "the closed port's host failed", func() bool { return failed(h) })
