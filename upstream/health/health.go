@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -120,7 +121,8 @@ type Checker struct {
 	cfg   Config
 	stats Stats
 	sem   chan struct{}
-	log   sync.Mutex    // serializes EventLog writes
+	evMu  sync.Mutex    // serializes EventLog writes
+	log   atomic.Pointer[slog.Logger]
 	seed  atomic.Uint64 // seeds each session's random source (jitter)
 
 	mu       sync.Mutex
@@ -191,6 +193,15 @@ func (k *Checker) maybeWarm() {
 	}
 	k.warmed = true
 	close(k.warm)
+}
+
+// SetLogger gives the checker a logger for hosts changing state (the binary's).
+func (k *Checker) SetLogger(l *slog.Logger) { k.log.Store(l) }
+
+func (k *Checker) logf(msg string, h *engine.Host, args ...any) {
+	if l := k.log.Load(); l != nil {
+		l.Info(msg, append([]any{"cluster", k.c.Name(), "host", h.Address().String()}, args...)...)
+	}
 }
 
 // Cluster is the checked cluster.
@@ -353,6 +364,9 @@ func (s *session) apply(out outcome, detail string) bool {
 			s.healthy = 0
 			h.SetHealthFlag(engine.FailedActiveHealthCheck, false)
 			k.event(h, fmt.Sprintf(`"add_healthy_event":{"first_check":%t}`, first))
+			if !first {
+				k.logf("health check: host healthy", h)
+			}
 			return true
 		}
 		return false
@@ -363,6 +377,9 @@ func (s *session) apply(out outcome, detail string) bool {
 	}
 	s.healthy = 0
 	if first || k.cfg.AlwaysLogFailures {
+		if k.cfg.AlwaysLogFailures {
+			k.logf("health check failed", h, "failure_type", failureType(out), "details", detail)
+		}
 		k.event(h, fmt.Sprintf(`"health_check_failure_event":{"failure_type":%q,"first_check":%t},"details":%q`, failureType(out), first, detail))
 	}
 	if failed {
@@ -372,6 +389,7 @@ func (s *session) apply(out outcome, detail string) bool {
 		s.unhealthy = 0
 		h.SetHealthFlag(engine.FailedActiveHealthCheck, true)
 		k.event(h, fmt.Sprintf(`"eject_unhealthy_event":{"failure_type":%q}`, failureType(out)))
+		k.logf("health check: host unhealthy", h, "failure_type", failureType(out), "details", detail)
 		return true
 	}
 	return false
@@ -578,8 +596,8 @@ func (k *Checker) event(h *engine.Host, body string) {
 	a := h.Address()
 	line := fmt.Sprintf(`{"health_checker_type":%q,"host":{"socket_address":{"protocol":"TCP","address":%q,"port_value":%d}},"cluster_name":%q,%s,"timestamp":%q}`+"\n",
 		typ, a.Addr().String(), a.Port(), k.c.Name(), body, time.Now().UTC().Format(time.RFC3339Nano))
-	k.log.Lock()
-	defer k.log.Unlock()
+	k.evMu.Lock()
+	defer k.evMu.Unlock()
 	io.WriteString(k.cfg.EventLog, line)
 }
 
