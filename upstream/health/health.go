@@ -121,7 +121,7 @@ type Checker struct {
 	cfg   Config
 	stats Stats
 	sem   chan struct{}
-	evMu  sync.Mutex    // serializes EventLog writes
+	evMu  sync.Mutex // serializes EventLog writes
 	log   atomic.Pointer[slog.Logger]
 	seed  atomic.Uint64 // seeds each session's random source (jitter)
 
@@ -305,8 +305,8 @@ type session struct {
 	rng       *rand.Rand
 	first     bool
 	checked   atomic.Bool // has had a check result (for Warm)
-	healthy   uint32 // passes in a row while failed
-	unhealthy uint32 // counted failures in a row while passing
+	healthy   uint32      // passes in a row while failed
+	unhealthy uint32      // counted failures in a row while passing
 }
 
 func (s *session) run(ctx context.Context) {
