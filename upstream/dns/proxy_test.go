@@ -263,7 +263,7 @@ func TestProxyThroughDNSClusters(t *testing.T) {
 	ns.Remove("strict.test")
 	waitFor(t, "no healthy upstream", func() bool {
 		code, body := httpGet(t, client, base+"/")
-		return code == 503 && strings.Contains(body, "no_healthy_upstream")
+		return code == 503 && strings.Contains(body, "no healthy upstream")
 	})
 	c, err := net.Dial("tcp", tcpAddr)
 	if err != nil {

@@ -235,7 +235,10 @@ func (f *filter) startAttempt() {
 	}
 	if host == nil {
 		f.cl.c.Stats(f.w.ID).UpstreamCxNoneHealthy.Inc()
-		f.fail(503, "UH", "no_healthy_upstream", false)
+		f.timeout.Stop()
+		f.perTry.Stop()
+		f.releaseBreakers()
+		f.cb.SendLocalReply(503, "no healthy upstream", "UH", "no_healthy_upstream")
 		return
 	}
 	if f.ntried < len(f.tried) {
