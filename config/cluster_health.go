@@ -11,6 +11,7 @@ import (
 
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/http/route"
+	"github.com/portico-proxy/portico/upstream/dns"
 	"github.com/portico-proxy/portico/upstream/health"
 )
 
@@ -56,6 +57,11 @@ func (t *translator) clusterHealth(cl *clusterv3.Cluster, c *engine.Cluster, at 
 		t.cfg.StatsSources = append(t.cfg.StatsSources, d)
 	}
 	if hcfg != nil {
+		for _, r := range t.cfg.Runners {
+			if d, isDNS := r.(*dns.Cluster); isDNS && d.Cluster() == c {
+				hcfg.HostsReady = d.Warm() // a DNS cluster's first hosts come from its first answer
+			}
+		}
 		k, err := health.New(c, *hcfg, !cl.GetIgnoreHealthOnHostRemoval())
 		if err != nil {
 			t.errorf(index(field(at, "health_checks"), 0), "%v", err)

@@ -68,6 +68,10 @@ type Config struct {
 
 	// MaxConcurrent bounds the checks in flight at once (default 64).
 	MaxConcurrent int
+
+	// HostsReady, if not nil, is closed once the cluster has its first hosts (a DNS
+	// cluster's first resolution): Warm waits for it before judging the host set.
+	HostsReady <-chan struct{}
 }
 
 // TCPCheck is tcp_health_check: with no Send and no Receive, a connect-only check.
@@ -186,6 +190,13 @@ func (k *Checker) maybeWarm() {
 	if k.warmed {
 		return
 	}
+	if r := k.cfg.HostsReady; r != nil {
+		select {
+		case <-r:
+		default:
+			return
+		}
+	}
 	for _, h := range k.c.Hosts() {
 		if s := k.sessions[h]; s == nil || !s.checked.Load() {
 			return
@@ -252,11 +263,15 @@ func (k *Checker) Run(ctx context.Context) {
 		k.maybeWarm()
 	}
 	sync()
+	ready := k.cfg.HostsReady
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-watch:
+			sync()
+		case <-ready:
+			ready = nil
 			sync()
 		}
 	}

@@ -263,3 +263,33 @@ func TestNewHostsChecked(t *testing.T) {
 	}
 	eventually(t, "added host healthy", func() bool { return !failed(n) })
 }
+
+// TestWarmWaitsForHosts: with HostsReady (a DNS cluster), an empty host set is not warm;
+// the first hosts arrive, HostsReady closes, and warm follows their first check.
+func TestWarmWaitsForHosts(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go acceptLoop(ln, nil)
+	c := cluster(t)
+	ready := make(chan struct{})
+	cfg := fast(Config{TCP: &TCPCheck{}, UnhealthyThreshold: 1, HealthyThreshold: 1, HostsReady: ready})
+	k, _ := New(c, cfg, false)
+	run(t, k)
+	time.Sleep(20 * time.Millisecond) // let Run's first pass see the empty set
+	select {
+	case <-k.Warm():
+		t.Fatal("warm before the cluster had its hosts")
+	default:
+	}
+	h := engine.NewHost(netip.MustParseAddrPort(ln.Addr().String()), 1, "", 1)
+	c.UpdateHosts([]*engine.Host{h})
+	close(ready)
+	select {
+	case <-k.Warm():
+	case <-time.After(10 * time.Second):
+		t.Fatal("not warm after the first hosts' checks")
+	}
+	if failed(h) {
+		t.Fatal("warm with the host not checked")
+	}
+}
