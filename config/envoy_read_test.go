@@ -119,9 +119,6 @@ static_resources:
   - name: eds
     type: EDS
     eds_cluster_config: { eds_config: { ads: {} } }
-  - name: passthrough
-    type: ORIGINAL_DST
-    lb_policy: CLUSTER_PROVIDED
   - name: v2
     hosts: [{ socket_address: { address: 127.0.0.1, port_value: 80 } }]
 `
@@ -129,9 +126,7 @@ static_resources:
 	checkErrors(t, err, []want{
 		{"static_resources.clusters[0].type", "EDS clusters are not supported by Portico"},
 		{"static_resources.clusters[0].eds_cluster_config", "not supported by Portico"},
-		{"static_resources.clusters[1].type", "ORIGINAL_DST clusters are not supported by Portico"},
-		{"static_resources.clusters[1].lb_policy", "CLUSTER_PROVIDED is not supported by Portico"},
-		{"static_resources.clusters[2].hosts", "unknown field (v2's hosts; v3 lists a cluster's endpoints in load_assignment"},
+		{"static_resources.clusters[1].hosts", "unknown field (v2's hosts; v3 lists a cluster's endpoints in load_assignment"},
 	})
 }
 

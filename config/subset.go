@@ -103,6 +103,9 @@ var supported = map[protoreflect.FullName][]protoreflect.Name{
 		"dns_lookup_family", "dns_refresh_rate", "dns_jitter", "dns_failure_refresh_rate",
 		"respect_dns_ttl", "dns_resolvers", "use_tcp_for_dns_lookups", "dns_resolution_config",
 		"typed_dns_resolver_config", "wait_for_warm_on_init",
+		// health checking, outlier detection, ORIGINAL_DST (cluster_health.go)
+		"health_checks", "outlier_detection", "ignore_health_on_host_removal", "cleanup_interval",
+		"original_dst_lb_config",
 	},
 	"envoy.config.cluster.v3.Cluster.RefreshRate": {"base_interval", "max_interval"},
 	"envoy.config.core.v3.DnsResolutionConfig":    {"resolvers", "dns_resolver_options"},
@@ -117,6 +120,29 @@ var supported = map[protoreflect.FullName][]protoreflect.Name{
 	},
 	// num_resolver_threads: Go's resolver has no thread pool to size.
 	getaddrinfoResolverType: {"num_retries", "num_resolver_threads"},
+	// cluster_health.go
+	"envoy.config.core.v3.HealthCheck": {
+		"timeout", "interval", "initial_jitter", "interval_jitter", "interval_jitter_percent",
+		"unhealthy_threshold", "healthy_threshold", "reuse_connection", "http_health_check",
+		"tcp_health_check", "no_traffic_interval", "no_traffic_healthy_interval",
+		"unhealthy_interval", "unhealthy_edge_interval", "healthy_edge_interval",
+		"event_log_path", "always_log_health_check_failures",
+	},
+	"envoy.config.core.v3.HealthCheck.TcpHealthCheck": {"send", "receive"},
+	"envoy.config.core.v3.HealthCheck.HttpHealthCheck": {
+		"host", "path", "send", "receive", "response_buffer_size", "request_headers_to_add",
+		"request_headers_to_remove", "expected_statuses", "retriable_statuses",
+		"codec_client_type", "method",
+	},
+	"envoy.config.core.v3.HealthCheck.Payload": {"text", "binary"},
+	"envoy.config.cluster.v3.OutlierDetection": {
+		"consecutive_5xx", "interval", "base_ejection_time", "max_ejection_percent",
+		"enforcing_consecutive_5xx", "consecutive_gateway_failure",
+		"enforcing_consecutive_gateway_failure", "split_external_local_origin_errors",
+		"consecutive_local_origin_failure", "enforcing_consecutive_local_origin_failure",
+		"max_ejection_time", "successful_active_health_check_uneject_host", "always_eject_one_host",
+	},
+	"envoy.config.cluster.v3.Cluster.OriginalDstLbConfig": {"use_http_header", "upstream_port_override"},
 
 	"envoy.config.endpoint.v3.ClusterLoadAssignment": {"cluster_name", "endpoints"},
 	"envoy.config.endpoint.v3.LocalityLbEndpoints":   {"lb_endpoints"},

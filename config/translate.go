@@ -243,6 +243,9 @@ func formatDuration(d *durationpb.Duration) string {
 }
 
 func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
+	if cl.GetClusterType() == nil && cl.GetType() == clusterv3.Cluster_ORIGINAL_DST {
+		return t.originalDstCluster(cl, at) // cluster_health.go
+	}
 	ok := true
 	typeOK := true
 	dnsc := t.dnsCluster(cl, at) // nil unless STRICT_DNS or LOGICAL_DNS (cluster_dns.go)
@@ -275,8 +278,8 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 		ok = false
 	}
 	if !typeOK || cl.GetClusterType() != nil {
-		// The endpoints of a cluster type Portico lacks (EDS, ORIGINAL_DST) are not
-		// read: errors about them would only follow from the type.
+		// The endpoints of a cluster type Portico lacks (EDS) are not read: errors
+		// about them would only follow from the type.
 		return nil
 	}
 	// A STATIC cluster without load_assignment, or with no endpoints in it, has no hosts
@@ -333,6 +336,9 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 		return nil
 	}
 	dnsc.attach(c)
+	if !t.clusterHealth(cl, c, at) { // health_checks, outlier_detection (cluster_health.go)
+		return nil
+	}
 	return c
 }
 

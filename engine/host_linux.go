@@ -17,6 +17,7 @@ type Host struct {
 	health   atomic.Uint32 // HealthFlag bits; 0 is healthy
 	removed  atomic.Bool   // no longer in its cluster's host set
 	local    []HostLocal
+	out      hostOutlier // outlier detection's per-host state (outlier_linux.go)
 }
 
 // HealthFlag is a reason for a host to be out of load balancing.

@@ -53,6 +53,9 @@ type ClusterConfig struct {
 	// KeepAlive, when set, turns TCP keep-alive on for upstream sockets
 	// (upstream_connection_options.tcp_keepalive).
 	KeepAlive *KeepAlive
+	// OriginalDst, if set, makes this an ORIGINAL_DST cluster (original_dst_linux.go):
+	// Endpoints are ignored, hosts are made per connection from its original destination.
+	OriginalDst *OriginalDstConfig
 }
 
 // KeepAlive is TCP keep-alive for upstream sockets: SO_KEEPALIVE, and each non-zero field
@@ -110,6 +113,8 @@ type Cluster struct {
 	current *hostSet // the latest set (admin, the next worker to go live)
 	srv     *Server  // set by AddCluster; host-set updates are posted once it started
 	live    bool     // the workers run: updates are posted, not written
+
+	ext clusterExt // health checking, outlier detection, ORIGINAL_DST (cluster_ext_linux.go)
 }
 
 // Breakers returns the cluster's circuit breakers, shared by all workers.
@@ -145,6 +150,10 @@ func NewCluster(cfg ClusterConfig, workers int) (*Cluster, error) {
 		c.perWorker[i].io = byteCounters{&st.UpstreamCxRxBytesTotal, &st.UpstreamCxTxBytesTotal}
 		c.perWorker[i].worker = i
 	}
+	if cfg.OriginalDst != nil {
+		c.initOriginalDst(*cfg.OriginalDst)
+		cfg.Endpoints = nil
+	}
 	hosts := make([]*Host, len(cfg.Endpoints))
 	for i, e := range cfg.Endpoints {
 		hosts[i] = NewHost(e.Address, e.Weight, e.Hostname, workers)
@@ -177,9 +186,10 @@ func (c *Cluster) Hosts() []*Host {
 // their connections and pools live on. Each worker switches to the new set on its next
 // loop turn; hosts that left run their OnRemoved hooks there.
 func (c *Cluster) UpdateHosts(hosts []*Host) {
-	hs := newHostSet(append([]*Host(nil), hosts...))
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	hosts = c.beforeHostUpdate(hosts) // health checking and outlier detection (cluster_ext_linux.go)
+	hs := newHostSet(append([]*Host(nil), hosts...))
 	var gone []*Host
 	if old := c.current; old != nil {
 		for _, h := range old.hosts {

@@ -331,6 +331,10 @@ func (uc *upstreamConn) OnHeaders(h *header.Map, m *http1.Message) {
 	if m.Status >= 200 || m.Status == 101 {
 		uc.keepAlive = m.KeepAlive
 	}
+	if m.Status >= 200 {
+		// Outlier detection (h-hc): the host's consecutive 5xx / gateway-failure counts.
+		uc.pool.host.ReportHTTPStatus(m.Status)
+	}
 	if m.Status == 101 || uc.f.connect && m.Status/100 == 2 {
 		uc.tunnel = true
 	}
@@ -356,6 +360,7 @@ func (uc *upstreamConn) OnEvent(ev engine.ConnectionEvent) {
 	switch ev {
 	case engine.Connected:
 		uc.connected = true
+		uc.pool.host.ReportResult(engine.ResultConnectSuccess) // outlier detection (h-hc)
 		uc.conn.AddReadFilter(uc)
 		return
 	}
@@ -363,6 +368,15 @@ func (uc *upstreamConn) OnEvent(ev engine.ConnectionEvent) {
 		return
 	}
 	uc.closed = true
+	if !uc.connected {
+		// Outlier detection (h-hc): a refused or timed-out connect counts against the host.
+		switch uc.conn.FailureReason() {
+		case engine.FailureConnectRefused:
+			uc.pool.host.ReportResult(engine.ResultConnectFailed)
+		case engine.FailureConnectTimeout:
+			uc.pool.host.ReportResult(engine.ResultTimeout)
+		}
+	}
 	uc.idleTimer.Stop()
 	p := uc.pool
 	f := uc.f

@@ -229,6 +229,10 @@ func (f *filter) startAttempt() {
 		skip = f.triedHost
 	}
 	host := f.cl.c.ChooseHost(f.w, skip)
+	if host == nil && f.cl.c.IsOriginalDst() {
+		// ORIGINAL_DST (h-hc): the downstream connection's original destination.
+		host = f.cl.c.ChooseHostFor(f.w, &f.down().Info)
+	}
 	if host == nil {
 		f.cl.c.Stats(f.w.ID).UpstreamCxNoneHealthy.Inc()
 		f.timeout.Stop()
@@ -661,6 +665,14 @@ func (f *filter) reset() {
 	f.wc, f.directResponse = -1, false
 }
 
+// reportTimeout tells outlier detection (h-hc) that the current attempt's host did not
+// answer in time (Envoy's LOCAL_ORIGIN_TIMEOUT).
+func (f *filter) reportTimeout() {
+	if f.up != nil {
+		f.up.pool.host.ReportResult(engine.ResultTimeout)
+	}
+}
+
 type globalTimeout filter
 
 func (t *globalTimeout) OnTimer() {
@@ -669,6 +681,7 @@ func (t *globalTimeout) OnTimer() {
 		return
 	}
 	f.cw.stats.UpstreamRqTimeout.Inc()
+	f.reportTimeout()
 	f.abandonUpstream()
 	f.backoff.Stop()
 	f.timedOut()
@@ -682,6 +695,7 @@ func (t *perTryTimeout) OnTimer() {
 		return
 	}
 	f.cw.stats.UpstreamRqPerTryTimeout.Inc()
+	f.reportTimeout()
 	f.abandonUpstream()
 	rp := f.retry
 	if rp != nil && retriableStatus(rp, 504) && f.canRetry() {

@@ -137,6 +137,7 @@ type proxy struct {
 	rx, tx   uint64
 	logged   bool
 	upHost   netip.AddrPort
+	cxHeld   bool // holds a unit of the cluster's max_connections breaker
 }
 
 func (p *proxy) OnNewConnection() engine.FilterStatus {
@@ -158,8 +159,28 @@ func (p *proxy) OnNewConnection() engine.FilterStatus {
 
 func (p *proxy) connect() {
 	p.attempts++
-	p.up = p.cluster.Connect(p.w, &p.upCb)
+	// The cluster's max_connections breaker counts every upstream connection, those of
+	// the HTTP pools too (Envoy's cluster-wide circuit breakers).
+	if !p.cluster.Breakers().Connections.TryAcquire() {
+		p.cluster.Stats(p.w.ID).UpstreamCxOverflow.Inc()
+		p.flags = "UO"
+		p.details = "upstream_cx_overflow"
+		p.up = nil
+		p.down.Close(engine.CloseNoFlush)
+		return
+	}
+	p.cxHeld = true
+	// ChooseHostFor: an ORIGINAL_DST cluster goes to the downstream's original destination.
+	p.up = p.cluster.ConnectHost(p.w, p.cluster.ChooseHostFor(p.w, &p.down.Info), &p.upCb)
 	p.upHost = p.up.RemoteEndpoint()
+}
+
+// releaseCx returns the breaker unit of the current upstream connection.
+func (p *proxy) releaseCx() {
+	if p.cxHeld {
+		p.cxHeld = false
+		p.cluster.Breakers().Connections.Release()
+	}
 }
 
 func (p *proxy) OnData(data []byte, endStream bool) engine.FilterStatus {
@@ -270,11 +291,19 @@ func (u *upstreamCallbacks) OnEvent(ev engine.ConnectionEvent) {
 	p := u.p
 	switch ev {
 	case engine.Connected:
+		p.up.Host().ReportResult(engine.ResultConnectSuccessFinal)
 		p.up.EnableHalfClose(true)
 		p.up.AddReadFilter(&p.upRead)
 		p.down.ReadDisable(false)
 	case engine.RemoteClose, engine.LocalClose:
+		p.releaseCx()
 		reason := p.up.FailureReason()
+		switch reason {
+		case engine.FailureConnectRefused:
+			p.up.Host().ReportResult(engine.ResultConnectFailed)
+		case engine.FailureConnectTimeout:
+			p.up.Host().ReportResult(engine.ResultTimeout)
+		}
 		if reason == engine.FailureOverflow {
 			// The proxy has no fd (or memory) for an upstream socket: an overflow of
 			// its own resources, not the backend's failure, and a retry now would fail
