@@ -41,7 +41,7 @@ var supportedCompat = map[protoreflect.FullName][]protoreflect.Name{
 
 	"envoy.config.cluster.v3.Cluster": {
 		"metadata", "alt_stat_name", "common_lb_config", "load_balancing_policy",
-		"ignore_health_on_host_removal", "upstream_connection_options", "track_cluster_stats",
+		"upstream_connection_options", "track_cluster_stats",
 	},
 	"envoy.config.cluster.v3.Cluster.CommonLbConfig": {
 		"healthy_panic_threshold", "update_merge_window", "locality_weighted_lb_config",
@@ -228,7 +228,7 @@ func (t *translator) clusterCompat(cl *clusterv3.Cluster, cc *engine.ClusterConf
 			t.warnf(field(cat, "locality_weighted_lb_config"), "localities are not weighted: hosts are balanced by their own weights across all localities")
 		}
 	}
-	// ignore_health_on_host_removal and metadata change nothing here; locality and its
+	// metadata changes nothing here; locality and its
 	// load_balancing_weight only weigh localities under locality_weighted_lb_config (above).
 	return ok
 }
