@@ -29,11 +29,31 @@ const (
 	corpusUpdate  = "PORTICO_CORPUS_UPDATE"
 )
 
+// findCorpus looks for shared/envoy-configs beside the checkout or any folder above it
+// (the team's layout: the repository next to ../shared), else returns corpusDefault.
+func findCorpus() string {
+	d, err := os.Getwd()
+	if err != nil {
+		return corpusDefault
+	}
+	for {
+		c := filepath.Join(d, "shared", "envoy-configs")
+		if st, err := os.Stat(c); err == nil && st.IsDir() {
+			return c
+		}
+		up := filepath.Dir(d)
+		if up == d {
+			return corpusDefault
+		}
+		d = up
+	}
+}
+
 // corpusFiles lists the bootstraps of the corpus folder, or skips (fails under CI).
 func corpusFiles(t *testing.T) (string, []string) {
 	dir := os.Getenv(corpusEnv)
 	if dir == "" {
-		dir = corpusDefault
+		dir = findCorpus()
 	}
 	if _, err := os.Stat(dir); err != nil {
 		if os.Getenv("CI") == "true" {

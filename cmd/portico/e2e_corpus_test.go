@@ -27,6 +27,15 @@ func TestCorpusStarts(t *testing.T) {
 	dir := os.Getenv("PORTICO_ENVOY_CONFIGS")
 	if dir == "" {
 		dir = corpusDir
+		// The team's layout: the repository next to ../shared; look above the checkout.
+		if wd, err := os.Getwd(); err == nil {
+			for d := wd; filepath.Dir(d) != d; d = filepath.Dir(d) {
+				if st, err := os.Stat(filepath.Join(d, "shared", "envoy-configs")); err == nil && st.IsDir() {
+					dir = filepath.Join(d, "shared", "envoy-configs")
+					break
+				}
+			}
+		}
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
