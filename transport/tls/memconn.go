@@ -43,6 +43,9 @@ type memConn struct {
 	blocking bool
 	// out receives every Write; it must not keep p.
 	out func(p []byte)
+	// clientALPN is the ClientHello's ALPN list, written by the handshake goroutine before
+	// it posts its result and read by the worker after.
+	clientALPN []string
 }
 
 func newMemConn(blocking bool, out func([]byte)) *memConn {
