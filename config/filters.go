@@ -14,6 +14,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+	"os"
 
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/filters/accesslog"
@@ -179,7 +180,8 @@ func (t *translator) accessLog(al *accesslogv3.AccessLog, at string) (accesslog.
 // other kinds (json_format, files) are reported by the subset check.
 func (t *translator) formatString(f *corev3.SubstitutionFormatString, at string) (string, string) {
 	if src := f.GetTextFormatSource(); src != nil {
-		return src.GetInlineString(), field(field(at, "text_format_source"), "inline_string")
+		b, p, _ := t.dataSource(src, field(at, "text_format_source"))
+		return string(b), p
 	}
 	return f.GetTextFormat(), field(at, "text_format") //lint:ignore SA1019 deprecated but supported
 }
@@ -290,4 +292,34 @@ func typedOrNil(a *anypb.Any) *anypb.Any {
 		return nil
 	}
 	return a
+}
+
+// dataSource reads an Envoy DataSource (inline_string, inline_bytes, filename,
+// environment_variable) once, at load, as Envoy does for these fields. It returns the
+// bytes and the path of the field that held them; a file that cannot be read, or an
+// environment variable that is not set, is an error at that field.
+func (t *translator) dataSource(ds *corev3.DataSource, at string) ([]byte, string, bool) {
+	switch s := ds.GetSpecifier().(type) {
+	case *corev3.DataSource_InlineString:
+		return []byte(s.InlineString), field(at, "inline_string"), true
+	case *corev3.DataSource_InlineBytes:
+		return s.InlineBytes, field(at, "inline_bytes"), true
+	case *corev3.DataSource_Filename:
+		p := field(at, "filename")
+		b, err := os.ReadFile(s.Filename)
+		if err != nil {
+			t.errorf(p, "%v", err)
+			return nil, p, false
+		}
+		return b, p, true
+	case *corev3.DataSource_EnvironmentVariable:
+		p := field(at, "environment_variable")
+		v, ok := os.LookupEnv(s.EnvironmentVariable)
+		if !ok {
+			t.errorf(p, "environment variable %q is not set", s.EnvironmentVariable)
+			return nil, p, false
+		}
+		return []byte(v), p, true
+	}
+	return nil, at, true
 }

@@ -383,13 +383,9 @@ func (t *translator) directResponse(d *routev3.DirectResponseAction, at string) 
 	if out.Status < 200 || out.Status > 599 {
 		out.Status = 200 // protoc-gen-validate: [200, 600)
 	}
-	switch b := d.GetBody().GetSpecifier().(type) {
-	case *corev3.DataSource_InlineString:
-		out.Body = []byte(b.InlineString)
-	case *corev3.DataSource_InlineBytes:
-		out.Body = b.InlineBytes
+	if b := d.GetBody(); b != nil {
+		out.Body, _, _ = t.dataSource(b, field(at, "body"))
 	}
-	// filename and environment_variable are reported as unsupported.
 	return out
 }
 

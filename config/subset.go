@@ -52,7 +52,7 @@ var supported = map[protoreflect.FullName][]protoreflect.Name{
 	"envoy.config.core.v3.SocketAddress":            {"address", "port_value", "protocol"},
 	"envoy.config.core.v3.CidrRange":                {"address_prefix", "prefix_len"},
 	"envoy.config.core.v3.SubstitutionFormatString": {"text_format", "text_format_source"},
-	"envoy.config.core.v3.DataSource":               {"inline_string"},
+	"envoy.config.core.v3.DataSource":               {"inline_string", "inline_bytes", "filename", "environment_variable"},
 
 	"envoy.config.listener.v3.Listener": {
 		"name", "address", "enable_reuse_port", "reuse_port", "bind_to_port",

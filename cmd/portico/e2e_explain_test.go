@@ -1,7 +1,9 @@
 package main
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -154,5 +156,28 @@ func TestExplainHTTP(t *testing.T) {
 				t.Errorf("exit %d, want %d:\n%s", cmd.ProcessState.ExitCode(), tc.code, out)
 			}
 		})
+	}
+}
+
+// TestDirectResponseFromFile: a direct_response body may come from a file (read once at
+// load, as Envoy does); a missing file is an error naming the field.
+func TestDirectResponseFromFile(t *testing.T) {
+	dir := t.TempDir()
+	body := filepath.Join(dir, "body.txt")
+	if err := os.WriteFile(body, []byte("served from a file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(explainHTTPConfig, `direct_response: { status: 200, body: { inline_string: "pong" } }`,
+		`direct_response: { status: 200, body: { filename: "`+body+`" } }`, 1)
+	path := writeConfig(t, cfg, nil)
+	out, _ := exec.Command(porticoBin, "explain", "-c", path, "--listener", "web", "--dst", "127.0.0.1:1", "--host", "x", "--path", "/ping").CombinedOutput()
+	if !strings.Contains(string(out), "direct_response status=200 body_bytes=19") {
+		t.Fatalf("explain:\n%s", out)
+	}
+	os.Remove(body)
+	cmd := exec.Command(porticoBin, "validate", "-c", path)
+	out, _ = cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "direct_response.body.filename") || !strings.Contains(string(out), "no such file") {
+		t.Fatalf("missing file: exit %d\n%s", cmd.ProcessState.ExitCode(), out)
 	}
 }
