@@ -268,7 +268,26 @@ func (al *activeListener) newConnection(fd int, registered, more, peerFin bool, 
 	if c.readReady || c.replay {
 		w.deferRead(c)
 	}
+	if chain.TransportSocket != nil {
+		c.startTransport(chain.TransportSocket)
+		return
+	}
 	c.startFilters(chain)
+}
+
+// startTransport makes the connection's transport socket; its OnConnected starts the
+// handshake, and the filters wait for TransportReady. A panic resets the connection.
+func (c *Connection) startTransport(f TransportSocketFactory) {
+	defer c.recoverFilter()
+	ts := f.NewTransportSocket(c)
+	if ts == nil || c.state == stateClosed {
+		if c.state != stateClosed {
+			c.Close(CloseNoFlush)
+		}
+		return
+	}
+	c.ts = ts
+	ts.OnConnected()
 }
 
 // startFilters builds the chain's network filters and calls their OnNewConnection; a panic

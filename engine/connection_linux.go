@@ -136,11 +136,12 @@ type Connection struct {
 	// timer is the connect timeout while connecting, then the delayed-close timeout while
 	// closing (the two never overlap); nil until needed.
 	timer  *Timer
-	io     *byteCounters // the owner's rx/tx byte counters; nil for none
-	owner  connOwner     // accounts for the connection when it closes
-	host   *Host         // upstream: the host dialed
-	chain  *FilterChain  // downstream: the filter chain that built it
-	splice *splicePair   // set once a bulk transfer switched to splice(2); nil otherwise
+	io     *byteCounters   // the owner's rx/tx byte counters; nil for none
+	owner  connOwner       // accounts for the connection when it closes
+	host   *Host           // upstream: the host dialed
+	chain  *FilterChain    // downstream: the filter chain that built it
+	splice *splicePair     // set once a bulk transfer switched to splice(2); nil otherwise
+	ts     TransportSocket // nil: raw_buffer
 }
 
 // byteCounters are the rx/tx byte counters a listener or cluster keeps per worker; its
@@ -303,6 +304,15 @@ func (c *Connection) Write(data []byte, endStream bool) {
 	if c.state == stateClosed || c.state == stateClosing || c.localShutdown {
 		return
 	}
+	if c.ts != nil {
+		c.ts.Write(data, endStream)
+		return
+	}
+	c.writeRaw(data, endStream)
+}
+
+// writeRaw is Write below the transport socket.
+func (c *Connection) writeRaw(data []byte, endStream bool) {
 	if len(data) > 0 {
 		if c.state == stateOpen && c.BufferedBytes() == 0 {
 			n, err := writeFd(c.fd, data)
@@ -413,6 +423,13 @@ func (c *Connection) Close(t CloseType) {
 			return
 		}
 	}
+	if t == CloseFlushWrite && c.ts != nil && c.state == stateOpen && !c.localShutdown && !c.shutdownAfter {
+		// The transport's own end of stream (TLS close_notify) goes out before the FIN.
+		c.ts.Write(nil, true)
+		if c.state == stateClosed {
+			return
+		}
+	}
 	if t == CloseFlushWrite && c.state == stateOpen && c.BufferedBytes() > 0 {
 		// The EPOLLOUT edge of the next drain finishes the close; a peer that stopped
 		// reading gets the delayed-close timeout instead.
@@ -466,6 +483,9 @@ func (c *Connection) closeSocket(ev ConnectionEvent) {
 		c.w.putBuffer(c.w.replays[c])
 		delete(c.w.replays, c)
 		c.replay = false
+	}
+	if c.ts != nil {
+		c.ts.OnClose()
 	}
 	if c.owner != nil {
 		c.owner.connClosed(c)
@@ -553,7 +573,11 @@ func (c *Connection) onReadReady() {
 			if c.io != nil {
 				c.io.rx.Add(uint64(n))
 			}
-			c.dispatch(buf[:n], false)
+			if c.ts != nil {
+				c.ts.OnRead(buf[:n])
+			} else {
+				c.dispatch(buf[:n], false)
+			}
 			if !short && c.state == stateOpen && c.startSplice() {
 				// A bulk transfer: the rest goes by splice.
 				if d := c.spliceOut(); c.spliceRead(d) {
@@ -598,7 +622,11 @@ func (c *Connection) replayRead() {
 	if c.io != nil {
 		c.io.rx.Add(uint64(len(data)))
 	}
-	c.dispatch(data, false)
+	if c.ts != nil {
+		c.ts.OnRead(data)
+	} else {
+		c.dispatch(data, false)
+	}
 	c.w.putBuffer(b)
 }
 

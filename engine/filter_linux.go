@@ -35,11 +35,14 @@ type ListenerFilter interface {
 	OnData(s *ActiveSocket, data []byte) FilterStatus
 }
 
-// FilterChain is what a FilterChainManager selects: a name and the network filters to
-// build for the connection.
+// FilterChain is what a FilterChainManager selects: a name, the transport socket and the
+// network filters to build for the connection.
 type FilterChain struct {
 	Name    string
 	Filters []NetworkFilterFactory
+	// TransportSocket makes each connection's transport socket (Envoy's
+	// filter_chains[].transport_socket); nil is raw_buffer.
+	TransportSocket TransportSocketFactory
 }
 
 // FilterChainManager selects the filter chain for a socket after the listener filters

@@ -93,7 +93,7 @@ func (c *Connection) pipeBytes() int {
 // startSplice switches c's reads to splice after a read filled the scratch buffer, if its
 // only filter forwards to a target that can take spliced bytes. It reports whether it did.
 func (c *Connection) startSplice() bool {
-	if c.noSplice || c.w.spliceOff || c.readFilters() != 1 {
+	if c.noSplice || c.ts != nil || c.w.spliceOff || c.readFilters() != 1 {
 		return false
 	}
 	src, ok := c.filter.(SpliceSource)
@@ -102,7 +102,8 @@ func (c *Connection) startSplice() bool {
 		return false
 	}
 	t := src.SpliceTarget()
-	if t == nil || t == c || t.w != c.w || t.state != stateOpen || t.localShutdown {
+	if t == nil || t == c || t.w != c.w || t.state != stateOpen || t.localShutdown || t.ts != nil {
+		// A target with a transport socket must see every byte (splice would bypass it).
 		return false
 	}
 	p := c.splice

@@ -80,6 +80,10 @@ type Worker struct {
 
 	scratch []byte
 	intern  Interner
+	// tscratch is TransportScratch's buffer, made on first use; handshakes counts the
+	// transport handshake slots in use (HandshakeSlot).
+	tscratch   []byte
+	handshakes int
 
 	listeners map[string]*activeListener // by listener name
 	active    []*activeListener          // by Listener.id

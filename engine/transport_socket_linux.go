@@ -1,0 +1,111 @@
+package engine
+
+// TransportSocket sits between a Connection's socket and its read filters (Envoy's
+// Network::TransportSocket). A Connection without one is raw_buffer: bytes go from the fd to
+// the filters and back untouched, on the engine's own path (zero-copy reads into the
+// worker's scratch buffer, direct writes, splice for bulk transfers); that path pays one
+// nil check per read and per write for the existence of this interface, nothing more.
+//
+// A transport socket is made per connection by the TransportSocketFactory of the filter
+// chain that was selected, and all its methods run on the connection's worker. Splicing is
+// never used on a connection that has one, in either direction.
+type TransportSocket interface {
+	// OnConnected is called once, when the connection is registered and before any read.
+	// The connection's network filters are built only when the transport socket calls
+	// Connection.TransportReady (at once for a socket without a handshake, after it for
+	// TLS), so they see the final SocketInfo in OnNewConnection.
+	OnConnected()
+	// OnRead gets bytes read from the socket, valid only during the call. The transport
+	// socket hands what it decodes to the filters with Connection.DeliverRead, and an end
+	// of stream it decodes with Connection.TransportEOF.
+	OnRead(data []byte)
+	// Write encodes what a filter wrote (valid only during the call) and sends the result
+	// with Connection.WriteRaw; endStream ends the write side (TLS: close_notify, then
+	// FIN). Write(nil, true) is how a graceful Close asks for the end of stream.
+	Write(data []byte, endStream bool)
+	// OnClose is called once when the connection closes, from any state: the transport
+	// socket releases what it holds.
+	OnClose()
+}
+
+// TransportSocketFactory makes the transport socket of each connection of a filter chain
+// (FilterChain.TransportSocket; nil is raw_buffer). It is shared by every worker and must
+// be safe for concurrent use; per-worker state is indexed by Worker.ID.
+type TransportSocketFactory interface {
+	// Name is the Envoy name (envoy.transport_sockets.tls).
+	Name() string
+	// NewTransportSocket returns c's transport socket. It may close c (refuse it) and
+	// return nil.
+	NewTransportSocket(c *Connection) TransportSocket
+}
+
+// Transport is the connection's transport socket, nil for raw_buffer.
+func (c *Connection) Transport() TransportSocket { return c.ts }
+
+// TransportReady tells the connection that its transport socket is ready for the filters:
+// the chain's network filters are built and OnNewConnection runs. Called once.
+func (c *Connection) TransportReady() {
+	if c.state != stateOpen || c.chain == nil || c.filter != nil {
+		return
+	}
+	c.startFilters(c.chain)
+}
+
+// DeliverRead hands decoded bytes to the read filters, as a read does on raw_buffer. data
+// must stay valid during the call only.
+func (c *Connection) DeliverRead(data []byte) {
+	if c.state != stateOpen || len(data) == 0 {
+		return
+	}
+	c.dispatch(data, false)
+}
+
+// TransportEOF is the decoded end of stream (a TLS close_notify): the filters see it as
+// the peer's FIN, and no further read is made.
+func (c *Connection) TransportEOF() {
+	if c.state != stateOpen || c.remoteEOF {
+		return
+	}
+	c.readReady = false
+	c.onRemoteEOF()
+}
+
+// WriteRaw sends bytes on the socket below the transport socket, buffering what the
+// kernel refuses (the write buffer and its watermarks hold encoded bytes); endStream
+// shuts the write side down once everything is sent.
+func (c *Connection) WriteRaw(data []byte, endStream bool) {
+	if c.state == stateClosed || c.localShutdown {
+		return
+	}
+	c.writeRaw(data, endStream)
+}
+
+// HandshakeSlot takes one of the worker's handshake slots if fewer than limit are in use:
+// a transport socket holds one while its handshake runs off the worker, so a flood of
+// handshakes cannot become a flood of goroutines. It runs on the worker.
+func (w *Worker) HandshakeSlot(limit int) bool {
+	if w.handshakes >= limit {
+		return false
+	}
+	w.handshakes++
+	return true
+}
+
+// ReleaseHandshakeSlot returns a slot HandshakeSlot gave; it runs on the worker.
+func (w *Worker) ReleaseHandshakeSlot() {
+	if w.handshakes > 0 {
+		w.handshakes--
+	}
+}
+
+// HandshakesInFlight is how many handshake slots are taken on the worker.
+func (w *Worker) HandshakesInFlight() int { return w.handshakes }
+
+// TransportScratch is a second worker buffer (64 KiB) for a transport socket's decoded
+// bytes, valid until the next call on the worker: OnRead's data lives in Scratch.
+func (w *Worker) TransportScratch() []byte {
+	if w.tscratch == nil {
+		w.tscratch = make([]byte, scratchSize)
+	}
+	return w.tscratch
+}
