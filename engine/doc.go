@@ -27,6 +27,16 @@
 // read lands in the worker's scratch buffer and is handed to OnData, valid only during the
 // call; Connection.Write sends at once and buffers only what the kernel refuses.
 //
+// # Transport sockets
+//
+// A FilterChain may carry a TransportSocketFactory (Envoy's transport_socket): its
+// TransportSocket then sits between the socket and the read filters, which are built only
+// once it reports TransportReady, and which read and write plaintext (package
+// transport/tls terminates TLS this way, with the handshake on a short-lived goroutine and
+// the established connection driven by the worker). Without one, a connection is
+// raw_buffer: bytes go straight between the fd and the filters, and bulk transfers may
+// splice.
+//
 // # Flow control
 //
 // A Connection's write buffer has a high watermark (ListenerConfig.PerConnectionBufferLimit,
