@@ -7,6 +7,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/request_id/uuid/v3" // the default request_id_extension
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"strings"
 
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/filters/http/httpfilter"
@@ -118,7 +119,7 @@ func (t *translator) hcm(m *hcmv3.HttpConnectionManager, at string) (engine.Netw
 		if v := u.GetEnabled(); v != nil && !v.GetValue() {
 			continue
 		}
-		typ := lower(u.GetUpgradeType())
+		typ := strings.ToLower(u.GetUpgradeType())
 		if typ == "connect" {
 			t.unsupported(field(uat, "upgrade_type"), "CONNECT", "CONNECT is not supported by Portico yet")
 			ok = false
@@ -325,14 +326,4 @@ func (t *translator) clusterHTTP(cl *clusterv3.Cluster, cc *engine.ClusterConfig
 		}
 	}
 	return ok
-}
-
-func lower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }

@@ -179,10 +179,7 @@ func (p *pool) release(uc *upstreamConn) {
 		return
 	}
 	if len(p.waiting) > 0 {
-		f := p.waiting[0]
-		copy(p.waiting, p.waiting[1:])
-		p.waiting[len(p.waiting)-1] = nil
-		p.waiting = p.waiting[:len(p.waiting)-1]
+		f := p.popWaiting()
 		f.leavePending()
 		f.attach(uc)
 		return
@@ -192,6 +189,15 @@ func (p *pool) release(uc *upstreamConn) {
 	if cfg.IdleTimeout > 0 {
 		uc.idleTimer.Reset(cfg.IdleTimeout)
 	}
+}
+
+// popWaiting takes the oldest waiting request off the queue.
+func (p *pool) popWaiting() *filter {
+	f := p.waiting[0]
+	copy(p.waiting, p.waiting[1:])
+	p.waiting[len(p.waiting)-1] = nil
+	p.waiting = p.waiting[:len(p.waiting)-1]
+	return f
 }
 
 // wait queues f until a connection frees up.
@@ -222,10 +228,7 @@ func (p *pool) onClosed(uc *upstreamConn) {
 	}
 	if len(p.waiting) > 0 {
 		if nc := p.acquire(true); nc != nil {
-			f := p.waiting[0]
-			copy(p.waiting, p.waiting[1:])
-			p.waiting[len(p.waiting)-1] = nil
-			p.waiting = p.waiting[:len(p.waiting)-1]
+			f := p.popWaiting()
 			f.leavePending()
 			f.attach(nc)
 		}

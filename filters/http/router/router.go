@@ -6,6 +6,7 @@
 package router
 
 import (
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -34,28 +35,21 @@ type Factory struct {
 	rng []workerRand
 }
 
-// workerRand is a worker's random source for weighted clusters and back-off jitter
-// (splitmix64: unpredictable enough, no lock, no allocation).
+// workerRand is a worker's random source for weighted clusters and back-off jitter: a
+// PCG per worker takes no lock and allocates nothing.
 type workerRand struct {
-	s uint64
-	_ [56]byte
+	pcg rand.PCG
+	_   [48]byte
 }
 
 // next returns worker w's next random number.
-func (fa *Factory) next(w int) uint64 {
-	r := &fa.rng[w]
-	r.s += 0x9e3779b97f4a7c15
-	z := r.s
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	return z ^ (z >> 31)
-}
+func (fa *Factory) next(w int) uint64 { return fa.rng[w].pcg.Uint64() }
 
 // New builds a router factory over the configuration's upstreams.
 func New(cfg Config, up *Upstreams) *Factory {
 	fa := &Factory{cfg: cfg, up: up, rng: make([]workerRand, up.workers)}
 	for i := range fa.rng {
-		fa.rng[i].s = uint64(time.Now().UnixNano()) ^ uint64(i)<<32
+		fa.rng[i].pcg.Seed(uint64(time.Now().UnixNano()), uint64(i))
 	}
 	return fa
 }
@@ -111,9 +105,7 @@ type filter struct {
 	rqStart  int64
 	reqAcq   bool // holds a max_requests unit
 	wc       int  // the weighted cluster picked, -1 for none
-	// directResponse: the route answered itself (redirect, direct_response)
-	directResponse bool
-	scratch        []byte
+	scratch  []byte
 
 	timeout engine.Timer // the route's timeout, from the end of the request
 	perTry  engine.Timer
@@ -163,7 +155,6 @@ func (f *filter) DecodeHeaders(endStream bool) {
 	switch rt.Kind() {
 	case route.ActionDirectResponse:
 		f.cb.NoteRouteOutcome(httpfilter.DirectResponse)
-		f.directResponse = true
 		status, body := rt.DirectResponse()
 		if rt.AddsLocation() {
 			f.scratch = rt.AppendRedirectLocation(f.scratch[:0], h, f.scheme())
@@ -175,7 +166,6 @@ func (f *filter) DecodeHeaders(endStream bool) {
 	case route.ActionRedirect:
 		f.cb.NoteRouteOutcome(httpfilter.Redirect)
 		f.scratch = rt.AppendRedirectLocation(f.scratch[:0], h, f.scheme())
-		f.directResponse = true
 		f.cb.SendLocalReply(rt.RedirectResponseCode(), "", "", "direct_response", "location", string(f.scratch))
 		return
 	}
@@ -205,7 +195,7 @@ func (f *filter) DecodeHeaders(endStream bool) {
 	if !endStream && m.Body != http1.BodyContentLength && !m.Connect {
 		f.chunked = true
 	}
-	f.encodeHead(h, m, endStream)
+	f.encodeHead(h)
 	f.startAttempt()
 	if endStream {
 		f.onRequestEnd()
@@ -213,7 +203,7 @@ func (f *filter) DecodeHeaders(endStream bool) {
 }
 
 // encodeHead writes the request head the upstream gets.
-func (f *filter) encodeHead(h *header.Map, m *http1.Message, endStream bool) {
+func (f *filter) encodeHead(h *header.Map) {
 	if f.chunked {
 		h.SetString("transfer-encoding", "chunked")
 	}
@@ -662,7 +652,7 @@ func (f *filter) reset() {
 	f.pending, f.connect, f.chunked, f.reqDone, f.respSeen = false, false, false, false, false
 	f.body, f.bodyLost = f.body[:0], false
 	f.attempts, f.retries, f.retrying, f.ntried, f.reqAcq = 0, 0, false, 0, false
-	f.wc, f.directResponse = -1, false
+	f.wc = -1
 }
 
 // reportTimeout tells outlier detection (h-hc) that the current attempt's host did not

@@ -3,27 +3,22 @@ package httpconnmgr
 import (
 	crand "crypto/rand"
 	"encoding/binary"
+	"math/rand/v2"
 	"net/netip"
 )
 
-// rng is a per-worker splitmix64 generator for x-request-id: a UUID needs unpredictable
-// bits, not a cryptographic stream, and a generator per worker takes no lock. Its seed
-// comes from crypto/rand.
-type rng struct{ s uint64 }
+// rng is a per-worker generator for x-request-id: a UUID needs unpredictable bits, not a
+// cryptographic stream, and a PCG per worker takes no lock. Its seed comes from
+// crypto/rand.
+type rng struct{ pcg rand.PCG }
 
 func (r *rng) seed(salt uint64) {
-	var b [8]byte
+	var b [16]byte
 	_, _ = crand.Read(b[:])
-	r.s = binary.LittleEndian.Uint64(b[:]) ^ salt*0x9e3779b97f4a7c15
+	r.pcg.Seed(binary.LittleEndian.Uint64(b[:8])^salt, binary.LittleEndian.Uint64(b[8:]))
 }
 
-func (r *rng) next() uint64 {
-	r.s += 0x9e3779b97f4a7c15
-	z := r.s
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	return z ^ (z >> 31)
-}
+func (r *rng) next() uint64 { return r.pcg.Uint64() }
 
 // appendUUID appends a random (version 4) UUID in its 36-character form.
 func (r *rng) appendUUID(b []byte) []byte {
