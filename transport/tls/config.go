@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"time"
 )
 
@@ -57,15 +56,6 @@ type DownstreamConfig struct {
 	HandshakeTimeout time.Duration
 	// MaxHandshakes caps handshakes in flight per worker; 0 means DefaultMaxHandshakes.
 	MaxHandshakes int
-}
-
-// Stats are a factory's counters (Envoy's listener.<addr>.ssl.* subset so far).
-type Stats struct {
-	Handshake         atomic.Uint64 // successful handshakes
-	ConnectionError   atomic.Uint64 // failed handshakes and TLS errors after it
-	HandshakeTimeout  atomic.Uint64 // handshakes cut by the timeout (also in ConnectionError)
-	HandshakeOverflow atomic.Uint64 // connections refused because the worker's cap was reached
-	TLS12, TLS13      atomic.Uint64 // ssl.versions.TLSv1.2 / TLSv1.3
 }
 
 // certSet picks the certificate for a ClientHello as Envoy does.

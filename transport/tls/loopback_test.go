@@ -245,8 +245,8 @@ func TestALPNAndVersions(t *testing.T) {
 		t.Fatal("TLS 1.1 accepted")
 	}
 	waitFor(t, func() bool { return r.f.Stats.ConnectionError.Load() > before })
-	if r.f.Stats.TLS12.Load() != 2 || r.f.Stats.TLS13.Load() != 3 {
-		t.Errorf("version counters 1.2=%d 1.3=%d", r.f.Stats.TLS12.Load(), r.f.Stats.TLS13.Load())
+	if r.f.Stats.Version(ctls.VersionTLS12) != 2 || r.f.Stats.Version(ctls.VersionTLS13) != 3 {
+		t.Errorf("version counters 1.2=%d 1.3=%d", r.f.Stats.Version(ctls.VersionTLS12), r.f.Stats.Version(ctls.VersionTLS13))
 	}
 }
 

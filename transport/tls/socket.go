@@ -94,13 +94,7 @@ func (s *socket) done(err error) {
 	s.state = established
 	s.mc.setNonBlocking(s.writeDirect)
 	cs := s.tc.ConnectionState()
-	s.f.Stats.Handshake.Add(1)
-	switch cs.Version {
-	case ctls.VersionTLS12:
-		s.f.Stats.TLS12.Add(1)
-	case ctls.VersionTLS13:
-		s.f.Stats.TLS13.Add(1)
-	}
+	s.f.Stats.RecordHandshake(&cs)
 	info := &s.c.Info
 	info.TransportProtocol = engine.TransportTLS
 	if info.ServerName == "" && cs.ServerName != "" {
