@@ -203,6 +203,11 @@ func supportedFields(n protoreflect.FullName) []protoreflect.Name {
 	if f, ok := supportedHCM[n]; ok {
 		return f
 	}
+	for _, m := range [...]map[protoreflect.FullName][]protoreflect.Name{supportedTLS, supportedTLSValidation, supportedTLSUpstream} {
+		if f, ok := m[n]; ok {
+			return f
+		}
+	}
 	return supportedRoute[n]
 }
 

@@ -56,7 +56,38 @@ type DownstreamConfig struct {
 	HandshakeTimeout time.Duration
 	// MaxHandshakes caps handshakes in flight per worker; 0 means DefaultMaxHandshakes.
 	MaxHandshakes int
+
+	// Validation is common_tls_context.validation_context: with it the server asks for a
+	// client certificate and verifies one if given; nil asks for none.
+	Validation *Validation
+	// RequireClientCertificate is require_client_certificate: a client without a
+	// certificate fails the handshake (ssl.fail_verify_no_cert).
+	RequireClientCertificate bool
+
+	// SessionTicketKeys are session_ticket_keys, each Envoy's 80-byte key (16 bytes of
+	// name, 32 of HMAC secret, 32 of AES key); the first encrypts, all decrypt. nil: keys
+	// of the process's own, rotated as crypto/tls does.
+	SessionTicketKeys [][]byte
+	// DisableStatelessSessionResumption is disable_stateless_session_resumption (no
+	// tickets); DisableStatefulSessionResumption is disable_stateful_session_resumption.
+	DisableStatelessSessionResumption, DisableStatefulSessionResumption bool
+	// SessionTimeout is session_timeout: how long a session may be resumed; 0 is Envoy's
+	// (BoringSSL's) default of 2 hours for TLS 1.2 and 7 days for TLS 1.3 tickets.
+	SessionTimeout time.Duration
+	// OCSP staples go in each Certificate's OCSPStaple; OCSPStaplePolicy is
+	// ocsp_staple_policy (LENIENT_STAPLING by default).
+	OCSPStaplePolicy OCSPStaplePolicy
 }
+
+// OCSPStaplePolicy is DownstreamTlsContext.ocsp_staple_policy.
+type OCSPStaplePolicy uint8
+
+// Envoy's OCSP staple policies.
+const (
+	LenientStapling OCSPStaplePolicy = iota
+	StrictStapling
+	MustStaple
+)
 
 // certSet picks the certificate for a ClientHello as Envoy does.
 type certSet struct {
@@ -186,6 +217,11 @@ func NewDownstream(cfg DownstreamConfig) (*Factory, error) {
 	}
 	if c.CurvePreferences == nil {
 		c.CurvePreferences = envoyCurves()
+	}
+	if cfg.Validation != nil {
+		cfg.Validation.apply(c, true, cfg.RequireClientCertificate, &f.Stats)
+	} else if cfg.RequireClientCertificate {
+		return nil, fmt.Errorf("require_client_certificate: needs a validation_context")
 	}
 	f.noALPN = c.Clone()
 	f.noALPN.NextProtos = nil
