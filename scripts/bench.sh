@@ -27,7 +27,7 @@
 # Portico generates no x-request-id); tls (scripts/lib-bench-tls.sh):
 # BENCH_TLS_SERVERS ("portico haproxy nginx"), BENCH_TLS_IDLE_CONNS (8000;
 # --quick 500), BENCH_TLS_HS_CONC (32), BENCH_TLS_PROBE_CONNS (10),
-# BENCH_TLS_PROBE_INTERVAL (10ms), BENCH_TLS_FLOOD_NICE (-5).
+# BENCH_TLS_PROBE_INTERVAL (10ms), BENCH_TLS_PROBE_NICE (BENCH_NICE - 5), BENCH_TLS_FLOOD_NICE (BENCH_NICE).
 #
 # Before/after in one run: BENCH_BASE_BIN=/path/to/an/older/portico adds the
 # contender "portico-base", started exactly like portico (same config

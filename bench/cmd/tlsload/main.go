@@ -83,7 +83,7 @@ func main() {
 	flag.StringVar(&o.mode, "mode", "handshake", "handshake | idle | probe")
 	flag.StringVar(&o.addr, "addr", "127.0.0.1:443", "SUT address")
 	flag.StringVar(&o.sni, "sni", "localhost", "server name (SNI and Host)")
-	flag.StringVar(&o.path, "path", "/", "request path")
+	flag.StringVar(&o.path, "path", "/", "request path (handshake: -path= for none, close after the handshake)")
 	flag.IntVar(&o.conc, "conc", 32, "handshake: concurrent connections")
 	flag.IntVar(&o.conns, "conns", 100, "idle: connections held; probe: keep-alive connections")
 	flag.IntVar(&o.total, "total", 0, "handshake: upper bound on handshakes in the window (0: none)")
@@ -252,8 +252,12 @@ func negotiated(st tls.ConnectionState) string {
 }
 
 // request is one keep-alive GET; the client closes after the response, so its
-// TIME_WAIT stays on the client side.
+// TIME_WAIT stays on the client side. An empty -path sends none: the connection
+// closes right after the handshake (a flood that should not load the backend).
 func (o *options) request() []byte {
+	if o.path == "" {
+		return nil
+	}
 	return []byte("GET " + o.path + " HTTP/1.1\r\nHost: " + o.sni + "\r\n\r\n")
 }
 
