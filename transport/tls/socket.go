@@ -190,6 +190,15 @@ func (s *socket) Write(data []byte, endStream bool) {
 	}
 }
 
+// OnRemoteEOF implements engine.TransportSocket: the peer's FIN came during the handshake.
+// The handshake goes on with the bytes it has, then sees the end; if it completes, drain
+// delivers what followed and then the end of stream (memConn answers io.EOF once empty).
+func (s *socket) OnRemoteEOF() {
+	if s.state == handshaking {
+		s.mc.Close()
+	}
+}
+
 // OnClose implements engine.TransportSocket. A handshake still running sees EOF and
 // ends; its result then only returns the slot.
 func (s *socket) OnClose() {
