@@ -116,3 +116,15 @@ func (w *Worker) TransportScratch() []byte {
 	}
 	return w.tscratch
 }
+
+// TransportBuffer is a worker's buffer for a transport socket to gather what one Write
+// encodes (a TLS record per 16 KiB) and send it with one WriteRaw, one syscall, instead of
+// one per record. Busy guards it: a write made while it is in use (from a callback that
+// WriteRaw raised) must not use it.
+type TransportBuffer struct {
+	B    []byte
+	Busy bool
+}
+
+// TransportBuffer is the worker's TransportBuffer; it runs on the worker.
+func (w *Worker) TransportBuffer() *TransportBuffer { return &w.tbuf }
