@@ -283,7 +283,7 @@ tlst_row() {
 
 # tlst_brief ROW: the figures worth a log line.
 tlst_brief() {
-	grep -oE '"(rate|cpu_us_per_op|cpu_us_per_req|p50_us|p99_us|sut_util|resumed|ops|server_resumed|server_full|bytes_per_conn|conns_open|rps)":[0-9.e+-]+|"negotiated":\{[^}]*\}|"last":"[^"]+"|"failure":"[^"]+"' <<<"$1" | tr '\n' ' '
+	grep -oE '"(rate|cpu_us_per_op|cpu_us_per_req|p50_us|p99_us|sut_util|client_util|resumed|ops|server_resumed|server_full|bytes_per_conn|conns_open|rps)":[0-9.e+-]+|"negotiated":\{[^}]*\}|"last":"[^"]+"|"failure":"[^"]+"' <<<"$1" | tr '\n' ' '
 }
 
 # tlst_server_counts SRV: "FULL RESUMED" handshakes of the resume listener so far, from
@@ -293,9 +293,11 @@ tlst_brief() {
 tlst_server_counts() {
 	case $1 in
 	portico | portico-base)
+		# ssl.handshake counts every handshake, ssl.session_reused the resumed ones
+		# (Envoy's meaning); the listener's totals, not its per-worker lines.
 		curl -s --max-time 2 "http://127.0.0.1:${TP[admin]}/stats" | awk '
-			/https_resume/ && /ssl\.handshake:/ { h += $NF } /https_resume/ && /ssl\.session_reused:/ { r += $NF }
-			END { if (h + r > 0) print h - r, r }' ;;
+			$1 == "listener.https_resume.ssl.handshake:" { h = $2 } $1 == "listener.https_resume.ssl.session_reused:" { r = $2 }
+			END { if (h != "") print h - r, r + 0 }' ;;
 	haproxy)
 		curl -s --max-time 2 "http://127.0.0.1:${TP[admin]}/stats;csv" | awk -F, '
 			NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "ssl_sess") s = i; if ($i == "ssl_reused_sess") r = i } }

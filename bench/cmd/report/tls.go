@@ -109,16 +109,16 @@ func resumedCell(rs []*run) string {
 
 func tlsHandshakeTable(f *resultFile) string {
 	var b strings.Builder
-	b.WriteString("| Cell | Proxy | handshakes/s median (min–max) | p50 ms | p99 ms | SUT CPU µs/handshake median (min–max) | vs HAProxy | vs nginx | SUT CPU util | resumed | negotiated (all reps) | errors |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|\n")
+	b.WriteString("| Cell | Proxy | handshakes/s median (min–max) | p50 ms | p99 ms | SUT CPU µs/handshake median (min–max) | vs HAProxy | vs nginx | SUT CPU util | client CPU util | resumed | negotiated (all reps) | errors |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|\n")
 	for _, c := range tlsHSCells {
 		gs := groupBy(f, c)
 		h, n := tlsRefs(gs, "cpu_us_per_op")
 		for _, g := range gs {
 			cpu := spreadOf(g.runs, "cpu_us_per_op")
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c, tlsName(g.server),
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c, tlsName(g.server),
 				spreadOf(g.runs, "rate").fmtRange("%.0f"), fmtMs(spreadOf(g.runs, "p50_us")), fmtMs(spreadOf(g.runs, "p99_us")),
-				cpu.fmtRange("%.1f"), ratio(cpu, h), ratio(cpu, n), pct(spreadOf(g.runs, "sut_util")),
+				cpu.fmtRange("%.1f"), ratio(cpu, h), ratio(cpu, n), pct(spreadOf(g.runs, "sut_util")), pct(spreadOf(g.runs, "client_util")),
 				resumedCell(g.runs), negotiatedCell(g.runs), errCell(g.runs))
 		}
 	}
@@ -200,16 +200,16 @@ func tlsFloodTable(f *resultFile) string {
 		return ""
 	}
 	var b strings.Builder
-	b.WriteString("| Proxy | p50 µs alone | p99 µs alone median (min–max) | p50 µs under flood | p99 µs under flood median (min–max) | p99 flood / alone | p99.9 µs under flood | max µs under flood | flood handshakes/s | SUT CPU util under flood | errors |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	b.WriteString("| Proxy | p50 µs alone | p99 µs alone median (min–max) | p50 µs under flood | p99 µs under flood median (min–max) | p99 flood / alone | p99.9 µs under flood | max µs under flood | flood handshakes/s | flood client CPU util | SUT CPU util under flood | errors |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, g := range alone {
 		fr, hr := findGroup(flood, g.server), findGroup(fl, g.server)
 		p99a, p99f := spreadOf(g.runs, "p99_us"), spreadOf(fr, "p99_us")
 		all := append(append(slices.Clone(g.runs), fr...), hr...)
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", tlsName(g.server),
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", tlsName(g.server),
 			spreadOf(g.runs, "p50_us").fmtRange("%.0f"), p99a.fmtRange("%.0f"), spreadOf(fr, "p50_us").fmtRange("%.0f"),
 			p99f.fmtRange("%.0f"), ratio(p99f, p99a), spreadOf(fr, "p999_us").fmtRange("%.0f"), spreadOf(fr, "max_us").fmtRange("%.0f"),
-			spreadOf(hr, "rate").fmtRange("%.0f"), pct(spreadOf(fr, "sut_util")), errCell(all))
+			spreadOf(hr, "rate").fmtRange("%.0f"), pct(spreadOf(hr, "client_util")), pct(spreadOf(fr, "sut_util")), errCell(all))
 	}
 	return b.String()
 }

@@ -184,23 +184,29 @@ func (o *options) tlsConfig(cache tls.ClientSessionCache) *tls.Config {
 	return c
 }
 
-// window samples the SUT's CPU at its start and end.
+// window samples the SUT's CPU and the client's own at its start and end.
 type window struct {
-	t0   time.Time
-	cpu0 procstat.CPU
+	t0          time.Time
+	cpu0, self0 procstat.CPU
 }
 
 func startWindow(pid int) *window {
 	w := &window{t0: time.Now()}
+	w.self0, _ = procstat.ReadCPU(os.Getpid())
 	if pid > 0 {
 		w.cpu0, _ = procstat.ReadCPU(pid)
 	}
 	return w
 }
 
-// end records cpu_s, sut_util and user_frac.
+// end records cpu_s, sut_util and user_frac of the SUT, and client_util: the share of
+// a CPU this client used (near 1 means the client, not the SUT, set the pace).
 func (w *window) end(o *options, res *result) {
 	el := time.Since(w.t0).Seconds()
+	tick := 1 / float64(o.clkTck)
+	if s1, err := procstat.ReadCPU(os.Getpid()); err == nil {
+		res.Metrics["client_util"] = float64(s1.UserTicks+s1.SysTicks-w.self0.UserTicks-w.self0.SysTicks) * tick / el
+	}
 	if o.pid <= 0 {
 		return
 	}
@@ -208,7 +214,6 @@ func (w *window) end(o *options, res *result) {
 	if err != nil {
 		return
 	}
-	tick := 1 / float64(o.clkTck)
 	cpu := float64(c1.UserTicks+c1.SysTicks-w.cpu0.UserTicks-w.cpu0.SysTicks) * tick
 	res.Metrics["cpu_s"] = cpu
 	res.Metrics["sut_util"] = cpu / el
