@@ -246,7 +246,7 @@ tlst_load() {
 	# shellcheck disable=SC2016 # the inner sh expands $1 and $@
 	timeout --foreground --kill-after=5 "$fence" setsid sh -c 'n=$1; shift
 		[ -w /proc/self/autogroup ] && echo "$n" >/proc/self/autogroup 2>/dev/null
-		exec nice -n "$n" "$@"' sh "$nice" taskset -c "$LG_CPU" "$BIN/tlsload" -clk-tck "$CLK_TCK" -out "$out" "$@" \
+		exec nice -n "$n" "$@"' sh "$nice" taskset -c "$LG_CPU" "$BIN/tlsload" -clk-tck "$CLK_TCK" -load-cpu "$LG_CPU" -out "$out" "$@" \
 		2>>"$BENCH_TMP/tlsload.log" &
 	TLSLOAD_PID=$!
 	track "$TLSLOAD_PID"
@@ -283,7 +283,7 @@ tlst_row() {
 
 # tlst_brief ROW: the figures worth a log line.
 tlst_brief() {
-	grep -oE '"(rate|cpu_us_per_op|cpu_us_per_req|p50_us|p99_us|sut_util|client_util|resumed|ops|server_resumed|server_full|bytes_per_conn|conns_open|rps)":[0-9.e+-]+|"negotiated":\{[^}]*\}|"last":"[^"]+"|"failure":"[^"]+"' <<<"$1" | tr '\n' ' '
+	grep -oE '"(rate|cpu_us_per_op|cpu_us_per_req|p50_us|p99_us|sut_util|client_util|load_cpu_busy|resumed|ops|server_resumed|server_full|bytes_per_conn|conns_open|rps)":[0-9.e+-]+|"negotiated":\{[^}]*\}|"last":"[^"]+"|"failure":"[^"]+"' <<<"$1" | tr '\n' ' '
 }
 
 # tlst_server_counts SRV: "FULL RESUMED" handshakes of the resume listener so far, from

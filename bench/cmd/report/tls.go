@@ -109,16 +109,16 @@ func resumedCell(rs []*run) string {
 
 func tlsHandshakeTable(f *resultFile) string {
 	var b strings.Builder
-	b.WriteString("| Cell | Proxy | handshakes/s median (min–max) | p50 ms | p99 ms | SUT CPU µs/handshake median (min–max) | vs HAProxy | vs nginx | SUT CPU util | client CPU util | resumed | negotiated (all reps) | errors |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|\n")
+	b.WriteString("| Cell | Proxy | handshakes/s median (min–max) | p50 ms | p99 ms | SUT CPU µs/handshake median (min–max) | vs HAProxy | vs nginx | SUT CPU util | client CPU util | load CPU busy | resumed | negotiated (all reps) | errors |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|\n")
 	for _, c := range tlsHSCells {
 		gs := groupBy(f, c)
 		h, n := tlsRefs(gs, "cpu_us_per_op")
 		for _, g := range gs {
 			cpu := spreadOf(g.runs, "cpu_us_per_op")
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c, tlsName(g.server),
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c, tlsName(g.server),
 				spreadOf(g.runs, "rate").fmtRange("%.0f"), fmtMs(spreadOf(g.runs, "p50_us")), fmtMs(spreadOf(g.runs, "p99_us")),
-				cpu.fmtRange("%.1f"), ratio(cpu, h), ratio(cpu, n), pct(spreadOf(g.runs, "sut_util")), pct(spreadOf(g.runs, "client_util")),
+				cpu.fmtRange("%.1f"), ratio(cpu, h), ratio(cpu, n), pct(spreadOf(g.runs, "sut_util")), pct(spreadOf(g.runs, "client_util")), pct(spreadOf(g.runs, "load_cpu_busy")),
 				resumedCell(g.runs), negotiatedCell(g.runs), errCell(g.runs))
 		}
 	}

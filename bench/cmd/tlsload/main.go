@@ -73,7 +73,7 @@ type options struct {
 	version               uint16
 	curves                []tls.CurveID
 	resume                bool
-	pid, clkTck           int
+	pid, clkTck, loadCPU  int
 }
 
 func main() {
@@ -93,9 +93,10 @@ func main() {
 	flag.DurationVar(&o.interval, "interval", 10*time.Millisecond, "probe: time between one connection's requests")
 	flag.StringVar(&version, "version", "1.3", "TLS version: 1.2 or 1.3")
 	flag.StringVar(&curves, "curves", "x25519", "key exchange groups offered: x25519, p256, or default (Go's: X25519MLKEM768 first)")
-	flag.BoolVar(&o.resume, "resume", false, "handshake: resume sessions (one session cache per goroutine; its first handshake is full)")
+	flag.BoolVar(&o.resume, "resume", false, "handshake: resume sessions (one session cache per goroutine; its first handshake, full, is not counted)")
 	flag.IntVar(&o.pid, "pid", 0, "SUT PID to sample")
 	flag.IntVar(&o.clkTck, "clk-tck", 100, "USER_HZ")
+	flag.IntVar(&o.loadCPU, "load-cpu", -1, "report how busy this CPU was over the window (the one the client is pinned to; -1: not)")
 	gc := flag.Int("gc", 400, "GOGC of the client (it allocates per handshake; fewer collections leave more of its CPU for the load)")
 	flag.StringVar(&outPath, "out", "", "result file (default stdout)")
 	flag.Var(lbl, "label", "key=value tag (repeatable)")
@@ -188,11 +189,17 @@ func (o *options) tlsConfig(cache tls.ClientSessionCache) *tls.Config {
 type window struct {
 	t0          time.Time
 	cpu0, self0 procstat.CPU
+	lcpu        int
+	lbusy0      uint64
 }
 
-func startWindow(pid int) *window {
-	w := &window{t0: time.Now()}
+func startWindow(o *options) *window {
+	pid := o.pid
+	w := &window{t0: time.Now(), lcpu: o.loadCPU}
 	w.self0, _ = procstat.ReadCPU(os.Getpid())
+	if w.lcpu >= 0 {
+		w.lbusy0, _ = cpuBusyTicks(w.lcpu)
+	}
 	if pid > 0 {
 		w.cpu0, _ = procstat.ReadCPU(pid)
 	}
@@ -206,6 +213,11 @@ func (w *window) end(o *options, res *result) {
 	tick := 1 / float64(o.clkTck)
 	if s1, err := procstat.ReadCPU(os.Getpid()); err == nil {
 		res.Metrics["client_util"] = float64(s1.UserTicks+s1.SysTicks-w.self0.UserTicks-w.self0.SysTicks) * tick / el
+	}
+	if w.lcpu >= 0 {
+		if b, err := cpuBusyTicks(w.lcpu); err == nil {
+			res.Metrics["load_cpu_busy"] = float64(b-w.lbusy0) * tick / el
+		}
 	}
 	if o.pid <= 0 {
 		return
@@ -323,6 +335,7 @@ func runHandshakes(o *options, res *result) {
 				cache = tls.NewLRUClientSessionCache(1)
 			}
 			cfg := o.tlsConfig(cache)
+			primed := !o.resume
 			buf := make([]byte, 4096)
 			var h hist.H
 			neg := map[string]int64{}
@@ -346,6 +359,12 @@ func runHandshakes(o *options, res *result) {
 					if st.DidResume {
 						c.allResumed.Add(1)
 					}
+				}
+				// With -resume a goroutine's first handshake only fills its cache: it is
+				// never counted, even when a slow start puts it inside the window.
+				if err == nil && !primed {
+					primed = true
+					continue
 				}
 				if !inWindow(t1) {
 					continue
@@ -372,7 +391,7 @@ func runHandshakes(o *options, res *result) {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	time.Sleep(time.Until(winStart))
-	w := startWindow(o.pid)
+	w := startWindow(o)
 	span := o.duration
 	t := time.NewTimer(time.Until(winEnd))
 	select {
@@ -551,7 +570,7 @@ func runProbe(o *options, res *result) error {
 		}(i, conn)
 	}
 	time.Sleep(time.Until(winStart))
-	w := startWindow(o.pid)
+	w := startWindow(o)
 	wg.Wait()
 	w.end(o, res)
 	ops := float64(c.ok.Load())
@@ -572,6 +591,36 @@ func runProbe(o *options, res *result) error {
 		return fmt.Errorf("no probe request completed: %s", res.Errors.Last)
 	}
 	return nil
+}
+
+// cpuBusyTicks is the non-idle time of one CPU (its /proc/stat line: user, nice,
+// system, irq, softirq, steal): with the client, the backend and anyone else's work on
+// the load CPU, near 1 per second means that CPU, not the SUT, set the pace.
+func cpuBusyTicks(n int) (uint64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	want := "cpu" + strconv.Itoa(n) + " "
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, want) {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < 9 {
+			break
+		}
+		var sum uint64
+		for _, i := range []int{1, 2, 3, 6, 7, 8} {
+			v, err := strconv.ParseUint(f[i], 10, 64)
+			if err != nil {
+				return 0, err
+			}
+			sum += v
+		}
+		return sum, nil
+	}
+	return 0, fmt.Errorf("no %q line in /proc/stat", strings.TrimSpace(want))
 }
 
 func minTime(a, b time.Time) time.Time {
