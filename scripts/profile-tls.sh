@@ -3,8 +3,9 @@
 # (ECDSA P-256, TLS 1.3, X25519, 32 concurrent, handshake + one GET each), set up as
 # scripts/bench.sh tls sets it up (same certificates, bootstrap, pinning, backend).
 #
-#   scripts/profile-tls.sh [SECONDS] [CELL]     (default 10 s, ecdsa-tls13;
-#                                               cells: ecdsa-tls13 ecdsa-tls12 rsa-tls13 rsa-tls12)
+#   scripts/profile-tls.sh [SECONDS] [CELL]     (default 10 s, ecdsa-tls13; cells:
+#                                               ecdsa-tls13 ecdsa-tls12 rsa-tls13 rsa-tls12,
+#                                               keepalive: wrk -t1 -c50 on the ECDSA listener)
 #
 # Portico is built with a net/http/pprof listener added through `go build -overlay`
 # (no source file changes); the profile is written to bench/results/logs/ and printed
@@ -23,6 +24,7 @@ CELL=${2:-ecdsa-tls13}
 case $CELL in
 ecdsa-tls13) kind=ecdsa ver=1.3 ;; ecdsa-tls12) kind=ecdsa ver=1.2 ;;
 rsa-tls13) kind=rsa ver=1.3 ;; rsa-tls12) kind=rsa ver=1.2 ;;
+keepalive) kind=ecdsa ver="" ;;
 *) echo "unknown cell $CELL" >&2; exit 2 ;;
 esac
 SUT_CPU=${SUT_CPU:-1}
@@ -72,12 +74,23 @@ SRV_PID=$PROC_PID
 wait_listening "${TP[$kind]}" || exit 1
 
 out=$LOGDIR/portico-$CELL-$(date -u +%Y%m%d-%H%M%S).pprof
-tlst_load "$BENCH_TMP/load.json" $((SECS + 40)) "$BENCH_NICE" -mode handshake -addr "127.0.0.1:${TP[$kind]}" \
-	-sni "$SNI_A" -conc 32 -version "$ver" -warmup 1s -duration "$((SECS + 2))s" -pid "$SRV_PID"
-load=$TLSLOAD_PID
+if [[ -n $ver ]]; then
+	tlst_load "$BENCH_TMP/load.json" $((SECS + 40)) "$BENCH_NICE" -mode handshake -addr "127.0.0.1:${TP[$kind]}" \
+		-sni "$SNI_A" -conc 32 -version "$ver" -warmup 1s -duration "$((SECS + 2))s" -pid "$SRV_PID"
+	load=$TLSLOAD_PID
+else
+	timeout --kill-after=5 $((SECS + 30)) "${BOOSTED[@]}" taskset -c "$LG_CPU" wrk -t1 -c50 -d"$((SECS + 3))s" \
+		"https://$SNI_A:${TP[$kind]}/" >"$BENCH_TMP/load.json" 2>&1 &
+	load=$!
+	track "$load"
+fi
 sleep 1.5
 curl -s --max-time $((SECS + 20)) -o "$out" "http://$PPROF/debug/pprof/profile?seconds=$SECS" || log "no profile"
 tlst_wait "$load"
-log "load: $(tlst_brief "$(cat "$BENCH_TMP/load.json")")"
+if [[ -n $ver ]]; then
+	log "load: $(tlst_brief "$(cat "$BENCH_TMP/load.json")")"
+else
+	log "load: $(grep -E 'Requests/sec|Socket errors' "$BENCH_TMP/load.json" | tr '\n' ' ')"
+fi
 log "profile: $out"
 go tool pprof -top -nodecount="${PPROF_NODES:-15}" "$BIN/portico" "$out" 2>/dev/null
