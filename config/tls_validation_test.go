@@ -1,0 +1,243 @@
+package config
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/portico-proxy/portico/transport/tls"
+)
+
+// translateValidation runs the stages of Parse on a CommonTlsContext document holding a
+// validation context (paths are relative to it) and translates its validation part. The
+// subset check starts at the validation message: CommonTlsContext's own table is tls.go's.
+func translateValidation(t *testing.T, doc string) (*tls.Validation, []string, error) {
+	t.Helper()
+	root, marks, err := decodeYAML([]byte(doc))
+	if err != nil {
+		t.Fatalf("yaml: %v", err)
+	}
+	obj, ok := root.(object)
+	if !ok {
+		t.Fatalf("not a mapping")
+	}
+	c := &collector{}
+	ctc := &tlsv3.CommonTlsContext{}
+	k := &checker{c: c, marks: marks}
+	var d any = obj
+	k.message(&d, ctc.ProtoReflect().Descriptor(), rootLoc("", ""), nil)
+	clean, err := appendJSON(nil, obj)
+	if err == nil {
+		err = protojson.Unmarshal(clean, ctc)
+	}
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if vc := ctc.GetValidationContext(); vc != nil {
+		c.subset(vc.ProtoReflect(), rootLoc("validation_context", "validation_context"))
+	}
+	if cv := ctc.GetCombinedValidationContext(); cv != nil {
+		c.subset(cv.ProtoReflect(), rootLoc("combined_validation_context", "combined_validation_context"))
+	}
+	top := rootLoc("", "")
+	c.validate(ctc, &top)
+	tr := &translator{c: c, workers: 1, cfg: &Config{}}
+	v, _ := tr.commonValidation(ctc, "")
+	return v, tr.cfg.Warnings, c.result(ctc)
+}
+
+// testCAPEM makes a self-signed CA and returns it and its PEM.
+func testCAPEM(t *testing.T) (*x509.Certificate, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "config test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+// indent indents every line of s by n spaces, for a YAML block scalar.
+func indent(s string, n int) string {
+	pad := strings.Repeat(" ", n)
+	return pad + strings.ReplaceAll(strings.TrimSuffix(s, "\n"), "\n", "\n"+pad) + "\n"
+}
+
+func TestValidationContextFields(t *testing.T) {
+	ca, caPEM := testCAPEM(t)
+	sum := sha256.Sum256([]byte("leaf"))
+	h := strings.ToUpper(hex.EncodeToString(sum[:]))
+	var pairs []string
+	for i := 0; i < len(h); i += 2 {
+		pairs = append(pairs, h[i:i+2])
+	}
+	spki := base64.StdEncoding.EncodeToString(sum[:])
+	doc := `
+validation_context:
+  trusted_ca:
+    inline_string: |
+` + indent(caPEM, 6) + `
+  trust_chain_verification: ACCEPT_UNTRUSTED
+  allow_expired_certificate: true
+  suppress_client_ca_list: true
+  match_typed_subject_alt_names:
+  - san_type: DNS
+    matcher: {exact: foo.example.com}
+  - san_type: URI
+    matcher: {prefix: "spiffe://cluster.local/", ignore_case: true}
+  - san_type: EMAIL
+    matcher: {suffix: "@example.com"}
+  - san_type: IP_ADDRESS
+    matcher: {safe_regex: {regex: "10\\.0\\..*"}}
+  verify_certificate_hash: ["` + strings.Join(pairs, ":") + `", "` + strings.ToLower(h) + `"]
+  verify_certificate_spki: ["` + spki + `"]
+`
+	v, warns, err := translateValidation(t, doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warns) != 0 {
+		t.Errorf("warnings %v", warns)
+	}
+	if len(v.TrustedCA) != 1 || !v.TrustedCA[0].Equal(ca) {
+		t.Errorf("trusted_ca %v", v.TrustedCA)
+	}
+	if !v.AcceptUntrusted || !v.AllowExpired || !v.SuppressClientCAList {
+		t.Errorf("flags %+v", v)
+	}
+	if len(v.SANs) != 4 || v.SANs[0].Type != tls.SANDNS || v.SANs[1].Type != tls.SANURI || v.SANs[2].Type != tls.SANEmail || v.SANs[3].Type != tls.SANIP {
+		t.Fatalf("SANs %+v", v.SANs)
+	}
+	if !v.SANs[1].Matcher.Match("SPIFFE://cluster.local/x") || !v.SANs[3].Matcher.Match("10.0.1.2") || v.SANs[3].Matcher.Match("110.0.1.2") {
+		t.Errorf("matchers %+v", v.SANs)
+	}
+	if len(v.CertHashes) != 2 || v.CertHashes[0] != sum || v.CertHashes[1] != sum || len(v.SPKIHashes) != 1 || v.SPKIHashes[0] != sum {
+		t.Errorf("hashes %x %x", v.CertHashes, v.SPKIHashes)
+	}
+}
+
+// TestValidationContextSources: trusted_ca from a file and from inline_bytes; no
+// validation context at all is nil.
+func TestValidationContextSources(t *testing.T) {
+	ca, caPEM := testCAPEM(t)
+	f := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(f, []byte(caPEM), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range []string{
+		"validation_context: {trusted_ca: {filename: " + f + "}}",
+		"validation_context: {trusted_ca: {inline_bytes: " + base64.StdEncoding.EncodeToString([]byte(caPEM)) + "}}",
+	} {
+		v, _, err := translateValidation(t, doc)
+		if err != nil {
+			t.Fatalf("%s: %v", doc, err)
+		}
+		if len(v.TrustedCA) != 1 || !v.TrustedCA[0].Equal(ca) {
+			t.Errorf("%s: trusted_ca %v", doc, v.TrustedCA)
+		}
+	}
+	v, _, err := translateValidation(t, "alpn_protocols: [h2]")
+	if err != nil || v != nil {
+		t.Errorf("no validation context: %v %v", v, err)
+	}
+}
+
+// TestValidationContextDeprecatedSANs: match_subject_alt_names is one matcher per DNS,
+// URI, email and IP; beside match_typed_subject_alt_names it is ignored with a warning.
+func TestValidationContextDeprecatedSANs(t *testing.T) {
+	_, caPEM := testCAPEM(t)
+	ca := "  trusted_ca: {inline_string: \"" + strings.ReplaceAll(caPEM, "\n", "\\n") + "\"}\n"
+	v, warns, err := translateValidation(t, "validation_context:\n"+ca+"  match_subject_alt_names: [{exact: a.test}, {prefix: spiffe://}]\n")
+	if err != nil || len(warns) != 0 {
+		t.Fatal(err, warns)
+	}
+	if len(v.SANs) != 8 {
+		t.Fatalf("SANs %+v", v.SANs)
+	}
+	for i, typ := range []tls.SANType{tls.SANDNS, tls.SANURI, tls.SANEmail, tls.SANIP} {
+		if v.SANs[i].Type != typ || v.SANs[i].Matcher.Value != "a.test" || v.SANs[4+i].Matcher.Value != "spiffe://" {
+			t.Errorf("SAN %d: %+v", i, v.SANs[i])
+		}
+	}
+	v, warns, err = translateValidation(t, "validation_context:\n"+ca+
+		"  match_subject_alt_names: [{exact: a.test}]\n  match_typed_subject_alt_names: [{san_type: URI, matcher: {exact: b}}]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.SANs) != 1 || v.SANs[0].Type != tls.SANURI || len(warns) != 1 || !strings.Contains(warns[0], "validation_context.match_subject_alt_names: ignored") {
+		t.Errorf("SANs %+v warnings %v", v.SANs, warns)
+	}
+}
+
+func TestValidationContextErrors(t *testing.T) {
+	_, caPEM := testCAPEM(t)
+	ca := "  trusted_ca: {inline_string: \"" + strings.ReplaceAll(caPEM, "\n", "\\n") + "\"}\n"
+	hex64 := strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		doc   string
+		wants []want
+	}{
+		{"validation_context: {trusted_ca: {inline_string: \"\"}}",
+			[]want{{"validation_context.trusted_ca.inline_string", "the trusted CA bundle is empty"}}},
+		{"validation_context: {trusted_ca: {inline_string: \"not a certificate\"}}",
+			[]want{{"validation_context.trusted_ca.inline_string", "failed to load trusted CA certificates: not a PEM bundle"}}},
+		{"validation_context: {trusted_ca: {inline_string: \"-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----\\n\"}}",
+			[]want{{"validation_context.trusted_ca.inline_string", "failed to load trusted CA certificates: certificate 1 of the bundle"}}},
+		{"validation_context: {trusted_ca: {filename: /nonexistent/ca.pem}}",
+			[]want{{"validation_context.trusted_ca.filename", "open /nonexistent/ca.pem"}}},
+		{"validation_context: {match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: a}}]}",
+			[]want{{"validation_context.match_typed_subject_alt_names", "SAN-based verification of peer certificates without trusted_ca is insecure"}}},
+		{"validation_context: {match_subject_alt_names: [{exact: a}]}",
+			[]want{{"validation_context.match_subject_alt_names", "SAN-based verification of peer certificates without trusted_ca is insecure"}}},
+		{"validation_context: {allow_expired_certificate: true}",
+			[]want{{"validation_context.allow_expired_certificate", "certificate validity period is always ignored without trusted_ca"}}},
+		{"validation_context:\n" + ca + "  match_typed_subject_alt_names: [{san_type: OTHER_NAME, oid: 1.2.3, matcher: {exact: a}}]\n",
+			[]want{{"validation_context.match_typed_subject_alt_names[0].san_type", "OTHER_NAME is not supported by Portico"}}},
+		{"validation_context:\n" + ca + "  match_typed_subject_alt_names: [{san_type: DNS, matcher: {safe_regex: {regex: \"(\"}}}]\n",
+			[]want{{"validation_context.match_typed_subject_alt_names[0].matcher.safe_regex.regex", "error parsing regexp"}}},
+		{"validation_context:\n" + ca + "  match_subject_alt_names: [{exact: ok}, {safe_regex: {regex: \"[\"}}]\n",
+			[]want{{"validation_context.match_subject_alt_names[1].safe_regex.regex", "error parsing regexp"}}},
+		{"validation_context: {verify_certificate_hash: [\"" + hex64 + "\", \"zz" + hex64[2:] + "\"]}",
+			[]want{{"validation_context.verify_certificate_hash[1]", "invalid hex-encoded SHA-256"}}},
+		{"validation_context: {verify_certificate_spki: [\"" + strings.Repeat("!", 44) + "\"]}",
+			[]want{{"validation_context.verify_certificate_spki[0]", "invalid base64-encoded SHA-256"}}},
+		{"validation_context:\n" + ca + "  crl: {inline_string: x}\n",
+			[]want{{"validation_context.crl", "not supported by Portico"}}},
+		{"validation_context:\n" + ca + "  max_verify_depth: 2\n",
+			[]want{{"validation_context.max_verify_depth", "not supported by Portico"}}},
+		{"validation_context: {custom_validator_config: {name: spiffe}}",
+			[]want{{"validation_context.custom_validator_config", "not supported by Portico"}}},
+		{"combined_validation_context: {default_validation_context: {allow_expired_certificate: true}, validation_context_sds_secret_config: {name: ca}}",
+			[]want{{"combined_validation_context.default_validation_context.allow_expired_certificate", "certificate validity period"},
+				{"combined_validation_context.validation_context_sds_secret_config", "not supported by Portico"}}},
+	} {
+		_, _, err := translateValidation(t, tc.doc)
+		if err == nil {
+			t.Errorf("%s: accepted", tc.doc)
+			continue
+		}
+		checkErrors(t, err, tc.wants)
+	}
+}
