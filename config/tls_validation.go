@@ -1,6 +1,8 @@
 package config
 
 import (
+	"errors"
+
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
@@ -36,8 +38,8 @@ func (t *translator) commonValidation(ctc *tlsv3.CommonTlsContext, at string) (*
 
 // validationContext translates a CertificateValidationContext (Envoy's default certificate
 // validator), with Envoy's load-time errors: a trusted_ca that is empty or not a PEM
-// bundle of certificates; SAN matchers or allow_expired_certificate without trusted_ca; a
-// hash that is not a SHA-256. What each field does is in docs/config.md, "TLS certificate
+// bundle of certificates; a CRL, SAN matchers or allow_expired_certificate without
+// trusted_ca; a hash that is not a SHA-256. What each field does is in docs/config.md, "TLS certificate
 // validation".
 func (t *translator) validationContext(vc *tlsv3.CertificateValidationContext, at string) (*tls.Validation, bool) {
 	v := &tls.Validation{}
@@ -58,9 +60,41 @@ func (t *translator) validationContext(vc *tlsv3.CertificateValidationContext, a
 				ok = false
 			}
 			v.TrustedCA = certs
+			// CRLs in the bundle turn CRL checking on, as in Envoy.
+			crls, err := tls.ParseCRLs(data)
+			if err != nil {
+				t.errorf(p, "failed to load the CRLs of the trusted CA bundle: %v", err)
+				ok = false
+			}
+			v.CRLs = crls
 		}
 	}
 	hasCA := vc.GetTrustedCa() != nil // an unreadable one is reported above, not again below
+	if ds := vc.GetCrl(); ds != nil {
+		cat := field(at, "crl")
+		data, p, read := t.dataSource(ds, cat)
+		switch {
+		case !read:
+			ok = false
+		case len(data) == 0:
+			// Envoy reads an empty crl as none.
+		case !hasCA:
+			t.errorf(cat, "a CRL cannot be checked without trusted_ca")
+			ok = false
+		default:
+			crls, err := tls.ParseCRLs(data)
+			if err == nil && len(crls) == 0 {
+				// Envoy would check against no CRL and so fail every handshake.
+				err = errors.New("no CRL (PEM \"X509 CRL\" block) in it")
+			}
+			if err != nil {
+				t.errorf(p, "failed to load CRL: %v", err)
+				ok = false
+			}
+			v.CRLs = append(v.CRLs, crls...)
+		}
+	}
+	v.OnlyVerifyLeafCRL = vc.GetOnlyVerifyLeafCertCrl()
 	v.AcceptUntrusted = vc.GetTrustChainVerification() == tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED
 	v.SuppressClientCAList = vc.GetSuppressClientCaList()
 	if vc.GetAllowExpiredCertificate() {

@@ -63,6 +63,12 @@ func translateValidation(t *testing.T, doc string) (*tls.Validation, []string, e
 
 // testCAPEM makes a self-signed CA and returns it and its PEM.
 func testCAPEM(t *testing.T) (*x509.Certificate, string) {
+	c, _, p := testCAKey(t)
+	return c, p
+}
+
+// testCAKey makes a self-signed CA (that may sign CRLs) and returns it, its key and its PEM.
+func testCAKey(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey, string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -70,13 +76,49 @@ func testCAPEM(t *testing.T) (*x509.Certificate, string) {
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "config test CA"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c, _ := x509.ParseCertificate(der)
-	return c, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	return c, key, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+func testCRLPEM(t *testing.T, ca *x509.Certificate, key *ecdsa.PrivateKey) string {
+	t.Helper()
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1),
+		ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(time.Hour)}, ca, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))
+}
+
+// TestValidationContextCRL: crl (with only_verify_leaf_cert_crl) and CRLs inside the
+// trusted_ca bundle both turn CRL checking on.
+func TestValidationContextCRL(t *testing.T) {
+	ca, key, caPEM := testCAKey(t)
+	crl := testCRLPEM(t, ca, key)
+	q := func(s string) string { return "\"" + strings.ReplaceAll(s, "\n", "\\n") + "\"" }
+	v, _, err := translateValidation(t, "validation_context: {trusted_ca: {inline_string: "+q(caPEM)+"}, crl: {inline_string: "+q(crl)+"}, only_verify_leaf_cert_crl: true}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.CRLs) != 1 || !v.OnlyVerifyLeafCRL || len(v.TrustedCA) != 1 {
+		t.Errorf("crl: %+v", v)
+	}
+	v, _, err = translateValidation(t, "validation_context: {trusted_ca: {inline_string: "+q(caPEM+crl)+"}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.CRLs) != 1 || v.OnlyVerifyLeafCRL || len(v.TrustedCA) != 1 {
+		t.Errorf("CRL in the bundle: %+v", v)
+	}
+	v, _, err = translateValidation(t, "validation_context: {trusted_ca: {inline_string: "+q(caPEM)+"}, crl: {inline_string: \"\"}}")
+	if err != nil || len(v.CRLs) != 0 {
+		t.Errorf("empty crl: %v %v", v, err)
+	}
 }
 
 // indent indents every line of s by n spaces, for a YAML block scalar.
@@ -224,7 +266,11 @@ func TestValidationContextErrors(t *testing.T) {
 		{"validation_context: {verify_certificate_spki: [\"" + strings.Repeat("!", 44) + "\"]}",
 			[]want{{"validation_context.verify_certificate_spki[0]", "invalid base64-encoded SHA-256"}}},
 		{"validation_context:\n" + ca + "  crl: {inline_string: x}\n",
-			[]want{{"validation_context.crl", "not supported by Portico"}}},
+			[]want{{"validation_context.crl.inline_string", "failed to load CRL: no CRL"}}},
+		{"validation_context:\n" + ca + "  crl: {inline_string: \"-----BEGIN X509 CRL-----\\nAAAA\\n-----END X509 CRL-----\\n\"}\n",
+			[]want{{"validation_context.crl.inline_string", "failed to load CRL: CRL 1"}}},
+		{"validation_context: {crl: {inline_string: x}}",
+			[]want{{"validation_context.crl", "a CRL cannot be checked without trusted_ca"}}},
 		{"validation_context:\n" + ca + "  max_verify_depth: 2\n",
 			[]want{{"validation_context.max_verify_depth", "not supported by Portico"}}},
 		{"validation_context: {custom_validator_config: {name: spiffe}}",

@@ -42,6 +42,13 @@ type Validation struct {
 	// SuppressClientCAList is suppress_client_ca_list: a server does not name its
 	// trusted CAs in its certificate request.
 	SuppressClientCAList bool
+	// CRLs are crl and the CRLs in trusted_ca's bundle: with any, the chain's
+	// certificates must each be covered by a current CRL of their issuer that does not
+	// list them (OpenSSL's X509_V_FLAG_CRL_CHECK_ALL, the trust anchor included); with
+	// OnlyVerifyLeafCRL (only_verify_leaf_cert_crl) only the leaf is checked. A CRL
+	// applies only with TrustedCA.
+	CRLs              []*x509.RevocationList
+	OnlyVerifyLeafCRL bool
 }
 
 // SANType is SubjectAltNameMatcher.san_type.
@@ -490,8 +497,93 @@ func (v *Validation) verifyChain(certs []*x509.Certificate, server bool, roots *
 	if server {
 		opts.KeyUsages = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
-	_, err := leaf.Verify(opts)
-	return err
+	chains, err := leaf.Verify(opts)
+	if err != nil || len(v.CRLs) == 0 {
+		return err
+	}
+	var first error
+	for _, ch := range chains {
+		err := v.checkCRLs(ch, now)
+		if err == nil {
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// checkCRLs checks a verified chain against the CRLs as OpenSSL does: each certificate
+// (the leaf only, with OnlyVerifyLeafCRL) needs a CRL of its issuer signed by the issuer
+// (the next certificate of the chain; the anchor's own key for a self-signed anchor, none
+// for one that is not), current at now, that does not list its serial number.
+func (v *Validation) checkCRLs(chain []*x509.Certificate, now time.Time) error {
+	last := len(chain) - 1
+	if v.OnlyVerifyLeafCRL {
+		last = 0
+	}
+	for i := 0; i <= last; i++ {
+		c := chain[i]
+		var issuer *x509.Certificate
+		switch {
+		case i+1 < len(chain):
+			issuer = chain[i+1]
+		case bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil:
+			issuer = c
+		default:
+			return fmt.Errorf("certificate %d of the chain (%s): unable to get CRL issuer certificate", i, PeerSubject(c))
+		}
+		var crl *x509.RevocationList
+		stale := false
+		for _, l := range v.CRLs {
+			if !bytes.Equal(l.RawIssuer, c.RawIssuer) || l.CheckSignatureFrom(issuer) != nil {
+				continue
+			}
+			if now.Before(l.ThisUpdate) || (!l.NextUpdate.IsZero() && now.After(l.NextUpdate)) {
+				stale = true
+				continue
+			}
+			if crl == nil || l.ThisUpdate.After(crl.ThisUpdate) {
+				crl = l
+			}
+		}
+		if crl == nil {
+			if stale {
+				return fmt.Errorf("certificate %d of the chain (%s): CRL has expired or is not yet valid", i, PeerSubject(c))
+			}
+			return fmt.Errorf("certificate %d of the chain (%s): unable to get certificate CRL", i, PeerSubject(c))
+		}
+		for _, r := range crl.RevokedCertificateEntries {
+			if r.SerialNumber != nil && r.SerialNumber.Cmp(c.SerialNumber) == 0 {
+				return fmt.Errorf("certificate %d of the chain (%s): certificate revoked", i, PeerSubject(c))
+			}
+		}
+	}
+	return nil
+}
+
+// ParseCRLs reads the CRLs ("X509 CRL" blocks) of a PEM file, skipping any other block
+// (trusted_ca bundles may hold CRLs beside the certificates, as Envoy reads them). A CRL
+// that does not parse is an error; none at all is an empty list.
+func ParseCRLs(data []byte) ([]*x509.RevocationList, error) {
+	var out []*x509.RevocationList
+	rest := data
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return out, nil
+		}
+		if b.Type != "X509 CRL" {
+			continue
+		}
+		l, err := x509.ParseRevocationList(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("CRL %d: %v", len(out)+1, err)
+		}
+		out = append(out, l)
+	}
 }
 
 // PeerSubject formats a certificate's subject as Envoy does for %DOWNSTREAM_PEER_SUBJECT%

@@ -696,3 +696,108 @@ func command(t *testing.T, bin string, args ...string) *exec.Cmd {
 	t.Cleanup(cancel)
 	return exec.CommandContext(ctx, bin, args...)
 }
+
+// newCRLCA makes a CA that may sign CRLs, under parent (nil: self-signed).
+func newCRLCA(t *testing.T, cn string, parent *testCA) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, BasicConstraintsValid: true, IsCA: true}
+	signer, signKey := tmpl, any(key)
+	if parent != nil {
+		signer, signKey = parent.cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, key.Public(), signKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// crl makes a CRL of ca revoking serials, current from thisUpdate for a day.
+func (ca *testCA) crl(t *testing.T, thisUpdate time.Time, serials ...*big.Int) *x509.RevocationList {
+	t.Helper()
+	tmpl := &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: thisUpdate, NextUpdate: thisUpdate.Add(24 * time.Hour)}
+	for _, s := range serials {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: thisUpdate})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.cert, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ParseCRLs(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))
+	if err != nil || len(l) != 1 {
+		t.Fatalf("CRL: %v", err)
+	}
+	return l[0]
+}
+
+// TestCRL: revoked, unrevoked, missing and stale CRLs; CRL_CHECK_ALL needs a CRL for each
+// issuer of the chain, only_verify_leaf_cert_crl only the leaf's.
+func TestCRL(t *testing.T) {
+	root := newCRLCA(t, "root", nil)
+	inter := newCRLCA(t, "intermediate", root)
+	leaf := inter.client(t, "leaf")
+	direct := root.client(t, "direct")
+	now := time.Now()
+	fresh := now.Add(-time.Hour)
+	for _, tc := range []struct {
+		name     string
+		cert     ctls.Certificate
+		crls     []*x509.RevocationList
+		leafOnly bool
+		ok       bool
+	}{
+		{"not revoked", direct, []*x509.RevocationList{root.crl(t, fresh, big.NewInt(99))}, false, true},
+		{"revoked", direct, []*x509.RevocationList{root.crl(t, fresh, direct.Leaf.SerialNumber)}, false, false},
+		{"no CRL of the issuer", direct, []*x509.RevocationList{inter.crl(t, fresh)}, false, false},
+		{"expired CRL", direct, []*x509.RevocationList{root.crl(t, now.Add(-48*time.Hour))}, false, false},
+		{"CRL not yet valid", direct, []*x509.RevocationList{root.crl(t, now.Add(time.Hour))}, false, false},
+		{"newest of two", direct, []*x509.RevocationList{root.crl(t, now.Add(-2*time.Hour)), root.crl(t, fresh, direct.Leaf.SerialNumber)}, false, false},
+		{"chain: root CRL only", leaf, []*x509.RevocationList{root.crl(t, fresh)}, false, false},
+		{"chain: both", leaf, []*x509.RevocationList{root.crl(t, fresh), inter.crl(t, fresh)}, false, true},
+		{"chain: intermediate revoked", leaf, []*x509.RevocationList{root.crl(t, fresh, inter.cert.SerialNumber), inter.crl(t, fresh)}, false, false},
+		{"leaf only: intermediate CRL", leaf, []*x509.RevocationList{inter.crl(t, fresh)}, true, true},
+		{"leaf only: intermediate revoked is not looked at", leaf, []*x509.RevocationList{root.crl(t, fresh, inter.cert.SerialNumber), inter.crl(t, fresh)}, true, true},
+		{"leaf only: leaf revoked", leaf, []*x509.RevocationList{inter.crl(t, fresh, leaf.Leaf.SerialNumber)}, true, false},
+	} {
+		v := Validation{TrustedCA: []*x509.Certificate{root.cert}, CRLs: tc.crls, OnlyVerifyLeafCRL: tc.leafOnly}
+		var st Stats
+		certs := []*x509.Certificate{tc.cert.Leaf}
+		if tc.cert.Leaf.Issuer.CommonName == "intermediate" {
+			certs = append(certs, inter.cert)
+		}
+		err := v.verify(certs, true, true, v.roots(), &st, now)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		if !tc.ok && st.FailVerifyError.Load() != 1 {
+			t.Errorf("%s: fail_verify_error %d", tc.name, st.FailVerifyError.Load())
+		}
+	}
+}
+
+// TestCRLHandshake: a revoked client certificate is refused end to end, its neighbour
+// accepted.
+func TestCRLHandshake(t *testing.T) {
+	root := newCRLCA(t, "root", nil)
+	good, revoked := root.client(t, "good"), root.client(t, "revoked")
+	v := &Validation{TrustedCA: []*x509.Certificate{root.cert}, CRLs: []*x509.RevocationList{root.crl(t, time.Now().Add(-time.Hour), revoked.Leaf.SerialNumber)}}
+	r := startTLS(t, DownstreamConfig{Certificates: []ctls.Certificate{root.leaf(t, "srv", false, "srv.test")}, Validation: v, RequireClientCertificate: true})
+	root.pool = x509.NewCertPool()
+	root.pool.AddCert(root.cert)
+	m := &mtlsRig{rig: r, ca: root}
+	if err := m.try(t, &good, ctls.VersionTLS13); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.try(t, &revoked, ctls.VersionTLS12); err == nil {
+		t.Fatal("revoked certificate accepted")
+	}
+	expect(t, &r.f.Stats, counters{handshake: 1, failError: 1})
+}
