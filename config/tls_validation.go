@@ -95,6 +95,10 @@ func (t *translator) validationContext(vc *tlsv3.CertificateValidationContext, a
 		}
 	}
 	v.OnlyVerifyLeafCRL = vc.GetOnlyVerifyLeafCertCrl()
+	if d := vc.GetMaxVerifyDepth(); d != nil {
+		depth := d.GetValue()
+		v.MaxVerifyDepth = &depth
+	}
 	v.AcceptUntrusted = vc.GetTrustChainVerification() == tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED
 	v.SuppressClientCAList = vc.GetSuppressClientCaList()
 	if vc.GetAllowExpiredCertificate() {

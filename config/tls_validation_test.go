@@ -155,6 +155,7 @@ validation_context:
     matcher: {safe_regex: {regex: "10\\.0\\..*"}}
   verify_certificate_hash: ["` + strings.Join(pairs, ":") + `", "` + strings.ToLower(h) + `"]
   verify_certificate_spki: ["` + spki + `"]
+  max_verify_depth: 3
 `
 	v, warns, err := translateValidation(t, doc)
 	if err != nil {
@@ -166,7 +167,7 @@ validation_context:
 	if len(v.TrustedCA) != 1 || !v.TrustedCA[0].Equal(ca) {
 		t.Errorf("trusted_ca %v", v.TrustedCA)
 	}
-	if !v.AcceptUntrusted || !v.AllowExpired || !v.SuppressClientCAList {
+	if !v.AcceptUntrusted || !v.AllowExpired || !v.SuppressClientCAList || v.MaxVerifyDepth == nil || *v.MaxVerifyDepth != 3 {
 		t.Errorf("flags %+v", v)
 	}
 	if len(v.SANs) != 4 || v.SANs[0].Type != tls.SANDNS || v.SANs[1].Type != tls.SANURI || v.SANs[2].Type != tls.SANEmail || v.SANs[3].Type != tls.SANIP {
@@ -271,8 +272,10 @@ func TestValidationContextErrors(t *testing.T) {
 			[]want{{"validation_context.crl.inline_string", "failed to load CRL: CRL 1"}}},
 		{"validation_context: {crl: {inline_string: x}}",
 			[]want{{"validation_context.crl", "a CRL cannot be checked without trusted_ca"}}},
-		{"validation_context:\n" + ca + "  max_verify_depth: 2\n",
-			[]want{{"validation_context.max_verify_depth", "not supported by Portico"}}},
+		{"validation_context:\n" + ca + "  watched_directory: {path: /tmp}\n",
+			[]want{{"validation_context.watched_directory", "not supported by Portico"}}},
+		{"validation_context:\n" + ca + "  system_root_certs: {}\n",
+			[]want{{"validation_context.system_root_certs", "not supported by Portico"}}},
 		{"validation_context: {custom_validator_config: {name: spiffe}}",
 			[]want{{"validation_context.custom_validator_config", "not supported by Portico"}}},
 		{"combined_validation_context: {default_validation_context: {allow_expired_certificate: true}, validation_context_sds_secret_config: {name: ca}}",

@@ -49,6 +49,11 @@ type Validation struct {
 	// applies only with TrustedCA.
 	CRLs              []*x509.RevocationList
 	OnlyVerifyLeafCRL bool
+	// MaxVerifyDepth is max_verify_depth: a client certificate's path may hold at most
+	// this many certificates beyond the leaf, the trust anchor included (Envoy's
+	// documented meaning). Envoy sets it on servers only: a client ignores it. nil: no
+	// limit.
+	MaxVerifyDepth *uint32
 }
 
 // SANType is SubjectAltNameMatcher.san_type.
@@ -498,13 +503,18 @@ func (v *Validation) verifyChain(certs []*x509.Certificate, server bool, roots *
 		opts.KeyUsages = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
 	chains, err := leaf.Verify(opts)
-	if err != nil || len(v.CRLs) == 0 {
+	depth := v.MaxVerifyDepth
+	if !server {
+		depth = nil
+	}
+	if err != nil || (len(v.CRLs) == 0 && depth == nil) {
 		return err
 	}
 	var first error
 	for _, ch := range chains {
-		err := v.checkCRLs(ch, now)
-		if err == nil {
+		if depth != nil && len(ch)-1 > int(*depth) {
+			err = fmt.Errorf("certificate chain too long: %d certificates beyond the leaf, max_verify_depth %d", len(ch)-1, *depth)
+		} else if err = v.checkCRLs(ch, now); err == nil {
 			return nil
 		}
 		if first == nil {
@@ -519,6 +529,9 @@ func (v *Validation) verifyChain(certs []*x509.Certificate, server bool, roots *
 // (the next certificate of the chain; the anchor's own key for a self-signed anchor, none
 // for one that is not), current at now, that does not list its serial number.
 func (v *Validation) checkCRLs(chain []*x509.Certificate, now time.Time) error {
+	if len(v.CRLs) == 0 {
+		return nil
+	}
 	last := len(chain) - 1
 	if v.OnlyVerifyLeafCRL {
 		last = 0

@@ -801,3 +801,30 @@ func TestCRLHandshake(t *testing.T) {
 	}
 	expect(t, &r.f.Stats, counters{handshake: 1, failError: 1})
 }
+
+// TestMaxVerifyDepth: the depth counts the certificates beyond the leaf, the anchor
+// included; only a server applies it.
+func TestMaxVerifyDepth(t *testing.T) {
+	root := newCRLCA(t, "root", nil)
+	inter := newCRLCA(t, "intermediate", root)
+	leaf := inter.client(t, "leaf")
+	chain := []*x509.Certificate{leaf.Leaf, inter.cert} // root is 2 beyond the leaf
+	for _, tc := range []struct {
+		depth  uint32
+		server bool
+		ok     bool
+	}{{2, true, true}, {1, true, false}, {1, false, true}} {
+		v := Validation{TrustedCA: []*x509.Certificate{root.cert}, MaxVerifyDepth: &tc.depth}
+		var st Stats
+		// A client verifies a server certificate: issue one for that case.
+		certs := chain
+		if !tc.server {
+			srv := inter.issue(t, x509.Certificate{DNSNames: []string{"b.test"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+			certs = []*x509.Certificate{srv.Leaf, inter.cert}
+		}
+		err := v.verify(certs, tc.server, true, v.roots(), &st, time.Now())
+		if (err == nil) != tc.ok {
+			t.Errorf("depth %d server %v: %v", tc.depth, tc.server, err)
+		}
+	}
+}
