@@ -425,7 +425,12 @@ func isVerifyError(err error) bool {
 	return errors.As(err, &ve)
 }
 
-var errNoPeerCertificate = errors.New("peer did not return a certificate")
+var errNoPeerCertificate = errorString("peer did not return a certificate")
+
+// errorString is a constant error (config.go's errNoSNI is one too).
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
 
 // verify checks the peer's chain as Envoy's default validator does, at time now; roots is
 // TrustedCA's pool (v.roots()).
