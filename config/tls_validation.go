@@ -22,7 +22,9 @@ func (t *translator) commonValidation(ctc *tlsv3.CommonTlsContext, at string) (*
 		return t.validationContext(v.ValidationContext, field(at, "validation_context"))
 	case *tlsv3.CommonTlsContext_CombinedValidationContext:
 		cat := field(at, "combined_validation_context")
-		val, ok := t.validationContext(v.CombinedValidationContext.GetDefaultValidationContext(), field(cat, "default_validation_context"))
+		// Envoy checks the merged context: the trusted_ca may come from the SDS part, so
+		// the checks that need one are not made on the default part alone.
+		val, ok := t.certValidation(v.CombinedValidationContext.GetDefaultValidationContext(), field(cat, "default_validation_context"), true)
 		if v.CombinedValidationContext.GetValidationContextSdsSecretConfig() != nil {
 			// Reported by the subset check already (then this is silent); kept so that the
 			// refusal does not depend on the table.
@@ -42,6 +44,12 @@ func (t *translator) commonValidation(ctc *tlsv3.CommonTlsContext, at string) (*
 // trusted_ca; a hash that is not a SHA-256. What each field does is in docs/config.md, "TLS certificate
 // validation".
 func (t *translator) validationContext(vc *tlsv3.CertificateValidationContext, at string) (*tls.Validation, bool) {
+	return t.certValidation(vc, at, false)
+}
+
+// certValidation is validationContext; partial: vc is a combined context's default part,
+// whose trusted_ca may come from elsewhere.
+func (t *translator) certValidation(vc *tlsv3.CertificateValidationContext, at string, partial bool) (*tls.Validation, bool) {
 	v := &tls.Validation{}
 	ok := true
 	if ds := vc.GetTrustedCa(); ds != nil {
@@ -69,7 +77,7 @@ func (t *translator) validationContext(vc *tlsv3.CertificateValidationContext, a
 			v.CRLs = crls
 		}
 	}
-	hasCA := vc.GetTrustedCa() != nil // an unreadable one is reported above, not again below
+	hasCA := vc.GetTrustedCa() != nil || partial // an unreadable one is reported above, not again below
 	if ds := vc.GetCrl(); ds != nil {
 		cat := field(at, "crl")
 		data, p, read := t.dataSource(ds, cat)

@@ -5,12 +5,15 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	ctls "crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
+	"io"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +23,8 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/internal/testpki"
 	"github.com/portico-proxy/portico/transport/tls"
 )
 
@@ -278,9 +283,13 @@ func TestValidationContextErrors(t *testing.T) {
 			[]want{{"validation_context.system_root_certs", "not supported by Portico"}}},
 		{"validation_context: {custom_validator_config: {name: spiffe}}",
 			[]want{{"validation_context.custom_validator_config", "not supported by Portico"}}},
-		{"combined_validation_context: {default_validation_context: {allow_expired_certificate: true}, validation_context_sds_secret_config: {name: ca}}",
-			[]want{{"combined_validation_context.default_validation_context.allow_expired_certificate", "certificate validity period"},
+		{"combined_validation_context: {default_validation_context: {verify_certificate_hash: [\"zz" + hex64[2:] + "\"]}, validation_context_sds_secret_config: {name: ca}}",
+			[]want{{"combined_validation_context.default_validation_context.verify_certificate_hash[0]", "invalid hex-encoded SHA-256"},
 				{"combined_validation_context.validation_context_sds_secret_config", "not supported by Portico"}}},
+		// Istio's form: the trusted CA comes from SDS, so SANs without one are not an error
+		// of their own (Envoy checks the merged context); only the SDS part is refused.
+		{"combined_validation_context: {default_validation_context: {match_subject_alt_names: [{exact: spiffe://a}], allow_expired_certificate: true}, validation_context_sds_secret_config: {name: ca}}",
+			[]want{{"combined_validation_context.validation_context_sds_secret_config", "not supported by Portico"}}},
 	} {
 		_, _, err := translateValidation(t, tc.doc)
 		if err == nil {
@@ -288,5 +297,128 @@ func TestValidationContextErrors(t *testing.T) {
 			continue
 		}
 		checkErrors(t, err, tc.wants)
+	}
+}
+
+const mtlsListener = `
+static_resources:
+  listeners:
+  - name: mtls
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: { filename: SRV_CERT }
+              private_key: { filename: SRV_KEY }
+            VALIDATION
+      filters:
+      - name: envoy.filters.network.echo
+        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo }
+`
+
+// TestDownstreamMTLSFromConfig: a bootstrap's validation_context reaches the listener:
+// a client certificate of the trusted CA with the matching SAN is echoed; another SAN,
+// another CA or none is refused, each in its counter.
+func TestDownstreamMTLSFromConfig(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := testpki.NewCA("mtls CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := testpki.NewCA("other CA")
+	srv, _ := ca.Issue(testpki.ECDSA, "srv.example.com")
+	good, _ := ca.Issue(testpki.ECDSA, "client.example.com")
+	wrongSAN, _ := ca.Issue(testpki.ECDSA, "intruder.example.com")
+	wrongCA, _ := other.Issue(testpki.ECDSA, "client.example.com")
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	doc := strings.NewReplacer("SRV_CERT", write("srv.pem", srv.CertPEM), "SRV_KEY", write("srv.key", srv.KeyPEM),
+		"VALIDATION", `validation_context:
+              trusted_ca: { filename: `+write("ca.pem", ca.PEM)+` }
+              match_typed_subject_alt_names: [{ san_type: DNS, matcher: { exact: client.example.com } }]`).Replace(mtlsListener)
+	cfg, err := Parse([]byte(doc), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cfg.Close()
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("warnings %q", cfg.Warnings)
+	}
+	fac := cfg.Chains["mtls"].FindFilterChain(&engine.SocketInfo{}).TransportSocket.(*tls.Factory)
+	s, err := engine.NewServer(engine.ServerOptions{Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.AddListener(cfg.Listeners[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	try := func(cert *testpki.Leaf) error {
+		c := &ctls.Config{ServerName: "srv.example.com", RootCAs: ca.Pool}
+		if cert != nil {
+			// Sent whatever CAs the server names (Go's client would keep back one of
+			// another CA).
+			c.GetClientCertificate = func(*ctls.CertificateRequestInfo) (*ctls.Certificate, error) { return &cert.TLS, nil }
+		}
+		conn, err := ctls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", l.Address().String(), c)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := conn.Write([]byte("ping")); err != nil {
+			return err
+		}
+		b := make([]byte, 4)
+		_, err = io.ReadFull(conn, b)
+		return err
+	}
+	if err := try(good); err != nil {
+		t.Fatalf("good client: %v", err)
+	}
+	for name, c := range map[string]*testpki.Leaf{"wrong SAN": wrongSAN, "wrong CA": wrongCA, "none": nil} {
+		if err := try(c); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	st := &fac.Stats
+	for i := 0; i < 2000 && st.FailVerifySAN.Load()+st.FailVerifyError.Load()+st.FailVerifyNoCert.Load() < 3; i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st.Handshake.Load() != 1 || st.FailVerifySAN.Load() != 1 || st.FailVerifyError.Load() != 1 || st.FailVerifyNoCert.Load() != 1 || st.ConnectionError.Load() != 0 {
+		t.Errorf("stats: handshake %d san %d error %d no_cert %d connection_error %d", st.Handshake.Load(),
+			st.FailVerifySAN.Load(), st.FailVerifyError.Load(), st.FailVerifyNoCert.Load(), st.ConnectionError.Load())
+	}
+}
+
+// TestRequireClientCertificateWithoutValidationWarns: accepted, as Envoy accepts it, with
+// a warning that it does nothing.
+func TestRequireClientCertificateWithoutValidationWarns(t *testing.T) {
+	dir := t.TempDir()
+	ca, _ := testpki.NewCA("ca")
+	srv, _ := ca.Issue(testpki.ECDSA, "srv.example.com")
+	cf, kf := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	os.WriteFile(cf, srv.CertPEM, 0o600)
+	os.WriteFile(kf, srv.KeyPEM, 0o600)
+	doc := strings.NewReplacer("SRV_CERT", cf, "SRV_KEY", kf, "VALIDATION", "alpn_protocols: [http/1.1]").Replace(mtlsListener)
+	cfg, err := Parse([]byte(doc), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cfg.Close()
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], "typed_config.require_client_certificate: has no effect without a validation_context") {
+		t.Errorf("warnings %q", cfg.Warnings)
 	}
 }

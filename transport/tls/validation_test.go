@@ -2,6 +2,7 @@ package tls
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -825,6 +826,29 @@ func TestMaxVerifyDepth(t *testing.T) {
 		err := v.verify(certs, tc.server, true, v.roots(), &st, time.Now())
 		if (err == nil) != tc.ok {
 			t.Errorf("depth %d server %v: %v", tc.depth, tc.server, err)
+		}
+	}
+}
+
+// TestClientCAList: the certificate request names the trusted CAs, or none with
+// suppress_client_ca_list.
+func TestClientCAList(t *testing.T) {
+	for _, suppress := range []bool{false, true} {
+		r := startMTLS(t, &Validation{SuppressClientCAList: suppress}, false)
+		var named [][]byte
+		c := &ctls.Config{ServerName: "srv.test", RootCAs: r.ca.pool,
+			GetClientCertificate: func(cri *ctls.CertificateRequestInfo) (*ctls.Certificate, error) {
+				named = cri.AcceptableCAs
+				return &ctls.Certificate{}, nil
+			}}
+		conn, err := r.dial(t, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roundTrip(t, conn)
+		conn.Close()
+		if suppress && len(named) != 0 || !suppress && (len(named) != 1 || !bytes.Equal(named[0], r.ca.cert.RawSubject)) {
+			t.Errorf("suppress %v: CAs named %q", suppress, named)
 		}
 	}
 }
