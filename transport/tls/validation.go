@@ -26,8 +26,9 @@ type Validation struct {
 	// intermediates included, is a trust anchor: Envoy verifies with partial chains
 	// allowed). Empty: the chain is not verified.
 	TrustedCA []*x509.Certificate
-	// AcceptUntrusted is trust_chain_verification: ACCEPT_UNTRUSTED: every check still runs
-	// and counts its failures, but none fails the handshake.
+	// AcceptUntrusted is trust_chain_verification: ACCEPT_UNTRUSTED: the checks run and
+	// count their failures as usual (after a chain failure the others are skipped, as in
+	// Envoy), but none fails the handshake.
 	AcceptUntrusted bool
 	// AllowExpired is allow_expired_certificate: a chain that verifies but for certificates
 	// out of their validity period is accepted.
