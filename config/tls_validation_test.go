@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"io"
 	"math/big"
 	"net"
@@ -194,7 +195,9 @@ func TestValidationContextSources(t *testing.T) {
 	if err := os.WriteFile(f, []byte(caPEM), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	t.Setenv("PORTICO_TEST_CA", caPEM)
 	for _, doc := range []string{
+		"validation_context: {trusted_ca: {environment_variable: PORTICO_TEST_CA}}",
 		"validation_context: {trusted_ca: {filename: " + f + "}}",
 		"validation_context: {trusted_ca: {inline_bytes: " + base64.StdEncoding.EncodeToString([]byte(caPEM)) + "}}",
 	} {
@@ -420,5 +423,34 @@ func TestRequireClientCertificateWithoutValidationWarns(t *testing.T) {
 	defer cfg.Close()
 	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], "typed_config.require_client_certificate: has no effect without a validation_context") {
 		t.Errorf("warnings %q", cfg.Warnings)
+	}
+}
+
+// TestValidationErrorPaths: errors inside a listener's validation context name the whole
+// path, as the user wrote it.
+func TestValidationErrorPaths(t *testing.T) {
+	dir := t.TempDir()
+	ca, _ := testpki.NewCA("ca")
+	srv, _ := ca.Issue(testpki.ECDSA, "srv.example.com")
+	cf, kf := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	os.WriteFile(cf, srv.CertPEM, 0o600)
+	os.WriteFile(kf, srv.KeyPEM, 0o600)
+	doc := strings.NewReplacer("SRV_CERT", cf, "SRV_KEY", kf, "VALIDATION", `validationContext:
+              matchTypedSubjectAltNames: [{ sanType: OTHER_NAME, matcher: { exact: a } }, { san_type: DNS, matcher: { exact: b } }]
+              verify_certificate_hash: ["`+strings.Repeat("0", 63)+`g"]`).Replace(mtlsListener)
+	_, err := Parse([]byte(doc), 1)
+	const p = "static_resources.listeners[0].filter_chains[0].transport_socket.typed_config.common_tls_context.validationContext."
+	checkErrors(t, err, []want{
+		{p + "verify_certificate_hash[0]", "invalid hex-encoded SHA-256"},
+		{p + "matchTypedSubjectAltNames[0].sanType", "OTHER_NAME is not supported by Portico"},
+		{p + "matchTypedSubjectAltNames", "SAN-based verification of peer certificates without trusted_ca"},
+	})
+	var es Errors
+	if errors.As(err, &es) {
+		for _, e := range es {
+			if strings.HasSuffix(e.Path, "sanType") && e.Feature != "static_resources.listeners.filter_chains.transport_socket.typed_config.common_tls_context.validation_context.match_typed_subject_alt_names.san_type=OTHER_NAME" {
+				t.Errorf("feature %q", e.Feature)
+			}
+		}
 	}
 }
