@@ -758,3 +758,31 @@ func decodeUCS(p []byte, n int) string {
 	}
 	return string(r)
 }
+
+// PeerURISANs and PeerDNSSANs are a certificate's URI and DNS subject alt names as it
+// holds them (Envoy's %DOWNSTREAM_PEER_URI_SAN% and %DOWNSTREAM_PEER_DNS_SAN% join them
+// with ","; x-forwarded-client-cert has one URI= or DNS= element each).
+func PeerURISANs(cert *x509.Certificate) []string {
+	if cert == nil {
+		return nil
+	}
+	return certSANs(cert).uri
+}
+
+// PeerDNSSANs: see PeerURISANs.
+func PeerDNSSANs(cert *x509.Certificate) []string {
+	if cert == nil {
+		return nil
+	}
+	return certSANs(cert).dns
+}
+
+// PeerFingerprint256 is the lowercase hex SHA-256 of the certificate's DER (Envoy's
+// %DOWNSTREAM_PEER_FINGERPRINT_256% and x-forwarded-client-cert's Hash).
+func PeerFingerprint256(cert *x509.Certificate) string {
+	if cert == nil {
+		return ""
+	}
+	h := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(h[:])
+}

@@ -852,3 +852,19 @@ func TestClientCAList(t *testing.T) {
 		}
 	}
 }
+
+func TestPeerSANsAndFingerprint(t *testing.T) {
+	ca := newTestCA(t)
+	u, _ := url.Parse("spiffe://td/ns/a")
+	c := ca.issue(t, x509.Certificate{DNSNames: []string{"a.test", "*.b.test"}, URIs: []*url.URL{u}})
+	if got := PeerDNSSANs(c.Leaf); strings.Join(got, ",") != "a.test,*.b.test" {
+		t.Errorf("DNS %q", got)
+	}
+	if got := PeerURISANs(c.Leaf); len(got) != 1 || got[0] != "spiffe://td/ns/a" {
+		t.Errorf("URI %q", got)
+	}
+	sum := sha256.Sum256(c.Certificate[0])
+	if PeerFingerprint256(c.Leaf) != hex.EncodeToString(sum[:]) || PeerFingerprint256(nil) != "" || PeerDNSSANs(nil) != nil {
+		t.Error("fingerprint")
+	}
+}
