@@ -868,3 +868,31 @@ func TestPeerSANsAndFingerprint(t *testing.T) {
 		t.Error("fingerprint")
 	}
 }
+
+// TestMTLSResumption: a resumed session keeps its client certificate, which is verified
+// again, on TLS 1.2 and 1.3.
+func TestMTLSResumption(t *testing.T) {
+	r := startMTLS(t, &Validation{}, true)
+	good := r.ca.client(t, "client")
+	for _, v := range bothVersions {
+		cache := ctls.NewLRUClientSessionCache(4)
+		for i := 0; i < 2; i++ {
+			c := &ctls.Config{ServerName: "srv.test", RootCAs: r.ca.pool, MinVersion: v, MaxVersion: v,
+				Certificates: []ctls.Certificate{good}, ClientSessionCache: cache}
+			conn, err := r.dial(t, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			roundTrip(t, conn) // TLS 1.3 tickets arrive with the first read
+			resumed := conn.ConnectionState().DidResume
+			conn.Close()
+			if i == 1 && !resumed {
+				t.Errorf("%x: not resumed", v)
+			}
+		}
+	}
+	waitFor(t, func() bool { return r.f.Stats.SessionReused.Load() == 2 && r.f.Stats.Handshake.Load() == 4 })
+	if r.f.Stats.FailVerifyNoCert.Load()+r.f.Stats.FailVerifyError.Load() != 0 {
+		t.Errorf("%+v", snap(&r.f.Stats))
+	}
+}
