@@ -374,7 +374,7 @@ func (uc *upstreamConn) OnEvent(ev engine.ConnectionEvent) {
 	if !uc.connected {
 		// Outlier detection (h-hc): a refused or timed-out connect counts against the host.
 		switch uc.conn.FailureReason() {
-		case engine.FailureConnectRefused:
+		case engine.FailureConnectRefused, engine.FailureTransport:
 			uc.pool.host.ReportResult(engine.ResultConnectFailed)
 		case engine.FailureConnectTimeout:
 			uc.pool.host.ReportResult(engine.ResultTimeout)
