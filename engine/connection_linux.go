@@ -494,6 +494,12 @@ func (c *Connection) closeSocket(ev ConnectionEvent) {
 		return
 	}
 	c.state = stateClosed
+	if c.tsPending && ev == RemoteClose && c.failure == FailureNone {
+		// Reset or hung up on before the transport socket was ready (mid-handshake): the
+		// callbacks see a connect failure, as in Envoy.
+		c.failure = FailureTransport
+	}
+	c.tsPending = false
 	if c.timer != nil {
 		c.timer.Stop()
 	}
@@ -662,6 +668,11 @@ func (c *Connection) replayRead() {
 
 func (c *Connection) onRemoteEOF() {
 	c.remoteEOF = true
+	if c.tsPending {
+		// The peer left before the transport socket was ready: a connect failure.
+		c.closeSocket(RemoteClose)
+		return
+	}
 	if !c.halfClose {
 		// A FIN without half-close support ends the connection, as in Envoy.
 		c.dispatch(nil, true)
