@@ -57,6 +57,9 @@ type DownstreamConfig struct {
 	// MaxHandshakes caps handshakes in flight per worker; 0 means DefaultMaxHandshakes.
 	MaxHandshakes int
 
+	// RequireSNI is require_sni: a ClientHello without a server name fails the handshake.
+	RequireSNI bool
+
 	// Validation is common_tls_context.validation_context: with it the server asks for a
 	// client certificate and verifies one if given; nil asks for none.
 	Validation *Validation
@@ -175,6 +178,8 @@ type Factory struct {
 	timeout time.Duration
 	max     int
 	certs   *certSet
+	// requireSNI refuses a ClientHello without a server name (require_sni).
+	requireSNI bool
 	// Stats count what happened on every worker.
 	Stats Stats
 }
@@ -186,7 +191,7 @@ func NewDownstream(cfg DownstreamConfig) (*Factory, error) {
 		return nil, err
 	}
 	f := &Factory{certs: certs, alpn: append([]string(nil), cfg.ALPN...),
-		timeout: cfg.HandshakeTimeout, max: cfg.MaxHandshakes}
+		timeout: cfg.HandshakeTimeout, max: cfg.MaxHandshakes, requireSNI: cfg.RequireSNI}
 	if f.timeout <= 0 {
 		f.timeout = DefaultHandshakeTimeout
 	}
@@ -234,6 +239,9 @@ func NewDownstream(cfg DownstreamConfig) (*Factory, error) {
 // goes on without ALPN, Go's server would send no_application_protocol. It also records
 // the client's list for SocketInfo.
 func (f *Factory) configForClient(h *ctls.ClientHelloInfo) (*ctls.Config, error) {
+	if f.requireSNI && h.ServerName == "" {
+		return nil, errNoSNI
+	}
 	if m, ok := h.Conn.(*memConn); ok {
 		m.clientALPN = h.SupportedProtos
 	}
@@ -249,6 +257,8 @@ func (f *Factory) configForClient(h *ctls.ClientHelloInfo) (*ctls.Config, error)
 	}
 	return f.noALPN, nil
 }
+
+var errNoSNI = errorString("require_sni: the client sent no server name")
 
 // Name implements engine.TransportSocketFactory.
 func (f *Factory) Name() string { return "envoy.transport_sockets.tls" }
