@@ -11,7 +11,7 @@ var supportedTLS = map[protoreflect.FullName][]protoreflect.Name{
 		"common_tls_context", "require_client_certificate", "require_sni",
 	},
 	"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext": {
-		"tls_params", "tls_certificates", "alpn_protocols",
+		"tls_params", "tls_certificates", "alpn_protocols", "validation_context",
 	},
 	"envoy.extensions.transport_sockets.tls.v3.TlsCertificate": {"certificate_chain", "private_key"},
 	"envoy.extensions.transport_sockets.tls.v3.TlsParameters": {

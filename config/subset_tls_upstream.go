@@ -4,4 +4,11 @@ import "google.golang.org/protobuf/reflect/protoreflect"
 
 // supportedTLSUpstream is the supported table for a cluster's tls transport socket
 // (UpstreamTlsContext, tls_upstream.go).
-var supportedTLSUpstream = map[protoreflect.FullName][]protoreflect.Name{}
+var supportedTLSUpstream = map[protoreflect.FullName][]protoreflect.Name{
+	upstreamTLSType: {"common_tls_context", "sni", "max_session_keys"},
+	// One entry with an empty match only (clusterTransport refuses the rest by name).
+	"envoy.config.cluster.v3.Cluster.TransportSocketMatch": {"name", "match", "transport_socket"},
+	// Stopgap until tls_validation.go's table has this message (that table is looked up
+	// first): trusted_ca is all upstreamValidation reads.
+	"envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext": {"trusted_ca"},
+}
