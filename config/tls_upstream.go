@@ -7,6 +7,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/portico-proxy/portico/engine"
@@ -17,6 +18,32 @@ import (
 // transport_socket_matches: one entry that matches every endpoint) into cc.TransportSocket,
 // and registers the context's stats under cluster.<name>.ssl.*.
 func (t *translator) clusterTransport(cl *clusterv3.Cluster, cc *engine.ClusterConfig, at string) bool {
+	ok := t.clusterTransportSocket(cl, cc, at)
+	t.autoSNI(cl, cc, at)
+	return ok
+}
+
+// autoSNI reads upstream_http_protocol_options (auto_sni, auto_san_validation) from the
+// cluster's HttpProtocolOptions into cc.HTTP: the router then gives each request's
+// upstream connection the request's host as SNI and name to verify, pooled by it.
+func (t *translator) autoSNI(cl *clusterv3.Cluster, cc *engine.ClusterConfig, at string) {
+	for name, a := range cl.GetTypedExtensionProtocolOptions() {
+		m, err := t.c.unpack(a) // reported by clusterHTTP if it does not unpack
+		po, isHTTP := m.(*upstreamhttpv3.HttpProtocolOptions)
+		if err != nil || !isHTTP || po.GetUpstreamHttpProtocolOptions() == nil {
+			continue
+		}
+		u := po.GetUpstreamHttpProtocolOptions()
+		cc.HTTP.AutoSNI = cc.HTTP.AutoSNI || u.GetAutoSni()
+		cc.HTTP.AutoSANValidation = cc.HTTP.AutoSANValidation || u.GetAutoSanValidation()
+		if (u.GetAutoSni() || u.GetAutoSanValidation()) && cc.TransportSocket == nil {
+			t.warnf(field(key(field(at, "typed_extension_protocol_options"), name), "upstream_http_protocol_options"),
+				"auto_sni and auto_san_validation have no effect without a TLS transport socket")
+		}
+	}
+}
+
+func (t *translator) clusterTransportSocket(cl *clusterv3.Cluster, cc *engine.ClusterConfig, at string) bool {
 	ts, tat := cl.GetTransportSocket(), field(at, "transport_socket")
 	if ms := cl.GetTransportSocketMatches(); len(ms) > 0 {
 		mat := field(at, "transport_socket_matches")

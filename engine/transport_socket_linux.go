@@ -60,9 +60,9 @@ type UpstreamTransportSocketFactory interface {
 type TransportOptions struct {
 	// ServerName, if set, replaces the factory's SNI (auto_sni: the request's host).
 	ServerName string
-	// VerifyServerName checks the peer's certificate against ServerName
-	// (auto_san_validation).
-	VerifyServerName bool
+	// VerifyName, if set, is a name the peer's certificate must be valid for, on top of
+	// the factory's own checks (auto_san_validation: the request's host).
+	VerifyName string
 }
 
 // TransportHeld is implemented by a transport socket that holds written bytes of its own

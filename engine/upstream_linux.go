@@ -94,6 +94,10 @@ type HTTPOptions struct {
 	// MaxConnectionDuration closes a connection this long after it was opened (once idle);
 	// 0: no limit.
 	MaxConnectionDuration time.Duration
+	// AutoSNI sends the request's host as the SNI of its upstream connection, and
+	// AutoSANValidation checks the upstream's certificate against it
+	// (upstream_http_protocol_options): connections are then pooled per host name.
+	AutoSNI, AutoSANValidation bool
 }
 
 // DefaultHTTPIdleTimeout is Envoy's upstream idle_timeout default.

@@ -35,7 +35,7 @@ func newUpstreamPKI(t *testing.T) *upstreamPKI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := ca.Issue(testpki.ECDSA, "backend.test")
+	srv, err := ca.Issue(testpki.ECDSA, "backend.test", "a.test", "b.test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func nginxHTTPS(t *testing.T, pki *upstreamPKI) (int, string) {
     location = /big { }
     location / {
       default_type text/plain;
-      return 200 "sni=$ssl_server_name reused=$ssl_session_reused alpn=$ssl_alpn_protocol proto=$ssl_protocol verify=$ssl_client_verify client=$ssl_client_s_dn\n";
+      return 200 "sni=$ssl_server_name reused=$ssl_session_reused alpn=$ssl_alpn_protocol proto=$ssl_protocol verify=$ssl_client_verify requests=$connection_requests client=$ssl_client_s_dn\n";
     }
   }
 `, port, pki.srvCert, pki.srvKey, pki.ca, root))
@@ -227,6 +227,43 @@ func TestE2EUpstreamTLSNoValidation(t *testing.T) {
 		t.Fatalf("%d %q", code, body)
 	}
 	h.statEventually(t, "cluster.open.ssl.handshake", 1)
+}
+
+// TestE2EUpstreamTLSAutoSNI: with auto_sni and auto_san_validation the SNI of each
+// upstream connection is the request's host, connections are pooled per host (a keep-alive
+// connection made for a.test serves a.test again, never b.test), and a host the backend's
+// certificate does not name fails verification: 503, ssl.fail_verify_san.
+func TestE2EUpstreamTLSAutoSNI(t *testing.T) {
+	curl := requireTool(t, "curl")
+	pki := newUpstreamPKI(t)
+	port, _ := nginxHTTPS(t, pki)
+	h := startHCM(t, hcmSetup{Concurrency: 1, Clusters: []hcmCluster{{Name: "auto", Ports: []int{port},
+		Extra: upstreamTLSYAML("", pki.ca, "", "") + `typed_extension_protocol_options:
+  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+    upstream_http_protocol_options: { auto_sni: true, auto_san_validation: true }
+    explicit_http_config: { http_protocol_options: {} }
+`}}})
+	for i, c := range []struct{ host, want string }{
+		{"a.test", "sni=a.test "}, {"b.test:8080", "sni=b.test "}, {"a.test", "sni=a.test "},
+	} {
+		out, err := runCmd(curl, "-s", "--max-time", "20", "-H", "Host: "+c.host, "http://"+h.Addr+"/")
+		if err != nil {
+			t.Fatalf("curl: %v: %s", err, out)
+		}
+		if !strings.Contains(out, c.want) {
+			t.Fatalf("request %d (%s): nginx answered %q", i, c.host, out)
+		}
+		if i == 2 && !strings.Contains(out, "requests=2 ") {
+			t.Fatalf("the second a.test request did not reuse a.test's connection: %q", out)
+		}
+	}
+	code, body := getBody(t, "http://"+h.Addr+"/?c") // Host: 127.0.0.1:port, not in the certificate
+	if code != 503 {
+		t.Fatalf("host not in the certificate: %d %q", code, body)
+	}
+	h.statEventually(t, "cluster.auto.ssl.fail_verify_san", 1)
+	h.statEventually(t, "cluster.auto.ssl.handshake", 2)
 }
 
 // TestE2EUpstreamTLSTCPProxy: tcp_proxy from a plain listener to nginx over TLS: an HTTP

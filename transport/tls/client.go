@@ -128,15 +128,18 @@ func NewUpstream(cfg UpstreamConfig) (*UpstreamFactory, error) {
 func (f *UpstreamFactory) Name() string { return "envoy.transport_sockets.tls" }
 
 // config is the tls.Config of one connection: the factory's, or a copy with the
-// connection's own server name (auto_sni) and its name check (auto_san_validation).
+// connection's own server name (auto_sni) and name check (auto_san_validation).
 func (f *UpstreamFactory) config(o *engine.TransportOptions) *ctls.Config {
-	if o == nil || o.ServerName == "" || o.ServerName == f.cfg.ServerName && !o.VerifyServerName {
+	if o == nil || (o.ServerName == "" || o.ServerName == f.cfg.ServerName) && o.VerifyName == "" {
 		return f.cfg
 	}
 	c := f.cfg.Clone() // shares the session cache
-	c.ServerName = o.ServerName
-	if o.VerifyServerName {
-		name, st, verify := o.ServerName, &f.Stats, c.VerifyConnection
+	if o.ServerName != "" {
+		c.ServerName = o.ServerName
+	}
+	if o.VerifyName != "" {
+		name, st, verify := o.VerifyName, &f.Stats, c.VerifyConnection
+		c.InsecureSkipVerify = true // crypto/tls would check the SNI; this checks name
 		c.VerifyConnection = func(cs ctls.ConnectionState) error {
 			if verify != nil {
 				if err := verify(cs); err != nil {

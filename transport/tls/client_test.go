@@ -257,10 +257,10 @@ func TestUpstreamVerification(t *testing.T) {
 	}
 
 	san := startUpstream(t, UpstreamConfig{Validation: &Validation{TrustedCA: other.pool}}, addr, 10*time.Second)
-	if ev, st := san.exchange(t, "right name", &engine.TransportOptions{ServerName: "srv.test", VerifyServerName: true}); ev != "echo:right name" || st.ServerName != "srv.test" {
+	if ev, st := san.exchange(t, "right name", &engine.TransportOptions{ServerName: "srv.test", VerifyName: "srv.test"}); ev != "echo:right name" || st.ServerName != "srv.test" {
 		t.Fatalf("auto san, right name: %s (sni %q)", ev, st.ServerName)
 	}
-	if ev, _ := san.exchange(t, "x", &engine.TransportOptions{ServerName: "wrong.test", VerifyServerName: true}); ev != "closed:transport" {
+	if ev, _ := san.exchange(t, "x", &engine.TransportOptions{ServerName: "wrong.test", VerifyName: "wrong.test"}); ev != "closed:transport" {
 		t.Fatalf("auto san, wrong name: %s", ev)
 	}
 	if v := san.f.Stats.FailVerifySAN.Load(); v != 1 {
