@@ -204,6 +204,12 @@ func (r *upRig) exchange(t *testing.T, msg string, o *engine.TransportOptions) (
 // does not match the SNI is fine, as in Envoy), sends what was written before the
 // handshake, and resumes the session on the next connection.
 func TestUpstreamCryptoTLS(t *testing.T) {
+	for _, v := range []uint16{ctls.VersionTLS12, ctls.VersionTLS13} {
+		t.Run(VersionName(v), func(t *testing.T) { testUpstreamCryptoTLS(t, v) })
+	}
+}
+
+func testUpstreamCryptoTLS(t *testing.T, version uint16) {
 	ca := newTestCA(t)
 	addr, seen := tlsEcho(t, &ctls.Config{
 		Certificates: []ctls.Certificate{ca.leaf(t, "srv", false, "not-the-sni.test")},
@@ -212,14 +218,14 @@ func TestUpstreamCryptoTLS(t *testing.T) {
 	})
 	r := startUpstream(t, UpstreamConfig{SNI: "srv.test", ALPN: []string{"http/1.1"},
 		Certificates: []ctls.Certificate{ca.clientLeaf(t, "portico-client")},
-		Validation:   &Validation{TrustedCA: ca.pool}}, addr, 10*time.Second)
+		Validation:   &Validation{TrustedCA: ca.pool}, MaxVersion: version}, addr, 10*time.Second)
 	for i := 0; i < 2; i++ {
 		ev, st := r.exchange(t, "ping over tls", nil)
 		if ev != "echo:ping over tls" {
 			t.Fatalf("connection %d: %s", i, ev)
 		}
 		p := <-seen
-		if p.sni != "srv.test" || p.alpn != "http/1.1" || p.clientCN != "portico-client" || p.version != ctls.VersionTLS12 {
+		if p.sni != "srv.test" || p.alpn != "http/1.1" || p.clientCN != "portico-client" || p.version != version {
 			t.Fatalf("connection %d: server saw %+v", i, p)
 		}
 		if st.NegotiatedProtocol != "http/1.1" || st.DidResume != (i == 1) || p.resumed != (i == 1) {
@@ -229,8 +235,8 @@ func TestUpstreamCryptoTLS(t *testing.T) {
 	if h, re, e := r.f.Stats.Handshake.Load(), r.f.Stats.SessionReused.Load(), r.f.Stats.ConnectionError.Load(); h != 2 || re != 1 || e != 0 {
 		t.Fatalf("handshake %d session_reused %d connection_error %d", h, re, e)
 	}
-	if n := r.f.Stats.Version(ctls.VersionTLS12); n != 2 {
-		t.Fatalf("ssl.versions.TLSv1.2 = %d", n)
+	if n := r.f.Stats.Version(version); n != 2 {
+		t.Fatalf("ssl.versions.%s = %d", VersionName(version), n)
 	}
 }
 
