@@ -58,9 +58,9 @@ func (s *xorSocket) OnRead(data []byte) {
 	}
 	rest := s.line[i+1:]
 	s.ready = true
-	if len(s.held) > 0 || s.end {
-		s.c.WriteRaw(xor(s.held), s.end)
-		s.held = nil
+	if held := s.held; len(held) > 0 || s.end {
+		s.held = nil // before the write, which looks at the watermarks again
+		s.c.WriteRaw(xor(held), s.end)
 	}
 	s.c.TransportReady()
 	if len(rest) > 0 && s.c.IsOpen() {
@@ -130,8 +130,8 @@ func (e *earlyClient) OnEvent(ev engine.ConnectionEvent) {
 	}
 	e.events <- ev.String() + ":" + failureName(e.conn.FailureReason())
 }
-func (e *earlyClient) OnAboveWriteBufferHighWatermark() {}
-func (e *earlyClient) OnBelowWriteBufferLowWatermark()  {}
+func (e *earlyClient) OnAboveWriteBufferHighWatermark() { e.events <- "above" }
+func (e *earlyClient) OnBelowWriteBufferLowWatermark()  { e.events <- "below" }
 func (e *earlyClient) OnNewConnection() engine.FilterStatus {
 	return engine.Continue
 }
@@ -162,7 +162,7 @@ func failureName(r engine.FailureReason) string {
 
 func connectEarly(t *testing.T, s *engine.Server, cluster, msg string) *earlyClient {
 	t.Helper()
-	e := &earlyClient{events: make(chan string, 8), want: len(msg)}
+	e := &earlyClient{events: make(chan string, 16), want: len(msg)}
 	w := s.Workers()[0]
 	cl := s.Cluster(cluster)
 	w.Post(func() {
@@ -191,6 +191,8 @@ func TestUpstreamTransportSocket(t *testing.T) {
 	s, _ := startServer(t, 1, []engine.ClusterConfig{
 		{Name: "ok", TransportSocket: xorFactory{}, Endpoints: []engine.Endpoint{{Address: xorBackend(t, "OK")}}},
 		{Name: "no", TransportSocket: xorFactory{}, Endpoints: []engine.Endpoint{{Address: xorBackend(t, "NO")}}},
+		{Name: "small", TransportSocket: xorFactory{}, PerConnectionBufferLimit: 4 << 10,
+			Endpoints: []engine.Endpoint{{Address: xorBackend(t, "OK")}}},
 		{Name: "mute", TransportSocket: xorFactory{}, ConnectTimeout: 200 * time.Millisecond,
 			Endpoints: []engine.Endpoint{{Address: xorBackend(t, "")}}},
 	}, func(*engine.Server) []engine.ListenerConfig { return nil })
@@ -203,6 +205,16 @@ func TestUpstreamTransportSocket(t *testing.T) {
 	// come back garbled.
 	if ev := nextEvent(t, e); ev != "data:early bytes" {
 		t.Fatalf("ok: %q", ev)
+	}
+
+	// Held bytes count toward the watermarks: 8 KiB written before the handshake, over a
+	// 4 KiB limit, pause the writer until the handshake sends them.
+	big := string(bytes.Repeat([]byte("0123456789abcdef"), 512))
+	e = connectEarly(t, s, "small", big)
+	for i, want := range []string{"above", "below", "Connected", "data:" + big} {
+		if ev := nextEvent(t, e); ev != want {
+			t.Fatalf("small, event %d: %.40q, want %.40q", i, ev, want)
+		}
 	}
 
 	e = connectEarly(t, s, "no", "x")

@@ -144,11 +144,15 @@ type upClient struct {
 	events    chan string
 	state     ctls.ConnectionState
 	connected bool
+	// above and below count the watermark callbacks; aboveAtConnect is above when
+	// Connected came.
+	above, below, aboveAtConnect int
 }
 
 func (u *upClient) OnEvent(ev engine.ConnectionEvent) {
 	if ev == engine.Connected {
 		u.connected = true
+		u.aboveAtConnect = u.above
 		u.state, _ = State(u.conn)
 		u.conn.AddReadFilter(u)
 		return
@@ -166,8 +170,8 @@ func (u *upClient) OnEvent(ev engine.ConnectionEvent) {
 	}
 	u.events <- "closed:" + reason
 }
-func (u *upClient) OnAboveWriteBufferHighWatermark()     {}
-func (u *upClient) OnBelowWriteBufferLowWatermark()      {}
+func (u *upClient) OnAboveWriteBufferHighWatermark()     { u.above++ }
+func (u *upClient) OnBelowWriteBufferLowWatermark()      { u.below++ }
 func (u *upClient) OnNewConnection() engine.FilterStatus { return engine.Continue }
 func (u *upClient) OnData(data []byte, _ bool) engine.FilterStatus {
 	u.got.Write(data)
@@ -237,6 +241,35 @@ func testUpstreamCryptoTLS(t *testing.T, version uint16) {
 	}
 	if n := r.f.Stats.Version(version); n != 2 {
 		t.Fatalf("ssl.versions.%s = %d", VersionName(version), n)
+	}
+}
+
+// TestUpstreamHeldWatermarks: 256 KiB written before the handshake, over the 64 KiB
+// limit, raise the high watermark (held bytes count) before Connected, and the low one
+// once the handshake sent them; the echo brings every byte back.
+func TestUpstreamHeldWatermarks(t *testing.T) {
+	ca := newTestCA(t)
+	addr, _ := tlsEcho(t, &ctls.Config{Certificates: []ctls.Certificate{ca.leaf(t, "srv", false, "srv.test")}})
+	r := startUpstream(t, UpstreamConfig{SNI: "srv.test", Validation: &Validation{TrustedCA: ca.pool}}, addr, 10*time.Second)
+	msg := strings.Repeat("held before the handshake ", 256<<10/26+1)
+	u := &upClient{want: len(msg), events: make(chan string, 4)}
+	w := r.srv.Workers()[0]
+	w.Post(func() {
+		u.conn = r.cl.ConnectHost(w, r.cl.ChooseHost(w, nil), u)
+		u.conn.Write([]byte(msg), false)
+	})
+	select {
+	case ev := <-u.events:
+		if ev != "echo:"+msg {
+			t.Fatalf("%.60s", ev)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no echo")
+	}
+	got := make(chan [3]int, 1)
+	w.Post(func() { got <- [3]int{u.above, u.below, u.aboveAtConnect} })
+	if c := <-got; c[2] != 1 || c[1] < 1 {
+		t.Fatalf("above %d (at Connected %d), below %d", c[0], c[2], c[1])
 	}
 }
 
