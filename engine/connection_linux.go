@@ -123,20 +123,22 @@ type Connection struct {
 	high int32        // write-buffer high watermark (the low one is half); noWatermark: off
 
 	// Flags, kept together so the struct stays small: an idle connection is mostly this.
-	readDisable   uint8 // nesting count of ReadDisable(true)
-	state         connState
-	above         bool
-	readReady     bool // the socket may hold unread bytes (edge seen, not yet drained)
-	peerFin       bool // EPOLLRDHUP seen: an end of stream waits behind the data
-	deferred      bool // queued on the worker's deferred-read list
-	halfClose     bool
-	remoteEOF     bool
-	shutdownAfter bool // endStream was written: shutdown(SHUT_WR) once the buffer is empty
-	localShutdown bool
-	noSplice      bool // splicing was refused once; keep copying
-	replay        bool // the worker holds bytes the listener filters read (Worker.replays)
-	tsPending     bool // upstream: the transport socket is not ready yet; Connected waits for it
-	failure       FailureReason
+	readDisable uint8 // nesting count of ReadDisable(true)
+	state       connState
+	above       bool
+	readReady   bool // the socket may hold unread bytes (edge seen, not yet drained)
+	peerFin     bool // EPOLLRDHUP seen: an end of stream waits behind the data
+	deferred    bool // queued on the worker's deferred-read list
+	halfClose   bool
+	remoteEOF   bool
+	// tsPending: the transport socket is not ready yet (TransportReady not called);
+	// eofHeld: the peer's FIN came then and waits for it (see onRemoteEOF).
+	tsPending, eofHeld bool
+	shutdownAfter      bool // endStream was written: shutdown(SHUT_WR) once the buffer is empty
+	localShutdown      bool
+	noSplice           bool // splicing was refused once; keep copying
+	replay             bool // the worker holds bytes the listener filters read (Worker.replays)
+	failure            FailureReason
 
 	// timer is the connect timeout while connecting, then the delayed-close timeout while
 	// closing (the two never overlap); nil until needed.
@@ -448,7 +450,7 @@ func (c *Connection) Close(t CloseType) {
 			return
 		}
 	}
-	if c.tsPending && t == CloseFlushWrite {
+	if c.tsPending && c.chain == nil && t == CloseFlushWrite {
 		// Nothing written can go out before the handshake: a graceful close of an
 		// upstream connection whose transport socket is not ready closes now.
 		t = CloseNoFlush
@@ -494,9 +496,9 @@ func (c *Connection) closeSocket(ev ConnectionEvent) {
 		return
 	}
 	c.state = stateClosed
-	if c.tsPending && ev == RemoteClose && c.failure == FailureNone {
-		// Reset or hung up on before the transport socket was ready (mid-handshake): the
-		// callbacks see a connect failure, as in Envoy.
+	if c.tsPending && c.chain == nil && ev == RemoteClose && c.failure == FailureNone {
+		// An upstream reset or hung up on before its transport socket was ready
+		// (mid-handshake): the callbacks see a connect failure, as in Envoy.
 		c.failure = FailureTransport
 	}
 	c.tsPending = false
@@ -669,8 +671,12 @@ func (c *Connection) replayRead() {
 func (c *Connection) onRemoteEOF() {
 	c.remoteEOF = true
 	if c.tsPending {
-		// The peer left before the transport socket was ready: a connect failure.
-		c.closeSocket(RemoteClose)
+		// The FIN came while the transport socket handshakes: the bytes before it may
+		// still complete the handshake (a client that sends its Finished and closes at
+		// once). No more is read; the transport socket closes the connection, or hands the
+		// end of stream on with TransportEOF once it is ready.
+		c.eofHeld = true
+		c.ts.OnRemoteEOF()
 		return
 	}
 	if !c.halfClose {

@@ -79,7 +79,12 @@ func (s *xorSocket) Write(data []byte, endStream bool) {
 }
 
 func (s *xorSocket) HeldBytes() int { return len(s.held) }
-func (s *xorSocket) OnClose()       {}
+func (s *xorSocket) OnRemoteEOF() {
+	if !s.ready {
+		s.c.TransportFailed(engine.FailureTransport)
+	}
+}
+func (s *xorSocket) OnClose() {}
 
 // xorBackend answers the toy handshake with reply, then (on "OK") XOR-echoes; with
 // reply "" it reads the hello and never answers.

@@ -265,20 +265,22 @@ func (s *stream) prepareRequest() bool {
 		}
 	}
 
-	// x-forwarded-for and the trust it gives (Envoy's use_remote_address).
+	// x-forwarded-for and the trust it gives (Envoy's use_remote_address). The scheme is
+	// the connection's: https when TLS was terminated here (a transport socket), not when
+	// TLS merely passed by (tls_inspector alone leaves no HTTP to parse).
+	scheme := "http"
+	if c.c.Transport() != nil && c.c.Info.TransportProtocol == engine.TransportTLS {
+		scheme = "https"
+	}
 	if cfg.UseRemoteAddress {
 		if !cfg.SkipXffAppend {
 			s.scratch = appendAddr(s.scratch[:0], c.c.Info.RemoteAddr)
 			h.AppendValue("x-forwarded-for", s.scratch, ",")
 		}
-		scheme := "http"
-		if c.c.Info.TransportProtocol == engine.TransportTLS {
-			scheme = "https"
-		}
 		h.SetString("x-forwarded-proto", scheme)
 		s.req.SetString(":scheme", scheme)
 	} else if _, ok := h.Get("x-forwarded-proto"); !ok {
-		h.SetString("x-forwarded-proto", "http")
+		h.SetString("x-forwarded-proto", scheme)
 	}
 	if cfg.GenerateRequestID {
 		_, has := h.Get("x-request-id")
