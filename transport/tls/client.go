@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/portico-proxy/portico/engine"
@@ -41,8 +42,11 @@ type UpstreamConfig struct {
 	// HandshakeTimeout, if positive, bounds the handshake on its own; 0 leaves it to the
 	// cluster's connect_timeout, which covers the TCP connect and the handshake (Envoy).
 	HandshakeTimeout time.Duration
-	// MaxHandshakes caps handshakes in flight per worker; 0 means DefaultMaxHandshakes.
-	// A connection over it fails as an overflow of the proxy's own resources.
+	// MaxHandshakes, if positive, caps handshakes in flight per worker; a connection over
+	// it fails as an overflow of the proxy's own resources. 0 sets no cap of its own: the
+	// cluster's max_connections circuit breaker already bounds the connections being made
+	// (Envoy has no such cap, and failing requests in a burst of new connections would
+	// be worse than the short-lived goroutines).
 	MaxHandshakes int
 }
 
@@ -62,7 +66,7 @@ type UpstreamFactory struct {
 func NewUpstream(cfg UpstreamConfig) (*UpstreamFactory, error) {
 	f := &UpstreamFactory{timeout: cfg.HandshakeTimeout, max: cfg.MaxHandshakes}
 	if f.max <= 0 {
-		f.max = DefaultMaxHandshakes
+		f.max = math.MaxInt // counted (HandshakesInFlight), not capped
 	}
 	if len(cfg.Certificates) > 1 {
 		return nil, errors.New("tls_certificates: a client context takes at most one certificate")

@@ -345,6 +345,24 @@ func TestUpstreamHandshakeFailures(t *testing.T) {
 	}
 	waitFor(t, func() bool { return mute.cl.Stats(0).UpstreamCxConnectTimeout.Value() == 1 })
 
+	// With a cap of one handshake per worker, a second connection while the first one
+	// handshakes with the mute server fails as an overflow.
+	capped := startUpstream(t, UpstreamConfig{MaxHandshakes: 1}, netip.MustParseAddrPort(ln.Addr().String()), 10*time.Second)
+	w := capped.srv.Workers()[0]
+	first := &upClient{events: make(chan string, 4)}
+	w.Post(func() { first.conn = capped.cl.ConnectHost(w, capped.cl.ChooseHost(w, nil), first) })
+	waitFor(t, func() bool {
+		ch := make(chan int, 1)
+		w.Post(func() { ch <- w.HandshakesInFlight() })
+		return <-ch == 1
+	})
+	if ev, _ := capped.exchange(t, "x", nil); ev != "closed:overflow" {
+		t.Fatalf("over the cap: %s", ev)
+	}
+	if n := capped.f.Stats.HandshakeOverflow.Load(); n != 1 {
+		t.Fatalf("handshake_overflow %d", n)
+	}
+
 	plain := backendLines(t, "HTTP/1.1 400 Bad Request\r\n\r\n")
 	bad := startUpstream(t, UpstreamConfig{}, plain, 10*time.Second)
 	if ev, _ := bad.exchange(t, "x", nil); ev != "closed:transport" {
