@@ -146,7 +146,7 @@ type Connection struct {
 	io     *byteCounters   // the owner's rx/tx byte counters; nil for none
 	owner  connOwner       // accounts for the connection when it closes
 	host   *Host           // upstream: the host dialed
-	chain  *FilterChain    // downstream: the filter chain that built it
+	chain  *FilterChain    // downstream: the filter chain that built it (nil: upstream)
 	splice *splicePair     // set once a bulk transfer switched to splice(2); nil otherwise
 	ts     TransportSocket // nil: raw_buffer
 }
