@@ -19,7 +19,8 @@ const (
 
 // socket is one connection's TLS transport socket.
 type socket struct {
-	f     *Factory
+	f     *Factory // nil for an upstream (client) socket
+	st    *Stats   // the context's stats, for the code both sides share
 	c     *engine.Connection
 	w     *engine.Worker
 	mc    *memConn
@@ -44,7 +45,7 @@ func (f *Factory) NewTransportSocket(c *engine.Connection) engine.TransportSocke
 		c.Close(engine.CloseNoFlush)
 		return nil
 	}
-	s := &socket{f: f, c: c, w: w}
+	s := &socket{f: f, st: &f.Stats, c: c, w: w}
 	s.mc = newMemConn(true, s.postWrite)
 	s.tc = ctls.Server(s.mc, f.cfg)
 	return s
@@ -196,7 +197,7 @@ func (s *socket) drain() {
 			s.c.TransportEOF()
 			return
 		}
-		s.f.Stats.ConnectionError.Add(1)
+		s.st.ConnectionError.Add(1)
 		s.state = failed
 		s.c.Close(engine.CloseFlushWrite) // the alert crypto/tls wrote goes out
 		return
@@ -275,6 +276,9 @@ func (s *socket) ConnectionState() ctls.ConnectionState {
 // ALPN list and TransportProtocol "tls".
 func State(c *engine.Connection) (ctls.ConnectionState, bool) {
 	s, ok := c.Transport().(*socket)
+	if cs, up := c.Transport().(*clientSocket); up {
+		s, ok = &cs.socket, true
+	}
 	if !ok || s.state != established {
 		return ctls.ConnectionState{}, false
 	}

@@ -677,19 +677,6 @@ func TestPeerSubjectMultiValued(t *testing.T) {
 	}
 }
 
-// needTool finds a tool for a test: missing, the test is skipped, or fails under CI=true.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	bin, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required under CI: %v", name, err)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return bin
-}
-
 // command is a tool's run, killed (by its own PID, through the context) if it outlives
 // 30 seconds or the test.
 func command(t *testing.T, bin string, args ...string) *exec.Cmd {

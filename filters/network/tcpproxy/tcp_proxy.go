@@ -299,7 +299,7 @@ func (u *upstreamCallbacks) OnEvent(ev engine.ConnectionEvent) {
 		p.releaseCx()
 		reason := p.up.FailureReason()
 		switch reason {
-		case engine.FailureConnectRefused:
+		case engine.FailureConnectRefused, engine.FailureTransport:
 			p.up.Host().ReportResult(engine.ResultConnectFailed)
 		case engine.FailureConnectTimeout:
 			p.up.Host().ReportResult(engine.ResultTimeout)
