@@ -175,6 +175,7 @@ type Factory struct {
 	timeout time.Duration
 	max     int
 	certs   *certSet
+	sess    *sessions // nil: no tickets (session.go)
 	// Stats count what happened on every worker.
 	Stats Stats
 }
@@ -223,9 +224,12 @@ func NewDownstream(cfg DownstreamConfig) (*Factory, error) {
 	} else if cfg.RequireClientCertificate {
 		return nil, fmt.Errorf("require_client_certificate: needs a validation_context")
 	}
+	if f.sess, err = newSessions(&cfg, c); err != nil {
+		return nil, err
+	}
 	f.noALPN = c.Clone()
 	f.noALPN.NextProtos = nil
-	c.GetConfigForClient = f.configForClient
+	c.GetConfigForClient = f.sessionConfigForClient
 	f.cfg = c
 	return f, nil
 }
