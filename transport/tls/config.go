@@ -176,6 +176,9 @@ type Factory struct {
 	max     int
 	certs   *certSet
 	sess    *sessions // nil: no tickets (session.go)
+	// staples: the certificates with an OCSP response (ocsp.go); nil when none has one.
+	staples    map[*ctls.Certificate]*staple
+	ocspPolicy OCSPStaplePolicy
 	// Stats count what happened on every worker.
 	Stats Stats
 }
@@ -187,7 +190,10 @@ func NewDownstream(cfg DownstreamConfig) (*Factory, error) {
 		return nil, err
 	}
 	f := &Factory{certs: certs, alpn: append([]string(nil), cfg.ALPN...),
-		timeout: cfg.HandshakeTimeout, max: cfg.MaxHandshakes}
+		timeout: cfg.HandshakeTimeout, max: cfg.MaxHandshakes, ocspPolicy: cfg.OCSPStaplePolicy}
+	if f.staples, err = newStaples(certs.all, cfg.OCSPStaplePolicy); err != nil {
+		return nil, err
+	}
 	if f.timeout <= 0 {
 		f.timeout = DefaultHandshakeTimeout
 	}
@@ -200,9 +206,7 @@ func NewDownstream(cfg DownstreamConfig) (*Factory, error) {
 		CipherSuites:     cfg.CipherSuites,
 		CurvePreferences: cfg.Curves,
 		NextProtos:       f.alpn,
-		GetCertificate: func(h *ctls.ClientHelloInfo) (*ctls.Certificate, error) {
-			return certs.pick(h), nil
-		},
+		GetCertificate:   f.getCertificate,
 	}
 	if c.MinVersion == 0 {
 		c.MinVersion = ctls.VersionTLS12

@@ -95,6 +95,7 @@ func (s *socket) done(err error) {
 	s.mc.setNonBlocking(s.writeDirect)
 	cs := s.tc.ConnectionState()
 	s.f.Stats.RecordHandshake(&cs)
+	s.recordStaple(&cs)
 	info := &s.c.Info
 	info.TransportProtocol = engine.TransportTLS
 	if info.ServerName == "" && cs.ServerName != "" {

@@ -1,0 +1,196 @@
+package tls
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/sha256"
+	ctls "crypto/tls"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+)
+
+// ocspFor makes a DER OCSP response, signed by the CA, saying "good" for the leaf's
+// serial (or serial, when not nil) until next (zero: no nextUpdate).
+func (ca *testCA) ocspFor(t *testing.T, leaf ctls.Certificate, next time.Time, serial *big.Int) []byte {
+	t.Helper()
+	if serial == nil {
+		serial = leaf.Leaf.SerialNumber
+	}
+	nameHash := sha1.Sum(ca.cert.RawSubject)
+	keyHash := sha1.Sum(ca.cert.RawSubjectPublicKeyInfo) // close enough for a test responder
+	keyID, _ := asn1.Marshal(keyHash[:])
+	now := time.Now().UTC().Truncate(time.Second)
+	tbs := ocspResponseData{
+		ResponderID: asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 2, IsCompound: true, Bytes: keyID},
+		ProducedAt:  now,
+		Responses: []ocspSingleResponse{{
+			CertID: ocspCertID{
+				HashAlg:   pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 3, 14, 3, 2, 26}, Parameters: asn1.NullRawValue},
+				NameHash:  nameHash[:],
+				KeyHash:   keyHash[:],
+				SerialNum: serial,
+			},
+			CertStatus: asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0}, // good
+			ThisUpdate: now.Add(-2 * time.Hour),
+			NextUpdate: next.UTC().Truncate(time.Second),
+		}},
+	}
+	tbsDER, err := asn1.Marshal(tbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256(tbsDER)
+	sig, err := ca.key.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	basic, err := asn1.Marshal(struct {
+		TBS       asn1.RawValue
+		SigAlg    pkix.AlgorithmIdentifier
+		Signature asn1.BitString
+	}{asn1.RawValue{FullBytes: tbsDER},
+		pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}},
+		asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := asn1.Marshal(ocspResponse{Bytes: ocspResponseBytes{Type: oidOCSPBasic, Response: basic}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func withStaple(c ctls.Certificate, der []byte) ctls.Certificate {
+	c.OCSPStaple = der
+	return c
+}
+
+// TestOCSPStaple: a valid staple reaches a crypto/tls client (which always asks) on TLS
+// 1.2 and 1.3 and openssl s_client -status, and is counted in ssl.ocsp_staple_responses;
+// a client that does not ask, and a TLS 1.2 resumption, get none and count nothing.
+func TestOCSPStaple(t *testing.T) {
+	ca := newTestCA(t)
+	leaf := ca.leaf(t, "srv", false, "srv.test")
+	der := ca.ocspFor(t, leaf, time.Now().Add(time.Hour), nil)
+	r := startTLS(t, DownstreamConfig{Certificates: []ctls.Certificate{withStaple(leaf, der)}})
+	for _, v := range []uint16{ctls.VersionTLS12, ctls.VersionTLS13} {
+		conn, err := r.dial(t, &ctls.Config{ServerName: "srv.test", RootCAs: ca.pool, MinVersion: v, MaxVersion: v})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := conn.ConnectionState().OCSPResponse; !bytes.Equal(got, der) {
+			t.Fatalf("%s: staple %d bytes, want %d", ctls.VersionName(v), len(got), len(der))
+		}
+		roundTrip(t, conn)
+		conn.Close()
+	}
+	waitFor(t, func() bool { return r.f.Stats.Handshake.Load() == 2 })
+	if n := r.f.Stats.OCSPStapleResponse.Load(); n != 2 {
+		t.Fatalf("ocsp_staple_responses %d, want 2", n)
+	}
+	c := clientConfig(ca, ctls.VersionTLS12)
+	resumes(t, r, c)
+	if !resumes(t, r, c) {
+		t.Fatal("no resumption")
+	}
+	waitFor(t, func() bool { return r.f.Stats.Handshake.Load() == 4 })
+	if n := r.f.Stats.OCSPStapleResponse.Load(); n != 3 {
+		t.Fatalf("ocsp_staple_responses %d after a full handshake and a resumption, want 3", n)
+	}
+
+	bin := toolOrSkip(t, "openssl")
+	out := sClient(t, bin, r.addr, "-status")
+	if !strings.Contains(out, "OCSP Response Status: successful") || !strings.Contains(out, "Cert Status: good") {
+		t.Fatalf("s_client -status:\n%s", out)
+	}
+	waitFor(t, func() bool { return r.f.Stats.OCSPStapleResponse.Load() == 4 })
+	out = sClient(t, bin, r.addr)
+	if strings.Contains(out, "OCSP Response Status") {
+		t.Fatalf("staple sent to a client that did not ask:\n%s", out)
+	}
+	waitFor(t, func() bool { return r.f.Stats.Handshake.Load() == 6 })
+	if n := r.f.Stats.OCSPStapleResponse.Load(); n != 4 {
+		t.Fatalf("ocsp_staple_responses %d, want 4", n)
+	}
+}
+
+// TestOCSPStaplePolicy: an expired response is left out under LENIENT_STAPLING and
+// fails the handshake under STRICT_STAPLING and MUST_STAPLE, for a client that asks; a
+// client that does not ask is served under every policy.
+func TestOCSPStaplePolicy(t *testing.T) {
+	bin := toolOrSkip(t, "openssl")
+	ca := newTestCA(t)
+	leaf := ca.leaf(t, "srv", false, "srv.test")
+	expired := withStaple(leaf, ca.ocspFor(t, leaf, time.Now().Add(-time.Hour), nil))
+	for _, tc := range []struct {
+		name   string
+		policy OCSPStaplePolicy
+		fails  bool
+	}{
+		{"lenient", LenientStapling, false},
+		{"strict", StrictStapling, true},
+		{"must", MustStaple, true},
+	} {
+		r := startTLS(t, DownstreamConfig{Certificates: []ctls.Certificate{expired}, OCSPStaplePolicy: tc.policy})
+		conn, err := r.dial(t, &ctls.Config{ServerName: "srv.test", RootCAs: ca.pool})
+		if tc.fails {
+			if err == nil {
+				t.Fatalf("%s: handshake with an expired staple succeeded", tc.name)
+			}
+		} else {
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			if len(conn.ConnectionState().OCSPResponse) != 0 {
+				t.Fatalf("%s: expired staple sent", tc.name)
+			}
+			roundTrip(t, conn)
+			conn.Close()
+		}
+		sClient(t, bin, r.addr) // no status_request: served
+		if n := r.f.Stats.OCSPStapleResponse.Load(); n != 0 {
+			t.Fatalf("%s: ocsp_staple_responses %d", tc.name, n)
+		}
+	}
+	// STRICT_STAPLING serves a certificate without a response, without a staple.
+	r := startTLS(t, DownstreamConfig{Certificates: []ctls.Certificate{leaf}, OCSPStaplePolicy: StrictStapling})
+	conn, err := r.dial(t, &ctls.Config{ServerName: "srv.test", RootCAs: ca.pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+}
+
+// TestOCSPStapleLoad: the checks NewDownstream makes, as Envoy makes them at load.
+func TestOCSPStapleLoad(t *testing.T) {
+	ca := newTestCA(t)
+	leaf := ca.leaf(t, "srv", false, "srv.test")
+	for _, tc := range []struct {
+		name, want string
+		cert       ctls.Certificate
+		policy     OCSPStaplePolicy
+	}{
+		{"missing", "ocsp_staple is required", leaf, MustStaple},
+		{"other serial", "does not match its TLS certificate",
+			withStaple(leaf, ca.ocspFor(t, leaf, time.Time{}, big.NewInt(12345))), LenientStapling},
+		{"garbage", "not an OCSP response", withStaple(leaf, []byte("not der")), LenientStapling},
+		{"unsuccessful", "not successful", withStaple(leaf, []byte{0x30, 0x03, 0x0a, 0x01, 0x01}), LenientStapling},
+	} {
+		_, err := NewDownstream(DownstreamConfig{Certificates: []ctls.Certificate{tc.cert}, OCSPStaplePolicy: tc.policy})
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "tls_certificates[0]") {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	// No nextUpdate: never expires, accepted under MUST_STAPLE.
+	if _, err := NewDownstream(DownstreamConfig{Certificates: []ctls.Certificate{
+		withStaple(leaf, ca.ocspFor(t, leaf, time.Time{}, nil))}, OCSPStaplePolicy: MustStaple}); err != nil {
+		t.Fatal(err)
+	}
+}
