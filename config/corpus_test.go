@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/portico-proxy/portico/internal/testpki"
 )
 
 // The corpus is a folder of whole Envoy bootstraps from public projects, each valid for
@@ -74,6 +76,18 @@ func corpusFiles(t *testing.T) (string, []string) {
 		t.Fatalf("no bootstraps in %s", dir)
 	}
 	return dir, files
+}
+
+func absPaths(t *testing.T, files []string) []string {
+	out := make([]string, len(files))
+	for i, f := range files {
+		a, err := filepath.Abs(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = a
+	}
+	return out
 }
 
 // corpusResult is what loading one file gave: the features it was refused for (none if
@@ -209,12 +223,36 @@ func writeCorpusExpect(t *testing.T, results map[string]corpusResult) {
 func TestCorpus(t *testing.T) {
 	dir, files := corpusFiles(t)
 	expect := readCorpusExpect(t)
+	// The bootstraps name certificate files their projects keep beside them: load them in
+	// a directory where those (relative) paths hold throwaway ones.
+	files = absPaths(t, files)
+	work := t.TempDir()
+	for _, path := range files {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := testpki.WriteConfigFiles(work, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	load := func(path string) (corpusResult, error) {
+		prev, err := os.Getwd()
+		if err != nil {
+			return corpusResult{}, err
+		}
+		if err := os.Chdir(work); err != nil {
+			return corpusResult{}, err
+		}
+		defer os.Chdir(prev)
+		return loadCorpusFile(path)
+	}
 	results := map[string]corpusResult{}
 	accepted := 0
 	byFeature := map[string]int{} // files refused for it
 	for _, path := range files {
 		name := filepath.Base(path)
-		r, err := loadCorpusFile(path)
+		r, err := load(path)
 		if err != nil {
 			t.Errorf("%s: %v", name, err)
 			continue

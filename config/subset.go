@@ -37,6 +37,7 @@ var anySlots = map[protoreflect.FullName][]string{
 	"envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension.typed_config": {uuidRequestIDType},
 	"envoy.config.listener.v3.ListenerFilter.typed_config":                                        {originalDstType, tlsInspectorType, httpInspectorType, proxyProtocolType},
 	"envoy.config.accesslog.v3.AccessLog.typed_config":                                            {fileLogType, stdoutLogType},
+	"envoy.config.core.v3.TransportSocket.typed_config":                                           {downstreamTLSType, upstreamTLSType, rawBufferType},
 }
 
 // supported is the subset of Envoy's API that Portico implements: for each message, the
@@ -65,7 +66,9 @@ var supported = map[protoreflect.FullName][]protoreflect.Name{
 	"envoy.config.listener.v3.Listener.ConnectionBalanceConfig":              {"exact_balance"},
 	"envoy.config.listener.v3.Listener.ConnectionBalanceConfig.ExactBalance": {},
 	"envoy.config.listener.v3.ListenerFilter":                                {"name", "typed_config"},
-	"envoy.config.listener.v3.FilterChain":                                   {"name", "filter_chain_match", "filters"},
+	"envoy.config.listener.v3.FilterChain": {
+		"name", "filter_chain_match", "filters", "transport_socket", "transport_socket_connect_timeout",
+	},
 	// address_suffix and suffix_len are accepted here so that translation can reject them
 	// with Envoy's reason ("not implemented") rather than a generic one.
 	"envoy.config.listener.v3.FilterChainMatch": {

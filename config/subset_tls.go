@@ -4,4 +4,17 @@ import "google.golang.org/protobuf/reflect/protoreflect"
 
 // supportedTLS is the supported table for Envoy's tls transport socket on a filter chain
 // (DownstreamTlsContext) and the parts of CommonTlsContext both sides share (tls.go).
-var supportedTLS = map[protoreflect.FullName][]protoreflect.Name{}
+var supportedTLS = map[protoreflect.FullName][]protoreflect.Name{
+	"envoy.config.core.v3.TransportSocket": {"name", "typed_config"},
+	rawBufferType:                          {},
+	downstreamTLSType: {
+		"common_tls_context", "require_client_certificate", "require_sni",
+	},
+	"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext": {
+		"tls_params", "tls_certificates", "alpn_protocols",
+	},
+	"envoy.extensions.transport_sockets.tls.v3.TlsCertificate": {"certificate_chain", "private_key"},
+	"envoy.extensions.transport_sockets.tls.v3.TlsParameters": {
+		"tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites", "ecdh_curves",
+	},
+}

@@ -407,7 +407,7 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 	for i, fc := range l.GetFilterChains() {
 		cat := index(field(at, "filter_chains"), i)
 		m, mok := t.match(fc.GetFilterChainMatch(), field(cat, "filter_chain_match"))
-		fch, fok := t.filterChain(fc, cat)
+		fch, fok := t.filterChain(fc, cat, statName(&lc))
 		if !mok || !fok {
 			ok = false
 			continue
@@ -423,7 +423,7 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 			t.errorf(field(dat, "filter_chain_match"), "has no effect on the default filter chain; remove it")
 			ok = false
 		}
-		fch, fok := t.filterChain(dfc, dat)
+		fch, fok := t.filterChain(dfc, dat, statName(&lc))
 		if !fok {
 			ok = false
 		}
@@ -508,10 +508,21 @@ func (t *translator) cidr(r *corev3.CidrRange, at string) (netip.Prefix, bool) {
 	return netip.PrefixFrom(ip, bits).Masked(), true
 }
 
-// filterChain builds a chain's network filters.
-func (t *translator) filterChain(fc *listenerv3.FilterChain, at string) (*engine.FilterChain, bool) {
+// statName is the listener's stats scope, as engine.Listener.StatName gives it.
+func statName(lc *engine.ListenerConfig) string {
+	if lc.StatPrefix != "" {
+		return lc.StatPrefix
+	}
+	return lc.Name
+}
+
+// filterChain builds a chain's transport socket and network filters.
+func (t *translator) filterChain(fc *listenerv3.FilterChain, at, listenerStat string) (*engine.FilterChain, bool) {
 	ok := true
 	out := &engine.FilterChain{Name: fc.GetName()}
+	if !t.downstreamTransport(fc, at, listenerStat, out) {
+		ok = false
+	}
 	filters := fc.GetFilters()
 	for i, f := range filters {
 		fat := index(field(at, "filters"), i)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/portico-proxy/portico/internal/testpki"
 )
 
 // corpusDir is the folder of public Envoy bootstraps the config tests read (see
@@ -50,14 +53,29 @@ func TestCorpusStarts(t *testing.T) {
 		if !strings.HasSuffix(name, ".yaml") && !strings.HasSuffix(name, ".yml") && !strings.HasSuffix(name, ".json") {
 			continue
 		}
-		path := filepath.Join(dir, name)
-		if err := exec.Command(porticoBin, "validate", "-c", path).Run(); err != nil {
+		path, err := filepath.Abs(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The certificate files a bootstrap names (relative to where Envoy runs) are its
+		// project's: run it where throwaway ones stand in for them.
+		work := t.TempDir()
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := testpki.WriteConfigFiles(work, data); err != nil {
+			t.Fatal(err)
+		}
+		validate := exec.Command(porticoBin, "validate", "-c", path)
+		validate.Dir = work
+		if err := validate.Run(); err != nil {
 			continue // refused: config/corpus_test.go says for what
 		}
 		started++
 		t.Run(name, func(t *testing.T) {
-			cfg, admin, httpPorts := rewriteForTest(t, path)
-			p := startPortico(t, admin, "-c", cfg, "--concurrency", "1", "--drain-time-s", "1")
+			cfg, admin, httpPorts, httpsPorts := rewriteForTest(t, path)
+			p := startPorticoWith(t, "", admin, func(c *exec.Cmd) { c.Dir = work }, "-c", cfg, "--concurrency", "1", "--drain-time-s", "1")
 			// Its HTTP listeners answer: with their backends absent here, what they answer
 			// is the proxy's own reply (a 503 with a flag, a redirect, a direct response).
 			client := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -69,6 +87,19 @@ func TestCorpusStarts(t *testing.T) {
 				}
 				resp.Body.Close()
 				t.Logf("listener on port %s: %d", port, resp.StatusCode)
+			}
+			// Its HTTPS listeners terminate TLS (with the stand-in certificates) and answer.
+			for _, hp := range httpsPorts {
+				tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: hp.sni}}
+				c := &http.Client{Timeout: 5 * time.Second, Transport: tr, CheckRedirect: client.CheckRedirect}
+				resp, err := c.Get(fmt.Sprintf("https://127.0.0.1:%s/", hp.port))
+				tr.CloseIdleConnections()
+				if err != nil {
+					t.Errorf("TLS listener on port %s (SNI %q): %v", hp.port, hp.sni, err)
+					continue
+				}
+				resp.Body.Close()
+				t.Logf("TLS listener on port %s: %d over %s", hp.port, resp.StatusCode, tlsVersion(resp.TLS))
 			}
 			if code := p.stop(t, 15*time.Second); code != 0 {
 				t.Errorf("exit code %d\n%s", code, p.stderr.String())
@@ -84,7 +115,7 @@ func TestCorpusStarts(t *testing.T) {
 // rewriteForTest writes a copy of the bootstrap at path with free ports for its listeners
 // and admin (admin on 127.0.0.1, added if absent) and wait_for_warm_on_init false on DNS
 // clusters; it returns the copy's path and the admin address.
-func rewriteForTest(t *testing.T, path string) (cfgPath, adminAddr string, httpPorts []string) {
+func rewriteForTest(t *testing.T, path string) (cfgPath, adminAddr string, httpPorts []string, httpsPorts []tlsPort) {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -114,6 +145,10 @@ func rewriteForTest(t *testing.T, path string) (cfgPath, adminAddr string, httpP
 						(addr.Value == "0.0.0.0" || addr.Value == "127.0.0.1" || addr.Value == "::") {
 						httpPorts = append(httpPorts, port)
 					}
+					if strings.Contains(string(b), "http_connection_manager") && strings.Contains(string(b), "DownstreamTlsContext") &&
+						!strings.Contains(string(b), "bind_to_port: false") {
+						httpsPorts = append(httpsPorts, tlsPort{port: port, sni: firstServerName(l)})
+					}
 				}
 			}
 		}
@@ -136,7 +171,41 @@ func rewriteForTest(t *testing.T, path string) (cfgPath, adminAddr string, httpP
 	if err := os.WriteFile(dst, out, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return dst, admin, httpPorts
+	return dst, admin, httpPorts, httpsPorts
+}
+
+// tlsPort is a listener that terminates TLS for HTTP, and a name its chains match.
+type tlsPort struct{ port, sni string }
+
+// firstServerName is the first filter_chain_match.server_names entry under n, if any.
+func firstServerName(n *yaml.Node) string {
+	if n == nil {
+		return ""
+	}
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == "server_names" {
+				v := n.Content[i+1]
+				if v.Kind == yaml.SequenceNode && len(v.Content) > 0 {
+					return strings.Replace(v.Content[0].Value, "*.", "www.", 1)
+				}
+				return strings.Replace(v.Value, "*.", "www.", 1)
+			}
+		}
+	}
+	for _, c := range n.Content {
+		if s := firstServerName(c); s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+func tlsVersion(cs *tls.ConnectionState) string {
+	if cs == nil {
+		return "plaintext"
+	}
+	return tls.VersionName(cs.Version)
 }
 
 func get(m *yaml.Node, key string) *yaml.Node {

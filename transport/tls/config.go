@@ -57,6 +57,9 @@ type DownstreamConfig struct {
 	// MaxHandshakes caps handshakes in flight per worker; 0 means DefaultMaxHandshakes.
 	MaxHandshakes int
 
+	// RequireSNI is require_sni: a ClientHello without a server name fails the handshake.
+	RequireSNI bool
+
 	// Validation is common_tls_context.validation_context: with it the server asks for a
 	// client certificate and verifies one if given; nil asks for none.
 	Validation *Validation
@@ -179,6 +182,8 @@ type Factory struct {
 	// staples: the certificates with an OCSP response (ocsp.go); nil when none has one.
 	staples    map[*ctls.Certificate]*staple
 	ocspPolicy OCSPStaplePolicy
+	// requireSNI refuses a ClientHello without a server name (require_sni).
+	requireSNI bool
 	// Stats count what happened on every worker.
 	Stats Stats
 }
@@ -190,7 +195,8 @@ func NewDownstream(cfg DownstreamConfig) (*Factory, error) {
 		return nil, err
 	}
 	f := &Factory{certs: certs, alpn: append([]string(nil), cfg.ALPN...),
-		timeout: cfg.HandshakeTimeout, max: cfg.MaxHandshakes, ocspPolicy: cfg.OCSPStaplePolicy}
+		timeout: cfg.HandshakeTimeout, max: cfg.MaxHandshakes, requireSNI: cfg.RequireSNI,
+		ocspPolicy: cfg.OCSPStaplePolicy}
 	if f.staples, err = newStaples(certs.all, cfg.OCSPStaplePolicy); err != nil {
 		return nil, err
 	}
@@ -242,6 +248,9 @@ func NewDownstream(cfg DownstreamConfig) (*Factory, error) {
 // goes on without ALPN, Go's server would send no_application_protocol. It also records
 // the client's list for SocketInfo.
 func (f *Factory) configForClient(h *ctls.ClientHelloInfo) (*ctls.Config, error) {
+	if f.requireSNI && h.ServerName == "" {
+		return nil, errNoSNI
+	}
 	if m, ok := h.Conn.(*memConn); ok {
 		m.clientALPN = h.SupportedProtos
 	}
@@ -257,6 +266,8 @@ func (f *Factory) configForClient(h *ctls.ClientHelloInfo) (*ctls.Config, error)
 	}
 	return f.noALPN, nil
 }
+
+var errNoSNI = errorString("require_sni: the client sent no server name")
 
 // Name implements engine.TransportSocketFactory.
 func (f *Factory) Name() string { return "envoy.transport_sockets.tls" }
