@@ -30,6 +30,7 @@ type socket struct {
 	// borrowed: mc.in aliases the worker's scratch buffer for the current OnRead.
 	borrowed bool
 	endSent  bool
+	info     handshakeInfo // for TLSInfo (tlsinfo.go)
 }
 
 // NewTransportSocket implements engine.TransportSocketFactory: it takes a handshake slot
@@ -96,6 +97,7 @@ func (s *socket) done(err error) {
 	cs := s.tc.ConnectionState()
 	s.f.Stats.RecordHandshake(&cs)
 	s.recordStaple(&cs)
+	s.info.record(&cs)
 	info := &s.c.Info
 	info.TransportProtocol = engine.TransportTLS
 	if info.ServerName == "" && cs.ServerName != "" {

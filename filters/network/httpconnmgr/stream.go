@@ -80,6 +80,7 @@ func (s *stream) begin() {
 		DownstreamLocalAddress:        c.c.Info.LocalAddr,
 		RequestedServerName:           c.c.Info.ServerName,
 		FilterChainName:               c.c.FilterChainName(),
+		DownstreamTLS:                 c.c.TLS(),
 		RequestHeaders:                &s.req,
 		RequestDuration:               -1,
 		ResponseDuration:              -1,
@@ -265,20 +266,23 @@ func (s *stream) prepareRequest() bool {
 		}
 	}
 
+	// The connection's scheme: https when TLS was terminated here (Envoy's
+	// connection.ssl(); a TLS connection passed through raw is not).
+	scheme := "http"
+	if c.c.TLS() != nil {
+		scheme = "https"
+	}
 	// x-forwarded-for and the trust it gives (Envoy's use_remote_address).
 	if cfg.UseRemoteAddress {
 		if !cfg.SkipXffAppend {
 			s.scratch = appendAddr(s.scratch[:0], c.c.Info.RemoteAddr)
 			h.AppendValue("x-forwarded-for", s.scratch, ",")
 		}
-		scheme := "http"
-		if c.c.Info.TransportProtocol == engine.TransportTLS {
-			scheme = "https"
-		}
 		h.SetString("x-forwarded-proto", scheme)
 		s.req.SetString(":scheme", scheme)
 	} else if _, ok := h.Get("x-forwarded-proto"); !ok {
-		h.SetString("x-forwarded-proto", "http")
+		// Envoy: a trusted peer's value stands, else the connection's own scheme.
+		h.SetString("x-forwarded-proto", scheme)
 	}
 	if cfg.GenerateRequestID {
 		_, has := h.Get("x-request-id")
