@@ -74,8 +74,10 @@ type DownstreamConfig struct {
 	// DisableStatelessSessionResumption is disable_stateless_session_resumption (no
 	// tickets); DisableStatefulSessionResumption is disable_stateful_session_resumption.
 	DisableStatelessSessionResumption, DisableStatefulSessionResumption bool
-	// SessionTimeout is session_timeout: how long a session may be resumed; 0 is Envoy's
-	// (BoringSSL's) default of 2 hours for TLS 1.2 and 7 days for TLS 1.3 tickets.
+	// SessionTimeout is session_timeout: how long a TLS 1.2 session may be resumed, in
+	// whole seconds as BoringSSL counts (under a second: never, as Envoy's 0s); 0 is
+	// BoringSSL's default of 2 hours. TLS 1.3 tickets keep BoringSSL's 2 days, as in
+	// Envoy, whose session_timeout sets only the TLS 1.2 lifetime (session.go).
 	SessionTimeout time.Duration
 	// OCSP staples go in each Certificate's OCSPStaple; OCSPStaplePolicy is
 	// ocsp_staple_policy (LENIENT_STAPLING by default).

@@ -155,15 +155,17 @@ func (cs *connSession) unwrap(identity []byte, st ctls.ConnectionState) (*ctls.S
 	if !ok {
 		return nil, nil
 	}
-	now := cs.s.now()
+	// Whole seconds, as BoringSSL counts: a session is valid while its age is below its
+	// timeout, so a timeout under a second never resumes.
+	now := cs.s.now().Unix()
 	life := cs.s.tls12
 	if st.Version >= ctls.VersionTLS13 {
 		life = cs.s.tls13
-		if now.Sub(time.Unix(authAt, 0)) > maxTLS13AuthAge {
+		if now-authAt >= int64(maxTLS13AuthAge/time.Second) {
 			return nil, nil
 		}
 	}
-	if age := now.Sub(time.Unix(issued, 0)); age > life || age < -time.Minute {
+	if age := now - issued; age >= int64(life/time.Second) || age < -60 {
 		return nil, nil
 	}
 	cs.issued, cs.authAt = issued, authAt

@@ -276,3 +276,21 @@ func TestOpenSSLSessionResumption(t *testing.T) {
 	}
 	waitFor(t, func() bool { return r.f.Stats.SessionReused.Load() == 2 })
 }
+
+// TestSessionTimeoutUnderASecond: Envoy's session_timeout 0s (whole seconds) means TLS
+// 1.2 sessions never resume; TLS 1.3 tickets keep their own lifetime.
+func TestSessionTimeoutUnderASecond(t *testing.T) {
+	ca := newTestCA(t)
+	r := startTLS(t, DownstreamConfig{Certificates: []ctls.Certificate{ca.leaf(t, "srv", false, "srv.test")},
+		SessionTimeout: time.Nanosecond})
+	c := clientConfig(ca, ctls.VersionTLS12)
+	resumes(t, r, c)
+	if resumes(t, r, c) {
+		t.Fatal("TLS 1.2 resumed with a session_timeout under a second")
+	}
+	c = clientConfig(ca, ctls.VersionTLS13)
+	resumes(t, r, c)
+	if !resumes(t, r, c) {
+		t.Fatal("TLS 1.3 did not resume")
+	}
+}
