@@ -91,8 +91,14 @@ type ocspCertID struct {
 	SerialNum *big.Int
 }
 
-// parseStaple reads an OCSP response (DER) for a certificate with the given serial
-// number and returns its nextUpdate (zero when absent).
+// ParseOCSPStaple checks an OCSP response (DER) for a certificate with the given serial
+// number as Envoy does at load (successful, a basic response naming the serial) and
+// returns its nextUpdate, zero when it has none. NewDownstream makes the same check; the
+// configuration calls it first to report the field's own path.
+func ParseOCSPStaple(der []byte, serial *big.Int) (nextUpdate time.Time, err error) {
+	return parseStaple(der, serial)
+}
+
 func parseStaple(der []byte, serial *big.Int) (time.Time, error) {
 	var r ocspResponse
 	if rest, err := asn1.Unmarshal(der, &r); err != nil {

@@ -2,17 +2,13 @@ package tls
 
 import (
 	"bytes"
-	"crypto"
-	"crypto/rand"
-	"crypto/sha1"
-	"crypto/sha256"
 	ctls "crypto/tls"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"math/big"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portico-proxy/portico/internal/testpki"
 )
 
 // ocspFor makes a DER OCSP response, signed by the CA, saying "good" for the leaf's
@@ -22,45 +18,7 @@ func (ca *testCA) ocspFor(t *testing.T, leaf ctls.Certificate, next time.Time, s
 	if serial == nil {
 		serial = leaf.Leaf.SerialNumber
 	}
-	nameHash := sha1.Sum(ca.cert.RawSubject)
-	keyHash := sha1.Sum(ca.cert.RawSubjectPublicKeyInfo) // close enough for a test responder
-	keyID, _ := asn1.Marshal(keyHash[:])
-	now := time.Now().UTC().Truncate(time.Second)
-	tbs := ocspResponseData{
-		ResponderID: asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 2, IsCompound: true, Bytes: keyID},
-		ProducedAt:  now,
-		Responses: []ocspSingleResponse{{
-			CertID: ocspCertID{
-				HashAlg:   pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 3, 14, 3, 2, 26}, Parameters: asn1.NullRawValue},
-				NameHash:  nameHash[:],
-				KeyHash:   keyHash[:],
-				SerialNum: serial,
-			},
-			CertStatus: asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0}, // good
-			ThisUpdate: now.Add(-2 * time.Hour),
-			NextUpdate: next.UTC().Truncate(time.Second),
-		}},
-	}
-	tbsDER, err := asn1.Marshal(tbs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	digest := sha256.Sum256(tbsDER)
-	sig, err := ca.key.Sign(rand.Reader, digest[:], crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	basic, err := asn1.Marshal(struct {
-		TBS       asn1.RawValue
-		SigAlg    pkix.AlgorithmIdentifier
-		Signature asn1.BitString
-	}{asn1.RawValue{FullBytes: tbsDER},
-		pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}},
-		asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := asn1.Marshal(ocspResponse{Bytes: ocspResponseBytes{Type: oidOCSPBasic, Response: basic}})
+	der, err := (&testpki.CA{Cert: ca.cert, Key: ca.key}).OCSPResponse(serial, next)
 	if err != nil {
 		t.Fatal(err)
 	}
