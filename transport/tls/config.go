@@ -72,7 +72,9 @@ type DownstreamConfig struct {
 	// of the process's own, rotated as crypto/tls does.
 	SessionTicketKeys [][]byte
 	// DisableStatelessSessionResumption is disable_stateless_session_resumption (no
-	// tickets); DisableStatefulSessionResumption is disable_stateful_session_resumption.
+	// tickets); DisableStatefulSessionResumption is disable_stateful_session_resumption,
+	// which Portico always behaves as (crypto/tls has no server session cache;
+	// session.go).
 	DisableStatelessSessionResumption, DisableStatefulSessionResumption bool
 	// SessionTimeout is session_timeout: how long a TLS 1.2 session may be resumed, in
 	// whole seconds as BoringSSL counts (under a second: never, as Envoy's 0s); 0 is

@@ -167,16 +167,27 @@ func newStaples(certs []*ctls.Certificate, policy OCSPStaplePolicy) (map[*ctls.C
 // getCertificate is the base Config's GetCertificate: Envoy's choice by SNI, then the
 // staple policy. It marks the connection when the chosen certificate's staple will be
 // sent, for ssl.ocsp_staple_responses.
+//
+// The requests, omitted and failed counters move here, when the certificate is chosen,
+// as Envoy counts them (a TLS 1.2 resumption included, a TLS 1.3 one, which chooses no
+// certificate, not).
 func (f *Factory) getCertificate(h *ctls.ClientHelloInfo) (*ctls.Certificate, error) {
 	c := f.certs.pick(h)
+	if !slices.Contains(h.Extensions, statusRequestExt) {
+		return c, nil
+	}
+	f.Stats.OCSPStapleRequest.Add(1)
 	st := f.staples[c]
-	if st == nil || !slices.Contains(h.Extensions, statusRequestExt) {
+	if st == nil {
+		f.Stats.OCSPStapleOmitted.Add(1)
 		return c, nil
 	}
 	if !st.next.IsZero() && !time.Now().Before(st.next) {
 		if f.ocspPolicy == LenientStapling && !st.must {
+			f.Stats.OCSPStapleOmitted.Add(1)
 			return st.bare, nil
 		}
+		f.Stats.OCSPStapleFailed.Add(1)
 		return nil, fmt.Errorf("OCSP response of certificate %q expired at %v", c.Leaf.Subject.CommonName, st.next)
 	}
 	if m, ok := h.Conn.(*memConn); ok {

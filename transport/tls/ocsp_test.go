@@ -77,6 +77,12 @@ func TestOCSPStaple(t *testing.T) {
 	if n := r.f.Stats.OCSPStapleResponse.Load(); n != 4 {
 		t.Fatalf("ocsp_staple_responses %d, want 4", n)
 	}
+	// Requests count every ClientHello with status_request that chose a certificate (the
+	// TLS 1.2 resumption included, as in Envoy).
+	st := &r.f.Stats
+	if rq, om, fl := st.OCSPStapleRequest.Load(), st.OCSPStapleOmitted.Load(), st.OCSPStapleFailed.Load(); rq != 5 || om != 0 || fl != 0 {
+		t.Fatalf("requests %d omitted %d failed %d, want 5 0 0", rq, om, fl)
+	}
 }
 
 // TestOCSPStaplePolicy: an expired response is left out under LENIENT_STAPLING and
@@ -113,8 +119,16 @@ func TestOCSPStaplePolicy(t *testing.T) {
 			conn.Close()
 		}
 		sClient(t, bin, r.addr) // no status_request: served
-		if n := r.f.Stats.OCSPStapleResponse.Load(); n != 0 {
+		st := &r.f.Stats
+		if n := st.OCSPStapleResponse.Load(); n != 0 {
 			t.Fatalf("%s: ocsp_staple_responses %d", tc.name, n)
+		}
+		var om, fl uint64 = 1, 0
+		if tc.fails {
+			om, fl = 0, 1
+		}
+		if st.OCSPStapleRequest.Load() != 1 || st.OCSPStapleOmitted.Load() != om || st.OCSPStapleFailed.Load() != fl {
+			t.Fatalf("%s: requests %d omitted %d failed %d", tc.name, st.OCSPStapleRequest.Load(), st.OCSPStapleOmitted.Load(), st.OCSPStapleFailed.Load())
 		}
 	}
 	// STRICT_STAPLING serves a certificate without a response, without a staple.
@@ -124,6 +138,9 @@ func TestOCSPStaplePolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.Close()
+	if n := r.f.Stats.OCSPStapleOmitted.Load(); n != 1 {
+		t.Fatalf("omitted %d", n)
+	}
 }
 
 // TestOCSPStapleLoad: the checks NewDownstream makes, as Envoy makes them at load.
