@@ -4,6 +4,7 @@ import (
 	ctls "crypto/tls"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,7 +80,11 @@ func TestTLSInfo(t *testing.T) {
 		}
 		roundTrip(t, conn)
 		conn.Close()
-		if got := <-out; got != tc.want {
+		got := <-out
+		if tc.v == ctls.VersionTLS13 && strings.HasPrefix(got[1], "TLS_") {
+			got[1] = tc.want[1] // the TLS 1.3 suite depends on the CPU's AES support
+		}
+		if got != tc.want {
 			t.Errorf("%s: %q, want %q", ctls.VersionName(tc.v), got, tc.want)
 		}
 	}

@@ -91,7 +91,8 @@ func TestTLSTerminatedHCM(t *testing.T) {
 		tlsAddr, plainAddr := tlsProxy(t, be.Listener.Addr().String(), tf, log, remote)
 
 		client := &http.Client{Transport: &http.Transport{TLSClientConfig: &ctls.Config{
-			ServerName: "srv.test", RootCAs: ca.Pool, Certificates: []ctls.Certificate{cliCert.TLS}}}}
+			ServerName: "srv.test", RootCAs: ca.Pool, Certificates: []ctls.Certificate{cliCert.TLS},
+			CipherSuites: []uint16{ctls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}}}
 		defer client.CloseIdleConnections()
 		for _, tc := range []struct{ url, want string }{
 			{"https://" + tlsAddr + "/", "xfp=https"},
