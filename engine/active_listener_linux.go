@@ -286,7 +286,7 @@ func (c *Connection) startTransport(f TransportSocketFactory) {
 		}
 		return
 	}
-	c.ts = ts
+	c.ts, c.tsPending = ts, true
 	ts.OnConnected()
 }
 

@@ -119,19 +119,22 @@ type Connection struct {
 	high int32        // write-buffer high watermark (the low one is half); noWatermark: off
 
 	// Flags, kept together so the struct stays small: an idle connection is mostly this.
-	readDisable   uint8 // nesting count of ReadDisable(true)
-	state         connState
-	above         bool
-	readReady     bool // the socket may hold unread bytes (edge seen, not yet drained)
-	peerFin       bool // EPOLLRDHUP seen: an end of stream waits behind the data
-	deferred      bool // queued on the worker's deferred-read list
-	halfClose     bool
-	remoteEOF     bool
-	shutdownAfter bool // endStream was written: shutdown(SHUT_WR) once the buffer is empty
-	localShutdown bool
-	noSplice      bool // splicing was refused once; keep copying
-	replay        bool // the worker holds bytes the listener filters read (Worker.replays)
-	failure       FailureReason
+	readDisable uint8 // nesting count of ReadDisable(true)
+	state       connState
+	above       bool
+	readReady   bool // the socket may hold unread bytes (edge seen, not yet drained)
+	peerFin     bool // EPOLLRDHUP seen: an end of stream waits behind the data
+	deferred    bool // queued on the worker's deferred-read list
+	halfClose   bool
+	remoteEOF   bool
+	// tsPending: the transport socket is not ready yet (TransportReady not called);
+	// eofHeld: the peer's FIN came then and waits for it (see onRemoteEOF).
+	tsPending, eofHeld bool
+	shutdownAfter      bool // endStream was written: shutdown(SHUT_WR) once the buffer is empty
+	localShutdown      bool
+	noSplice           bool // splicing was refused once; keep copying
+	replay             bool // the worker holds bytes the listener filters read (Worker.replays)
+	failure            FailureReason
 
 	// timer is the connect timeout while connecting, then the delayed-close timeout while
 	// closing (the two never overlap); nil until needed.
@@ -632,6 +635,15 @@ func (c *Connection) replayRead() {
 
 func (c *Connection) onRemoteEOF() {
 	c.remoteEOF = true
+	if c.tsPending {
+		// The FIN came while the transport socket handshakes: the bytes before it may
+		// still complete the handshake (a client that sends its Finished and closes at
+		// once). No more is read; the transport socket closes the connection, or hands the
+		// end of stream on with TransportEOF once it is ready.
+		c.eofHeld = true
+		c.ts.OnRemoteEOF()
+		return
+	}
 	if !c.halfClose {
 		// A FIN without half-close support ends the connection, as in Envoy.
 		c.dispatch(nil, true)

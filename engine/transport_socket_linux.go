@@ -23,6 +23,11 @@ type TransportSocket interface {
 	// with Connection.WriteRaw; endStream ends the write side (TLS: close_notify, then
 	// FIN). Write(nil, true) is how a graceful Close asks for the end of stream.
 	Write(data []byte, endStream bool)
+	// OnRemoteEOF is called when the peer's FIN arrives before the transport socket
+	// called TransportReady (during a handshake). Nothing more is read; the transport
+	// socket either closes the connection (the handshake cannot complete) or, once ready,
+	// delivers what it decoded and then calls TransportEOF.
+	OnRemoteEOF()
 	// OnClose is called once when the connection closes, from any state: the transport
 	// socket releases what it holds.
 	OnClose()
@@ -45,6 +50,7 @@ func (c *Connection) Transport() TransportSocket { return c.ts }
 // TransportReady tells the connection that its transport socket is ready for the filters:
 // the chain's network filters are built and OnNewConnection runs. Called once.
 func (c *Connection) TransportReady() {
+	c.tsPending = false
 	if c.state != stateOpen || c.chain == nil || c.filter != nil {
 		return
 	}
@@ -63,9 +69,10 @@ func (c *Connection) DeliverRead(data []byte) {
 // TransportEOF is the decoded end of stream (a TLS close_notify): the filters see it as
 // the peer's FIN, and no further read is made.
 func (c *Connection) TransportEOF() {
-	if c.state != stateOpen || c.remoteEOF {
+	if c.state != stateOpen || (c.remoteEOF && !c.eofHeld) {
 		return
 	}
+	c.eofHeld = false
 	c.readReady = false
 	c.onRemoteEOF()
 }
@@ -109,6 +116,18 @@ func (w *Worker) TransportScratch() []byte {
 	}
 	return w.tscratch
 }
+
+// TransportBuffer is a worker's buffer for a transport socket to gather what one Write
+// encodes (a TLS record per 16 KiB) and send it with one WriteRaw, one syscall, instead of
+// one per record. Busy guards it: a write made while it is in use (from a callback that
+// WriteRaw raised) must not use it.
+type TransportBuffer struct {
+	B    []byte
+	Busy bool
+}
+
+// TransportBuffer is the worker's TransportBuffer; it runs on the worker.
+func (w *Worker) TransportBuffer() *TransportBuffer { return &w.tbuf }
 
 // TLSInfo is what a transport socket that terminated TLS tells the filters above it
 // (Envoy's Ssl::ConnectionInfo): access-log operators (%DOWNSTREAM_TLS_VERSION% ...), the

@@ -83,6 +83,7 @@ type Worker struct {
 	// tscratch is TransportScratch's buffer, made on first use; handshakes counts the
 	// transport handshake slots in use (HandshakeSlot).
 	tscratch   []byte
+	tbuf       TransportBuffer
 	handshakes int
 
 	listeners map[string]*activeListener // by listener name

@@ -181,3 +181,39 @@ func TestDirectResponseFromFile(t *testing.T) {
 		t.Fatalf("missing file: exit %d\n%s", cmd.ProcessState.ExitCode(), out)
 	}
 }
+
+// TestExplainTLS: explain names the certificate the chosen chain would serve for the SNI,
+// on the bundled HTTPS example (its certificates made by the script the README runs).
+func TestExplainTLS(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "examples"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	gen := exec.Command("sh", filepath.Join(repoRoot(t), "scripts", "example-certs.sh"))
+	gen.Dir = dir
+	if out, err := gen.CombinedOutput(); err != nil {
+		t.Fatalf("example-certs.sh: %v\n%s", err, out)
+	}
+	for _, tc := range []struct{ sni, want string }{
+		{"www.example.com", "chain=filter_chains[0]\ntransport_socket=envoy.transport_sockets.tls certificate=www.example.com key=ECDSA"},
+		{"api.example.org", "chain=filter_chains[1]\ntransport_socket=envoy.transport_sockets.tls certificate=*.example.org key=RSA"},
+	} {
+		cmd := exec.Command(porticoBin, "explain", "-c", filepath.Join(repoRoot(t), "examples", "https.yaml"),
+			"--listener", "https", "--dst", "127.0.0.1:10443", "--transport", "tls", "--sni", tc.sni)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("--sni %s: %v\n%s\nwant %q", tc.sni, err, out, tc.want)
+		}
+	}
+}
+
+// repoRoot is the repository's root, two levels above this package.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	d, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}

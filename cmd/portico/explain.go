@@ -11,6 +11,7 @@ import (
 	"github.com/portico-proxy/portico/filters/network/httpconnmgr"
 	"github.com/portico-proxy/portico/http/header"
 	"github.com/portico-proxy/portico/http/route"
+	"github.com/portico-proxy/portico/transport/tls"
 )
 
 // explainDefaultSrc is the client address explain assumes when --src is not given.
@@ -100,10 +101,31 @@ func explain(args []string, stdout, stderr io.Writer) int {
 		return 3
 	}
 	fmt.Fprintf(stdout, "listener=%s chain=%s\n", serving.Name, name)
+	explainTransport(cfg.Chains[serving.Name].FindFilterChain(&info), info.ServerName, stdout)
 	if *host == "" {
 		return 0
 	}
 	return explainHTTP(cfg.Chains[serving.Name].FindFilterChain(&info), *method, *host, *path, headers, stdout, stderr)
+}
+
+// explainTransport prints the TLS the chain terminates: the certificate a client asking
+// for sni would get, and the chain's ALPN.
+func explainTransport(fc *engine.FilterChain, sni string, stdout io.Writer) {
+	f, ok := fc.TransportSocket.(*tls.Factory)
+	if !ok {
+		return
+	}
+	leaf := f.CertificateFor(sni)
+	names := leaf.DNSNames
+	if len(names) == 0 {
+		names = []string{leaf.Subject.CommonName}
+	}
+	fmt.Fprintf(stdout, "transport_socket=%s certificate=%s key=%s expires=%s", f.Name(),
+		strings.Join(names, ","), leaf.PublicKeyAlgorithm, leaf.NotAfter.UTC().Format("2006-01-02"))
+	if alpn := f.ALPN(); len(alpn) > 0 {
+		fmt.Fprintf(stdout, " alpn=%s", strings.Join(alpn, ","))
+	}
+	fmt.Fprintln(stdout)
 }
 
 // headerFlags collects repeated --header "Name: value" flags.

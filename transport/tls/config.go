@@ -275,3 +275,20 @@ var errNoSNI = errorString("require_sni: the client sent no server name")
 
 // Name implements engine.TransportSocketFactory.
 func (f *Factory) Name() string { return "envoy.transport_sockets.tls" }
+
+// CertificateFor is the certificate the factory serves a client that asks for sni
+// (empty: none) and supports every key type, TLS 1.3 and 1.2: what `portico explain`
+// reports.
+func (f *Factory) CertificateFor(sni string) *x509.Certificate {
+	hello := &ctls.ClientHelloInfo{ServerName: sni,
+		SupportedVersions: []uint16{ctls.VersionTLS13, ctls.VersionTLS12},
+		SupportedCurves:   []ctls.CurveID{ctls.X25519, ctls.CurveP256, ctls.CurveP384, ctls.CurveP521},
+		SignatureSchemes: []ctls.SignatureScheme{ctls.ECDSAWithP256AndSHA256, ctls.ECDSAWithP384AndSHA384,
+			ctls.ECDSAWithP521AndSHA512, ctls.Ed25519, ctls.PSSWithSHA256, ctls.PSSWithSHA384, ctls.PSSWithSHA512,
+			ctls.PKCS1WithSHA256, ctls.PKCS1WithSHA384, ctls.PKCS1WithSHA512},
+		SupportedPoints: []uint8{0}, CipherSuites: envoyServerCiphers()}
+	return f.certs.pick(hello).Leaf
+}
+
+// ALPN is the factory's alpn_protocols.
+func (f *Factory) ALPN() []string { return append([]string(nil), f.alpn...) }

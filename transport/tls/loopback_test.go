@@ -414,3 +414,59 @@ func TestBulkEchoBounded(t *testing.T) {
 		conn.Close()
 	}
 }
+
+// TestFinishedThenFIN: a client whose Finished, first data and FIN arrive together (it
+// writes and closes at once, as `openssl s_client </dev/null` does) completes its handshake
+// and has its data served: the FIN waits for the handshake instead of cutting it.
+func TestFinishedThenFIN(t *testing.T) {
+	ca := newTestCA(t)
+	r := startTLS(t, DownstreamConfig{Certificates: []ctls.Certificate{ca.leaf(t, "srv", false, "srv.test")}})
+	// TLS 1.3 only: in TLS 1.2 the client's Finished cannot come with data, it waits for
+	// the server's.
+	for i, v := range []uint16{ctls.VersionTLS13, ctls.VersionTLS13} {
+		nc, err := net.Dial("tcp", r.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc.SetDeadline(time.Now().Add(10 * time.Second))
+		// A client that buffers its flights until it is done: the server then reads the
+		// Finished, the data and the FIN in one go.
+		held := &heldConn{Conn: nc}
+		tc := ctls.Client(held, &ctls.Config{ServerName: "srv.test", RootCAs: ca.pool, MaxVersion: v})
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tc.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		held.flush()
+		nc.(*net.TCPConn).CloseWrite()
+		b, err := io.ReadAll(tc)
+		if string(b) != "ping" {
+			t.Fatalf("TLS %x: got %q %v", v, b, err)
+		}
+		nc.Close()
+		waitFor(t, func() bool { return r.f.Stats.Handshake.Load() == uint64(i+1) })
+	}
+	if e := r.f.Stats.ConnectionError.Load(); e != 0 {
+		t.Fatalf("connection errors %d", e)
+	}
+}
+
+// heldConn holds writes once the first flight is out (the ClientHello goes at once, the
+// client's second flight and what follows wait for flush).
+type heldConn struct {
+	net.Conn
+	n    int
+	hold bytes.Buffer
+}
+
+func (h *heldConn) Write(p []byte) (int, error) {
+	h.n++
+	if h.n == 1 {
+		return h.Conn.Write(p)
+	}
+	return h.hold.Write(p)
+}
+
+func (h *heldConn) flush() { h.Conn.Write(h.hold.Bytes()); h.hold.Reset() }

@@ -3,7 +3,6 @@ package tls
 import (
 	"bytes"
 	ctls "crypto/tls"
-	"errors"
 	"io"
 	"strings"
 
@@ -30,7 +29,9 @@ type socket struct {
 	// borrowed: mc.in aliases the worker's scratch buffer for the current OnRead.
 	borrowed bool
 	endSent  bool
-	info     handshakeInfo // for TLSInfo (tlsinfo.go)
+	// collect is the worker's TransportBuffer while Write gathers records into it.
+	collect *engine.TransportBuffer
+	info    handshakeInfo // for TLSInfo (tlsinfo.go)
 }
 
 // NewTransportSocket implements engine.TransportSocketFactory: it takes a handshake slot
@@ -72,11 +73,19 @@ func (s *socket) postWrite(p []byte) {
 	})
 }
 
-// writeDirect is the established write path: on the worker, straight into the
-// connection's write path (sent at once, buffered only if the kernel refuses).
+// writeDirect is the established write path: on the worker, gathered into the worker's
+// TransportBuffer while Write collects, else straight into the connection's write path
+// (sent at once, buffered only if the kernel refuses).
 func (s *socket) writeDirect(p []byte) {
+	if s.collect != nil {
+		s.collect.B = append(s.collect.B, p...)
+		return
+	}
 	s.c.WriteRaw(p, false)
 }
+
+// maxKeptWriteBuffer bounds the worker's gathering buffer kept between writes.
+const maxKeptWriteBuffer = 256 << 10
 
 // done runs on the worker when the handshake goroutine has finished.
 func (s *socket) done(err error) {
@@ -151,27 +160,42 @@ func (s *socket) OnRead(data []byte) {
 }
 
 // drain decrypts all that the adapter and crypto/tls hold and hands it to the filters.
+//
+// tls.Conn.Read returns one record (at most 16 KiB) a call: the records are gathered in the
+// worker's scratch buffer and handed over together, so that a filter sees what one socket
+// read brought (and tcp_proxy writes it upstream in one syscall, not one per record).
 func (s *socket) drain() {
 	buf := s.w.TransportScratch()
+	n := 0
 	for s.state == established && s.c.IsOpen() {
-		n, err := s.tc.Read(buf)
+		m, err := s.tc.Read(buf[n:])
+		n += m
+		if err == nil {
+			if n < len(buf) {
+				continue
+			}
+			s.c.DeliverRead(buf[:n])
+			n = 0
+			continue
+		}
 		if n > 0 {
 			s.c.DeliverRead(buf[:n])
+			n = 0
 		}
-		switch {
-		case err == nil:
-			continue
-		case errors.As(err, new(wouldBlockError)):
+		if _, ok := err.(wouldBlockError); ok {
+			return // crypto/tls returns the adapter's error as it is (see wouldBlockError)
+		}
+		if s.state != established || !s.c.IsOpen() {
 			return
-		case err == io.EOF:
+		}
+		if err == io.EOF {
 			s.c.TransportEOF()
 			return
-		default:
-			s.f.Stats.ConnectionError.Add(1)
-			s.state = failed
-			s.c.Close(engine.CloseFlushWrite) // the alert crypto/tls wrote goes out
-			return
 		}
+		s.f.Stats.ConnectionError.Add(1)
+		s.state = failed
+		s.c.Close(engine.CloseFlushWrite) // the alert crypto/tls wrote goes out
+		return
 	}
 }
 
@@ -181,7 +205,24 @@ func (s *socket) Write(data []byte, endStream bool) {
 		return
 	}
 	if len(data) > 0 {
-		if _, err := s.tc.Write(data); err != nil {
+		// The records of one Write go out in one WriteRaw (one syscall for up to 64 KiB
+		// of records, not one per 16 KiB record).
+		tb := s.w.TransportBuffer()
+		if !tb.Busy {
+			tb.Busy, tb.B, s.collect = true, tb.B[:0], tb
+		}
+		_, err := s.tc.Write(data)
+		if s.collect != nil {
+			s.collect = nil
+			if err == nil {
+				s.c.WriteRaw(tb.B, false)
+			}
+			if cap(tb.B) > maxKeptWriteBuffer {
+				tb.B = nil
+			}
+			tb.Busy = false
+		}
+		if err != nil {
 			s.c.Close(engine.CloseNoFlush)
 			return
 		}
@@ -190,6 +231,15 @@ func (s *socket) Write(data []byte, endStream bool) {
 		s.endSent = true
 		s.tc.CloseWrite() // close_notify, written through writeDirect
 		s.c.WriteRaw(nil, true)
+	}
+}
+
+// OnRemoteEOF implements engine.TransportSocket: the peer's FIN came during the handshake.
+// The handshake goes on with the bytes it has, then sees the end; if it completes, drain
+// delivers what followed and then the end of stream (memConn answers io.EOF once empty).
+func (s *socket) OnRemoteEOF() {
+	if s.state == handshaking {
+		s.mc.Close()
 	}
 }
 

@@ -266,13 +266,13 @@ func (s *stream) prepareRequest() bool {
 		}
 	}
 
-	// The connection's scheme: https when TLS was terminated here (Envoy's
-	// connection.ssl(); a TLS connection passed through raw is not).
+	// x-forwarded-for and the trust it gives (Envoy's use_remote_address). The scheme is
+	// the connection's: https when TLS was terminated here (a transport socket), not when
+	// TLS merely passed by (tls_inspector alone leaves no HTTP to parse).
 	scheme := "http"
-	if c.c.TLS() != nil {
+	if c.c.Transport() != nil && c.c.Info.TransportProtocol == engine.TransportTLS {
 		scheme = "https"
 	}
-	// x-forwarded-for and the trust it gives (Envoy's use_remote_address).
 	if cfg.UseRemoteAddress {
 		if !cfg.SkipXffAppend {
 			s.scratch = appendAddr(s.scratch[:0], c.c.Info.RemoteAddr)
@@ -281,7 +281,6 @@ func (s *stream) prepareRequest() bool {
 		h.SetString("x-forwarded-proto", scheme)
 		s.req.SetString(":scheme", scheme)
 	} else if _, ok := h.Get("x-forwarded-proto"); !ok {
-		// Envoy: a trusted peer's value stands, else the connection's own scheme.
 		h.SetString("x-forwarded-proto", scheme)
 	}
 	if cfg.GenerateRequestID {
