@@ -2,7 +2,13 @@ package tls
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	ctls "crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"math/big"
 	"strings"
 	"testing"
@@ -167,5 +173,35 @@ func TestOCSPStapleLoad(t *testing.T) {
 	if _, err := NewDownstream(DownstreamConfig{Certificates: []ctls.Certificate{
 		withStaple(leaf, ca.ocspFor(t, leaf, time.Time{}, nil))}, OCSPStaplePolicy: MustStaple}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMustStapleCertificate: a certificate with the TLS feature extension for
+// status_request (RFC 7633) needs a response whatever the policy.
+func TestMustStapleCertificate(t *testing.T) {
+	ca := newTestCA(t)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	features, _ := asn1.Marshal([]int{statusRequestExt})
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(77), Subject: pkix.Name{CommonName: "must"},
+		DNSNames: []string{"must.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtraExtensions: []pkix.Extension{{Id: oidTLSFeature, Value: features}}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	cert := ctls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+	if _, err := NewDownstream(DownstreamConfig{Certificates: []ctls.Certificate{cert}}); err == nil ||
+		!strings.Contains(err.Error(), "ocsp_staple is required") {
+		t.Fatalf("must-staple certificate without a response: %v", err)
+	}
+	// With an expired response, LENIENT_STAPLING acts as MUST_STAPLE for it.
+	r := startTLS(t, DownstreamConfig{Certificates: []ctls.Certificate{withStaple(cert, ca.ocspFor(t, cert, time.Now().Add(-time.Minute), nil))}})
+	if _, err := r.dial(t, &ctls.Config{ServerName: "must.test", RootCAs: ca.pool}); err == nil {
+		t.Fatal("an expired staple of a must-staple certificate was left out instead of failing")
 	}
 }
