@@ -15,6 +15,7 @@ var supportedTLS = map[protoreflect.FullName][]protoreflect.Name{
 	"envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys": {"keys"},
 	"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext": {
 		"tls_params", "tls_certificates", "alpn_protocols",
+		"validation_context", "combined_validation_context", // tls_validation.go
 	},
 	"envoy.extensions.transport_sockets.tls.v3.TlsCertificate": {"certificate_chain", "private_key", "ocsp_staple"},
 	"envoy.extensions.transport_sockets.tls.v3.TlsParameters": {

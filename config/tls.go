@@ -32,6 +32,7 @@ type tlsCommon struct {
 	maxVersion uint16
 	ciphers    []uint16
 	curves     []ctls.CurveID
+	validation *tls.Validation // nil: no validation context (tls_validation.go)
 }
 
 // transportSocketKind tells a transport_socket's kind from its typed_config, or from its
@@ -124,7 +125,17 @@ func (t *translator) downstreamTLS(ctx *tlsv3.DownstreamTlsContext, at string) (
 	cfg.ALPN = common.alpn
 	cfg.MinVersion, cfg.MaxVersion = common.minVersion, common.maxVersion
 	cfg.CipherSuites, cfg.Curves = common.ciphers, common.curves
+	cfg.Validation = common.validation
 	cfg.RequireClientCertificate = ctx.GetRequireClientCertificate().GetValue()
+	if cfg.RequireClientCertificate {
+		// Accepted as Envoy accepts it, with no effect.
+		switch {
+		case cfg.Validation == nil:
+			t.warnf(field(at, "require_client_certificate"), "has no effect without a validation_context (as in Envoy): no client certificate is asked for")
+		case len(cfg.Validation.TrustedCA) == 0:
+			t.warnf(field(at, "require_client_certificate"), "has no effect without a trusted_ca in the validation context (as in Envoy)")
+		}
+	}
 	cfg.RequireSNI = ctx.GetRequireSni().GetValue()
 	if !t.downstreamSession(ctx, at, &cfg) { // tls_session.go
 		return cfg, false
@@ -168,20 +179,13 @@ func (t *translator) commonTLS(c *tlsv3.CommonTlsContext, at string, server bool
 		}
 	}
 	if c.GetValidationContextType() != nil {
-		if !t.validation(c, at, server) {
+		v, vok := t.commonValidation(c, at)
+		if !vok {
 			ok = false
 		}
+		out.validation = v
 	}
 	return out, ok
-}
-
-// validation is where the validation context is translated (tls_validation.go).
-func (t *translator) validation(c *tlsv3.CommonTlsContext, at string, server bool) bool {
-	_ = server
-	if !t.c.reported(field(at, "validation_context")) {
-		t.unsupported(field(at, "validation_context"), "", "certificate validation is not supported by Portico yet")
-	}
-	return false
 }
 
 // Envoy's TlsProtocol values, as crypto/tls versions (TLS_AUTO is 0: the side's default).

@@ -64,7 +64,9 @@ type DownstreamConfig struct {
 	// client certificate and verifies one if given; nil asks for none.
 	Validation *Validation
 	// RequireClientCertificate is require_client_certificate: a client without a
-	// certificate fails the handshake (ssl.fail_verify_no_cert).
+	// certificate fails the handshake (ssl.fail_verify_no_cert). As in Envoy it takes
+	// effect only with a Validation that has a TrustedCA; SAN and hash checks require a
+	// certificate by themselves (unless AcceptUntrusted).
 	RequireClientCertificate bool
 
 	// SessionTicketKeys are session_ticket_keys, each Envoy's 80-byte key (16 bytes of
@@ -233,11 +235,9 @@ func NewDownstream(cfg DownstreamConfig) (*Factory, error) {
 	if c.CurvePreferences == nil {
 		c.CurvePreferences = envoyCurves()
 	}
-	if cfg.Validation != nil {
-		cfg.Validation.apply(c, true, cfg.RequireClientCertificate, &f.Stats)
-	} else if cfg.RequireClientCertificate {
-		return nil, fmt.Errorf("require_client_certificate: needs a validation_context")
-	}
+	// Without a validation context (or one with no trusted_ca) require_client_certificate
+	// has no effect: Envoy accepts the configuration and asks for no certificate.
+	cfg.Validation.apply(c, true, cfg.RequireClientCertificate, &f.Stats)
 	if f.sess, err = newSessions(&cfg, c); err != nil {
 		return nil, err
 	}

@@ -69,13 +69,13 @@ func TestOCSPStaple(t *testing.T) {
 		t.Fatalf("ocsp_staple_responses %d after a full handshake and a resumption, want 3", n)
 	}
 
-	bin := toolOrSkip(t, "openssl")
-	out := sClient(t, bin, r.addr, "-status")
+	bin := needTool(t, "openssl")
+	out := sClientEcho(t, bin, r.addr, "-status")
 	if !strings.Contains(out, "OCSP Response Status: successful") || !strings.Contains(out, "Cert Status: good") {
 		t.Fatalf("s_client -status:\n%s", out)
 	}
 	waitFor(t, func() bool { return r.f.Stats.OCSPStapleResponse.Load() == 4 })
-	out = sClient(t, bin, r.addr)
+	out = sClientEcho(t, bin, r.addr)
 	if strings.Contains(out, "OCSP Response Status") {
 		t.Fatalf("staple sent to a client that did not ask:\n%s", out)
 	}
@@ -95,7 +95,7 @@ func TestOCSPStaple(t *testing.T) {
 // fails the handshake under STRICT_STAPLING and MUST_STAPLE, for a client that asks; a
 // client that does not ask is served under every policy.
 func TestOCSPStaplePolicy(t *testing.T) {
-	bin := toolOrSkip(t, "openssl")
+	bin := needTool(t, "openssl")
 	ca := newTestCA(t)
 	leaf := ca.leaf(t, "srv", false, "srv.test")
 	expired := withStaple(leaf, ca.ocspFor(t, leaf, time.Now().Add(-time.Hour), nil))
@@ -124,7 +124,7 @@ func TestOCSPStaplePolicy(t *testing.T) {
 			roundTrip(t, conn)
 			conn.Close()
 		}
-		sClient(t, bin, r.addr) // no status_request: served
+		sClientEcho(t, bin, r.addr) // no status_request: served
 		st := &r.f.Stats
 		if n := st.OCSPStapleResponse.Load(); n != 0 {
 			t.Fatalf("%s: ocsp_staple_responses %d", tc.name, n)

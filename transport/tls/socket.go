@@ -29,6 +29,8 @@ type socket struct {
 	// borrowed: mc.in aliases the worker's scratch buffer for the current OnRead.
 	borrowed bool
 	endSent  bool
+	// leftInHandshake: the connection closed while the handshake ran (see OnClose).
+	leftInHandshake bool
 	// collect is the worker's TransportBuffer while Write gathers records into it.
 	collect *engine.TransportBuffer
 	info    handshakeInfo // for TLSInfo (tlsinfo.go)
@@ -92,11 +94,16 @@ func (s *socket) done(err error) {
 	s.w.ReleaseHandshakeSlot()
 	s.timer.Stop()
 	if s.state != handshaking {
+		if s.leftInHandshake && err != nil && !isVerifyError(err) {
+			s.f.Stats.ConnectionError.Add(1)
+		}
 		return
 	}
 	if err != nil {
 		s.state = failed
-		s.f.Stats.ConnectionError.Add(1)
+		if !isVerifyError(err) { // counted in its ssl.fail_verify_* only, as Envoy
+			s.f.Stats.ConnectionError.Add(1)
+		}
 		// Any alert crypto/tls wrote was posted before this: flush it, then close.
 		s.c.Close(engine.CloseFlushWrite)
 		return
@@ -247,8 +254,10 @@ func (s *socket) OnRemoteEOF() {
 // ends; its result then only returns the slot.
 func (s *socket) OnClose() {
 	if s.state == handshaking {
-		// The peer left (or reset) during the handshake.
-		s.f.Stats.ConnectionError.Add(1)
+		// The peer left (or reset) during the handshake: counted when its result comes
+		// (done), which tells a certificate the validation context refused (the peer
+		// left on our alert: not a connection_error) from any other end.
+		s.leftInHandshake = true
 	}
 	s.state = closed
 	s.timer.Stop()

@@ -52,23 +52,12 @@ func (s *socket) peer() *x509.Certificate {
 	return nil
 }
 
-// PeerSubject is the client certificate's subject. Go's pkix.Name.String follows RFC
-// 2253 for the attributes it names and prints others as OID=#hex, where BoringSSL
-// (Envoy) names a few more (emailAddress ...).
-func (s *socket) PeerSubject() string {
-	if c := s.peer(); c != nil {
-		return c.Subject.String()
-	}
-	return ""
-}
+// PeerSubject is the client certificate's subject, as Envoy prints it (RFC 2253 as
+// OpenSSL does; validation.go).
+func (s *socket) PeerSubject() string { return PeerSubject(s.peer()) }
 
 // PeerIssuer is the client certificate's issuer (as PeerSubject).
-func (s *socket) PeerIssuer() string {
-	if c := s.peer(); c != nil {
-		return c.Issuer.String()
-	}
-	return ""
-}
+func (s *socket) PeerIssuer() string { return PeerIssuer(s.peer()) }
 
 // PeerFingerprintSHA256 is the hex SHA-256 of the client certificate (DER), as Envoy's
 // %DOWNSTREAM_PEER_FINGERPRINT_256%.

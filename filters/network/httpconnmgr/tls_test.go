@@ -3,6 +3,7 @@ package httpconnmgr_test
 import (
 	"crypto/sha256"
 	ctls "crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -77,7 +78,7 @@ func TestTLSTerminatedHCM(t *testing.T) {
 		t.Fatal(err)
 	}
 	tf, err := ptls.NewDownstream(ptls.DownstreamConfig{Certificates: []ctls.Certificate{srvCert.TLS},
-		Validation: &ptls.Validation{TrustedCA: ca.Pool}, MinVersion: ctls.VersionTLS12, MaxVersion: ctls.VersionTLS12})
+		Validation: &ptls.Validation{TrustedCA: []*x509.Certificate{ca.Cert}}, MinVersion: ctls.VersionTLS12, MaxVersion: ctls.VersionTLS12})
 	if err != nil {
 		t.Fatal(err)
 	}
