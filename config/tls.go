@@ -137,6 +137,9 @@ func (t *translator) downstreamTLS(ctx *tlsv3.DownstreamTlsContext, at string) (
 		}
 	}
 	cfg.RequireSNI = ctx.GetRequireSni().GetValue()
+	if !t.downstreamSession(ctx, at, &cfg) { // tls_session.go
+		return cfg, false
+	}
 	if cfg.MinVersion == 0 {
 		cfg.MinVersion = ctls.VersionTLS12
 	}
@@ -263,6 +266,9 @@ func (t *translator) tlsCertificate(tc *tlsv3.TlsCertificate, at string) (ctls.C
 		t.warnf(cp, "the certificate %q expired on %s", leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339))
 	} else if now.Before(leaf.NotBefore) {
 		t.warnf(cp, "the certificate %q is not valid before %s", leaf.Subject.String(), leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if !t.ocspStaple(tc, at, &cert) { // tls_session.go
+		return ctls.Certificate{}, false
 	}
 	return cert, true
 }

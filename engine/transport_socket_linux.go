@@ -203,3 +203,38 @@ type TransportBuffer struct {
 
 // TransportBuffer is the worker's TransportBuffer; it runs on the worker.
 func (w *Worker) TransportBuffer() *TransportBuffer { return &w.tbuf }
+
+// TLSInfo is what a transport socket that terminated TLS tells the filters above it
+// (Envoy's Ssl::ConnectionInfo): access-log operators (%DOWNSTREAM_TLS_VERSION% ...), the
+// HTTP connection manager's x-forwarded-proto, the negotiated ALPN. Strings other than
+// the version, cipher and protocol may be computed on each call.
+type TLSInfo interface {
+	// TLSVersion is "TLSv1.2" or "TLSv1.3".
+	TLSVersion() string
+	// TLSCipher is the suite's BoringSSL name ("ECDHE-ECDSA-AES128-GCM-SHA256").
+	TLSCipher() string
+	// TLSSessionID is the session ID in hex, "" when there is none.
+	TLSSessionID() string
+	// NegotiatedProtocol is the protocol chosen by ALPN, "" if none.
+	NegotiatedProtocol() string
+	// PeerSubject and PeerIssuer are the peer certificate's names (RFC 2253), and
+	// PeerFingerprintSHA256 the lower-case hex SHA-256 of its DER; "" without one.
+	PeerSubject() string
+	PeerIssuer() string
+	PeerFingerprintSHA256() string
+}
+
+// TLSInfoSource is implemented by transport sockets that may terminate TLS.
+type TLSInfoSource interface {
+	// TLSInfo is nil until the handshake has completed, and stays valid after close.
+	TLSInfo() TLSInfo
+}
+
+// TLS returns the TLS info of a connection whose transport socket terminated TLS and
+// completed its handshake, nil otherwise (raw_buffer, a TLS connection passed through).
+func (c *Connection) TLS() TLSInfo {
+	if s, ok := c.ts.(TLSInfoSource); ok {
+		return s.TLSInfo()
+	}
+	return nil
+}

@@ -34,6 +34,7 @@ type socket struct {
 	leftInHandshake bool
 	// collect is the worker's TransportBuffer while Write gathers records into it.
 	collect *engine.TransportBuffer
+	info    handshakeInfo // for TLSInfo (tlsinfo.go)
 }
 
 // NewTransportSocket implements engine.TransportSocketFactory: it takes a handshake slot
@@ -112,6 +113,8 @@ func (s *socket) done(err error) {
 	s.mc.setNonBlocking(s.writeDirect)
 	cs := s.tc.ConnectionState()
 	s.f.Stats.RecordHandshake(&cs)
+	s.recordStaple(&cs)
+	s.info.record(&cs)
 	info := &s.c.Info
 	info.TransportProtocol = engine.TransportTLS
 	if info.ServerName == "" && cs.ServerName != "" {

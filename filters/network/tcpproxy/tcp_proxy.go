@@ -278,6 +278,7 @@ func (p *proxy) finish() {
 		BytesSent:                     p.tx,
 		ResponseFlags:                 flags,
 		TerminationDetails:            p.details,
+		DownstreamTLS:                 p.down.TLS(),
 		Worker:                        p.w.ID,
 	}
 	for _, l := range p.f.cfg.AccessLogs {
