@@ -283,6 +283,9 @@ func (t *translator) originalDstCluster(cl *clusterv3.Cluster, at string) *engin
 	if !t.clusterCompat(cl, &cc, at) { // compat.go: tcp_keepalive, warnings
 		ok = false
 	}
+	if !t.clusterTransport(cl, &cc, at) { // tls_upstream.go
+		ok = false
+	}
 	if !ok {
 		return nil
 	}

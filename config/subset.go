@@ -109,6 +109,8 @@ var supported = map[protoreflect.FullName][]protoreflect.Name{
 		// health checking, outlier detection, ORIGINAL_DST (cluster_health.go)
 		"health_checks", "outlier_detection", "ignore_health_on_host_removal", "cleanup_interval",
 		"original_dst_lb_config",
+		// TLS origination (tls_upstream.go)
+		"transport_socket", "transport_socket_matches",
 	},
 	"envoy.config.cluster.v3.Cluster.RefreshRate": {"base_interval", "max_interval"},
 	"envoy.config.core.v3.DnsResolutionConfig":    {"resolvers", "dns_resolver_options"},

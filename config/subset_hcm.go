@@ -39,7 +39,7 @@ var supportedHCM = map[protoreflect.FullName][]protoreflect.Name{
 	},
 	httpProtocolOptionsType: {
 		"common_http_protocol_options", "explicit_http_config", "use_downstream_protocol_config",
-		"auto_config",
+		"auto_config", "upstream_http_protocol_options",
 	},
 	httpProtocolOptionsType + ".ExplicitHttpConfig":                  {"http_protocol_options", "http2_protocol_options"},
 	httpProtocolOptionsType + ".UseDownstreamHttpConfig":             {"http_protocol_options"},

@@ -9,11 +9,15 @@ var supportedTLS = map[protoreflect.FullName][]protoreflect.Name{
 	rawBufferType:                          {},
 	downstreamTLSType: {
 		"common_tls_context", "require_client_certificate", "require_sni",
+		"session_ticket_keys", "disable_stateless_session_resumption",
+		"disable_stateful_session_resumption", "session_timeout", "ocsp_staple_policy",
 	},
+	"envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys": {"keys"},
 	"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext": {
 		"tls_params", "tls_certificates", "alpn_protocols",
+		"validation_context", "combined_validation_context", // tls_validation.go
 	},
-	"envoy.extensions.transport_sockets.tls.v3.TlsCertificate": {"certificate_chain", "private_key"},
+	"envoy.extensions.transport_sockets.tls.v3.TlsCertificate": {"certificate_chain", "private_key", "ocsp_staple"},
 	"envoy.extensions.transport_sockets.tls.v3.TlsParameters": {
 		"tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites", "ecdh_curves",
 	},

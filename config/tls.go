@@ -32,6 +32,7 @@ type tlsCommon struct {
 	maxVersion uint16
 	ciphers    []uint16
 	curves     []ctls.CurveID
+	validation *tls.Validation // nil: no validation context (tls_validation.go)
 }
 
 // transportSocketKind tells a transport_socket's kind from its typed_config, or from its
@@ -124,8 +125,21 @@ func (t *translator) downstreamTLS(ctx *tlsv3.DownstreamTlsContext, at string) (
 	cfg.ALPN = common.alpn
 	cfg.MinVersion, cfg.MaxVersion = common.minVersion, common.maxVersion
 	cfg.CipherSuites, cfg.Curves = common.ciphers, common.curves
+	cfg.Validation = common.validation
 	cfg.RequireClientCertificate = ctx.GetRequireClientCertificate().GetValue()
+	if cfg.RequireClientCertificate {
+		// Accepted as Envoy accepts it, with no effect.
+		switch {
+		case cfg.Validation == nil:
+			t.warnf(field(at, "require_client_certificate"), "has no effect without a validation_context (as in Envoy): no client certificate is asked for")
+		case len(cfg.Validation.TrustedCA) == 0:
+			t.warnf(field(at, "require_client_certificate"), "has no effect without a trusted_ca in the validation context (as in Envoy)")
+		}
+	}
 	cfg.RequireSNI = ctx.GetRequireSni().GetValue()
+	if !t.downstreamSession(ctx, at, &cfg) { // tls_session.go
+		return cfg, false
+	}
 	if cfg.MinVersion == 0 {
 		cfg.MinVersion = ctls.VersionTLS12
 	}
@@ -165,20 +179,13 @@ func (t *translator) commonTLS(c *tlsv3.CommonTlsContext, at string, server bool
 		}
 	}
 	if c.GetValidationContextType() != nil {
-		if !t.validation(c, at, server) {
+		v, vok := t.commonValidation(c, at)
+		if !vok {
 			ok = false
 		}
+		out.validation = v
 	}
 	return out, ok
-}
-
-// validation is where the validation context is translated (tls_validation.go).
-func (t *translator) validation(c *tlsv3.CommonTlsContext, at string, server bool) bool {
-	_ = server
-	if !t.c.reported(field(at, "validation_context")) {
-		t.unsupported(field(at, "validation_context"), "", "certificate validation is not supported by Portico yet")
-	}
-	return false
 }
 
 // Envoy's TlsProtocol values, as crypto/tls versions (TLS_AUTO is 0: the side's default).
@@ -259,6 +266,9 @@ func (t *translator) tlsCertificate(tc *tlsv3.TlsCertificate, at string) (ctls.C
 		t.warnf(cp, "the certificate %q expired on %s", leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339))
 	} else if now.Before(leaf.NotBefore) {
 		t.warnf(cp, "the certificate %q is not valid before %s", leaf.Subject.String(), leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if !t.ocspStaple(tc, at, &cert) { // tls_session.go
+		return ctls.Certificate{}, false
 	}
 	return cert, true
 }

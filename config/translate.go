@@ -327,6 +327,9 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 	if !t.clusterCompat(cl, &cc, at) {
 		ok = false
 	}
+	if !t.clusterTransport(cl, &cc, at) { // tls_upstream.go
+		ok = false
+	}
 	if !ok {
 		return nil
 	}

@@ -59,6 +59,10 @@ const (
 	FailureOverflow
 	// FailureNoHealthyUpstream: the cluster had no host to connect to.
 	FailureNoHealthyUpstream
+	// FailureTransport: the TCP connect succeeded but the transport socket failed before
+	// it was ready (a TLS handshake or certificate verification failed). Envoy counts it,
+	// like a refused connect, as an upstream connect failure.
+	FailureTransport
 )
 
 // ConnectionCallbacks observe a connection's life and its write-buffer watermarks.
@@ -142,7 +146,7 @@ type Connection struct {
 	io     *byteCounters   // the owner's rx/tx byte counters; nil for none
 	owner  connOwner       // accounts for the connection when it closes
 	host   *Host           // upstream: the host dialed
-	chain  *FilterChain    // downstream: the filter chain that built it
+	chain  *FilterChain    // downstream: the filter chain that built it (nil: upstream)
 	splice *splicePair     // set once a bulk transfer switched to splice(2); nil otherwise
 	ts     TransportSocket // nil: raw_buffer
 }
@@ -251,8 +255,16 @@ func (c *Connection) FailureReason() FailureReason { return c.failure }
 func (c *Connection) IsOpen() bool { return c.state == stateOpen || c.state == stateConnecting }
 
 // BufferedBytes is what the kernel has not yet taken, in the write buffer and in the
-// splice pipe that feeds the connection.
+// splice pipe that feeds the connection, and what its transport socket holds (written
+// before its handshake was done).
 func (c *Connection) BufferedBytes() int {
+	return c.pending() + c.held()
+}
+
+// pending is what waits below the transport socket: the write buffer and the splice
+// pipe. The write path decides on it alone (bytes a transport socket holds are not the
+// socket's to send yet).
+func (c *Connection) pending() int {
 	n := 0
 	if c.out != nil {
 		n = c.out.len()
@@ -261,6 +273,17 @@ func (c *Connection) BufferedBytes() int {
 		n += c.pipeBytes()
 	}
 	return n
+}
+
+// held is what the transport socket holds (TransportHeld); 0 for raw_buffer, at the cost
+// of one nil check.
+func (c *Connection) held() int {
+	if c.ts != nil {
+		if h, ok := c.ts.(TransportHeld); ok {
+			return h.HeldBytes()
+		}
+	}
+	return 0
 }
 
 // AboveHighWatermark reports whether the write buffer is over its high watermark.
@@ -317,7 +340,7 @@ func (c *Connection) Write(data []byte, endStream bool) {
 // writeRaw is Write below the transport socket.
 func (c *Connection) writeRaw(data []byte, endStream bool) {
 	if len(data) > 0 {
-		if c.state == stateOpen && c.BufferedBytes() == 0 {
+		if c.state == stateOpen && c.pending() == 0 {
 			n, err := writeFd(c.fd, data)
 			if n > 0 {
 				if c.io != nil {
@@ -348,7 +371,7 @@ func (c *Connection) afterWrite() {
 	if c.state == stateClosed {
 		return
 	}
-	buffered := c.BufferedBytes()
+	buffered := c.pending()
 	if buffered == 0 && c.state != stateConnecting {
 		if c.out != nil {
 			c.w.putBuffer(c.out)
@@ -369,14 +392,15 @@ func (c *Connection) afterWrite() {
 			return
 		}
 	}
-	if c.high == noWatermark {
-		// No flow control: never raise watermarks, however large the buffer grows.
-	} else if !c.above && buffered > int(c.high) {
-		c.above = true
-		c.callbacks(ConnectionCallbacks.OnAboveWriteBufferHighWatermark)
-	} else if c.above && buffered < int(c.high/2) {
-		c.above = false
-		c.callbacks(ConnectionCallbacks.OnBelowWriteBufferLowWatermark)
+	if c.high != noWatermark { // without flow control, never raise watermarks
+		total := buffered + c.held() // what a transport socket holds counts too
+		if !c.above && total > int(c.high) {
+			c.above = true
+			c.callbacks(ConnectionCallbacks.OnAboveWriteBufferHighWatermark)
+		} else if c.above && total < int(c.high/2) {
+			c.above = false
+			c.callbacks(ConnectionCallbacks.OnBelowWriteBufferLowWatermark)
+		}
 	}
 	if c.localShutdown && c.remoteEOF && buffered == 0 && c.state == stateOpen {
 		// Both directions are done: nothing more can happen on this socket.
@@ -409,7 +433,7 @@ func (c *Connection) flush() {
 	if c.out != nil {
 		c.out.compact()
 	}
-	if c.splice != nil && c.BufferedBytes() == 0 {
+	if c.splice != nil && c.pending() == 0 {
 		// The backlog is gone: a splice source waiting on it may go on.
 		c.kickSpliceSource()
 	}
@@ -426,6 +450,11 @@ func (c *Connection) Close(t CloseType) {
 			return
 		}
 	}
+	if c.tsPending && c.chain == nil && t == CloseFlushWrite {
+		// Nothing written can go out before the handshake: a graceful close of an
+		// upstream connection whose transport socket is not ready closes now.
+		t = CloseNoFlush
+	}
 	if t == CloseFlushWrite && c.ts != nil && c.state == stateOpen && !c.localShutdown && !c.shutdownAfter {
 		// The transport's own end of stream (TLS close_notify) goes out before the FIN.
 		c.ts.Write(nil, true)
@@ -433,7 +462,7 @@ func (c *Connection) Close(t CloseType) {
 			return
 		}
 	}
-	if t == CloseFlushWrite && c.state == stateOpen && c.BufferedBytes() > 0 {
+	if t == CloseFlushWrite && c.state == stateOpen && c.pending() > 0 {
 		// The EPOLLOUT edge of the next drain finishes the close; a peer that stopped
 		// reading gets the delayed-close timeout instead.
 		c.state = stateClosing
@@ -467,6 +496,12 @@ func (c *Connection) closeSocket(ev ConnectionEvent) {
 		return
 	}
 	c.state = stateClosed
+	if c.tsPending && c.chain == nil && ev == RemoteClose && c.failure == FailureNone {
+		// An upstream reset or hung up on before its transport socket was ready
+		// (mid-handshake): the callbacks see a connect failure, as in Envoy.
+		c.failure = FailureTransport
+	}
+	c.tsPending = false
 	if c.timer != nil {
 		c.timer.Stop()
 	}
@@ -515,7 +550,7 @@ func (c *Connection) onEvent(ev uint32) {
 		c.closeSocket(RemoteClose)
 		return
 	}
-	if ev&(poller.Out|poller.Hup) != 0 && c.BufferedBytes() > 0 {
+	if ev&(poller.Out|poller.Hup) != 0 && c.pending() > 0 {
 		c.flush()
 		if c.state == stateClosed {
 			return
@@ -653,7 +688,7 @@ func (c *Connection) onRemoteEOF() {
 		return
 	}
 	c.dispatch(nil, true)
-	if c.state == stateOpen && c.localShutdown && c.BufferedBytes() == 0 {
+	if c.state == stateOpen && c.localShutdown && c.pending() == 0 {
 		c.closeSocket(RemoteClose)
 	}
 }

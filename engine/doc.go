@@ -37,6 +37,15 @@
 // raw_buffer: bytes go straight between the fd and the filters, and bulk transfers may
 // splice.
 //
+// A ClusterConfig may carry an UpstreamTransportSocketFactory (TLS origination): each
+// upstream connection gets its socket when the connect starts, so that what the filters
+// write before the handshake is held by it (and counted in the watermarks); the socket
+// starts at the TCP connect's end (OnConnected), Connected is raised only when it calls
+// TransportReady, and connect_timeout covers both. A socket that fails first
+// (TransportFailed, or the peer leaving mid-handshake) closes the connection as a connect
+// failure, FailureTransport. Cluster.ConnectHostWith passes per-connection
+// TransportOptions (the SNI and name of auto_sni and auto_san_validation).
+//
 // # Flow control
 //
 // A Connection's write buffer has a high watermark (ListenerConfig.PerConnectionBufferLimit,

@@ -141,7 +141,7 @@ func (c *Connection) spliceRead(d *spliceDir) bool {
 		if !c.readReady || c.readDisable > 0 || c.remoteEOF || c.state != stateOpen {
 			return true
 		}
-		if t.BufferedBytes() > 0 {
+		if t.pending() > 0 {
 			// The target has a backlog; bytes spliced now would have to queue behind it.
 			// Its drain re-queues this read (kickSpliceSource).
 			return true

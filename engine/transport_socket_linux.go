@@ -7,13 +7,15 @@ package engine
 // nil check per read and per write for the existence of this interface, nothing more.
 //
 // A transport socket is made per connection by the TransportSocketFactory of the filter
-// chain that was selected, and all its methods run on the connection's worker. Splicing is
-// never used on a connection that has one, in either direction.
+// chain that was selected (downstream) or by the cluster's UpstreamTransportSocketFactory
+// (upstream), and all its methods run on the connection's worker. Splicing is never used
+// on a connection that has one, in either direction.
 type TransportSocket interface {
 	// OnConnected is called once, when the connection is registered and before any read.
 	// The connection's network filters are built only when the transport socket calls
 	// Connection.TransportReady (at once for a socket without a handshake, after it for
-	// TLS), so they see the final SocketInfo in OnNewConnection.
+	// TLS), so they see the final SocketInfo in OnNewConnection. On an upstream connection
+	// it is called when the TCP connect completes, and TransportReady raises Connected.
 	OnConnected()
 	// OnRead gets bytes read from the socket, valid only during the call. The transport
 	// socket hands what it decodes to the filters with Connection.DeliverRead, and an end
@@ -44,17 +46,90 @@ type TransportSocketFactory interface {
 	NewTransportSocket(c *Connection) TransportSocket
 }
 
+// UpstreamTransportSocketFactory makes the transport socket of each upstream connection of
+// a cluster (ClusterConfig.TransportSocket; nil is raw_buffer). It is shared by every
+// worker and must be safe for concurrent use.
+type UpstreamTransportSocketFactory interface {
+	// Name is the Envoy name (envoy.transport_sockets.tls).
+	Name() string
+	// NewUpstreamTransportSocket returns c's transport socket. It is called when the
+	// connect starts, so that what the filters write before the handshake is done reaches
+	// it (a TLS socket holds it, counted by TransportHeld, and sends it encrypted once
+	// ready). It must not close c; o holds the per-connection options (may be nil).
+	// OnConnected follows when the TCP connect completes; a nil socket leaves c raw.
+	NewUpstreamTransportSocket(c *Connection, o *TransportOptions) TransportSocket
+}
+
+// TransportOptions are per-connection settings for an upstream transport socket
+// (Cluster.ConnectHostWith), which Envoy derives from the downstream request.
+type TransportOptions struct {
+	// ServerName, if set, replaces the factory's SNI (auto_sni: the request's host).
+	ServerName string
+	// VerifyName, if set, is a name the peer's certificate must be valid for, on top of
+	// the factory's own checks (auto_san_validation: the request's host).
+	VerifyName string
+}
+
+// TransportHeld is implemented by a transport socket that holds written bytes of its own
+// (an upstream TLS socket before its handshake is done): BufferedBytes, and so the write
+// buffer's watermarks, count them.
+type TransportHeld interface {
+	HeldBytes() int
+}
+
 // Transport is the connection's transport socket, nil for raw_buffer.
 func (c *Connection) Transport() TransportSocket { return c.ts }
 
 // TransportReady tells the connection that its transport socket is ready for the filters:
-// the chain's network filters are built and OnNewConnection runs. Called once.
+// downstream, the chain's network filters are built and OnNewConnection runs; upstream,
+// the connect timer stops and Connected is raised. Called once.
 func (c *Connection) TransportReady() {
+	pending := c.tsPending
 	c.tsPending = false
-	if c.state != stateOpen || c.chain == nil || c.filter != nil {
+	if c.state != stateOpen {
+		return
+	}
+	if c.chain == nil { // upstream: no filter chain, the callbacks wait for Connected
+		if pending {
+			if c.timer != nil {
+				c.timer.Stop()
+			}
+			c.raise(Connected)
+		}
+		return
+	}
+	if c.filter != nil {
 		return
 	}
 	c.startFilters(c.chain)
+}
+
+// TransportFailed closes the connection because its transport socket failed before it was
+// ready (a handshake that failed). On an upstream connection the callbacks see a connect
+// failure with reason r (FailureTransport, or FailureOverflow when the proxy itself had no
+// room for the handshake), as for a refused connect; what the socket wrote last (a TLS
+// alert) is sent if the kernel takes it at once.
+func (c *Connection) TransportFailed(r FailureReason) {
+	if c.state == stateClosed {
+		return
+	}
+	if c.out != nil && c.out.len() > 0 {
+		writeFd(c.fd, c.out.b[c.out.off:]) // best effort: the peer learns why
+	}
+	if c.tsPending && c.chain == nil {
+		c.failure = r
+		c.tsPending = false
+		c.closeSocket(RemoteClose)
+		return
+	}
+	c.closeSocket(LocalClose)
+}
+
+// startUpstreamTransport runs an upstream transport socket's OnConnected once the TCP
+// connect completed. A panic resets the connection.
+func (c *Connection) startUpstreamTransport() {
+	defer c.recoverFilter()
+	c.ts.OnConnected()
 }
 
 // DeliverRead hands decoded bytes to the read filters, as a read does on raw_buffer. data
@@ -128,3 +203,38 @@ type TransportBuffer struct {
 
 // TransportBuffer is the worker's TransportBuffer; it runs on the worker.
 func (w *Worker) TransportBuffer() *TransportBuffer { return &w.tbuf }
+
+// TLSInfo is what a transport socket that terminated TLS tells the filters above it
+// (Envoy's Ssl::ConnectionInfo): access-log operators (%DOWNSTREAM_TLS_VERSION% ...), the
+// HTTP connection manager's x-forwarded-proto, the negotiated ALPN. Strings other than
+// the version, cipher and protocol may be computed on each call.
+type TLSInfo interface {
+	// TLSVersion is "TLSv1.2" or "TLSv1.3".
+	TLSVersion() string
+	// TLSCipher is the suite's BoringSSL name ("ECDHE-ECDSA-AES128-GCM-SHA256").
+	TLSCipher() string
+	// TLSSessionID is the session ID in hex, "" when there is none.
+	TLSSessionID() string
+	// NegotiatedProtocol is the protocol chosen by ALPN, "" if none.
+	NegotiatedProtocol() string
+	// PeerSubject and PeerIssuer are the peer certificate's names (RFC 2253), and
+	// PeerFingerprintSHA256 the lower-case hex SHA-256 of its DER; "" without one.
+	PeerSubject() string
+	PeerIssuer() string
+	PeerFingerprintSHA256() string
+}
+
+// TLSInfoSource is implemented by transport sockets that may terminate TLS.
+type TLSInfoSource interface {
+	// TLSInfo is nil until the handshake has completed, and stays valid after close.
+	TLSInfo() TLSInfo
+}
+
+// TLS returns the TLS info of a connection whose transport socket terminated TLS and
+// completed its handshake, nil otherwise (raw_buffer, a TLS connection passed through).
+func (c *Connection) TLS() TLSInfo {
+	if s, ok := c.ts.(TLSInfoSource); ok {
+		return s.TLSInfo()
+	}
+	return nil
+}

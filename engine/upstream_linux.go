@@ -56,6 +56,9 @@ type ClusterConfig struct {
 	// OriginalDst, if set, makes this an ORIGINAL_DST cluster (original_dst_linux.go):
 	// Endpoints are ignored, hosts are made per connection from its original destination.
 	OriginalDst *OriginalDstConfig
+	// TransportSocket makes the transport socket of each upstream connection (Envoy's
+	// cluster transport_socket: TLS origination); nil is raw_buffer, on the unchanged path.
+	TransportSocket UpstreamTransportSocketFactory
 }
 
 // KeepAlive is TCP keep-alive for upstream sockets: SO_KEEPALIVE, and each non-zero field
@@ -91,6 +94,10 @@ type HTTPOptions struct {
 	// MaxConnectionDuration closes a connection this long after it was opened (once idle);
 	// 0: no limit.
 	MaxConnectionDuration time.Duration
+	// AutoSNI sends the request's host as the SNI of its upstream connection, and
+	// AutoSANValidation checks the upstream's certificate against it
+	// (upstream_http_protocol_options): connections are then pooled per host name.
+	AutoSNI, AutoSANValidation bool
 }
 
 // DefaultHTTPIdleTimeout is Envoy's upstream idle_timeout default.
@@ -245,7 +252,7 @@ func (st *clusterWorker) connClosed(c *Connection) {
 	st.stats.UpstreamCxActive.Dec()
 	st.stats.UpstreamCxDestroy.Inc()
 	switch c.failure {
-	case FailureConnectRefused:
+	case FailureConnectRefused, FailureTransport:
 		st.stats.UpstreamCxConnectFail.Inc()
 	case FailureConnectTimeout:
 		st.stats.UpstreamCxConnectFail.Inc()
@@ -360,6 +367,14 @@ func (c *Cluster) Connect(w *Worker, cb ConnectionCallbacks) *Connection {
 
 // ConnectHost is Connect to host h (from ChooseHost; nil fails as no healthy upstream).
 func (c *Cluster) ConnectHost(w *Worker, h *Host, cb ConnectionCallbacks) *Connection {
+	return c.ConnectHostWith(w, h, cb, nil)
+}
+
+// ConnectHostWith is ConnectHost with per-connection options for the cluster's transport
+// socket (o may be nil; a raw_buffer cluster ignores it). With a transport socket the
+// connection raises Connected only once the socket is ready (the TLS handshake done), and
+// connect_timeout covers the TCP connect and the handshake together, as in Envoy.
+func (c *Cluster) ConnectHostWith(w *Worker, h *Host, cb ConnectionCallbacks, o *TransportOptions) *Connection {
 	st := &c.perWorker[w.ID]
 	st.stats.UpstreamCxTotal.Inc()
 	var conn *Connection
@@ -377,6 +392,12 @@ func (c *Cluster) ConnectHost(w *Worker, h *Host, cb ConnectionCallbacks) *Conne
 		conn.timer = &Timer{}
 		conn.timer.Init(w, (*connectTimeout)(conn))
 		conn.timer.Reset(c.cfg.ConnectTimeout)
+		if f := c.cfg.TransportSocket; f != nil {
+			// Made now, not at the connect's end, so that whatever the filters write from
+			// here on goes through it (held until the handshake is done).
+			conn.ts = f.NewUpstreamTransportSocket(conn, o)
+			conn.tsPending = conn.ts != nil
+		}
 	} else if conn.state == stateClosed {
 		// The socket could not even be created, or there is no host: report it on the
 		// next loop turn so the caller sees the same asynchronous failure as a refused
@@ -393,7 +414,7 @@ func (c *Cluster) ConnectHost(w *Worker, h *Host, cb ConnectionCallbacks) *Conne
 type connectTimeout Connection
 
 func (t *connectTimeout) OnTimer() {
-	if c := (*Connection)(t); c.state == stateConnecting {
+	if c := (*Connection)(t); c.state == stateConnecting || c.tsPending && c.state == stateOpen {
 		c.failure = FailureConnectTimeout
 		c.closeSocket(RemoteClose)
 	}
@@ -454,15 +475,21 @@ func (c *Connection) onConnectReady(ev uint32) bool {
 	if ev&poller.Out == 0 {
 		return false
 	}
+	c.state = stateOpen
+	if c.tsPending {
+		// The transport socket's handshake comes first: the connect timer keeps running,
+		// and Connected waits for TransportReady.
+		c.startUpstreamTransport()
+		return c.state == stateOpen
+	}
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-	c.state = stateOpen
 	c.raise(Connected)
 	if c.state == stateClosed {
 		return false
 	}
-	if c.BufferedBytes() > 0 {
+	if c.pending() > 0 {
 		c.flush()
 	} else {
 		c.afterWrite()

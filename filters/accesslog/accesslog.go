@@ -24,6 +24,9 @@ type Entry struct {
 	ResponseFlags string
 	// TerminationDetails says why the connection ended, when known.
 	TerminationDetails string
+	// DownstreamTLS is the downstream connection's TLS, nil when it is not TLS terminated
+	// here (the %DOWNSTREAM_TLS_*% and %DOWNSTREAM_PEER_*% operators then print "-").
+	DownstreamTLS TLSInfo
 	// HTTP, zero on TCP connections: the HTTP operators then print "-" as in Envoy (an
 	// empty Protocol is what tells a TCP entry's zero durations from measured ones).
 
@@ -61,6 +64,17 @@ type Entry struct {
 type Headers interface {
 	// Get returns the first value of the header with the given lower-case name.
 	Get(name string) ([]byte, bool)
+}
+
+// TLSInfo is what an access log reads of a TLS connection; engine.TLSInfo implements
+// it (the access log imports no engine).
+type TLSInfo interface {
+	TLSVersion() string            // "TLSv1.2", "TLSv1.3"
+	TLSCipher() string             // BoringSSL's name
+	TLSSessionID() string          // hex, "" if none
+	PeerSubject() string           // RFC 2253, "" without a peer certificate
+	PeerIssuer() string            // RFC 2253, "" without a peer certificate
+	PeerFingerprintSHA256() string // lower-case hex, "" without a peer certificate
 }
 
 // Logger receives entries. Log runs on a worker: it must not block, and it must not keep e

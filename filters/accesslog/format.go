@@ -375,10 +375,33 @@ func simpleOperator(name string) (int, op) {
 		o = str(func(e *Entry) string { return e.FilterChainName })
 	case "UPSTREAM_CLUSTER":
 		o = str(func(e *Entry) string { return e.UpstreamCluster })
+	case "DOWNSTREAM_TLS_VERSION":
+		o = tlsStr(TLSInfo.TLSVersion)
+	case "DOWNSTREAM_TLS_CIPHER":
+		o = tlsStr(TLSInfo.TLSCipher)
+	case "DOWNSTREAM_TLS_SESSION_ID":
+		o = tlsStr(TLSInfo.TLSSessionID)
+	case "DOWNSTREAM_PEER_SUBJECT":
+		o = tlsStr(TLSInfo.PeerSubject)
+	case "DOWNSTREAM_PEER_ISSUER":
+		o = tlsStr(TLSInfo.PeerIssuer)
+	case "DOWNSTREAM_PEER_FINGERPRINT_256":
+		o = tlsStr(TLSInfo.PeerFingerprintSHA256)
 	case "CONNECTION_TERMINATION_DETAILS":
 		o = str(func(e *Entry) string { return e.TerminationDetails })
 	}
 	return commandOnly, o
+}
+
+// tlsStr renders one of the downstream TLS strings; none without TLS.
+func tlsStr(get func(TLSInfo) string) op {
+	return func(b []byte, e *Entry) ([]byte, bool) {
+		if e.DownstreamTLS == nil {
+			return b, false
+		}
+		s := get(e.DownstreamTLS)
+		return append(b, s...), s != ""
+	}
 }
 
 // How an address prints: "10.0.0.1:80" / "[::1]:80", the address alone, the port alone.

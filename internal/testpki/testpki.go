@@ -117,7 +117,8 @@ var filenameRE = regexp.MustCompile(`filename"?\s*:\s*"?([^"\s,}]+)`)
 
 // WriteConfigFiles creates, under dir, every relative file a configuration names in a
 // `filename:` field that looks like TLS material: private keys (a name with "key"), CA
-// bundles (a name with "ca") and certificates (.pem, .crt), all from one CA, so that a
+// bundles (a name with "ca"), certificates (.pem, .crt) and OCSP responses (a .der with
+// "ocsp"), all from one CA, so that a
 // configuration taken from elsewhere can be loaded without its files. It returns the
 // paths it wrote.
 func WriteConfigFiles(dir string, config []byte) ([]string, error) {
@@ -138,6 +139,11 @@ func WriteConfigFiles(dir string, config []byte) ([]string, error) {
 		base := strings.ToLower(filepath.Base(name))
 		var data []byte
 		switch {
+		case strings.Contains(base, "ocsp") && strings.HasSuffix(base, ".der"):
+			// An OCSP response (ocsp_staple) for the leaf, good for a day.
+			if data, err = ca.OCSPResponse(leaf.TLS.Leaf.SerialNumber, time.Now().Add(24*time.Hour)); err != nil {
+				return wrote, err
+			}
 		case !strings.HasSuffix(base, ".pem") && !strings.HasSuffix(base, ".crt") && !strings.HasSuffix(base, ".key"):
 			continue
 		case strings.Contains(base, "key"):

@@ -64,7 +64,9 @@ type DownstreamConfig struct {
 	// client certificate and verifies one if given; nil asks for none.
 	Validation *Validation
 	// RequireClientCertificate is require_client_certificate: a client without a
-	// certificate fails the handshake (ssl.fail_verify_no_cert).
+	// certificate fails the handshake (ssl.fail_verify_no_cert). As in Envoy it takes
+	// effect only with a Validation that has a TrustedCA; SAN and hash checks require a
+	// certificate by themselves (unless AcceptUntrusted).
 	RequireClientCertificate bool
 
 	// SessionTicketKeys are session_ticket_keys, each Envoy's 80-byte key (16 bytes of
@@ -72,10 +74,14 @@ type DownstreamConfig struct {
 	// of the process's own, rotated as crypto/tls does.
 	SessionTicketKeys [][]byte
 	// DisableStatelessSessionResumption is disable_stateless_session_resumption (no
-	// tickets); DisableStatefulSessionResumption is disable_stateful_session_resumption.
+	// tickets); DisableStatefulSessionResumption is disable_stateful_session_resumption,
+	// which Portico always behaves as (crypto/tls has no server session cache;
+	// session.go).
 	DisableStatelessSessionResumption, DisableStatefulSessionResumption bool
-	// SessionTimeout is session_timeout: how long a session may be resumed; 0 is Envoy's
-	// (BoringSSL's) default of 2 hours for TLS 1.2 and 7 days for TLS 1.3 tickets.
+	// SessionTimeout is session_timeout: how long a TLS 1.2 session may be resumed, in
+	// whole seconds as BoringSSL counts (under a second: never, as Envoy's 0s); 0 is
+	// BoringSSL's default of 2 hours. TLS 1.3 tickets keep BoringSSL's 2 days, as in
+	// Envoy, whose session_timeout sets only the TLS 1.2 lifetime (session.go).
 	SessionTimeout time.Duration
 	// OCSP staples go in each Certificate's OCSPStaple; OCSPStaplePolicy is
 	// ocsp_staple_policy (LENIENT_STAPLING by default).
@@ -178,6 +184,10 @@ type Factory struct {
 	timeout time.Duration
 	max     int
 	certs   *certSet
+	sess    *sessions // nil: no tickets (session.go)
+	// staples: the certificates with an OCSP response (ocsp.go); nil when none has one.
+	staples    map[*ctls.Certificate]*staple
+	ocspPolicy OCSPStaplePolicy
 	// requireSNI refuses a ClientHello without a server name (require_sni).
 	requireSNI bool
 	// Stats count what happened on every worker.
@@ -191,7 +201,11 @@ func NewDownstream(cfg DownstreamConfig) (*Factory, error) {
 		return nil, err
 	}
 	f := &Factory{certs: certs, alpn: append([]string(nil), cfg.ALPN...),
-		timeout: cfg.HandshakeTimeout, max: cfg.MaxHandshakes, requireSNI: cfg.RequireSNI}
+		timeout: cfg.HandshakeTimeout, max: cfg.MaxHandshakes, requireSNI: cfg.RequireSNI,
+		ocspPolicy: cfg.OCSPStaplePolicy}
+	if f.staples, err = newStaples(certs.all, cfg.OCSPStaplePolicy); err != nil {
+		return nil, err
+	}
 	if f.timeout <= 0 {
 		f.timeout = DefaultHandshakeTimeout
 	}
@@ -204,9 +218,7 @@ func NewDownstream(cfg DownstreamConfig) (*Factory, error) {
 		CipherSuites:     cfg.CipherSuites,
 		CurvePreferences: cfg.Curves,
 		NextProtos:       f.alpn,
-		GetCertificate: func(h *ctls.ClientHelloInfo) (*ctls.Certificate, error) {
-			return certs.pick(h), nil
-		},
+		GetCertificate:   f.getCertificate,
 	}
 	if c.MinVersion == 0 {
 		c.MinVersion = ctls.VersionTLS12
@@ -223,14 +235,15 @@ func NewDownstream(cfg DownstreamConfig) (*Factory, error) {
 	if c.CurvePreferences == nil {
 		c.CurvePreferences = envoyCurves()
 	}
-	if cfg.Validation != nil {
-		cfg.Validation.apply(c, true, cfg.RequireClientCertificate, &f.Stats)
-	} else if cfg.RequireClientCertificate {
-		return nil, fmt.Errorf("require_client_certificate: needs a validation_context")
+	// Without a validation context (or one with no trusted_ca) require_client_certificate
+	// has no effect: Envoy accepts the configuration and asks for no certificate.
+	cfg.Validation.apply(c, true, cfg.RequireClientCertificate, &f.Stats)
+	if f.sess, err = newSessions(&cfg, c); err != nil {
+		return nil, err
 	}
 	f.noALPN = c.Clone()
 	f.noALPN.NextProtos = nil
-	c.GetConfigForClient = f.configForClient
+	c.GetConfigForClient = f.sessionConfigForClient
 	f.cfg = c
 	return f, nil
 }

@@ -46,6 +46,8 @@ type memConn struct {
 	// clientALPN is the ClientHello's ALPN list, written by the handshake goroutine before
 	// it posts its result and read by the worker after.
 	clientALPN []string
+	// stapled: the certificate chosen will carry an OCSP staple (set like clientALPN).
+	stapled bool
 }
 
 func newMemConn(blocking bool, out func([]byte)) *memConn {

@@ -19,7 +19,8 @@ const (
 
 // socket is one connection's TLS transport socket.
 type socket struct {
-	f     *Factory
+	f     *Factory // nil for an upstream (client) socket
+	st    *Stats   // the context's stats, for the code both sides share
 	c     *engine.Connection
 	w     *engine.Worker
 	mc    *memConn
@@ -29,8 +30,11 @@ type socket struct {
 	// borrowed: mc.in aliases the worker's scratch buffer for the current OnRead.
 	borrowed bool
 	endSent  bool
+	// leftInHandshake: the connection closed while the handshake ran (see OnClose).
+	leftInHandshake bool
 	// collect is the worker's TransportBuffer while Write gathers records into it.
 	collect *engine.TransportBuffer
+	info    handshakeInfo // for TLSInfo (tlsinfo.go)
 }
 
 // NewTransportSocket implements engine.TransportSocketFactory: it takes a handshake slot
@@ -42,7 +46,7 @@ func (f *Factory) NewTransportSocket(c *engine.Connection) engine.TransportSocke
 		c.Close(engine.CloseNoFlush)
 		return nil
 	}
-	s := &socket{f: f, c: c, w: w}
+	s := &socket{f: f, st: &f.Stats, c: c, w: w}
 	s.mc = newMemConn(true, s.postWrite)
 	s.tc = ctls.Server(s.mc, f.cfg)
 	return s
@@ -91,11 +95,16 @@ func (s *socket) done(err error) {
 	s.w.ReleaseHandshakeSlot()
 	s.timer.Stop()
 	if s.state != handshaking {
+		if s.leftInHandshake && err != nil && !isVerifyError(err) {
+			s.f.Stats.ConnectionError.Add(1)
+		}
 		return
 	}
 	if err != nil {
 		s.state = failed
-		s.f.Stats.ConnectionError.Add(1)
+		if !isVerifyError(err) { // counted in its ssl.fail_verify_* only, as Envoy
+			s.f.Stats.ConnectionError.Add(1)
+		}
 		// Any alert crypto/tls wrote was posted before this: flush it, then close.
 		s.c.Close(engine.CloseFlushWrite)
 		return
@@ -104,6 +113,8 @@ func (s *socket) done(err error) {
 	s.mc.setNonBlocking(s.writeDirect)
 	cs := s.tc.ConnectionState()
 	s.f.Stats.RecordHandshake(&cs)
+	s.recordStaple(&cs)
+	s.info.record(&cs)
 	info := &s.c.Info
 	info.TransportProtocol = engine.TransportTLS
 	if info.ServerName == "" && cs.ServerName != "" {
@@ -189,7 +200,7 @@ func (s *socket) drain() {
 			s.c.TransportEOF()
 			return
 		}
-		s.f.Stats.ConnectionError.Add(1)
+		s.st.ConnectionError.Add(1)
 		s.state = failed
 		s.c.Close(engine.CloseFlushWrite) // the alert crypto/tls wrote goes out
 		return
@@ -244,8 +255,10 @@ func (s *socket) OnRemoteEOF() {
 // ends; its result then only returns the slot.
 func (s *socket) OnClose() {
 	if s.state == handshaking {
-		// The peer left (or reset) during the handshake.
-		s.f.Stats.ConnectionError.Add(1)
+		// The peer left (or reset) during the handshake: counted when its result comes
+		// (done), which tells a certificate the validation context refused (the peer
+		// left on our alert: not a connection_error) from any other end.
+		s.leftInHandshake = true
 	}
 	s.state = closed
 	s.timer.Stop()
@@ -266,6 +279,9 @@ func (s *socket) ConnectionState() ctls.ConnectionState {
 // ALPN list and TransportProtocol "tls".
 func State(c *engine.Connection) (ctls.ConnectionState, bool) {
 	s, ok := c.Transport().(*socket)
+	if cs, up := c.Transport().(*clientSocket); up {
+		s, ok = &cs.socket, true
+	}
 	if !ok || s.state != established {
 		return ctls.ConnectionState{}, false
 	}

@@ -21,6 +21,9 @@ type Stats struct {
 	FailVerifySAN      atomic.Uint64 // ssl.fail_verify_san: no subject alt name matched
 	FailVerifyCertHash atomic.Uint64 // ssl.fail_verify_cert_hash: no SPKI or certificate hash matched
 	OCSPStapleResponse atomic.Uint64 // ssl.ocsp_staple_responses: handshakes that stapled a response
+	OCSPStapleRequest  atomic.Uint64 // ssl.ocsp_staple_requests: ClientHellos with status_request
+	OCSPStapleOmitted  atomic.Uint64 // ssl.ocsp_staple_omitted: asked, served without a staple
+	OCSPStapleFailed   atomic.Uint64 // ssl.ocsp_staple_failed: refused by the staple policy
 	// Portico's own: handshakes cut by transport_socket_connect_timeout (also counted in
 	// connection_error), and connections refused because the worker's cap on handshakes in
 	// flight was reached.
@@ -86,6 +89,9 @@ func (s *Stats) Visit(v engine.StatVisitor) {
 	c("ssl.fail_verify_san", &s.FailVerifySAN)
 	c("ssl.fail_verify_cert_hash", &s.FailVerifyCertHash)
 	c("ssl.ocsp_staple_responses", &s.OCSPStapleResponse)
+	c("ssl.ocsp_staple_requests", &s.OCSPStapleRequest)
+	c("ssl.ocsp_staple_omitted", &s.OCSPStapleOmitted)
+	c("ssl.ocsp_staple_failed", &s.OCSPStapleFailed)
 	c("ssl.handshake_timeout", &s.HandshakeTimeout)
 	c("ssl.handshake_overflow", &s.HandshakeOverflow)
 	for i := range s.versions {

@@ -21,7 +21,8 @@ type Upstreams struct {
 func NewUpstreams(clusters []*engine.Cluster, workers int) *Upstreams {
 	u := &Upstreams{byName: make(map[string]*Cluster, len(clusters)), workers: workers}
 	for _, c := range clusters {
-		cl := &Cluster{c: c, perWorker: make([]clusterWorker, workers)}
+		o := c.Config().HTTP
+		cl := &Cluster{c: c, perWorker: make([]clusterWorker, workers), autoSNI: o.AutoSNI, autoSAN: o.AutoSANValidation}
 		u.byName[c.Name()] = cl
 		u.list = append(u.list, cl)
 	}
@@ -44,6 +45,8 @@ func (u *Upstreams) StatsSources() []engine.StatsSource {
 type Cluster struct {
 	c         *engine.Cluster
 	perWorker []clusterWorker
+	// autoSNI and autoSAN are the cluster's auto_sni and auto_san_validation.
+	autoSNI, autoSAN bool
 }
 
 type clusterWorker struct {
@@ -53,16 +56,35 @@ type clusterWorker struct {
 
 // poolFor returns worker w's pool for host h, made on first use. It lives in the host's
 // per-worker state, so it survives host-set updates that keep the host, and is drained
-// when the host leaves the set.
-func (cl *Cluster) poolFor(h *engine.Host, w *engine.Worker) *pool {
+// when the host leaves the set. A request host name (tlsKey, with auto_sni or
+// auto_san_validation) has a pool of its own under the host's, as Envoy keys pools by the
+// transport socket's options: a connection made for one SNI never serves another.
+func (cl *Cluster) poolFor(h *engine.Host, w *engine.Worker, tlsKey string) *pool {
 	l := h.Local(w)
-	if p, ok := l.Ext.(*pool); ok {
+	p, ok := l.Ext.(*pool)
+	if !ok {
+		p = &pool{cl: cl, cw: &cl.perWorker[w.ID], host: h, w: w}
+		l.Ext = p
+		l.OnRemoved = p.drainIdle
+	}
+	if tlsKey == "" {
 		return p
 	}
-	p := &pool{cl: cl, cw: &cl.perWorker[w.ID], host: h, w: w}
-	l.Ext = p
-	l.OnRemoved = p.drainIdle
-	return p
+	if q := p.byName[tlsKey]; q != nil {
+		return q
+	}
+	q := &pool{cl: cl, cw: p.cw, host: h, w: w, parent: p, key: tlsKey, opts: &engine.TransportOptions{}}
+	if cl.autoSNI {
+		q.opts.ServerName = tlsKey
+	}
+	if cl.autoSAN {
+		q.opts.VerifyName = tlsKey
+	}
+	if p.byName == nil {
+		p.byName = map[string]*pool{}
+	}
+	p.byName[tlsKey] = q
+	return q
 }
 
 // Name is the cluster's name.
@@ -112,11 +134,23 @@ type pool struct {
 	w       *engine.Worker
 	idle    []*upstreamConn // most recently used last
 	waiting []*filter       // requests waiting for a connection, oldest first
+
+	// Per request host name (auto_sni, auto_san_validation): the host's pool holds one
+	// pool per name in byName; each of those has its parent, its key, its connections'
+	// options, and counts its connections so that it is dropped once it has none.
+	byName map[string]*pool
+	parent *pool
+	key    string
+	opts   *engine.TransportOptions
+	conns  int
 }
 
 // drainIdle closes the idle connections of a host that left its cluster; busy ones close
 // when their request ends (release sees the host removed).
 func (p *pool) drainIdle() {
+	for _, q := range p.byName {
+		q.drainIdle()
+	}
 	for n := len(p.idle); n > 0; n = len(p.idle) {
 		uc := p.idle[n-1]
 		uc.conn.Close(engine.CloseNoFlush) // its close event takes it off the list
@@ -155,7 +189,8 @@ func (p *pool) dial() *upstreamConn {
 	uc.idleTimer.Init(p.w, (*upIdle)(uc))
 	uc.opened = p.w.NowNanos()
 	p.cw.stats.UpstreamCxHTTP1Total.Inc()
-	uc.conn = p.cl.c.ConnectHost(p.w, p.host, uc)
+	p.conns++
+	uc.conn = p.cl.c.ConnectHostWith(p.w, p.host, uc, p.opts)
 	return uc
 }
 
@@ -232,6 +267,12 @@ func (p *pool) onClosed(uc *upstreamConn) {
 			f.leavePending()
 			f.attach(nc)
 		}
+	}
+	p.conns--
+	if p.parent != nil && p.conns == 0 && len(p.waiting) == 0 {
+		// A host name's pool lives as long as it has connections: request hosts are
+		// the clients' to choose, so they must not pile up pools.
+		delete(p.parent.byName, p.key)
 	}
 }
 
@@ -374,7 +415,7 @@ func (uc *upstreamConn) OnEvent(ev engine.ConnectionEvent) {
 	if !uc.connected {
 		// Outlier detection (h-hc): a refused or timed-out connect counts against the host.
 		switch uc.conn.FailureReason() {
-		case engine.FailureConnectRefused:
+		case engine.FailureConnectRefused, engine.FailureTransport:
 			uc.pool.host.ReportResult(engine.ResultConnectFailed)
 		case engine.FailureConnectTimeout:
 			uc.pool.host.ReportResult(engine.ResultTimeout)

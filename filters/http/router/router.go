@@ -6,6 +6,7 @@
 package router
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"strconv"
 	"time"
@@ -106,6 +107,9 @@ type filter struct {
 	reqAcq   bool // holds a max_requests unit
 	wc       int  // the weighted cluster picked, -1 for none
 	scratch  []byte
+	// tlsKey is the request's host when the cluster has auto_sni or auto_san_validation:
+	// its upstream connections are pooled by it. "" otherwise.
+	tlsKey string
 
 	timeout engine.Timer // the route's timeout, from the end of the request
 	perTry  engine.Timer
@@ -192,6 +196,13 @@ func (f *filter) DecodeHeaders(endStream bool) {
 	}
 	f.reqAcq = true
 	f.rqStart = f.w.NowNanos()
+	if f.cl.autoSNI || f.cl.autoSAN {
+		// After the route's rewrites, before auto_host_rewrite (which depends on the host
+		// picked), as in Envoy.
+		if a, ok := h.Get(":authority"); ok {
+			f.tlsKey = authorityHost(a)
+		}
+	}
 	if !endStream && m.Body != http1.BodyContentLength && !m.Connect {
 		f.chunked = true
 	}
@@ -235,7 +246,7 @@ func (f *filter) startAttempt() {
 		f.tried[f.ntried] = host
 		f.ntried++
 	}
-	p := f.cl.poolFor(host, f.w)
+	p := f.cl.poolFor(host, f.w, f.tlsKey)
 	f.pool = p
 	if d := f.perTryTimeout(); d > 0 {
 		f.perTry.Reset(d)
@@ -653,6 +664,22 @@ func (f *filter) reset() {
 	f.body, f.bodyLost = f.body[:0], false
 	f.attempts, f.retries, f.retrying, f.ntried, f.reqAcq = 0, 0, false, 0, false
 	f.wc = -1
+	f.tlsKey = ""
+}
+
+// authorityHost is the host of an authority, without its port or an IPv6 literal's
+// brackets.
+func authorityHost(a []byte) string {
+	if len(a) > 0 && a[0] == '[' {
+		if i := bytes.IndexByte(a, ']'); i > 0 {
+			return string(a[1:i])
+		}
+		return string(a)
+	}
+	if i := bytes.LastIndexByte(a, ':'); i >= 0 && bytes.IndexByte(a[:i], ':') < 0 {
+		a = a[:i]
+	}
+	return string(a)
 }
 
 // reportTimeout tells outlier detection (h-hc) that the current attempt's host did not

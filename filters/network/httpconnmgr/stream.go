@@ -80,6 +80,7 @@ func (s *stream) begin() {
 		DownstreamLocalAddress:        c.c.Info.LocalAddr,
 		RequestedServerName:           c.c.Info.ServerName,
 		FilterChainName:               c.c.FilterChainName(),
+		DownstreamTLS:                 c.c.TLS(),
 		RequestHeaders:                &s.req,
 		RequestDuration:               -1,
 		ResponseDuration:              -1,

@@ -278,6 +278,7 @@ func (p *proxy) finish() {
 		BytesSent:                     p.tx,
 		ResponseFlags:                 flags,
 		TerminationDetails:            p.details,
+		DownstreamTLS:                 p.down.TLS(),
 		Worker:                        p.w.ID,
 	}
 	for _, l := range p.f.cfg.AccessLogs {
@@ -299,7 +300,7 @@ func (u *upstreamCallbacks) OnEvent(ev engine.ConnectionEvent) {
 		p.releaseCx()
 		reason := p.up.FailureReason()
 		switch reason {
-		case engine.FailureConnectRefused:
+		case engine.FailureConnectRefused, engine.FailureTransport:
 			p.up.Host().ReportResult(engine.ResultConnectFailed)
 		case engine.FailureConnectTimeout:
 			p.up.Host().ReportResult(engine.ResultTimeout)
