@@ -405,15 +405,6 @@ func clientHello(t *testing.T, cfg *tls.Config) []byte {
 	return rec
 }
 
-// stillOpen reports whether the peer has neither closed nor sent anything on c within a
-// short wait: a read times out.
-func stillOpen(c net.Conn) bool {
-	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-	_, err := c.Read(make([]byte, 1))
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
-}
-
 // closedWithin reports whether the peer closes c (EOF or reset) within d, discarding what
 // it sends before.
 func closedWithin(c net.Conn, d time.Duration) bool {
