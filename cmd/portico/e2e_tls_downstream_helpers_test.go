@@ -261,18 +261,24 @@ func tcpProxyFilterYAML(cluster string) string {
 
 // hcmFilterYAML is an HTTP connection manager whose route_config's virtual_hosts are vhosts
 // (YAML at the list's level).
-func hcmFilterYAML(prefix, vhosts string) string {
+func hcmFilterYAML(prefix, vhosts string) string { return hcmFilterYAMLWith(prefix, "", vhosts) }
+
+// hcmFilterYAMLWith is hcmFilterYAML with extra YAML at the HttpConnectionManager's level.
+func hcmFilterYAMLWith(prefix, extra, vhosts string) string {
+	if extra != "" {
+		extra = indent(extra, 4)
+	}
 	return fmt.Sprintf(`
 - name: envoy.filters.network.http_connection_manager
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
     stat_prefix: %s
-    http_filters:
+%s    http_filters:
     - name: envoy.filters.http.router
       typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
     route_config:
       virtual_hosts:
-%s`, prefix, indent(vhosts, 6))
+%s`, prefix, extra, indent(vhosts, 6))
 }
 
 // hcmDirectYAML answers every request with 200 and body.

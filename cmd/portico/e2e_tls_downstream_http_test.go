@@ -1,0 +1,152 @@
+package main
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/portico-proxy/portico/internal/testpki"
+)
+
+// TestTLSDownHTTP: HTTPS through the HTTP connection manager to a plaintext backend (the
+// echo backend, a Go server that tells what it received): the backend sees
+// x-forwarded-proto: https; curl sends several requests over one TLS connection; a 10 MiB
+// response (curl) and a 10 MiB request and response (net/http, one connection) arrive
+// whole.
+func TestTLSDownHTTP(t *testing.T) {
+	pki := newTLSDownPKI(t)
+	leaf := pki.leaf(testpki.ECDSA, "www", "www.example.com")
+	be := newEchoBackend(t, "be")
+	vhosts := `
+- name: all
+  domains: ["*"]
+  routes:
+  - match: { prefix: "/" }
+    route: { cluster: be, timeout: 0s }
+`
+	p := startTLSDown(t, tlsDownSetup{
+		Listeners: []tlsListener{
+			{Name: "https", Chains: []tlsChain{{Certs: []tlsLeaf{leaf}, ALPN: []string{"http/1.1"},
+				Filters: hcmFilterYAML("https", vhosts)}}},
+			{Name: "edge", Chains: []tlsChain{{Certs: []tlsLeaf{leaf}, ALPN: []string{"http/1.1"},
+				Filters: hcmFilterYAMLWith("edge", "use_remote_address: true", vhosts)}}},
+		},
+		Clusters: []hcmCluster{{Name: "be", Ports: []int{be.Port}}},
+	})
+	port := strings.TrimPrefix(p.Addr["https"], "127.0.0.1:")
+	base := "https://www.example.com:" + port
+	curlTLS := []string{"-sS", "--cacert", pki.CAFile, "--resolve", "www.example.com:" + port + ":127.0.0.1"}
+
+	t.Run("curl-keepalive", func(t *testing.T) {
+		const n = 5
+		args := append([]string{"-v"}, curlTLS...)
+		for i := 0; i < n; i++ {
+			args = append(args, fmt.Sprintf("%s/req/%d", base, i))
+		}
+		out, verbose, err := runCurl(t, args...)
+		if err != nil {
+			t.Fatalf("curl: %v\n%s", err, verbose)
+		}
+		dec := json.NewDecoder(strings.NewReader(out))
+		for i := 0; i < n; i++ {
+			var seen echoSeen
+			if err := dec.Decode(&seen); err != nil {
+				t.Fatalf("answer %d: %v in %q", i, err, out)
+			}
+			if want := fmt.Sprintf("/req/%d", i); seen.URI != want {
+				t.Errorf("answer %d is for %s, want %s", i, seen.URI, want)
+			}
+			if xfp := seen.Header["X-Forwarded-Proto"]; len(xfp) != 1 || xfp[0] != "https" {
+				t.Errorf("backend saw x-forwarded-proto %q, want https", xfp)
+			}
+			if seen.Host != "www.example.com:"+port {
+				t.Errorf("backend saw host %q", seen.Host)
+			}
+		}
+		if k := strings.Count(verbose, "Re-using existing connection"); k != n-1 {
+			t.Errorf("curl re-used its connection %d times, want %d:\n%s", k, n-1, verbose)
+		}
+		p.sslStatEventually(t, "https", "handshake", 1)
+	})
+
+	t.Run("curl-10MiB", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "body")
+		size := 10 * mib
+		_, verbose, err := runCurl(t, append(curlTLS, "-o", file, fmt.Sprintf("%s/big?size=%d", base, size))...)
+		if err != nil {
+			t.Fatalf("curl: %v\n%s", err, verbose)
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		h := sha256.New()
+		got, _ := io.Copy(h, f)
+		if got != size || hex.EncodeToString(h.Sum(nil)) != detSHA(size) {
+			t.Fatalf("curl got %d bytes, sha256 equal %v", got, hex.EncodeToString(h.Sum(nil)) == detSHA(size))
+		}
+	})
+
+	t.Run("net/http-one-connection", func(t *testing.T) {
+		before := p.sslStat(t, "https", "handshake")
+		cl := hcmClient()
+		cl.Transport.(*http.Transport).TLSClientConfig = &tls.Config{ServerName: "www.example.com", RootCAs: pki.ca.Pool, NextProtos: []string{"http/1.1"}}
+		defer cl.CloseIdleConnections()
+		url := "https://" + p.Addr["https"]
+		size := 10 * mib
+		req := newReq(t, "POST", url+"/upload", "www.example.com")
+		req.Body, req.ContentLength = io.NopCloser(newDetStream(size)), size
+		resp, seen := doEcho(t, cl, req)
+		if resp.StatusCode != 200 || seen.BodyLen != size || seen.BodySHA != detSHA(size) {
+			t.Fatalf("upload: status %d, backend got %d bytes, sha256 equal %v", resp.StatusCode, seen.BodyLen, seen.BodySHA == detSHA(size))
+		}
+		if resp.TLS == nil || resp.TLS.NegotiatedProtocol != "http/1.1" {
+			t.Errorf("response not over TLS with ALPN http/1.1: %+v", resp.TLS)
+		}
+		resp, err := cl.Do(newReq(t, "GET", fmt.Sprintf("%s/download?size=%d", url, size), "www.example.com"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		got, err := io.Copy(h, resp.Body)
+		resp.Body.Close()
+		if err != nil || got != size || hex.EncodeToString(h.Sum(nil)) != detSHA(size) {
+			t.Fatalf("download: %d bytes (%v), sha256 equal %v", got, err, hex.EncodeToString(h.Sum(nil)) == detSHA(size))
+		}
+		for i := 0; i < 20; i++ {
+			if resp, seen := doEcho(t, cl, newReq(t, "GET", fmt.Sprintf("%s/small/%d", url, i), "www.example.com")); resp.StatusCode != 200 || seen.URI != fmt.Sprintf("/small/%d", i) {
+				t.Fatalf("request %d: %d %q", i, resp.StatusCode, seen.URI)
+			}
+		}
+		if n := p.sslStat(t, "https", "handshake") - before; n != 1 {
+			t.Errorf("22 requests took %v handshakes, want 1 (keep-alive)", n)
+		}
+	})
+
+	t.Run("x-forwarded-proto", func(t *testing.T) {
+		// Without use_remote_address a client's own header goes on (Envoy trusts it only
+		// then); with use_remote_address the edge overwrites it with the connection's scheme.
+		for _, tc := range []struct{ listener, want string }{{"https", "http"}, {"edge", "https"}} {
+			port := strings.TrimPrefix(p.Addr[tc.listener], "127.0.0.1:")
+			out, verbose, err := runCurl(t, "-sS", "--cacert", pki.CAFile, "--resolve", "www.example.com:"+port+":127.0.0.1",
+				"-H", "X-Forwarded-Proto: http", "https://www.example.com:"+port+"/xfp")
+			if err != nil {
+				t.Fatalf("curl: %v\n%s", err, verbose)
+			}
+			var seen echoSeen
+			decodeSeen(t, out, &seen)
+			if xfp := seen.Header["X-Forwarded-Proto"]; len(xfp) != 1 || xfp[0] != tc.want {
+				t.Errorf("%s: backend saw x-forwarded-proto %q for a client that sent http, want %s", tc.listener, xfp, tc.want)
+			}
+		}
+	})
+}
