@@ -19,6 +19,7 @@ import (
 // single worker, a TLS connection established before keeps echoing and new clients are
 // served. With and without the tls_inspector in front.
 func TestTLSDownGarbage(t *testing.T) {
+	t.Parallel()
 	pki := newTLSDownPKI(t)
 	leaf := pki.leaf(testpki.ECDSA, "g", "g.example.com")
 	chain := tlsChain{Certs: []tlsLeaf{leaf}, Filters: echoFilterYAML}
@@ -136,12 +137,13 @@ func countClosed(conns []net.Conn, d time.Duration) int {
 // clients complete; a short transport_socket_connect_timeout cuts stalled handshakes
 // (ssl.handshake_timeout) and still serves a real client.
 func TestTLSDownStalledHandshakes(t *testing.T) {
+	t.Parallel()
 	pki := newTLSDownPKI(t)
 	leaf := pki.leaf(testpki.ECDSA, "s", "s.example.com")
 	p := startTLSDown(t, tlsDownSetup{Concurrency: 1, Listeners: []tlsListener{
 		{Name: "slow", Chains: []tlsChain{{Certs: []tlsLeaf{leaf}, ConnectTimeout: "60s", ALPN: []string{"http/1.1"},
 			Filters: hcmDirectYAML("slow", "served\n")}}},
-		{Name: "fast", Chains: []tlsChain{{Certs: []tlsLeaf{leaf}, ConnectTimeout: "0.5s", ALPN: []string{"http/1.1"},
+		{Name: "fast", Chains: []tlsChain{{Certs: []tlsLeaf{leaf}, ConnectTimeout: "1s", ALPN: []string{"http/1.1"},
 			Filters: hcmDirectYAML("fast", "served fast\n")}}},
 	}})
 	curl := func(t *testing.T, l string) (string, error) {
@@ -176,16 +178,29 @@ func TestTLSDownStalledHandshakes(t *testing.T) {
 
 	t.Run("short-timeout", func(t *testing.T) {
 		stalled := stallHandshakes(t, p.Addr["fast"], 10)
-		// A real client completes well within the timeout, meanwhile.
-		if out, err := curl(t, "fast"); err != nil || out != "served fast\n" {
-			t.Fatalf("curl while 10 handshakes stall: %q %v", out, err)
+		// A real client's handshake takes far less than the timeout, meanwhile. (On a
+		// machine so loaded that one takes a whole second, it is cut too: a few tries.)
+		served := 0
+		var last error
+		for i := 0; i < 5 && served == 0; i++ {
+			out, err := curl(t, "fast")
+			if err == nil && out == "served fast\n" {
+				served++
+			} else {
+				last = fmt.Errorf("%q %v", out, err)
+			}
+		}
+		if served == 0 {
+			t.Fatalf("curl while 10 handshakes stall, 5 tries: %v", last)
 		}
 		if closed := countClosed(stalled, 10*time.Second); closed != len(stalled) {
-			t.Fatalf("%d of %d stalled handshakes were not cut by a 0.5 s timeout in 10 s", len(stalled)-closed, len(stalled))
+			t.Fatalf("%d of %d stalled handshakes were not cut by a 1 s timeout in 10 s", len(stalled)-closed, len(stalled))
 		}
-		p.sslStatEventually(t, "fast", "handshake_timeout", 10)
-		p.sslStatEventually(t, "fast", "connection_error", 10)
-		p.sslStatEventually(t, "fast", "handshake", 1)
+		eventually(t, "10 handshake timeouts, each a connection error", func() bool {
+			st := p.stats(t)
+			to, ce := st["listener.fast.ssl.handshake_timeout"], st["listener.fast.ssl.connection_error"]
+			return to >= 10 && ce == to && st["listener.fast.ssl.handshake"] >= 1
+		})
 	})
 }
 
@@ -195,6 +210,7 @@ func TestTLSDownStalledHandshakes(t *testing.T) {
 // an established TLS connection keeps echoing; once the flood goes, new handshakes are
 // served again.
 func TestTLSDownHandshakeOverflow(t *testing.T) {
+	t.Parallel()
 	const flood, capacity = 300, 256 // tls.DefaultMaxHandshakes
 	pki := newTLSDownPKI(t)
 	leaf := pki.leaf(testpki.ECDSA, "s", "s.example.com")

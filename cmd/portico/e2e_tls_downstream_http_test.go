@@ -22,6 +22,7 @@ import (
 // response (curl) and a 10 MiB request and response (net/http, one connection) arrive
 // whole.
 func TestTLSDownHTTP(t *testing.T) {
+	t.Parallel()
 	pki := newTLSDownPKI(t)
 	leaf := pki.leaf(testpki.ECDSA, "www", "www.example.com")
 	be := newEchoBackend(t, "be")

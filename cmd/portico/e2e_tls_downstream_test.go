@@ -16,6 +16,7 @@ import (
 // several certificates. crypto/tls and openssl s_client both check the served subject/SAN
 // and verify the chain against the CA.
 func TestTLSDownSNICertificate(t *testing.T) {
+	t.Parallel()
 	pki := newTLSDownPKI(t)
 	def := pki.leaf(testpki.ECDSA, "default", "default.example.net")
 	exact := pki.leaf(testpki.ECDSA, "exact", "a.example.com")
@@ -97,6 +98,7 @@ func TestTLSDownSNICertificate(t *testing.T) {
 // RSA to a client that only accepts RSA signatures (TLS 1.3 -sigalgs) or only an RSA
 // cipher suite (TLS 1.2).
 func TestTLSDownECDSAOverRSA(t *testing.T) {
+	t.Parallel()
 	pki := newTLSDownPKI(t)
 	ec := pki.leaf(testpki.ECDSA, "ec", "both.example.com")
 	rsa := pki.leaf(testpki.RSA, "rsa", "both.example.com")
@@ -155,6 +157,7 @@ func TestTLSDownECDSAOverRSA(t *testing.T) {
 // and with openssl offering h2,http/1.1; a client offering only "foo" still completes the
 // handshake, without ALPN, as Envoy does (Go's own server would refuse it).
 func TestTLSDownALPN(t *testing.T) {
+	t.Parallel()
 	pki := newTLSDownPKI(t)
 	leaf := pki.leaf(testpki.ECDSA, "www", "www.example.com")
 	p := startTLSDown(t, tlsDownSetup{Listeners: []tlsListener{
@@ -219,6 +222,7 @@ func TestTLSDownALPN(t *testing.T) {
 // tls_minimum_protocol_version TLSv1_3 a TLS 1.2 client is refused (ssl.connection_error);
 // a cipher_suites list is enforced for TLS 1.2.
 func TestTLSDownVersions(t *testing.T) {
+	t.Parallel()
 	pki := newTLSDownPKI(t)
 	leaf := pki.leaf(testpki.ECDSA, "v", "v.example.com")
 	p := startTLSDown(t, tlsDownSetup{Listeners: []tlsListener{
