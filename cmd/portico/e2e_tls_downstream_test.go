@@ -165,6 +165,9 @@ func TestTLSDownALPN(t *testing.T) {
 			Filters: hcmDirectYAML("alpn", "over TLS\n")}}},
 		{Name: "echo", Chains: []tlsChain{{Certs: []tlsLeaf{leaf}, ALPN: []string{"h2", "http/1.1"},
 			Filters: echoFilterYAML}}},
+		// Envoy's most common list, in front of an HTTP/1.1-only connection manager.
+		{Name: "h2first", Chains: []tlsChain{{Certs: []tlsLeaf{leaf}, ALPN: []string{"h2", "http/1.1"},
+			Filters: hcmDirectYAML("h2first", "over TLS\n")}}},
 	}})
 	https := p.Addr["https"]
 	port := strings.TrimPrefix(https, "127.0.0.1:")
@@ -183,6 +186,19 @@ func TestTLSDownALPN(t *testing.T) {
 			}
 		})
 	}
+	t.Run("h2-not-advertised-by-hcm", func(t *testing.T) {
+		// curl offers h2 first by default; had portico accepted it, curl would speak
+		// HTTP/2 to an HTTP/1.1 codec and fail.
+		port := strings.TrimPrefix(p.Addr["h2first"], "127.0.0.1:")
+		out, verbose, err := runCurl(t, "-sS", "-v", "--cacert", pki.CAFile, "--resolve", "www.example.com:"+port+":127.0.0.1",
+			"https://www.example.com:"+port+"/")
+		if err != nil || out != "over TLS\n" || !strings.Contains(verbose, "server accepted http/1.1") {
+			t.Fatalf("curl: %q %v\n%s", out, err, verbose)
+		}
+		if !strings.Contains(p.stderr.String(), "alpn_protocols[0]: h2 is not advertised") {
+			t.Errorf("no warning about h2 at start-up:\n%s", p.stderr.String())
+		}
+	})
 	t.Run("openssl-h2,http1.1", func(t *testing.T) {
 		r := runSClient(t, https, "-servername", "www.example.com", "-alpn", "h2,http/1.1")
 		if r.Err != nil || r.field("ALPN protocol") != "http/1.1" {
