@@ -292,17 +292,6 @@ func hcmDirectYAML(prefix, body string) string {
 `, yamlString(body)))
 }
 
-// hcmRouteYAML routes every request to cluster (no route timeout, for large bodies).
-func hcmRouteYAML(prefix, cluster string) string {
-	return hcmFilterYAML(prefix, fmt.Sprintf(`
-- name: all
-  domains: ["*"]
-  routes:
-  - match: { prefix: "/" }
-    route: { cluster: %s, timeout: 0s }
-`, cluster))
-}
-
 // dialTLS is a crypto/tls client to addr, bounded to 10 s for the handshake and 30 s for
 // what follows; it is closed when the test ends.
 func dialTLS(t *testing.T, addr string, cfg *tls.Config) (*tls.Conn, error) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
@@ -130,6 +131,33 @@ func TestTLSDownHTTP(t *testing.T) {
 		}
 		if n := p.sslStat(t, "https", "handshake") - before; n != 1 {
 			t.Errorf("22 requests took %v handshakes, want 1 (keep-alive)", n)
+		}
+	})
+
+	t.Run("pipelined", func(t *testing.T) {
+		// Three requests in one TLS record, the last one closing: three answers in order,
+		// then the end of the connection.
+		c := mustDialTLS(t, p.Addr["https"], &tls.Config{ServerName: "www.example.com", RootCAs: pki.ca.Pool})
+		io.WriteString(c, "GET /p/1 HTTP/1.1\r\nHost: www.example.com\r\n\r\n"+
+			"POST /p/2 HTTP/1.1\r\nHost: www.example.com\r\nContent-Length: 5\r\n\r\nhello"+
+			"GET /p/3 HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n")
+		br := bufio.NewReader(c)
+		for i, method := range []string{"GET", "POST", "GET"} {
+			resp, body, err := readRespErr(br, method)
+			if err != nil {
+				t.Fatalf("answer %d: %v", i+1, err)
+			}
+			var seen echoSeen
+			decodeSeen(t, body, &seen)
+			if resp.StatusCode != 200 || seen.URI != fmt.Sprintf("/p/%d", i+1) || seen.Method != method {
+				t.Errorf("answer %d: %d for %s %s", i+1, resp.StatusCode, seen.Method, seen.URI)
+			}
+			if i == 1 && seen.BodyLen != 5 {
+				t.Errorf("the POST's body reached the backend as %d bytes", seen.BodyLen)
+			}
+		}
+		if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+			t.Errorf("after Connection: close: %q, %v (want the end of the stream)", rest, err)
 		}
 	})
 
