@@ -216,6 +216,7 @@ func TestTLSDownHandshakeOverflow(t *testing.T) {
 	leaf := pki.leaf(testpki.ECDSA, "s", "s.example.com")
 	p := startTLSDown(t, tlsDownSetup{Concurrency: 1, Listeners: []tlsListener{
 		{Name: "flood", Chains: []tlsChain{{Certs: []tlsLeaf{leaf}, ConnectTimeout: "60s", Filters: echoFilterYAML}}},
+		{Name: "cut", Chains: []tlsChain{{Certs: []tlsLeaf{leaf}, ConnectTimeout: "1s", Filters: echoFilterYAML}}},
 	}})
 	addr := p.Addr["flood"]
 	cfg := &tls.Config{ServerName: "s.example.com", RootCAs: pki.ca.Pool}
@@ -252,4 +253,25 @@ func TestTLSDownHandshakeOverflow(t *testing.T) {
 	if n := p.sslStat(t, "flood", "handshake_timeout"); n != 0 {
 		t.Errorf("handshake_timeout = %v", n)
 	}
+	for _, c := range append(stalled, served) {
+		c.Close()
+	}
+
+	// The slots are the worker's, whatever the listener: a flood on a listener whose
+	// timeout is 1 s fills them, and the timeouts free them again while the clients
+	// stay.
+	eventually(t, "the first flood's slots to be free", func() bool {
+		c, err := dialTLS(t, p.Addr["cut"], cfg)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	overflowBefore := p.sslStat(t, "cut", "handshake_overflow")
+	stalled = stallHandshakes(t, p.Addr["cut"], flood)
+	p.sslStatEventually(t, "cut", "handshake_overflow", overflowBefore+flood-capacity)
+	p.sslStatEventually(t, "cut", "handshake_timeout", capacity)
+	// The clients are still connected (they never close), but their slots came back.
+	echoTLS(t, mustDialTLS(t, p.Addr["flood"], cfg), "slots back after the timeouts\n")
+	echoTLS(t, established, "after the second flood\n")
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -106,4 +107,65 @@ func TestTLSDownTCPProxyBulk(t *testing.T) {
 		}
 		t.Logf("256 MiB down after the stall in %v, portico CPU %d ticks", time.Since(start).Round(time.Millisecond), cpuTicks(t, p.cmd.Process.Pid)-cpu)
 	})
+}
+
+// TestTLSDownHTTPSlowReader: the same through the HTTP connection manager: an HTTPS
+// client (tlspeer get) that stops reading a 256 MiB response from bodypeer keeps portico's
+// RSS bounded, and the whole body arrives once it reads.
+func TestTLSDownHTTPSlowReader(t *testing.T) {
+	t.Parallel()
+	peer, body := tlsPeer(t), bodyPeer(t)
+	pki := newTLSDownPKI(t)
+	leaf := pki.leaf(testpki.ECDSA, "www", "www.example.com")
+	p := startTLSDown(t, tlsDownSetup{Concurrency: 1,
+		Listeners: []tlsListener{{Name: "https", Chains: []tlsChain{{Certs: []tlsLeaf{leaf}, ALPN: []string{"http/1.1"},
+			Filters: hcmFilterYAML("https", `
+- name: all
+  domains: ["*"]
+  routes:
+  - match: { prefix: "/" }
+    route: { cluster: peer, timeout: 0s }
+`)}}}},
+		Clusters: []hcmCluster{{Name: "peer", Ports: []int{serveBodyPeer(t, body)}}},
+	})
+	url := func(n int64) string { return fmt.Sprintf("https://%s/download?size=%d", p.Addr["https"], n) }
+	// Warm up, so that the idle figure includes the pools and buffers.
+	for i := 0; i < 3; i++ {
+		if f := strings.Fields(runBodyPeer(t, peer, "get", url(16*mib), "www.example.com", pki.CAFile)); len(f) != 3 || f[0] != "200" || f[2] != bodyPeerSum(t, peer, 16*mib) {
+			t.Fatalf("warm-up: %q", f)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	idle := p.rss(t)
+
+	const big = 256 * mib
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, peer, "get", url(big), "www.example.com", pki.CAFile, "stall")
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	out := bufio.NewReader(stdout)
+	if l, err := out.ReadString('\n'); err != nil || l != "headers\n" {
+		t.Fatalf("tlspeer: %q %v %s", l, err, stderr.String())
+	}
+	var peak int64
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		peak = max(peak, p.rss(t))
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("idle RSS %d MiB, peak while stalled %d MiB", idle>>20, peak>>20)
+	if peak-idle > 64*mib {
+		t.Errorf("RSS grew by %d MiB while the client did not read; want < 64 MiB", (peak-idle)>>20)
+	}
+	stdin.Write([]byte("go\n"))
+	l, err := out.ReadString('\n')
+	if f := strings.Fields(l); err != nil || len(f) != 3 || f[0] != "200" || f[1] != strconv.FormatInt(big, 10) || f[2] != bodyPeerSum(t, peer, big) {
+		t.Fatalf("after the stall: %q %v %s", l, err, stderr.String())
+	}
 }

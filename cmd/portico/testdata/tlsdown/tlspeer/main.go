@@ -10,6 +10,9 @@
 //	tlspeer down ADDR SNI CAFILE N [stall]   ask for N bytes and print "<len> <sha256>"; with
 //	                                     stall, print "asked" and wait for a line on stdin
 //	                                     before reading
+//	tlspeer get URL SNI CAFILE [stall]   an HTTPS GET (net/http); print "<status> <len> <sha256>";
+//	                                     with stall, print "headers" once the head is read and
+//	                                     wait for a line on stdin before reading the body
 //	tlspeer sum N                        print the stream's sha256
 //
 // The stream is the tests' detStream (e2e_hcm_helpers_test.go). Every connection is
@@ -25,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -172,6 +176,30 @@ func main() {
 			die(fmt.Errorf("after %d bytes: %w", got, err))
 		}
 		fmt.Printf("%d %x\n", got, h.Sum(nil))
+	case "get":
+		pem, err := os.ReadFile(os.Args[4])
+		if err != nil {
+			die(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		cl := &http.Client{Timeout: limit, Transport: &http.Transport{DisableCompression: true,
+			TLSClientConfig: &tls.Config{ServerName: os.Args[3], RootCAs: pool, NextProtos: []string{"http/1.1"}},
+			ReadBufferSize:  256 << 10}}
+		resp, err := cl.Get(os.Args[2])
+		if err != nil {
+			die(err)
+		}
+		if len(os.Args) > 5 && os.Args[5] == "stall" {
+			fmt.Println("headers")
+			bufio.NewReader(os.Stdin).ReadString('\n')
+		}
+		h := sha256.New()
+		got, err := io.CopyBuffer(h, resp.Body, make([]byte, 256<<10))
+		if err != nil {
+			die(fmt.Errorf("after %d bytes: %w", got, err))
+		}
+		fmt.Printf("%d %d %x\n", resp.StatusCode, got, h.Sum(nil))
 	case "sum":
 		n, _ := strconv.ParseInt(os.Args[2], 10, 64)
 		h := sha256.New()
