@@ -73,6 +73,10 @@ type tlsChain struct {
 	Name string
 	// ServerNames is filter_chain_match.server_names (nil: no match on the name).
 	ServerNames []string
+	// Match, when set, is the whole filter_chain_match (a YAML flow map) instead.
+	Match string
+	// Plain makes a raw_buffer chain: no transport socket, Certs unused.
+	Plain bool
 	Certs       []tlsLeaf
 	// Inline puts the certificates in the config (inline_string) instead of naming files.
 	Inline bool
@@ -141,11 +145,19 @@ func tlsDownYAML(s tlsDownSetup, admin int) string {
 				name = fmt.Sprintf("chain%d", i)
 			}
 			fmt.Fprintf(&b, "    - name: %s\n", name)
-			if len(c.ServerNames) > 0 {
+			switch {
+			case c.Match != "":
+				fmt.Fprintf(&b, "      filter_chain_match: %s\n", c.Match)
+			case len(c.ServerNames) > 0:
 				fmt.Fprintf(&b, "      filter_chain_match: { server_names: %s }\n", yamlList(c.ServerNames))
 			}
 			if c.ConnectTimeout != "" {
 				fmt.Fprintf(&b, "      transport_socket_connect_timeout: %s\n", c.ConnectTimeout)
+			}
+			if c.Plain {
+				b.WriteString("      filters:\n")
+				b.WriteString(indent(c.Filters, 6))
+				continue
 			}
 			b.WriteString(`      transport_socket:
         name: envoy.transport_sockets.tls

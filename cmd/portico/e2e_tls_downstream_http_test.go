@@ -179,3 +179,46 @@ func TestTLSDownHTTP(t *testing.T) {
 		}
 	})
 }
+
+// TestTLSDownMixedPort: HTTPS and plain HTTP on one port, as Envoy configs often have it:
+// the tls_inspector sends TLS to the chain with transport_protocol "tls" (terminated, then
+// the HTTP connection manager) and plaintext to the other; the backend sees
+// x-forwarded-proto https and http respectively.
+func TestTLSDownMixedPort(t *testing.T) {
+	t.Parallel()
+	pki := newTLSDownPKI(t)
+	leaf := pki.leaf(testpki.ECDSA, "www", "www.example.com")
+	be := newEchoBackend(t, "be")
+	vhosts := `
+- name: all
+  domains: ["*"]
+  routes:
+  - match: { prefix: "/" }
+    route: { cluster: be }
+`
+	p := startTLSDown(t, tlsDownSetup{
+		Listeners: []tlsListener{{Name: "mixed", Inspector: true, Chains: []tlsChain{
+			{Name: "tls", Match: "{ transport_protocol: tls }", Certs: []tlsLeaf{leaf}, ALPN: []string{"http/1.1"},
+				Filters: hcmFilterYAML("mixed_tls", vhosts)},
+			{Name: "plain", Plain: true, Filters: hcmFilterYAML("mixed_plain", vhosts)},
+		}}},
+		Clusters: []hcmCluster{{Name: "be", Ports: []int{be.Port}}},
+	})
+	port := strings.TrimPrefix(p.Addr["mixed"], "127.0.0.1:")
+	for _, tc := range []struct{ url, want string }{
+		{"https://www.example.com:" + port + "/s", "https"},
+		{"http://www.example.com:" + port + "/p", "http"},
+		{"https://www.example.com:" + port + "/s2", "https"},
+	} {
+		out, verbose, err := runCurl(t, "-sS", "--cacert", pki.CAFile, "--resolve", "www.example.com:"+port+":127.0.0.1", tc.url)
+		if err != nil {
+			t.Fatalf("curl %s: %v\n%s", tc.url, err, verbose)
+		}
+		var seen echoSeen
+		decodeSeen(t, out, &seen)
+		if xfp := seen.Header["X-Forwarded-Proto"]; len(xfp) != 1 || xfp[0] != tc.want {
+			t.Errorf("%s: backend saw x-forwarded-proto %q, want %s", tc.url, xfp, tc.want)
+		}
+	}
+	p.sslStatEventually(t, "mixed", "handshake", 2)
+}
