@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,8 +49,9 @@ func TestTLSDownRaceDetector(t *testing.T) {
 	}
 	p := startPorticoWith(t, "", fmt.Sprintf("127.0.0.1:%d", admin), func(c *exec.Cmd) {
 		c.Path, c.Args[0] = raceBin, raceBin
-		c.Env = append(c.Environ(), "GORACE=halt_on_error=1")
+		c.Env = append(c.Environ(), "GORACE=halt_on_error=1", "GOTRACEBACK=all")
 	}, "-c", cfgFile, "--concurrency", "2")
+	baseFDs := p.fds(t)
 	echoAddr := fmt.Sprintf("127.0.0.1:%d", s.Listeners[0].Port)
 	cutAddr := fmt.Sprintf("127.0.0.1:%d", s.Listeners[1].Port)
 	half := clientHello(t, &tls.Config{ServerName: "a.example.com"})
@@ -186,9 +188,26 @@ func TestTLSDownRaceDetector(t *testing.T) {
 	// And it still serves.
 	c := mustDialTLS(t, echoAddr, &tls.Config{ServerName: "a.example.com", RootCAs: pki.ca.Pool})
 	echoTLS(t, c, "after the mix\n")
+	c.Close()
 	select {
 	case <-p.done:
 		t.Fatalf("portico exited: %v", p.err)
 	default:
+	}
+	// Nothing is left behind: every connection's fd is closed, and no handshake goroutine
+	// remains (SIGQUIT makes the runtime print every goroutine, then exit).
+	eventually(t, "portico's fds back to their count before the mix", func() bool { return p.fds(t) <= baseFDs })
+	p.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit after SIGQUIT")
+	}
+	dump := p.stderr.String()
+	if !strings.Contains(dump, "goroutine ") {
+		t.Fatalf("no goroutine dump after SIGQUIT:\n%s", dump)
+	}
+	if n := strings.Count(dump, "transport/tls.(*socket).handshake"); n != 0 {
+		t.Errorf("%d handshake goroutines left after every client went:\n%s", n, dump)
 	}
 }
