@@ -77,7 +77,7 @@ type tlsChain struct {
 	Match string
 	// Plain makes a raw_buffer chain: no transport socket, Certs unused.
 	Plain bool
-	Certs       []tlsLeaf
+	Certs []tlsLeaf
 	// Inline puts the certificates in the config (inline_string) instead of naming files.
 	Inline bool
 	ALPN   []string
