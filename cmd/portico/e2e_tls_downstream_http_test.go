@@ -161,6 +161,33 @@ func TestTLSDownHTTP(t *testing.T) {
 		}
 	})
 
+	t.Run("connection-close-10MiB", func(t *testing.T) {
+		// The whole body, then close_notify and the end: nothing of it is lost to the close.
+		// (HTTP/1.0 is answered 426 and closed, as Envoy does without accept_http_10.)
+		for _, proto := range []string{"HTTP/1.1", "HTTP/1.0"} {
+			c := mustDialTLS(t, p.Addr["https"], &tls.Config{ServerName: "www.example.com", RootCAs: pki.ca.Pool})
+			size := 10 * mib
+			fmt.Fprintf(c, "GET /big?size=%d %s\r\nHost: www.example.com\r\nConnection: close\r\n\r\n", size, proto)
+			br := bufio.NewReaderSize(c, 256<<10)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("%s: %v", proto, err)
+			}
+			h := sha256.New()
+			got, err := io.Copy(h, resp.Body)
+			if proto == "HTTP/1.0" {
+				if resp.StatusCode != 426 || got != 0 || err != nil {
+					t.Errorf("HTTP/1.0: %d with %d bytes (%v), want 426 and no body", resp.StatusCode, got, err)
+				}
+			} else if err != nil || got != size || hex.EncodeToString(h.Sum(nil)) != detSHA(size) {
+				t.Fatalf("%s: %d bytes (%v), sha256 equal %v", proto, got, err, hex.EncodeToString(h.Sum(nil)) == detSHA(size))
+			}
+			if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+				t.Errorf("%s: after the body: %q, %v (want the end of the stream)", proto, rest, err)
+			}
+		}
+	})
+
 	t.Run("x-forwarded-proto", func(t *testing.T) {
 		// Without use_remote_address a client's own header goes on (Envoy trusts it only
 		// then); with use_remote_address the edge overwrites it with the connection's scheme.
