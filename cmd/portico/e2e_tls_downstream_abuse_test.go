@@ -269,8 +269,13 @@ func TestTLSDownHandshakeOverflow(t *testing.T) {
 	})
 	overflowBefore := p.sslStat(t, "cut", "handshake_overflow")
 	stallHandshakes(t, p.Addr["cut"], flood) // closed when the test ends
-	p.sslStatEventually(t, "cut", "handshake_overflow", overflowBefore+flood-capacity)
-	p.sslStatEventually(t, "cut", "handshake_timeout", capacity)
+	// Each stalled connection is either refused or cut: 44 and 256 when all 300 arrive
+	// within the first second, and the sum whatever the machine's load.
+	eventually(t, "every stalled handshake refused or cut", func() bool {
+		st := p.stats(t)
+		over, cut := st["listener.cut.ssl.handshake_overflow"]-overflowBefore, st["listener.cut.ssl.handshake_timeout"]
+		return over+cut == flood && cut >= capacity
+	})
 	// The clients are still connected (they never close), but their slots came back.
 	echoTLS(t, mustDialTLS(t, p.Addr["flood"], cfg), "slots back after the timeouts\n")
 	echoTLS(t, established, "after the second flood\n")

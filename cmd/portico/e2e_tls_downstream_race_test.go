@@ -179,11 +179,14 @@ func TestTLSDownRaceDetector(t *testing.T) {
 	}
 	st := p.stats(t)
 	t.Logf("handshakes %v, connection errors %v, timeouts %v", st["listener.echo.ssl.handshake"], st["listener.echo.ssl.connection_error"], st["listener.cut.ssl.handshake_timeout"])
+	// Every connection to the echo listener ends its handshake once: completed or failed.
+	// (A client that closes right after its Finished may be reset before the server read
+	// it: then it failed; so the split may move, the sum may not.)
 	eventually(t, "the counters to add up", func() bool {
 		st := p.stats(t)
-		return st["listener.echo.ssl.handshake"] == float64(good.Load()) &&
-			st["listener.cut.ssl.handshake_timeout"] == float64(cut.Load()) &&
-			st["listener.echo.ssl.connection_error"] >= float64(failed.Load()/2)
+		hs, ce := st["listener.echo.ssl.handshake"], st["listener.echo.ssl.connection_error"]
+		return hs+ce == float64(good.Load()+failed.Load()) && hs >= float64(good.Load()-20) &&
+			st["listener.cut.ssl.handshake_timeout"] == float64(cut.Load())
 	})
 	// And it still serves.
 	c := mustDialTLS(t, echoAddr, &tls.Config{ServerName: "a.example.com", RootCAs: pki.ca.Pool})
