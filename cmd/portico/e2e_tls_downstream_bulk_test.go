@@ -3,7 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -167,5 +171,46 @@ func TestTLSDownHTTPSlowReader(t *testing.T) {
 	l, err := out.ReadString('\n')
 	if f := strings.Fields(l); err != nil || len(f) != 3 || f[0] != "200" || f[1] != strconv.FormatInt(big, 10) || f[2] != bodyPeerSum(t, peer, big) {
 		t.Fatalf("after the stall: %q %v %s", l, err, stderr.String())
+	}
+}
+
+// TestTLSDownHalfCloseFromBackend: the backend ends its side first (FIN) and goes on
+// reading: the TLS client gets close_notify after the greeting, can still send, and what
+// it sends after that reaches the backend whole; then its own close_notify ends the
+// backend's read.
+func TestTLSDownHalfCloseFromBackend(t *testing.T) {
+	t.Parallel()
+	got := make(chan string, 1)
+	backend := serveTCP(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		io.WriteString(c, "greeting, then my FIN\n")
+		c.(*net.TCPConn).CloseWrite()
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		got <- fmt.Sprintf("%d %x %v", n, h.Sum(nil), err)
+	})
+	pki := newTLSDownPKI(t)
+	leaf := pki.leaf(testpki.ECDSA, "h", "h.example.com")
+	p := startTLSDown(t, tlsDownSetup{
+		Listeners: []tlsListener{{Name: "half", Chains: []tlsChain{{Certs: []tlsLeaf{leaf}, Filters: tcpProxyFilterYAML("be")}}}},
+		Clusters:  []hcmCluster{{Name: "be", Ports: []int{backend}}},
+	})
+	c := mustDialTLS(t, p.Addr["half"], &tls.Config{ServerName: "h.example.com", RootCAs: pki.ca.Pool})
+	greeting, err := io.ReadAll(c)
+	if err != nil || string(greeting) != "greeting, then my FIN\n" {
+		t.Fatalf("read %q, %v; want the greeting, then the end of the stream", greeting, err)
+	}
+	const n = 4 << 20
+	if _, err := io.CopyBuffer(c, newDetStream(n), make([]byte, 64<<10)); err != nil {
+		t.Fatalf("writing after the server's close_notify: %v", err)
+	}
+	c.CloseWrite()
+	select {
+	case s := <-got:
+		if want := fmt.Sprintf("%d %s <nil>", n, detSHA(n)); s != want {
+			t.Errorf("backend read %s, want %s", s, want)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the backend did not see the client's data and end in 20 s")
 	}
 }
