@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +87,17 @@ func TestTLSDownAlerts(t *testing.T) {
 		if n := p.sslStat(t, "p256", "curves.X25519"); n != 0 {
 			t.Errorf("curves.X25519 = %v on a P-256-only server", n)
 		}
+	})
+	t.Run("client-rejects-certificate", func(t *testing.T) {
+		// curl without the CA refuses the chain and says so with an alert: the server's
+		// handshake fails and is counted, as in Envoy.
+		before := p.sslStat(t, "default", "connection_error")
+		port := strings.TrimPrefix(p.Addr["default"], "127.0.0.1:")
+		_, verbose, err := runCurl(t, "-sS", "--resolve", "a.example.com:"+port+":127.0.0.1", "https://a.example.com:"+port+"/")
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 60 {
+			t.Fatalf("curl without the CA: %v (want exit 60, peer certificate not verified)\n%s", err, verbose)
+		}
+		p.sslStatEventually(t, "default", "connection_error", before+1)
 	})
 	t.Run("cipher-names", func(t *testing.T) {
 		// The counter named after what openssl reports moves, one per handshake.
