@@ -252,6 +252,7 @@ func (s *clientSocket) done(err error) {
 	s.c.TransportReady() // Connected
 	// The server's first bytes (a TLS 1.3 session ticket, early data) may already be here.
 	s.drain()
+	s.resumeReads()
 }
 
 // OnTimer is the handshake's own timeout (UpstreamConfig.HandshakeTimeout).
