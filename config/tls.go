@@ -91,6 +91,9 @@ func (t *translator) downstreamTransport(fc *listenerv3.FilterChain, at, listene
 		return false
 	}
 	cfg.HandshakeTimeout = t.timeout(fc.GetTransportSocketConnectTimeout(), 0, field(at, "transport_socket_connect_timeout"), true)
+	if chainHasHCM(fc) {
+		cfg.ALPN = t.dropH2(cfg.ALPN, field(field(field(tat, "typed_config"), "common_tls_context"), "alpn_protocols"))
+	}
 	f, err := tls.NewDownstream(cfg)
 	if err != nil {
 		t.errorf(field(tat, "typed_config"), "%v", err)
@@ -99,6 +102,33 @@ func (t *translator) downstreamTransport(fc *listenerv3.FilterChain, at, listene
 	out.TransportSocket = f
 	t.addTLSStats(&f.Stats, "listener", [][2]string{{"listener", listenerStat}})
 	return true
+}
+
+// chainHasHCM reports whether a filter chain's filters include the HTTP connection manager.
+func chainHasHCM(fc *listenerv3.FilterChain) bool {
+	for _, f := range fc.GetFilters() {
+		if f.GetTypedConfig().GetTypeUrl() == typeURLPrefix+hcmType {
+			return true
+		}
+	}
+	return false
+}
+
+// dropH2 removes "h2" from the ALPN list of a chain whose HTTP connection manager speaks
+// HTTP/1.1 only. Envoy's codec_type AUTO would serve HTTP/2 to a client that negotiates h2;
+// Portico advertising it would make every such client (curl, browsers) send an HTTP/2
+// preface that the HTTP/1.1 codec refuses, so the connection would fail. Not advertising
+// it, clients pick http/1.1 (or no ALPN) and are served. A warning names each dropped one.
+func (t *translator) dropH2(alpn []string, at string) []string {
+	out := alpn[:0:0]
+	for i, p := range alpn {
+		if p == "h2" {
+			t.warnf(index(at, i), "h2 is not advertised: Portico's HTTP connection manager speaks HTTP/1.1 only, and clients that offer h2 fall back to http/1.1")
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // addTLSStats registers a TLS context's stats once per scope: chains of one listener share

@@ -204,3 +204,44 @@ func expiredCert(t *testing.T) (certFile, keyFile string) {
 	}
 	return certFile, keyFile
 }
+
+// TestInspectorWarnings: a chain matching on the SNI without a tls_inspector is never
+// chosen; Portico says so.
+func TestInspectorWarnings(t *testing.T) {
+	const y = `
+static_resources:
+  listeners:
+  - name: l
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+    - filter_chain_match: { server_names: [a.example.com] }
+      filters: [{ name: envoy.filters.network.echo, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo } }]
+    - filter_chain_match: { transport_protocol: tls }
+      filters: [{ name: envoy.filters.network.echo, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo } }]
+`
+	cfg, err := Parse([]byte(y), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cfg.Close()
+	want := []string{"static_resources.listeners[0].filter_chains[0].filter_chain_match.server_names",
+		"static_resources.listeners[0].filter_chains[1].filter_chain_match.transport_protocol"}
+	for _, w := range want {
+		found := false
+		for _, got := range cfg.Warnings {
+			found = found || strings.HasPrefix(got, w+": ")
+		}
+		if !found {
+			t.Errorf("no warning at %s in %q", w, cfg.Warnings)
+		}
+	}
+	with := strings.Replace(y, "    filter_chains:", "    listener_filters: [{ name: envoy.filters.listener.tls_inspector }]\n    filter_chains:", 1)
+	cfg2, err := Parse([]byte(with), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cfg2.Close()
+	if len(cfg2.Warnings) != 0 {
+		t.Errorf("warnings with a tls_inspector: %q", cfg2.Warnings)
+	}
+}

@@ -20,6 +20,8 @@ import (
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/filters/chain"
 	"github.com/portico-proxy/portico/filters/http/router"
+	"github.com/portico-proxy/portico/filters/listener/httpinspector"
+	"github.com/portico-proxy/portico/filters/listener/tlsinspector"
 )
 
 // translator turns a validated Bootstrap into Config. It reports problems through c with
@@ -406,6 +408,7 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 		}
 		return lc, false
 	}
+	t.inspectorWarnings(l, lc.ListenerFilters, at)
 	var chains []chain.Chain
 	for i, fc := range l.GetFilterChains() {
 		cat := index(field(at, "filter_chains"), i)
@@ -444,6 +447,29 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 	}
 	lc.FilterChains = mgr
 	return lc, true
+}
+
+// inspectorWarnings warns about filter_chain_match fields no listener filter fills in: a
+// chain that needs the SNI, "tls" or an ALPN list without tls_inspector (or http_inspector
+// for application_protocols) is never chosen. Envoy takes such a listener silently.
+func (t *translator) inspectorWarnings(l *listenerv3.Listener, lfs []engine.ListenerFilter, at string) {
+	has := map[string]bool{}
+	for _, f := range lfs {
+		has[f.Name()] = true
+	}
+	for i, fc := range l.GetFilterChains() {
+		m := fc.GetFilterChainMatch()
+		mat := field(index(field(at, "filter_chains"), i), "filter_chain_match")
+		if len(m.GetServerNames()) > 0 && !has[tlsinspector.Name] {
+			t.warnf(field(mat, "server_names"), "no tls_inspector listener filter reads the SNI, so this chain is never chosen")
+		}
+		if m.GetTransportProtocol() == "tls" && !has[tlsinspector.Name] {
+			t.warnf(field(mat, "transport_protocol"), "\"tls\" is set by the tls_inspector listener filter, which this listener lacks: this chain is never chosen")
+		}
+		if len(m.GetApplicationProtocols()) > 0 && !has[tlsinspector.Name] && !has[httpinspector.Name] {
+			t.warnf(field(mat, "application_protocols"), "no tls_inspector or http_inspector listener filter detects the protocol, so this chain is never chosen")
+		}
+	}
 }
 
 // match translates a filter_chain_match; nil means "match everything".

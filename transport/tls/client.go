@@ -95,20 +95,8 @@ func NewUpstream(cfg UpstreamConfig) (*UpstreamFactory, error) {
 		// Envoy's upstream default: no validation_context, no verification at all.
 		InsecureSkipVerify: true,
 	}
-	if c.MinVersion == 0 {
-		c.MinVersion = ctls.VersionTLS12
-	}
-	if c.MaxVersion == 0 {
-		c.MaxVersion = ctls.VersionTLS12
-	}
-	if c.MinVersion > c.MaxVersion {
-		return nil, errors.New("tls_params: tls_minimum_protocol_version is above tls_maximum_protocol_version")
-	}
-	if c.CipherSuites == nil {
-		c.CipherSuites = envoyServerCiphers() // Envoy's client list is the same six suites
-	}
-	if c.CurvePreferences == nil {
-		c.CurvePreferences = envoyCurves()
+	if err := envoyDefaults(c, ctls.VersionTLS12); err != nil {
+		return nil, err
 	}
 	switch n := cfg.MaxSessionKeys; {
 	case n == 0:
@@ -252,6 +240,7 @@ func (s *clientSocket) done(err error) {
 	s.c.TransportReady() // Connected
 	// The server's first bytes (a TLS 1.3 session ticket, early data) may already be here.
 	s.drain()
+	s.resumeReads()
 }
 
 // OnTimer is the handshake's own timeout (UpstreamConfig.HandshakeTimeout).

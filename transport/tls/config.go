@@ -33,6 +33,28 @@ func envoyServerCiphers() []uint16 {
 	}
 }
 
+// envoyDefaults fills in what tls_params left unset as Envoy does: TLS 1.2 at least, at
+// most maxVersion (1.3 for servers, 1.2 for clients), Envoy's cipher list (the same six
+// suites on both sides) and curves.
+func envoyDefaults(c *ctls.Config, maxVersion uint16) error {
+	if c.MinVersion == 0 {
+		c.MinVersion = ctls.VersionTLS12
+	}
+	if c.MaxVersion == 0 {
+		c.MaxVersion = maxVersion
+	}
+	if c.MinVersion > c.MaxVersion {
+		return errors.New("tls_params: tls_minimum_protocol_version is above tls_maximum_protocol_version")
+	}
+	if c.CipherSuites == nil {
+		c.CipherSuites = envoyServerCiphers()
+	}
+	if c.CurvePreferences == nil {
+		c.CurvePreferences = envoyCurves()
+	}
+	return nil
+}
+
 // envoyCurves is Envoy's default ecdh_curves.
 func envoyCurves() []ctls.CurveID { return []ctls.CurveID{ctls.X25519, ctls.CurveP256} }
 
@@ -220,20 +242,8 @@ func NewDownstream(cfg DownstreamConfig) (*Factory, error) {
 		NextProtos:       f.alpn,
 		GetCertificate:   f.getCertificate,
 	}
-	if c.MinVersion == 0 {
-		c.MinVersion = ctls.VersionTLS12
-	}
-	if c.MaxVersion == 0 {
-		c.MaxVersion = ctls.VersionTLS13
-	}
-	if c.MinVersion > c.MaxVersion {
-		return nil, fmt.Errorf("tls_params: tls_minimum_protocol_version is above tls_maximum_protocol_version")
-	}
-	if c.CipherSuites == nil {
-		c.CipherSuites = envoyServerCiphers()
-	}
-	if c.CurvePreferences == nil {
-		c.CurvePreferences = envoyCurves()
+	if err := envoyDefaults(c, ctls.VersionTLS13); err != nil {
+		return nil, err
 	}
 	// Without a validation context (or one with no trusted_ca) require_client_certificate
 	// has no effect: Envoy accepts the configuration and asks for no certificate.

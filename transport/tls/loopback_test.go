@@ -470,3 +470,66 @@ func (h *heldConn) Write(p []byte) (int, error) {
 }
 
 func (h *heldConn) flush() { h.Conn.Write(h.hold.Bytes()); h.hold.Reset() }
+
+// TestHandshakeInputBounded: bytes a peer sends while its handshake is busy elsewhere (here
+// held in the certificate choice) are not all read into memory: past maxHandshakeInput the
+// worker stops reading and the rest waits in the kernel; once the handshake takes them,
+// reading resumes (here the junk then fails the handshake, which closes the connection).
+func TestHandshakeInputBounded(t *testing.T) {
+	ca := newTestCA(t)
+	r := startTLS(t, DownstreamConfig{Certificates: []ctls.Certificate{ca.leaf(t, "srv", false, "srv.test")}})
+	release := make(chan struct{})
+	// Set on the worker, which makes the sockets (and starts their handshakes) after it.
+	set := make(chan struct{})
+	r.srv.Workers()[0].Post(func() {
+		orig := r.f.cfg.GetConfigForClient
+		r.f.cfg.GetConfigForClient = func(h *ctls.ClientHelloInfo) (*ctls.Config, error) {
+			<-release
+			return orig(h)
+		}
+		close(set)
+	})
+	<-set
+	var hello bytes.Buffer
+	cc := ctls.Client(&captureConn{w: &hello}, &ctls.Config{ServerName: "srv.test", InsecureSkipVerify: true})
+	cc.Handshake()
+	nc, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.Write(hello.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	// Write junk until the kernel's buffers are full (the writes block), for at most 2 s.
+	junk := make([]byte, 64<<10)
+	written := 0
+	nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	for written < 64<<20 {
+		n, err := nc.Write(junk)
+		written += n
+		if err != nil {
+			break
+		}
+	}
+	rx := func() uint64 {
+		ch := make(chan uint64, 1)
+		r.srv.Workers()[0].Post(func() {
+			ch <- r.srv.Listeners()[0].Stats(0).DownstreamCxRxBytesTotal.Value()
+		})
+		return <-ch
+	}
+	got := rx()
+	if limit := uint64(hello.Len() + maxHandshakeInput + 2*scratchReadSize); got > limit || uint64(written) < 2*got {
+		t.Fatalf("the worker read %d bytes of the %d written (limit %d)", got, written, limit)
+	}
+	close(release)
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, nc); err != nil && !isReset(err) {
+		t.Fatalf("after the release: %v", err)
+	}
+	waitFor(t, func() bool { return r.f.Stats.ConnectionError.Load() == 1 && inFlight(r) == 0 })
+}
+
+// scratchReadSize is the engine's read size (its scratch buffer).
+const scratchReadSize = 64 << 10

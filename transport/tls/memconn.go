@@ -43,6 +43,9 @@ type memConn struct {
 	blocking bool
 	// out receives every Write; it must not keep p.
 	out func(p []byte)
+	// drained, if set, is called (once) when a Read leaves fewer than low bytes.
+	low     int
+	drained func()
 	// clientALPN is the ClientHello's ALPN list, written by the handshake goroutine before
 	// it posts its result and read by the worker after.
 	clientALPN []string
@@ -54,15 +57,26 @@ func newMemConn(blocking bool, out func([]byte)) *memConn {
 	return &memConn{wake: make(chan struct{}, 1), blocking: blocking, out: out}
 }
 
-// feed appends ciphertext read from the socket. It never blocks.
-func (m *memConn) feed(p []byte) {
+// feed appends ciphertext read from the socket and returns how much the adapter now holds.
+// It never blocks.
+func (m *memConn) feed(p []byte) int {
 	m.mu.Lock()
 	m.in = append(m.in, p...)
+	n := len(m.in)
 	m.mu.Unlock()
 	select {
 	case m.wake <- struct{}{}:
 	default:
 	}
+	return n
+}
+
+// pauseUntilDrained arms drained: the handshake goroutine calls it once its reads have
+// brought what the adapter holds below low bytes (see socket.OnRead).
+func (m *memConn) pauseUntilDrained(low int, drained func()) {
+	m.mu.Lock()
+	m.low, m.drained = low, drained
+	m.mu.Unlock()
 }
 
 // setNonBlocking switches Read to answer wouldBlockError when empty.
@@ -82,7 +96,14 @@ func (m *memConn) Read(p []byte) (int, error) {
 			if len(m.in) == 0 {
 				m.in = m.in[:0:0] // release the backing array once drained
 			}
+			var drained func()
+			if m.drained != nil && len(m.in) < m.low {
+				drained, m.drained = m.drained, nil
+			}
 			m.mu.Unlock()
+			if drained != nil {
+				drained()
+			}
 			return n, nil
 		}
 		if m.closed {

@@ -30,6 +30,8 @@ type socket struct {
 	// borrowed: mc.in aliases the worker's scratch buffer for the current OnRead.
 	borrowed bool
 	endSent  bool
+	// readsPaused: OnRead turned reading off while the handshake holds too much.
+	readsPaused bool
 	// leftInHandshake: the connection closed while the handshake ran (see OnClose).
 	leftInHandshake bool
 	// collect is the worker's TransportBuffer while Write gathers records into it.
@@ -87,6 +89,19 @@ func (s *socket) writeDirect(p []byte) {
 	s.c.WriteRaw(p, false)
 }
 
+// maxHandshakeInput bounds the bytes a handshake holds unread before reading pauses: a
+// ClientHello, a client's certificate chain and a request sent right after the Finished
+// fit, a flood does not.
+const maxHandshakeInput = 64 << 10
+
+// resumeReads turns reading back on after OnRead paused it; it runs on the worker.
+func (s *socket) resumeReads() {
+	if s.readsPaused && s.state != closed {
+		s.readsPaused = false
+		s.c.ReadDisable(false)
+	}
+}
+
 // maxKeptWriteBuffer bounds the worker's gathering buffer kept between writes.
 const maxKeptWriteBuffer = 256 << 10
 
@@ -127,6 +142,7 @@ func (s *socket) done(err error) {
 	s.c.TransportReady()
 	// Application data may have come with the client's Finished.
 	s.drain()
+	s.resumeReads()
 }
 
 // OnTimer is the handshake timeout (transport_socket_connect_timeout).
@@ -143,7 +159,13 @@ func (s *socket) OnTimer() {
 func (s *socket) OnRead(data []byte) {
 	switch s.state {
 	case handshaking:
-		s.mc.feed(data)
+		if n := s.mc.feed(data); n > maxHandshakeInput && !s.readsPaused {
+			// The handshake has not taken what came: stop reading (the rest waits in the
+			// kernel) until it has, so a peer cannot make a handshake hold more memory.
+			s.readsPaused = true
+			s.c.ReadDisable(true)
+			s.mc.pauseUntilDrained(maxHandshakeInput/2, func() { s.w.Post(s.resumeReads) })
+		}
 	case established:
 		m := s.mc
 		m.mu.Lock()
