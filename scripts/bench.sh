@@ -2,7 +2,7 @@
 # Portico benchmark harness. See BENCHMARKS.md for the method.
 #
 #   scripts/bench.sh [--quick] [SCENARIO...]
-#       scenarios: echo idle-mem l4-proxy l7-proxy syscalls sni drip balance
+#       scenarios: echo idle-mem l4-proxy l7-proxy syscalls sni drip balance tls
 #       (default: all; in --quick's default, l7-proxy runs only when the
 #       Portico binary accepts the HTTP bootstrap, see scenario_l7_proxy)
 #
@@ -24,7 +24,10 @@
 # close headers40 body1m"), BENCH_L7_BODY_CONNS (wrk connections of the
 # body1m cell, 10), BENCH_L7_NGINX_KEEPALIVE (nginx's upstream keepalive;
 # default: the wrk connections, at least 32), BENCH_L7_REQUEST_ID (false:
-# Portico generates no x-request-id).
+# Portico generates no x-request-id); tls (scripts/lib-bench-tls.sh):
+# BENCH_TLS_SERVERS ("portico haproxy nginx"), BENCH_TLS_IDLE_CONNS (8000;
+# --quick 500), BENCH_TLS_HS_CONC (32), BENCH_TLS_PROBE_CONNS (10),
+# BENCH_TLS_PROBE_INTERVAL (10ms), BENCH_TLS_PROBE_NICE (BENCH_NICE - 5), BENCH_TLS_FLOOD_NICE (BENCH_NICE).
 #
 # Before/after in one run: BENCH_BASE_BIN=/path/to/an/older/portico adds the
 # contender "portico-base", started exactly like portico (same config
@@ -37,6 +40,8 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/lib-bench.sh
 source "$ROOT/scripts/lib-bench.sh"
+# shellcheck source=scripts/lib-bench-tls.sh
+source "$ROOT/scripts/lib-bench-tls.sh"
 
 QUICK=false
 SCENARIOS=()
@@ -44,7 +49,7 @@ for a in "$@"; do
 	case $a in
 	--quick) QUICK=true ;;
 	-h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-	echo | idle-mem | l4-proxy | l7-proxy | sni | balance | syscalls | drip) SCENARIOS+=("$a") ;;
+	echo | idle-mem | l4-proxy | l7-proxy | sni | balance | syscalls | drip | tls) SCENARIOS+=("$a") ;;
 	*) echo "unknown argument: $a" >&2; exit 2 ;;
 	esac
 done
@@ -53,7 +58,7 @@ done
 # would fail, and a quick run with a failed run fails.
 L7_IF_PORTICO_HTTP=false
 if ((${#SCENARIOS[@]} == 0)); then
-	SCENARIOS=(echo idle-mem l4-proxy l7-proxy syscalls sni drip balance)
+	SCENARIOS=(echo idle-mem l4-proxy l7-proxy syscalls sni drip balance tls)
 	L7_IF_PORTICO_HTTP=$QUICK
 fi
 
@@ -811,6 +816,7 @@ for s in "${SCENARIOS[@]}"; do
 	balance) scenario_balance ;;
 	syscalls) scenario_syscalls ;;
 	drip) scenario_drip ;;
+	tls) scenario_tls ;;
 	esac
 done
 

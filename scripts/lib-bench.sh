@@ -68,7 +68,7 @@ build_bins() {
 	local bin=$1
 	log "building load generator and peers into $bin"
 	# bench/ is its own module (the peers' dependencies stay out of the main go.mod).
-	(cd "$ROOT/bench" && go build -o "$bin/" ./cmd/loadgen ./cmd/echo-gnet ./cmd/echo-netpoll ./cmd/echo-net ./cmd/report ./cmd/proxy-net ./cmd/connload ./cmd/drip) || exit 1
+	(cd "$ROOT/bench" && go build -o "$bin/" ./cmd/loadgen ./cmd/echo-gnet ./cmd/echo-netpoll ./cmd/echo-net ./cmd/report ./cmd/proxy-net ./cmd/connload ./cmd/drip ./cmd/tlsload) || exit 1
 	if [[ -n ${BENCH_BASE_BIN:-} ]]; then
 		[[ -x $BENCH_BASE_BIN ]] || { log "BENCH_BASE_BIN=$BENCH_BASE_BIN is not an executable"; exit 1; }
 		cp "$BENCH_BASE_BIN" "$bin/portico-base"

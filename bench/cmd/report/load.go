@@ -44,6 +44,8 @@ type run struct {
 	} `json:"errors"`
 	ServerExited bool   `json:"server_exited"`
 	Failure      string `json:"failure"`
+	// Negotiated (tlsload rows): handshakes by "version cipher group [resumed]".
+	Negotiated map[string]int64 `json:"negotiated"`
 
 	// Proxy scenarios (wrk rows written by the harness, connload rows):
 	// named figures and, for balance, per-worker vectors.

@@ -369,6 +369,8 @@ func proxyTables(f *resultFile) string {
 		b.WriteString(dripTable(f))
 	case "balance":
 		b.WriteString(balanceTable(f))
+	case "tls":
+		b.WriteString(tlsTables(f))
 	}
 	return b.String()
 }
@@ -421,6 +423,8 @@ func drawProxyCharts(f *resultFile, dir string) ([]string, error) {
 		return nil
 	}
 	switch f.Scenario {
+	case "tls":
+		return drawTLSCharts(f, dir)
 	case "l4-proxy", "sni", "l7-proxy":
 		tests := []string{"keepalive", "close"}
 		switch f.Scenario {
