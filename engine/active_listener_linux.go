@@ -319,10 +319,21 @@ func (al *activeListener) connClosed(*Connection) {
 	al.l.balancer.release(al.w.ID)
 }
 
-// stop closes this worker's listen fd; connections already accepted stay.
-func (al *activeListener) stop() {
+// maxQueuedAccepts bounds what stop takes from the accept queue (a listen backlog is at
+// most somaxconn, 4096 by default).
+const maxQueuedAccepts = 1 << 16
+
+// stop closes this worker's listen fd; connections already accepted stay. With
+// acceptQueued (a drain, not the final shutdown) it first accepts what the kernel queued:
+// clients whose handshake completed before the stop are served rather than reset by the
+// close (Envoy resets them). A SYN that arrives between the last accept and the close is
+// still reset; nothing but a socket hand-over can avoid that.
+func (al *activeListener) stop(acceptQueued bool) {
 	if al.stopped {
 		return
+	}
+	if acceptQueued && al.fd >= 0 {
+		al.acceptQueued()
 	}
 	al.stopped = true
 	if al.fd >= 0 {
@@ -332,5 +343,23 @@ func (al *activeListener) stop() {
 	}
 	if al.resume != nil {
 		al.resume.Stop()
+	}
+}
+
+// acceptQueued accepts every connection in the listen socket's queue onto this worker
+// (not handed to another: they may be stopping too).
+func (al *activeListener) acceptQueued() {
+	for i := 0; i < maxQueuedAccepts; i++ {
+		fd, err := accept4(al.fd, &al.rsa)
+		if err != nil {
+			switch err {
+			case unix.EAGAIN, unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+				return
+			}
+			continue // ECONNABORTED and the like: the next one
+		}
+		al.l.balancer.take(al.w.ID)
+		al.stats.DownstreamCxDrainAccepted.Inc()
+		al.acceptOn(fd, addrPortFromRaw(&al.rsa))
 	}
 }

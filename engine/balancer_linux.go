@@ -33,6 +33,17 @@ func (b *balancer) pick(self int) int {
 	return best
 }
 
+// take counts a connection worker accepted for itself, outside pick.
+func (b *balancer) take(worker int) {
+	if !b.exact {
+		return
+	}
+	b.mu.Lock()
+	b.counts[worker]++
+	b.totals[worker]++
+	b.mu.Unlock()
+}
+
 func (b *balancer) release(worker int) {
 	if !b.exact {
 		return

@@ -176,7 +176,7 @@ func (s *Server) StopListeners() {
 
 			for _, al := range w.active {
 				if al != nil {
-					al.stop()
+					al.stop(true)
 				}
 			}
 		})

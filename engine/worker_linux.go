@@ -420,7 +420,7 @@ func (w *Worker) waitTimeout() int {
 // shutdown closes every listener and connection the worker still owns.
 func (w *Worker) shutdown() {
 	for _, l := range w.listeners {
-		l.stop()
+		l.stop(false)
 	}
 	for w.waiting != nil {
 		w.waiting.close()
