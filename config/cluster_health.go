@@ -277,21 +277,8 @@ func (t *translator) originalDstCluster(cl *clusterv3.Cluster, at string) *engin
 			cc.OriginalDst.UpstreamPortOverride = uint16(p.GetValue())
 		}
 	}
-	if !t.clusterHTTP(cl, &cc, at) {
-		ok = false
-	}
-	if !t.clusterCompat(cl, &cc, at) { // compat.go: tcp_keepalive, warnings
-		ok = false
-	}
-	if !t.clusterTransport(cl, &cc, at) { // tls_upstream.go
-		ok = false
-	}
-	if !ok {
-		return nil
-	}
-	c, err := engine.NewCluster(cc, t.workers)
-	if err != nil {
-		t.errorf(at, "%v", err)
+	c := t.newCluster(cl, &cc, at, ok)
+	if c == nil {
 		return nil
 	}
 	t.cfg.StatsSources = append(t.cfg.StatsSources, c.MembershipStats())

@@ -141,7 +141,7 @@ func (t *translator) addTLSStats(st *tls.Stats, family string, labels [][2]strin
 func (t *translator) downstreamTLS(ctx *tlsv3.DownstreamTlsContext, at string) (tls.DownstreamConfig, bool) {
 	var cfg tls.DownstreamConfig
 	cat := field(at, "common_tls_context")
-	common, ok := t.commonTLS(ctx.GetCommonTlsContext(), cat, true)
+	common, ok := t.commonTLS(ctx.GetCommonTlsContext(), cat)
 	if !ok {
 		return cfg, false
 	}
@@ -170,22 +170,33 @@ func (t *translator) downstreamTLS(ctx *tlsv3.DownstreamTlsContext, at string) (
 	if !t.downstreamSession(ctx, at, &cfg) { // tls_session.go
 		return cfg, false
 	}
-	if cfg.MinVersion == 0 {
-		cfg.MinVersion = ctls.VersionTLS12
-	}
-	if cfg.MaxVersion == 0 {
-		cfg.MaxVersion = ctls.VersionTLS13
-	}
-	if cfg.MinVersion > cfg.MaxVersion {
-		t.errorf(field(field(cat, "tls_params"), "tls_minimum_protocol_version"), "is above tls_maximum_protocol_version")
+	if !t.versionRange(common, ctls.VersionTLS13, field(cat, "tls_params"), "") {
 		return cfg, false
 	}
 	return cfg, true
 }
 
+// versionRange checks that tls_minimum_protocol_version is not above the maximum once the
+// side's defaults (TLS 1.2 at least, at most maxDefault) fill what tls_params left unset;
+// tlsParams has checked the case where both are set. transport/tls applies the defaults.
+func (t *translator) versionRange(c tlsCommon, maxDefault uint16, paramsAt, note string) bool {
+	lo, hi := c.minVersion, c.maxVersion
+	if lo == 0 {
+		lo = ctls.VersionTLS12
+	}
+	if hi == 0 {
+		hi = maxDefault
+	}
+	if lo > hi {
+		t.errorf(field(paramsAt, "tls_minimum_protocol_version"), "is above tls_maximum_protocol_version%s", note)
+		return false
+	}
+	return true
+}
+
 // commonTLS translates what a CommonTlsContext says alike for both sides: certificates,
-// ALPN and tls_params. server chooses Envoy's defaults for the side.
-func (t *translator) commonTLS(c *tlsv3.CommonTlsContext, at string, server bool) (tlsCommon, bool) {
+// ALPN, tls_params and the validation context.
+func (t *translator) commonTLS(c *tlsv3.CommonTlsContext, at string) (tlsCommon, bool) {
 	var out tlsCommon
 	ok := true
 	for i, tc := range c.GetTlsCertificates() {

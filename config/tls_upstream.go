@@ -102,7 +102,7 @@ func (t *translator) upstreamTLS(ctx *tlsv3.UpstreamTlsContext, at string) (tls.
 	var cfg tls.UpstreamConfig
 	cat := field(at, "common_tls_context")
 	cc := ctx.GetCommonTlsContext()
-	common, ok := t.commonTLS(cc, cat, false)
+	common, ok := t.commonTLS(cc, cat)
 	if !ok {
 		return cfg, false
 	}
@@ -116,15 +116,7 @@ func (t *translator) upstreamTLS(ctx *tlsv3.UpstreamTlsContext, at string) (tls.
 	cfg.CipherSuites, cfg.Curves = common.ciphers, common.curves
 	cfg.MinVersion, cfg.MaxVersion = common.minVersion, common.maxVersion
 	// Envoy's client defaults: TLS 1.2 at least and at most.
-	if cfg.MinVersion == 0 {
-		cfg.MinVersion = ctls.VersionTLS12
-	}
-	if cfg.MaxVersion == 0 {
-		cfg.MaxVersion = ctls.VersionTLS12
-	}
-	if cfg.MinVersion > cfg.MaxVersion {
-		t.errorf(field(field(cat, "tls_params"), "tls_minimum_protocol_version"),
-			"is above tls_maximum_protocol_version (a client's default maximum is TLSv1_2)")
+	if !t.versionRange(common, ctls.VersionTLS12, field(cat, "tls_params"), " (a client's default maximum is TLSv1_2)") {
 		return cfg, false
 	}
 	cfg.Validation = common.validation

@@ -323,25 +323,36 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 			cc.Endpoints = append(cc.Endpoints, engine.Endpoint{Address: ap, Weight: w, Hostname: ep.GetHostname()})
 		}
 	}
-	if !t.clusterHTTP(cl, &cc, at) {
+	c := t.newCluster(cl, &cc, at, ok)
+	if c == nil {
+		return nil
+	}
+	dnsc.attach(c)
+	if !t.clusterHealth(cl, c, at) { // health_checks, outlier_detection (cluster_health.go)
+		return nil
+	}
+	return c
+}
+
+// newCluster translates what every kind of cluster shares (HTTP options, the accepted
+// compatibility fields, the transport socket) onto cc and makes the engine cluster; ok is
+// what the caller's own part of the translation found. It returns nil after an error.
+func (t *translator) newCluster(cl *clusterv3.Cluster, cc *engine.ClusterConfig, at string, ok bool) *engine.Cluster {
+	if !t.clusterHTTP(cl, cc, at) {
 		ok = false
 	}
-	if !t.clusterCompat(cl, &cc, at) {
+	if !t.clusterCompat(cl, cc, at) { // compat.go: tcp_keepalive, warnings
 		ok = false
 	}
-	if !t.clusterTransport(cl, &cc, at) { // tls_upstream.go
+	if !t.clusterTransport(cl, cc, at) { // tls_upstream.go
 		ok = false
 	}
 	if !ok {
 		return nil
 	}
-	c, err := engine.NewCluster(cc, t.workers)
+	c, err := engine.NewCluster(*cc, t.workers)
 	if err != nil {
 		t.errorf(at, "%v", err)
-		return nil
-	}
-	dnsc.attach(c)
-	if !t.clusterHealth(cl, c, at) { // health_checks, outlier_detection (cluster_health.go)
 		return nil
 	}
 	return c

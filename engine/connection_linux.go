@@ -611,11 +611,7 @@ func (c *Connection) onReadReady() {
 			if c.io != nil {
 				c.io.rx.Add(uint64(n))
 			}
-			if c.ts != nil {
-				c.ts.OnRead(buf[:n])
-			} else {
-				c.dispatch(buf[:n], false)
-			}
+			c.received(buf[:n])
 			if !short && c.state == stateOpen && c.startSplice() {
 				// A bulk transfer: the rest goes by splice.
 				if d := c.spliceOut(); c.spliceRead(d) {
@@ -660,12 +656,18 @@ func (c *Connection) replayRead() {
 	if c.io != nil {
 		c.io.rx.Add(uint64(len(data)))
 	}
+	c.received(data)
+	c.w.putBuffer(b)
+}
+
+// received hands bytes read from the socket to the transport socket, or straight to the
+// filters on raw_buffer.
+func (c *Connection) received(data []byte) {
 	if c.ts != nil {
 		c.ts.OnRead(data)
-	} else {
-		c.dispatch(data, false)
+		return
 	}
-	c.w.putBuffer(b)
+	c.dispatch(data, false)
 }
 
 func (c *Connection) onRemoteEOF() {
