@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"runtime"
+	"sync"
 	"time"
 )
 
@@ -169,18 +170,25 @@ func (s *Server) Start() {
 	}
 }
 
-// StopListeners stops accepting on every worker; open connections go on.
+// StopListeners stops accepting on every worker; open connections go on. It returns
+// once every running worker has stopped its listeners (and taken in what their accept
+// queues held).
 func (s *Server) StopListeners() {
+	var wg sync.WaitGroup
 	for _, w := range s.workers {
-		w.Post(func() { // refused by a worker that stopped: its listeners are closed
-
+		wg.Add(1)
+		if !w.Post(func() {
+			defer wg.Done()
 			for _, al := range w.active {
 				if al != nil {
 					al.stop(true)
 				}
 			}
-		})
+		}) {
+			wg.Done() // a worker that stopped: its listeners are closed
+		}
 	}
+	wg.Wait()
 }
 
 // ActiveConnections sums downstream_cx_active over listeners and workers.
@@ -194,15 +202,28 @@ func (s *Server) ActiveConnections() int64 {
 	return n
 }
 
-// Drain stops accepting, then waits until no downstream connection is left or the
-// timeout passes, whichever is first. It reports whether every connection finished.
+// pendingSockets sums downstream_pre_cx_active: accepted sockets still in their listener
+// filters, about to become connections.
+func (s *Server) pendingSockets() int64 {
+	var n int64
+	for _, l := range s.listeners {
+		for i := range l.stats {
+			n += l.stats[i].DownstreamPreCxActive.Value()
+		}
+	}
+	return n
+}
+
+// Drain stops accepting, then waits until no downstream connection (or socket in its
+// listener filters) is left or the timeout passes, whichever is first. It reports whether
+// every connection finished.
 func (s *Server) Drain(timeout time.Duration) bool {
 	s.StopListeners()
 	for _, w := range s.workers {
 		w.Post(w.startDrain)
 	}
 	deadline := time.Now().Add(timeout)
-	for s.ActiveConnections() > 0 {
+	for s.ActiveConnections()+s.pendingSockets() > 0 {
 		if time.Now().After(deadline) {
 			return false
 		}
