@@ -2,7 +2,7 @@
 # Portico benchmark harness. See BENCHMARKS.md for the method.
 #
 #   scripts/bench.sh [--quick] [SCENARIO...]
-#       scenarios: echo idle-mem l4-proxy l7-proxy syscalls sni drip balance tls
+#       scenarios: echo idle-mem l4-proxy l7-proxy syscalls sni drip balance tls reload
 #       (default: all; in --quick's default, l7-proxy runs only when the
 #       Portico binary accepts the HTTP bootstrap, see scenario_l7_proxy)
 #
@@ -27,7 +27,12 @@
 # Portico generates no x-request-id); tls (scripts/lib-bench-tls.sh):
 # BENCH_TLS_SERVERS ("portico haproxy nginx"), BENCH_TLS_IDLE_CONNS (8000;
 # --quick 500), BENCH_TLS_HS_CONC (32), BENCH_TLS_PROBE_CONNS (10),
-# BENCH_TLS_PROBE_INTERVAL (10ms), BENCH_TLS_PROBE_NICE (BENCH_NICE - 5), BENCH_TLS_FLOOD_NICE (BENCH_NICE).
+# BENCH_TLS_PROBE_INTERVAL (10ms), BENCH_TLS_PROBE_NICE (BENCH_NICE - 5), BENCH_TLS_FLOOD_NICE (BENCH_NICE);
+# reload (scripts/lib-bench-reload.sh): BENCH_RELOAD_CELLS ("portico-cold portico-overlap
+# portico-hot portico-hotwrap portico-lds haproxy-mw haproxy-sf"), BENCH_RELOAD_RATE
+# (13500 new connections/s), BENCH_RELOAD_CONC (64), BENCH_RELOAD_STREAMS (100),
+# BENCH_RELOAD_EVENTS (20; --quick 1), BENCH_RELOAD_COLD_EVENTS (5),
+# BENCH_RELOAD_HOT_EVENTS (10), BENCH_RELOAD_DRAIN_S (1), BENCH_RELOAD_PARENT_SHUTDOWN_S (2).
 #
 # Before/after in one run: BENCH_BASE_BIN=/path/to/an/older/portico adds the
 # contender "portico-base", started exactly like portico (same config
@@ -42,6 +47,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/scripts/lib-bench.sh"
 # shellcheck source=scripts/lib-bench-tls.sh
 source "$ROOT/scripts/lib-bench-tls.sh"
+# shellcheck source=scripts/lib-bench-reload.sh
+source "$ROOT/scripts/lib-bench-reload.sh"
 
 QUICK=false
 SCENARIOS=()
@@ -49,7 +56,7 @@ for a in "$@"; do
 	case $a in
 	--quick) QUICK=true ;;
 	-h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-	echo | idle-mem | l4-proxy | l7-proxy | sni | balance | syscalls | drip | tls) SCENARIOS+=("$a") ;;
+	echo | idle-mem | l4-proxy | l7-proxy | sni | balance | syscalls | drip | tls | reload) SCENARIOS+=("$a") ;;
 	*) echo "unknown argument: $a" >&2; exit 2 ;;
 	esac
 done
@@ -59,6 +66,8 @@ done
 L7_IF_PORTICO_HTTP=false
 if ((${#SCENARIOS[@]} == 0)); then
 	SCENARIOS=(echo idle-mem l4-proxy l7-proxy syscalls sni drip balance tls)
+	# reload's cells are seconds long each (events seconds apart): not in the smoke.
+	$QUICK || SCENARIOS+=(reload)
 	L7_IF_PORTICO_HTTP=$QUICK
 fi
 
@@ -817,6 +826,7 @@ for s in "${SCENARIOS[@]}"; do
 	syscalls) scenario_syscalls ;;
 	drip) scenario_drip ;;
 	tls) scenario_tls ;;
+	reload) scenario_reload ;;
 	esac
 done
 
