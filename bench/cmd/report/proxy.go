@@ -371,6 +371,8 @@ func proxyTables(f *resultFile) string {
 		b.WriteString(balanceTable(f))
 	case "tls":
 		b.WriteString(tlsTables(f))
+	case "reload":
+		b.WriteString(reloadTables(f))
 	}
 	return b.String()
 }
