@@ -419,9 +419,10 @@ reload_cell() {
 	rl_end
 }
 
-# rl_brief ROW: the figures worth a log line.
+# rl_brief ROW: the figures worth a log line (the run's, not its events').
 rl_brief() {
-	grep -oE '"(rate|failed|events|stream_breaks|max_gap_ms|latency_p50_ms|latency_p99_ms|cpu_s|missed_slots)":[0-9.e+-]+|"by_class":\{[^}]*\}|"failure":"[^"]+"' <<<"$1" | head -12 | tr '\n' ' '
+	local head=${1%%\"events\":\[*}
+	grep -oE '"(rate|failed|events|stream_breaks|max_gap_ms|latency_p50_ms|latency_p99_ms|cpu_s|missed_slots)":[0-9.e+-]+|"by_class":\{[^}]*\}|"failure":"[^"]+"' <<<"$head" | tr '\n' ' '
 }
 
 # Per repetition, the cells in rotated order, each on fresh processes and ports.
