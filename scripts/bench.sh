@@ -4,7 +4,8 @@
 #   scripts/bench.sh [--quick] [SCENARIO...]
 #       scenarios: echo idle-mem l4-proxy l7-proxy syscalls sni drip balance tls reload
 #       (default: all; in --quick's default, l7-proxy runs only when the
-#       Portico binary accepts the HTTP bootstrap, see scenario_l7_proxy)
+#       Portico binary accepts the HTTP bootstrap, see scenario_l7_proxy, and
+#       reload not at all: `--quick reload` takes ~30 s, one event per cell)
 #
 # The system under test runs on CPU $SUT_CPU (default 1), the load generator
 # on CPU $LG_CPU (default 0). Every contender gets one worker. Repetitions are

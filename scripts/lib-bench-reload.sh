@@ -60,13 +60,30 @@ now_ns() { local t=$EPOCHREALTIME; echo "${t/./}000"; }
 # SO_REUSEPORT or a passed socket).
 rl_listen_pids() { ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u; }
 
-# rl_wait_listener PORT PID [SECONDS]: until PID (or one of its children) listens on PORT.
+# rl_wait_listener PORT PID [SECONDS]: until PID (or one of its children) listens on
+# PORT; false at once if PID has died. Bounded by the clock (on a busy box one round of
+# ss and awk takes 100 ms and more, so a bound in rounds would stretch).
 rl_wait_listener() {
-	local port=$1 pid=$2 n=$((${3:-10} * 20)) i p
-	for ((i = 0; i < n; i++)); do
+	local port=$1 pid=$2 end=$((${EPOCHREALTIME/./} + ${3:-10} * 1000000)) p
+	while ((${EPOCHREALTIME/./} < end)); do
 		for p in $(rl_listen_pids "$port"); do
 			[[ $p == "$pid" || $(awk '{ sub(/^.*\) /, ""); print $2 }' "/proc/$p/stat" 2>/dev/null) == "$pid" ]] && return 0
 		done
+		kill -0 "$pid" 2>/dev/null || return 1
+		sleep 0.05
+	done
+	return 1
+}
+
+# rl_wait_new_listener PORT PID BEFORE [SECONDS]: until a process that is neither PID
+# nor in BEFORE (" pid pid ... ") listens on PORT: the new worker or epoch PID forked.
+rl_wait_new_listener() {
+	local port=$1 pid=$2 before=$3 end=$((${EPOCHREALTIME/./} + ${4:-10} * 1000000)) c
+	while ((${EPOCHREALTIME/./} < end)); do
+		for c in $(rl_listen_pids "$port"); do
+			[[ $before != *" $c "* && $c != "$pid" ]] && return 0
+		done
+		kill -0 "$pid" 2>/dev/null || return 1
 		sleep 0.05
 	done
 	return 1
@@ -74,8 +91,8 @@ rl_wait_listener() {
 
 # rl_wait_exit PID SECONDS: until PID has exited (reaped or zombie); then reaps it.
 rl_wait_exit() {
-	local pid=$1 n=$(($2 * 20)) i
-	for ((i = 0; i < n; i++)); do
+	local pid=$1 end=$((${EPOCHREALTIME/./} + $2 * 1000000))
+	while ((${EPOCHREALTIME/./} < end)); do
 		if ! kill -0 "$pid" 2>/dev/null || [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) == Z ]]; then
 			wait "$pid" 2>/dev/null
 			untrack "$pid"
@@ -197,10 +214,18 @@ rl_haproxy_config() { # MASTER_WORKER(true|false)
 	CFG
 }
 
-rl_portico_cmd() { # CONFIG [extra flags]
+# rl_portico_cmd CONFIG [extra flags]: sets RL_CMD. A build with hot restart binds an
+# abstract socket named by its base id (0 unless told) even without --restart-epoch, so
+# that two processes at once (the overlap cell), or another engineer's Portico on this
+# box, would collide: every process gets a base id of its own unless the flags name one.
+rl_portico_cmd() {
 	local c=$1
 	shift
 	RL_CMD=("$BIN/portico" -c "$c" --concurrency 1 --drain-time-s "$RELOAD_DRAIN_S" "$@")
+	if $RL_HAS_BASE_ID && [[ " $* " != *" --base-id "* ]]; then
+		RL_SOLO_BASE_ID=$((RL_SOLO_BASE_ID + 1))
+		RL_CMD+=(--base-id "$RL_SOLO_BASE_ID")
+	fi
 }
 
 # rl_begin CELL: starts the SUT of CELL (RL_MAIN: the process events act on). Returns 2
@@ -212,7 +237,9 @@ rl_begin() {
 	case $cell in
 	portico-*)
 		have_bin portico || { RL_UNAVAILABLE="no portico binary"; return 2; }
-		help=$("$BIN/portico" --help 2>&1) ;;
+		help=$("$BIN/portico" --help 2>&1)
+		RL_HAS_BASE_ID=false
+		[[ $help == *--base-id* ]] && RL_HAS_BASE_ID=true ;;
 	esac
 	case $cell in
 	portico-cold | portico-overlap)
@@ -266,7 +293,7 @@ rl_begin() {
 # rl_event CELL I: one restart or update; an update sets RL_EV_VERSION to the version
 # it installs. Returns 1 when the new process did not come up.
 rl_event() {
-	local cell=$1 i=$2 logf=$LOGDIR/reload-$1.log old=$RL_MAIN p c before
+	local cell=$1 i=$2 logf=$LOGDIR/reload-$1.log old=$RL_MAIN before
 	case $cell in
 	portico-cold)
 		kill -TERM "$old" 2>/dev/null
@@ -293,13 +320,7 @@ rl_event() {
 	portico-hotwrap)
 		before=" $(rl_children "$RL_MAIN" | tr '\n' ' ') "
 		kill -HUP "$RL_MAIN"
-		for ((p = 0; p < 200; p++)); do
-			for c in $(rl_listen_pids "$RL_PORT"); do
-				[[ $before != *" $c "* && $c != "$RL_MAIN" ]] && return 0
-			done
-			sleep 0.05
-		done
-		return 1 ;;
+		rl_wait_new_listener "$RL_PORT" "$RL_MAIN" "$before" ;;
 	portico-lds)
 		rl_lds_file "$i" >"$RL_DIR/lds.yaml.tmp"
 		mv -f "$RL_DIR/lds.yaml.tmp" "$RL_DIR/lds.yaml"
@@ -308,13 +329,7 @@ rl_event() {
 		before=" $(rl_children "$RL_MAIN" | tr '\n' ' ') "
 		kill -USR2 "$RL_MAIN"
 		# Ready when a worker the master did not have before listens.
-		for ((p = 0; p < 200; p++)); do
-			for c in $(rl_listen_pids "$RL_PORT"); do
-				[[ $before != *" $c "* && $c != "$RL_MAIN" ]] && return 0
-			done
-			sleep 0.05
-		done
-		return 1 ;;
+		rl_wait_new_listener "$RL_PORT" "$RL_MAIN" "$before" ;;
 	haproxy-sf)
 		rl_start "$SUT_CPU" "$RL_PORT" "$logf" haproxy -db -f "$RL_DIR/haproxy.cfg" -sf "$old"
 		RL_MAIN=$RL_NEW
@@ -356,7 +371,10 @@ reload_cell() {
 	RL_PORT=$FREE_PORT
 	free_port || return
 	RL_ADMIN=$FREE_PORT
-	RL_BASE_ID=$((RANDOM % 5000 + 1000))
+	# Base ids for hot restart's abstract sockets: one for the epochs of a hot-restart
+	# cell, then one each for processes started alone; random, so that they differ from
+	# other runs' on this box.
+	RL_BASE_ID=$((RANDOM % 5000 + 1000)) RL_SOLO_BASE_ID=$((RL_BASE_ID * 10 + 50000)) RL_HAS_BASE_ID=false
 	rl_begin "$cell"
 	rc=$?
 	if ((rc == 2)); then
