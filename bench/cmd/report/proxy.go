@@ -427,6 +427,8 @@ func drawProxyCharts(f *resultFile, dir string) ([]string, error) {
 	switch f.Scenario {
 	case "tls":
 		return drawTLSCharts(f, dir)
+	case "reload":
+		return drawReloadChart(f, dir)
 	case "l4-proxy", "sni", "l7-proxy":
 		tests := []string{"keepalive", "close"}
 		switch f.Scenario {

@@ -4,8 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
 )
 
 // The reload scenario (issue 13): bench/cmd/churn rows, one per cell and repetition,
@@ -45,6 +51,10 @@ type reloadRun struct {
 	Events      []reloadEvent      `json:"events"`
 	Unavailable string             `json:"unavailable"`
 	Failure     string             `json:"failure"`
+	Timeline    struct {
+		BucketMS float64 `json:"bucket_ms"`
+		Failed   []int32 `json:"failed"`
+	} `json:"timeline"`
 }
 
 func readReloadRuns(path string) ([]reloadRun, error) {
@@ -231,4 +241,59 @@ func reloadTables(f *resultFile) string {
 		}
 	}
 	return b.String()
+}
+
+// drawReloadChart: failed new connections per timeline bucket over each cell's first
+// repetition, on a log scale (1 + failures, so that a bucket without any sits on the
+// floor): a cold restart's outage and a reload's few resets both show.
+func drawReloadChart(f *resultFile, dir string) ([]string, error) {
+	runs, err := readReloadRuns(f.Path)
+	if err != nil {
+		return nil, err
+	}
+	p := plot.New()
+	p.Title.Text = "reload: failed new connections per 100 ms, first repetition of each cell (1 + count, log scale)"
+	p.X.Label.Text = "s since the churn started"
+	p.Y.Label.Text = "1 + failed"
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	n := 0
+	for _, s := range reloadStats(runs) {
+		if len(s.rate) == 0 {
+			continue
+		}
+		var r *reloadRun
+		for i := range s.runs {
+			if len(s.runs[i].Timeline.Failed) > 0 {
+				r = &s.runs[i]
+				break
+			}
+		}
+		if r == nil {
+			continue
+		}
+		xy := make(plotter.XYs, len(r.Timeline.Failed))
+		for i, v := range r.Timeline.Failed {
+			xy[i] = plotter.XY{X: float64(i) * r.Timeline.BucketMS / 1000, Y: float64(v) + 1}
+		}
+		l, err := plotter.NewLine(xy)
+		if err != nil {
+			return nil, err
+		}
+		l.Color = plotutil.Color(n)
+		l.Dashes = plotutil.Dashes(n)
+		p.Add(l)
+		p.Legend.Add(s.cell, l)
+		n++
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	p.Legend.Top = true
+	p.Y.Min = 1
+	name := filepath.Join(dir, "reload-timeline.png")
+	if err := p.Save(8*vg.Inch, 3.5*vg.Inch, name); err != nil {
+		return nil, err
+	}
+	return []string{name}, nil
 }
