@@ -125,8 +125,11 @@ type failure struct {
 // recorder collects what the goroutines saw. okMS counts successful churn connections
 // per millisecond of the run (by completion time), for the timeline and the gaps.
 type recorder struct {
-	start    time.Time
-	okMS     []atomic.Int32
+	start time.Time
+	okMS  []atomic.Int32
+	// startMS counts connection attempts per millisecond (by dial start): a gap here is
+	// the client's own stall (the load CPU taken by others), not the server's.
+	startMS  []atomic.Int32
 	mu       sync.Mutex
 	fails    []failure
 	lastErr  [nClasses]string
@@ -150,6 +153,7 @@ const maxVersion = 4096
 func newRecorder(p *options) *recorder {
 	r := &recorder{start: time.Now(), p: p,
 		okMS:      make([]atomic.Int32, p.duration.Milliseconds()+int64(p.timeout/time.Millisecond)+1000),
+		startMS:   make([]atomic.Int32, p.duration.Milliseconds()+int64(p.timeout/time.Millisecond)+1000),
 		firstSeen: make([]atomic.Int64, maxVersion), lastSeen: make([]atomic.Int64, maxVersion)}
 	for i := range r.firstSeen {
 		r.firstSeen[i].Store(math.MaxInt64)
@@ -258,6 +262,9 @@ func run(p *options) *result {
 					continue
 				}
 				r.attempts.Add(1)
+				if ms := r.since(time.Now()) / 1e6; ms >= 0 && ms < int64(len(r.startMS)) {
+					r.startMS[ms].Add(1)
+				}
 				oneConn(r, buf)
 			}
 		}()
@@ -482,6 +489,9 @@ type event struct {
 	ByClass     map[string]int64 `json:"by_class"`
 	StreamBreak int64            `json:"stream_breaks"`
 	MaxGapMS    float64          `json:"max_gap_ms"` // longest time without a successful connection in the window
+	// The longest time without a connection attempt: when it is about as long as
+	// MaxGapMS, the gap was the client's stall, not the server's.
+	MaxAttemptGapMS float64 `json:"max_attempt_gap_ms"`
 	// Update latency (events with a version): END to the first response with the
 	// version; the old version's last response after END (negative: none after END).
 	LatencyMS *float64 `json:"latency_ms,omitempty"`
@@ -549,11 +559,16 @@ func readEvents(path string, start time.Time) ([]rawEvent, error) {
 
 // maxGap: the longest run of milliseconds in [from, to) without a successful
 // connection, in ms.
-func (r *recorder) maxGap(from, to int64) float64 {
-	a, b := max(from/1e6, 0), min(to/1e6, int64(len(r.okMS)))
+func (r *recorder) maxGap(from, to int64) float64 { return longestEmpty(r.okMS, from, to) }
+
+// maxAttemptGap: the same for connection attempts.
+func (r *recorder) maxAttemptGap(from, to int64) float64 { return longestEmpty(r.startMS, from, to) }
+
+func longestEmpty(c []atomic.Int32, from, to int64) float64 {
+	a, b := max(from/1e6, 0), min(to/1e6, int64(len(c)))
 	best, cur := int64(0), int64(0)
 	for ms := a; ms < b; ms++ {
-		if r.okMS[ms].Load() == 0 {
+		if c[ms].Load() == 0 {
 			cur++
 			best = max(best, cur)
 		} else {
@@ -613,6 +628,7 @@ func (r *recorder) result(elapsed time.Duration, cpu *cpuSampler) *result {
 	m["stream_redial_failures"] = float64(r.redialFail.Load())
 	m["stream_idle_closes"] = float64(r.idleClose.Load())
 	m["max_gap_ms"] = r.maxGap(0, p.duration.Nanoseconds())
+	m["max_attempt_gap_ms"] = r.maxAttemptGap(0, p.duration.Nanoseconds())
 	if cpu.ok {
 		m["cpu_s"] = cpu.seconds()
 		m["sut_util"] = cpu.seconds() / el
@@ -647,7 +663,8 @@ func (r *recorder) result(elapsed time.Duration, cpu *cpuSampler) *result {
 			to = evs[i+1].start
 		}
 		ev := event{Name: e.name, StartMS: ms(e.start), ActionMS: ms(e.end - e.start), Version: e.version,
-			WindowMS: ms(to - e.start), ByClass: map[string]int64{}, MaxGapMS: r.maxGap(e.start, to)}
+			WindowMS: ms(to - e.start), ByClass: map[string]int64{}, MaxGapMS: r.maxGap(e.start, to),
+			MaxAttemptGapMS: r.maxAttemptGap(e.start, to)}
 		for _, f := range r.fails {
 			if f.t < e.start || f.t >= to {
 				continue

@@ -39,6 +39,7 @@ type reloadEvent struct {
 	ByClass     map[string]int64 `json:"by_class"`
 	StreamBreak int64            `json:"stream_breaks"`
 	MaxGapMS    float64          `json:"max_gap_ms"`
+	MaxAttGapMS float64          `json:"max_attempt_gap_ms"`
 	LatencyMS   *float64         `json:"latency_ms"`
 }
 
@@ -79,7 +80,7 @@ type reloadCellStats struct {
 	events, failed, breaks, idle, grace int64
 	byClass                             map[string]int64
 	perEvent, gaps, actions, lat, rate  []float64
-	util, missed                        []float64
+	util, missed, attGaps               []float64
 	failures                            []string
 }
 
@@ -124,6 +125,7 @@ func reloadStats(runs []reloadRun) []*reloadCellStats {
 			s.events++
 			s.perEvent = append(s.perEvent, float64(e.Failed))
 			s.gaps = append(s.gaps, e.MaxGapMS)
+			s.attGaps = append(s.attGaps, e.MaxAttGapMS)
 			s.actions = append(s.actions, e.ActionMS)
 			if e.LatencyMS != nil {
 				s.lat = append(s.lat, *e.LatencyMS)
@@ -174,26 +176,27 @@ func reloadTables(f *resultFile) string {
 	}
 	stats := reloadStats(runs)
 	var b strings.Builder
-	b.WriteString("\n(a) Failed connections under the churn, all repetitions together (per event: median and worst; gap: the longest time without a successful new connection in an event's window, median and worst over events):\n\n")
-	b.WriteString("| Cell | Events | Failed conns | Per event, med (max) | By class | Longest gap ms, med (max) | Stream breaks | Streams closed cleanly (idle / `Connection: close`) | Update latency ms p50 / p99 | Churn conn/s, med (range) | Missed slots | SUT CPU |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("\n(a) Failed connections under the churn, all repetitions together (per event: median and worst; gap: the longest time without a successful new connection in an event's window, median and worst over events; client stall: the longest time the client itself started no connection, worst over events, so a gap about as long is the load CPU's, not the proxy's):\n\n")
+	b.WriteString("| Cell | Events | Failed conns | Per event, med (max) | By class | Longest gap ms, med (max) | Client stall ms, max | Stream breaks | Streams closed cleanly (idle / `Connection: close`) | Update latency ms p50 / p99 | Churn conn/s, med (range) | Missed slots | SUT CPU |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, s := range stats {
 		name := s.cell
 		if t, ok := reloadText[s.cell]; ok {
 			name = t
 		}
 		if s.unavailable != "" && len(s.rate) == 0 {
-			fmt.Fprintf(&b, "| %s | not available: %s | | | | | | | | | | |\n", name, strings.ReplaceAll(s.unavailable, "|", "/"))
+			fmt.Fprintf(&b, "| %s | not available: %s | | | | | | | | | | | |\n", name, strings.ReplaceAll(s.unavailable, "|", "/"))
 			continue
 		}
 		if len(s.rate) == 0 {
-			fmt.Fprintf(&b, "| %s | no result | | | | | | | | | | |\n", name)
+			fmt.Fprintf(&b, "| %s | no result | | | | | | | | | | | |\n", name)
 			continue
 		}
-		per, gap, lat := "–", "–", "–"
+		per, gap, stall, lat := "–", "–", "–", "–"
 		if len(s.perEvent) > 0 {
 			per = fmt.Sprintf("%.0f (%.0f)", summarize(s.perEvent).Med, rlQuantile(s.perEvent, 1))
 			gap = fmt.Sprintf("%.0f (%.0f)", summarize(s.gaps).Med, rlQuantile(s.gaps, 1))
+			stall = fmt.Sprintf("%.0f", rlQuantile(s.attGaps, 1))
 		}
 		if len(s.lat) > 0 {
 			lat = fmt.Sprintf("%.0f / %.0f (%d updates)", rlQuantile(s.lat, 0.5), rlQuantile(s.lat, 0.99), len(s.lat))
@@ -202,8 +205,8 @@ func reloadTables(f *resultFile) string {
 		if len(s.util) > 0 {
 			util = fmt.Sprintf("%.0f %%", summarize(s.util).Med*100)
 		}
-		fmt.Fprintf(&b, "| %s | %d | **%d** | %s | %s | %s | %d | %d / %d | %s | %s | %s | %s |\n",
-			name, s.events, s.failed, per, classCell(s.byClass), gap, s.breaks, s.idle, s.grace, lat,
+		fmt.Fprintf(&b, "| %s | %d | **%d** | %s | %s | %s | %s | %d | %d / %d | %s | %s | %s | %s |\n",
+			name, s.events, s.failed, per, classCell(s.byClass), gap, stall, s.breaks, s.idle, s.grace, lat,
 			summarize(s.rate).fmtRange("%.0f"), summarize(s.missed).fmtRange("%.0f"), util)
 	}
 	b.WriteString("\n(b) Each event's failed connections, in order, one list per repetition, and how long the action took from the controller's side (signal or rename to the new process listening or the file in place), median:\n\n")

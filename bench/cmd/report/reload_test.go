@@ -15,7 +15,7 @@ func TestReloadTables(t *testing.T) {
 {"mode":"churn","labels":{"test":"portico-cold","rep":"1"},"metrics":{"rate":13000,"failed":30,"stream_breaks":2,"missed_slots":0,"sut_util":0.5},
  "by_class":{"refused":28,"reset":2},"events":[
   {"name":"portico-cold-1","action_ms":250,"failed":10,"by_class":{"refused":10},"max_gap_ms":90},
-  {"name":"portico-cold-2","action_ms":300,"failed":20,"by_class":{"refused":18,"reset":2},"max_gap_ms":120}],"failure":""},
+  {"name":"portico-cold-2","action_ms":300,"failed":20,"by_class":{"refused":18,"reset":2},"max_gap_ms":120,"max_attempt_gap_ms":30}],"failure":""},
 {"mode":"churn","labels":{"test":"portico-cold","rep":"2"},"metrics":{"rate":13400,"failed":12,"stream_breaks":0,"missed_slots":4,"sut_util":0.6},
  "by_class":{"refused":12},"events":[
   {"name":"portico-cold-1","action_ms":200,"failed":12,"by_class":{"refused":12},"max_gap_ms":100},
@@ -32,7 +32,7 @@ func TestReloadTables(t *testing.T) {
 	}
 	out := proxyTables(f)
 	for _, want := range []string{
-		"| Portico: SIGTERM, wait for the exit, start again | 3 | **42** | 12 (20) | 40 refused, 2 reset | 100 (120) | 2 | 0 / 0 | – | 13200 (13000–13400) | 2 (0–4) | 55 % |",
+		"| Portico: SIGTERM, wait for the exit, start again | 3 | **42** | 12 (20) | 40 refused, 2 reset | 100 (120) | 30 | 2 | 0 / 0 | – | 13200 (13000–13400) | 2 (0–4) | 55 % |",
 		"| Portico in-place LDS update (lds.yaml renamed into place) | not available: portico has no LDS |",
 		"| 12 / 12 (1 updates) |",
 		"| portico-cold | 10 20 · 12 (failed) | 250 (300) |",
