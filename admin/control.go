@@ -30,7 +30,10 @@ type DrainOptions struct {
 // parses requests and calls it; every method may be called from any goroutine, several
 // at once.
 type Control interface {
-	// DrainListeners is POST /drain_listeners. An error answers 500 with its message.
+	// DrainListeners is POST /drain_listeners. It starts what o asks and returns, as
+	// Envoy answers at once and drains in the background; it must not wait out a
+	// graceful drain. A drain already under way that covers o is not an error (Envoy
+	// answers OK). An error answers 500 with its message.
 	DrainListeners(o DrainOptions) error
 	// SetHealthCheckFailed is POST /healthcheck/fail (true) and /healthcheck/ok (false),
 	// called after /ready has changed; it is how health_check filters would learn it.

@@ -14,6 +14,7 @@ import (
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -171,6 +172,36 @@ func RenderConfigDump(cfg *Config, st *DumpState, q url.Values) ([]byte, error) 
 	return pretty.Bytes(), nil
 }
 
+// ListenerInbound reports whether m, a *listenerv3.Listener (a ListenerResource's
+// Message), has traffic_direction INBOUND: the listeners /drain_listeners?inboundonly
+// drains. Anything else is not inbound. Portico reads traffic_direction for this alone.
+func ListenerInbound(m proto.Message) bool {
+	l, ok := m.(*listenerv3.Listener)
+	return ok && l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND
+}
+
+// InboundListeners are the names (as in Config.Listeners: made up for an unnamed one) of
+// the bootstrap's static listeners whose traffic_direction is INBOUND (see
+// ListenerInbound).
+func (c *Config) InboundListeners() []string {
+	if c == nil || c.bootstrap == nil {
+		return nil
+	}
+	bs := &bootstrapv3.Bootstrap{}
+	if proto.Unmarshal(c.bootstrap, bs) != nil { // it was marshalled from one at load
+		return nil
+	}
+	ls := bs.GetStaticResources().GetListeners()
+	all := listenerNames(ls)
+	var names []string
+	for i, l := range ls {
+		if ListenerInbound(l) {
+			names = append(names, all[i])
+		}
+	}
+	return names
+}
+
 // stamp is t as a Timestamp, nil for the zero time.
 func stamp(t time.Time) *timestamppb.Timestamp {
 	if t.IsZero() {
@@ -202,26 +233,33 @@ func failureState(f *DumpFailure) (*adminv3.UpdateFailureState, error) {
 }
 
 // staticEntries are the bootstrap's static resources as dump entries, updated when cfg
-// was loaded.
-func staticEntries[T interface {
-	proto.Message
-	GetName() string
-}](bs *bootstrapv3.Bootstrap, cfg *Config, list func(*bootstrapv3.Bootstrap) []T) []DumpEntry {
+// was loaded, named by name (which may differ from the resource's own name field).
+func staticEntries[T proto.Message](bs *bootstrapv3.Bootstrap, cfg *Config, list func(*bootstrapv3.Bootstrap) []T, name func([]T) []string) []DumpEntry {
 	if bs == nil {
 		return nil
 	}
-	var out []DumpEntry
-	for _, r := range list(bs) {
-		out = append(out, DumpEntry{Name: r.GetName(), LastUpdated: cfg.loaded, Resource: r})
+	rs := list(bs)
+	names := name(rs)
+	out := make([]DumpEntry, len(rs))
+	for i, r := range rs {
+		out[i] = DumpEntry{Name: names[i], LastUpdated: cfg.loaded, Resource: r}
 	}
 	return out
+}
+
+func clusterNames(cs []*clusterv3.Cluster) []string {
+	names := make([]string, len(cs))
+	for i, c := range cs {
+		names[i] = c.GetName()
+	}
+	return names
 }
 
 func clustersDump(bs *bootstrapv3.Bootstrap, cfg *Config, st *DumpState, match func(string) bool) (*adminv3.ClustersConfigDump, error) {
 	d := &adminv3.ClustersConfigDump{VersionInfo: st.CDSVersion}
 	static := st.StaticClusters
 	if static == nil {
-		static = staticEntries(bs, cfg, func(b *bootstrapv3.Bootstrap) []*clusterv3.Cluster { return b.GetStaticResources().GetClusters() })
+		static = staticEntries(bs, cfg, func(b *bootstrapv3.Bootstrap) []*clusterv3.Cluster { return b.GetStaticResources().GetClusters() }, clusterNames)
 	}
 	for _, e := range static {
 		if !match(e.Name) {
@@ -280,7 +318,8 @@ func listenersDump(bs *bootstrapv3.Bootstrap, cfg *Config, st *DumpState, match 
 	d := &adminv3.ListenersConfigDump{VersionInfo: st.LDSVersion}
 	static := st.StaticListeners
 	if static == nil {
-		static = staticEntries(bs, cfg, func(b *bootstrapv3.Bootstrap) []*listenerv3.Listener { return b.GetStaticResources().GetListeners() })
+		// Unnamed listeners match name_regex by the name Portico gives them.
+		static = staticEntries(bs, cfg, func(b *bootstrapv3.Bootstrap) []*listenerv3.Listener { return b.GetStaticResources().GetListeners() }, listenerNames)
 	}
 	for _, e := range static {
 		if !match(e.Name) {

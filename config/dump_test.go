@@ -12,6 +12,7 @@ import (
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -323,5 +324,84 @@ func TestConfigDumpQuery(t *testing.T) {
 		if !errors.As(err, &de) || de.HTTPStatus() != tc.status || !strings.Contains(de.Error(), tc.msg) {
 			t.Errorf("?%s: %v, want %d %q", tc.query, err, tc.status, tc.msg)
 		}
+	}
+}
+
+// Sensitive fields are redacted wherever they are: a list of messages below a sensitive
+// field (session ticket keys), bytes, a sensitive message inside an Any; what is not
+// sensitive stays.
+func TestRedact(t *testing.T) {
+	dtc := &tlsv3.DownstreamTlsContext{}
+	if err := protojson.Unmarshal([]byte(`{
+		"session_ticket_keys": {"keys": [{"inline_bytes": "AAAA"}, {"filename": "/k2"}]},
+		"common_tls_context": {"tls_certificates": [{
+			"certificate_chain": {"filename": "/cert.pem"},
+			"private_key": {"inline_string": "secret"},
+			"password": {"inline_string": "pw"}}]}}`), dtc); err != nil {
+		t.Fatal(err)
+	}
+	inner, err := anypb.New(dtc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &listenerv3.Listener{Name: "l", FilterChains: []*listenerv3.FilterChain{{
+		TransportSocket: &corev3.TransportSocket{Name: "tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: inner}}}}}
+	before := proto.Clone(l)
+	a, err := pack(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(l, before) {
+		t.Error("pack changed the resource it was given")
+	}
+	got := unpack(t, unpack(t, a, &listenerv3.Listener{}).GetFilterChains()[0].GetTransportSocket().GetTypedConfig(), &tlsv3.DownstreamTlsContext{})
+	keys := got.GetSessionTicketKeys().GetKeys()
+	if len(keys) != 2 || string(keys[0].GetInlineBytes()) != "[redacted]" || keys[1].GetFilename() != "[redacted]" {
+		t.Errorf("session ticket keys %v", keys)
+	}
+	c := got.GetCommonTlsContext().GetTlsCertificates()[0]
+	if c.GetPrivateKey().GetInlineString() != "[redacted]" || c.GetPassword().GetInlineString() != "[redacted]" {
+		t.Errorf("private key %v, password %v", c.GetPrivateKey(), c.GetPassword())
+	}
+	if c.GetCertificateChain().GetFilename() != "/cert.pem" {
+		t.Errorf("certificate chain %v: not sensitive, must stay", c.GetCertificateChain())
+	}
+}
+
+func TestInboundListeners(t *testing.T) {
+	cfg, err := Parse([]byte(`
+static_resources:
+  listeners:
+  - name: in
+    traffic_direction: INBOUND
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains: [{ filters: [{ name: envoy.filters.network.echo, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo } }] }]
+  - name: out
+    traffic_direction: OUTBOUND
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains: [{ filters: [{ name: envoy.filters.network.echo, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo } }] }]
+  - traffic_direction: INBOUND
+    address: { socket_address: { address: 127.0.0.1, port_value: 10009 } }
+    filter_chains: [{ filters: [{ name: envoy.filters.network.echo, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo } }] }]
+`), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cfg.Close()
+	got := cfg.InboundListeners()
+	if len(got) != 2 || got[0] != "in" || got[1] != cfg.Listeners[2].Name {
+		t.Errorf("InboundListeners %q (listener names %q %q %q)", got, cfg.Listeners[0].Name, cfg.Listeners[1].Name, cfg.Listeners[2].Name)
+	}
+	if !ListenerInbound(&listenerv3.Listener{TrafficDirection: corev3.TrafficDirection_INBOUND}) || ListenerInbound(&listenerv3.Listener{}) || ListenerInbound(&clusterv3.Cluster{}) {
+		t.Error("ListenerInbound")
+	}
+	// The unnamed listener matches name_regex by the name Portico gave it.
+	b, err := RenderConfigDump(cfg, nil, url.Values{"name_regex": {cfg.Listeners[2].Name}, "resource": {"static_listeners"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &adminv3.ConfigDump{}
+	if err := protojson.Unmarshal(b, d); err != nil || len(d.Configs) != 1 {
+		t.Errorf("name_regex on an unnamed listener: %v %v", err, d)
 	}
 }
