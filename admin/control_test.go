@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -377,4 +378,35 @@ func TestListenerManagerStatsNames(t *testing.T) {
 		}
 	}
 	sameAsReference(t, a, "listener_manager")
+}
+
+// The commands as an operator types them with curl: a plain curl is a GET and is
+// refused; curl -X POST drains, with the query as Envoy's docs write it.
+func TestControlWithCurl(t *testing.T) {
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("no curl")
+	}
+	c := &fakeControl{}
+	_, base := startControlled(t, c)
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(curl, append([]string{"-s", "-w", " %{http_code}"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("curl %v: %v", args, err)
+		}
+		return string(out)
+	}
+	if got := run(base + "/drain_listeners?graceful"); got != "Method GET not allowed, POST required. 405" {
+		t.Errorf("curl GET: %q", got)
+	}
+	if got := run("-X", "POST", base+"/drain_listeners?inboundonly&graceful&skip_exit"); got != "OK\n 200" {
+		t.Errorf("curl -X POST: %q", got)
+	}
+	if len(c.drains) != 1 || c.drains[0] != (DrainOptions{Graceful: true, InboundOnly: true, SkipExit: true}) {
+		t.Errorf("hook got %+v", c.drains)
+	}
+	if got := run("-X", "POST", base+"/healthcheck/fail"); got != "OK\n 200" {
+		t.Errorf("curl -X POST /healthcheck/fail: %q", got)
+	}
 }
