@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 )
 
@@ -414,7 +415,11 @@ func (c *Connection) Draining() bool { return c.draining || c.w.draining }
 // Gradual, with a chance that grows from 0 to 1 over the drain time.
 func (c *Connection) DrainClose() bool {
 	if c.w.draining {
-		return true
+		win := c.w.drainWin
+		if win.end == 0 || c.w.drain == nil || c.w.drain.strategy == Immediate || c.w.now >= win.end {
+			return true // a SIGTERM drain, or the sequence is over
+		}
+		return rand.Int64N(win.end-win.start) < c.w.now-win.start
 	}
 	if !c.draining {
 		return false
@@ -439,4 +444,56 @@ func (c *Connection) drainWindow() (drainWindow, bool) {
 	}
 	win, ok := al.chainDrains[c.chain]
 	return win, ok
+}
+
+// StartDrainSequence begins Envoy's drain sequence for the whole server (the admin's
+// /drain_listeners?graceful): for the drain time, HTTP connections are asked to close
+// after their responses, gradually or at once by the drain strategy (with Immediate,
+// idle ones close now, as in a SIGTERM drain). done, if set, runs on its own goroutine
+// when the drain time is over. A second call while a sequence runs does nothing and
+// reports false.
+func (s *Server) StartDrainSequence(done func()) bool {
+	if !s.drainSeq.CompareAndSwap(false, true) {
+		return false
+	}
+	for _, w := range s.workers {
+		w.Post(func() {
+			w.drainWin = w.newDrainWindow()
+			if w.drain.strategy == Immediate {
+				w.startDrain()
+				return
+			}
+			w.draining = true // requests decide (DrainClose); idle connections stay
+		})
+	}
+	if done != nil {
+		time.AfterFunc(s.drain.time, done)
+	}
+	return true
+}
+
+// StopListenersMatching stops accepting on the listeners for which match is true, as
+// StopListeners does for all; their connections go on.
+func (s *Server) StopListenersMatching(match func(*Listener) bool) {
+	var ls []*Listener
+	for _, l := range s.Listeners() {
+		if match(l) {
+			ls = append(ls, l)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, w := range s.workers {
+		wg.Add(1)
+		if !w.Post(func() {
+			defer wg.Done()
+			for _, l := range ls {
+				if l.id < len(w.active) && w.active[l.id] != nil {
+					w.active[l.id].stop(true)
+				}
+			}
+		}) {
+			wg.Done()
+		}
+	}
+	wg.Wait()
 }

@@ -91,8 +91,10 @@ type Worker struct {
 	// byAddr maps listener addresses to Listener ids for use_original_dst: this worker's
 	// own copy, changed as listeners come and go.
 	byAddr map[netip.AddrPort]int
-	// drain is the server's drain time and strategy (read-only).
-	drain *drainPolicy
+	// drain is the server's drain time and strategy (read-only); drainWin is the window
+	// of a server-wide drain sequence (zero for a SIGTERM drain: immediate).
+	drain    *drainPolicy
+	drainWin drainWindow
 	// peers are all workers, for exact-balance hand-offs.
 	peers       []*Worker
 	freeSockets *ActiveSocket
