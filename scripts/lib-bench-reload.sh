@@ -5,7 +5,7 @@
 # BOOSTED, metrics_line, ...).
 #
 # Every cell is one run of bench/cmd/churn (on $LG_CPU) against one L7 proxy (on
-# $SUT_CPU) in front of the nginx backend (:18080, on $LG_CPU): new connections at
+# $SUT_CPU) in front of an nginx backend (on $LG_CPU; every port free-picked): new connections at
 # $RELOAD_RATE/s, each one GET with Connection: close, plus $RELOAD_STREAMS keep-alive
 # streams, while this file performs K events and writes each one's start and end to the
 # churn's events file. Cells:
@@ -138,7 +138,7 @@ rl_clusters() {
 	  - name: backend
 	    type: STATIC
 	    connect_timeout: 1s
-	    load_assignment: { cluster_name: backend, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 18080 } } } } ] } ] }
+	    load_assignment: { cluster_name: backend, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $RL_BACKEND_PORT } } } } ] } ] }
 	YAML
 }
 
@@ -210,7 +210,7 @@ rl_haproxy_config() { # MASTER_WORKER(true|false)
 	  default_backend be
 	backend be
 	  http-reuse always
-	  server s1 127.0.0.1:18080
+	  server s1 127.0.0.1:$RL_BACKEND_PORT
 	CFG
 }
 
@@ -443,16 +443,41 @@ rl_brief() {
 	grep -oE '"(rate|failed|events|stream_breaks|max_gap_ms|latency_p50_ms|latency_p99_ms|cpu_s|missed_slots)":[0-9.e+-]+|"by_class":\{[^}]*\}|"failure":"[^"]+"' <<<"$head" | tr '\n' ' '
 }
 
+# rl_backend_start: the scenario's own nginx backend (the l4/l7 backend's HTTP part:
+# one process, access_log off, return 200 with the ~100-byte body) on a free port, on
+# $LG_CPU; sets RL_BACKEND_PORT and RL_BACKEND_PID.
+rl_backend_start() {
+	local d=$BENCH_TMP/ngx-reload
+	mkdir -p "$d"
+	free_port || return 1
+	RL_BACKEND_PORT=$FREE_PORT
+	{
+		nginx_head "$d"
+		cat <<-NGX
+		http {
+		  access_log off;
+		  keepalive_requests 100000000; keepalive_timeout 120s;
+		  $(nginx_temp_paths "$d")
+		  default_type text/plain;
+		  server { listen 127.0.0.1:$RL_BACKEND_PORT backlog=4096; location / { return 200 "$BODY\n"; } }
+		}
+		NGX
+	} >"$d/nginx.conf"
+	start_proc "$LG_CPU" "$RL_BACKEND_PORT" "$LOGDIR/reload-nginx-backend.log" nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" || return 1
+	RL_BACKEND_PID=$PROC_PID
+}
+
 # Per repetition, the cells in rotated order, each on fresh processes and ports.
 scenario_reload() {
 	local runs=$BENCH_TMP/reload.jsonl rep cell cells
 	: >"$runs"
-	proxy_init || return
+	# shellcheck disable=SC2034 # write_px_results (bench.sh) reads it
+	PX_MACHINE=${MACHINE%\}},\"tools\":$(proxy_versions_json)\}
 	# Built here rather than in build_bins: only this scenario uses it.
 	(cd "$ROOT/bench" && go build -o "$BIN/" ./cmd/churn) || { log "reload: churn does not build"; return; }
 	# shellcheck disable=SC2206 # the list is split on blanks on purpose
 	cells=($RELOAD_CELLS)
-	start_backend || { log "nginx backend did not start"; return; }
+	rl_backend_start || { log "reload: nginx backend did not start"; return; }
 	for ((rep = 1; rep <= REPS; rep++)); do
 		for cell in $(rotate_list "$rep" "${cells[@]}"); do
 			log "reload rep $rep/$REPS: $cell ($(rl_cell_events "$cell") events, $(rl_cell_spacing "$cell") s apart)"
@@ -460,7 +485,7 @@ scenario_reload() {
 			sleep 0.3
 		done
 	done
-	stop_pid "$BACKEND_PID"
+	stop_pid "$RL_BACKEND_PID"
 	write_px_results reload "$runs" "$(printf '{"reps":%s,"rate":%s,"conc":%s,"streams":%s,"stream_interval_ms":100,"timeout_s":2,"cells":"%s","drain_time_s":%s,"parent_shutdown_time_s":%s,"request":"GET / HTTP/1.1, Connection: close, RST after the response","backend":"nginx return 200 (~100 B)"}' \
 		"$REPS" "$RELOAD_RATE" "$RELOAD_CONC" "$RELOAD_STREAMS" "$RELOAD_CELLS" "$RELOAD_DRAIN_S" "$RELOAD_PARENT_SHUTDOWN_S")"
 }
