@@ -62,6 +62,28 @@ type Config struct {
 	// Closers are what the configuration opened (access-log writers): close them, or
 	// call Close, once the server no longer uses the configuration, to flush the logs.
 	Closers []io.Closer
+
+	// The lists above hold the static resources only (and, when there is a CDS file,
+	// the HTTP upstreams shared with its clusters); the dynamic ones carry their own
+	// lists (dynamic.go, resources.go).
+
+	// StaticListeners and StaticClusters are the static resources as resources, in the
+	// file's order, each with its own share of the lists above, so that static and
+	// dynamic ones are handled alike (a file never updates a static one).
+	StaticListeners []*ListenerResource
+	StaticClusters  []*ClusterResource
+
+	// Node is the bootstrap's node identity.
+	Node Node
+	// LDS and CDS are the file subscriptions of dynamic_resources; nil when absent.
+	LDS, CDS *FileSource
+	// InitialLDS and InitialCDS are the files' contents at load time (nil without the
+	// subscription, or when the file as a whole could not be read: LDSError, CDSError;
+	// Envoy then starts without those resources, and so may the caller). Their
+	// resources' Errors do not fail the load: Envoy rejects those resources and starts.
+	InitialLDS          *ListenerUpdate
+	InitialCDS          *ClusterUpdate
+	LDSError, CDSError  error
 }
 
 // Runner is background work of a configuration (see Config.Runners). It never runs on a
@@ -90,6 +112,16 @@ type Options struct {
 	// creates no file (`portico validate`, `portico explain`); the loggers it builds
 	// discard what they are given.
 	CheckOnly bool
+
+	// For ParseListeners and ParseClusters at run time:
+	//
+	// Static is the loaded bootstrap: the names of its static listeners and clusters may
+	// not be taken by a file's resources, nor its listeners' addresses.
+	Static *Config
+	// Clusters are the clusters a listener may refer to, by name (the bootstrap's static
+	// ones need not be listed: Static's are looked up too). They are what tcp_proxy and
+	// the router hold until the engine looks clusters up by name.
+	Clusters map[string]*engine.Cluster
 }
 
 // Load reads and parses the bootstrap file at path. Problems in the file are returned as
