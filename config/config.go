@@ -81,9 +81,9 @@ type Config struct {
 	// subscription, or when the file as a whole could not be read: LDSError, CDSError;
 	// Envoy then starts without those resources, and so may the caller). Their
 	// resources' Errors do not fail the load: Envoy rejects those resources and starts.
-	InitialLDS          *ListenerUpdate
-	InitialCDS          *ClusterUpdate
-	LDSError, CDSError  error
+	InitialLDS         *ListenerUpdate
+	InitialCDS         *ClusterUpdate
+	LDSError, CDSError error
 }
 
 // Runner is background work of a configuration (see Config.Runners). It never runs on a
