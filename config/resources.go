@@ -12,6 +12,8 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -802,4 +804,176 @@ func parseCluster(item rawResource, f *resourceFile, workers int, o Options, pre
 		Name: name, Version: version, Cluster: ec, Change: change,
 		StatsSources: t.cfg.StatsSources, Runners: t.cfg.Runners, Closers: t.cfg.Closers, msg: cl,
 	}, nil, warns
+}
+
+// IsResourceFile reports whether the file at path looks like a DiscoveryResponse (a
+// mapping with resources or version_info, which a bootstrap does not have) rather than a
+// bootstrap; false when it cannot be read as a mapping at all.
+func IsResourceFile(path string) bool {
+	if f := fileFormat(path); f == formatProto || f == formatProtoTxt {
+		return true
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	root, _, err := decodeYAML(data)
+	obj, ok := root.(object)
+	if err != nil || !ok {
+		return false
+	}
+	_, res := get(obj, "resources")
+	_, ver := get(obj, "version_info")
+	_, verCamel := get(obj, "versionInfo")
+	return res || ver || verCamel
+}
+
+// ResourceCheck is what CheckResourceFile found in a resource file.
+type ResourceCheck struct {
+	Kind     string // "listener" or "cluster": the type of the first resource
+	Version  string
+	Names    []string // the good resources
+	Errors   []ResourceError
+	Warnings []string
+}
+
+// CheckResourceFile validates an LDS or CDS file on its own, without a bootstrap
+// (`portico validate -c lds.yaml`), creating nothing (as Options.CheckOnly). The kind of
+// file is that of its first resource. A listener's references to clusters it cannot know
+// (they come from the bootstrap or CDS) are warnings, not errors.
+func CheckResourceFile(path string) (*ResourceCheck, error) {
+	f, err := readResourceFile(path)
+	if err != nil {
+		return nil, err
+	}
+	kind := "listener"
+	if len(f.items) > 0 {
+		obj, _ := f.items[0].v.(object)
+		if f.items[0].wrapped {
+			inner, _ := get(obj, "resource")
+			obj, _ = inner.(object)
+		}
+		if url, _ := get(obj, "@type"); url == typeURLPrefix+clusterType {
+			kind = "cluster"
+		}
+	}
+	rc := &ResourceCheck{Kind: kind}
+	o := Options{CheckOnly: true}
+	if kind == "cluster" {
+		u, err := ParseClusters(path, 1, o, nil)
+		if err != nil {
+			return nil, err
+		}
+		rc.Version, rc.Errors, rc.Warnings = u.Version, u.Errors, u.Warnings
+		for _, r := range u.Clusters {
+			rc.Names = append(rc.Names, r.Name)
+		}
+		return rc, nil
+	}
+	placeholders, warns, err := placeholderClusters(f)
+	if err != nil {
+		return nil, &FileError{Path: path, Err: err}
+	}
+	o.Clusters = placeholders
+	u, err := ParseListeners(path, 1, o, nil)
+	if err != nil {
+		return nil, err
+	}
+	rc.Version, rc.Errors, rc.Warnings = u.Version, u.Errors, append(warns, u.Warnings...)
+	for _, r := range u.Listeners {
+		rc.Names = append(rc.Names, r.Name)
+	}
+	return rc, nil
+}
+
+// placeholderClusters makes an empty cluster for each cluster name the file's listeners
+// refer to (tcp_proxy, inline routes), so that a standalone check translates them; each
+// is a warning naming the listener.
+func placeholderClusters(f *resourceFile) (map[string]*engine.Cluster, []string, error) {
+	out := map[string]*engine.Cluster{}
+	var warns []string
+	for _, item := range f.items {
+		l := &listenerv3.Listener{}
+		if _, m := decodeResource(item, l, nil); m == nil {
+			continue
+		}
+		where := (&ResourceError{Name: l.GetName(), Index: item.index, kind: "listener", wrapped: item.wrapped}).Where()
+		for _, name := range clusterRefs(l) {
+			if _, ok := out[name]; ok {
+				continue
+			}
+			c, err := engine.NewCluster(engine.ClusterConfig{Name: name, ConnectTimeout: engine.DefaultConnectTimeout, PerConnectionBufferLimit: engine.DefaultBufferLimit}, 1)
+			if err != nil {
+				return nil, nil, fmt.Errorf("cluster %q: %w", name, err)
+			}
+			out[name] = c
+			warns = append(warns, fmt.Sprintf("%s: cluster %q is not in this file: it must come from the bootstrap or CDS", where, name))
+		}
+	}
+	return out, warns, nil
+}
+
+// clusterRefs lists the cluster names a listener's tcp_proxy filters and inline route
+// configurations name, in order, without repeats.
+func clusterRefs(l *listenerv3.Listener) []string {
+	var names []string
+	add := func(n string) {
+		if n != "" && !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	chains := l.GetFilterChains()
+	if d := l.GetDefaultFilterChain(); d != nil {
+		chains = append(slices.Clip(chains), d)
+	}
+	for _, fc := range chains {
+		for _, f := range fc.GetFilters() {
+			if f.GetTypedConfig() == nil {
+				continue
+			}
+			m, err := f.GetTypedConfig().UnmarshalNew()
+			if err != nil {
+				continue
+			}
+			switch m := m.(type) {
+			case *tcpproxyv3.TcpProxy:
+				add(m.GetCluster())
+				for _, cw := range m.GetWeightedClusters().GetClusters() {
+					add(cw.GetName())
+				}
+			case *hcmv3.HttpConnectionManager:
+				for _, vh := range m.GetRouteConfig().GetVirtualHosts() {
+					for _, r := range vh.GetRoutes() {
+						add(r.GetRoute().GetCluster())
+						for _, cw := range r.GetRoute().GetWeightedClusters().GetClusters() {
+							add(cw.GetName())
+						}
+					}
+				}
+			}
+		}
+	}
+	return names
+}
+
+// UpdateProblems is what a resource file's read found wrong, for printing.
+type UpdateProblems struct {
+	Errors   []ResourceError
+	Warnings []string
+}
+
+// Problems gives u's errors and warnings; a nil u has none.
+func (u *ListenerUpdate) Problems() UpdateProblems {
+	if u == nil {
+		return UpdateProblems{}
+	}
+	return UpdateProblems{u.Errors, u.Warnings}
+}
+
+// Problems gives u's errors and warnings; a nil u has none.
+func (u *ClusterUpdate) Problems() UpdateProblems {
+	if u == nil {
+		return UpdateProblems{}
+	}
+	return UpdateProblems{u.Errors, u.Warnings}
 }
