@@ -41,8 +41,11 @@ import (
 // Config is a loaded, validated bootstrap, built for a given worker count; nothing is
 // bound yet.
 type Config struct {
-	Admin        netip.AddrPort // zero if no admin section (or no admin address)
-	Clusters     []*engine.Cluster
+	Admin    netip.AddrPort // zero if no admin section (or no admin address)
+	Clusters []*engine.Cluster
+	// Registry is where the filters of this configuration look clusters up by name
+	// (Options.Clusters, or one made for it).
+	Registry     *engine.ClusterRegistry
 	Listeners    []engine.ListenerConfig
 	StatsSources []engine.StatsSource // each tcp_proxy Factory and access-log Writer
 	// Chains is each listener's filter-chain manager by listener name, for
@@ -112,16 +115,20 @@ type Options struct {
 	// creates no file (`portico validate`, `portico explain`); the loggers it builds
 	// discard what they are given.
 	CheckOnly bool
-
-	// For ParseListeners and ParseClusters at run time:
-	//
-	// Static is the loaded bootstrap: the names of its static listeners and clusters may
-	// not be taken by a file's resources, nor its listeners' addresses.
+	// Clusters is the registry the filters look clusters up in by name (the server's,
+	// engine.Server.ClusterRegistry, so that clusters it adds or replaces at run time
+	// take effect); nil makes a new one. A configuration that loads publishes its static
+	// clusters in it. For ParseListeners it is also where the clusters a listener names
+	// are checked for (besides Static's).
+	Clusters *engine.ClusterRegistry
+	// Static, for ParseListeners and ParseClusters at run time, is the loaded bootstrap:
+	// its static listeners' and clusters' names may not be taken by a file's resources,
+	// nor its listeners' addresses, and its clusters may be named.
 	Static *Config
-	// Clusters are the clusters a listener may refer to, by name (the bootstrap's static
-	// ones need not be listed: Static's are looked up too). They are what tcp_proxy and
-	// the router hold until the engine looks clusters up by name.
-	Clusters map[string]*engine.Cluster
+
+	// known are more clusters a listener may name, by name: the CDS file's at start,
+	// before anyone has published them (dynamic.go).
+	known map[string]*engine.Cluster
 }
 
 // Load reads and parses the bootstrap file at path. Problems in the file are returned as
@@ -186,10 +193,18 @@ func ParseWith(data []byte, workers int, o Options) (*Config, error) {
 	top := rootLoc("", "")
 	c.subset(bs.ProtoReflect(), top)
 	c.validate(bs, &top)
-	cfg := (&translator{c: c, workers: workers, checkOnly: o.CheckOnly}).bootstrap(bs)
+	reg := o.Clusters
+	if reg == nil {
+		reg = engine.NewClusterRegistry()
+	}
+	cfg := (&translator{c: c, workers: workers, checkOnly: o.CheckOnly, registry: reg}).bootstrap(bs)
 	if err := c.result(bs); err != nil {
 		cfg.Close()
 		return nil, err
+	}
+	cfg.Registry = reg
+	for _, cl := range cfg.Clusters {
+		reg.Put(cl)
 	}
 	return cfg, nil
 }

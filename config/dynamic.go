@@ -9,7 +9,6 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/portico-proxy/portico/engine"
-	"github.com/portico-proxy/portico/filters/http/router"
 )
 
 // The bootstrap's dynamic_resources, the file-based half of Envoy's LDS and CDS: each of
@@ -79,18 +78,11 @@ func (t *translator) dynamicClusters(bs *bootstrapv3.Bootstrap) {
 		return
 	}
 	t.cfg.InitialCDS = u
+	// The static listeners may name them (the caller publishes them in the registry
+	// before the server starts).
 	for _, r := range u.Clusters {
 		t.clusters[r.Name] = r.Cluster
 	}
-	// The static listeners' routers need the HTTP side of the CDS clusters too: make
-	// the Upstreams now, from both (translation otherwise makes it, lazily, from the
-	// static ones).
-	all := append([]*engine.Cluster(nil), t.cfg.Clusters...)
-	for _, r := range u.Clusters {
-		all = append(all, r.Cluster)
-	}
-	t.up = router.NewUpstreams(all, t.workers)
-	t.cfg.StatsSources = append(t.cfg.StatsSources, t.up.StatsSources()...)
 }
 
 // dynamicListeners reads the LDS file, after the static listeners (whose names an LDS
@@ -99,7 +91,13 @@ func (t *translator) dynamicListeners() {
 	if t.cfg.LDS == nil || t.c.errorsUnder("dynamic_resources") || t.c.errorsUnder("node") {
 		return
 	}
-	o := Options{CheckOnly: t.checkOnly, Static: t.cfg, Clusters: t.clusters}
+	o := Options{CheckOnly: t.checkOnly, Static: t.cfg, Clusters: t.registry}
+	if u := t.cfg.InitialCDS; u != nil {
+		o.known = map[string]*engine.Cluster{}
+		for _, r := range u.Clusters {
+			o.known[r.Name] = r.Cluster
+		}
+	}
 	u, err := ParseListeners(t.cfg.LDS.Path, t.workers, o, nil)
 	if err != nil {
 		t.cfg.LDSError = err

@@ -79,6 +79,7 @@ func (t *translator) networkFilter(f *listenerv3.Filter, at string) (nf engine.N
 func (t *translator) tcpProxy(tp *tcpproxyv3.TcpProxy, at string) (engine.NetworkFilterFactory, bool) {
 	ok := true
 	cfg := tcpproxy.Config{
+		Registry:           t.registry,
 		StatPrefix:         tp.GetStatPrefix(),
 		IdleTimeout:        t.timeout(tp.GetIdleTimeout(), tcpproxy.DefaultIdleTimeout, field(at, "idle_timeout"), true),
 		MaxConnectAttempts: 1,
@@ -89,13 +90,17 @@ func (t *translator) tcpProxy(tp *tcpproxyv3.TcpProxy, at string) (engine.Networ
 	ref := func(name, at string, weight uint32) {
 		c, defined := t.clusters[name]
 		switch {
+		case !defined && t.dyn != nil:
+			// An LDS listener may name a cluster CDS has yet to bring (as in Envoy): the
+			// name is looked up per connection, which fails as no-cluster until then.
+			cfg.Clusters = append(cfg.Clusters, tcpproxy.WeightedCluster{Name: name, Weight: weight})
 		case !defined:
 			t.errorf(at, "cluster %q is not defined (%s)", name, t.definedClusters())
 			ok = false
 		case c == nil:
 			ok = false // the cluster itself has errors, reported at its definition
 		default:
-			cfg.Clusters = append(cfg.Clusters, tcpproxy.WeightedCluster{Cluster: c, Weight: weight})
+			cfg.Clusters = append(cfg.Clusters, tcpproxy.WeightedCluster{Cluster: c, Name: name, Weight: weight})
 		}
 	}
 	switch spec := tp.GetClusterSpecifier().(type) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/filters/chain"
+	"github.com/portico-proxy/portico/filters/http/router"
 )
 
 // Resource files, the contents of Envoy's file-based LDS and CDS. A file holds a
@@ -473,31 +474,28 @@ func chainsOnly(a, b *listenerv3.Listener) bool {
 	return proto.Equal(ca, cb)
 }
 
-// knownClusters is what listeners of a file may refer to: the static clusters and
-// Options.Clusters.
-func knownClusters(o Options) (map[string]*engine.Cluster, []*engine.Cluster) {
+// knownClusters is what a listener of a file may name: the static clusters, o.known and
+// those of the ones it names that o.Clusters has now (a registry cannot be listed).
+func knownClusters(o Options, l *listenerv3.Listener) map[string]*engine.Cluster {
 	m := map[string]*engine.Cluster{}
-	var list []*engine.Cluster
 	if o.Static != nil {
 		for _, r := range o.Static.StaticClusters {
 			m[r.Name] = r.Cluster
-			list = append(list, r.Cluster)
 		}
 	}
-	names := make([]string, 0, len(o.Clusters))
-	for n := range o.Clusters {
-		if _, static := m[n]; !static {
-			names = append(names, n)
+	for n, c := range o.known {
+		m[n] = c
+	}
+	if o.Clusters != nil {
+		for _, n := range clusterRefs(l) {
+			if _, ok := m[n]; !ok {
+				if c := o.Clusters.Get(n); c != nil {
+					m[n] = c
+				}
+			}
 		}
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		m[n] = o.Clusters[n]
-		if o.Clusters[n] != nil {
-			list = append(list, o.Clusters[n])
-		}
-	}
-	return m, list
+	return m
 }
 
 // resourceErrors turns a resource's collector into its errors, nil when it has none.
@@ -537,11 +535,13 @@ func ParseListeners(path string, workers int, o Options, prev map[string]*Listen
 			}
 		}
 	}
-	clusters, clusterList := knownClusters(o)
+	if o.Clusters == nil {
+		o.Clusters = engine.NewClusterRegistry()
+	}
 	seen := map[string]int{}
 	allNamed := true
 	for _, item := range f.items {
-		r, rerr, warns := parseListener(item, f, workers, o, prev, static, seen, addrs, clusters, clusterList)
+		r, rerr, warns := parseListener(item, f, workers, o, prev, static, seen, addrs)
 		u.Warnings = append(u.Warnings, warns...)
 		if !item.named || item.name == "" {
 			allNamed = false
@@ -584,8 +584,7 @@ func marksLeft(m utf8Marks) []string {
 
 // parseListener decodes, checks and translates one LDS resource.
 func parseListener(item rawResource, f *resourceFile, workers int, o Options, prev map[string]*ListenerResource,
-	static map[string]bool, seen map[string]int, addrs map[netip.AddrPort]string,
-	clusters map[string]*engine.Cluster, clusterList []*engine.Cluster) (*ListenerResource, *ResourceError, []string) {
+	static map[string]bool, seen map[string]int, addrs map[netip.AddrPort]string) (*ListenerResource, *ResourceError, []string) {
 	l := &listenerv3.Listener{}
 	c, m := decodeResource(item, l, f.marks)
 	var warns []string
@@ -628,8 +627,10 @@ func parseListener(item rawResource, f *resourceFile, workers int, o Options, pr
 			change = ChainsOnly
 		}
 	}
-	t := &translator{c: c, workers: workers, checkOnly: o.CheckOnly, clusters: clusters,
-		cfg: &Config{Chains: map[string]*chain.Manager{}, Clusters: clusterList}}
+	// The clusters' HTTP stats are the clusters' own (their ClusterResource), so
+	// t.cfg.Clusters stays empty: the routers' upstreams add none to the listener's.
+	t := &translator{c: c, workers: workers, checkOnly: o.CheckOnly, registry: o.Clusters,
+		clusters: knownClusters(o, l), cfg: &Config{Chains: map[string]*chain.Manager{}}}
 	t.dyn = &resourceState{built: map[*listenerv3.FilterChain]*engine.FilterChain{}, parts: map[*engine.FilterChain]parts{}}
 	if change == ChainsOnly {
 		t.dyn.reuse = reuser(p)
@@ -787,7 +788,11 @@ func parseCluster(item rawResource, f *resourceFile, workers int, o Options, pre
 	if p != nil {
 		change = Full
 	}
-	t := &translator{c: c, workers: workers, checkOnly: o.CheckOnly, clusters: map[string]*engine.Cluster{}, cfg: &Config{}}
+	reg := o.Clusters
+	if reg == nil {
+		reg = engine.NewClusterRegistry()
+	}
+	t := &translator{c: c, workers: workers, checkOnly: o.CheckOnly, registry: reg, clusters: map[string]*engine.Cluster{}, cfg: &Config{}}
 	ec := t.cluster(cl, "")
 	where := (&ResourceError{Name: name, Index: item.index, kind: "cluster", wrapped: item.wrapped}).Where()
 	for _, w := range t.cfg.Warnings {
@@ -800,9 +805,12 @@ func parseCluster(item rawResource, f *resourceFile, workers int, o Options, pre
 		}
 		return fail(err)
 	}
+	// Its HTTP side (pools, HTTP stats), attached by the translation, is this
+	// resource's too.
+	stats := append(t.cfg.StatsSources, router.Attach(ec))
 	return &ClusterResource{
 		Name: name, Version: version, Cluster: ec, Change: change,
-		StatsSources: t.cfg.StatsSources, Runners: t.cfg.Runners, Closers: t.cfg.Closers, msg: cl,
+		StatsSources: stats, Runners: t.cfg.Runners, Closers: t.cfg.Closers, msg: cl,
 	}, nil, warns
 }
 
@@ -874,7 +882,10 @@ func CheckResourceFile(path string) (*ResourceCheck, error) {
 	if err != nil {
 		return nil, &FileError{Path: path, Err: err}
 	}
-	o.Clusters = placeholders
+	o.Clusters = engine.NewClusterRegistry()
+	for _, c := range placeholders {
+		o.Clusters.Put(c)
+	}
 	u, err := ParseListeners(path, 1, o, nil)
 	if err != nil {
 		return nil, err

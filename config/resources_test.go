@@ -170,7 +170,6 @@ func TestParseListenersErrorsNamed(t *testing.T) {
 		{"no name", strings.Replace(echoListener("x", 1, echoChain("c", 0)), "name: x\n", "", 1), `resources[0]: name: required for a listener from LDS`},
 		{"static name", echoListener("static_l", 1, echoChain("c", 0)), `resources[0] (listener "static_l"): name: listener "static_l" is already defined in the bootstrap's static_resources`},
 		{"static address", echoListener("x", 19999, echoChain("c", 0)), `resources[0] (listener "x"): address: address 127.0.0.1:`},
-		{"unknown cluster", tcpListener("x", 1, "nosuch"), `resources[0] (listener "x"): filter_chains[0].filters[0].typed_config.cluster: cluster "nosuch" is not defined`},
 		{"wrong type", clusterURL + "\nname: x\n", `resources[0] (listener "x"): @type: resource type "type.googleapis.com/envoy.config.cluster.v3.Cluster" does not belong in this file, want "type.googleapis.com/envoy.config.listener.v3.Listener"`},
 		{"no chains", listenerURL + "\nname: x\naddress: {socket_address: {address: 127.0.0.1, port_value: 1}}\n", `resources[0] (listener "x"): no filter chains specified`},
 	}
@@ -394,9 +393,16 @@ filter_chains:
 	}
 	p = writeFile(t, dir, "hcm.yaml", discovery("1", hcm("name: r"), tcpListener("t", 0, "later")))
 	oc := o
-	oc.Clusters = map[string]*engine.Cluster{"later": cu.Clusters[0].Cluster}
+	oc.Clusters = engine.NewClusterRegistry()
+	oc.Clusters.Put(cu.Clusters[0].Cluster)
 	if u = parseL(t, p, oc, nil); len(u.Errors) != 0 || len(u.Listeners) != 2 {
 		t.Errorf("CDS cluster: %s", errorTexts(u.Errors))
+	}
+	// tcp_proxy may name a cluster no one has yet (Envoy accepts it; its connections
+	// fail as no-cluster until CDS brings it).
+	p = writeFile(t, dir, "tcp.yaml", discovery("1", tcpListener("t", 0, "nosuch")))
+	if u = parseL(t, p, o, nil); len(u.Errors) != 0 || len(u.Listeners) != 1 {
+		t.Errorf("tcp_proxy to a cluster yet to come: %s", errorTexts(u.Errors))
 	}
 }
 

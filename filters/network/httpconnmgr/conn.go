@@ -493,12 +493,31 @@ func (ws *workerState) unlink(c *conn) {
 func (ws *workerState) drain() {
 	for c := ws.conns; c != nil; {
 		next := c.next
-		ws.stats.DownstreamCxDrainClose.Inc()
-		if c.s.active || c.up != nil {
-			c.closing = true
-		} else {
-			c.close(engine.CloseFlushWrite)
-		}
+		c.drainNow()
 		c = next
+	}
+}
+
+// drainNow closes the connection if it is idle, or marks it to close after the response
+// in flight.
+func (c *conn) drainNow() {
+	if c.closed {
+		return
+	}
+	c.st.DownstreamCxDrainClose.Inc()
+	if c.s.active || c.up != nil {
+		c.closing = true
+	} else {
+		c.close(engine.CloseFlushWrite)
+	}
+}
+
+// OnDrain implements engine.DrainObserver: the connection's listener or filter chain
+// drains (an LDS update or removal). With the immediate strategy it is drained at once,
+// as for a server drain; with the gradual one each request decides (DrainClose), and the
+// engine closes what is left at the drain deadline.
+func (c *conn) OnDrain() {
+	if c.c.DrainClose() {
+		c.drainNow()
 	}
 }
