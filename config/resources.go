@@ -194,6 +194,18 @@ func (r *ListenerResource) Released(next *ListenerResource) ([]io.Closer, []engi
 	return released(r.Closers, next.Closers), released(r.StatsSources, next.StatsSources)
 }
 
+// Drained, for a ChainsOnly r, is what engine.Server.UpdateListenerChains drains: prev's
+// filter chains that r does not keep.
+func (r *ListenerResource) Drained(prev *ListenerResource) []*engine.FilterChain {
+	var out []*engine.FilterChain
+	for _, ch := range append(slices.Clip(prev.chains), prev.def) {
+		if ch != nil && !slices.Contains(r.Kept, ch) && !slices.Contains(out, ch) {
+			out = append(out, ch)
+		}
+	}
+	return out
+}
+
 func released[T comparable](old, next []T) []T {
 	var out []T
 	for _, v := range old {

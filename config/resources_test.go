@@ -273,6 +273,9 @@ func TestParseListenersChange(t *testing.T) {
 	if a2.chains[0] == a1.chains[0] {
 		t.Error("a: the changed chain was reused")
 	}
+	if d := a2.Drained(a1); len(d) != 1 || d[0] != a1.chains[0] {
+		t.Errorf("a: drained %v, want the changed chain %p", d, a1.chains[0])
+	}
 	// The kept chain's log file is carried, not opened again.
 	if len(a2.Closers) != 1 || a2.Closers[0] != a1.Closers[0] {
 		t.Errorf("a v2 closers %v, want v1's %v", a2.Closers, a1.Closers)
