@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -64,11 +63,6 @@ func writeLDS(t *testing.T, path, version, resources string) {
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// echoBackend is a loopback echo server for the test's lifetime.
-func echoBackend(t *testing.T) int {
-	return serveTCP(t, func(c net.Conn) { io.Copy(c, c) })
 }
 
 // stream is a long-lived connection from a given source address that ping-pongs until it
@@ -297,15 +291,15 @@ func TestLDSInPlaceUpdatesUnderLoad(t *testing.T) {
 
 	st := p.stats(t)
 	for name, want := range map[string]float64{
-		"listener_manager.lds.update_success":        updates + 1,
-		"listener_manager.lds.update_rejected":       0,
-		"listener_manager.lds.update_failure":        0,
-		"listener_manager.listener_added":            1,
-		"listener_manager.listener_modified":         updates,
-		"listener_manager.listener_in_place_updated": updates,
-		"listener_manager.listener_removed":          0,
-		"listener_manager.total_listeners_active":    1,
-		"listener_manager.total_listeners_draining":  0,
+		"listener_manager.lds.update_success":           updates + 1,
+		"listener_manager.lds.update_rejected":          0,
+		"listener_manager.lds.update_failure":           0,
+		"listener_manager.listener_added":               1,
+		"listener_manager.listener_modified":            updates,
+		"listener_manager.listener_in_place_updated":    updates,
+		"listener_manager.listener_removed":             0,
+		"listener_manager.total_listeners_active":       1,
+		"listener_manager.total_listeners_draining":     0,
 		"listener_manager.total_filter_chains_draining": 0,
 	} {
 		if st[name] != want {
