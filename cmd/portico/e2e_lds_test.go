@@ -70,7 +70,9 @@ func writeLDS(t *testing.T, path, version, resources string) {
 type stream struct {
 	opened, closed time.Time
 	err            error // why it ended; nil if it was stopped
-	byPeer         bool  // the proxy closed it (EOF), rather than a reset or a timeout
+	// byPeer: the proxy closed it, with a FIN or (when the close found a ping unread, as
+	// any close(2) with unread data does) a reset; not a timeout or a refusal.
+	byPeer bool
 }
 
 func runStream(addr, src string, stop <-chan struct{}) *stream {
@@ -102,7 +104,7 @@ func runStream(addr, src string, stop <-chan struct{}) *stream {
 		}
 		if err != nil {
 			s.err, s.closed = err, time.Now()
-			s.byPeer = errors.Is(err, io.EOF)
+			s.byPeer = errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
 			return s
 		}
 	}

@@ -405,7 +405,9 @@ func (m *manager) applyListener(prev, r *config.ListenerResource) error {
 		m.lm.createSuccess.Add(uint64(m.workers))
 		m.log.Info("lds: listener updated; the old version drains", "listener", r.Name)
 	}
-	for _, src := range r.StatsSources {
+	// Only what prev does not have already: the chains r kept bring theirs along.
+	_, added := r.Released(prev)
+	for _, src := range added {
 		m.srv.AddStatsSource(src)
 	}
 	for _, run := range r.Runners {
