@@ -84,10 +84,10 @@ func (s *subscriptionStats) visit(prefix string, v engine.StatVisitor) {
 
 // listenerManagerStats are Envoy's listener_manager.* stats.
 type listenerManagerStats struct {
-	m                                                             *manager
+	m                                                               *manager
 	added, modified, removed, inPlace, createSuccess, createFailure engine.Counter
-	lds                                                           subscriptionStats
-	hasLDS                                                        bool
+	lds                                                             subscriptionStats
+	hasLDS                                                          bool
 }
 
 func (*listenerManagerStats) StatsFamily() string      { return "listener_manager" }
@@ -389,7 +389,7 @@ func (m *manager) applyListener(prev, r *config.ListenerResource) error {
 		m.lm.createSuccess.Add(uint64(m.workers))
 		m.log.Info("lds: listener added", "listener", r.Name, "address", r.Config.Address.String())
 	case r.Change == config.ChainsOnly:
-		dropped := prev.Dropped(r)
+		dropped := r.Drained(prev)
 		if err := m.srv.UpdateListenerChains(r.Name, r.Config.FilterChains, dropped); err != nil {
 			return err
 		}
@@ -405,7 +405,9 @@ func (m *manager) applyListener(prev, r *config.ListenerResource) error {
 		m.lm.createSuccess.Add(uint64(m.workers))
 		m.log.Info("lds: listener updated; the old version drains", "listener", r.Name)
 	}
-	for _, src := range r.StatsSources {
+	// Only what prev does not have already: the chains r kept bring theirs along.
+	_, added := r.Released(prev)
+	for _, src := range added {
 		m.srv.AddStatsSource(src)
 	}
 	for _, run := range r.Runners {
