@@ -54,7 +54,10 @@ rl_cell_spacing() {
 	esac
 }
 
-now_ns() { local t=$EPOCHREALTIME; echo "${t/./}000"; }
+# now_ns: sets NOW to the Unix time in ns (µs resolution). Not a $(...): a command
+# substitution forks, which took 10-20 ms on the busy box and put an event's END after
+# effects the churn had already seen.
+now_ns() { NOW=${EPOCHREALTIME/./}000; }
 
 # rl_listen_pids PORT: the PIDs whose sockets listen on PORT (several share it with
 # SO_REUSEPORT or a passed socket).
@@ -322,7 +325,10 @@ rl_event() {
 		kill -HUP "$RL_MAIN"
 		rl_wait_new_listener "$RL_PORT" "$RL_MAIN" "$before" ;;
 	portico-lds)
-		rl_lds_file "$i" >"$RL_DIR/lds.yaml.tmp"
+		# The new file was written to lds.yaml.tmp before the event (reload_cell); the
+		# event is the rename.
+		now_ns
+		RL_EV_START=$NOW
 		mv -f "$RL_DIR/lds.yaml.tmp" "$RL_DIR/lds.yaml"
 		RL_EV_VERSION=$i ;;
 	haproxy-mw)
@@ -398,22 +404,31 @@ reload_cell() {
 	local cpid=$!
 	track "$cpid"
 	local start_ns
-	start_ns=$(now_ns)
+	now_ns
+	start_ns=$NOW
 	for ((i = 1; i <= k; i++)); do
 		# Event i is due at lead + (i-1) * spacing; one that overran pushes the next.
 		due=$(awk -v s="$start_ns" -v l="$lead" -v i="$i" -v sp="$sp" 'BEGIN { printf "%.0f", s + (l + (i - 1) * sp) * 1e9 }')
-		t0=$(now_ns)
+		now_ns
+		t0=$NOW
 		if ((due > t0)); then sleep "$(awk -v d="$((due - t0))" 'BEGIN { printf "%.3f", d / 1e9 }')"; fi
 		# Stop issuing events when the run has less than a spacing left.
-		(($(now_ns) > start_ns + ${dur%.*} * 1000000000 - sp * 1000000000)) && break
-		RL_EV_VERSION=""
-		t0=$(now_ns)
+		now_ns
+		((NOW > start_ns + ${dur%.*} * 1000000000 - sp * 1000000000)) && break
+		RL_EV_VERSION="" RL_EV_START=""
+		[[ $cell == portico-lds ]] && rl_lds_file "$i" >"$RL_DIR/lds.yaml.tmp"
+		now_ns
+		t0=$NOW
 		if rl_event "$cell" "$i"; then
-			t1=$(now_ns)
-			echo "$cell-$i $t0 $t1 $RL_EV_VERSION" >>"$RL_DIR/events"
+			now_ns
+			t1=$NOW
+			# An update's END is the instant its rename began (RL_EV_START): its latency is
+			# then an upper bound by mv's own fork and exec.
+			echo "$cell-$i $t0 ${RL_EV_START:-$t1} $RL_EV_VERSION" >>"$RL_DIR/events"
 			done_ev=$i
 		else
-			t1=$(now_ns)
+			now_ns
+			t1=$NOW
 			echo "$cell-$i-failed $t0 $t1" >>"$RL_DIR/events"
 			fail="event $i: the new process or version did not come up"
 			log "  $cell: $fail"

@@ -41,6 +41,7 @@ type reloadEvent struct {
 	MaxGapMS    float64          `json:"max_gap_ms"`
 	MaxAttGapMS float64          `json:"max_attempt_gap_ms"`
 	LatencyMS   *float64         `json:"latency_ms"`
+	OldLastMS   *float64         `json:"old_last_ms"`
 }
 
 type reloadRun struct {
@@ -80,7 +81,7 @@ type reloadCellStats struct {
 	events, failed, breaks, idle, grace int64
 	byClass                             map[string]int64
 	perEvent, gaps, actions, lat, rate  []float64
-	util, missed, attGaps               []float64
+	util, missed, attGaps, oldLast      []float64
 	failures                            []string
 }
 
@@ -129,6 +130,9 @@ func reloadStats(runs []reloadRun) []*reloadCellStats {
 			s.actions = append(s.actions, e.ActionMS)
 			if e.LatencyMS != nil {
 				s.lat = append(s.lat, *e.LatencyMS)
+			}
+			if e.OldLastMS != nil {
+				s.oldLast = append(s.oldLast, *e.OldLastMS)
 			}
 		}
 	}
@@ -209,8 +213,8 @@ func reloadTables(f *resultFile) string {
 			name, s.events, s.failed, per, classCell(s.byClass), gap, stall, s.breaks, s.idle, s.grace, lat,
 			summarize(s.rate).fmtRange("%.0f"), summarize(s.missed).fmtRange("%.0f"), util)
 	}
-	b.WriteString("\n(b) Each event's failed connections, in order, one list per repetition, and how long the action took from the controller's side (signal or rename to the new process listening or the file in place), median:\n\n")
-	b.WriteString("| Cell | Failed per event | Action ms, med (max) |\n|---|---|---|\n")
+	b.WriteString("\n(b) Each event's failed connections, in order, one list per repetition; how long the action took from the controller's side (the signal or start until the new process or worker listens; an LDS update's is 0, its instant is the rename's start); for updates, how long after the rename the old version still answered (connections already open on the old filter chain, until they drain):\n\n")
+	b.WriteString("| Cell | Failed per event | Action ms, med (max) | Old version's last response, ms after the rename, med (max) |\n|---|---|---|---|\n")
 	for _, s := range stats {
 		if len(s.perEvent) == 0 {
 			continue
@@ -229,7 +233,11 @@ func reloadTables(f *resultFile) string {
 				reps = append(reps, strings.Join(xs, " "))
 			}
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.0f (%.0f) |\n", s.cell, strings.Join(reps, " · "), summarize(s.actions).Med, rlQuantile(s.actions, 1))
+		old := "–"
+		if len(s.oldLast) > 0 {
+			old = fmt.Sprintf("%.0f (%.0f)", summarize(s.oldLast).Med, rlQuantile(s.oldLast, 1))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.0f (%.0f) | %s |\n", s.cell, strings.Join(reps, " · "), summarize(s.actions).Med, rlQuantile(s.actions, 1), old)
 	}
 	var notes []string
 	for _, s := range stats {
