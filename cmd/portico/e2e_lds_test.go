@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -515,5 +516,18 @@ func TestCDSUpdates(t *testing.T) {
 		if st[name] != want {
 			t.Errorf("%s = %v, want %v", name, st[name], want)
 		}
+	}
+}
+
+// TestExplainLDSListener: `portico explain` finds a listener of the LDS file and picks its
+// chain as a worker would.
+func TestExplainLDSListener(t *testing.T) {
+	dir := t.TempDir()
+	lds := filepath.Join(dir, "lds.yaml")
+	writeLDS(t, lds, "1", edgeListener(freePort(t), "1"))
+	cfg := writeConfig(t, ldsBootstrap, map[string]any{"Admin": freePort(t), "Backend": freePort(t), "LDS": lds})
+	out, err := exec.Command(porticoBin, "explain", "-c", cfg, "--listener", "edge", "--dst", "127.0.0.1:1", "--src", "127.0.0.3:4000").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "listener=edge chain=changing" {
+		t.Fatalf("explain: %v\n%s", err, out)
 	}
 }
