@@ -62,6 +62,7 @@ type Server struct {
 	// drainingListeners and drainingChains count the drains under way (DrainingCounts).
 	drainingListeners, drainingChains atomic.Int64
 	drainSeq                          atomic.Bool // StartDrainSequence ran
+	hcFailed                          atomic.Bool // SetHealthCheckFailed
 	started                           bool
 	closed                            bool
 	fatal                             chan error
@@ -106,6 +107,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 	for _, w := range s.workers {
 		w.peers = s.workers
 		w.drain = &s.drain
+		w.srvHCFailed = &s.hcFailed
 	}
 	s.sources = []StatsSource{&serverStatsSource{s.workers}}
 	return s, nil

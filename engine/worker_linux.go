@@ -92,9 +92,11 @@ type Worker struct {
 	// own copy, changed as listeners come and go.
 	byAddr map[netip.AddrPort]int
 	// drain is the server's drain time and strategy (read-only); drainWin is the window
-	// of a server-wide drain sequence (zero for a SIGTERM drain: immediate).
+	// of the server's drain sequence once it began (StartDrainSequence), zero before.
 	drain    *drainPolicy
 	drainWin drainWindow
+	// srvHCFailed is the server's health-check-failed flag (SetHealthCheckFailed).
+	srvHCFailed *atomic.Bool
 	// peers are all workers, for exact-balance hand-offs.
 	peers       []*Worker
 	freeSockets *ActiveSocket

@@ -51,8 +51,10 @@ func (c control) DrainListeners(o admin.DrainOptions) error {
 }
 
 // SetHealthCheckFailed is told of /healthcheck/fail and /healthcheck/ok (the admin has
-// changed /ready already; Portico has no health-check filter that would also fail).
+// changed /ready already): while failed, HTTP connections of drain_type DEFAULT
+// listeners close after each response, as in Envoy.
 func (c control) SetHealthCheckFailed(failed bool) {
+	c.m.srv.SetHealthCheckFailed(failed)
 	c.m.log.Info("admin: health check state changed", "failed", failed)
 }
 
