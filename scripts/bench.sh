@@ -30,7 +30,7 @@
 # --quick 500), BENCH_TLS_HS_CONC (32), BENCH_TLS_PROBE_CONNS (10),
 # BENCH_TLS_PROBE_INTERVAL (10ms), BENCH_TLS_PROBE_NICE (BENCH_NICE - 5), BENCH_TLS_FLOOD_NICE (BENCH_NICE);
 # reload (scripts/lib-bench-reload.sh): BENCH_RELOAD_CELLS ("portico-cold portico-overlap
-# portico-hot portico-hotwrap portico-lds haproxy-mw haproxy-sf"), BENCH_RELOAD_RATE
+# portico-hot portico-hotwrap portico-lds portico-lds-full haproxy-mw haproxy-sf"), BENCH_RELOAD_RATE
 # (13500 new connections/s), BENCH_RELOAD_CONC (64), BENCH_RELOAD_STREAMS (100),
 # BENCH_RELOAD_EVENTS (20; --quick 1), BENCH_RELOAD_COLD_EVENTS (5),
 # BENCH_RELOAD_HOT_EVENTS (10), BENCH_RELOAD_DRAIN_S (1), BENCH_RELOAD_PARENT_SHUTDOWN_S (2).

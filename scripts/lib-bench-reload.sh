@@ -18,6 +18,9 @@
 #   portico-lds      file-based LDS: a new lds.yaml renamed into place (needs LDS); the
 #                    new version adds a different x-bench-version response header, so
 #                    the churn sees when it took effect (update latency)
+#   portico-lds-full the same with a listener-level change too
+#                    (per_connection_buffer_limit_bytes): a full listener update, the
+#                    socket carried over and the old listener drained
 #   haproxy-mw       HAProxy master-worker (-W -S), reload by SIGUSR2 to the master:
 #                    the new worker takes the listeners from the old (seamless reload)
 #   haproxy-sf       HAProxy's legacy reload: a new process with -sf OLDPID, no socket
@@ -26,7 +29,7 @@
 # A cell whose feature the Portico binary lacks is a row with "unavailable" (the reason),
 # not a failure: the scenario runs before the features land and reports them once they do.
 
-RELOAD_CELLS=${BENCH_RELOAD_CELLS:-portico-cold portico-overlap portico-hot portico-hotwrap portico-lds haproxy-mw haproxy-sf}
+RELOAD_CELLS=${BENCH_RELOAD_CELLS:-portico-cold portico-overlap portico-hot portico-hotwrap portico-lds portico-lds-full haproxy-mw haproxy-sf}
 RELOAD_RATE=${BENCH_RELOAD_RATE:-13500}
 RELOAD_CONC=${BENCH_RELOAD_CONC:-64}
 RELOAD_STREAMS=${BENCH_RELOAD_STREAMS:-100}
@@ -145,14 +148,18 @@ rl_clusters() {
 	YAML
 }
 
-# rl_listener VERSION: the listener (HTTP connection manager, router to "backend"); the
-# versions differ only inside the filter chain (stat_prefix and a response header), so
-# an LDS update of it is a filter-chain-only change.
+# rl_listener VERSION [full]: the listener (HTTP connection manager, router to
+# "backend"); the versions differ only inside the filter chain (stat_prefix and a
+# response header), so an LDS update of it is a filter-chain-only change; with "full",
+# per_connection_buffer_limit_bytes differs too, which makes it a full listener update.
 rl_listener() {
 	cat <<-YAML
 	- name: reload
 	  address: { socket_address: { address: 127.0.0.1, port_value: $RL_PORT } }
 	  enable_reuse_port: true
+	YAML
+	[[ ${2:-} == full ]] && printf '  per_connection_buffer_limit_bytes: %d\n' $((1048576 + $1))
+	cat <<-YAML
 	  filter_chains:
 	  - filters:
 	    - name: envoy.filters.network.http_connection_manager
@@ -187,9 +194,9 @@ rl_lds_bootstrap() {
 	YAML
 	rl_clusters
 }
-rl_lds_file() {
+rl_lds_file() { # VERSION [full]
 	printf 'version_info: "%s"\nresources:\n' "$1"
-	rl_listener "$1" | sed '1s/^- /- "@type": type.googleapis.com\/envoy.config.listener.v3.Listener\n  /'
+	rl_listener "$1" "${2:-}" | sed '1s/^- /- "@type": type.googleapis.com\/envoy.config.listener.v3.Listener\n  /'
 }
 
 rl_haproxy_config() { # MASTER_WORKER(true|false)
@@ -260,9 +267,9 @@ rl_begin() {
 		RL_CMD=("$BIN/portico" restart -c "$RL_DIR/portico.yaml" --concurrency 1 --drain-time-s "$RELOAD_DRAIN_S"
 			--base-id "$RL_BASE_ID" --parent-shutdown-time-s "$RELOAD_PARENT_SHUTDOWN_S")
 		rl_start "$SUT_CPU" "$RL_PORT" "$logf" "${RL_CMD[@]}" ;;
-	portico-lds)
+	portico-lds | portico-lds-full)
 		rl_lds_bootstrap >"$RL_DIR/bootstrap.yaml"
-		rl_lds_file 0 >"$RL_DIR/lds.yaml"
+		rl_lds_file 0 "${cell#portico-lds-}" >"$RL_DIR/lds.yaml"
 		if ! "$BIN/portico" validate -c "$RL_DIR/bootstrap.yaml" >"$RL_DIR/validate.log" 2>&1; then
 			RL_UNAVAILABLE="portico rejects the LDS bootstrap: $(start_failure "$RL_DIR/validate.log")"
 			return 2
@@ -283,7 +290,7 @@ rl_begin() {
 		tail -5 "$logf" >&2
 		return 1
 	fi
-	if [[ $cell == portico-lds ]]; then
+	if [[ $cell == portico-lds* ]]; then
 		# LDS is there when the admin counts its updates (Envoy's listener_manager.lds.*).
 		if ! curl -s --max-time 2 "http://127.0.0.1:$RL_ADMIN/stats" | grep -q '^listener_manager.lds.update_success'; then
 			RL_UNAVAILABLE="portico starts with the LDS bootstrap but has no listener_manager.lds.update_success"
@@ -324,7 +331,7 @@ rl_event() {
 		before=" $(rl_children "$RL_MAIN" | tr '\n' ' ') "
 		kill -HUP "$RL_MAIN"
 		rl_wait_new_listener "$RL_PORT" "$RL_MAIN" "$before" ;;
-	portico-lds)
+	portico-lds | portico-lds-full)
 		# The new file was written to lds.yaml.tmp before the event (reload_cell); the
 		# event is the rename.
 		now_ns
@@ -416,7 +423,7 @@ reload_cell() {
 		now_ns
 		((NOW > start_ns + ${dur%.*} * 1000000000 - sp * 1000000000)) && break
 		RL_EV_VERSION="" RL_EV_START=""
-		[[ $cell == portico-lds ]] && rl_lds_file "$i" >"$RL_DIR/lds.yaml.tmp"
+		[[ $cell == portico-lds* ]] && rl_lds_file "$i" "${cell#portico-lds-}" >"$RL_DIR/lds.yaml.tmp"
 		now_ns
 		t0=$NOW
 		if rl_event "$cell" "$i"; then

@@ -18,16 +18,17 @@ import (
 // each with per-event windows. The common run struct does not carry churn's classes,
 // events or the "unavailable" reason, so the file is read again into reloadRun.
 
-var reloadOrder = []string{"portico-cold", "portico-overlap", "portico-hot", "portico-hotwrap", "portico-lds", "haproxy-mw", "haproxy-sf"}
+var reloadOrder = []string{"portico-cold", "portico-overlap", "portico-hot", "portico-hotwrap", "portico-lds", "portico-lds-full", "haproxy-mw", "haproxy-sf"}
 
 var reloadText = map[string]string{
-	"portico-cold":    "Portico: SIGTERM, wait for the exit, start again",
-	"portico-overlap": "Portico: start a second process on the port (SO_REUSEPORT), then SIGTERM the old",
-	"portico-hot":     "Portico hot restart, `--restart-epoch N+1` by hand",
-	"portico-hotwrap": "Portico hot restart, `portico restart` wrapper + SIGHUP",
-	"portico-lds":     "Portico in-place LDS update (lds.yaml renamed into place)",
-	"haproxy-mw":      "HAProxy master-worker reload (SIGUSR2; listeners passed, expose-fd)",
-	"haproxy-sf":      "HAProxy legacy reload (`-sf`, no socket transfer)",
+	"portico-cold":     "Portico: SIGTERM, wait for the exit, start again",
+	"portico-overlap":  "Portico: start a second process on the port (SO_REUSEPORT), then SIGTERM the old",
+	"portico-hot":      "Portico hot restart, `--restart-epoch N+1` by hand",
+	"portico-hotwrap":  "Portico hot restart, `portico restart` wrapper + SIGHUP",
+	"portico-lds":      "Portico in-place LDS update (lds.yaml renamed into place; filter-chain-only change)",
+	"portico-lds-full": "Portico full LDS listener update (a listener field changed too; socket carried)",
+	"haproxy-mw":       "HAProxy master-worker reload (SIGUSR2; listeners passed, expose-fd)",
+	"haproxy-sf":       "HAProxy legacy reload (`-sf`, no socket transfer)",
 }
 
 var reloadClasses = []string{"refused", "reset", "closed", "timeout", "bad", "other"}

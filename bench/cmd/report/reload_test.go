@@ -33,7 +33,7 @@ func TestReloadTables(t *testing.T) {
 	out := proxyTables(f)
 	for _, want := range []string{
 		"| Portico: SIGTERM, wait for the exit, start again | 3 | **42** | 12 (20) | 40 refused, 2 reset | 100 (120) | 30 | 2 | 0 / 0 | – | 13200 (13000–13400) | 2 (0–4) | 55 % |",
-		"| Portico in-place LDS update (lds.yaml renamed into place) | not available: portico has no LDS |",
+		"| Portico in-place LDS update (lds.yaml renamed into place; filter-chain-only change) | not available: portico has no LDS |",
 		"| 12 / 12 (1 updates) |",
 		"| portico-cold | 10 20 · 12 (failed) | 250 (300) | – |",
 		"* portico-cold, rep 2: event 2: the new process or version did not come up",
