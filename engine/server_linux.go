@@ -23,6 +23,9 @@ type ServerOptions struct {
 	// Clock, if set, replaces the workers' monotonic clock (time since some origin); for
 	// tests that drive timers by hand.
 	Clock func() time.Duration
+	// InheritSocket, if set, is asked for each listen socket before one is bound: a hot
+	// restart's child takes its parent's sockets through it (see InheritFunc).
+	InheritSocket InheritFunc
 }
 
 // Server owns the workers, listeners and clusters (Envoy's ListenerManager plus the
@@ -38,6 +41,7 @@ type Server struct {
 	started   bool
 	closed    bool
 	fatal     chan error
+	inherit   InheritFunc
 }
 
 // NewServer creates the workers (not yet running).
@@ -51,7 +55,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 		log = slog.Default()
 	}
 	s := &Server{log: log, byName: map[string]*Cluster{}, byAddr: map[netip.AddrPort]int{},
-		fatal: make(chan error, n)}
+		fatal: make(chan error, n), inherit: o.InheritSocket}
 	for i := 0; i < n; i++ {
 		w, err := newWorker(i, log)
 		if err != nil {
@@ -144,7 +148,7 @@ func (s *Server) AddListener(cfg ListenerConfig) (*Listener, error) {
 	}
 	// A failure leaves the server as it was: bindListener closes what it opened itself,
 	// and the listeners bound so far stay for the caller's Close.
-	l, err := bindListener(cfg, len(s.listeners), len(s.workers))
+	l, err := bindListener(cfg, len(s.listeners), len(s.workers), s.inherit)
 	if err != nil {
 		return nil, err
 	}
