@@ -83,6 +83,21 @@ func (s *Server) ListenSockets() []ListenSocket {
 				r.socks = append(r.socks, ListenSocket{Listener: al.l.cfg.Name, Address: al.l.addr,
 					ReusePort: !al.l.cfg.NoReusePort, Worker: w.ID, Fd: fd})
 			}
+			// Adopted sockets go on to the next process too: they are still in their
+			// SO_REUSEPORT group, and one left behind here would be closed with this
+			// process while the group may still send it connections.
+			for _, slot := range w.handlers {
+				a, ok := slot.h.(*adoptedSocket)
+				if !ok || a.fd < 0 {
+					continue
+				}
+				fd, err := unix.FcntlInt(uintptr(a.fd), unix.F_DUPFD_CLOEXEC, 0)
+				if err != nil {
+					r.err = fmt.Errorf("listener %q: dup adopted socket %d: %w", a.l.cfg.Name, a.index, err)
+					continue
+				}
+				r.socks = append(r.socks, ListenSocket{Listener: a.l.cfg.Name, Address: a.l.addr, ReusePort: true, Worker: a.index, Fd: fd})
+			}
 			ch <- r
 		}) {
 			posted++
@@ -108,11 +123,16 @@ func (s *Server) ListenSockets() []ListenSocket {
 // AdoptListenSocket serves a listen socket of the named listener that no worker owns:
 // one a hot-restart parent had beyond this process's worker count (its concurrency was
 // higher). Closing such a socket while connections wait in its accept queue would reset
-// them, so it is accepted from, on worker (its index modulo the worker count), into the
+// them, so it is accepted from, on worker index modulo the worker count, into the
 // listener's normal path, until it has been empty for idle; then it is closed. The caller
 // is expected to have steered new connections away from it first (SO_REUSEPORT BPF), so
-// that it empties. Call it after Start. The server owns fd from here on.
-func (s *Server) AdoptListenSocket(name string, fd int, worker int, idle time.Duration) error {
+// that it empties. index is the socket's worker in the process it came from, under which
+// ListenSockets lists it while it is open (a next process takes it over in turn). When
+// the listener stops on that worker (a drain), the socket stops being accepted from and
+// is closed, without taking what is queued: a process that drains has handed its sockets
+// to a child, which accepts from its own copy. Call it after Start. The server owns fd
+// from here on.
+func (s *Server) AdoptListenSocket(name string, fd int, index int, idle time.Duration) error {
 	var l *Listener
 	for _, x := range s.listeners {
 		if x.cfg.Name == name {
@@ -127,8 +147,8 @@ func (s *Server) AdoptListenSocket(name string, fd int, worker int, idle time.Du
 		unix.Close(fd)
 		return fmt.Errorf("adopt socket of listener %q: %w", name, err)
 	}
-	w := s.workers[worker%len(s.workers)]
-	a := &adoptedSocket{w: w, l: l, fd: fd, idle: idle}
+	w := s.workers[index%len(s.workers)]
+	a := &adoptedSocket{w: w, l: l, fd: fd, index: index, idle: idle}
 	if !w.Post(a.start) {
 		unix.Close(fd)
 		return fmt.Errorf("adopt socket of listener %q: worker %d has stopped", name, w.ID)
@@ -141,6 +161,7 @@ type adoptedSocket struct {
 	w     *Worker
 	l     *Listener
 	fd    int
+	index int
 	idle  time.Duration
 	timer *Timer
 	rsa   unix.RawSockaddrAny
@@ -160,6 +181,14 @@ func (a *adoptedSocket) start() {
 // onEvent accepts everything queued into the listener on this worker; a connection
 // accepted restarts the idle period.
 func (a *adoptedSocket) onEvent(uint32) {
+	if a.fd < 0 {
+		return
+	}
+	if a.listener() == nil {
+		// Stopped (drained) or gone: leave the queue to the other process's copy.
+		a.close()
+		return
+	}
 	for i := 0; i < maxQueuedAccepts; i++ {
 		fd, err := accept4(a.fd, &a.rsa)
 		if err != nil {
@@ -169,11 +198,6 @@ func (a *adoptedSocket) onEvent(uint32) {
 			continue
 		}
 		al := a.listener()
-		if al == nil {
-			// The listener is gone or stopped on this worker: nobody could serve it.
-			unix.Close(fd)
-			continue
-		}
 		a.l.balancer.take(a.w.ID)
 		al.acceptOn(fd, addrPortFromRaw(&a.rsa))
 		a.timer.Reset(a.idle)
@@ -192,7 +216,15 @@ func (a *adoptedSocket) listener() *activeListener {
 // onIdle closes the socket after one last look at its queue.
 func (a *adoptedSocket) onIdle() {
 	a.onEvent(0)
+	a.close()
+}
+
+func (a *adoptedSocket) close() {
+	if a.fd < 0 {
+		return
+	}
 	a.w.unregister(a.fd)
 	unix.Close(a.fd)
 	a.fd = -1
+	a.timer.Stop()
 }
