@@ -170,7 +170,7 @@ func waitExit(t *testing.T, p *hrProc, within time.Duration) int {
 // hrLoad counts what the clients saw.
 type hrLoad struct {
 	ok, refused, reset, timeout, other, badStatus, staleGen atomic.Int64
-	streamOK, streamConns, streamFail, streamGenMix        atomic.Int64
+	streamOK, streamConns, streamFail, streamGenMix         atomic.Int64
 	// streamIdleRace counts requests written to a kept-alive connection that the server
 	// had just closed while idle (a drain closes idle connections): the write or the read
 	// finds the connection closed before any byte of a response. HTTP/1.1 clients retry
