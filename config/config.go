@@ -30,9 +30,11 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/filters/chain"
@@ -41,8 +43,11 @@ import (
 // Config is a loaded, validated bootstrap, built for a given worker count; nothing is
 // bound yet.
 type Config struct {
-	Admin        netip.AddrPort // zero if no admin section (or no admin address)
-	Clusters     []*engine.Cluster
+	Admin    netip.AddrPort // zero if no admin section (or no admin address)
+	Clusters []*engine.Cluster
+	// Registry is where the filters of this configuration look clusters up by name
+	// (Options.Clusters, or one made for it).
+	Registry     *engine.ClusterRegistry
 	Listeners    []engine.ListenerConfig
 	StatsSources []engine.StatsSource // each tcp_proxy Factory and access-log Writer
 	// Chains is each listener's filter-chain manager by listener name, for
@@ -62,6 +67,12 @@ type Config struct {
 	// Closers are what the configuration opened (access-log writers): close them, or
 	// call Close, once the server no longer uses the configuration, to flush the logs.
 	Closers []io.Closer
+
+	// bootstrap is the Bootstrap as read, in protobuf's wire form (compact, and
+	// translation drops the listeners' messages as it goes), and loaded is when, for
+	// /config_dump.
+	bootstrap []byte
+	loaded    time.Time
 }
 
 // Runner is background work of a configuration (see Config.Runners). It never runs on a
@@ -90,6 +101,11 @@ type Options struct {
 	// creates no file (`portico validate`, `portico explain`); the loggers it builds
 	// discard what they are given.
 	CheckOnly bool
+	// Clusters is the registry the filters look clusters up in by name (the server's,
+	// engine.Server.ClusterRegistry, so that clusters it adds or replaces at run time
+	// take effect); nil makes a new one. A configuration that loads publishes its static
+	// clusters in it.
+	Clusters *engine.ClusterRegistry
 }
 
 // Load reads and parses the bootstrap file at path. Problems in the file are returned as
@@ -154,10 +170,23 @@ func ParseWith(data []byte, workers int, o Options) (*Config, error) {
 	top := rootLoc("", "")
 	c.subset(bs.ProtoReflect(), top)
 	c.validate(bs, &top)
-	cfg := (&translator{c: c, workers: workers, checkOnly: o.CheckOnly}).bootstrap(bs)
+	wire, err := proto.Marshal(bs)
+	if err != nil {
+		c.add("", "", "cannot keep the bootstrap for /config_dump: %v", err)
+	}
+	reg := o.Clusters
+	if reg == nil {
+		reg = engine.NewClusterRegistry()
+	}
+	cfg := (&translator{c: c, workers: workers, checkOnly: o.CheckOnly, registry: reg}).bootstrap(bs)
 	if err := c.result(bs); err != nil {
 		cfg.Close()
 		return nil, err
+	}
+	cfg.bootstrap, cfg.loaded = wire, time.Now()
+	cfg.Registry = reg
+	for _, cl := range cfg.Clusters {
+		reg.Put(cl)
 	}
 	return cfg, nil
 }

@@ -79,6 +79,7 @@ func (t *translator) networkFilter(f *listenerv3.Filter, at string) (nf engine.N
 func (t *translator) tcpProxy(tp *tcpproxyv3.TcpProxy, at string) (engine.NetworkFilterFactory, bool) {
 	ok := true
 	cfg := tcpproxy.Config{
+		Registry:           t.registry,
 		StatPrefix:         tp.GetStatPrefix(),
 		IdleTimeout:        t.timeout(tp.GetIdleTimeout(), tcpproxy.DefaultIdleTimeout, field(at, "idle_timeout"), true),
 		MaxConnectAttempts: 1,
@@ -95,7 +96,7 @@ func (t *translator) tcpProxy(tp *tcpproxyv3.TcpProxy, at string) (engine.Networ
 		case c == nil:
 			ok = false // the cluster itself has errors, reported at its definition
 		default:
-			cfg.Clusters = append(cfg.Clusters, tcpproxy.WeightedCluster{Cluster: c, Weight: weight})
+			cfg.Clusters = append(cfg.Clusters, tcpproxy.WeightedCluster{Cluster: c, Name: name, Weight: weight})
 		}
 	}
 	switch spec := tp.GetClusterSpecifier().(type) {

@@ -245,8 +245,10 @@ func (t *translator) httpFilters(m *hcmv3.HttpConnectionManager, at string, prox
 // needs it (the clusters are all built by then).
 func (t *translator) upstreams() *router.Upstreams {
 	if t.up == nil {
-		t.up = router.NewUpstreams(t.cfg.Clusters, t.workers)
-		t.cfg.StatsSources = append(t.cfg.StatsSources, t.up.StatsSources()...)
+		t.up = router.NewUpstreams(t.registry, t.workers)
+		for _, c := range t.cfg.Clusters {
+			t.cfg.StatsSources = append(t.cfg.StatsSources, router.Attach(c))
+		}
 	}
 	return t.up
 }

@@ -31,6 +31,7 @@ type translator struct {
 	c         *collector
 	workers   int
 	checkOnly bool // see Options.CheckOnly
+	registry  *engine.ClusterRegistry
 	cfg       *Config
 	// clusters by name; a cluster that failed to build maps to nil so that references
 	// to it do not add a second, misleading "not defined" error.
@@ -355,6 +356,9 @@ func (t *translator) newCluster(cl *clusterv3.Cluster, cc *engine.ClusterConfig,
 		t.errorf(at, "%v", err)
 		return nil
 	}
+	// Every cluster gets its HTTP side (pools, HTTP stats) now, so that a router finds it
+	// whenever the cluster is published, also one that arrives at run time.
+	router.Attach(c)
 	return c
 }
 

@@ -24,6 +24,13 @@ type activeListener struct {
 	// the loop turn whose batch was used up without EAGAIN.
 	batch    int
 	fullTurn uint64
+	// chains is what new sockets are matched against: the listener's FilterChains until an
+	// in-place update replaces them on this worker.
+	chains FilterChainManager
+	// drainWin is set when the listener stopped to drain (updated or removed);
+	// chainDrains holds the chains an in-place update dropped, while they drain.
+	drainWin    drainWindow
+	chainDrains map[*FilterChain]drainWindow
 	// chainHook, set only by tests and benchmarks, receives the chosen chain instead of a
 	// Connection being created.
 	chainHook func(fd int, info *SocketInfo, chain *FilterChain)
@@ -34,13 +41,16 @@ type activeListener struct {
 const acceptBackoff = 100 * time.Millisecond
 
 func (w *Worker) addListener(l *Listener) {
-	al := &activeListener{l: l, w: w, fd: -1, stats: &l.stats[w.ID]}
+	al := &activeListener{l: l, w: w, fd: -1, stats: &l.stats[w.ID], chains: l.FilterChains()}
 	al.io = byteCounters{&al.stats.DownstreamCxRxBytesTotal, &al.stats.DownstreamCxTxBytesTotal}
 	for len(w.active) <= l.id {
 		w.active = append(w.active, nil)
 	}
 	w.active[l.id] = al
 	w.listeners[l.cfg.Name] = al
+	if _, taken := w.byAddr[l.addr]; !taken || l.addr.Port() != 0 {
+		w.byAddr[l.addr] = l.id
+	}
 	if l.fds == nil {
 		return
 	}
@@ -114,7 +124,7 @@ func (al *activeListener) onAccept(fd int, remote netip.AddrPort) {
 	if target != al.w.ID {
 		tw := al.w.peers[target]
 		l := al.l
-		if !tw.Post(func() { tw.active[l.id].acceptOn(fd, remote) }) {
+		if !tw.Post(func() { tw.acceptHandedOn(l, fd, remote) }) {
 			// That worker has stopped: the socket is ours to close.
 			poller.RawClose(fd)
 			l.balancer.release(target)
@@ -122,6 +132,17 @@ func (al *activeListener) onAccept(fd int, remote netip.AddrPort) {
 		return
 	}
 	al.acceptOn(fd, remote)
+}
+
+// acceptHandedOn takes a socket another worker accepted for l (exact balance); if l has
+// gone from this worker meanwhile (removed and drained), the socket is closed.
+func (w *Worker) acceptHandedOn(l *Listener, fd int, remote netip.AddrPort) {
+	if l.id >= len(w.active) || w.active[l.id] == nil {
+		poller.RawClose(fd)
+		l.balancer.release(w.ID)
+		return
+	}
+	w.active[l.id].acceptOn(fd, remote)
 }
 
 // acceptOn starts the listener-filter phase of an accepted socket on this worker.
@@ -143,7 +164,7 @@ func (al *activeListener) acceptOn(fd int, remote netip.AddrPort) {
 }
 
 func (al *activeListener) needsLocal() bool {
-	return al.l.cfg.FilterChains.NeedsLocalAddress() || len(al.l.cfg.ListenerFilters) > 0
+	return al.chains.NeedsLocalAddress() || len(al.l.cfg.ListenerFilters) > 0
 }
 
 // takeSocket receives a socket handed off by a use_original_dst listener on the same
@@ -165,8 +186,11 @@ func (al *activeListener) takeSocket(s *ActiveSocket) {
 		tw := al.w.peers[target]
 		l := al.l
 		posted := tw.Post(func() {
-			t := tw.active[l.id]
-			if t.stopped {
+			var t *activeListener
+			if l.id < len(tw.active) {
+				t = tw.active[l.id]
+			}
+			if t == nil || t.stopped {
 				poller.RawClose(fd)
 				l.balancer.release(tw.ID)
 				return

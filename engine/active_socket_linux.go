@@ -302,7 +302,7 @@ func (s *ActiveSocket) onData(f ListenerFilter, data []byte) FilterStatus {
 // findChain runs the listener's chain selection; a panic in it fails the socket.
 func (s *ActiveSocket) findChain() *FilterChain {
 	defer s.recoverFilter()
-	return s.l.l.cfg.FilterChains.FindFilterChain(&s.Info)
+	return s.l.chains.FindFilterChain(&s.Info)
 }
 
 // wait registers the socket edge-triggered and arms the listener-filter timeout. A filter

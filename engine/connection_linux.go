@@ -138,6 +138,7 @@ type Connection struct {
 	localShutdown      bool
 	noSplice           bool // splicing was refused once; keep copying
 	replay             bool // the worker holds bytes the listener filters read (Worker.replays)
+	draining           bool // its listener or filter chain drains (see Draining)
 	failure            FailureReason
 
 	// timer is the connect timeout while connecting, then the delayed-close timeout while

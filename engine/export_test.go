@@ -27,7 +27,7 @@ func NewFilterPhase(cfg ListenerConfig) (*FilterPhase, error) {
 	l := &Listener{cfg: cfg, stats: make([]ListenerStats, 1), balancer: &balancer{counts: make([]int64, 1)},
 		addr: cfg.Address}
 	fp := &FilterPhase{w: w}
-	fp.al = &activeListener{l: l, w: w, fd: -1, stats: &l.stats[0]}
+	fp.al = &activeListener{l: l, w: w, fd: -1, stats: &l.stats[0], chains: l.cfg.FilterChains}
 	fp.al.chainHook = func(_ int, info *SocketInfo, c *FilterChain) { fp.result, fp.Info = c, *info }
 	return fp, nil
 }

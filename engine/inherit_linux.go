@@ -133,12 +133,7 @@ func (s *Server) ListenSockets() []ListenSocket {
 // to a child, which accepts from its own copy. Call it after Start. The server owns fd
 // from here on.
 func (s *Server) AdoptListenSocket(name string, fd int, index int, idle time.Duration) error {
-	var l *Listener
-	for _, x := range s.listeners {
-		if x.cfg.Name == name {
-			l = x
-		}
-	}
+	l := s.Listener(name)
 	if l == nil {
 		unix.Close(fd)
 		return fmt.Errorf("adopt socket: no listener %q", name)
@@ -198,17 +193,17 @@ func (a *adoptedSocket) onEvent(uint32) {
 			continue
 		}
 		al := a.listener()
-		a.l.balancer.take(a.w.ID)
+		al.l.balancer.take(a.w.ID)
 		al.acceptOn(fd, addrPortFromRaw(&a.rsa))
 		a.timer.Reset(a.idle)
 	}
 }
 
+// listener is the worker's running listener of that name, which may be a newer version
+// than the one adopted for (an update while running keeps the name and the sockets).
 func (a *adoptedSocket) listener() *activeListener {
-	if a.l.id < len(a.w.active) {
-		if al := a.w.active[a.l.id]; al != nil && al.l == a.l && !al.stopped {
-			return al
-		}
+	if al := a.w.listeners[a.l.cfg.Name]; al != nil && !al.stopped {
+		return al
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,7 +20,14 @@ type Listener struct {
 	addr netip.AddrPort
 	// maxRead is the most bytes any of its listener filters reads (MaxReadBytes).
 	maxRead int
+	// chains is the current filter-chain manager: cfg.FilterChains until an in-place
+	// update (UpdateListenerChains) stores another; workers read it when they add the
+	// listener, the main goroutine writes it.
+	chains atomic.Pointer[FilterChainManager]
 }
+
+// FilterChains is the listener's current filter-chain manager.
+func (l *Listener) FilterChains() FilterChainManager { return *l.chains.Load() }
 
 // Name is the listener's name.
 func (l *Listener) Name() string { return l.cfg.Name }
@@ -50,6 +58,7 @@ func bindListener(cfg ListenerConfig, id, workers int, inherit InheritFunc) (*Li
 	for _, f := range cfg.ListenerFilters {
 		l.maxRead = max(l.maxRead, f.MaxReadBytes())
 	}
+	l.chains.Store(&cfg.FilterChains)
 	if cfg.NoBindToPort {
 		return l, nil
 	}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,25 +24,49 @@ type ServerOptions struct {
 	// Clock, if set, replaces the workers' monotonic clock (time since some origin); for
 	// tests that drive timers by hand.
 	Clock func() time.Duration
+	// Clusters is the registry the server publishes its clusters in, shared with the
+	// filters that look them up by name; nil makes a new one (see Server.ClusterRegistry).
+	Clusters *ClusterRegistry
+	// DrainTime is how long a listener that is updated or removed while the server runs,
+	// and the filter chains an in-place update drops, drain before their connections are
+	// closed (Envoy's --drain-time-s; 0: DefaultDrainTime).
+	DrainTime time.Duration
+	// DrainStrategy is how draining HTTP connections are asked to close (Envoy's
+	// --drain-strategy): Gradual (the default) or Immediate.
+	DrainStrategy DrainStrategy
 	// InheritSocket, if set, is asked for each listen socket before one is bound: a hot
 	// restart's child takes its parent's sockets through it (see InheritFunc).
 	InheritSocket InheritFunc
 }
 
+// DefaultDrainTime is Envoy's --drain-time-s default.
+const DefaultDrainTime = 600 * time.Second
+
 // Server owns the workers, listeners and clusters (Envoy's ListenerManager plus the
 // worker set). Its methods run on the main goroutine.
 type Server struct {
-	log       *slog.Logger
-	workers   []*Worker
+	log     *slog.Logger
+	workers []*Worker
+	reg     *ClusterRegistry
+	drain   drainPolicy
+
+	// mu guards what the admin server reads from its own goroutines while the main
+	// goroutine changes it: the listener, cluster and stats-source lists.
+	mu        sync.Mutex
 	listeners []*Listener
-	clusters  []*Cluster
-	byName    map[string]*Cluster
-	byAddr    map[netip.AddrPort]int
-	sources   []StatsSource
-	started   bool
-	closed    bool
-	fatal     chan error
-	inherit   InheritFunc
+	// retired are listeners removed while running whose connections still drain; their
+	// stats stay visible until they are gone.
+	retired  []*Listener
+	clusters []*Cluster
+	byAddr   map[netip.AddrPort]int // bound addresses of the live listeners (main goroutine)
+	sources  []StatsSource
+	nextID   int // listener ids are never reused: they index each worker's active slice
+	// drainingListeners and drainingChains count the drains under way (DrainingCounts).
+	drainingListeners, drainingChains atomic.Int64
+	started                           bool
+	closed                            bool
+	fatal                             chan error
+	inherit                           InheritFunc
 }
 
 // NewServer creates the workers (not yet running).
@@ -54,8 +79,14 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{log: log, byName: map[string]*Cluster{}, byAddr: map[netip.AddrPort]int{},
-		fatal: make(chan error, n), inherit: o.InheritSocket}
+	s := &Server{log: log, reg: o.Clusters, byAddr: map[netip.AddrPort]int{},
+		fatal: make(chan error, n), inherit: o.InheritSocket, drain: drainPolicy{time: o.DrainTime, strategy: o.DrainStrategy}}
+	if s.reg == nil {
+		s.reg = NewClusterRegistry()
+	}
+	if s.drain.time <= 0 {
+		s.drain.time = DefaultDrainTime
+	}
 	for i := 0; i < n; i++ {
 		w, err := newWorker(i, log)
 		if err != nil {
@@ -76,7 +107,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 	}
 	for _, w := range s.workers {
 		w.peers = s.workers
-		w.byAddr = s.byAddr
+		w.drain = &s.drain
 	}
 	s.sources = []StatsSource{serverStatsSource{s.workers}}
 	return s, nil
@@ -93,68 +124,204 @@ func (s *Server) Concurrency() int { return len(s.workers) }
 // Workers lists the workers.
 func (s *Server) Workers() []*Worker { return s.workers }
 
-// AddCluster registers a cluster (built by NewCluster for Concurrency workers) before
-// Start.
+// ClusterRegistry is where the server publishes its clusters by name, for filters that
+// look clusters up per connection.
+func (s *Server) ClusterRegistry() *ClusterRegistry { return s.reg }
+
+// AddCluster registers a cluster (built by NewCluster for Concurrency workers), before
+// Start or while running (CDS: new connections can use it at once).
 func (s *Server) AddCluster(c *Cluster) error {
-	if _, dup := s.byName[c.cfg.Name]; dup {
+	if err := s.checkCluster(c); err != nil {
+		return err
+	}
+	// The same cluster may be in the registry already: a configuration publishes its
+	// static clusters when it is loaded.
+	if x := s.reg.Get(c.cfg.Name); x != nil && x != c {
 		return fmt.Errorf("cluster %q: defined twice", c.cfg.Name)
 	}
+	s.publish(c, nil)
+	return nil
+}
+
+func (s *Server) checkCluster(c *Cluster) error {
 	if c.workers != len(s.workers) {
 		return fmt.Errorf("cluster %q: built for %d workers, server has %d", c.cfg.Name, c.workers, len(s.workers))
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.srv != nil {
+		return fmt.Errorf("cluster %q: already added to a server", c.cfg.Name)
+	}
+	return nil
+}
+
+// publish makes c the version of its name that new connections get; old (the version it
+// replaces, or nil) leaves the cluster list.
+func (s *Server) publish(c *Cluster, old *Cluster) {
+	c.mu.Lock()
 	c.srv = s
 	c.mu.Unlock()
+	if s.started {
+		c.goLive()
+	}
+	s.mu.Lock()
+	if old != nil {
+		s.clusters = without(s.clusters, old)
+	}
 	s.clusters = append(s.clusters, c)
-	s.byName[c.cfg.Name] = c
+	s.mu.Unlock()
+	s.reg.put(c)
+}
+
+// UpdateCluster replaces the cluster of the same name (Envoy's CDS update): new
+// connections use c from now on; connections of the old version go on until they end, its
+// idle pooled connections are closed, and none is pooled again.
+func (s *Server) UpdateCluster(c *Cluster) error {
+	old := s.reg.Get(c.cfg.Name)
+	if old == nil {
+		return fmt.Errorf("cluster %q: not defined", c.cfg.Name)
+	}
+	if old == c {
+		return nil
+	}
+	if err := s.checkCluster(c); err != nil {
+		return err
+	}
+	s.publish(c, old)
+	old.retire()
 	return nil
+}
+
+// RemoveCluster removes the named cluster: new connections naming it fail as "no
+// cluster" (counted by their filter); live ones go on until they end.
+func (s *Server) RemoveCluster(name string) error {
+	old := s.reg.remove(name)
+	if old == nil {
+		return fmt.Errorf("cluster %q: not defined", name)
+	}
+	s.mu.Lock()
+	s.clusters = without(s.clusters, old)
+	s.mu.Unlock()
+	old.retire()
+	return nil
+}
+
+func without[T comparable](xs []T, x T) []T {
+	out := make([]T, 0, len(xs))
+	for _, y := range xs {
+		if y != x {
+			out = append(out, y)
+		}
+	}
+	return out
 }
 
 // AddStatsSource registers extra stats (a filter's own) for the admin scrape. The server's
 // own (family "server") are registered from the start.
-func (s *Server) AddStatsSource(src StatsSource) { s.sources = append(s.sources, src) }
+func (s *Server) AddStatsSource(src StatsSource) {
+	s.mu.Lock()
+	s.sources = append(s.sources, src)
+	s.mu.Unlock()
+}
 
-// StatsSources lists the registered extra stats.
-func (s *Server) StatsSources() []StatsSource { return s.sources }
+// RemoveStatsSource unregisters stats added with AddStatsSource (those of a listener or
+// cluster version that is gone).
+func (s *Server) RemoveStatsSource(src StatsSource) {
+	s.mu.Lock()
+	s.sources = without(s.sources, src)
+	s.mu.Unlock()
+}
 
-// Cluster finds a cluster by name.
-func (s *Server) Cluster(name string) *Cluster { return s.byName[name] }
+// StatsSources lists the registered extra stats (a copy: safe from any goroutine).
+func (s *Server) StatsSources() []StatsSource {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]StatsSource(nil), s.sources...)
+}
 
-// Clusters lists the clusters.
-func (s *Server) Clusters() []*Cluster { return s.clusters }
+// Cluster finds the current version of a cluster by name.
+func (s *Server) Cluster(name string) *Cluster { return s.reg.Get(name) }
 
-// Listeners lists the listeners.
-func (s *Server) Listeners() []*Listener { return s.listeners }
+// Clusters lists the clusters (a copy: safe from any goroutine).
+func (s *Server) Clusters() []*Cluster {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*Cluster(nil), s.clusters...)
+}
 
-// AddListener binds the listener's sockets now (unless bind_to_port is false), so that an
-// address conflict is an error here, before any worker runs.
-func (s *Server) AddListener(cfg ListenerConfig) (*Listener, error) {
-	if s.started {
-		return nil, fmt.Errorf("listener %q: listeners are added before start", cfg.Name)
-	}
+// Listeners lists the live listeners (a copy: safe from any goroutine). Listeners that
+// were removed and still drain are in DrainingListeners.
+func (s *Server) Listeners() []*Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*Listener(nil), s.listeners...)
+}
+
+// Listener finds a live listener by name.
+func (s *Server) Listener(name string) *Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, l := range s.listeners {
-		if l.cfg.Name == cfg.Name {
-			return nil, fmt.Errorf("listener %q: defined twice", cfg.Name)
+		if l.cfg.Name == name {
+			return l
 		}
 	}
-	if cfg.FilterChains == nil {
-		return nil, fmt.Errorf("listener %q: no filter chains", cfg.Name)
+	return nil
+}
+
+// DrainingListeners lists the listeners removed while running whose connections still
+// drain (a copy).
+func (s *Server) DrainingListeners() []*Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*Listener(nil), s.retired...)
+}
+
+// AddListener binds the listener's sockets now (unless bind_to_port is false), so that an
+// address conflict is an error here, before any worker runs. After Start it adds the
+// listener to every worker (Envoy's LDS add).
+func (s *Server) AddListener(cfg ListenerConfig) (*Listener, error) {
+	if s.closed {
+		return nil, fmt.Errorf("listener %q: the server is closed", cfg.Name)
 	}
-	if _, dup := s.byAddr[cfg.Address]; dup && cfg.Address.Port() != 0 {
-		return nil, fmt.Errorf("listener %q: address %s is used by another listener", cfg.Name, cfg.Address)
+	if s.Listener(cfg.Name) != nil {
+		return nil, fmt.Errorf("listener %q: defined twice", cfg.Name)
 	}
-	if !cfg.Address.IsValid() {
-		return nil, fmt.Errorf("listener %q: no address", cfg.Name)
+	if err := s.checkListener(cfg, nil); err != nil {
+		return nil, err
 	}
 	// A failure leaves the server as it was: bindListener closes what it opened itself,
 	// and the listeners bound so far stay for the caller's Close.
-	l, err := bindListener(cfg, len(s.listeners), len(s.workers), s.inherit)
+	l, err := bindListener(cfg, s.nextID, len(s.workers), s.inherit)
 	if err != nil {
 		return nil, err
 	}
+	s.nextID++
+	s.mu.Lock()
 	s.listeners = append(s.listeners, l)
+	s.mu.Unlock()
 	s.byAddr[l.addr] = l.id
+	if s.started {
+		for _, w := range s.workers {
+			w.Post(func() { w.addListener(l) })
+		}
+	}
 	return l, nil
+}
+
+// checkListener checks a listener config against the others (old: the listener it
+// replaces, whose address it may take).
+func (s *Server) checkListener(cfg ListenerConfig, old *Listener) error {
+	if cfg.FilterChains == nil {
+		return fmt.Errorf("listener %q: no filter chains", cfg.Name)
+	}
+	if !cfg.Address.IsValid() {
+		return fmt.Errorf("listener %q: no address", cfg.Name)
+	}
+	if id, dup := s.byAddr[cfg.Address]; dup && cfg.Address.Port() != 0 && (old == nil || id != old.id) {
+		return fmt.Errorf("listener %q: address %s is used by another listener", cfg.Name, cfg.Address)
+	}
+	return nil
 }
 
 // Start runs the workers and posts every listener to each ("add listener" tasks).
@@ -163,11 +330,11 @@ func (s *Server) Start() {
 		return
 	}
 	s.started = true
-	for _, c := range s.clusters {
+	for _, c := range s.Clusters() {
 		c.goLive()
 	}
 	for _, w := range s.workers {
-		for _, l := range s.listeners {
+		for _, l := range s.Listeners() {
 			w.Post(func() { w.addListener(l) })
 		}
 		w.start()
@@ -195,10 +362,11 @@ func (s *Server) StopListeners() {
 	wg.Wait()
 }
 
-// ActiveConnections sums downstream_cx_active over listeners and workers.
+// ActiveConnections sums downstream_cx_active over listeners (draining ones too) and
+// workers.
 func (s *Server) ActiveConnections() int64 {
 	var n int64
-	for _, l := range s.listeners {
+	for _, l := range s.allListeners() {
 		for i := range l.stats {
 			n += l.stats[i].DownstreamCxActive.Value()
 		}
@@ -210,7 +378,7 @@ func (s *Server) ActiveConnections() int64 {
 // filters, about to become connections.
 func (s *Server) pendingSockets() int64 {
 	var n int64
-	for _, l := range s.listeners {
+	for _, l := range s.allListeners() {
 		for i := range l.stats {
 			n += l.stats[i].DownstreamPreCxActive.Value()
 		}
@@ -245,7 +413,7 @@ func (s *Server) Close() {
 	}
 	s.closed = true
 	if !s.started {
-		for _, l := range s.listeners {
+		for _, l := range s.Listeners() {
 			for _, fd := range l.fds {
 				closeFd(fd)
 			}

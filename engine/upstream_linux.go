@@ -122,7 +122,17 @@ type Cluster struct {
 	live    bool     // the workers run: updates are posted, not written
 
 	ext clusterExt // health checking, outlier detection, ORIGINAL_DST (cluster_ext_linux.go)
+	// attachment is what a filter package keeps per cluster (the router's HTTP pools),
+	// set before the cluster is published and read-only after.
+	attachment any
 }
+
+// SetAttachment stores a filter package's per-cluster state (the router's HTTP side). Call
+// it before the cluster is added to a server or registry: it is read without a lock.
+func (c *Cluster) SetAttachment(v any) { c.attachment = v }
+
+// Attachment is what SetAttachment stored.
+func (c *Cluster) Attachment() any { return c.attachment }
 
 // Breakers returns the cluster's circuit breakers, shared by all workers.
 func (c *Cluster) Breakers() *Breakers { return &c.breakers }

@@ -88,9 +88,11 @@ type Worker struct {
 
 	listeners map[string]*activeListener // by listener name
 	active    []*activeListener          // by Listener.id
-	// byAddr maps listener addresses to Listener ids for use_original_dst; shared and
-	// read-only once workers run.
+	// byAddr maps listener addresses to Listener ids for use_original_dst: this worker's
+	// own copy, changed as listeners come and go.
 	byAddr map[netip.AddrPort]int
+	// drain is the server's drain time and strategy (read-only).
+	drain *drainPolicy
 	// peers are all workers, for exact-balance hand-offs.
 	peers       []*Worker
 	freeSockets *ActiveSocket
@@ -128,6 +130,7 @@ func newWorker(id int, log *slog.Logger) (*Worker, error) {
 		handlers:  make([]handlerSlot, 1024),
 		scratch:   make([]byte, scratchSize),
 		listeners: make(map[string]*activeListener),
+		byAddr:    make(map[netip.AddrPort]int),
 		replays:   make(map[*Connection]*writeBuffer),
 		epoch:     epoch,
 		// time.Since reads the monotonic clock carried by epoch: stepping the wall clock

@@ -34,8 +34,8 @@ type hotRestart struct {
 	baseID         *int
 	parentShutdown *int
 	drainStrategy  *string
-	// restartDrain is the drain time of a hot restart (or LDS): --drain-time-s if given,
-	// else Envoy's 600 s.
+	// restartDrain is the drain time of a hot restart and of listeners changed while
+	// running (LDS): --drain-time-s if given, else Envoy's 600 s.
 	restartDrain time.Duration
 
 	log    *slog.Logger
@@ -93,6 +93,15 @@ func (h *hotRestart) resolve(fs *flag.FlagSet, drain int) error {
 		}
 	})
 	return nil
+}
+
+// strategy is --drain-strategy for the engine (the drains of listeners updated or
+// removed while running).
+func (h *hotRestart) strategy() engine.DrainStrategy {
+	if *h.drainStrategy == "immediate" {
+		return engine.Immediate
+	}
+	return engine.Gradual
 }
 
 // inherit is the engine's InheritSocket hook: the parent's socket, once connected.

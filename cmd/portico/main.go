@@ -173,7 +173,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	signal.Ignore(syscall.SIGPIPE)
 
 	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: *concurrency, Logger: log, DisableSplice: *noSplice,
-		InheritSocket: hr.inherit})
+		InheritSocket: hr.inherit, DrainTime: hr.restartDrain, DrainStrategy: hr.strategy()})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

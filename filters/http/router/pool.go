@@ -8,37 +8,42 @@ import (
 	"github.com/portico-proxy/portico/http/http1"
 )
 
-// Upstreams is the HTTP side of every cluster of one configuration: per worker ×
-// cluster × endpoint connection pools and the clusters' HTTP stats. Every router of the
-// configuration shares it, so requests of all listeners reuse the same connections.
+// Upstreams is how routers find the HTTP side of clusters: by name, in the engine's
+// cluster registry, for each request, so that a cluster added, replaced or removed at run
+// time (CDS) takes effect for the next request. Each cluster's HTTP side (its per worker
+// × endpoint connection pools and HTTP stats) is attached to the engine cluster by Attach,
+// so every router reuses the same connections.
 type Upstreams struct {
-	byName  map[string]*Cluster
-	list    []*Cluster
+	reg     *engine.ClusterRegistry
 	workers int
 }
 
-// NewUpstreams prepares pools for clusters on the given number of workers.
-func NewUpstreams(clusters []*engine.Cluster, workers int) *Upstreams {
-	u := &Upstreams{byName: make(map[string]*Cluster, len(clusters)), workers: workers}
-	for _, c := range clusters {
-		o := c.Config().HTTP
-		cl := &Cluster{c: c, perWorker: make([]clusterWorker, workers), autoSNI: o.AutoSNI, autoSAN: o.AutoSANValidation}
-		u.byName[c.Name()] = cl
-		u.list = append(u.list, cl)
-	}
-	return u
+// NewUpstreams looks clusters up in reg, for routers on the given number of workers.
+func NewUpstreams(reg *engine.ClusterRegistry, workers int) *Upstreams {
+	return &Upstreams{reg: reg, workers: workers}
 }
 
-// Cluster finds a cluster's HTTP side by name.
-func (u *Upstreams) Cluster(name string) *Cluster { return u.byName[name] }
-
-// StatsSources are the clusters' HTTP stats, for the admin scrape.
-func (u *Upstreams) StatsSources() []engine.StatsSource {
-	out := make([]engine.StatsSource, len(u.list))
-	for i, c := range u.list {
-		out[i] = c
+// Cluster finds the HTTP side of the current version of a cluster by name; nil if there
+// is no such cluster or it has no HTTP side (Attach).
+func (u *Upstreams) Cluster(name string) *Cluster {
+	c := u.reg.Get(name)
+	if c == nil {
+		return nil
 	}
-	return out
+	cl, _ := c.Attachment().(*Cluster)
+	return cl
+}
+
+// Attach gives c its HTTP side (once: a second call returns the first). Call it before c
+// is published to a registry; the result is also the cluster's HTTP stats source.
+func Attach(c *engine.Cluster) *Cluster {
+	if cl, ok := c.Attachment().(*Cluster); ok {
+		return cl
+	}
+	o := c.Config().HTTP
+	cl := &Cluster{c: c, perWorker: make([]clusterWorker, c.Workers()), autoSNI: o.AutoSNI, autoSAN: o.AutoSANValidation}
+	c.SetAttachment(cl)
+	return cl
 }
 
 // Cluster is one engine cluster's HTTP pools and stats.

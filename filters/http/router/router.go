@@ -175,7 +175,7 @@ func (f *filter) DecodeHeaders(endStream bool) {
 	}
 	name, wc := rt.PickCluster(h, f.fa.next(f.w.ID))
 	f.wc = wc
-	f.cl = f.fa.up.byName[string(name)]
+	f.cl = f.fa.up.Cluster(string(name))
 	if f.cl == nil {
 		f.cb.NoteRouteOutcome(httpfilter.NoCluster)
 		f.cb.SendLocalReply(rt.ClusterNotFoundResponseCode(), "", "NC", "cluster_not_found")

@@ -67,7 +67,8 @@ func proxyCluster(t *testing.T, backends []string, rc route.Config, tweak func(*
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := router.NewUpstreams([]*engine.Cluster{cl}, 1)
+	router.Attach(cl)
+	up := router.NewUpstreams(srv.ClusterRegistry(), 1)
 	cfg := httpconnmgr.Config{
 		StatPrefix: "ingress", Routes: tab, Limits: http1.DefaultLimits,
 		Filters:           []httpfilter.Factory{router.New(router.Config{}, up)},

@@ -115,7 +115,7 @@ func (s *stream) onRequestHeaders(m *http1.Message) {
 		c.st.DownstreamRqDroppedUnderscore.Add(uint64(m.DroppedUnderscoreHeaders))
 	}
 	s.info.Protocol = m.Version.String()
-	if !m.KeepAlive || c.w.Draining() {
+	if !m.KeepAlive || c.c.DrainClose() {
 		c.closing = true
 	}
 	if c.f.cfg.MaxRequestsPerConnection > 0 && c.requests+1 >= c.f.cfg.MaxRequestsPerConnection {

@@ -140,7 +140,8 @@ func tlsProxy(t *testing.T, backend string, tf *ptls.Factory, log accesslog.Logg
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := router.NewUpstreams([]*engine.Cluster{cl}, 1)
+	router.Attach(cl)
+	up := router.NewUpstreams(srv.ClusterRegistry(), 1)
 	f, err := httpconnmgr.New(httpconnmgr.Config{StatPrefix: "ingress", Routes: tab, Limits: http1.DefaultLimits,
 		Filters:          []httpfilter.Factory{router.New(router.Config{}, up)},
 		UseRemoteAddress: remote, StreamIdleTimeout: httpconnmgr.DefaultStreamIdleTimeout, IdleTimeout: time.Hour,

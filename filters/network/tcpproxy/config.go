@@ -17,7 +17,10 @@ const DefaultIdleTimeout = time.Hour
 
 // WeightedCluster is one entry of weighted_clusters (or the single `cluster`, weight 1).
 type WeightedCluster struct {
+	// Cluster is used as it is when the Config has no Registry; with one, Name is looked
+	// up for each connection instead (Cluster may then be nil).
 	Cluster *engine.Cluster
+	Name    string
 	Weight  uint32
 }
 
@@ -25,6 +28,10 @@ type WeightedCluster struct {
 type Config struct {
 	StatPrefix string
 	Clusters   []WeightedCluster
+	// Registry, if set, is where the clusters are looked up by name for each connection,
+	// so that a cluster added, replaced or removed at run time (CDS) takes effect for new
+	// connections; a name not found closes the connection as no-route (flag NC).
+	Registry *engine.ClusterRegistry
 	// IdleTimeout closes a connection with no bytes either way for this long; 0 disables.
 	// The translator applies DefaultIdleTimeout when the field is absent.
 	IdleTimeout time.Duration

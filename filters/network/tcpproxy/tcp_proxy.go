@@ -47,13 +47,17 @@ func NewFactory(cfg Config, workers int) (*Factory, error) {
 	if workers <= 0 {
 		return nil, fmt.Errorf("tcp_proxy: worker count %d", workers)
 	}
+	cfg.Clusters = append([]WeightedCluster(nil), cfg.Clusters...) // names are filled in below
 	f := &Factory{cfg: cfg, perWorker: make([]workerState, workers)}
-	for _, wc := range cfg.Clusters {
-		if wc.Cluster == nil {
-			return nil, errors.New("tcp_proxy: nil cluster")
+	for i, wc := range cfg.Clusters {
+		if wc.Cluster == nil && (wc.Name == "" || cfg.Registry == nil) {
+			return nil, errors.New("tcp_proxy: a cluster, or a name and a registry to look it up in, is required")
+		}
+		if wc.Name == "" {
+			f.cfg.Clusters[i].Name = wc.Cluster.Name()
 		}
 		if wc.Weight == 0 {
-			return nil, fmt.Errorf("tcp_proxy: cluster %q: weight must be at least 1", wc.Cluster.Name())
+			return nil, fmt.Errorf("tcp_proxy: cluster %q: weight must be at least 1", f.cfg.Clusters[i].Name)
 		}
 		f.totalWeight += uint64(wc.Weight)
 	}
@@ -91,21 +95,27 @@ func (f *Factory) VisitStats(worker int, v engine.StatVisitor) {
 }
 
 // pickCluster walks the cumulative weights with a per-worker rotating counter, giving each
-// cluster its share exactly over every totalWeight connections.
-func (f *Factory) pickCluster(worker int) *engine.Cluster {
-	if len(f.cfg.Clusters) == 1 {
-		return f.cfg.Clusters[0].Cluster
-	}
-	ws := &f.perWorker[worker]
-	x := ws.rr % f.totalWeight
-	ws.rr++
-	for _, wc := range f.cfg.Clusters {
-		if x < uint64(wc.Weight) {
-			return wc.Cluster
+// cluster its share exactly over every totalWeight connections. With a registry the name
+// is looked up now, so the connection gets the cluster's current version (CDS), or nil
+// if there is none.
+func (f *Factory) pickCluster(worker int) (string, *engine.Cluster) {
+	wc := &f.cfg.Clusters[len(f.cfg.Clusters)-1]
+	if len(f.cfg.Clusters) > 1 {
+		ws := &f.perWorker[worker]
+		x := ws.rr % f.totalWeight
+		ws.rr++
+		for i := range f.cfg.Clusters {
+			if x < uint64(f.cfg.Clusters[i].Weight) {
+				wc = &f.cfg.Clusters[i]
+				break
+			}
+			x -= uint64(f.cfg.Clusters[i].Weight)
 		}
-		x -= uint64(wc.Weight)
 	}
-	return f.cfg.Clusters[len(f.cfg.Clusters)-1].Cluster
+	if f.cfg.Registry != nil {
+		return wc.Name, f.cfg.Registry.Get(wc.Name)
+	}
+	return wc.Name, wc.Cluster
 }
 
 // CreateFilter implements engine.NetworkFilterFactory.
@@ -120,24 +130,26 @@ func (f *Factory) CreateFilter(c *engine.Connection) engine.ReadFilter {
 // downstream read filter and callbacks; upstreamCallbacks/upstreamReader are its upstream
 // side.
 type proxy struct {
-	f        *Factory
-	w        *engine.Worker
-	stats    *Stats
-	down     *engine.Connection
-	up       *engine.Connection
-	cluster  *engine.Cluster
-	upCb     upstreamCallbacks
-	upRead   upstreamReader
-	attempts int
-	start    int64
-	last     int64        // last activity, worker clock
-	idle     engine.Timer // armed only with an idle_timeout
-	flags    string
-	details  string
-	rx, tx   uint64
-	logged   bool
-	upHost   netip.AddrPort
-	cxHeld   bool // holds a unit of the cluster's max_connections breaker
+	f       *Factory
+	w       *engine.Worker
+	stats   *Stats
+	down    *engine.Connection
+	up      *engine.Connection
+	cluster *engine.Cluster
+	// clusterName is the name picked (the access log's cluster, also when none was found).
+	clusterName string
+	upCb        upstreamCallbacks
+	upRead      upstreamReader
+	attempts    int
+	start       int64
+	last        int64        // last activity, worker clock
+	idle        engine.Timer // armed only with an idle_timeout
+	flags       string
+	details     string
+	rx, tx      uint64
+	logged      bool
+	upHost      netip.AddrPort
+	cxHeld      bool // holds a unit of the cluster's max_connections breaker
 }
 
 func (p *proxy) OnNewConnection() engine.FilterStatus {
@@ -148,8 +160,16 @@ func (p *proxy) OnNewConnection() engine.FilterStatus {
 	p.down.AddCallbacks(p)
 	// Hold the client's bytes in the kernel until the upstream is there.
 	p.down.ReadDisable(true)
-	p.cluster = p.f.pickCluster(p.w.ID)
+	p.clusterName, p.cluster = p.f.pickCluster(p.w.ID)
 	p.idle.InitFor(p.down, (*idleTimer)(p))
+	if p.cluster == nil {
+		// The cluster is not (or no longer) defined: Envoy's "no cluster" (NC).
+		p.stats.DownstreamCxNoRoute.Inc()
+		p.flags = "NC"
+		p.details = "cluster_not_found"
+		p.down.Close(engine.CloseNoFlush)
+		return engine.StopIteration
+	}
 	if d := p.f.cfg.IdleTimeout; d > 0 {
 		p.idle.Reset(d)
 	}
@@ -273,7 +293,7 @@ func (p *proxy) finish() {
 		RequestedServerName:           p.down.Info.ServerName,
 		FilterChainName:               p.down.FilterChainName(),
 		UpstreamHost:                  p.upHost,
-		UpstreamCluster:               p.cluster.Name(),
+		UpstreamCluster:               p.clusterName,
 		BytesReceived:                 p.rx,
 		BytesSent:                     p.tx,
 		ResponseFlags:                 flags,
