@@ -79,6 +79,12 @@ func hrBackend(t *testing.T, gen int) int {
 		if strings.HasPrefix(r.URL.Path, "/slow") {
 			time.Sleep(hrSlow)
 		}
+		if strings.HasPrefix(r.URL.Path, "/hang") {
+			select { // bounded: the test's hanging request outlives the parent, not the test
+			case <-r.Context().Done():
+			case <-time.After(20 * time.Second):
+			}
+		}
 		fmt.Fprintf(w, "gen %d\n", gen)
 	})}
 	go srv.Serve(ln)
@@ -630,5 +636,54 @@ func TestRestartWrapper(t *testing.T) {
 	}
 	if _, _, err := adminGet(admin, "/ready"); err == nil {
 		t.Fatal("admin still answers after the wrapper exited")
+	}
+}
+
+// TestHotRestartParentShutdownTime: a connection that outlives the drain time keeps the
+// parent alive (Envoy's parent keeps what is left until it is told to go) until the child
+// says parent-shutdown-time is over; then the parent exits and that connection ends.
+func TestHotRestartParentShutdownTime(t *testing.T) {
+	adminPort, port := freePort(t), freePort(t)
+	admin := fmt.Sprintf("127.0.0.1:%d", adminPort)
+	base := strconv.Itoa(1 + rand.IntN(1<<30))
+	cfg := func(gen int) string {
+		return writeConfig(t, hrTmpl, map[string]any{"Admin": adminPort, "Port": port, "ReusePort": true, "Backend": hrBackend(t, gen)})
+	}
+	args := func(epoch int, c string) []string {
+		return []string{"-c", c, "--concurrency", "1", "--base-id", base, "--restart-epoch", strconv.Itoa(epoch),
+			"--drain-time-s", "1", "--parent-shutdown-time-s", "3", "--log-level", "info"}
+	}
+	p0 := startHR(t, 0, args(0, cfg(0))...)
+	waitEpoch(t, admin, 0, p0)
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /hang HTTP/1.1\r\nHost: hr\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the hanging request reaches the backend", func() bool {
+		_, body, err := adminGet(admin, "/stats")
+		return err == nil && strings.Contains(body, "cluster.backend.upstream_rq_active: 1\n")
+	})
+	start := time.Now()
+	p1 := startHR(t, 1, args(1, cfg(1))...)
+	waitEpoch(t, admin, 1, p1)
+	// Past the drain time (1 s) the parent still serves the hanging request...
+	time.Sleep(1500 * time.Millisecond)
+	if p0.exited() {
+		t.Fatalf("the parent exited %v after the hand-over, before parent-shutdown-time\n%s", time.Since(start), p0.stderr.String())
+	}
+	// ...until parent-shutdown-time (3 s from the child's start of serving).
+	if code := waitExit(t, p0, 10*time.Second); code != 0 {
+		t.Fatalf("the parent exited %d", code)
+	}
+	if !strings.Contains(p0.stderr.String(), "parent-shutdown-time is over") {
+		t.Errorf("the parent did not exit on the child's terminate:\n%s", p0.stderr.String())
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(c); err != nil && classify(err) == "timeout" {
+		t.Errorf("the parent's connection still open after it exited: %v", err)
 	}
 }
