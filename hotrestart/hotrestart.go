@@ -41,11 +41,15 @@
 //
 // # Timeouts
 //
-// Connecting and every reply before the drain wait at most ReplyTimeout; a parent that
-// does not answer in time fails the child's start, and a child that falls silent before
-// asking to drain is dropped by the parent, which goes on serving as before. After the
-// drain request nothing is waited for: the parent drains on its own clock and exits when
-// its connections are done or it is told to terminate, whichever is first.
+// The child waits at most ReplyTimeout to connect and for each reply (hello, the
+// sockets); a parent that does not answer in time fails the child's start. The parent
+// waits at most ReplyTimeout for the child's hello and its get_sockets; after that the
+// child may take as long as its start takes (DNS warm-up, say) before it asks to drain,
+// and the parent goes on serving meanwhile. A child that goes away before asking to drain
+// (its socket's end of stream) is forgotten: the parent serves on as before and answers
+// the next child. After the drain request nothing is waited for: the parent drains on its
+// own clock and exits when its connections are done, when it is told to terminate, or at
+// its own parent-shutdown-time, whichever is first.
 package hotrestart
 
 import (

@@ -47,6 +47,14 @@ static_resources:
           http_filters:
           - name: envoy.filters.http.router
             typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+{{- if .Extra}}
+  - name: extra
+    address: { socket_address: { address: 127.0.0.1, port_value: {{.Extra}} } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.echo
+        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo }
+{{- end}}
   clusters:
   - name: backend
     connect_timeout: 1s
@@ -444,15 +452,27 @@ func runHotRestart(t *testing.T, sc hrScenario) {
 	badTried := false
 	for epoch := 1; epoch <= sc.restarts; epoch++ {
 		if epoch == sc.badAt {
+			// A configuration that does not load, and one that loads but cannot bind (a new
+			// listener on a port in use): the second child fails after it took the parent's
+			// sockets.
 			bad := filepath.Join(dir, "bad.yaml")
 			os.WriteFile(bad, []byte("static_resources: { listeners: [ { name: x, address: 7 } ] }\n"), 0o644)
-			p := startHR(t, epoch, args(epoch, bad)...)
-			if code := waitExit(t, p, 10*time.Second); code == 0 {
-				t.Fatalf("a child with a bad config exited 0")
+			taken, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
 			}
-			time.Sleep(300 * time.Millisecond) // traffic on the parent after the failed child
-			if cur.exited() {
-				t.Fatalf("the parent exited after its child failed\n%s", cur.stderr.String())
+			defer taken.Close()
+			unbindable := writeConfig(t, hrTmpl, map[string]any{"Admin": strings.Split(admin, ":")[1], "Port": port,
+				"ReusePort": sc.reusePort, "Backend": hrBackend(t, epoch), "Extra": taken.Addr().(*net.TCPAddr).Port})
+			for _, cfg := range []string{bad, unbindable} {
+				p := startHR(t, epoch, args(epoch, cfg)...)
+				if code := waitExit(t, p, 10*time.Second); code == 0 {
+					t.Fatalf("a child with a bad config (%s) exited 0", cfg)
+				}
+				time.Sleep(300 * time.Millisecond) // traffic on the parent after the failed child
+				if cur.exited() {
+					t.Fatalf("the parent exited after its child failed\n%s", cur.stderr.String())
+				}
 			}
 			badTried = true
 		}

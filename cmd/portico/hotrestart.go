@@ -24,6 +24,10 @@ const (
 	defaultParentShutdown   = 900
 	defaultHotRestartDrain  = 600
 	adoptedSocketIdle       = 2 * time.Second
+	// parentShutdownSlack is how long past its own --parent-shutdown-time-s a parent waits
+	// for the child's terminate before it goes by itself (a child that died): the child's
+	// clock, which Envoy's semantics follow, starts a moment later than the parent's.
+	parentShutdownSlack = 5 * time.Second
 	hotRestartStatsInterval = hotrestart.StatsInterval
 )
 
@@ -34,6 +38,8 @@ type hotRestart struct {
 	baseID         *int
 	parentShutdown *int
 	drainStrategy  *string
+	// enabled: this process takes part in hot restart (--restart-epoch was given).
+	enabled bool
 	// restartDrain is the drain time of a hot restart and of listeners changed while
 	// running (LDS): --drain-time-s if given, else Envoy's 600 s.
 	restartDrain time.Duration
@@ -88,8 +94,11 @@ func (h *hotRestart) resolve(fs *flag.FlagSet, drain int) error {
 	}
 	h.restartDrain = defaultHotRestartDrain * time.Second
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "drain-time-s" {
+		switch f.Name {
+		case "drain-time-s":
 			h.restartDrain = time.Duration(drain) * time.Second
+		case "restart-epoch":
+			h.enabled = true
 		}
 	})
 	return nil
@@ -116,8 +125,16 @@ func (h *hotRestart) inherit(addr netip.AddrPort, reusePort bool, worker int) (i
 // here) and, for epoch > 0, connects to the parent and receives its sockets. Call it once
 // the configuration has loaded: a child whose configuration is bad never disturbs its
 // parent. A missing parent is an error, as in Envoy.
+//
+// Unlike Envoy, a process takes part in hot restart only if --restart-epoch is given (the
+// restart wrapper always gives it). Envoy makes every process with the same --base-id
+// collide on its domain socket; Portico processes started as before, several to a host,
+// go on working, and none of them can be taken over by a child meant for another.
 func (h *hotRestart) connect(log *slog.Logger) error {
 	h.log = log
+	if !h.enabled {
+		return nil
+	}
 	p, err := hotrestart.Listen(*h.baseID, *h.epoch)
 	if err != nil {
 		return err
@@ -127,6 +144,9 @@ func (h *hotRestart) connect(log *slog.Logger) error {
 		return nil
 	}
 	c, err := hotrestart.Dial(*h.baseID, *h.epoch)
+	if errors.Is(err, hotrestart.ErrNoParent) {
+		return fmt.Errorf("%w; the parent must run with --restart-epoch %d and the same --base-id", err, *h.epoch-1)
+	}
 	if err != nil {
 		return err
 	}
@@ -242,6 +262,9 @@ func (h *hotRestart) carried() map[string]uint64 {
 // counts parent-shutdown-time; every process starts answering the next epoch's child.
 func (h *hotRestart) serving(srv *engine.Server, adm *admin.Admin, adminAddr netip.AddrPort, sigs chan<- os.Signal) {
 	h.srv, h.adm, h.sigs = srv, adm, sigs
+	if !h.enabled {
+		return
+	}
 	if h.child != nil {
 		if h.adminLn != nil {
 			adm.Serve(h.adminLn)
@@ -296,10 +319,11 @@ func (h *hotRestart) serving(srv *engine.Server, adm *admin.Admin, adminAddr net
 // handOver is the parent's side of the child's drain request: the child serves admin
 // already, so ours closes; the drain itself runs on the main goroutine (eventHandedOver).
 func (h *hotRestart) handOver() {
-	h.handedOver.Store(true)
-	go h.adm.Close()
+	// stopStats before handedOver: exit() uses it once it sees handedOver.
 	h.stopStats = make(chan struct{})
 	h.statsDone.Add(1)
+	h.handedOver.Store(true)
+	go h.adm.Close()
 	go func() {
 		defer h.statsDone.Done()
 		t := time.NewTicker(hotRestartStatsInterval)
@@ -354,7 +378,7 @@ func (h *hotRestart) handingOver(sig os.Signal) bool {
 // is left of its connections after the drain time until then).
 func (h *hotRestart) stepLimit(drain time.Duration) time.Duration {
 	if h.handedOver.Load() {
-		return max(drain, time.Duration(*h.parentShutdown)*time.Second) + time.Second
+		return max(drain, time.Duration(*h.parentShutdown)*time.Second+parentShutdownSlack) + time.Second
 	}
 	return drain + time.Second
 }
@@ -365,7 +389,7 @@ func (h *hotRestart) drain(srv *engine.Server, drain time.Duration) bool {
 	if srv.Drain(drain) || !h.handedOver.Load() {
 		return srv.ActiveConnections() == 0
 	}
-	deadline := h.drainStart.Add(time.Duration(*h.parentShutdown) * time.Second)
+	deadline := h.drainStart.Add(time.Duration(*h.parentShutdown)*time.Second + parentShutdownSlack)
 	for srv.ActiveConnections() > 0 && !h.terminated.Load() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
