@@ -707,3 +707,15 @@ func TestHotRestartParentShutdownTime(t *testing.T) {
 		t.Errorf("the parent's connection still open after it exited: %v", err)
 	}
 }
+
+func TestRestartArgs(t *testing.T) {
+	got := stripEpoch([]string{"-c", "x.yaml", "--restart-epoch", "3", "--base-id", "2", "-restart-epoch=4", "--concurrency", "2"})
+	if want := "-c x.yaml --base-id 2 --concurrency 2"; strings.Join(got, " ") != want {
+		t.Errorf("stripEpoch: %q, want %q", strings.Join(got, " "), want)
+	}
+	for args, want := range map[string]bool{"-c x": true, "--config-path x": true, "-c=x": true, "--concurrency 2": false} {
+		if hasConfig(strings.Fields(args)) != want {
+			t.Errorf("hasConfig(%q) != %v", args, want)
+		}
+	}
+}

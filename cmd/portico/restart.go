@@ -111,6 +111,10 @@ func (r *restarter) start() error {
 	epoch := r.nextEpoch
 	cmd := exec.Command(r.bin, append(append([]string{}, r.args...), "--restart-epoch", strconv.Itoa(epoch))...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	// A process group of its own: a Ctrl-C at the terminal reaches the wrapper only, which
+	// forwards it once. Delivered twice (the terminal's and the forward), the second would
+	// cut the child's drain short.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
