@@ -49,7 +49,6 @@ type hotRestart struct {
 	parent *hotrestart.Parent // our own socket, for the next epoch
 	// adminLn is the parent's admin socket, served once this process is live.
 	adminLn net.Listener
-	steered bool // this process steered a SO_REUSEPORT group (it has fewer workers)
 
 	srv        *engine.Server
 	adm        *admin.Admin
@@ -218,7 +217,8 @@ func (h *hotRestart) steer(srv *engine.Server) {
 		var err error
 		if extra[s.Address] {
 			err = hotrestart.SteerReusePort(s.Fd, n)
-			h.steered = true
+			h.log.Info("hot restart: the parent has more sockets than this process has workers; steering new connections to the first ones",
+				"address", s.Address.String(), "workers", n)
 		} else {
 			err = hotrestart.UnsteerReusePort(s.Fd)
 		}
