@@ -21,13 +21,13 @@ import (
 // Envoy's defaults for the hot restart flags. The drain of a hot restart (and of LDS) is
 // Envoy's 600 s unless --drain-time-s is given; the SIGTERM drain keeps Portico's 5 s.
 const (
-	defaultParentShutdown   = 900
-	defaultHotRestartDrain  = 600
-	adoptedSocketIdle       = 2 * time.Second
+	defaultParentShutdown  = 900
+	defaultHotRestartDrain = 600
+	adoptedSocketIdle      = 2 * time.Second
 	// parentShutdownSlack is how long past its own --parent-shutdown-time-s a parent waits
 	// for the child's terminate before it goes by itself (a child that died): the child's
 	// clock, which Envoy's semantics follow, starts a moment later than the parent's.
-	parentShutdownSlack = 5 * time.Second
+	parentShutdownSlack     = 5 * time.Second
 	hotRestartStatsInterval = hotrestart.StatsInterval
 )
 
