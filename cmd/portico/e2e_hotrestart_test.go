@@ -127,6 +127,37 @@ func startHR(t *testing.T, epoch int, args ...string) *hrProc {
 	return p
 }
 
+// startWrapper runs `portico restart ARGS`; at the end of the test, the children it
+// started (from its log) are killed too, by pid: they are in their own process group and
+// would outlive a wrapper killed by the test's cleanup.
+func startWrapper(t *testing.T, args ...string) *hrProc {
+	t.Helper()
+	w := startHR(t, 0, append([]string{"restart"}, args...)...)
+	t.Cleanup(func() {
+		for _, pid := range w.childPIDs() {
+			if syscall.Kill(pid, 0) == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	return w
+}
+
+// childPIDs lists the children a wrapper logged as started.
+func (p *hrProc) childPIDs() []int {
+	var pids []int
+	for _, line := range strings.Split(p.stderr.String(), "\n") {
+		if i := strings.Index(line, "started epoch "); i >= 0 {
+			if _, rest, ok := strings.Cut(line[i:], "(pid "); ok {
+				if pid, err := strconv.Atoi(strings.TrimSuffix(rest, ")")); err == nil {
+					pids = append(pids, pid)
+				}
+			}
+		}
+	}
+	return pids
+}
+
 func (p *hrProc) exited() bool {
 	select {
 	case <-p.done:
@@ -619,7 +650,7 @@ func TestRestartWrapper(t *testing.T) {
 		}
 	}
 	write(0)
-	w := startHR(t, 0, "restart", "-c", cfg, "--concurrency", "2", "--base-id", strconv.Itoa(1+rand.IntN(1<<30)),
+	w := startWrapper(t, "-c", cfg, "--concurrency", "2", "--base-id", strconv.Itoa(1+rand.IntN(1<<30)),
 		"--drain-time-s", "5", "--log-level", "warning")
 	waitEpoch(t, admin, 0, w)
 	get := func() {
@@ -717,5 +748,24 @@ func TestRestartArgs(t *testing.T) {
 		if hasConfig(strings.Fields(args)) != want {
 			t.Errorf("hasConfig(%q) != %v", args, want)
 		}
+	}
+}
+
+// TestRestartWrapperChildDies: as in hot-restarter.py, a child that dies (here the only
+// one, killed) ends the wrapper with exit code 1.
+func TestRestartWrapperChildDies(t *testing.T) {
+	adminPort := freePort(t)
+	cfg := writeConfig(t, hrTmpl, map[string]any{"Admin": adminPort, "Port": freePort(t), "ReusePort": true, "Backend": hrBackend(t, 0)})
+	w := startWrapper(t, "-c", cfg, "--concurrency", "1", "--base-id", strconv.Itoa(1+rand.IntN(1<<30)), "--log-level", "warning")
+	waitEpoch(t, fmt.Sprintf("127.0.0.1:%d", adminPort), 0, w)
+	pids := w.childPIDs()
+	if len(pids) != 1 {
+		t.Fatalf("children in the wrapper's log: %v\n%s", pids, w.stderr.String())
+	}
+	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, w, 10*time.Second); code != 1 {
+		t.Fatalf("the wrapper exited %d after its only child was killed, want 1\n%s", code, w.stderr.String())
 	}
 }
