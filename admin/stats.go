@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -86,9 +87,25 @@ type clusterID struct {
 }
 
 type sourceID struct {
+	// src is the source itself: a listener or cluster update replaces a source by another
+	// with the same family and labels, whose stats the layout must read instead.
+	src    engine.StatsSource
 	family string
 	labels [][2]string
 	global bool
+}
+
+// sameSource tells whether a and b are the same source; a source of a type that cannot be
+// compared (a struct holding a slice) counts as the same as another of its type.
+func sameSource(a, b engine.StatsSource) bool {
+	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
+	if ta != tb {
+		return false
+	}
+	if !ta.Comparable() {
+		return true
+	}
+	return a == b
 }
 
 // ProcessStats is a StatsSource whose stats belong to the process, not to a worker, such
@@ -404,7 +421,7 @@ func (l *layout) fits(srv *engine.Server) bool {
 	}
 	for i, src := range ss {
 		id := &l.sources[i]
-		if id.family != src.StatsFamily() || !slices.Equal(id.labels, src.StatsLabels()) || id.global != processWide(src) {
+		if !sameSource(id.src, src) || id.family != src.StatsFamily() || !slices.Equal(id.labels, src.StatsLabels()) || id.global != processWide(src) {
 			return false
 		}
 	}
@@ -541,7 +558,7 @@ func (s *scraper) build() {
 	for _, src := range srv.StatsSources() {
 		labels := src.StatsLabels()
 		global := processWide(src)
-		l.sources = append(l.sources, sourceID{src.StatsFamily(), slices.Clone(labels), global})
+		l.sources = append(l.sources, sourceID{src, src.StatsFamily(), slices.Clone(labels), global})
 		add(src.StatsFamily(), labels, global, src.VisitStats,
 			func(wi int, v engine.HistogramVisitor) { visitHistograms(src, wi, v) })
 	}

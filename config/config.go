@@ -73,6 +73,28 @@ type Config struct {
 	// /config_dump.
 	bootstrap []byte
 	loaded    time.Time
+
+	// The lists above hold the static resources only (and, when there is a CDS file,
+	// the HTTP upstreams shared with its clusters); the dynamic ones carry their own
+	// lists (dynamic.go, resources.go).
+
+	// StaticListeners and StaticClusters are the static resources as resources, in the
+	// file's order, each with its own share of the lists above, so that static and
+	// dynamic ones are handled alike (a file never updates a static one).
+	StaticListeners []*ListenerResource
+	StaticClusters  []*ClusterResource
+
+	// Node is the bootstrap's node identity.
+	Node Node
+	// LDS and CDS are the file subscriptions of dynamic_resources; nil when absent.
+	LDS, CDS *FileSource
+	// InitialLDS and InitialCDS are the files' contents at load time (nil without the
+	// subscription, or when the file as a whole could not be read: LDSError, CDSError;
+	// Envoy then starts without those resources, and so may the caller). Their
+	// resources' Errors do not fail the load: Envoy rejects those resources and starts.
+	InitialLDS         *ListenerUpdate
+	InitialCDS         *ClusterUpdate
+	LDSError, CDSError error
 }
 
 // Runner is background work of a configuration (see Config.Runners). It never runs on a
@@ -104,8 +126,17 @@ type Options struct {
 	// Clusters is the registry the filters look clusters up in by name (the server's,
 	// engine.Server.ClusterRegistry, so that clusters it adds or replaces at run time
 	// take effect); nil makes a new one. A configuration that loads publishes its static
-	// clusters in it.
+	// clusters in it. For ParseListeners it is also where the clusters a listener names
+	// are checked for (besides Static's).
 	Clusters *engine.ClusterRegistry
+	// Static, for ParseListeners and ParseClusters at run time, is the loaded bootstrap:
+	// its static listeners' and clusters' names may not be taken by a file's resources,
+	// nor its listeners' addresses, and its clusters may be named.
+	Static *Config
+
+	// known are more clusters a listener may name, by name: the CDS file's at start,
+	// before anyone has published them (dynamic.go).
+	known map[string]*engine.Cluster
 }
 
 // Load reads and parses the bootstrap file at path. Problems in the file are returned as

@@ -90,6 +90,10 @@ func (t *translator) tcpProxy(tp *tcpproxyv3.TcpProxy, at string) (engine.Networ
 	ref := func(name, at string, weight uint32) {
 		c, defined := t.clusters[name]
 		switch {
+		case !defined && t.dyn != nil:
+			// An LDS listener may name a cluster CDS has yet to bring (as in Envoy): the
+			// name is looked up per connection, which fails as no-cluster until then.
+			cfg.Clusters = append(cfg.Clusters, tcpproxy.WeightedCluster{Name: name, Weight: weight})
 		case !defined:
 			t.errorf(at, "cluster %q is not defined (%s)", name, t.definedClusters())
 			ok = false

@@ -45,7 +45,7 @@ var anySlots = map[protoreflect.FullName][]string{
 // configures is silently ignored. Messages absent from this table accept no fields
 // (well-known types such as Duration are leaves and are not checked here).
 var supported = map[protoreflect.FullName][]protoreflect.Name{
-	"envoy.config.bootstrap.v3.Bootstrap":                 {"node", "static_resources", "admin"},
+	"envoy.config.bootstrap.v3.Bootstrap":                 {"node", "static_resources", "admin", "dynamic_resources"},
 	"envoy.config.bootstrap.v3.Bootstrap.StaticResources": {"listeners", "clusters"},
 	"envoy.config.bootstrap.v3.Admin":                     {"address"},
 
@@ -61,7 +61,7 @@ var supported = map[protoreflect.FullName][]protoreflect.Name{
 		"continue_on_listener_filters_timeout", "filter_chains", "default_filter_chain",
 		"per_connection_buffer_limit_bytes", "connection_balance_config",
 		"tcp_backlog_size", "max_connections_to_accept_per_socket_event", "transparent",
-		"freebind", "traffic_direction", "stat_prefix",
+		"freebind", "traffic_direction", "stat_prefix", "drain_type",
 	},
 	"envoy.config.listener.v3.Listener.ConnectionBalanceConfig":              {"exact_balance"},
 	"envoy.config.listener.v3.Listener.ConnectionBalanceConfig.ExactBalance": {},
@@ -206,6 +206,9 @@ func supportedFields(n protoreflect.FullName) []protoreflect.Name {
 		return f
 	}
 	if f, ok := supportedHCM[n]; ok {
+		return f
+	}
+	if f, ok := supportedDynamic[n]; ok { // dynamic.go
 		return f
 	}
 	for _, m := range [...]map[protoreflect.FullName][]protoreflect.Name{supportedTLS, supportedTLSValidation, supportedTLSUpstream} {

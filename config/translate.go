@@ -38,6 +38,7 @@ type translator struct {
 	clusters map[string]*engine.Cluster
 	defined  string            // definedClusters, once made: the clusters are all read before it is needed
 	up       *router.Upstreams // the HTTP pools, made for the first router (see upstreams)
+	dyn      *resourceState    // resources.go: set when translating one LDS resource
 }
 
 // warnf records a warning: something accepted that does not do what it says in Envoy.
@@ -75,14 +76,17 @@ func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 			continue
 		}
 		clusterAt[name] = at
+		m := t.mark()
 		c := t.cluster(cl, at)
 		if name != "" {
 			t.clusters[name] = c
 		}
 		if c != nil {
 			t.cfg.Clusters = append(t.cfg.Clusters, c)
+			t.staticCluster(cl, c, m) // resources.go
 		}
 	}
+	t.dynamicClusters(bs) // dynamic.go: node, dynamic_resources, the CDS file
 	const listenersAt = "static_resources.listeners"
 	listeners := sr.GetListeners()
 	listenerAt := make(map[string]int, len(listeners)) // by name
@@ -102,6 +106,7 @@ func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 		} else {
 			listenerAt[name] = i
 		}
+		m := t.mark()
 		if lc, ok := t.listener(l, at); ok {
 			// Two listeners may not share a concrete address, binding or not (Envoy
 			// rejects it too); port 0 asks the kernel for a fresh port each time.
@@ -116,6 +121,7 @@ func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 			if name != "" {
 				t.cfg.Chains[name] = lc.FilterChains.(*chain.Manager)
 			}
+			t.staticListener(l, lc, m) // resources.go
 		}
 		if !t.c.errorsUnder(at) {
 			// Nothing more is read from this listener's proto (result walks the
@@ -124,6 +130,7 @@ func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 			listeners[i] = nil
 		}
 	}
+	t.dynamicListeners() // dynamic.go: the LDS file, after the static names are known
 	return t.cfg
 }
 
@@ -376,6 +383,7 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 		Backlog:                          int(l.GetTcpBacklogSize().GetValue()),
 		MaxAcceptPerEvent:                int(l.GetMaxConnectionsToAcceptPerSocketEvent().GetValue()),
 		UseOriginalDst:                   l.GetUseOriginalDst().GetValue(),
+		DrainModifyOnly:                  l.GetDrainType() == listenerv3.Listener_MODIFY_ONLY,
 	}
 	if l.GetAddress() == nil {
 		// An internal listener has none (it is reported as unsupported).
@@ -428,7 +436,7 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 	for i, fc := range l.GetFilterChains() {
 		cat := index(field(at, "filter_chains"), i)
 		m, mok := t.match(fc.GetFilterChainMatch(), field(cat, "filter_chain_match"))
-		fch, fok := t.filterChain(fc, cat, statName(&lc))
+		fch, fok := t.chainFor(fc, cat, statName(&lc)) // resources.go: reuses an unchanged chain
 		if !mok || !fok {
 			ok = false
 			continue
@@ -444,7 +452,7 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 			t.errorf(field(dat, "filter_chain_match"), "has no effect on the default filter chain; remove it")
 			ok = false
 		}
-		fch, fok := t.filterChain(dfc, dat, statName(&lc))
+		fch, fok := t.chainFor(dfc, dat, statName(&lc))
 		if !fok {
 			ok = false
 		}

@@ -223,3 +223,8 @@ func (a *adoptedSocket) close() {
 	a.fd = -1
 	a.timer.Stop()
 }
+
+// DownstreamOpen counts the downstream connections and the accepted sockets still in
+// their listener filters: what a hot restart's parent waits for before it exits (Drain
+// waits for the same).
+func (s *Server) DownstreamOpen() int64 { return s.ActiveConnections() + s.pendingSockets() }

@@ -443,6 +443,8 @@ type hrScenario struct {
 	concurrency func(epoch int) int
 	// badAt, if > 0, tries a child with a broken configuration before epoch badAt.
 	badAt int
+	// drain is --drain-time-s and --drain-strategy.
+	drainTime, strategy string
 }
 
 func runHotRestart(t *testing.T, sc hrScenario) {
@@ -462,7 +464,8 @@ func runHotRestart(t *testing.T, sc hrScenario) {
 	}
 	args := func(epoch int, cfg string) []string {
 		return []string{"-c", cfg, "--concurrency", strconv.Itoa(sc.concurrency(epoch)), "--base-id", strconv.Itoa(base),
-			"--restart-epoch", strconv.Itoa(epoch), "--drain-time-s", "5", "--parent-shutdown-time-s", "20", "--log-level", "warning"}
+			"--restart-epoch", strconv.Itoa(epoch), "--drain-time-s", sc.drainTime, "--drain-strategy", sc.strategy,
+			"--parent-shutdown-time-s", "20", "--log-level", "warning"}
 	}
 	cur := startHR(t, 0, args(0, config(0))...)
 	waitEpoch(t, admin, 0, cur)
@@ -595,7 +598,8 @@ func TestHotRestart(t *testing.T) {
 	if testing.Short() {
 		restarts = 5
 	}
-	runHotRestart(t, hrScenario{reusePort: true, restarts: restarts, concurrency: func(int) int { return 2 }, badAt: 3})
+	runHotRestart(t, hrScenario{reusePort: true, restarts: restarts, concurrency: func(int) int { return 2 }, badAt: 3,
+		drainTime: "5", strategy: "immediate"})
 }
 
 // TestHotRestartDupFd: the same with one shared listen socket (enable_reuse_port: false).
@@ -604,12 +608,14 @@ func TestHotRestartDupFd(t *testing.T) {
 	if testing.Short() {
 		restarts = 3
 	}
-	runHotRestart(t, hrScenario{reusePort: false, restarts: restarts, concurrency: func(int) int { return 2 }})
+	runHotRestart(t, hrScenario{reusePort: false, restarts: restarts, concurrency: func(int) int { return 2 },
+		drainTime: "5", strategy: "immediate"})
 }
 
 // TestHotRestartConcurrency: the worker count alternates 4 → 2 → 4 ...: a child with fewer
 // workers steers the SO_REUSEPORT group to its sockets and serves the parent's others until
-// they are empty; a child with more binds extra sockets into the group.
+// they are empty; a child with more binds extra sockets into the group. The parents drain
+// gradually (Envoy's default strategy) over 1 s.
 func TestHotRestartConcurrency(t *testing.T) {
 	restarts := 10
 	if testing.Short() {
@@ -620,7 +626,7 @@ func TestHotRestartConcurrency(t *testing.T) {
 			return 4
 		}
 		return 2
-	}})
+	}, drainTime: "1", strategy: "gradual"})
 }
 
 // TestHotRestartNoParent: epoch 1 with no epoch 0 running fails, as in Envoy.

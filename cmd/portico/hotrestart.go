@@ -18,12 +18,11 @@ import (
 	"github.com/portico-proxy/portico/hotrestart"
 )
 
-// Envoy's defaults for the hot restart flags. The drain of a hot restart (and of LDS) is
-// Envoy's 600 s unless --drain-time-s is given; the SIGTERM drain keeps Portico's 5 s.
+// Envoy's default for --parent-shutdown-time-s. (--drain-time-s and --drain-strategy are
+// serve()'s: a hot restart's parent drains for --drain-time-s, Envoy's 600 s by default.)
 const (
-	defaultParentShutdown  = 900
-	defaultHotRestartDrain = 600
-	adoptedSocketIdle      = 2 * time.Second
+	defaultParentShutdown = 900
+	adoptedSocketIdle     = 2 * time.Second
 	// parentShutdownSlack is how long past its own --parent-shutdown-time-s a parent waits
 	// for the child's terminate before it goes by itself (a child that died): the child's
 	// clock, which Envoy's semantics follow, starts a moment later than the parent's.
@@ -37,11 +36,9 @@ type hotRestart struct {
 	epoch          *int
 	baseID         *int
 	parentShutdown *int
-	drainStrategy  *string
 	// enabled: this process takes part in hot restart (--restart-epoch was given).
 	enabled bool
-	// restartDrain is the drain time of a hot restart and of listeners changed while
-	// running (LDS): --drain-time-s if given, else Envoy's 600 s.
+	// restartDrain is the drain time of a hot restart's parent: --drain-time-s.
 	restartDrain time.Duration
 
 	log    *slog.Logger
@@ -79,7 +76,6 @@ func hotRestartFlags(fs *flag.FlagSet) *hotRestart {
 		epoch:          fs.Int("restart-epoch", 0, "hot restart epoch: 0 starts cold; N > 0 takes over the sockets of the running epoch N-1"),
 		baseID:         fs.Int("base-id", 0, "hot restart base id: separates sets of processes on one host"),
 		parentShutdown: fs.Int("parent-shutdown-time-s", defaultParentShutdown, "hot restart: seconds after the child serves that the parent is told to exit"),
-		drainStrategy:  fs.String("drain-strategy", "gradual", "drain strategy: gradual or immediate"),
 	}
 }
 
@@ -88,28 +84,13 @@ func (h *hotRestart) resolve(fs *flag.FlagSet, drain int) error {
 	if *h.epoch < 0 || *h.baseID < 0 || *h.parentShutdown < 0 {
 		return errors.New("--restart-epoch, --base-id and --parent-shutdown-time-s must not be negative")
 	}
-	if *h.drainStrategy != "gradual" && *h.drainStrategy != "immediate" {
-		return fmt.Errorf("--drain-strategy %q: gradual or immediate", *h.drainStrategy)
-	}
-	h.restartDrain = defaultHotRestartDrain * time.Second
+	h.restartDrain = time.Duration(drain) * time.Second
 	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "drain-time-s":
-			h.restartDrain = time.Duration(drain) * time.Second
-		case "restart-epoch":
+		if f.Name == "restart-epoch" {
 			h.enabled = true
 		}
 	})
 	return nil
-}
-
-// strategy is --drain-strategy for the engine (the drains of listeners updated or
-// removed while running).
-func (h *hotRestart) strategy() engine.DrainStrategy {
-	if *h.drainStrategy == "immediate" {
-		return engine.Immediate
-	}
-	return engine.Gradual
 }
 
 // inherit is the engine's InheritSocket hook: the parent's socket, once connected.
@@ -383,17 +364,24 @@ func (h *hotRestart) stepLimit(drain time.Duration) time.Duration {
 	return drain + time.Second
 }
 
-// drain is serve()'s drain: the engine's, and for a hot restart's parent, after the drain
-// time, until the last connection is gone or the child says terminate.
+// drain is serve()'s drain. A hot restart's parent runs Envoy's drain sequence instead of
+// the SIGTERM drain: it stops accepting, and for --drain-time-s HTTP connections are asked
+// to close after their responses (by --drain-strategy); idle keep-alive connections are
+// left alone until their next request, not closed under a client that may be sending one
+// (an HTTP/1.1 race that costs a naive client its request). The parent then exits when
+// its last connection has ended, when the child says terminate (parent-shutdown-time), or
+// at its own parent-shutdown-time and a few seconds if the child is gone.
 func (h *hotRestart) drain(srv *engine.Server, drain time.Duration) bool {
-	if srv.Drain(drain) || !h.handedOver.Load() {
-		return srv.ActiveConnections() == 0
+	if !h.handedOver.Load() {
+		return srv.Drain(drain)
 	}
+	srv.StopListeners()
+	srv.StartDrainSequence(nil)
 	deadline := h.drainStart.Add(time.Duration(*h.parentShutdown)*time.Second + parentShutdownSlack)
-	for srv.ActiveConnections() > 0 && !h.terminated.Load() && time.Now().Before(deadline) {
+	for srv.DownstreamOpen() > 0 && !h.terminated.Load() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	return srv.ActiveConnections() == 0
+	return srv.DownstreamOpen() == 0
 }
 
 // exit sends the child the final counters (after the connections are closed, so nothing

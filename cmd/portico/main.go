@@ -26,11 +26,11 @@ import (
 var version = "dev"
 
 const usage = `Usage:
-  portico -c FILE [--concurrency N] [--log-level LEVEL] [--drain-time-s N] [--disable-splice]
-          [--reject-ignored] [--restart-epoch N] [--base-id N] [--parent-shutdown-time-s N]
-          [--drain-strategy gradual|immediate]
+  portico -c FILE [--concurrency N] [--log-level LEVEL] [--drain-time-s N]
+          [--drain-strategy gradual|immediate] [--disable-splice] [--reject-ignored]
+          [--restart-epoch N] [--base-id N] [--parent-shutdown-time-s N]
   portico restart -c FILE [flags as above]   (hot-restarts on SIGHUP; see docs/hot-restart.md)
-  portico validate -c FILE [--reject-ignored]
+  portico validate -c FILE [--reject-ignored]   (FILE: a bootstrap, or an LDS/CDS file)
   portico explain -c FILE --listener NAME --dst IP:PORT [--src IP:PORT] [--direct-src IP:PORT]
                   [--sni NAME] [--transport tls|raw_buffer] [--alpn p1,p2]
                   [--host HOST [--path PATH] [--method M] [--header "Name: value"]...]
@@ -99,20 +99,85 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "validate: -c FILE is required")
 		return 2
 	}
+	if config.IsResourceFile(*path) {
+		return validateResources(*path, *reject, stdout, stderr)
+	}
 	cfg, err := config.LoadWith(*path, 1, config.Options{CheckOnly: true})
 	if err != nil {
 		printConfigErrors(stderr, *path, err)
 		return 1
 	}
+	defer cfg.Close()
 	if *reject && rejectIgnored(stderr, *path, cfg) {
-		cfg.Close()
 		return 1
 	}
 	for _, w := range cfg.Warnings {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", *path, w)
 	}
+	// The LDS and CDS files dynamic_resources names, as read at start: a rejected
+	// resource would not stop Envoy from starting, but validate is there to find it.
+	ok := true
+	if cfg.CDS != nil {
+		ok = printUpdate(stdout, stderr, cfg.CDS.Path, cfg.CDSError, cfg.InitialCDS.Problems(), *reject) && ok
+	}
+	if cfg.LDS != nil {
+		ok = printUpdate(stdout, stderr, cfg.LDS.Path, cfg.LDSError, cfg.InitialLDS.Problems(), *reject) && ok
+	}
+	if !ok {
+		return 1
+	}
 	fmt.Fprintf(stdout, "%s: OK\n", *path)
 	return 0
+}
+
+// defaultTermDrain is how long the SIGTERM/SIGINT drain lasts unless --drain-time-s is
+// given.
+const defaultTermDrain = 5 * time.Second
+
+func parseDrainStrategy(s string) (engine.DrainStrategy, error) {
+	switch strings.ToLower(s) {
+	case "gradual":
+		return engine.Gradual, nil
+	case "immediate":
+		return engine.Immediate, nil
+	}
+	return 0, fmt.Errorf("unknown drain strategy %q (gradual, immediate)", s)
+}
+
+// validateResources validates an LDS or CDS file given on its own.
+func validateResources(path string, reject bool, stdout, stderr io.Writer) int {
+	rc, err := config.CheckResourceFile(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if !printUpdate(stdout, stderr, path, nil, config.UpdateProblems{Errors: rc.Errors, Warnings: rc.Warnings}, reject) {
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: OK (%d %ss, version %q)\n", path, len(rc.Names), rc.Kind, rc.Version)
+	return 0
+}
+
+// printUpdate prints a resource file's problems, each prefixed by the file; it reports
+// whether there were none (warnings count with --reject-ignored).
+func printUpdate(stdout, stderr io.Writer, path string, fileErr error, p config.UpdateProblems, reject bool) bool {
+	if fileErr != nil {
+		fmt.Fprintln(stderr, fileErr) // a config.FileError names the file on each line
+		return false
+	}
+	for i := range p.Errors {
+		for _, line := range strings.Split(p.Errors[i].Error(), "\n") {
+			fmt.Fprintf(stderr, "%s: %s\n", path, line)
+		}
+	}
+	for _, w := range p.Warnings {
+		if reject {
+			fmt.Fprintf(stderr, "%s: %s (ignored by Portico; refused with --reject-ignored)\n", path, w)
+		} else {
+			fmt.Fprintf(stderr, "%s: warning: %s\n", path, w)
+		}
+	}
+	return len(p.Errors) == 0 && (!reject || len(p.Warnings) == 0)
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -135,7 +200,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(path, "config-path", "", "same as -c")
 	concurrency := fs.Int("concurrency", 0, "number of workers (default: the CPU count)")
 	level := fs.String("log-level", "info", "log level: trace, debug, info, warning, error, critical, off")
-	drain := fs.Int("drain-time-s", 5, "on SIGTERM/SIGINT, how long open connections may take to finish")
+	drain := fs.Int("drain-time-s", 600, "how long connections of an updated or removed listener (LDS) and of a hot-restarted parent may take to finish, as in Envoy; on SIGTERM/SIGINT the drain lasts this long only if the flag is given, else 5 s")
+	strategy := fs.String("drain-strategy", "gradual", "how draining HTTP connections are asked to close: gradual (more of them as the drain time passes) or immediate")
 	noSplice := fs.Bool("disable-splice", false, "tcp_proxy: keep bulk transfers on read/write instead of splice(2)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	reject := fs.Bool("reject-ignored", false, rejectIgnoredUsage)
@@ -160,12 +226,29 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
+	drainStrategy, err := parseDrainStrategy(*strategy)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	if *drain < 0 {
+		fmt.Fprintln(stderr, "--drain-time-s must not be negative")
+		return 2
+	}
+	// Envoy does not drain on SIGTERM at all; Portico does, for a short time unless told
+	// otherwise (a 600 s default would make every stop take ten minutes).
+	termDrain := defaultTermDrain
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "drain-time-s" {
+			termDrain = time.Duration(*drain) * time.Second
+		}
+	})
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	if strings.EqualFold(*level, "off") {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	// SIGHUP is caught from here on (its default action kills the process): Envoy reloads
-	// or hot-restarts on it; Portico does neither yet, so it says so and goes on.
+	// SIGHUP is caught from here on (its default action kills the process): Envoy's
+	// hot-restarter turns it into a new epoch; the process itself says so and goes on.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP)
 	// A write to a closed pipe fails with EPIPE (counted by the access log that made it)
@@ -173,12 +256,13 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	signal.Ignore(syscall.SIGPIPE)
 
 	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: *concurrency, Logger: log, DisableSplice: *noSplice,
-		InheritSocket: hr.inherit, DrainTime: hr.restartDrain, DrainStrategy: hr.strategy()})
+		DrainTime: max(time.Duration(*drain)*time.Second, time.Millisecond), DrainStrategy: drainStrategy,
+		InheritSocket: hr.inherit})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	cfg, err := config.Load(*path, srv.Concurrency())
+	cfg, err := config.LoadWith(*path, srv.Concurrency(), config.Options{Clusters: srv.ClusterRegistry()})
 	if err != nil {
 		printConfigErrors(stderr, *path, err)
 		return 1
@@ -213,9 +297,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
+	// The files' resources (LDS, CDS) join the static ones before the workers start.
+	mgr := newManager(srv, cfg, log, time.Duration(*drain)*time.Second)
+	mgr.applyInitial()
 	hr.steer(srv)
 	srv.AddStatsSource(hr.statsSource())
-	adm := admin.New(srv, admin.Options{Logger: log, CarriedCounters: hr.carried})
+	adm := admin.New(srv, admin.Options{Logger: log, Control: control{mgr}, CarriedCounters: hr.carried})
 	if cfg.Admin.IsValid() && !hr.adoptAdmin(cfg.Admin) {
 		addr, err := adm.Start(cfg.Admin)
 		if err != nil {
@@ -243,6 +330,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	waitWarm(cfg, log)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	srv.Start()
+	mgr.start()
 	adm.SetState(admin.Live)
 	for _, l := range srv.Listeners() {
 		log.Info("listener started", "listener", l.Name(), "address", l.Address().String(),
@@ -252,7 +340,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	hr.serving(srv, adm, cfg.Admin, sigs)
 
 	exit := 0
-	drainTime := time.Duration(*drain) * time.Second
+	drainTime := termDrain
 	if sig, err := nextSignal(sigs, srv.Fatal(), log); err != nil {
 		// A worker's event loop failed: its sockets are closed and the other workers go
 		// on, but a proxy short of a worker is not what was configured. Drain and exit
@@ -267,6 +355,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		log.Info("draining", "signal", sig.String(), "drain_time", drainTime)
 	}
 	adm.SetState(admin.Draining)
+	// No update applies from here on: the drain owns the listeners.
+	mgr.stop()
 	// Every step is bounded and a signal cuts it short, so that shutdown ends within the
 	// drain time and a few seconds whatever a connection or an access-log sink does.
 	st := &stopper{sigs: sigs, log: log}
@@ -280,7 +370,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	})
 	st.step("close connections", stopStepTimeout, false, func(context.Context) { srv.Close() })
 	st.step("close admin", stopStepTimeout, false, func(context.Context) { adm.Close() })
-	st.step("flush access logs", stopStepTimeout, false, func(ctx context.Context) { closeAll(ctx, cfg.Closers, log) })
+	st.step("flush access logs", stopStepTimeout, false, func(ctx context.Context) {
+		closeAll(ctx, append(cfg.Closers, mgr.closers()...), log)
+	})
 	hr.exit()
 	log.Info("portico stopped", "exit_code", exit)
 	return exit
@@ -400,7 +492,11 @@ func nextSignal(sigs <-chan os.Signal, fatal <-chan error, log *slog.Logger) (os
 	}
 }
 
-func logSIGHUP(log *slog.Logger) { log.Warn("SIGHUP received; reload is not supported, ignoring") }
+// logSIGHUP: as in Envoy, a running process does not reload on SIGHUP: LDS/CDS files are
+// applied when they are replaced, and `portico restart` turns SIGHUP into a hot restart.
+func logSIGHUP(log *slog.Logger) {
+	log.Warn("SIGHUP received; ignoring (LDS/CDS files apply when replaced; `portico restart` hot-restarts on SIGHUP)")
+}
 
 // spareP gives the Go scheduler one P more than there are workers, unless GOMAXPROCS was
 // set by the user. Each worker keeps a P and blocks in epoll_wait through a syscall. With
