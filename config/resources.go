@@ -283,7 +283,9 @@ func readResourceFile(path string) (*resourceFile, error) {
 	}
 	switch fileFormat(path) {
 	case formatProto, formatProtoTxt:
-		return fail("Portico reads resource files in YAML (.yaml, .yml) or JSON (.json); .pb and .pb_text are not supported yet")
+		if data, err = protoFileJSON(data, fileFormat(path)); err != nil {
+			return fail("%v", err)
+		}
 	case formatJSON:
 		if !json.Valid(data) {
 			// Envoy reads any other extension as JSON; YAML here is a mistake.
