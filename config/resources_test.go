@@ -173,7 +173,7 @@ func TestParseListenersErrorsNamed(t *testing.T) {
 	}{
 		{"unknown field", listenerURL + "\nname: x\nadress: {}\n", `resources[0] (listener "x"): adress: unknown field (did you mean "address"?)`},
 		{"not an IP", strings.Replace(echoListener("x", 1, echoChain("c", 0)), "127.0.0.1", "localhost", 1), `resources[0] (listener "x"): address.socket_address.address: "localhost" is not an IP address`},
-		{"no name", strings.Replace(echoListener("x", 1, echoChain("c", 0)), "name: x\n", "", 1), `resources[0]: name: required for a listener from LDS`},
+		{"no name", strings.Replace(echoListener("x", 1, echoChain("c", 0)), "name: x\n", "", 1), `resources[0]: name: required for a listener from a file`},
 		{"static name", echoListener("static_l", 1, echoChain("c", 0)), `resources[0] (listener "static_l"): name: listener "static_l" is already defined in the bootstrap's static_resources`},
 		{"static address", echoListener("x", 19999, echoChain("c", 0)), `resources[0] (listener "x"): address: address 127.0.0.1:`},
 		{"wrong type", clusterURL + "\nname: x\n", `resources[0] (listener "x"): @type: resource type "type.googleapis.com/envoy.config.cluster.v3.Cluster" does not belong in this file, want "type.googleapis.com/envoy.config.listener.v3.Listener"`},
@@ -351,6 +351,11 @@ func TestParseListenersFileRules(t *testing.T) {
 	u = parseL(t, p, o, nil)
 	if len(u.Listeners) != 1 || u.Listeners[0].Name != "w" || u.Listeners[0].Version != "9" {
 		t.Errorf("wrapped: %v %s", u.Listeners, errorTexts(u.Errors))
+	}
+	p = writeFile(t, dir, "wrapped.yaml", discovery("1", strings.Replace(wrapped, "name: w\n", "name: other\n", 1)))
+	u = parseL(t, p, o, nil)
+	if len(u.Errors) != 1 || !strings.HasPrefix(u.Errors[0].Error(), `resources[0].resource (listener "w"): name: "w" differs from the name of the Resource that wraps it, "other"`) {
+		t.Errorf("wrapped name mismatch: %s", errorTexts(u.Errors))
 	}
 	p = writeFile(t, dir, "wrapped.yaml", discovery("1", strings.Replace(wrapped, "echo", "nope", 1)))
 	u = parseL(t, p, o, nil)
