@@ -93,3 +93,66 @@ func TestListenerResourceOnEngine(t *testing.T) {
 		t.Error("a connection from 127.0.0.3 (the new chain) is not served")
 	}
 }
+
+// An LDS tcp_proxy naming a cluster CDS has not brought yet: accepted; its connections
+// fail until the CDS file's cluster is added, then they reach it.
+func TestClusterResourceOnEngine(t *testing.T) {
+	backend, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { backend.Close() })
+	go func() {
+		for {
+			c, err := backend.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	dir := t.TempDir()
+	reg := engine.NewClusterRegistry()
+	o := Options{Clusters: reg}
+	lds := parseL(t, writeFile(t, dir, "lds.yaml", discovery("1", tcpListener("t", 0, "later"))), o, nil)
+	if len(lds.Listeners) != 1 {
+		t.Fatalf("lds: %s", errorTexts(lds.Errors))
+	}
+	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: 1, Clusters: reg, DrainTime: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := srv.AddListener(lds.Listeners[0].Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	try := func() bool {
+		c, err := net.DialTimeout("tcp", l.Address().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("ping\n")); err != nil {
+			return false
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		return err == nil && line == "ping\n"
+	}
+	if try() {
+		t.Fatal("proxied before the cluster exists")
+	}
+	port := backend.Addr().(*net.TCPAddr).Port
+	cds, err := ParseClusters(writeFile(t, dir, "cds.yaml", discovery("1", staticCluster("later", port))), 1, o, nil)
+	if err != nil || len(cds.Clusters) != 1 {
+		t.Fatalf("cds: %v %s", err, errorTexts(cds.Errors))
+	}
+	if err := srv.AddCluster(cds.Clusters[0].Cluster); err != nil {
+		t.Fatal(err)
+	}
+	if !try() {
+		t.Error("not proxied once CDS added the cluster")
+	}
+}
