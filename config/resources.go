@@ -436,6 +436,9 @@ func typeProblem(url any) string {
 	case nil:
 		return "required"
 	case string:
+		if strings.Contains(u, ".api.v2.") {
+			return fmt.Sprintf("resource type %q is Envoy's v2 API, which Portico does not read (nor does Envoy today): use the v3 type", u)
+		}
 		return fmt.Sprintf("resource type %q does not belong in this file", u)
 	}
 	return fmt.Sprintf("expected a type URL, got %s", describe(url))

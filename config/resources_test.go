@@ -177,6 +177,7 @@ func TestParseListenersErrorsNamed(t *testing.T) {
 		{"static name", echoListener("static_l", 1, echoChain("c", 0)), `resources[0] (listener "static_l"): name: listener "static_l" is already defined in the bootstrap's static_resources`},
 		{"static address", echoListener("x", 19999, echoChain("c", 0)), `resources[0] (listener "x"): address: address 127.0.0.1:`},
 		{"wrong type", clusterURL + "\nname: x\n", `resources[0] (listener "x"): @type: resource type "type.googleapis.com/envoy.config.cluster.v3.Cluster" does not belong in this file, want "type.googleapis.com/envoy.config.listener.v3.Listener"`},
+		{"v2 type", `"@type": type.googleapis.com/envoy.api.v2.Listener` + "\nname: x\n", `resources[0] (listener "x"): @type: resource type "type.googleapis.com/envoy.api.v2.Listener" is Envoy's v2 API`},
 		{"no chains", listenerURL + "\nname: x\naddress: {socket_address: {address: 127.0.0.1, port_value: 1}}\n", `resources[0] (listener "x"): no filter chains specified`},
 	}
 	for _, c := range cases {
