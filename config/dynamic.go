@@ -303,3 +303,23 @@ func protoFileJSON(data []byte, f format) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// closeInitial closes what the resources of InitialLDS and InitialCDS opened, for a
+// bootstrap that is refused (Close closes only the static resources': the dynamic ones
+// are the caller's once the load succeeds, and may be replaced before it closes cfg).
+func (c *Config) closeInitial() {
+	if u := c.InitialLDS; u != nil {
+		for _, r := range u.Listeners {
+			for _, cl := range r.Closers {
+				cl.Close()
+			}
+		}
+	}
+	if u := c.InitialCDS; u != nil {
+		for _, r := range u.Clusters {
+			for _, cl := range r.Closers {
+				cl.Close()
+			}
+		}
+	}
+}
