@@ -1,5 +1,6 @@
 // Package admin serves Portico's admin HTTP endpoints: readiness, stats (Envoy text and
-// Prometheus), listeners and clusters.
+// Prometheus), listeners, clusters, and through a Control the configuration dump, health
+// check failing and listener draining.
 package admin
 
 import (
@@ -24,6 +25,18 @@ const (
 	Live
 	Draining
 )
+
+// envoyState is s as Envoy's envoy.admin.v3.ServerInfo.State numbers it, the value of
+// the server.state gauge.
+func (s State) envoyState() float64 {
+	switch s {
+	case Live:
+		return 0
+	case Draining:
+		return 1
+	}
+	return 2
+}
 
 func (s State) String() string {
 	switch s {
@@ -63,6 +76,10 @@ type Options struct {
 	ReadTimeout       time.Duration
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
+	// Control serves /drain_listeners and /config_dump and hears of /healthcheck/fail
+	// and /healthcheck/ok; nil answers 501 to the first two (the health check endpoints
+	// still change /ready).
+	Control Control
 }
 
 func orDefault[T int | time.Duration](v, def T) T {
@@ -80,10 +97,13 @@ type Admin struct {
 	srv   *engine.Server
 	log   *slog.Logger
 	state atomic.Int32
-	http  *http.Server
-	ln    net.Listener
-	max   int
-	cx    adminStats
+	// hcFailed is /healthcheck/fail in effect: a LIVE server reports DRAINING.
+	hcFailed atomic.Bool
+	control  Control
+	http     *http.Server
+	ln       net.Listener
+	max      int
+	cx       adminStats
 	// text and prom are /stats and /stats/prometheus, which share one scraper.
 	text, prom *endpoint
 	// lastWarn is when the last connection-overflow warning was logged (unix ns).
@@ -99,7 +119,7 @@ type adminStats struct {
 
 // New builds the admin server for s; Start binds it.
 func New(s *engine.Server, o Options) *Admin {
-	a := &Admin{srv: s, log: o.Logger, max: orDefault(o.MaxConnections, DefaultMaxConnections)}
+	a := &Admin{srv: s, log: o.Logger, max: orDefault(o.MaxConnections, DefaultMaxConnections), control: o.Control}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -112,6 +132,12 @@ func New(s *engine.Server, o Options) *Admin {
 	mux.HandleFunc("GET /stats/prometheus", a.prometheus)
 	mux.HandleFunc("GET /listeners", a.listeners)
 	mux.HandleFunc("GET /clusters", a.clusters)
+	mux.HandleFunc("GET /config_dump", a.configDump)
+	// The endpoints that change the server take every method, so that anything but POST
+	// gets Envoy's 405 rather than the mux's.
+	mux.HandleFunc("/healthcheck/fail", a.healthcheckFail)
+	mux.HandleFunc("/healthcheck/ok", a.healthcheckOK)
+	mux.HandleFunc("/drain_listeners", a.drainListeners)
 	mux.HandleFunc("GET /{$}", a.index)
 	a.http = &http.Server{
 		Handler:           mux,
@@ -126,6 +152,16 @@ func New(s *engine.Server, o Options) *Admin {
 
 // SetState changes what /ready reports.
 func (a *Admin) SetState(s State) { a.state.Store(int32(s)) }
+
+// State is what /ready reports: the last SetState, except that a LIVE server whose health
+// checks were failed (POST /healthcheck/fail) is DRAINING, as Envoy's serverState has it.
+func (a *Admin) State() State {
+	st := State(a.state.Load())
+	if st == Live && a.hcFailed.Load() {
+		return Draining
+	}
+	return st
+}
 
 // Start binds addr and serves in the background. It returns the bound address. An IPv4
 // address binds IPv4 only and an IPv6 address IPv6 only (0.0.0.0 is not also [::]); an
@@ -221,27 +257,65 @@ func (c *limitConn) CloseWrite() error {
 	return nil
 }
 
+// indexText lists the endpoints, POST marking those that change the server as Envoy's
+// help does.
+const indexText = `Portico admin
+  /ready: print server state, return 200 if LIVE, otherwise return 503
+  /stats: print server stats
+  /stats/prometheus: print server stats in prometheus format
+  /listeners: print listener info
+      format: File format to use; One of (text, json)
+  /clusters: upstream cluster status
+  /config_dump: dump current configs
+      resource: The resource to dump
+      mask: The mask to apply
+      name_regex: Dump only the configurations whose names match the regex
+  /healthcheck/fail (POST): cause the server to fail health checks
+  /healthcheck/ok (POST): cause the server to pass health checks
+  /drain_listeners (POST): drain listeners
+      graceful: enter a graceful drain period (--drain-time-s, --drain-strategy) before closing listeners
+      skip_exit: do not close the listeners after the drain period; must be used with graceful
+      inboundonly: drain only the listeners whose traffic_direction is INBOUND
+`
+
 func (a *Admin) index(w http.ResponseWriter, _ *http.Request) {
-	fmt.Fprint(w, "Portico admin\n  /ready\n  /stats\n  /stats/prometheus\n  /listeners\n  /clusters\n")
+	fmt.Fprint(w, indexText)
 }
 
 func (a *Admin) ready(w http.ResponseWriter, _ *http.Request) {
-	st := State(a.state.Load())
+	st := a.State()
 	if st != Live {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	fmt.Fprintln(w, st)
 }
 
-// visitOwn reports the admin listener's own stats. They have one value (no worker) and
-// show as server.admin.<name> and portico_server_admin_<name>.
+// visitOwn reports the admin's own stats, in ownNames' order: the admin listener's and
+// Envoy's server.live (1 while LIVE) and server.state (ServerInfo.State's number). They
+// have one value (no worker) and show by their full names, and in Prometheus as
+// portico_<name with '_' for '.'>.
 func (a *Admin) visitOwn(v engine.StatVisitor) {
-	v("downstream_cx_active", engine.KindGauge, float64(a.cx.active.Value()))
-	v("downstream_cx_overflow", engine.KindCounter, float64(a.cx.overflow.Value()))
-	v("downstream_cx_total", engine.KindCounter, float64(a.cx.total.Value()))
+	st := a.State()
+	live := 0.0
+	if st == Live {
+		live = 1
+	}
+	v("server.admin.downstream_cx_active", engine.KindGauge, float64(a.cx.active.Value()))
+	v("server.admin.downstream_cx_overflow", engine.KindCounter, float64(a.cx.overflow.Value()))
+	v("server.admin.downstream_cx_total", engine.KindCounter, float64(a.cx.total.Value()))
+	v("server.live", engine.KindGauge, live)
+	v("server.state", engine.KindGauge, st.envoyState())
 }
 
-func (a *Admin) listeners(w http.ResponseWriter, _ *http.Request) {
+// listeners lists the listeners the engine has now (Server.Listeners is read on every
+// request, never cached, as listeners come and go), as Envoy's text (name::address) or,
+// with ?format=json, envoy.admin.v3.Listeners.
+func (a *Admin) listeners(w http.ResponseWriter, r *http.Request) {
+	// Envoy prints text for any other format.
+	if r.URL.Query().Get("format") == "json" {
+		a.listenersAsJSON(w)
+		return
+	}
 	for _, l := range a.srv.Listeners() {
 		addr := l.Address().String()
 		if l.Config().NoBindToPort {

@@ -33,9 +33,17 @@ func refCollect(a *Admin) []refSample {
 	var out []refSample
 	seen := map[string]int{}
 	workers := a.srv.Concurrency()
-	add := func(family string, labels [][2]string, visit func(int, engine.StatVisitor), hvisit func(int, engine.HistogramVisitor)) {
-		for wi := 0; wi < workers; wi++ {
-			lb := append(append([][2]string(nil), labels...), [2]string{"worker", strconv.Itoa(wi)})
+	// A process-wide source is visited once, as worker 0, and has no worker label.
+	add := func(family string, labels [][2]string, global bool, visit func(int, engine.StatVisitor), hvisit func(int, engine.HistogramVisitor)) {
+		n := workers
+		if global {
+			n = 1
+		}
+		for wi := 0; wi < n; wi++ {
+			lb := append([][2]string(nil), labels...)
+			if !global {
+				lb = append(lb, [2]string{"worker", strconv.Itoa(wi)})
+			}
 			visit(wi, func(name string, k engine.StatKind, v float64) {
 				key := fmt.Sprint(family, lb, name)
 				if i, dup := seen[key]; dup {
@@ -59,17 +67,18 @@ func refCollect(a *Admin) []refSample {
 		}
 	}
 	for _, l := range a.srv.Listeners() {
-		add("listener", [][2]string{{"listener", l.StatName()}, {"address", l.Address().String()}},
+		add("listener", [][2]string{{"listener", l.StatName()}, {"address", l.Address().String()}}, false,
 			func(wi int, v engine.StatVisitor) { l.Stats(wi).Visit(v) },
 			func(wi int, v engine.HistogramVisitor) { l.Stats(wi).VisitHistograms(v) })
 	}
 	for _, c := range a.srv.Clusters() {
-		add("cluster", [][2]string{{"cluster", c.Name()}},
+		add("cluster", [][2]string{{"cluster", c.Name()}}, false,
 			func(wi int, v engine.StatVisitor) { c.Stats(wi).Visit(v) },
 			func(wi int, v engine.HistogramVisitor) { c.Stats(wi).VisitHistograms(v) })
 	}
 	for _, src := range a.srv.StatsSources() {
-		add(src.StatsFamily(), src.StatsLabels(), src.VisitStats, func(wi int, v engine.HistogramVisitor) {
+		p, global := src.(ProcessStats)
+		add(src.StatsFamily(), src.StatsLabels(), global && p.StatsProcessWide(), src.VisitStats, func(wi int, v engine.HistogramVisitor) {
 			if h, ok := src.(engine.HistogramSource); ok {
 				h.VisitHistograms(wi, v)
 			}
@@ -134,13 +143,15 @@ func refStats(a *Admin) string {
 		}
 		scope, worker := refScope(s)
 		sums[scope+"."+s.name] += s.value
-		lines = append(lines, fmt.Sprintf("%s.worker_%s.%s: %s", scope, worker, s.name, fmtValue(s.value)))
+		if worker != "" { // else process-wide: the summed line only
+			lines = append(lines, fmt.Sprintf("%s.worker_%s.%s: %s", scope, worker, s.name, fmtValue(s.value)))
+		}
 	}
 	for k, v := range sums {
 		lines = append(lines, fmt.Sprintf("%s: %s", k, fmtValue(v)))
 	}
 	a.visitOwn(func(name string, _ engine.StatKind, v float64) {
-		lines = append(lines, fmt.Sprintf("server.admin.%s: %s", name, fmtValue(v)))
+		lines = append(lines, fmt.Sprintf("%s: %s", name, fmtValue(v)))
 	})
 	sort.Strings(lines)
 	// Histograms follow, as in Envoy, per worker and merged.
@@ -156,7 +167,9 @@ func refStats(a *Admin) string {
 			hsums[k] = &engine.HistogramSnapshot{}
 		}
 		hsums[k].Add(s.hist)
-		hlines = append(hlines, fmt.Sprintf("%s.worker_%s.%s: %s", scope, worker, s.name, refQuantiles(s.hist)))
+		if worker != "" {
+			hlines = append(hlines, fmt.Sprintf("%s.worker_%s.%s: %s", scope, worker, s.name, refQuantiles(s.hist)))
+		}
 	}
 	for k, h := range hsums {
 		hlines = append(hlines, fmt.Sprintf("%s: %s", k, refQuantiles(h)))
@@ -204,7 +217,7 @@ func refPrometheus(a *Admin) string {
 	}
 	own := map[string]refSample{}
 	a.visitOwn(func(name string, k engine.StatKind, v float64) {
-		m := "portico_server_admin_" + name
+		m := "portico_" + strings.ReplaceAll(name, ".", "_")
 		own[m] = refSample{kind: k, value: v}
 		names = append(names, m)
 	})

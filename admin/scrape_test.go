@@ -40,6 +40,14 @@ func (s *labelSource) VisitStats(w int, v engine.StatVisitor) {
 	}
 }
 
+// wideSource is a labelSource that may be process-wide (ProcessStats).
+type wideSource struct {
+	labelSource
+	wide bool
+}
+
+func (s *wideSource) StatsProcessWide() bool { return s.wide }
+
 func scrape(t *testing.T, h http.HandlerFunc) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
@@ -155,6 +163,13 @@ func TestScrapeMatchesReference(t *testing.T) {
 	twin := &labelSource{family: "tcp", labels: [][2]string{{"other_label", "x"}},
 		stats: []fakeStat{{"frac", engine.KindGauge, 5}}}
 	srv.AddStatsSource(twin)
+	// Process-wide sources: one without labels whose stat carries a response-code tag
+	// (so its only Prometheus label is the tag), one sharing the text scope of a
+	// per-worker source.
+	wide := &wideSource{labelSource{family: "listener_manager",
+		stats: []fakeStat{{"lds.update_success", engine.KindCounter, 3}, {"upstream_rq_200", engine.KindCounter, 2}}}, true}
+	srv.AddStatsSource(wide)
+	srv.AddStatsSource(&wideSource{labelSource{family: "http", stats: []fakeStat{{"rq_total", engine.KindCounter, 4}}}, true})
 
 	a := New(srv, Options{})
 	sameAsReference(t, a, "first scrape")
@@ -179,6 +194,7 @@ func TestScrapeMatchesReference(t *testing.T) {
 		{"a source renames a stat", func() { bare.stats[0].name = "rq_renamed" }},
 		{"a stat changes kind", func() { bare.stats[0].kind = engine.KindGauge }},
 		{"a source's labels change", func() { bare.labels = [][2]string{{"stat_prefix", "now"}} }},
+		{"a source stops being process-wide", func() { wide.wide = false }},
 		{"a source is added", func() {
 			srv.AddStatsSource(&labelSource{family: "udp", stats: []fakeStat{{"x", engine.KindCounter, 1}}})
 		}},

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,10 +25,12 @@ import (
 // reports other stats than last time. One scrape computes at a time; requests that arrive
 // meanwhile wait for it and share its output.
 
-// group is one (source, worker): the labels and text scope its stats print with.
+// group is one (source, worker): the labels and text scope its stats print with. A
+// process-wide source (ProcessStats) is one group without a worker.
 type group struct {
 	family string // listener, cluster, tcp ...
 	scope  string // listener.echo. (summed lines)
+	global bool   // process-wide: its summed lines are its only text lines
 	// prom is the Prometheus labels without the closing brace, which a series closes after
 	// the label its name gave (tag) and a histogram bucket after its le:
 	// {listener="echo",address="127.0.0.1:10000",worker="0"
@@ -84,8 +87,44 @@ type clusterID struct {
 }
 
 type sourceID struct {
+	// src is the source itself: a listener or cluster update replaces a source by another
+	// with the same family and labels, whose stats the layout must read instead.
+	src    engine.StatsSource
 	family string
 	labels [][2]string
+	global bool
+}
+
+// sameSource tells whether a and b are the same source; a source of a type that cannot be
+// compared (a struct holding a slice) counts as the same as another of its type.
+func sameSource(a, b engine.StatsSource) bool {
+	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
+	if ta != tb {
+		return false
+	}
+	if !ta.Comparable() {
+		return true
+	}
+	return a == b
+}
+
+// ProcessStats is a StatsSource whose stats belong to the process, not to a worker, such
+// as Envoy's listener_manager.* and cluster_manager.*. The scrape visits it once, as
+// worker 0, and shows its stats without a worker, by Envoy's names:
+// listener_manager.lds.update_success: 3 and, in Prometheus,
+// portico_listener_manager_lds_update_success{} 3. A plain StatsSource is visited once
+// per worker and shows per-worker lines (listener_manager.worker_0.…) besides the summed
+// one.
+type ProcessStats interface {
+	engine.StatsSource
+	// StatsProcessWide reports true for a process-wide source.
+	StatsProcessWide() bool
+}
+
+// processWide tells whether src is visited once (ProcessStats) rather than per worker.
+func processWide(src engine.StatsSource) bool {
+	p, ok := src.(ProcessStats)
+	return ok && p.StatsProcessWide()
 }
 
 // layout is everything about a scrape's output except the values.
@@ -123,8 +162,11 @@ type layout struct {
 	le [engine.PrometheusBuckets]string
 }
 
-// ownNames are admin's own stats, in visitOwn's order.
-var ownNames = [...]string{"downstream_cx_active", "downstream_cx_overflow", "downstream_cx_total"}
+// ownNames are admin's own stats, in visitOwn's order, by their full names.
+var ownNames = [...]string{
+	"server.admin.downstream_cx_active", "server.admin.downstream_cx_overflow", "server.admin.downstream_cx_total",
+	"server.live", "server.state",
+}
 
 // scraper holds the layout and the values of the last scrape. Its mutex makes scrapes
 // one at a time.
@@ -257,8 +299,12 @@ func (s *scraper) read() {
 				hdone()
 			}
 		}
-		for _, src := range srv.StatsSources() {
-			for wi := 0; wi < s.lay.workers; wi++ {
+		for i, src := range srv.StatsSources() {
+			n := s.lay.workers
+			if s.lay.sources[i].global {
+				n = 1
+			}
+			for wi := 0; wi < n; wi++ {
 				next()
 				src.VisitStats(wi, s.visitor)
 				done()
@@ -306,7 +352,7 @@ func (l *layout) fits(srv *engine.Server) bool {
 	}
 	for i, src := range ss {
 		id := &l.sources[i]
-		if id.family != src.StatsFamily() || !slices.Equal(id.labels, src.StatsLabels()) {
+		if !sameSource(id.src, src) || id.family != src.StatsFamily() || !slices.Equal(id.labels, src.StatsLabels()) || id.global != processWide(src) {
 			return false
 		}
 	}
@@ -338,10 +384,16 @@ func (s *scraper) build() {
 	seen := make(map[seriesKey]int32, hint)
 	hseen := map[seriesKey]int32{}
 	var key []byte
-	add := func(family string, labels [][2]string, visit func(int, engine.StatVisitor), hvisit func(int, engine.HistogramVisitor)) {
-		for wi := 0; wi < l.workers; wi++ {
-			w := strconv.Itoa(wi)
-			lb := append(slices.Clip(labels), [2]string{"worker", w})
+	add := func(family string, labels [][2]string, global bool, visit func(int, engine.StatVisitor), hvisit func(int, engine.HistogramVisitor)) {
+		n := l.workers
+		if global {
+			n = 1
+		}
+		for wi := 0; wi < n; wi++ {
+			lb := labels
+			if !global {
+				lb = append(slices.Clip(labels), [2]string{"worker", strconv.Itoa(wi)})
+			}
 			// Prometheus labels, and the text scope as Envoy prints it: the label values
 			// but the address, worker last.
 			var pb, tb []byte
@@ -368,9 +420,11 @@ func (s *scraper) build() {
 			}
 			tb = append(tb, '.')
 			scope := string(tb)
-			tb = append(append(append(tb, "worker_"...), worker...), '.')
+			if !global {
+				tb = append(append(append(tb, "worker_"...), worker...), '.')
+			}
 			g := int32(len(l.groups))
-			l.groups = append(l.groups, group{family: family, scope: scope, prom: string(pb), text: string(tb)})
+			l.groups = append(l.groups, group{family: family, scope: scope, global: global, prom: string(pb), text: string(tb)})
 			cg, ok := canon[string(key)]
 			if !ok {
 				cg = g
@@ -422,20 +476,21 @@ func (s *scraper) build() {
 	}
 	for _, x := range srv.Listeners() {
 		l.listeners = append(l.listeners, listenerID{x, x.StatName(), x.Address()})
-		add("listener", [][2]string{{"listener", x.StatName()}, {"address", x.Address().String()}},
+		add("listener", [][2]string{{"listener", x.StatName()}, {"address", x.Address().String()}}, false,
 			func(wi int, v engine.StatVisitor) { x.Stats(wi).Visit(v) },
 			func(wi int, v engine.HistogramVisitor) { x.Stats(wi).VisitHistograms(v) })
 	}
 	for _, c := range srv.Clusters() {
 		l.clusters = append(l.clusters, clusterID{c, c.Name()})
-		add("cluster", [][2]string{{"cluster", c.Name()}},
+		add("cluster", [][2]string{{"cluster", c.Name()}}, false,
 			func(wi int, v engine.StatVisitor) { c.Stats(wi).Visit(v) },
 			func(wi int, v engine.HistogramVisitor) { c.Stats(wi).VisitHistograms(v) })
 	}
 	for _, src := range srv.StatsSources() {
 		labels := src.StatsLabels()
-		l.sources = append(l.sources, sourceID{src.StatsFamily(), slices.Clone(labels)})
-		add(src.StatsFamily(), labels, src.VisitStats,
+		global := processWide(src)
+		l.sources = append(l.sources, sourceID{src, src.StatsFamily(), slices.Clone(labels), global})
+		add(src.StatsFamily(), labels, global, src.VisitStats,
 			func(wi int, v engine.HistogramVisitor) { visitHistograms(src, wi, v) })
 	}
 
@@ -467,7 +522,9 @@ func (s *scraper) build() {
 	addMetrics(l.series, false)
 	addMetrics(l.hseries, true)
 	for i, n := range ownNames {
-		l.metrics = append(l.metrics, metric{name: "portico_server_admin_" + n, own: i})
+		key = append(append(key[:0], "portico_"...), n...)
+		sanitize(key[len("portico_"):])
+		l.metrics = append(l.metrics, metric{name: string(key), own: i})
 	}
 	for i := range l.metrics {
 		m := &l.metrics[i]
@@ -503,18 +560,24 @@ func (s *scraper) build() {
 	arena := make([]byte, 0, n*48)
 	for i := range l.series {
 		se := &l.series[i]
+		if l.groups[se.group].global { // its summed line is the same line
+			continue
+		}
 		ks, arena = keep(ks, arena, l.groups[se.group].text, se.name, entry{entrySeries, int32(i)})
 	}
 	for i, k := range l.sums {
 		ks, arena = keep(ks, arena, k.scope, k.name, entry{entrySum, int32(i)})
 	}
 	for i, n := range ownNames {
-		ks, arena = keep(ks, arena, "server.admin.", n, entry{entryOwn, int32(i)})
+		ks, arena = keep(ks, arena, "", n, entry{entryOwn, int32(i)})
 	}
 	l.text, l.textRuns = sortText(ks, arena)
 	ks, arena = ks[:0], arena[:0]
 	for i := range l.hseries {
 		se := &l.hseries[i]
+		if l.groups[se.group].global {
+			continue
+		}
 		ks, arena = keep(ks, arena, l.groups[se.group].text, se.name, entry{entryHist, int32(i)})
 	}
 	for i, k := range l.hsums {
@@ -615,11 +678,22 @@ func sanitize(b []byte) {
 	}
 }
 
+// appendLabels appends a series' open label set and then more labels, each of which
+// starts with a comma; the comma is dropped when the set is still empty, which only a
+// process-wide source without labels has ({le="0.5"}, not {,le="0.5"}).
+func appendLabels(b []byte, open, more string) []byte {
+	b = append(b, open...)
+	if len(more) > 0 && more[0] == ',' && len(b) > 0 && b[len(b)-1] == '{' {
+		more = more[1:]
+	}
+	return append(b, more...)
+}
+
 // textKey is the start of a summed line of the text form: scope + name + ": ".
 type textKey struct{ scope, name string }
 
 // ownKinds are the kinds of ownNames.
-var ownKinds = [len(ownNames)]engine.StatKind{engine.KindGauge, engine.KindCounter, engine.KindCounter}
+var ownKinds = [len(ownNames)]engine.StatKind{engine.KindGauge, engine.KindCounter, engine.KindCounter, engine.KindGauge, engine.KindGauge}
 
 // appendValue formats a stat as strconv.FormatFloat(v, 'f', -1, 64) does; integers below
 // 2^53 (every counter in practice) take the integer path, which prints the same digits.
@@ -648,7 +722,7 @@ func (s *scraper) appendProm(b []byte) []byte {
 		for _, si := range m.series {
 			se := &l.series[si]
 			b = append(b, m.name...)
-			b = append(append(append(b, l.groups[se.group].prom...), se.tag...), "} "...)
+			b = append(appendLabels(b, l.groups[se.group].prom, se.tag), "} "...)
 			b = append(appendValue(b, s.values[si]), '\n')
 		}
 	}
@@ -666,18 +740,18 @@ func (s *scraper) appendHistograms(b []byte, m *metric) []byte {
 		h.PrometheusCounts(&s.prom)
 		n := h.Count()
 		for i, c := range s.prom {
-			b = append(append(append(b, m.name...), "_bucket"...), labels...)
-			b = append(append(b, se.tag...), l.le[i]...)
+			b = append(append(b, m.name...), "_bucket"...)
+			b = appendLabels(appendLabels(b, labels, se.tag), "", l.le[i])
 			b = append(strconv.AppendUint(b, c, 10), '\n')
 		}
-		b = append(append(append(b, m.name...), "_bucket"...), labels...)
-		b = append(append(b, se.tag...), `,le="+Inf"} `...)
+		b = append(append(b, m.name...), "_bucket"...)
+		b = appendLabels(appendLabels(b, labels, se.tag), "", `,le="+Inf"} `)
 		b = append(strconv.AppendUint(b, n, 10), '\n')
-		b = append(append(append(b, m.name...), "_sum"...), labels...)
-		b = append(append(b, se.tag...), "} "...)
+		b = append(append(b, m.name...), "_sum"...)
+		b = append(appendLabels(b, labels, se.tag), "} "...)
 		b = append(strconv.AppendUint(b, h.Sum, 10), '\n')
-		b = append(append(append(b, m.name...), "_count"...), labels...)
-		b = append(append(b, se.tag...), "} "...)
+		b = append(append(b, m.name...), "_count"...)
+		b = append(appendLabels(b, labels, se.tag), "} "...)
 		b = append(strconv.AppendUint(b, n, 10), '\n')
 	}
 	return b
@@ -726,7 +800,7 @@ func (s *scraper) appendLine(b []byte, e entry) []byte {
 		b = append(append(append(b, k.scope...), k.name...), ": "...)
 		b = appendQuantiles(b, &s.hsums[e.i])
 	default:
-		b = append(append(append(b, "server.admin."...), ownNames[e.i]...), ": "...)
+		b = append(append(b, ownNames[e.i]...), ": "...)
 		b = appendValue(b, s.own[e.i])
 	}
 	return append(b, '\n')

@@ -52,7 +52,7 @@ func manyBadListeners(n int) []byte {
 	for i := range n {
 		fmt.Fprintf(&b, `  - name: listener_%d
     bogus: 1
-    drain_type: MODIFY_ONLY
+    enable_mptcp: true
     address: { socket_address: { address: 127.%d.%d.%d, port_value: 10000 } }
     listener_filters: [{ name: envoy.filters.listener.tls_inspector }]
     filter_chains:

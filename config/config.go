@@ -30,9 +30,11 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/filters/chain"
@@ -65,6 +67,12 @@ type Config struct {
 	// Closers are what the configuration opened (access-log writers): close them, or
 	// call Close, once the server no longer uses the configuration, to flush the logs.
 	Closers []io.Closer
+
+	// bootstrap is the Bootstrap as read, in protobuf's wire form (compact, and
+	// translation drops the listeners' messages as it goes), and loaded is when, for
+	// /config_dump.
+	bootstrap []byte
+	loaded    time.Time
 
 	// The lists above hold the static resources only (and, when there is a CDS file,
 	// the HTTP upstreams shared with its clusters); the dynamic ones carry their own
@@ -195,6 +203,10 @@ func ParseWith(data []byte, workers int, o Options) (*Config, error) {
 	top := rootLoc("", "")
 	c.subset(bs.ProtoReflect(), top)
 	c.validate(bs, &top)
+	wire, err := proto.Marshal(bs)
+	if err != nil {
+		c.add("", "", "cannot keep the bootstrap for /config_dump: %v", err)
+	}
 	reg := o.Clusters
 	if reg == nil {
 		reg = engine.NewClusterRegistry()
@@ -205,6 +217,7 @@ func ParseWith(data []byte, workers int, o Options) (*Config, error) {
 		cfg.closeInitial() // dynamic.go: what the LDS and CDS files' resources opened
 		return nil, err
 	}
+	cfg.bootstrap, cfg.loaded = wire, time.Now()
 	cfg.Registry = reg
 	for _, cl := range cfg.Clusters {
 		reg.Put(cl)

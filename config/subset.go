@@ -61,7 +61,7 @@ var supported = map[protoreflect.FullName][]protoreflect.Name{
 		"continue_on_listener_filters_timeout", "filter_chains", "default_filter_chain",
 		"per_connection_buffer_limit_bytes", "connection_balance_config",
 		"tcp_backlog_size", "max_connections_to_accept_per_socket_event", "transparent",
-		"freebind", "traffic_direction", "stat_prefix",
+		"freebind", "traffic_direction", "stat_prefix", "drain_type",
 	},
 	"envoy.config.listener.v3.Listener.ConnectionBalanceConfig":              {"exact_balance"},
 	"envoy.config.listener.v3.Listener.ConnectionBalanceConfig.ExactBalance": {},

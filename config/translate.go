@@ -383,6 +383,7 @@ func (t *translator) listener(l *listenerv3.Listener, at string) (engine.Listene
 		Backlog:                          int(l.GetTcpBacklogSize().GetValue()),
 		MaxAcceptPerEvent:                int(l.GetMaxConnectionsToAcceptPerSocketEvent().GetValue()),
 		UseOriginalDst:                   l.GetUseOriginalDst().GetValue(),
+		DrainModifyOnly:                  l.GetDrainType() == listenerv3.Listener_MODIFY_ONLY,
 	}
 	if l.GetAddress() == nil {
 		// An internal listener has none (it is reported as unsupported).

@@ -42,6 +42,10 @@ type ListenerConfig struct {
 	PerConnectionBufferLimit int
 	// MaxAcceptPerEvent caps the accept4 batch per readiness event.
 	MaxAcceptPerEvent int
+	// DrainModifyOnly (Envoy's drain_type: MODIFY_ONLY): the listener's connections drain
+	// only when the listener itself is updated or removed, not in a server-wide drain
+	// sequence (hot restart, /drain_listeners?graceful) nor while health checks fail.
+	DrainModifyOnly bool
 	// Transparent and Freebind set IP_TRANSPARENT and IP_FREEBIND before bind.
 	Transparent bool
 	Freebind    bool

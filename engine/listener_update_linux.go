@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 )
 
@@ -413,21 +414,45 @@ func (c *Connection) Draining() bool { return c.draining || c.w.draining }
 // the Immediate strategy, past the drain deadline, or when the whole server drains; with
 // Gradual, with a chance that grows from 0 to 1 over the drain time.
 func (c *Connection) DrainClose() bool {
-	if c.w.draining {
-		return true
+	w := c.w
+	if w.srvHCFailed != nil && w.srvHCFailed.Load() && !c.modifyOnly() {
+		return true // Envoy: health checks failed (/healthcheck/fail), drain_type DEFAULT
+	}
+	if w.draining {
+		return true // a SIGTERM drain
+	}
+	if win := w.drainWin; win.end != 0 && !c.modifyOnly() {
+		// The server's drain sequence (StartDrainSequence).
+		if w.drain == nil || w.drain.strategy == Immediate || w.now >= win.end {
+			return true
+		}
+		return rand.Int64N(win.end-win.start) < w.now-win.start
 	}
 	if !c.draining {
 		return false
 	}
-	if c.w.drain == nil || c.w.drain.strategy == Immediate {
+	if w.drain == nil || w.drain.strategy == Immediate {
 		return true
 	}
 	win, ok := c.drainWindow()
-	if !ok || c.w.now >= win.end || win.end <= win.start {
+	if !ok || w.now >= win.end || win.end <= win.start {
 		return true
 	}
-	return rand.Int64N(win.end-win.start) < c.w.now-win.start
+	return rand.Int64N(win.end-win.start) < w.now-win.start
 }
+
+// modifyOnly reports whether the connection's listener drains only on its own update or
+// removal (drain_type MODIFY_ONLY).
+func (c *Connection) modifyOnly() bool {
+	al, ok := c.owner.(*activeListener)
+	return ok && al.l.cfg.DrainModifyOnly
+}
+
+// SetHealthCheckFailed is the admin's /healthcheck/fail (true) and /healthcheck/ok
+// (false): while it holds, HTTP connections of listeners with drain_type DEFAULT close
+// after each response (DrainClose), as Envoy's drain manager does, so that clients move
+// to other proxies while the load balancer takes this one out.
+func (s *Server) SetHealthCheckFailed(failed bool) { s.hcFailed.Store(failed) }
 
 func (c *Connection) drainWindow() (drainWindow, bool) {
 	al, ok := c.owner.(*activeListener)
@@ -439,4 +464,49 @@ func (c *Connection) drainWindow() (drainWindow, bool) {
 	}
 	win, ok := al.chainDrains[c.chain]
 	return win, ok
+}
+
+// StartDrainSequence begins Envoy's drain sequence for the whole server (a hot restart's
+// parent, the admin's /drain_listeners?graceful): for the drain time, HTTP connections of
+// listeners with drain_type DEFAULT are asked to close after their responses, gradually or
+// at once by the drain strategy (DrainClose); idle ones are left alone, as in Envoy, until
+// their next request or the end. done, if set, runs on its own goroutine when the drain
+// time is over. A second call while a sequence runs does nothing and reports false.
+func (s *Server) StartDrainSequence(done func()) bool {
+	if !s.drainSeq.CompareAndSwap(false, true) {
+		return false
+	}
+	for _, w := range s.workers {
+		w.Post(func() { w.drainWin = w.newDrainWindow() })
+	}
+	if done != nil {
+		time.AfterFunc(s.drain.time, done)
+	}
+	return true
+}
+
+// StopListenersMatching stops accepting on the listeners for which match is true, as
+// StopListeners does for all; their connections go on.
+func (s *Server) StopListenersMatching(match func(*Listener) bool) {
+	var ls []*Listener
+	for _, l := range s.Listeners() {
+		if match(l) {
+			ls = append(ls, l)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, w := range s.workers {
+		wg.Add(1)
+		if !w.Post(func() {
+			defer wg.Done()
+			for _, l := range ls {
+				if l.id < len(w.active) && w.active[l.id] != nil {
+					w.active[l.id].stop(true)
+				}
+			}
+		}) {
+			wg.Done()
+		}
+	}
+	wg.Wait()
 }

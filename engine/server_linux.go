@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,8 @@ type Server struct {
 	nextID   int // listener ids are never reused: they index each worker's active slice
 	// drainingListeners and drainingChains count the drains under way (DrainingCounts).
 	drainingListeners, drainingChains atomic.Int64
+	drainSeq                          atomic.Bool // StartDrainSequence ran
+	hcFailed                          atomic.Bool // SetHealthCheckFailed
 	started                           bool
 	closed                            bool
 	fatal                             chan error
@@ -104,8 +107,9 @@ func NewServer(o ServerOptions) (*Server, error) {
 	for _, w := range s.workers {
 		w.peers = s.workers
 		w.drain = &s.drain
+		w.srvHCFailed = &s.hcFailed
 	}
-	s.sources = []StatsSource{serverStatsSource{s.workers}}
+	s.sources = []StatsSource{&serverStatsSource{s.workers}}
 	return s, nil
 }
 
@@ -223,6 +227,9 @@ func (s *Server) AddStatsSource(src StatsSource) {
 // RemoveStatsSource unregisters stats added with AddStatsSource (those of a listener or
 // cluster version that is gone).
 func (s *Server) RemoveStatsSource(src StatsSource) {
+	if !reflect.TypeOf(src).Comparable() {
+		return // a value that cannot be compared cannot be found either
+	}
 	s.mu.Lock()
 	s.sources = without(s.sources, src)
 	s.mu.Unlock()

@@ -27,6 +27,9 @@ func (g *Gauge) Dec() { g.v.Add(-1) }
 // Add adds n (may be negative).
 func (g *Gauge) Add(n int64) { g.v.Add(n) }
 
+// Set sets the gauge to n.
+func (g *Gauge) Set(n int64) { g.v.Store(n) }
+
 // Value reads the gauge.
 func (g *Gauge) Value() int64 { return g.v.Load() }
 

@@ -91,8 +91,12 @@ type Worker struct {
 	// byAddr maps listener addresses to Listener ids for use_original_dst: this worker's
 	// own copy, changed as listeners come and go.
 	byAddr map[netip.AddrPort]int
-	// drain is the server's drain time and strategy (read-only).
-	drain *drainPolicy
+	// drain is the server's drain time and strategy (read-only); drainWin is the window
+	// of the server's drain sequence once it began (StartDrainSequence), zero before.
+	drain    *drainPolicy
+	drainWin drainWindow
+	// srvHCFailed is the server's health-check-failed flag (SetHealthCheckFailed).
+	srvHCFailed *atomic.Bool
 	// peers are all workers, for exact-balance hand-offs.
 	peers       []*Worker
 	freeSockets *ActiveSocket

@@ -26,7 +26,7 @@ func TestSIGHUPIgnored(t *testing.T) {
 				t.Fatalf("portico exited on SIGHUP: %v", p.err)
 			default:
 			}
-			return strings.Count(p.stderr.String(), "SIGHUP received; reload is not supported, ignoring") == i+1
+			return strings.Count(p.stderr.String(), "SIGHUP received; ignoring") == i+1
 		})
 		c, err := net.Dial("tcp", addr)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/portico-proxy/portico/config"
 	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/filters/chain"
 	"github.com/portico-proxy/portico/filters/network/httpconnmgr"
 	"github.com/portico-proxy/portico/http/header"
 	"github.com/portico-proxy/portico/http/route"
@@ -77,8 +78,22 @@ func explain(args []string, stdout, stderr io.Writer) int {
 		printConfigErrors(stderr, *cfgPath, err)
 		return 1
 	}
+	// The LDS file's listeners count too, as they would run.
+	listeners := append([]engine.ListenerConfig(nil), cfg.Listeners...)
+	chains := map[string]*chain.Manager{}
+	for name, m := range cfg.Chains {
+		chains[name] = m
+	}
+	if u := cfg.InitialLDS; u != nil {
+		for _, r := range u.Listeners {
+			if m, ok := r.Config.FilterChains.(*chain.Manager); ok {
+				listeners = append(listeners, r.Config)
+				chains[r.Name] = m
+			}
+		}
+	}
 	li := -1
-	for i, l := range cfg.Listeners {
+	for i, l := range listeners {
 		if l.Name == *listener {
 			li = i
 		}
@@ -87,25 +102,25 @@ func explain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "explain: no listener named %q in %s\n", *listener, *cfgPath)
 		return 2
 	}
-	serving := cfg.Listeners[li]
+	serving := listeners[li]
 	if serving.UseOriginalDst {
 		// --dst is the restored destination, so the hand-off applies as on a worker.
 		info.LocalAddrRestored = true
-		if t := engine.HandoffTarget(cfg.Listeners, info.LocalAddr); t >= 0 {
-			serving = cfg.Listeners[t]
+		if t := engine.HandoffTarget(listeners, info.LocalAddr); t >= 0 {
+			serving = listeners[t]
 		}
 	}
-	name, found := cfg.Chains[serving.Name].FindChainName(&info)
+	name, found := chains[serving.Name].FindChainName(&info)
 	if !found {
 		fmt.Fprintf(stdout, "listener=%s chain=none\n", serving.Name)
 		return 3
 	}
 	fmt.Fprintf(stdout, "listener=%s chain=%s\n", serving.Name, name)
-	explainTransport(cfg.Chains[serving.Name].FindFilterChain(&info), info.ServerName, stdout)
+	explainTransport(chains[serving.Name].FindFilterChain(&info), info.ServerName, stdout)
 	if *host == "" {
 		return 0
 	}
-	return explainHTTP(cfg.Chains[serving.Name].FindFilterChain(&info), *method, *host, *path, headers, stdout, stderr)
+	return explainHTTP(chains[serving.Name].FindFilterChain(&info), *method, *host, *path, headers, stdout, stderr)
 }
 
 // explainTransport prints the TLS the chain terminates: the certificate a client asking

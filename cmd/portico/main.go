@@ -26,6 +26,11 @@ import (
 var version = "dev"
 
 const usage = `Usage:
+  portico -c FILE [--concurrency N] [--log-level LEVEL] [--drain-time-s N]
+          [--drain-strategy gradual|immediate] [--disable-splice] [--reject-ignored]
+  portico validate -c FILE [--reject-ignored]
+}
+
   portico -c FILE [--concurrency N] [--log-level LEVEL] [--drain-time-s N] [--disable-splice]
           [--reject-ignored]
   portico validate -c FILE [--reject-ignored]   (FILE: a bootstrap, or an LDS/CDS file)
@@ -126,6 +131,20 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// defaultTermDrain is how long the SIGTERM/SIGINT drain lasts unless --drain-time-s is
+// given.
+const defaultTermDrain = 5 * time.Second
+
+func parseDrainStrategy(s string) (engine.DrainStrategy, error) {
+	switch strings.ToLower(s) {
+	case "gradual":
+		return engine.Gradual, nil
+	case "immediate":
+		return engine.Immediate, nil
+	}
+	return 0, fmt.Errorf("unknown drain strategy %q (gradual, immediate)", s)
+}
+
 // validateResources validates an LDS or CDS file given on its own.
 func validateResources(path string, reject bool, stdout, stderr io.Writer) int {
 	rc, err := config.CheckResourceFile(path)
@@ -182,7 +201,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(path, "config-path", "", "same as -c")
 	concurrency := fs.Int("concurrency", 0, "number of workers (default: the CPU count)")
 	level := fs.String("log-level", "info", "log level: trace, debug, info, warning, error, critical, off")
-	drain := fs.Int("drain-time-s", 5, "on SIGTERM/SIGINT, how long open connections may take to finish")
+	drain := fs.Int("drain-time-s", 600, "how long connections of an updated or removed listener (LDS) and of a hot-restarted parent may take to finish, as in Envoy; on SIGTERM/SIGINT the drain lasts this long only if the flag is given, else 5 s")
+	strategy := fs.String("drain-strategy", "gradual", "how draining HTTP connections are asked to close: gradual (more of them as the drain time passes) or immediate")
 	noSplice := fs.Bool("disable-splice", false, "tcp_proxy: keep bulk transfers on read/write instead of splice(2)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	reject := fs.Bool("reject-ignored", false, rejectIgnoredUsage)
@@ -202,24 +222,42 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
+	drainStrategy, err := parseDrainStrategy(*strategy)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	if *drain < 0 {
+		fmt.Fprintln(stderr, "--drain-time-s must not be negative")
+		return 2
+	}
+	// Envoy does not drain on SIGTERM at all; Portico does, for a short time unless told
+	// otherwise (a 600 s default would make every stop take ten minutes).
+	termDrain := defaultTermDrain
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "drain-time-s" {
+			termDrain = time.Duration(*drain) * time.Second
+		}
+	})
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	if strings.EqualFold(*level, "off") {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	// SIGHUP is caught from here on (its default action kills the process): Envoy reloads
-	// or hot-restarts on it; Portico does neither yet, so it says so and goes on.
+	// SIGHUP is caught from here on (its default action kills the process): Envoy's
+	// hot-restarter turns it into a new epoch; the process itself says so and goes on.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP)
 	// A write to a closed pipe fails with EPIPE (counted by the access log that made it)
 	// instead of killing the process, as in Envoy; on stdout or stderr it would be fatal.
 	signal.Ignore(syscall.SIGPIPE)
 
-	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: *concurrency, Logger: log, DisableSplice: *noSplice})
+	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: *concurrency, Logger: log, DisableSplice: *noSplice,
+		DrainTime: max(time.Duration(*drain)*time.Second, time.Millisecond), DrainStrategy: drainStrategy})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	cfg, err := config.Load(*path, srv.Concurrency())
+	cfg, err := config.LoadWith(*path, srv.Concurrency(), config.Options{Clusters: srv.ClusterRegistry()})
 	if err != nil {
 		printConfigErrors(stderr, *path, err)
 		return 1
@@ -248,7 +286,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	adm := admin.New(srv, admin.Options{Logger: log})
+	// The files' resources (LDS, CDS) join the static ones before the workers start.
+	mgr := newManager(srv, cfg, log, time.Duration(*drain)*time.Second)
+	mgr.applyInitial()
+	adm := admin.New(srv, admin.Options{Logger: log, Control: control{mgr}})
 	if cfg.Admin.IsValid() {
 		addr, err := adm.Start(cfg.Admin)
 		if err != nil {
@@ -276,6 +317,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	waitWarm(cfg, log)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	srv.Start()
+	mgr.start()
 	adm.SetState(admin.Live)
 	for _, l := range srv.Listeners() {
 		log.Info("listener started", "listener", l.Name(), "address", l.Address().String(),
@@ -284,7 +326,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	log.Info("portico started", "version", version, "workers", srv.Concurrency(), "config", *path)
 
 	exit := 0
-	drainTime := time.Duration(*drain) * time.Second
+	drainTime := termDrain
 	if sig, err := nextSignal(sigs, srv.Fatal(), log); err != nil {
 		// A worker's event loop failed: its sockets are closed and the other workers go
 		// on, but a proxy short of a worker is not what was configured. Drain and exit
@@ -296,6 +338,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		log.Info("draining", "signal", sig.String(), "drain_time", drainTime)
 	}
 	adm.SetState(admin.Draining)
+	// No update applies from here on: the drain owns the listeners.
+	mgr.stop()
 	// Every step is bounded and a signal cuts it short, so that shutdown ends within the
 	// drain time and a few seconds whatever a connection or an access-log sink does.
 	st := &stopper{sigs: sigs, log: log}
@@ -309,7 +353,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	})
 	st.step("close connections", stopStepTimeout, false, func(context.Context) { srv.Close() })
 	st.step("close admin", stopStepTimeout, false, func(context.Context) { adm.Close() })
-	st.step("flush access logs", stopStepTimeout, false, func(ctx context.Context) { closeAll(ctx, cfg.Closers, log) })
+	st.step("flush access logs", stopStepTimeout, false, func(ctx context.Context) {
+		closeAll(ctx, append(cfg.Closers, mgr.closers()...), log)
+	})
 	log.Info("portico stopped", "exit_code", exit)
 	return exit
 }
@@ -428,7 +474,11 @@ func nextSignal(sigs <-chan os.Signal, fatal <-chan error, log *slog.Logger) (os
 	}
 }
 
-func logSIGHUP(log *slog.Logger) { log.Warn("SIGHUP received; reload is not supported, ignoring") }
+// logSIGHUP: as in Envoy, a running process does not reload on SIGHUP: LDS/CDS files are
+// applied when they are replaced, and `portico restart` turns SIGHUP into a hot restart.
+func logSIGHUP(log *slog.Logger) {
+	log.Warn("SIGHUP received; ignoring (LDS/CDS files apply when replaced; `portico restart` hot-restarts on SIGHUP)")
+}
 
 // spareP gives the Go scheduler one P more than there are workers, unless GOMAXPROCS was
 // set by the user. Each worker keeps a P and blocks in epoll_wait through a syscall. With

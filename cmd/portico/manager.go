@@ -1,0 +1,647 @@
+package main
+
+import (
+	"context"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/engine"
+)
+
+// manager is Envoy's listener manager and cluster manager for resources from files
+// (dynamic_resources lds_config / cds_config with path_config_source): it applies each
+// new version of a file to the engine resource by resource, keeps the last good version
+// of every resource that a later version gets wrong, and counts what it did with Envoy's
+// stat names. Every change to the server runs on the manager's own goroutine (run), one at
+// a time; the admin reads its state under mu.
+type manager struct {
+	srv       *engine.Server
+	cfg       *config.Config
+	log       *slog.Logger
+	workers   int
+	drainTime time.Duration
+	opts      config.Options
+
+	// ops are changes to apply, in order, on the manager's goroutine.
+	ops  chan func()
+	ctx  context.Context // the runners' (DNS, health checks) parent context
+	quit context.CancelFunc
+	done chan struct{}
+	wg   sync.WaitGroup // runners and watchers
+
+	mu        sync.Mutex // guards what follows against the admin's reads
+	listeners map[string]*config.ListenerResource
+	clusters  map[string]*config.ClusterResource
+	lUpdated  map[string]time.Time
+	cUpdated  map[string]time.Time
+	lFailed   map[string]failure
+	cFailed   map[string]failure
+	draining  []drainingListener
+	ldsVer    string
+	cdsVer    string
+	cancels   map[*config.ClusterResource]context.CancelFunc
+
+	lm listenerManagerStats
+	cm clusterManagerStats
+}
+
+// failure is the last rejected version of a resource (/config_dump's error_state).
+type failure struct {
+	err  *config.ResourceError
+	when time.Time
+}
+
+// drainingListener is a listener version that was replaced or removed and still drains
+// (/config_dump's draining_state).
+type drainingListener struct {
+	r     *config.ListenerResource
+	until time.Time
+}
+
+// subscriptionStats are Envoy's per-subscription stats (lds.*, cds.*).
+type subscriptionStats struct {
+	updateAttempt, updateSuccess, updateFailure, updateRejected, configReload engine.Counter
+	version, updateTime                                                       engine.Gauge
+}
+
+func (s *subscriptionStats) visit(prefix string, v engine.StatVisitor) {
+	c := func(n string, x *engine.Counter) { v(prefix+n, engine.KindCounter, float64(x.Value())) }
+	g := func(n string, x *engine.Gauge) { v(prefix+n, engine.KindGauge, float64(x.Value())) }
+	c("config_reload", &s.configReload)
+	c("update_attempt", &s.updateAttempt)
+	c("update_failure", &s.updateFailure)
+	c("update_rejected", &s.updateRejected)
+	c("update_success", &s.updateSuccess)
+	g("update_time", &s.updateTime)
+	g("version", &s.version)
+}
+
+// listenerManagerStats are Envoy's listener_manager.* stats.
+type listenerManagerStats struct {
+	m                                                               *manager
+	added, modified, removed, inPlace, createSuccess, createFailure engine.Counter
+	lds                                                             subscriptionStats
+	hasLDS                                                          bool
+}
+
+func (*listenerManagerStats) StatsFamily() string      { return "listener_manager" }
+func (*listenerManagerStats) StatsProcessWide() bool   { return true }
+func (*listenerManagerStats) StatsLabels() [][2]string { return nil }
+
+// VisitStats reports the stats (process-wide: the admin visits them once).
+func (s *listenerManagerStats) VisitStats(_ int, v engine.StatVisitor) {
+	c := func(n string, x *engine.Counter) { v(n, engine.KindCounter, float64(x.Value())) }
+	c("listener_added", &s.added)
+	c("listener_create_failure", &s.createFailure)
+	c("listener_create_success", &s.createSuccess)
+	c("listener_in_place_updated", &s.inPlace)
+	c("listener_modified", &s.modified)
+	c("listener_removed", &s.removed)
+	drainingListeners, drainingChains := s.m.srv.DrainingCounts()
+	v("total_filter_chains_draining", engine.KindGauge, float64(drainingChains))
+	v("total_listeners_active", engine.KindGauge, float64(len(s.m.srv.Listeners())))
+	v("total_listeners_draining", engine.KindGauge, float64(drainingListeners))
+	v("total_listeners_warming", engine.KindGauge, 0)
+	v("workers_started", engine.KindGauge, 1)
+	if s.hasLDS {
+		s.lds.visit("lds.", v)
+	}
+}
+
+// clusterManagerStats are Envoy's cluster_manager.* stats.
+type clusterManagerStats struct {
+	m                        *manager
+	added, modified, removed engine.Counter
+	cds                      subscriptionStats
+	hasCDS                   bool
+}
+
+func (*clusterManagerStats) StatsFamily() string      { return "cluster_manager" }
+func (*clusterManagerStats) StatsProcessWide() bool   { return true }
+func (*clusterManagerStats) StatsLabels() [][2]string { return nil }
+
+func (s *clusterManagerStats) VisitStats(_ int, v engine.StatVisitor) {
+	c := func(n string, x *engine.Counter) { v(n, engine.KindCounter, float64(x.Value())) }
+	v("active_clusters", engine.KindGauge, float64(len(s.m.srv.Clusters())))
+	c("cluster_added", &s.added)
+	c("cluster_modified", &s.modified)
+	c("cluster_removed", &s.removed)
+	v("warming_clusters", engine.KindGauge, 0)
+	if s.hasCDS {
+		s.cds.visit("cds.", v)
+	}
+}
+
+// versionHash is what Envoy's lds.version / cds.version gauges hold: a hash of the
+// version_info (Envoy uses xxHash64; this is FNV-1a, shortened to fit a float exactly).
+func versionHash(v string) int64 {
+	h := fnv.New64a()
+	io.WriteString(h, v)
+	return int64(h.Sum64() >> 11)
+}
+
+// newManager prepares the manager for cfg on srv; the static resources count as added
+// (Envoy counts them in listener_added / cluster_added too).
+func newManager(srv *engine.Server, cfg *config.Config, log *slog.Logger, drainTime time.Duration) *manager {
+	ctx, quit := context.WithCancel(context.Background())
+	m := &manager{
+		srv: srv, cfg: cfg, log: log, workers: srv.Concurrency(), drainTime: drainTime,
+		opts: config.Options{Clusters: srv.ClusterRegistry(), Static: cfg},
+		ops:  make(chan func(), 16), ctx: ctx, quit: quit, done: make(chan struct{}),
+		listeners: map[string]*config.ListenerResource{}, clusters: map[string]*config.ClusterResource{},
+		lUpdated: map[string]time.Time{}, cUpdated: map[string]time.Time{},
+		lFailed: map[string]failure{}, cFailed: map[string]failure{},
+		cancels: map[*config.ClusterResource]context.CancelFunc{},
+	}
+	m.lm.m, m.cm.m = m, m
+	m.lm.hasLDS, m.cm.hasCDS = cfg.LDS != nil, cfg.CDS != nil
+	m.lm.added.Add(uint64(len(cfg.Listeners)))
+	m.lm.createSuccess.Add(uint64(len(cfg.Listeners) * m.workers))
+	m.cm.added.Add(uint64(len(cfg.Clusters)))
+	srv.AddStatsSource(&m.lm)
+	srv.AddStatsSource(&m.cm)
+	return m
+}
+
+// applyInitial applies the files' contents read with the bootstrap, before the server
+// starts: CDS first, so that the listeners find their clusters.
+func (m *manager) applyInitial() {
+	if u := m.cfg.InitialCDS; u != nil {
+		m.applyClusters(u)
+	}
+	if u := m.cfg.InitialLDS; u != nil {
+		m.applyListeners(u)
+	}
+}
+
+// start watches the files and runs the manager's goroutine.
+func (m *manager) start() {
+	for _, src := range []*config.FileSource{m.cfg.CDS, m.cfg.LDS} {
+		if src == nil {
+			continue
+		}
+		src := src
+		reload := m.reloadClusters
+		if src == m.cfg.LDS {
+			reload = m.reloadListeners
+		}
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			err := config.Watch(m.ctx, src, func() {
+				select {
+				case m.ops <- reload:
+				case <-m.ctx.Done():
+				}
+			})
+			if err != nil && m.ctx.Err() == nil {
+				m.log.Error("watching a dynamic resource file failed; its updates are no longer applied",
+					"field", src.Field, "path", src.Path, "err", err)
+			}
+		}()
+	}
+	go m.run()
+}
+
+func (m *manager) run() {
+	defer close(m.done)
+	for {
+		select {
+		case op := <-m.ops:
+			op()
+		case <-m.ctx.Done():
+			return
+		}
+	}
+}
+
+// do runs fn on the manager's goroutine and waits for it (the admin's /drain_listeners);
+// it reports false if the manager has stopped.
+func (m *manager) do(fn func()) bool {
+	ran := make(chan struct{})
+	select {
+	case m.ops <- func() { fn(); close(ran) }:
+	case <-m.ctx.Done():
+		return false
+	}
+	select {
+	case <-ran:
+		return true
+	case <-m.done:
+		return false
+	}
+}
+
+// stop ends the watchers and the manager's goroutine (an update in progress finishes
+// first), then the runners of the dynamic clusters.
+func (m *manager) stop() {
+	m.quit()
+	<-m.done
+	m.wg.Wait()
+}
+
+// reloadListeners reads the LDS file again and applies it.
+func (m *manager) reloadListeners() {
+	start := time.Now()
+	u, err := config.ParseListeners(m.cfg.LDS.Path, m.workers, m.opts, m.currentListeners())
+	if err != nil {
+		m.lm.lds.updateAttempt.Inc()
+		m.lm.lds.updateFailure.Inc()
+		m.log.Warn("lds: update failed; the listeners stay as they are", "err", err.Error())
+		return
+	}
+	m.applyListeners(u)
+	m.log.Info("lds: update applied", "version", u.Version, "listeners", len(u.Listeners),
+		"rejected", len(u.Errors), "removed", len(u.Removed), "took", time.Since(start).Round(time.Microsecond).String())
+}
+
+// reloadClusters reads the CDS file again and applies it.
+func (m *manager) reloadClusters() {
+	u, err := config.ParseClusters(m.cfg.CDS.Path, m.workers, m.opts, m.currentClusters())
+	if err != nil {
+		m.cm.cds.updateAttempt.Inc()
+		m.cm.cds.updateFailure.Inc()
+		m.log.Warn("cds: update failed; the clusters stay as they are", "err", err.Error())
+		return
+	}
+	m.applyClusters(u)
+	m.log.Info("cds: update applied", "version", u.Version, "clusters", len(u.Clusters),
+		"rejected", len(u.Errors), "removed", len(u.Removed))
+}
+
+func (m *manager) currentListeners() map[string]*config.ListenerResource {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]*config.ListenerResource, len(m.listeners))
+	for k, v := range m.listeners {
+		out[k] = v
+	}
+	return out
+}
+
+func (m *manager) currentClusters() map[string]*config.ClusterResource {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]*config.ClusterResource, len(m.clusters))
+	for k, v := range m.clusters {
+		out[k] = v
+	}
+	return out
+}
+
+// applyListeners applies an LDS version resource by resource, as Envoy does: the good
+// ones are added, updated (in place when only their filter chains changed) or left alone,
+// the names the file no longer has are removed, and the rejected ones keep their last good
+// version. An error from the engine (an address already in use) rejects that listener
+// alone.
+func (m *manager) applyListeners(u *config.ListenerUpdate) {
+	now := time.Now()
+	st := &m.lm.lds
+	st.updateAttempt.Inc()
+	var errs []string
+	reject := func(e *config.ResourceError) {
+		m.mu.Lock()
+		m.lFailed[e.Name] = failure{err: e, when: now}
+		m.mu.Unlock()
+		errs = append(errs, e.Error())
+	}
+	for i := range u.Errors {
+		reject(&u.Errors[i])
+	}
+	for _, w := range u.Warnings {
+		m.log.Warn("lds: " + w)
+	}
+	changed := false
+	for _, r := range u.Listeners {
+		prev := m.listeners[r.Name]
+		if r.Change == config.Unchanged && prev != nil {
+			m.mu.Lock()
+			delete(m.lFailed, r.Name)
+			m.mu.Unlock()
+			continue
+		}
+		if err := m.applyListener(prev, r); err != nil {
+			m.lm.createFailure.Inc()
+			reject(&config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()})
+			// What r opened beyond prev (whose kept chains it shares) is not used.
+			closers, _ := r.Released(prev)
+			for _, c := range closers {
+				c.Close()
+			}
+			continue
+		}
+		changed = true
+		m.mu.Lock()
+		m.listeners[r.Name] = r
+		m.lUpdated[r.Name] = now
+		delete(m.lFailed, r.Name)
+		m.mu.Unlock()
+	}
+	for _, name := range u.Removed {
+		prev := m.listeners[name]
+		if prev == nil {
+			continue
+		}
+		if err := m.srv.RemoveListener(name); err != nil {
+			m.log.Error("lds: removing a listener", "listener", name, "err", err)
+			continue
+		}
+		changed = true
+		m.lm.removed.Inc()
+		m.retireListener(prev, nil)
+		m.mu.Lock()
+		delete(m.listeners, name)
+		delete(m.lUpdated, name)
+		delete(m.lFailed, name)
+		m.mu.Unlock()
+		m.log.Info("lds: listener removed; its connections drain", "listener", name, "drain_time", m.drainTime.String())
+	}
+	if changed {
+		st.configReload.Inc()
+	}
+	st.updateTime.Set(now.UnixMilli())
+	if len(errs) > 0 {
+		st.updateRejected.Inc()
+		m.log.Warn("lds: Error adding/updating listener(s) " + strings.Join(errs, "\n"))
+		return
+	}
+	st.updateSuccess.Inc()
+	st.version.Set(versionHash(u.Version))
+	m.mu.Lock()
+	m.ldsVer = u.Version
+	m.mu.Unlock()
+}
+
+// applyListener puts one good listener version into the server.
+func (m *manager) applyListener(prev, r *config.ListenerResource) error {
+	switch {
+	case prev == nil:
+		if _, err := m.srv.AddListener(r.Config); err != nil {
+			return err
+		}
+		m.lm.added.Inc()
+		m.lm.createSuccess.Add(uint64(m.workers))
+		m.log.Info("lds: listener added", "listener", r.Name, "address", r.Config.Address.String())
+	case r.Change == config.ChainsOnly:
+		dropped := r.Drained(prev)
+		if err := m.srv.UpdateListenerChains(r.Name, r.Config.FilterChains, dropped); err != nil {
+			return err
+		}
+		m.lm.modified.Inc()
+		m.lm.inPlace.Inc()
+		m.log.Info("lds: listener filter chains updated in place", "listener", r.Name,
+			"kept", len(r.Kept), "draining", len(dropped))
+	default:
+		if _, err := m.srv.UpdateListener(r.Config); err != nil {
+			return err
+		}
+		m.lm.modified.Inc()
+		m.lm.createSuccess.Add(uint64(m.workers))
+		m.log.Info("lds: listener updated; the old version drains", "listener", r.Name)
+	}
+	// Only what prev does not have already: the chains r kept bring theirs along.
+	_, added := r.Released(prev)
+	for _, src := range added {
+		m.srv.AddStatsSource(src)
+	}
+	for _, run := range r.Runners {
+		m.runRunner(m.ctx, run)
+	}
+	if prev != nil {
+		m.retireListener(prev, r)
+	}
+	return nil
+}
+
+// retireListener lets go of what prev holds that next (nil: prev was removed) does not,
+// once prev's connections have had the drain time: its stats sources and its files.
+func (m *manager) retireListener(prev, next *config.ListenerResource) {
+	closers, sources := prev.Released(next)
+	until := time.Now().Add(m.drainTime)
+	m.mu.Lock()
+	m.draining = append(m.draining, drainingListener{r: prev, until: until})
+	m.mu.Unlock()
+	// A source shared with next was added again by next; a released one goes with the
+	// drain, as the connections that count in it do.
+	time.AfterFunc(m.drainTime+time.Second, func() {
+		for _, s := range sources {
+			m.srv.RemoveStatsSource(s)
+		}
+		for _, c := range closers {
+			if err := c.Close(); err != nil {
+				m.log.Warn("closing a replaced listener's file", "listener", prev.Name, "err", err)
+			}
+		}
+		m.mu.Lock()
+		for i, d := range m.draining {
+			if d.r == prev {
+				m.draining = append(m.draining[:i], m.draining[i+1:]...)
+				break
+			}
+		}
+		m.mu.Unlock()
+	})
+}
+
+// applyClusters applies a CDS version resource by resource (see applyListeners).
+func (m *manager) applyClusters(u *config.ClusterUpdate) {
+	now := time.Now()
+	st := &m.cm.cds
+	st.updateAttempt.Inc()
+	var errs []string
+	reject := func(e *config.ResourceError) {
+		m.mu.Lock()
+		m.cFailed[e.Name] = failure{err: e, when: now}
+		m.mu.Unlock()
+		errs = append(errs, e.Error())
+	}
+	for i := range u.Errors {
+		reject(&u.Errors[i])
+	}
+	for _, w := range u.Warnings {
+		m.log.Warn("cds: " + w)
+	}
+	changed := false
+	for _, r := range u.Clusters {
+		prev := m.clusters[r.Name]
+		if r.Change == config.Unchanged && prev != nil {
+			continue
+		}
+		var err error
+		if prev == nil {
+			err = m.srv.AddCluster(r.Cluster)
+		} else {
+			err = m.srv.UpdateCluster(r.Cluster)
+		}
+		if err != nil {
+			reject(&config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()})
+			continue
+		}
+		changed = true
+		if prev == nil {
+			m.cm.added.Inc()
+			m.log.Info("cds: cluster added", "cluster", r.Name)
+		} else {
+			m.cm.modified.Inc()
+			m.retireCluster(prev)
+			m.log.Info("cds: cluster updated", "cluster", r.Name)
+		}
+		m.startCluster(r)
+		m.mu.Lock()
+		m.clusters[r.Name] = r
+		m.cUpdated[r.Name] = now
+		delete(m.cFailed, r.Name)
+		m.mu.Unlock()
+	}
+	for _, name := range u.Removed {
+		prev := m.clusters[name]
+		if prev == nil {
+			continue
+		}
+		if err := m.srv.RemoveCluster(name); err != nil {
+			m.log.Error("cds: removing a cluster", "cluster", name, "err", err)
+			continue
+		}
+		changed = true
+		m.cm.removed.Inc()
+		m.retireCluster(prev)
+		m.mu.Lock()
+		delete(m.clusters, name)
+		delete(m.cUpdated, name)
+		delete(m.cFailed, name)
+		m.mu.Unlock()
+		m.log.Info("cds: cluster removed", "cluster", name)
+	}
+	if changed {
+		st.configReload.Inc()
+	}
+	st.updateTime.Set(now.UnixMilli())
+	if len(errs) > 0 {
+		st.updateRejected.Inc()
+		m.log.Warn("cds: Error adding/updating cluster(s) " + strings.Join(errs, "\n"))
+		return
+	}
+	st.updateSuccess.Inc()
+	st.version.Set(versionHash(u.Version))
+	m.mu.Lock()
+	m.cdsVer = u.Version
+	m.mu.Unlock()
+}
+
+// startCluster registers a cluster version's stats and starts its runners (DNS
+// resolution, health checks) under a context of its own, cancelled when it is replaced.
+func (m *manager) startCluster(r *config.ClusterResource) {
+	for _, src := range r.StatsSources {
+		m.srv.AddStatsSource(src)
+	}
+	ctx, cancel := context.WithCancel(m.ctx)
+	m.mu.Lock()
+	m.cancels[r] = cancel
+	m.mu.Unlock()
+	for _, run := range r.Runners {
+		m.runRunner(ctx, run)
+	}
+}
+
+// retireCluster stops an old cluster version's runners and drops its stats; its live
+// connections finish on their own.
+func (m *manager) retireCluster(r *config.ClusterResource) {
+	m.mu.Lock()
+	cancel := m.cancels[r]
+	delete(m.cancels, r)
+	m.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	for _, src := range r.StatsSources {
+		m.srv.RemoveStatsSource(src)
+	}
+	for _, c := range r.Closers {
+		c.Close()
+	}
+}
+
+func (m *manager) runRunner(ctx context.Context, r config.Runner) {
+	if l, ok := r.(interface{ SetLogger(*slog.Logger) }); ok {
+		l.SetLogger(m.log)
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		r.Run(ctx)
+	}()
+}
+
+// closeAll closes what the dynamic resources opened (their access logs), at exit.
+func (m *manager) closers() []io.Closer {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []io.Closer
+	seen := map[io.Closer]bool{}
+	add := func(cs []io.Closer) {
+		for _, c := range cs {
+			if !seen[c] {
+				seen[c] = true
+				out = append(out, c)
+			}
+		}
+	}
+	for _, r := range m.listeners {
+		add(r.Closers)
+	}
+	for _, d := range m.draining {
+		add(d.r.Closers)
+	}
+	for _, r := range m.clusters {
+		add(r.Closers)
+	}
+	return out
+}
+
+// dumpState is what runs, for /config_dump.
+func (m *manager) dumpState() *config.DumpState {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := &config.DumpState{LDSVersion: m.ldsVer, CDSVersion: m.cdsVer}
+	for _, r := range m.cfg.StaticListeners {
+		st.StaticListeners = append(st.StaticListeners, config.DumpEntry{Name: r.Name, Resource: r.Message()})
+	}
+	for _, r := range m.cfg.StaticClusters {
+		st.StaticClusters = append(st.StaticClusters, config.DumpEntry{Name: r.Name, Resource: r.Message()})
+	}
+	for _, name := range sortedKeys(m.listeners) {
+		r := m.listeners[name]
+		st.ActiveListeners = append(st.ActiveListeners, config.DumpEntry{Name: name, Version: r.Version, LastUpdated: m.lUpdated[name], Resource: r.Message()})
+	}
+	for _, d := range m.draining {
+		st.DrainingListeners = append(st.DrainingListeners, config.DumpEntry{Name: d.r.Name, Version: d.r.Version, Resource: d.r.Message()})
+	}
+	for _, name := range sortedKeys(m.lFailed) {
+		f := m.lFailed[name]
+		st.ListenerFailures = append(st.ListenerFailures, config.DumpFailure{Name: name, Details: f.err.Error(), Failed: f.err.Failed, LastUpdateAttempt: f.when})
+	}
+	for _, name := range sortedKeys(m.clusters) {
+		r := m.clusters[name]
+		st.ActiveClusters = append(st.ActiveClusters, config.DumpEntry{Name: name, Version: r.Version, LastUpdated: m.cUpdated[name], Resource: r.Message()})
+	}
+	for _, name := range sortedKeys(m.cFailed) {
+		f := m.cFailed[name]
+		st.ClusterFailures = append(st.ClusterFailures, config.DumpFailure{Name: name, Details: f.err.Error(), Failed: f.err.Failed, LastUpdateAttempt: f.when})
+	}
+	return st
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
