@@ -531,3 +531,63 @@ func TestExplainLDSListener(t *testing.T) {
 		t.Fatalf("explain: %v\n%s", err, out)
 	}
 }
+
+// TestLDSFullUpdatesKeepSockets: updates that change more than the filter chains (here
+// the per-connection buffer limit) replace the listener with its bound sockets carried
+// over, in both port-sharing modes: no new connection fails while 20 of them apply, a
+// stream of the old version is closed at its drain deadline, and changing
+// enable_reuse_port is rejected with the listener left serving.
+func TestLDSFullUpdatesKeepSockets(t *testing.T) {
+	for _, reuse := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reuse_port=%v", reuse), func(t *testing.T) {
+			dir := t.TempDir()
+			lds := filepath.Join(dir, "lds.yaml")
+			port := freePort(t)
+			listener := func(limit int, reusePort bool) string {
+				return strings.Replace(edgeListener(port, "0"), "  filter_chains:",
+					fmt.Sprintf("  per_connection_buffer_limit_bytes: %d\n  enable_reuse_port: %v\n  filter_chains:", limit, reusePort), 1)
+			}
+			writeLDS(t, lds, "0", listener(1<<20, reuse))
+			params := map[string]any{"Admin": freePort(t), "Backend": echoBackend(t), "LDS": lds}
+			p := startPortico(t, fmt.Sprintf("127.0.0.1:%d", params["Admin"]), "-c", writeConfig(t, ldsBootstrap, params),
+				"--concurrency", "2", "--drain-time-s", "1", "--log-level", "warning")
+			addr := fmt.Sprintf("127.0.0.1:%d", port)
+			stop := make(chan struct{})
+			old := make(chan *stream, 1)
+			go func() { old <- runStream(addr, "127.0.0.2", stop) }()
+			churn, wait := runChurn(addr, 1000, stop)
+			for v := 1; v <= 20; v++ {
+				time.Sleep(150 * time.Millisecond)
+				writeLDS(t, lds, fmt.Sprint(v), listener(1<<20+v, reuse))
+			}
+			eventually(t, "all updates applied", func() bool { return p.stats(t)["listener_manager.lds.update_success"] == 21 })
+			time.Sleep(1500 * time.Millisecond)
+			close(stop)
+			wait()
+			if churn.failed() != 0 || churn.ok.Load() == 0 {
+				t.Errorf("new connections failed during 20 full updates: %s", churn)
+			}
+			if s := <-old; s.err == nil || !s.byPeer {
+				t.Errorf("the first version's stream was not closed by its drain: %v", s.err)
+			}
+			st := p.stats(t)
+			if st["listener_manager.listener_modified"] != 20 || st["listener_manager.listener_in_place_updated"] != 0 ||
+				st["listener_manager.listener_create_success"] != 21*2 {
+				t.Errorf("modified %v, in place %v, create_success %v", st["listener_manager.listener_modified"],
+					st["listener_manager.listener_in_place_updated"], st["listener_manager.listener_create_success"])
+			}
+			writeLDS(t, lds, "21", listener(1<<20, !reuse))
+			eventually(t, "the reuse_port change rejected", func() bool { return p.stats(t)["listener_manager.lds.update_rejected"] == 1 })
+			if !strings.Contains(p.stderr.String(), "enable_reuse_port") {
+				t.Errorf("the rejection does not name enable_reuse_port:\n%s", p.stderr.String())
+			}
+			c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			roundTrip(t, c, "still serving\n")
+			c.Close()
+			t.Logf("20 full updates under %s", churn)
+		})
+	}
+}
