@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/hotrestart"
 )
 
 // echoOnce sends a line on a new connection and reads it back.
@@ -141,5 +142,78 @@ func TestAdoptListenSocket(t *testing.T) {
 	}
 	if err := s.AdoptListenSocket("nope", -1, 0, time.Second); err == nil {
 		t.Error("adopting for an unknown listener succeeded")
+	}
+}
+
+// TestShrinkKeepsQueued is the 4 → 2 worker hand-over with connections queued on every
+// socket of a SO_REUSEPORT group: a server with 2 workers inherits sockets 0 and 1,
+// steers the group to them, adopts 2 and 3, and the "parent" (the test) closes its
+// copies. Every queued connection is served, none reset; new ones land on 0 and 1.
+func TestShrinkKeepsQueued(t *testing.T) {
+	var fds []int
+	var addr netip.AddrPort
+	for i := 0; i < 4; i++ {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: int(addr.Port())}); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Listen(fd, 1024); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			sa, _ := unix.Getsockname(fd)
+			addr = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sa.(*unix.SockaddrInet4).Port))
+		}
+		fds = append(fds, fd)
+	}
+	// 200 clients queue over the 4 sockets (nobody accepts yet), each with a line sent.
+	const queued = 200
+	var conns []net.Conn
+	for i := 0; i < queued; i++ {
+		c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "queued %d\n", i)
+		conns = append(conns, c)
+	}
+	// The child: sockets 0 and 1 through InheritSocket (dups: the parent keeps its own).
+	inherit := func(at netip.AddrPort, rp bool, worker int) (int, bool) {
+		if at != addr || !rp || worker > 1 {
+			return -1, false
+		}
+		fd, err := unix.Dup(fds[worker])
+		return fd, err == nil
+	}
+	cfg := echoListener("echo", true, false)
+	cfg.Address = addr
+	s, _ := serverWith(t, engine.ServerOptions{Concurrency: 2, InheritSocket: inherit}, nil, func(*engine.Server) []engine.ListenerConfig {
+		return []engine.ListenerConfig{cfg}
+	})
+	if err := hotrestart.SteerReusePort(fds[2], 2); err != nil {
+		t.Fatal(err)
+	}
+	for i := 2; i < 4; i++ {
+		fd, _ := unix.Dup(fds[i])
+		if err := s.AdoptListenSocket("echo", fd, i, time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, fd := range fds { // the parent exits
+		unix.Close(fd)
+	}
+	for i, c := range conns {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != fmt.Sprintf("queued %d\n", i) {
+			t.Fatalf("queued connection %d of %d: %q %v", i, queued, line, err)
+		}
+	}
+	for i := 0; i < 50; i++ {
+		echoOnce(t, addr.String())
 	}
 }
