@@ -11,7 +11,10 @@ import (
 	"net/http"
 	"net/netip"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/portico-proxy/portico/engine"
 )
@@ -80,6 +83,13 @@ type Options struct {
 	// and /healthcheck/ok; nil answers 501 to the first two (the health check endpoints
 	// still change /ready).
 	Control Control
+	// CarriedCounters, if set, gives counter values to add into the summed /stats lines
+	// of the same name (listener.echo.downstream_cx_total, server.admin.downstream_cx_total):
+	// what a hot restart's parent counted, so counters do not fall back to zero (Envoy's
+	// child merges its parent's counters the same way). It is called once per scrape; the
+	// map must not change after it is returned. Per-worker lines and the Prometheus form
+	// are not adjusted, and a name this process has no line for is not shown.
+	CarriedCounters func() map[string]uint64
 }
 
 func orDefault[T int | time.Duration](v, def T) T {
@@ -108,6 +118,7 @@ type Admin struct {
 	text, prom *endpoint
 	// lastWarn is when the last connection-overflow warning was logged (unix ns).
 	lastWarn atomic.Int64
+	carried  func() map[string]uint64
 }
 
 // adminStats are the admin listener's own stats, shown as server.admin.*.
@@ -119,7 +130,8 @@ type adminStats struct {
 
 // New builds the admin server for s; Start binds it.
 func New(s *engine.Server, o Options) *Admin {
-	a := &Admin{srv: s, log: o.Logger, max: orDefault(o.MaxConnections, DefaultMaxConnections), control: o.Control}
+	a := &Admin{srv: s, log: o.Logger, max: orDefault(o.MaxConnections, DefaultMaxConnections), control: o.Control,
+		carried: o.CarriedCounters}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -185,9 +197,40 @@ func (a *Admin) Start(addr netip.AddrPort) (net.Addr, error) {
 		a.log.Warn("admin address is not loopback: anyone who reaches it can fail readiness and read the stats and configuration; keep admin on 127.0.0.1 or ::1 (as Envoy advises) unless the network in front of it is trusted",
 			"address", ln.Addr().String())
 	}
+	return a.Serve(ln), nil
+}
+
+// Serve serves on ln, a listener bound elsewhere: the admin socket a hot restart's parent
+// handed over, so the admin address never stops answering. It returns ln's address.
+func (a *Admin) Serve(ln net.Listener) net.Addr {
 	a.ln = &limitListener{Listener: ln, a: a}
 	go a.http.Serve(a.ln)
-	return ln.Addr(), nil
+	return ln.Addr()
+}
+
+// ListenerFd returns a duplicate (close-on-exec) of the admin listen socket's fd, for a
+// hot restart's child; the caller closes it. The duplicate is made through SyscallConn,
+// which (unlike File().Fd()) leaves the shared socket non-blocking.
+func (a *Admin) ListenerFd() (int, error) {
+	if a.ln == nil {
+		return -1, fmt.Errorf("admin: not listening")
+	}
+	sc, ok := a.ln.(*limitListener).Listener.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("admin: listener %T has no fd", a.ln.(*limitListener).Listener)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("admin: %w", err)
+	}
+	nfd, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, fmt.Errorf("admin: %w", err)
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("admin: dup listen socket: %w", derr)
+	}
+	return nfd, nil
 }
 
 // Close stops the admin server: it stops accepting, lets requests in flight finish for a

@@ -158,6 +158,10 @@ type layout struct {
 	// htext and htextRuns are the histograms' lines, which Envoy prints after the others.
 	htext     []entry
 	htextRuns [][2]int32
+	// sumNames and sumCounter are the summed lines' names and kinds, worked out on the
+	// first scrape that carries a hot restart parent's counters (addCarried).
+	sumNames   []string
+	sumCounter []bool
 	// le are the Prometheus bucket labels, `,le="0.5"} ` ...
 	le [engine.PrometheusBuckets]string
 }
@@ -330,6 +334,71 @@ func (s *scraper) read() {
 		s.own[n] = v
 		n++
 	})
+	if s.a.carried != nil {
+		if m := s.a.carried(); len(m) > 0 {
+			s.addCarried(m)
+		}
+	}
+}
+
+// addCarried adds a hot restart parent's counters (Options.CarriedCounters) into the
+// summed lines and admin's own counters of the same name. The lines' names are worked out
+// once per layout, so a scrape that carries costs map lookups, no allocation.
+func (s *scraper) addCarried(m map[string]uint64) {
+	names, counter := s.sumNames()
+	for i, name := range names {
+		if counter[i] {
+			if v, ok := m[name]; ok {
+				s.sums[i] += float64(v)
+			}
+		}
+	}
+	for i := range ownNames {
+		if ownKinds[i] == engine.KindCounter {
+			s.own[i] += float64(m[ownTextNames[i]])
+		}
+	}
+}
+
+// sumNames gives the summed lines' names (scope + name) and whether each is a counter,
+// cached in the layout.
+func (s *scraper) sumNames() ([]string, []bool) {
+	l := s.lay
+	if l.sumNames == nil {
+		l.sumNames = make([]string, len(l.sums))
+		l.sumCounter = make([]bool, len(l.sums))
+		for i, k := range l.sums {
+			l.sumNames[i] = k.scope + k.name
+		}
+		for i := range l.series {
+			if l.series[i].kind == engine.KindCounter {
+				l.sumCounter[l.series[i].sum] = true
+			}
+		}
+	}
+	return l.sumNames, l.sumCounter
+}
+
+// Counters returns every summed counter of /stats by its text name (carried counters
+// included), and admin's own: what a hot restart's parent sends its child.
+func (a *Admin) Counters() map[string]uint64 {
+	s := a.text.sc
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.read()
+	names, counter := s.sumNames()
+	m := make(map[string]uint64, len(names)+len(ownNames))
+	for i, name := range names {
+		if counter[i] {
+			m[name] = uint64(s.sums[i])
+		}
+	}
+	for i := range ownNames {
+		if ownKinds[i] == engine.KindCounter {
+			m[ownTextNames[i]] = uint64(s.own[i])
+		}
+	}
+	return m
 }
 
 // fits tells whether the layout was built from srv's current listeners, clusters and
@@ -691,6 +760,9 @@ func appendLabels(b []byte, open, more string) []byte {
 
 // textKey is the start of a summed line of the text form: scope + name + ": ".
 type textKey struct{ scope, name string }
+
+// ownTextNames are ownNames as /stats names them.
+var ownTextNames = [len(ownNames)]string{"server.admin.downstream_cx_active", "server.admin.downstream_cx_overflow", "server.admin.downstream_cx_total"}
 
 // ownKinds are the kinds of ownNames.
 var ownKinds = [len(ownNames)]engine.StatKind{engine.KindGauge, engine.KindCounter, engine.KindCounter, engine.KindGauge, engine.KindGauge}

@@ -92,6 +92,8 @@ type Config struct {
 	// subscription, or when the file as a whole could not be read: LDSError, CDSError;
 	// Envoy then starts without those resources, and so may the caller). Their
 	// resources' Errors do not fail the load: Envoy rejects those resources and starts.
+	// Their resources' Closers, Runners and StatsSources are the caller's to handle
+	// (Close does not close them).
 	InitialLDS         *ListenerUpdate
 	InitialCDS         *ClusterUpdate
 	LDSError, CDSError error
@@ -212,6 +214,7 @@ func ParseWith(data []byte, workers int, o Options) (*Config, error) {
 	cfg := (&translator{c: c, workers: workers, checkOnly: o.CheckOnly, registry: reg}).bootstrap(bs)
 	if err := c.result(bs); err != nil {
 		cfg.Close()
+		cfg.closeInitial() // dynamic.go: what the LDS and CDS files' resources opened
 		return nil, err
 	}
 	cfg.bootstrap, cfg.loaded = wire, time.Now()

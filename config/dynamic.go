@@ -1,12 +1,21 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/portico-proxy/portico/engine"
 )
@@ -186,4 +195,131 @@ func fileFormat(path string) format {
 		return formatProtoTxt
 	}
 	return formatJSON
+}
+
+// Binary (.pb) and text (.pb_text) resource files are decoded with descriptors of the two
+// discovery messages made here (Portico does not link the gRPC service package that
+// defines them), then written as JSON for the same stages a YAML file goes through: their
+// errors have paths, not lines.
+
+// discoveryFile describes envoy.service.discovery.v3's DiscoveryResponse and Resource
+// with the fields a file uses; the others stay unknown (binary: skipped; text: an error).
+func discoveryFile() (protoreflect.FileDescriptor, error) {
+	str := descriptorpb.FieldDescriptorProto_TYPE_STRING.Enum()
+	msg := descriptorpb.FieldDescriptorProto_TYPE_MESSAGE.Enum()
+	boolean := descriptorpb.FieldDescriptorProto_TYPE_BOOL.Enum()
+	opt := descriptorpb.FieldDescriptorProto_LABEL_OPTIONAL.Enum()
+	rep := descriptorpb.FieldDescriptorProto_LABEL_REPEATED.Enum()
+	f := func(name string, n int32, l *descriptorpb.FieldDescriptorProto_Label, t *descriptorpb.FieldDescriptorProto_Type, typ string) *descriptorpb.FieldDescriptorProto {
+		fd := &descriptorpb.FieldDescriptorProto{Name: proto.String(name), Number: proto.Int32(n), Label: l, Type: t, JsonName: proto.String(jsonName(name))}
+		if typ != "" {
+			fd.TypeName = proto.String(typ)
+		}
+		return fd
+	}
+	fdp := &descriptorpb.FileDescriptorProto{
+		Name:       proto.String("portico/discovery_file.proto"),
+		Package:    proto.String("envoy.service.discovery.v3"),
+		Syntax:     proto.String("proto3"),
+		Dependency: []string{"google/protobuf/any.proto"},
+		MessageType: []*descriptorpb.DescriptorProto{{
+			Name: proto.String("DiscoveryResponse"),
+			Field: []*descriptorpb.FieldDescriptorProto{
+				f("version_info", 1, opt, str, ""),
+				f("resources", 2, rep, msg, ".google.protobuf.Any"),
+				f("canary", 3, opt, boolean, ""),
+				f("type_url", 4, opt, str, ""),
+				f("nonce", 5, opt, str, ""),
+			},
+		}, {
+			Name: proto.String("Resource"),
+			Field: []*descriptorpb.FieldDescriptorProto{
+				f("version", 1, opt, str, ""),
+				f("resource", 2, opt, msg, ".google.protobuf.Any"),
+				f("name", 3, opt, str, ""),
+				f("aliases", 4, rep, str, ""),
+			},
+		}},
+	}
+	return protodesc.NewFile(fdp, protoregistry.GlobalFiles)
+}
+
+func jsonName(s string) string {
+	parts := strings.Split(s, "_")
+	for i := 1; i < len(parts); i++ {
+		if parts[i] != "" {
+			parts[i] = strings.ToUpper(parts[i][:1]) + parts[i][1:]
+		}
+	}
+	return strings.Join(parts, "")
+}
+
+// discoveryTypes resolves the linked types and the discovery Resource.
+type discoveryTypes struct{ resource protoreflect.MessageType }
+
+func (d discoveryTypes) FindMessageByName(n protoreflect.FullName) (protoreflect.MessageType, error) {
+	if n == d.resource.Descriptor().FullName() {
+		return d.resource, nil
+	}
+	return protoregistry.GlobalTypes.FindMessageByName(n)
+}
+
+func (d discoveryTypes) FindMessageByURL(url string) (protoreflect.MessageType, error) {
+	n := url
+	if i := strings.LastIndexByte(url, '/'); i >= 0 {
+		n = url[i+1:]
+	}
+	return d.FindMessageByName(protoreflect.FullName(n))
+}
+
+func (discoveryTypes) FindExtensionByName(n protoreflect.FullName) (protoreflect.ExtensionType, error) {
+	return protoregistry.GlobalTypes.FindExtensionByName(n)
+}
+
+func (discoveryTypes) FindExtensionByNumber(m protoreflect.FullName, n protoreflect.FieldNumber) (protoreflect.ExtensionType, error) {
+	return protoregistry.GlobalTypes.FindExtensionByNumber(m, n)
+}
+
+// protoFileJSON decodes a .pb or .pb_text resource file into the JSON of its
+// DiscoveryResponse.
+func protoFileJSON(data []byte, f format) ([]byte, error) {
+	fd, err := discoveryFile()
+	if err != nil {
+		return nil, fmt.Errorf("discovery descriptors: %w", err)
+	}
+	types := discoveryTypes{resource: dynamicpb.NewMessageType(fd.Messages().ByName("Resource"))}
+	m := dynamicpb.NewMessage(fd.Messages().ByName("DiscoveryResponse"))
+	if f == formatProto {
+		err = proto.UnmarshalOptions{Resolver: types}.Unmarshal(data, m)
+	} else {
+		err = prototext.UnmarshalOptions{Resolver: types}.Unmarshal(data, m)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out, err := protojson.MarshalOptions{Resolver: types, UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// closeInitial closes what the resources of InitialLDS and InitialCDS opened, for a
+// bootstrap that is refused (Close closes only the static resources': the dynamic ones
+// are the caller's once the load succeeds, and may be replaced before it closes cfg).
+func (c *Config) closeInitial() {
+	if u := c.InitialLDS; u != nil {
+		for _, r := range u.Listeners {
+			for _, cl := range r.Closers {
+				cl.Close()
+			}
+		}
+	}
+	if u := c.InitialCDS; u != nil {
+		for _, r := range u.Clusters {
+			for _, cl := range r.Closers {
+				cl.Close()
+			}
+		}
+	}
 }

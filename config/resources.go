@@ -257,12 +257,13 @@ type ClusterUpdate struct {
 
 // rawResource is one element of a file's resources, before decoding.
 type rawResource struct {
-	index   int
-	v       any    // the element as read
-	name    string // from its "name", when it is a string
-	named   bool
-	wrapped bool
-	version string // a wrapping Resource's version
+	index    int
+	v        any    // the element as read
+	name     string // from its "name", when it is a string
+	named    bool
+	wrapped  bool
+	version  string // a wrapping Resource's version
+	wrapName string // a wrapping Resource's name
 }
 
 // resourceFile is a resource file's envelope.
@@ -283,7 +284,9 @@ func readResourceFile(path string) (*resourceFile, error) {
 	}
 	switch fileFormat(path) {
 	case formatProto, formatProtoTxt:
-		return fail("Portico reads resource files in YAML (.yaml, .yml) or JSON (.json); .pb and .pb_text are not supported yet")
+		if data, err = protoFileJSON(data, fileFormat(path)); err != nil {
+			return fail("%v", err)
+		}
 	case formatJSON:
 		if !json.Valid(data) {
 			// Envoy reads any other extension as JSON; YAML here is a mistake.
@@ -345,15 +348,32 @@ func rawItem(i int, v any) rawResource {
 			r.version, _ = ver.(string)
 		}
 		if n, ok := get(obj, "name"); ok {
-			r.name, r.named = n.(string)
+			r.wrapName, _ = n.(string)
 		}
 		inner, _ := get(obj, "resource")
 		obj, _ = inner.(object)
 	}
-	if n, ok := get(obj, "name"); ok && !r.named {
+	if n, ok := get(obj, "name"); ok {
 		r.name, r.named = n.(string)
 	}
 	return r
+}
+
+// nameChecks reports the name rules of a resource that decoded (kind "listener" or
+// "cluster"): required, the same as its Resource wrapper's, not static, not already in the
+// file.
+func nameChecks(c *collector, item rawResource, kind, name string, static map[string]bool, seen map[string]int) {
+	switch {
+	case name == "":
+		c.addCanonical("name", "required for a %s from a file (it names the resource across versions)", kind)
+	case static[name]:
+		c.addCanonical("name", "%s %q is already defined in the bootstrap's static_resources (a file cannot change a static %s)", kind, name, kind)
+	case item.wrapName != "" && item.wrapName != name:
+		c.addCanonical("name", "%q differs from the name of the Resource that wraps it, %q", name, item.wrapName)
+	}
+	if at, dup := seen[name]; dup && name != "" {
+		c.addCanonical("name", "duplicate %s %q (also resources[%d])", kind, name, at)
+	}
 }
 
 // decodeResource runs the decoding stages on one resource: the JSON pass, protojson, the
@@ -416,6 +436,9 @@ func typeProblem(url any) string {
 	case nil:
 		return "required"
 	case string:
+		if strings.Contains(u, ".api.v2.") {
+			return fmt.Sprintf("resource type %q is Envoy's v2 API, which Portico does not read (nor does Envoy today): use the v3 type", u)
+		}
 		return fmt.Sprintf("resource type %q does not belong in this file", u)
 	}
 	return fmt.Sprintf("expected a type URL, got %s", describe(url))
@@ -609,15 +632,7 @@ func parseListener(item rawResource, f *resourceFile, workers int, o Options, pr
 	}
 	name := l.GetName()
 	if m != nil {
-		switch {
-		case name == "":
-			c.addCanonical("name", "required for a listener from LDS (it names the resource across versions)")
-		case static[name]:
-			c.addCanonical("name", "listener %q is already defined in the bootstrap's static_resources (a file cannot change a static listener)", name)
-		}
-		if at, dup := seen[name]; dup && name != "" {
-			c.addCanonical("name", "duplicate listener %q (also resources[%d])", name, at)
-		}
+		nameChecks(c, item, "listener", name, static, seen)
 	}
 	if err := resourceErrors(c, m); err != nil {
 		return fail(err)
@@ -773,15 +788,7 @@ func parseCluster(item rawResource, f *resourceFile, workers int, o Options, pre
 	}
 	name := cl.GetName()
 	if m != nil {
-		switch {
-		case name == "":
-			c.addCanonical("name", "required for a cluster from CDS (it names the resource across versions)")
-		case static[name]:
-			c.addCanonical("name", "cluster %q is already defined in the bootstrap's static_resources (a file cannot change a static cluster)", name)
-		}
-		if at, dup := seen[name]; dup && name != "" {
-			c.addCanonical("name", "duplicate cluster %q (also resources[%d])", name, at)
-		}
+		nameChecks(c, item, "cluster", name, static, seen)
 	}
 	if err := resourceErrors(c, m); err != nil {
 		return fail(err)

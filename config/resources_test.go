@@ -10,6 +10,12 @@ import (
 	"strings"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
 	"github.com/portico-proxy/portico/engine"
 )
 
@@ -167,10 +173,11 @@ func TestParseListenersErrorsNamed(t *testing.T) {
 	}{
 		{"unknown field", listenerURL + "\nname: x\nadress: {}\n", `resources[0] (listener "x"): adress: unknown field (did you mean "address"?)`},
 		{"not an IP", strings.Replace(echoListener("x", 1, echoChain("c", 0)), "127.0.0.1", "localhost", 1), `resources[0] (listener "x"): address.socket_address.address: "localhost" is not an IP address`},
-		{"no name", strings.Replace(echoListener("x", 1, echoChain("c", 0)), "name: x\n", "", 1), `resources[0]: name: required for a listener from LDS`},
+		{"no name", strings.Replace(echoListener("x", 1, echoChain("c", 0)), "name: x\n", "", 1), `resources[0]: name: required for a listener from a file`},
 		{"static name", echoListener("static_l", 1, echoChain("c", 0)), `resources[0] (listener "static_l"): name: listener "static_l" is already defined in the bootstrap's static_resources`},
 		{"static address", echoListener("x", 19999, echoChain("c", 0)), `resources[0] (listener "x"): address: address 127.0.0.1:`},
 		{"wrong type", clusterURL + "\nname: x\n", `resources[0] (listener "x"): @type: resource type "type.googleapis.com/envoy.config.cluster.v3.Cluster" does not belong in this file, want "type.googleapis.com/envoy.config.listener.v3.Listener"`},
+		{"v2 type", `"@type": type.googleapis.com/envoy.api.v2.Listener` + "\nname: x\n", `resources[0] (listener "x"): @type: resource type "type.googleapis.com/envoy.api.v2.Listener" is Envoy's v2 API`},
 		{"no chains", listenerURL + "\nname: x\naddress: {socket_address: {address: 127.0.0.1, port_value: 1}}\n", `resources[0] (listener "x"): no filter chains specified`},
 	}
 	for _, c := range cases {
@@ -346,6 +353,11 @@ func TestParseListenersFileRules(t *testing.T) {
 	if len(u.Listeners) != 1 || u.Listeners[0].Name != "w" || u.Listeners[0].Version != "9" {
 		t.Errorf("wrapped: %v %s", u.Listeners, errorTexts(u.Errors))
 	}
+	p = writeFile(t, dir, "wrapped.yaml", discovery("1", strings.Replace(wrapped, "name: w\n", "name: other\n", 1)))
+	u = parseL(t, p, o, nil)
+	if len(u.Errors) != 1 || !strings.HasPrefix(u.Errors[0].Error(), `resources[0].resource (listener "w"): name: "w" differs from the name of the Resource that wraps it, "other"`) {
+		t.Errorf("wrapped name mismatch: %s", errorTexts(u.Errors))
+	}
 	p = writeFile(t, dir, "wrapped.yaml", discovery("1", strings.Replace(wrapped, "echo", "nope", 1)))
 	u = parseL(t, p, o, nil)
 	if len(u.Errors) != 1 || !strings.HasPrefix(u.Errors[0].Error(), `resources[0].resource (listener "w"): filter_chains[0].filters[0].name: unknown network filter "envoy.filters.network.nope"`) {
@@ -426,7 +438,8 @@ func TestResourceFileErrors(t *testing.T) {
 		{"resources not a list", "d.yaml", "resources: 3\n", "resources: expected a list of resources"},
 		{"YAML syntax", "e.yaml", "resources: [\n", "YAML"},
 		{"YAML in a .json file", "f.json", "resources: []\n", "not valid JSON"},
-		{"binary", "g.pb", "", ".pb and .pb_text are not supported yet"},
+		{"bad binary", "g.pb", "\xff\xff\xff", "cannot parse"},
+		{"bad text", "h.pb_text", "resources { nope: 1 }", "invalid field name"},
 		{"missing", "nosuch.yaml", "", "no such file"},
 	}
 	for _, c := range cases {
@@ -502,5 +515,73 @@ func TestParseClusters(t *testing.T) {
 	u3, _ := ParseClusters(p, 2, o, prev)
 	if !slices.Equal(u3.Removed, []string{"a", "b"}) {
 		t.Errorf("removed %v", u3.Removed)
+	}
+}
+
+// .pb and .pb_text files, as Envoy's loadFromFile reads them by extension.
+func TestResourceFileProto(t *testing.T) {
+	dir := t.TempDir()
+	l := &listenerv3.Listener{
+		Name:         "p",
+		Address:      &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{}}}},
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.echo"}}}},
+	}
+	a, err := anypb.New(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anyBytes, err := proto.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The wire form of DiscoveryResponse{version_info: "b", resources: [a, Resource{version: "r", resource: a'}]}
+	// written by hand (field numbers from envoy/service/discovery/v3/discovery.proto).
+	l2 := proto.Clone(l).(*listenerv3.Listener)
+	l2.Name = "q"
+	a2, _ := anypb.New(l2)
+	a2Bytes, _ := proto.Marshal(a2)
+	var res []byte
+	res = protowire.AppendTag(res, 1, protowire.BytesType)
+	res = protowire.AppendString(res, "r")
+	res = protowire.AppendTag(res, 2, protowire.BytesType)
+	res = protowire.AppendBytes(res, a2Bytes)
+	wrapped, _ := proto.Marshal(&anypb.Any{TypeUrl: "type.googleapis.com/envoy.service.discovery.v3.Resource", Value: res})
+	var b []byte
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = protowire.AppendString(b, "b")
+	b = protowire.AppendTag(b, 2, protowire.BytesType)
+	b = protowire.AppendBytes(b, anyBytes)
+	b = protowire.AppendTag(b, 2, protowire.BytesType)
+	b = protowire.AppendBytes(b, wrapped)
+	p := writeFile(t, dir, "lds.pb", string(b))
+	u := parseL(t, p, Options{CheckOnly: true}, nil)
+	if u.Version != "b" || len(u.Listeners) != 2 || u.Listeners[0].Name != "p" || u.Listeners[1].Name != "q" || u.Listeners[1].Version != "r" {
+		t.Fatalf(".pb: version %q, %v, %s", u.Version, u.Listeners, errorTexts(u.Errors))
+	}
+	if !proto.Equal(u.Listeners[0].Message(), l) {
+		t.Errorf(".pb: read %v, want %v", u.Listeners[0].Message(), l)
+	}
+
+	txt := `version_info: "t"
+resources {
+  [type.googleapis.com/envoy.config.listener.v3.Listener] {
+    name: "p"
+    address { socket_address { address: "127.0.0.1" port_value: 0 } }
+    filter_chains { filters { name: "envoy.filters.network.echo" } }
+  }
+}
+resources {
+  [type.googleapis.com/envoy.config.listener.v3.Listener] {
+    name: "bad"
+    address { socket_address { address: "nope" port_value: 0 } }
+    filter_chains { filters { name: "envoy.filters.network.echo" } }
+  }
+}
+`
+	p = writeFile(t, dir, "lds.pb_text", txt)
+	u = parseL(t, p, Options{CheckOnly: true}, nil)
+	if u.Version != "t" || len(u.Listeners) != 1 || !proto.Equal(u.Listeners[0].Message(), l) || len(u.Errors) != 1 ||
+		!strings.HasPrefix(u.Errors[0].Error(), `resources[1] (listener "bad"): address.socket_address.address: "nope" is not an IP address`) {
+		t.Fatalf(".pb_text: %v %s", u.Listeners, errorTexts(u.Errors))
 	}
 }

@@ -50,8 +50,9 @@ func (l *Listener) Address() netip.AddrPort { return l.addr }
 func (l *Listener) Stats(worker int) *ListenerStats { return &l.stats[worker] }
 
 // bindListener creates the listener's sockets on the main goroutine, so that an address in
-// use fails start-up before any worker runs.
-func bindListener(cfg ListenerConfig, id, workers int) (*Listener, error) {
+// use fails start-up before any worker runs. inherit, if set, may offer sockets bound by
+// another process (hot restart) instead.
+func bindListener(cfg ListenerConfig, id, workers int, inherit InheritFunc) (*Listener, error) {
 	l := &Listener{cfg: cfg, id: id, stats: make([]ListenerStats, workers), addr: cfg.Address,
 		balancer: &balancer{exact: cfg.ExactBalance, counts: make([]int64, workers), totals: make([]int64, workers)}}
 	for _, f := range cfg.ListenerFilters {
@@ -73,7 +74,7 @@ func bindListener(cfg ListenerConfig, id, workers int) (*Listener, error) {
 	}
 	addr := cfg.Address
 	for i := 0; i < n; i++ {
-		fd, err := listenSocket(addr, cfg)
+		fd, err := openListenSocket(addr, cfg, i, inherit)
 		if err != nil {
 			return fail(err)
 		}

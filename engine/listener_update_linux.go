@@ -59,7 +59,7 @@ func (s *Server) UpdateListener(cfg ListenerConfig) (*Listener, error) {
 		l = carriedListener(cfg, s.nextID, old)
 	} else {
 		var err error
-		if l, err = bindListener(cfg, s.nextID, len(s.workers)); err != nil {
+		if l, err = bindListener(cfg, s.nextID, len(s.workers), s.inherit); err != nil {
 			return nil, err
 		}
 		l.stats = old.stats

@@ -35,6 +35,9 @@ type ServerOptions struct {
 	// DrainStrategy is how draining HTTP connections are asked to close (Envoy's
 	// --drain-strategy): Gradual (the default) or Immediate.
 	DrainStrategy DrainStrategy
+	// InheritSocket, if set, is asked for each listen socket before one is bound: a hot
+	// restart's child takes its parent's sockets through it (see InheritFunc).
+	InheritSocket InheritFunc
 }
 
 // DefaultDrainTime is Envoy's --drain-time-s default.
@@ -66,6 +69,7 @@ type Server struct {
 	started                           bool
 	closed                            bool
 	fatal                             chan error
+	inherit                           InheritFunc
 }
 
 // NewServer creates the workers (not yet running).
@@ -79,7 +83,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 		log = slog.Default()
 	}
 	s := &Server{log: log, reg: o.Clusters, byAddr: map[netip.AddrPort]int{},
-		fatal: make(chan error, n), drain: drainPolicy{time: o.DrainTime, strategy: o.DrainStrategy}}
+		fatal: make(chan error, n), inherit: o.InheritSocket, drain: drainPolicy{time: o.DrainTime, strategy: o.DrainStrategy}}
 	if s.reg == nil {
 		s.reg = NewClusterRegistry()
 	}
@@ -295,7 +299,7 @@ func (s *Server) AddListener(cfg ListenerConfig) (*Listener, error) {
 	}
 	// A failure leaves the server as it was: bindListener closes what it opened itself,
 	// and the listeners bound so far stay for the caller's Close.
-	l, err := bindListener(cfg, s.nextID, len(s.workers))
+	l, err := bindListener(cfg, s.nextID, len(s.workers), s.inherit)
 	if err != nil {
 		return nil, err
 	}

@@ -28,11 +28,8 @@ var version = "dev"
 const usage = `Usage:
   portico -c FILE [--concurrency N] [--log-level LEVEL] [--drain-time-s N]
           [--drain-strategy gradual|immediate] [--disable-splice] [--reject-ignored]
-  portico validate -c FILE [--reject-ignored]
-}
-
-  portico -c FILE [--concurrency N] [--log-level LEVEL] [--drain-time-s N] [--disable-splice]
-          [--reject-ignored]
+          [--restart-epoch N] [--base-id N] [--parent-shutdown-time-s N]
+  portico restart -c FILE [flags as above]   (hot-restarts on SIGHUP; see docs/hot-restart.md)
   portico validate -c FILE [--reject-ignored]   (FILE: a bootstrap, or an LDS/CDS file)
   portico explain -c FILE --listener NAME --dst IP:PORT [--src IP:PORT] [--direct-src IP:PORT]
                   [--sni NAME] [--transport tls|raw_buffer] [--alpn p1,p2]
@@ -51,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return validate(args[1:], stdout, stderr)
 		case "explain":
 			return explain(args[1:], stdout, stderr)
+		case "restart":
+			return restart(args[1:], stderr)
 		case "run":
 			args = args[1:]
 		}
@@ -206,7 +205,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	noSplice := fs.Bool("disable-splice", false, "tcp_proxy: keep bulk transfers on read/write instead of splice(2)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	reject := fs.Bool("reject-ignored", false, rejectIgnoredUsage)
+	hr := hotRestartFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := hr.resolve(fs, *drain); err != nil {
+		fmt.Fprintln(stderr, err)
 		return 2
 	}
 	if *showVersion {
@@ -252,7 +256,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	signal.Ignore(syscall.SIGPIPE)
 
 	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: *concurrency, Logger: log, DisableSplice: *noSplice,
-		DrainTime: max(time.Duration(*drain)*time.Second, time.Millisecond), DrainStrategy: drainStrategy})
+		DrainTime: max(time.Duration(*drain)*time.Second, time.Millisecond), DrainStrategy: drainStrategy,
+		InheritSocket: hr.inherit})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -269,6 +274,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, w := range cfg.Warnings {
 		log.Warn("config: " + w)
+	}
+	// Hot restart: a child connects to its parent only now that its configuration loaded.
+	defer hr.close()
+	if err := hr.connect(log); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
 	}
 	// Everything that can fail binds here, on the main goroutine, before any worker runs.
 	for _, c := range cfg.Clusters {
@@ -289,8 +300,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	// The files' resources (LDS, CDS) join the static ones before the workers start.
 	mgr := newManager(srv, cfg, log, time.Duration(*drain)*time.Second)
 	mgr.applyInitial()
-	adm := admin.New(srv, admin.Options{Logger: log, Control: control{mgr}})
-	if cfg.Admin.IsValid() {
+	hr.steer(srv)
+	srv.AddStatsSource(hr.statsSource())
+	adm := admin.New(srv, admin.Options{Logger: log, Control: control{mgr}, CarriedCounters: hr.carried})
+	if cfg.Admin.IsValid() && !hr.adoptAdmin(cfg.Admin) {
 		addr, err := adm.Start(cfg.Admin)
 		if err != nil {
 			srv.Close()
@@ -324,6 +337,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			"bind_to_port", !l.Config().NoBindToPort, "reuse_port", !l.Config().NoReusePort)
 	}
 	log.Info("portico started", "version", version, "workers", srv.Concurrency(), "config", *path)
+	hr.serving(srv, adm, cfg.Admin, sigs)
 
 	exit := 0
 	drainTime := termDrain
@@ -335,6 +349,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		log.Error("a worker failed; draining and exiting", "err", err, "drain_time", drainTime)
 		exit = 1
 	} else {
+		if hr.handingOver(sig) {
+			drainTime = hr.restartDrain
+		}
 		log.Info("draining", "signal", sig.String(), "drain_time", drainTime)
 	}
 	adm.SetState(admin.Draining)
@@ -344,7 +361,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	// drain time and a few seconds whatever a connection or an access-log sink does.
 	st := &stopper{sigs: sigs, log: log}
 	var drained bool
-	if st.step("drain", drainTime+time.Second, true, func(context.Context) { drained = srv.Drain(drainTime) }) && !drained {
+	if st.step("drain", hr.stepLimit(drainTime), true, func(context.Context) { drained = hr.drain(srv, drainTime) }) && !drained {
 		log.Warn("drain time over; closing remaining connections", "active", srv.ActiveConnections())
 	}
 	st.step("stop resolvers and health checkers", stopStepTimeout, false, func(context.Context) {
@@ -356,6 +373,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	st.step("flush access logs", stopStepTimeout, false, func(ctx context.Context) {
 		closeAll(ctx, append(cfg.Closers, mgr.closers()...), log)
 	})
+	hr.exit()
 	log.Info("portico stopped", "exit_code", exit)
 	return exit
 }

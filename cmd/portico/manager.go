@@ -180,21 +180,28 @@ func (m *manager) applyInitial() {
 	}
 }
 
-// start watches the files and runs the manager's goroutine.
+// start watches the files and runs the manager's goroutine. The watches are in place when
+// it returns, so a file replaced from then on is seen.
 func (m *manager) start() {
 	for _, src := range []*config.FileSource{m.cfg.CDS, m.cfg.LDS} {
 		if src == nil {
 			continue
 		}
-		src := src
 		reload := m.reloadClusters
 		if src == m.cfg.LDS {
 			reload = m.reloadListeners
 		}
+		w, err := config.NewWatcher(src)
+		if err != nil {
+			m.log.Error("cannot watch a dynamic resource file; its updates will not be applied",
+				"field", src.Field, "path", src.Path, "err", err)
+			continue
+		}
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
-			err := config.Watch(m.ctx, src, func() {
+			defer w.Close()
+			err := w.Run(m.ctx, func() {
 				select {
 				case m.ops <- reload:
 				case <-m.ctx.Done():
@@ -218,23 +225,6 @@ func (m *manager) run() {
 		case <-m.ctx.Done():
 			return
 		}
-	}
-}
-
-// do runs fn on the manager's goroutine and waits for it (the admin's /drain_listeners);
-// it reports false if the manager has stopped.
-func (m *manager) do(fn func()) bool {
-	ran := make(chan struct{})
-	select {
-	case m.ops <- func() { fn(); close(ran) }:
-	case <-m.ctx.Done():
-		return false
-	}
-	select {
-	case <-ran:
-		return true
-	case <-m.done:
-		return false
 	}
 }
 
@@ -318,6 +308,26 @@ func (m *manager) applyListeners(u *config.ListenerUpdate) {
 		m.log.Warn("lds: " + w)
 	}
 	changed := false
+	// Removals first: a listener of this version may take the address of one it removes.
+	for _, name := range u.Removed {
+		prev := m.listeners[name]
+		if prev == nil {
+			continue
+		}
+		if err := m.srv.RemoveListener(name); err != nil {
+			m.log.Error("lds: removing a listener", "listener", name, "err", err)
+			continue
+		}
+		changed = true
+		m.lm.removed.Inc()
+		m.retireListener(prev, nil)
+		m.mu.Lock()
+		delete(m.listeners, name)
+		delete(m.lUpdated, name)
+		delete(m.lFailed, name)
+		m.mu.Unlock()
+		m.log.Info("lds: listener removed; its connections drain", "listener", name, "drain_time", m.drainTime.String())
+	}
 	for _, r := range u.Listeners {
 		prev := m.listeners[r.Name]
 		if r.Change == config.Unchanged && prev != nil {
@@ -342,25 +352,6 @@ func (m *manager) applyListeners(u *config.ListenerUpdate) {
 		m.lUpdated[r.Name] = now
 		delete(m.lFailed, r.Name)
 		m.mu.Unlock()
-	}
-	for _, name := range u.Removed {
-		prev := m.listeners[name]
-		if prev == nil {
-			continue
-		}
-		if err := m.srv.RemoveListener(name); err != nil {
-			m.log.Error("lds: removing a listener", "listener", name, "err", err)
-			continue
-		}
-		changed = true
-		m.lm.removed.Inc()
-		m.retireListener(prev, nil)
-		m.mu.Lock()
-		delete(m.listeners, name)
-		delete(m.lUpdated, name)
-		delete(m.lFailed, name)
-		m.mu.Unlock()
-		m.log.Info("lds: listener removed; its connections drain", "listener", name, "drain_time", m.drainTime.String())
 	}
 	if changed {
 		st.configReload.Inc()
