@@ -291,23 +291,8 @@ func (m *manager) currentClusters() map[string]*config.ClusterResource {
 // version. An error from the engine (an address already in use) rejects that listener
 // alone.
 func (m *manager) applyListeners(u *config.ListenerUpdate) {
-	now := time.Now()
-	st := &m.lm.lds
-	st.updateAttempt.Inc()
-	var errs []string
-	reject := func(e *config.ResourceError) {
-		m.mu.Lock()
-		m.lFailed[e.Name] = failure{err: e, when: now}
-		m.mu.Unlock()
-		errs = append(errs, e.Error())
-	}
-	for i := range u.Errors {
-		reject(&u.Errors[i])
-	}
-	for _, w := range u.Warnings {
-		m.log.Warn("lds: " + w)
-	}
-	changed := false
+	rd := m.begin(&m.lm.lds, "listener", m.lFailed, u.Errors, u.Warnings)
+	now := rd.now
 	// Removals first: a listener of this version may take the address of one it removes.
 	for _, name := range u.Removed {
 		prev := m.listeners[name]
@@ -318,7 +303,7 @@ func (m *manager) applyListeners(u *config.ListenerUpdate) {
 			m.log.Error("lds: removing a listener", "listener", name, "err", err)
 			continue
 		}
-		changed = true
+		rd.changed = true
 		m.lm.removed.Inc()
 		m.retireListener(prev, nil)
 		m.mu.Lock()
@@ -338,7 +323,7 @@ func (m *manager) applyListeners(u *config.ListenerUpdate) {
 		}
 		if err := m.applyListener(prev, r); err != nil {
 			m.lm.createFailure.Inc()
-			reject(&config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()})
+			rd.reject(&config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()})
 			// What r opened beyond prev (whose kept chains it shares) is not used.
 			closers, _ := r.Released(prev)
 			for _, c := range closers {
@@ -346,27 +331,14 @@ func (m *manager) applyListeners(u *config.ListenerUpdate) {
 			}
 			continue
 		}
-		changed = true
+		rd.changed = true
 		m.mu.Lock()
 		m.listeners[r.Name] = r
 		m.lUpdated[r.Name] = now
 		delete(m.lFailed, r.Name)
 		m.mu.Unlock()
 	}
-	if changed {
-		st.configReload.Inc()
-	}
-	st.updateTime.Set(now.UnixMilli())
-	if len(errs) > 0 {
-		st.updateRejected.Inc()
-		m.log.Warn("lds: Error adding/updating listener(s) " + strings.Join(errs, "\n"))
-		return
-	}
-	st.updateSuccess.Inc()
-	st.version.Set(versionHash(u.Version))
-	m.mu.Lock()
-	m.ldsVer = u.Version
-	m.mu.Unlock()
+	rd.finish(u.Version, &m.ldsVer)
 }
 
 // applyListener puts one good listener version into the server.
@@ -442,23 +414,8 @@ func (m *manager) retireListener(prev, next *config.ListenerResource) {
 
 // applyClusters applies a CDS version resource by resource (see applyListeners).
 func (m *manager) applyClusters(u *config.ClusterUpdate) {
-	now := time.Now()
-	st := &m.cm.cds
-	st.updateAttempt.Inc()
-	var errs []string
-	reject := func(e *config.ResourceError) {
-		m.mu.Lock()
-		m.cFailed[e.Name] = failure{err: e, when: now}
-		m.mu.Unlock()
-		errs = append(errs, e.Error())
-	}
-	for i := range u.Errors {
-		reject(&u.Errors[i])
-	}
-	for _, w := range u.Warnings {
-		m.log.Warn("cds: " + w)
-	}
-	changed := false
+	rd := m.begin(&m.cm.cds, "cluster", m.cFailed, u.Errors, u.Warnings)
+	now := rd.now
 	for _, r := range u.Clusters {
 		prev := m.clusters[r.Name]
 		if r.Change == config.Unchanged && prev != nil {
@@ -471,10 +428,10 @@ func (m *manager) applyClusters(u *config.ClusterUpdate) {
 			err = m.srv.UpdateCluster(r.Cluster)
 		}
 		if err != nil {
-			reject(&config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()})
+			rd.reject(&config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()})
 			continue
 		}
-		changed = true
+		rd.changed = true
 		if prev == nil {
 			m.cm.added.Inc()
 			m.log.Info("cds: cluster added", "cluster", r.Name)
@@ -499,7 +456,7 @@ func (m *manager) applyClusters(u *config.ClusterUpdate) {
 			m.log.Error("cds: removing a cluster", "cluster", name, "err", err)
 			continue
 		}
-		changed = true
+		rd.changed = true
 		m.cm.removed.Inc()
 		m.retireCluster(prev)
 		m.mu.Lock()
@@ -509,20 +466,66 @@ func (m *manager) applyClusters(u *config.ClusterUpdate) {
 		m.mu.Unlock()
 		m.log.Info("cds: cluster removed", "cluster", name)
 	}
-	if changed {
-		st.configReload.Inc()
+	rd.finish(u.Version, &m.cdsVer)
+}
+
+// round is one file version being applied: it records the rejected resources (Envoy's
+// "Error adding/updating ..." list) and, at the end, the subscription's stats.
+type round struct {
+	m       *manager
+	st      *subscriptionStats
+	kind    string // "listener", "cluster"
+	failed  map[string]failure
+	now     time.Time
+	errs    []string
+	changed bool
+}
+
+// begin starts applying a version whose parse rejected errs, with warnings warns.
+func (m *manager) begin(st *subscriptionStats, kind string, failed map[string]failure, errs []config.ResourceError, warns []string) *round {
+	r := &round{m: m, st: st, kind: kind, failed: failed, now: time.Now()}
+	st.updateAttempt.Inc()
+	for i := range errs {
+		r.reject(&errs[i])
 	}
-	st.updateTime.Set(now.UnixMilli())
-	if len(errs) > 0 {
-		st.updateRejected.Inc()
-		m.log.Warn("cds: Error adding/updating cluster(s) " + strings.Join(errs, "\n"))
+	for _, w := range warns {
+		m.log.Warn(r.prefix() + w)
+	}
+	return r
+}
+
+func (r *round) prefix() string {
+	if r.kind == "listener" {
+		return "lds: "
+	}
+	return "cds: "
+}
+
+// reject keeps e as the resource's last failure (its last good version stays).
+func (r *round) reject(e *config.ResourceError) {
+	r.m.mu.Lock()
+	r.failed[e.Name] = failure{err: e, when: r.now}
+	r.m.mu.Unlock()
+	r.errs = append(r.errs, e.Error())
+}
+
+// finish counts the version: rejected if any resource was, else a success whose
+// version_info becomes the subscription's (*version, under the manager's lock).
+func (r *round) finish(versionInfo string, version *string) {
+	if r.changed {
+		r.st.configReload.Inc()
+	}
+	r.st.updateTime.Set(r.now.UnixMilli())
+	if len(r.errs) > 0 {
+		r.st.updateRejected.Inc()
+		r.m.log.Warn(r.prefix() + "Error adding/updating " + r.kind + "(s) " + strings.Join(r.errs, "\n"))
 		return
 	}
-	st.updateSuccess.Inc()
-	st.version.Set(versionHash(u.Version))
-	m.mu.Lock()
-	m.cdsVer = u.Version
-	m.mu.Unlock()
+	r.st.updateSuccess.Inc()
+	r.st.version.Set(versionHash(versionInfo))
+	r.m.mu.Lock()
+	*version = versionInfo
+	r.m.mu.Unlock()
 }
 
 // startCluster registers a cluster version's stats and starts its runners (DNS
