@@ -1,4 +1,10 @@
-package main
+// Package manager is Envoy's listener manager and cluster manager for dynamic resources:
+// it applies new versions of LDS and CDS resources (today from files, through config's
+// per-resource parsing and watcher) to a running engine.Server, resource by resource,
+// keeps the last good version of each, counts what it did with Envoy's stat names
+// (listener_manager.*, cluster_manager.*), and answers the admin's /config_dump,
+// /drain_listeners and /healthcheck hooks (Control).
+package manager
 
 import (
 	"context"
@@ -14,13 +20,13 @@ import (
 	"github.com/portico-proxy/portico/engine"
 )
 
-// manager is Envoy's listener manager and cluster manager for resources from files
+// Manager is Envoy's listener manager and cluster manager for resources from files
 // (dynamic_resources lds_config / cds_config with path_config_source): it applies each
 // new version of a file to the engine resource by resource, keeps the last good version
 // of every resource that a later version gets wrong, and counts what it did with Envoy's
 // stat names. Every change to the server runs on the manager's own goroutine (run), one at
 // a time; the admin reads its state under mu.
-type manager struct {
+type Manager struct {
 	srv       *engine.Server
 	cfg       *config.Config
 	log       *slog.Logger
@@ -84,7 +90,7 @@ func (s *subscriptionStats) visit(prefix string, v engine.StatVisitor) {
 
 // listenerManagerStats are Envoy's listener_manager.* stats.
 type listenerManagerStats struct {
-	m                                                               *manager
+	m                                                               *Manager
 	added, modified, removed, inPlace, createSuccess, createFailure engine.Counter
 	lds                                                             subscriptionStats
 	hasLDS                                                          bool
@@ -116,7 +122,7 @@ func (s *listenerManagerStats) VisitStats(_ int, v engine.StatVisitor) {
 
 // clusterManagerStats are Envoy's cluster_manager.* stats.
 type clusterManagerStats struct {
-	m                        *manager
+	m                        *Manager
 	added, modified, removed engine.Counter
 	cds                      subscriptionStats
 	hasCDS                   bool
@@ -146,11 +152,11 @@ func versionHash(v string) int64 {
 	return int64(h.Sum64() >> 11)
 }
 
-// newManager prepares the manager for cfg on srv; the static resources count as added
+// New prepares the manager for cfg on srv; the static resources count as added
 // (Envoy counts them in listener_added / cluster_added too).
-func newManager(srv *engine.Server, cfg *config.Config, log *slog.Logger, drainTime time.Duration) *manager {
+func New(srv *engine.Server, cfg *config.Config, log *slog.Logger, drainTime time.Duration) *Manager {
 	ctx, quit := context.WithCancel(context.Background())
-	m := &manager{
+	m := &Manager{
 		srv: srv, cfg: cfg, log: log, workers: srv.Concurrency(), drainTime: drainTime,
 		opts: config.Options{Clusters: srv.ClusterRegistry(), Static: cfg},
 		ops:  make(chan func(), 16), ctx: ctx, quit: quit, done: make(chan struct{}),
@@ -169,9 +175,9 @@ func newManager(srv *engine.Server, cfg *config.Config, log *slog.Logger, drainT
 	return m
 }
 
-// applyInitial applies the files' contents read with the bootstrap, before the server
+// ApplyInitial applies the files' contents read with the bootstrap, before the server
 // starts: CDS first, so that the listeners find their clusters.
-func (m *manager) applyInitial() {
+func (m *Manager) ApplyInitial() {
 	if u := m.cfg.InitialCDS; u != nil {
 		m.applyClusters(u)
 	}
@@ -180,9 +186,9 @@ func (m *manager) applyInitial() {
 	}
 }
 
-// start watches the files and runs the manager's goroutine. The watches are in place when
+// Start watches the files and runs the manager's goroutine. The watches are in place when
 // it returns, so a file replaced from then on is seen.
-func (m *manager) start() {
+func (m *Manager) Start() {
 	for _, src := range []*config.FileSource{m.cfg.CDS, m.cfg.LDS} {
 		if src == nil {
 			continue
@@ -216,7 +222,7 @@ func (m *manager) start() {
 	go m.run()
 }
 
-func (m *manager) run() {
+func (m *Manager) run() {
 	defer close(m.done)
 	for {
 		select {
@@ -228,16 +234,16 @@ func (m *manager) run() {
 	}
 }
 
-// stop ends the watchers and the manager's goroutine (an update in progress finishes
+// Stop ends the watchers and the manager's goroutine (an update in progress finishes
 // first), then the runners of the dynamic clusters.
-func (m *manager) stop() {
+func (m *Manager) Stop() {
 	m.quit()
 	<-m.done
 	m.wg.Wait()
 }
 
 // reloadListeners reads the LDS file again and applies it.
-func (m *manager) reloadListeners() {
+func (m *Manager) reloadListeners() {
 	start := time.Now()
 	u, err := config.ParseListeners(m.cfg.LDS.Path, m.workers, m.opts, m.currentListeners())
 	if err != nil {
@@ -252,7 +258,7 @@ func (m *manager) reloadListeners() {
 }
 
 // reloadClusters reads the CDS file again and applies it.
-func (m *manager) reloadClusters() {
+func (m *Manager) reloadClusters() {
 	u, err := config.ParseClusters(m.cfg.CDS.Path, m.workers, m.opts, m.currentClusters())
 	if err != nil {
 		m.cm.cds.updateAttempt.Inc()
@@ -265,7 +271,7 @@ func (m *manager) reloadClusters() {
 		"rejected", len(u.Errors), "removed", len(u.Removed))
 }
 
-func (m *manager) currentListeners() map[string]*config.ListenerResource {
+func (m *Manager) currentListeners() map[string]*config.ListenerResource {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make(map[string]*config.ListenerResource, len(m.listeners))
@@ -275,7 +281,7 @@ func (m *manager) currentListeners() map[string]*config.ListenerResource {
 	return out
 }
 
-func (m *manager) currentClusters() map[string]*config.ClusterResource {
+func (m *Manager) currentClusters() map[string]*config.ClusterResource {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make(map[string]*config.ClusterResource, len(m.clusters))
@@ -290,7 +296,7 @@ func (m *manager) currentClusters() map[string]*config.ClusterResource {
 // the names the file no longer has are removed, and the rejected ones keep their last good
 // version. An error from the engine (an address already in use) rejects that listener
 // alone.
-func (m *manager) applyListeners(u *config.ListenerUpdate) {
+func (m *Manager) applyListeners(u *config.ListenerUpdate) {
 	rd := m.begin(&m.lm.lds, "listener", m.lFailed, u.Errors, u.Warnings)
 	now := rd.now
 	// Removals first: a listener of this version may take the address of one it removes.
@@ -342,7 +348,7 @@ func (m *manager) applyListeners(u *config.ListenerUpdate) {
 }
 
 // applyListener puts one good listener version into the server.
-func (m *manager) applyListener(prev, r *config.ListenerResource) error {
+func (m *Manager) applyListener(prev, r *config.ListenerResource) error {
 	switch {
 	case prev == nil:
 		if _, err := m.srv.AddListener(r.Config); err != nil {
@@ -384,7 +390,7 @@ func (m *manager) applyListener(prev, r *config.ListenerResource) error {
 
 // retireListener lets go of what prev holds that next (nil: prev was removed) does not,
 // once prev's connections have had the drain time: its stats sources and its files.
-func (m *manager) retireListener(prev, next *config.ListenerResource) {
+func (m *Manager) retireListener(prev, next *config.ListenerResource) {
 	closers, sources := prev.Released(next)
 	until := time.Now().Add(m.drainTime)
 	m.mu.Lock()
@@ -413,7 +419,7 @@ func (m *manager) retireListener(prev, next *config.ListenerResource) {
 }
 
 // applyClusters applies a CDS version resource by resource (see applyListeners).
-func (m *manager) applyClusters(u *config.ClusterUpdate) {
+func (m *Manager) applyClusters(u *config.ClusterUpdate) {
 	rd := m.begin(&m.cm.cds, "cluster", m.cFailed, u.Errors, u.Warnings)
 	now := rd.now
 	for _, r := range u.Clusters {
@@ -472,7 +478,7 @@ func (m *manager) applyClusters(u *config.ClusterUpdate) {
 // round is one file version being applied: it records the rejected resources (Envoy's
 // "Error adding/updating ..." list) and, at the end, the subscription's stats.
 type round struct {
-	m       *manager
+	m       *Manager
 	st      *subscriptionStats
 	kind    string // "listener", "cluster"
 	failed  map[string]failure
@@ -482,7 +488,7 @@ type round struct {
 }
 
 // begin starts applying a version whose parse rejected errs, with warnings warns.
-func (m *manager) begin(st *subscriptionStats, kind string, failed map[string]failure, errs []config.ResourceError, warns []string) *round {
+func (m *Manager) begin(st *subscriptionStats, kind string, failed map[string]failure, errs []config.ResourceError, warns []string) *round {
 	r := &round{m: m, st: st, kind: kind, failed: failed, now: time.Now()}
 	st.updateAttempt.Inc()
 	for i := range errs {
@@ -530,7 +536,7 @@ func (r *round) finish(versionInfo string, version *string) {
 
 // startCluster registers a cluster version's stats and starts its runners (DNS
 // resolution, health checks) under a context of its own, cancelled when it is replaced.
-func (m *manager) startCluster(r *config.ClusterResource) {
+func (m *Manager) startCluster(r *config.ClusterResource) {
 	for _, src := range r.StatsSources {
 		m.srv.AddStatsSource(src)
 	}
@@ -545,7 +551,7 @@ func (m *manager) startCluster(r *config.ClusterResource) {
 
 // retireCluster stops an old cluster version's runners and drops its stats; its live
 // connections finish on their own.
-func (m *manager) retireCluster(r *config.ClusterResource) {
+func (m *Manager) retireCluster(r *config.ClusterResource) {
 	m.mu.Lock()
 	cancel := m.cancels[r]
 	delete(m.cancels, r)
@@ -561,7 +567,7 @@ func (m *manager) retireCluster(r *config.ClusterResource) {
 	}
 }
 
-func (m *manager) runRunner(ctx context.Context, r config.Runner) {
+func (m *Manager) runRunner(ctx context.Context, r config.Runner) {
 	if l, ok := r.(interface{ SetLogger(*slog.Logger) }); ok {
 		l.SetLogger(m.log)
 	}
@@ -572,8 +578,8 @@ func (m *manager) runRunner(ctx context.Context, r config.Runner) {
 	}()
 }
 
-// closeAll closes what the dynamic resources opened (their access logs), at exit.
-func (m *manager) closers() []io.Closer {
+// Closers are what the dynamic resources opened (their access logs), to close at exit.
+func (m *Manager) Closers() []io.Closer {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []io.Closer
@@ -599,7 +605,7 @@ func (m *manager) closers() []io.Closer {
 }
 
 // dumpState is what runs, for /config_dump.
-func (m *manager) dumpState() *config.DumpState {
+func (m *Manager) dumpState() *config.DumpState {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := &config.DumpState{LDSVersion: m.ldsVer, CDSVersion: m.cdsVer}
