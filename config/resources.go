@@ -617,30 +617,52 @@ func marksLeft(m utf8Marks) []string {
 	return out
 }
 
-// parseListener decodes, checks and translates one LDS resource.
-func parseListener(item rawResource, f *resourceFile, workers int, o Options, prev map[string]*ListenerResource,
-	static map[string]bool, seen map[string]int, addrs map[netip.AddrPort]string) (*ListenerResource, *ResourceError, []string) {
-	l := &listenerv3.Listener{}
-	c, m := decodeResource(item, l, f.marks)
-	var warns []string
-	fail := func(err error) (*ListenerResource, *ResourceError, []string) {
-		re := &ResourceError{Name: item.name, Index: item.index, Err: err, kind: "listener", wrapped: item.wrapped}
+// namedResource is a listener or a cluster message.
+type namedResource interface {
+	proto.Message
+	GetName() string
+}
+
+// resourceHead decodes one resource of a file into msg and runs the checks every kind
+// shares (its name, then what the decode found). It returns the collector the
+// translation goes on with and the resource's version, or the error that rejects it.
+func resourceHead(item rawResource, f *resourceFile, kind string, msg namedResource, static map[string]bool, seen map[string]int) (*collector, string, *ResourceError) {
+	c, m := decodeResource(item, msg, f.marks)
+	if m != nil {
+		nameChecks(c, item, kind, msg.GetName(), static, seen)
+	}
+	if err := resourceErrors(c, m); err != nil {
+		re := &ResourceError{Name: item.name, Index: item.index, Err: err, kind: kind, wrapped: item.wrapped}
 		if m != nil {
 			re.Failed = m
 		}
-		return nil, re, warns
-	}
-	name := l.GetName()
-	if m != nil {
-		nameChecks(c, item, "listener", name, static, seen)
-	}
-	if err := resourceErrors(c, m); err != nil {
-		return fail(err)
+		return c, "", re
 	}
 	version := f.version
 	if item.version != "" {
 		version = item.version
 	}
+	return c, version, nil
+}
+
+// rejected is the error of a resource that decoded (msg) and failed later.
+func rejected(item rawResource, kind string, msg proto.Message, err error) *ResourceError {
+	return &ResourceError{Name: item.name, Index: item.index, Err: err, kind: kind, wrapped: item.wrapped, Failed: msg}
+}
+
+// parseListener decodes, checks and translates one LDS resource.
+func parseListener(item rawResource, f *resourceFile, workers int, o Options, prev map[string]*ListenerResource,
+	static map[string]bool, seen map[string]int, addrs map[netip.AddrPort]string) (*ListenerResource, *ResourceError, []string) {
+	l := &listenerv3.Listener{}
+	c, version, re := resourceHead(item, f, "listener", l, static, seen)
+	if re != nil {
+		return nil, re, nil
+	}
+	var warns []string
+	fail := func(err error) (*ListenerResource, *ResourceError, []string) {
+		return nil, rejected(item, "listener", l, err), warns
+	}
+	name := l.GetName()
 	p := prev[name]
 	if p != nil && proto.Equal(p.msg, l) {
 		same := *p
@@ -777,26 +799,15 @@ func ParseClusters(path string, workers int, o Options, prev map[string]*Cluster
 func parseCluster(item rawResource, f *resourceFile, workers int, o Options, prev map[string]*ClusterResource,
 	static map[string]bool, seen map[string]int) (*ClusterResource, *ResourceError, []string) {
 	cl := &clusterv3.Cluster{}
-	c, m := decodeResource(item, cl, f.marks)
+	c, version, re := resourceHead(item, f, "cluster", cl, static, seen)
+	if re != nil {
+		return nil, re, nil
+	}
 	var warns []string
 	fail := func(err error) (*ClusterResource, *ResourceError, []string) {
-		re := &ResourceError{Name: item.name, Index: item.index, Err: err, kind: "cluster", wrapped: item.wrapped}
-		if m != nil {
-			re.Failed = m
-		}
-		return nil, re, warns
+		return nil, rejected(item, "cluster", cl, err), warns
 	}
 	name := cl.GetName()
-	if m != nil {
-		nameChecks(c, item, "cluster", name, static, seen)
-	}
-	if err := resourceErrors(c, m); err != nil {
-		return fail(err)
-	}
-	version := f.version
-	if item.version != "" {
-		version = item.version
-	}
 	p := prev[name]
 	if p != nil && proto.Equal(p.msg, cl) {
 		same := *p

@@ -31,6 +31,8 @@ type activeListener struct {
 	// chainDrains holds the chains an in-place update dropped, while they drain.
 	drainWin    drainWindow
 	chainDrains map[*FilterChain]drainWindow
+	// next is the version that replaced this one on the worker (UpdateListener).
+	next *activeListener
 	// chainHook, set only by tests and benchmarks, receives the chosen chain instead of a
 	// Connection being created.
 	chainHook func(fd int, info *SocketInfo, chain *FilterChain)
@@ -148,6 +150,14 @@ func (w *Worker) acceptHandedOn(l *Listener, fd int, remote netip.AddrPort) {
 // acceptOn starts the listener-filter phase of an accepted socket on this worker.
 func (al *activeListener) acceptOn(fd int, remote netip.AddrPort) {
 	if al.stopped {
+		if n := al.next; n != nil && !n.stopped {
+			// Accepted by the version this one was replaced by on another worker, just
+			// before the update reached it (exact balance): the new version serves it.
+			al.l.balancer.release(al.w.ID)
+			n.l.balancer.take(n.w.ID)
+			n.acceptOn(fd, remote)
+			return
+		}
 		unix.Close(fd)
 		al.l.balancer.release(al.w.ID)
 		return

@@ -69,6 +69,20 @@
 // it: a step of the wall clock changes nothing, an overlong duration is clamped, and a
 // timer re-armed for now from its own handler fires on the next turn, never in a loop.
 //
+// # Changes while running
+//
+// Listeners and clusters change while the server runs, with Envoy's LDS and CDS
+// semantics. AddListener binds and adds a listener to every worker; UpdateListenerChains
+// swaps a listener's filter chains in place (connections on the chains it keeps are
+// untouched, those on the dropped chains drain); UpdateListener replaces the rest of a
+// listener and carries its bound sockets into the new version, never closing and
+// re-binding them, so nothing queued is lost; RemoveListener stops accepting and drains.
+// A drain tells filters (DrainObserver, Connection.DrainClose, by the DrainStrategy) and
+// closes what is left after ServerOptions.DrainTime. Filters name clusters and look them
+// up per connection in the ClusterRegistry, so AddCluster, UpdateCluster and
+// RemoveCluster take effect for new connections while live ones finish on the version
+// they started with. The Server methods are called from one goroutine at a time.
+//
 // # Writing a filter
 //
 // A network filter implements ReadFilter and is made per connection by a

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/portico-proxy/portico/engine"
 )
@@ -146,5 +147,55 @@ func ExampleNetworkFilterFactory() {
 	// Output:
 	// HELLO
 	// SPLIT LINE
+	// BYE
+}
+
+// Listeners change while the server runs, as Envoy's LDS changes them: a filter-chain-only
+// update swaps the chains in place (connections on the chains it keeps stay; those on the
+// dropped ones drain for the drain time, then close), UpdateListener replaces the rest of
+// the listener keeping its bound sockets, and RemoveListener drains and closes it.
+func ExampleServer_UpdateListenerChains() {
+	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: 1, DrainTime: 100 * time.Millisecond})
+	if err != nil {
+		panic(err)
+	}
+	defer srv.Close()
+	v1 := &engine.FilterChain{Name: "v1", Filters: []engine.NetworkFilterFactory{echoFactory{}}}
+	l, err := srv.AddListener(engine.ListenerConfig{Name: "edge", Address: netip.MustParseAddrPort("127.0.0.1:0"),
+		FilterChains: engine.SingleChain{Chain: v1}})
+	if err != nil {
+		panic(err)
+	}
+	srv.Start()
+	old, err := net.Dial("tcp", l.Address().String())
+	if err != nil {
+		panic(err)
+	}
+	defer old.Close()
+
+	// v2 replaces v1, which drains: its connection is closed at the drain deadline.
+	v2 := &engine.FilterChain{Name: "v2", Filters: []engine.NetworkFilterFactory{lineFactory{}}}
+	if err := srv.UpdateListenerChains("edge", engine.SingleChain{Chain: v2}, []*engine.FilterChain{v1}); err != nil {
+		panic(err)
+	}
+	_, chains := srv.DrainingCounts()
+	fmt.Println("chains draining:", chains)
+	_, err = io.ReadAll(old) // the peer's close, a drain time later
+	fmt.Println("old connection closed:", err == nil)
+
+	c, err := net.Dial("tcp", l.Address().String())
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	c.Write([]byte("new chain\nQUIT\n"))
+	r := bufio.NewScanner(c)
+	for r.Scan() {
+		fmt.Println(r.Text())
+	}
+	// Output:
+	// chains draining: 1
+	// old connection closed: true
+	// NEW CHAIN
 	// BYE
 }

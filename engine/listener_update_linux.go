@@ -230,6 +230,7 @@ func (w *Worker) replaceListener(old, l *Listener, carried bool, done chan<- str
 		delete(w.listeners, old.cfg.Name)
 	}
 	w.addListener(l)
+	oal.next = w.active[l.id]
 	w.drainListener(oal, done)
 }
 

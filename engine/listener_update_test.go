@@ -171,11 +171,16 @@ func churn(addr string, stop <-chan struct{}) (ok, failed *atomic.Int64, wait fu
 // connections made throughout never fail; the old version's connections drain and close;
 // changing enable_reuse_port is refused.
 func TestFullListenerUpdateKeepsSockets(t *testing.T) {
-	for _, reuse := range []bool{true, false} {
-		t.Run(map[bool]string{true: "reuse_port", false: "dup_fd"}[reuse], func(t *testing.T) {
+	for _, mode := range []struct {
+		name         string
+		reuse, exact bool
+	}{{"reuse_port", true, false}, {"dup_fd", false, false}, {"exact_balance", true, true}} {
+		reuse, exact := mode.reuse, mode.exact
+		t.Run(mode.name, func(t *testing.T) {
 			const drain = 400 * time.Millisecond
 			srv, ls := serverWith(t, engine.ServerOptions{Concurrency: 2, DrainTime: drain}, nil, func(*engine.Server) []engine.ListenerConfig {
-				return []engine.ListenerConfig{{Name: "l", Address: loopback0, NoReusePort: !reuse, FilterChains: engine.SingleChain{Chain: tagChain("v0")}}}
+				return []engine.ListenerConfig{{Name: "l", Address: loopback0, NoReusePort: !reuse, ExactBalance: exact,
+					FilterChains: engine.SingleChain{Chain: tagChain("v0")}}}
 			})
 			addr := ls[0].Address().String()
 			old, rold, _ := tagged(t, addr)
@@ -183,7 +188,7 @@ func TestFullListenerUpdateKeepsSockets(t *testing.T) {
 			ok, failed, wait := churn(addr, stop)
 			for i := 1; i <= 20; i++ {
 				l, err := srv.UpdateListener(engine.ListenerConfig{Name: "l", Address: ls[0].Address(), NoReusePort: !reuse,
-					MaxAcceptPerEvent: i, FilterChains: engine.SingleChain{Chain: tagChain("v" + string(rune('0'+i%10)))}})
+					ExactBalance: exact, MaxAcceptPerEvent: i, FilterChains: engine.SingleChain{Chain: tagChain("v" + string(rune('0'+i%10)))}})
 				if err != nil {
 					t.Fatal(err)
 				}

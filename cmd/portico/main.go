@@ -20,6 +20,7 @@ import (
 	"github.com/portico-proxy/portico/admin"
 	"github.com/portico-proxy/portico/config"
 	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/manager"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -298,11 +299,11 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	// The files' resources (LDS, CDS) join the static ones before the workers start.
-	mgr := newManager(srv, cfg, log, time.Duration(*drain)*time.Second)
-	mgr.applyInitial()
+	mgr := manager.New(srv, cfg, log, time.Duration(*drain)*time.Second)
+	mgr.ApplyInitial()
 	hr.steer(srv)
 	srv.AddStatsSource(hr.statsSource())
-	adm := admin.New(srv, admin.Options{Logger: log, Control: control{mgr}, CarriedCounters: hr.carried})
+	adm := admin.New(srv, admin.Options{Logger: log, Control: mgr.Control(), CarriedCounters: hr.carried})
 	if cfg.Admin.IsValid() && !hr.adoptAdmin(cfg.Admin) {
 		addr, err := adm.Start(cfg.Admin)
 		if err != nil {
@@ -330,7 +331,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	waitWarm(cfg, log)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	srv.Start()
-	mgr.start()
+	mgr.Start()
 	adm.SetState(admin.Live)
 	for _, l := range srv.Listeners() {
 		log.Info("listener started", "listener", l.Name(), "address", l.Address().String(),
@@ -356,7 +357,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	adm.SetState(admin.Draining)
 	// No update applies from here on: the drain owns the listeners.
-	mgr.stop()
+	mgr.Stop()
 	// Every step is bounded and a signal cuts it short, so that shutdown ends within the
 	// drain time and a few seconds whatever a connection or an access-log sink does.
 	st := &stopper{sigs: sigs, log: log}
@@ -371,7 +372,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	st.step("close connections", stopStepTimeout, false, func(context.Context) { srv.Close() })
 	st.step("close admin", stopStepTimeout, false, func(context.Context) { adm.Close() })
 	st.step("flush access logs", stopStepTimeout, false, func(ctx context.Context) {
-		closeAll(ctx, append(cfg.Closers, mgr.closers()...), log)
+		closeAll(ctx, append(cfg.Closers, mgr.Closers()...), log)
 	})
 	hr.exit()
 	log.Info("portico stopped", "exit_code", exit)

@@ -1,4 +1,4 @@
-package main
+package manager
 
 import (
 	"net/url"
@@ -10,7 +10,10 @@ import (
 
 // control is the admin's view of the running process (admin.Control): the drain and
 // health-check commands and /config_dump.
-type control struct{ m *manager }
+type control struct{ m *Manager }
+
+// Control is the admin's view of the process (admin.Options.Control).
+func (m *Manager) Control() admin.Control { return control{m} }
 
 // DrainListeners is Envoy's /drain_listeners: without graceful the listeners stop
 // accepting now; with it the drain sequence runs first (--drain-time-s, --drain-strategy)

@@ -1,4 +1,10 @@
-package main
+// Package manager is Envoy's listener manager and cluster manager for dynamic resources:
+// it applies new versions of LDS and CDS resources (today from files, through config's
+// per-resource parsing and watcher) to a running engine.Server, resource by resource,
+// keeps the last good version of each, counts what it did with Envoy's stat names
+// (listener_manager.*, cluster_manager.*), and answers the admin's /config_dump,
+// /drain_listeners and /healthcheck hooks (Control).
+package manager
 
 import (
 	"context"
@@ -14,13 +20,13 @@ import (
 	"github.com/portico-proxy/portico/engine"
 )
 
-// manager is Envoy's listener manager and cluster manager for resources from files
+// Manager is Envoy's listener manager and cluster manager for resources from files
 // (dynamic_resources lds_config / cds_config with path_config_source): it applies each
 // new version of a file to the engine resource by resource, keeps the last good version
 // of every resource that a later version gets wrong, and counts what it did with Envoy's
 // stat names. Every change to the server runs on the manager's own goroutine (run), one at
 // a time; the admin reads its state under mu.
-type manager struct {
+type Manager struct {
 	srv       *engine.Server
 	cfg       *config.Config
 	log       *slog.Logger
@@ -84,7 +90,7 @@ func (s *subscriptionStats) visit(prefix string, v engine.StatVisitor) {
 
 // listenerManagerStats are Envoy's listener_manager.* stats.
 type listenerManagerStats struct {
-	m                                                               *manager
+	m                                                               *Manager
 	added, modified, removed, inPlace, createSuccess, createFailure engine.Counter
 	lds                                                             subscriptionStats
 	hasLDS                                                          bool
@@ -116,7 +122,7 @@ func (s *listenerManagerStats) VisitStats(_ int, v engine.StatVisitor) {
 
 // clusterManagerStats are Envoy's cluster_manager.* stats.
 type clusterManagerStats struct {
-	m                        *manager
+	m                        *Manager
 	added, modified, removed engine.Counter
 	cds                      subscriptionStats
 	hasCDS                   bool
@@ -146,11 +152,11 @@ func versionHash(v string) int64 {
 	return int64(h.Sum64() >> 11)
 }
 
-// newManager prepares the manager for cfg on srv; the static resources count as added
+// New prepares the manager for cfg on srv; the static resources count as added
 // (Envoy counts them in listener_added / cluster_added too).
-func newManager(srv *engine.Server, cfg *config.Config, log *slog.Logger, drainTime time.Duration) *manager {
+func New(srv *engine.Server, cfg *config.Config, log *slog.Logger, drainTime time.Duration) *Manager {
 	ctx, quit := context.WithCancel(context.Background())
-	m := &manager{
+	m := &Manager{
 		srv: srv, cfg: cfg, log: log, workers: srv.Concurrency(), drainTime: drainTime,
 		opts: config.Options{Clusters: srv.ClusterRegistry(), Static: cfg},
 		ops:  make(chan func(), 16), ctx: ctx, quit: quit, done: make(chan struct{}),
@@ -169,9 +175,9 @@ func newManager(srv *engine.Server, cfg *config.Config, log *slog.Logger, drainT
 	return m
 }
 
-// applyInitial applies the files' contents read with the bootstrap, before the server
+// ApplyInitial applies the files' contents read with the bootstrap, before the server
 // starts: CDS first, so that the listeners find their clusters.
-func (m *manager) applyInitial() {
+func (m *Manager) ApplyInitial() {
 	if u := m.cfg.InitialCDS; u != nil {
 		m.applyClusters(u)
 	}
@@ -180,9 +186,9 @@ func (m *manager) applyInitial() {
 	}
 }
 
-// start watches the files and runs the manager's goroutine. The watches are in place when
+// Start watches the files and runs the manager's goroutine. The watches are in place when
 // it returns, so a file replaced from then on is seen.
-func (m *manager) start() {
+func (m *Manager) Start() {
 	for _, src := range []*config.FileSource{m.cfg.CDS, m.cfg.LDS} {
 		if src == nil {
 			continue
@@ -216,7 +222,7 @@ func (m *manager) start() {
 	go m.run()
 }
 
-func (m *manager) run() {
+func (m *Manager) run() {
 	defer close(m.done)
 	for {
 		select {
@@ -228,16 +234,16 @@ func (m *manager) run() {
 	}
 }
 
-// stop ends the watchers and the manager's goroutine (an update in progress finishes
+// Stop ends the watchers and the manager's goroutine (an update in progress finishes
 // first), then the runners of the dynamic clusters.
-func (m *manager) stop() {
+func (m *Manager) Stop() {
 	m.quit()
 	<-m.done
 	m.wg.Wait()
 }
 
 // reloadListeners reads the LDS file again and applies it.
-func (m *manager) reloadListeners() {
+func (m *Manager) reloadListeners() {
 	start := time.Now()
 	u, err := config.ParseListeners(m.cfg.LDS.Path, m.workers, m.opts, m.currentListeners())
 	if err != nil {
@@ -252,7 +258,7 @@ func (m *manager) reloadListeners() {
 }
 
 // reloadClusters reads the CDS file again and applies it.
-func (m *manager) reloadClusters() {
+func (m *Manager) reloadClusters() {
 	u, err := config.ParseClusters(m.cfg.CDS.Path, m.workers, m.opts, m.currentClusters())
 	if err != nil {
 		m.cm.cds.updateAttempt.Inc()
@@ -265,7 +271,7 @@ func (m *manager) reloadClusters() {
 		"rejected", len(u.Errors), "removed", len(u.Removed))
 }
 
-func (m *manager) currentListeners() map[string]*config.ListenerResource {
+func (m *Manager) currentListeners() map[string]*config.ListenerResource {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make(map[string]*config.ListenerResource, len(m.listeners))
@@ -275,7 +281,7 @@ func (m *manager) currentListeners() map[string]*config.ListenerResource {
 	return out
 }
 
-func (m *manager) currentClusters() map[string]*config.ClusterResource {
+func (m *Manager) currentClusters() map[string]*config.ClusterResource {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make(map[string]*config.ClusterResource, len(m.clusters))
@@ -290,24 +296,9 @@ func (m *manager) currentClusters() map[string]*config.ClusterResource {
 // the names the file no longer has are removed, and the rejected ones keep their last good
 // version. An error from the engine (an address already in use) rejects that listener
 // alone.
-func (m *manager) applyListeners(u *config.ListenerUpdate) {
-	now := time.Now()
-	st := &m.lm.lds
-	st.updateAttempt.Inc()
-	var errs []string
-	reject := func(e *config.ResourceError) {
-		m.mu.Lock()
-		m.lFailed[e.Name] = failure{err: e, when: now}
-		m.mu.Unlock()
-		errs = append(errs, e.Error())
-	}
-	for i := range u.Errors {
-		reject(&u.Errors[i])
-	}
-	for _, w := range u.Warnings {
-		m.log.Warn("lds: " + w)
-	}
-	changed := false
+func (m *Manager) applyListeners(u *config.ListenerUpdate) {
+	rd := m.begin(&m.lm.lds, "listener", m.lFailed, u.Errors, u.Warnings)
+	now := rd.now
 	// Removals first: a listener of this version may take the address of one it removes.
 	for _, name := range u.Removed {
 		prev := m.listeners[name]
@@ -318,7 +309,7 @@ func (m *manager) applyListeners(u *config.ListenerUpdate) {
 			m.log.Error("lds: removing a listener", "listener", name, "err", err)
 			continue
 		}
-		changed = true
+		rd.changed = true
 		m.lm.removed.Inc()
 		m.retireListener(prev, nil)
 		m.mu.Lock()
@@ -338,7 +329,7 @@ func (m *manager) applyListeners(u *config.ListenerUpdate) {
 		}
 		if err := m.applyListener(prev, r); err != nil {
 			m.lm.createFailure.Inc()
-			reject(&config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()})
+			rd.reject(&config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()})
 			// What r opened beyond prev (whose kept chains it shares) is not used.
 			closers, _ := r.Released(prev)
 			for _, c := range closers {
@@ -346,31 +337,18 @@ func (m *manager) applyListeners(u *config.ListenerUpdate) {
 			}
 			continue
 		}
-		changed = true
+		rd.changed = true
 		m.mu.Lock()
 		m.listeners[r.Name] = r
 		m.lUpdated[r.Name] = now
 		delete(m.lFailed, r.Name)
 		m.mu.Unlock()
 	}
-	if changed {
-		st.configReload.Inc()
-	}
-	st.updateTime.Set(now.UnixMilli())
-	if len(errs) > 0 {
-		st.updateRejected.Inc()
-		m.log.Warn("lds: Error adding/updating listener(s) " + strings.Join(errs, "\n"))
-		return
-	}
-	st.updateSuccess.Inc()
-	st.version.Set(versionHash(u.Version))
-	m.mu.Lock()
-	m.ldsVer = u.Version
-	m.mu.Unlock()
+	rd.finish(u.Version, &m.ldsVer)
 }
 
 // applyListener puts one good listener version into the server.
-func (m *manager) applyListener(prev, r *config.ListenerResource) error {
+func (m *Manager) applyListener(prev, r *config.ListenerResource) error {
 	switch {
 	case prev == nil:
 		if _, err := m.srv.AddListener(r.Config); err != nil {
@@ -412,7 +390,7 @@ func (m *manager) applyListener(prev, r *config.ListenerResource) error {
 
 // retireListener lets go of what prev holds that next (nil: prev was removed) does not,
 // once prev's connections have had the drain time: its stats sources and its files.
-func (m *manager) retireListener(prev, next *config.ListenerResource) {
+func (m *Manager) retireListener(prev, next *config.ListenerResource) {
 	closers, sources := prev.Released(next)
 	until := time.Now().Add(m.drainTime)
 	m.mu.Lock()
@@ -441,24 +419,9 @@ func (m *manager) retireListener(prev, next *config.ListenerResource) {
 }
 
 // applyClusters applies a CDS version resource by resource (see applyListeners).
-func (m *manager) applyClusters(u *config.ClusterUpdate) {
-	now := time.Now()
-	st := &m.cm.cds
-	st.updateAttempt.Inc()
-	var errs []string
-	reject := func(e *config.ResourceError) {
-		m.mu.Lock()
-		m.cFailed[e.Name] = failure{err: e, when: now}
-		m.mu.Unlock()
-		errs = append(errs, e.Error())
-	}
-	for i := range u.Errors {
-		reject(&u.Errors[i])
-	}
-	for _, w := range u.Warnings {
-		m.log.Warn("cds: " + w)
-	}
-	changed := false
+func (m *Manager) applyClusters(u *config.ClusterUpdate) {
+	rd := m.begin(&m.cm.cds, "cluster", m.cFailed, u.Errors, u.Warnings)
+	now := rd.now
 	for _, r := range u.Clusters {
 		prev := m.clusters[r.Name]
 		if r.Change == config.Unchanged && prev != nil {
@@ -471,10 +434,10 @@ func (m *manager) applyClusters(u *config.ClusterUpdate) {
 			err = m.srv.UpdateCluster(r.Cluster)
 		}
 		if err != nil {
-			reject(&config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()})
+			rd.reject(&config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()})
 			continue
 		}
-		changed = true
+		rd.changed = true
 		if prev == nil {
 			m.cm.added.Inc()
 			m.log.Info("cds: cluster added", "cluster", r.Name)
@@ -499,7 +462,7 @@ func (m *manager) applyClusters(u *config.ClusterUpdate) {
 			m.log.Error("cds: removing a cluster", "cluster", name, "err", err)
 			continue
 		}
-		changed = true
+		rd.changed = true
 		m.cm.removed.Inc()
 		m.retireCluster(prev)
 		m.mu.Lock()
@@ -509,25 +472,71 @@ func (m *manager) applyClusters(u *config.ClusterUpdate) {
 		m.mu.Unlock()
 		m.log.Info("cds: cluster removed", "cluster", name)
 	}
-	if changed {
-		st.configReload.Inc()
+	rd.finish(u.Version, &m.cdsVer)
+}
+
+// round is one file version being applied: it records the rejected resources (Envoy's
+// "Error adding/updating ..." list) and, at the end, the subscription's stats.
+type round struct {
+	m       *Manager
+	st      *subscriptionStats
+	kind    string // "listener", "cluster"
+	failed  map[string]failure
+	now     time.Time
+	errs    []string
+	changed bool
+}
+
+// begin starts applying a version whose parse rejected errs, with warnings warns.
+func (m *Manager) begin(st *subscriptionStats, kind string, failed map[string]failure, errs []config.ResourceError, warns []string) *round {
+	r := &round{m: m, st: st, kind: kind, failed: failed, now: time.Now()}
+	st.updateAttempt.Inc()
+	for i := range errs {
+		r.reject(&errs[i])
 	}
-	st.updateTime.Set(now.UnixMilli())
-	if len(errs) > 0 {
-		st.updateRejected.Inc()
-		m.log.Warn("cds: Error adding/updating cluster(s) " + strings.Join(errs, "\n"))
+	for _, w := range warns {
+		m.log.Warn(r.prefix() + w)
+	}
+	return r
+}
+
+func (r *round) prefix() string {
+	if r.kind == "listener" {
+		return "lds: "
+	}
+	return "cds: "
+}
+
+// reject keeps e as the resource's last failure (its last good version stays).
+func (r *round) reject(e *config.ResourceError) {
+	r.m.mu.Lock()
+	r.failed[e.Name] = failure{err: e, when: r.now}
+	r.m.mu.Unlock()
+	r.errs = append(r.errs, e.Error())
+}
+
+// finish counts the version: rejected if any resource was, else a success whose
+// version_info becomes the subscription's (*version, under the manager's lock).
+func (r *round) finish(versionInfo string, version *string) {
+	if r.changed {
+		r.st.configReload.Inc()
+	}
+	r.st.updateTime.Set(r.now.UnixMilli())
+	if len(r.errs) > 0 {
+		r.st.updateRejected.Inc()
+		r.m.log.Warn(r.prefix() + "Error adding/updating " + r.kind + "(s) " + strings.Join(r.errs, "\n"))
 		return
 	}
-	st.updateSuccess.Inc()
-	st.version.Set(versionHash(u.Version))
-	m.mu.Lock()
-	m.cdsVer = u.Version
-	m.mu.Unlock()
+	r.st.updateSuccess.Inc()
+	r.st.version.Set(versionHash(versionInfo))
+	r.m.mu.Lock()
+	*version = versionInfo
+	r.m.mu.Unlock()
 }
 
 // startCluster registers a cluster version's stats and starts its runners (DNS
 // resolution, health checks) under a context of its own, cancelled when it is replaced.
-func (m *manager) startCluster(r *config.ClusterResource) {
+func (m *Manager) startCluster(r *config.ClusterResource) {
 	for _, src := range r.StatsSources {
 		m.srv.AddStatsSource(src)
 	}
@@ -542,7 +551,7 @@ func (m *manager) startCluster(r *config.ClusterResource) {
 
 // retireCluster stops an old cluster version's runners and drops its stats; its live
 // connections finish on their own.
-func (m *manager) retireCluster(r *config.ClusterResource) {
+func (m *Manager) retireCluster(r *config.ClusterResource) {
 	m.mu.Lock()
 	cancel := m.cancels[r]
 	delete(m.cancels, r)
@@ -558,7 +567,7 @@ func (m *manager) retireCluster(r *config.ClusterResource) {
 	}
 }
 
-func (m *manager) runRunner(ctx context.Context, r config.Runner) {
+func (m *Manager) runRunner(ctx context.Context, r config.Runner) {
 	if l, ok := r.(interface{ SetLogger(*slog.Logger) }); ok {
 		l.SetLogger(m.log)
 	}
@@ -569,8 +578,8 @@ func (m *manager) runRunner(ctx context.Context, r config.Runner) {
 	}()
 }
 
-// closeAll closes what the dynamic resources opened (their access logs), at exit.
-func (m *manager) closers() []io.Closer {
+// Closers are what the dynamic resources opened (their access logs), to close at exit.
+func (m *Manager) Closers() []io.Closer {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []io.Closer
@@ -596,7 +605,7 @@ func (m *manager) closers() []io.Closer {
 }
 
 // dumpState is what runs, for /config_dump.
-func (m *manager) dumpState() *config.DumpState {
+func (m *Manager) dumpState() *config.DumpState {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := &config.DumpState{LDSVersion: m.ldsVer, CDSVersion: m.cdsVer}
