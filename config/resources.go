@@ -16,6 +16,7 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/filters/chain"
@@ -293,6 +294,15 @@ func readResourceFile(path string) (*resourceFile, error) {
 			return fail("not valid JSON (the file's extension makes it JSON, as in Envoy; name it .yaml for YAML)")
 		}
 	}
+	return resourceDoc(data, path)
+}
+
+// resourceDoc reads a DiscoveryResponse document (YAML or JSON) from source (a file's
+// path, or what names another origin in messages).
+func resourceDoc(data []byte, path string) (*resourceFile, error) {
+	fail := func(msg string, args ...any) (*resourceFile, error) {
+		return nil, &FileError{Path: path, Err: Errors{{Msg: fmt.Sprintf(msg, args...)}}}
+	}
 	root, marks, err := decodeYAML(data)
 	if err != nil {
 		return nil, &FileError{Path: path, Err: err}
@@ -559,6 +569,26 @@ func ParseListeners(path string, workers int, o Options, prev map[string]*Listen
 	if err != nil {
 		return nil, err
 	}
+	return listenersOf(f, workers, o, prev), nil
+}
+
+// ParseListenerResources is ParseListeners for listeners that arrived another way (an
+// xDS DiscoveryResponse's version_info and resources): each goes through the same checks
+// and translation as a file's, with errors located as resources[i]. from names the origin
+// in the error of a response that cannot be read at all (a *FileError).
+func ParseListenerResources(from, version string, resources []*anypb.Any, workers int, o Options, prev map[string]*ListenerResource) (*ListenerUpdate, error) {
+	if workers < 1 {
+		return nil, fmt.Errorf("config: worker count %d, need at least 1", workers)
+	}
+	f, err := anyResources(from, version, resources)
+	if err != nil {
+		return nil, err
+	}
+	return listenersOf(f, workers, o, prev), nil
+}
+
+// listenersOf translates the listeners of a resource document.
+func listenersOf(f *resourceFile, workers int, o Options, prev map[string]*ListenerResource) *ListenerUpdate {
 	u := &ListenerUpdate{Version: f.version}
 	static := map[string]bool{}
 	addrs := map[netip.AddrPort]string{} // concrete addresses taken, by whom
@@ -604,7 +634,7 @@ func ParseListeners(path string, workers int, o Options, prev map[string]*Listen
 		}
 		sort.Strings(u.Removed)
 	}
-	return u, nil
+	return u
 }
 
 // marksLeft reports invalid UTF-8 the JSON pass did not meet (it can only be in a part of
@@ -761,6 +791,24 @@ func ParseClusters(path string, workers int, o Options, prev map[string]*Cluster
 	if err != nil {
 		return nil, err
 	}
+	return clustersOf(f, workers, o, prev), nil
+}
+
+// ParseClusterResources is ParseClusters for clusters that arrived another way (xDS; see
+// ParseListenerResources).
+func ParseClusterResources(from, version string, resources []*anypb.Any, workers int, o Options, prev map[string]*ClusterResource) (*ClusterUpdate, error) {
+	if workers < 1 {
+		return nil, fmt.Errorf("config: worker count %d, need at least 1", workers)
+	}
+	f, err := anyResources(from, version, resources)
+	if err != nil {
+		return nil, err
+	}
+	return clustersOf(f, workers, o, prev), nil
+}
+
+// clustersOf translates the clusters of a resource document.
+func clustersOf(f *resourceFile, workers int, o Options, prev map[string]*ClusterResource) *ClusterUpdate {
 	u := &ClusterUpdate{Version: f.version}
 	static := map[string]bool{}
 	if o.Static != nil {
@@ -793,7 +841,7 @@ func ParseClusters(path string, workers int, o Options, prev map[string]*Cluster
 		}
 		sort.Strings(u.Removed)
 	}
-	return u, nil
+	return u
 }
 
 func parseCluster(item rawResource, f *resourceFile, workers int, o Options, prev map[string]*ClusterResource,
@@ -1017,4 +1065,30 @@ func (u *ClusterUpdate) Problems() UpdateProblems {
 		return UpdateProblems{}
 	}
 	return UpdateProblems{u.Errors, u.Warnings}
+}
+
+// anyResources makes a resource document of a response's resources, so that they take
+// the file's path through the strict decode (the same checks, paths and messages): each
+// Any becomes its JSON form, "@type" first. One that cannot be rendered (a type this
+// binary does not link) keeps only its "@type", which the decode then reports as
+// unsupported for that resource alone.
+func anyResources(from, version string, resources []*anypb.Any) (*resourceFile, error) {
+	var b []byte
+	b = append(b, `{"version_info":`...)
+	v, _ := json.Marshal(version)
+	b = append(b, v...)
+	b = append(b, `,"resources":[`...)
+	for i, a := range resources {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		j, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(a)
+		if err != nil || !json.Valid(j) {
+			t, _ := json.Marshal(a.GetTypeUrl())
+			j = append(append([]byte(`{"@type":`), t...), '}')
+		}
+		b = append(b, j...)
+	}
+	b = append(b, "]}"...)
+	return resourceDoc(b, from)
 }
