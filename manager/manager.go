@@ -8,6 +8,7 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"hash/fnv"
 	"io"
 	"log/slog"
@@ -234,6 +235,46 @@ func (m *Manager) run() {
 	}
 }
 
+// ApplyListeners applies a version of the dynamic listeners that arrived another way than
+// a file (xDS: config.ParseListenerResources), on the manager's goroutine, and returns
+// the rejection of any of its resources in Envoy's words (for a NACK), or nil. It
+// reports errStopped once the manager has stopped.
+func (m *Manager) ApplyListeners(u *config.ListenerUpdate) error {
+	var err error
+	if !m.do(func() { err = m.applyListeners(u) }) {
+		return errStopped
+	}
+	return err
+}
+
+// ApplyClusters is ApplyListeners for clusters.
+func (m *Manager) ApplyClusters(u *config.ClusterUpdate) error {
+	var err error
+	if !m.do(func() { err = m.applyClusters(u) }) {
+		return errStopped
+	}
+	return err
+}
+
+// errStopped is what updates get once the process is shutting down.
+var errStopped = errors.New("manager: stopped")
+
+// do runs fn on the manager's goroutine and waits for it; false if the manager stopped.
+func (m *Manager) do(fn func()) bool {
+	ran := make(chan struct{})
+	select {
+	case m.ops <- func() { fn(); close(ran) }:
+	case <-m.ctx.Done():
+		return false
+	}
+	select {
+	case <-ran:
+		return true
+	case <-m.done:
+		return false
+	}
+}
+
 // Stop ends the watchers and the manager's goroutine (an update in progress finishes
 // first), then the runners of the dynamic clusters.
 func (m *Manager) Stop() {
@@ -296,7 +337,7 @@ func (m *Manager) currentClusters() map[string]*config.ClusterResource {
 // the names the file no longer has are removed, and the rejected ones keep their last good
 // version. An error from the engine (an address already in use) rejects that listener
 // alone.
-func (m *Manager) applyListeners(u *config.ListenerUpdate) {
+func (m *Manager) applyListeners(u *config.ListenerUpdate) error {
 	rd := m.begin(&m.lm.lds, "listener", m.lFailed, u.Errors, u.Warnings)
 	now := rd.now
 	// Removals first: a listener of this version may take the address of one it removes.
@@ -344,7 +385,7 @@ func (m *Manager) applyListeners(u *config.ListenerUpdate) {
 		delete(m.lFailed, r.Name)
 		m.mu.Unlock()
 	}
-	rd.finish(u.Version, &m.ldsVer)
+	return rd.finish(u.Version, &m.ldsVer)
 }
 
 // applyListener puts one good listener version into the server.
@@ -419,7 +460,7 @@ func (m *Manager) retireListener(prev, next *config.ListenerResource) {
 }
 
 // applyClusters applies a CDS version resource by resource (see applyListeners).
-func (m *Manager) applyClusters(u *config.ClusterUpdate) {
+func (m *Manager) applyClusters(u *config.ClusterUpdate) error {
 	rd := m.begin(&m.cm.cds, "cluster", m.cFailed, u.Errors, u.Warnings)
 	now := rd.now
 	for _, r := range u.Clusters {
@@ -472,7 +513,7 @@ func (m *Manager) applyClusters(u *config.ClusterUpdate) {
 		m.mu.Unlock()
 		m.log.Info("cds: cluster removed", "cluster", name)
 	}
-	rd.finish(u.Version, &m.cdsVer)
+	return rd.finish(u.Version, &m.cdsVer)
 }
 
 // round is one file version being applied: it records the rejected resources (Envoy's
@@ -517,21 +558,24 @@ func (r *round) reject(e *config.ResourceError) {
 
 // finish counts the version: rejected if any resource was, else a success whose
 // version_info becomes the subscription's (*version, under the manager's lock).
-func (r *round) finish(versionInfo string, version *string) {
+// It returns the rejection in Envoy's words (an xDS NACK's error_detail), or nil.
+func (r *round) finish(versionInfo string, version *string) error {
 	if r.changed {
 		r.st.configReload.Inc()
 	}
 	r.st.updateTime.Set(r.now.UnixMilli())
 	if len(r.errs) > 0 {
 		r.st.updateRejected.Inc()
-		r.m.log.Warn(r.prefix() + "Error adding/updating " + r.kind + "(s) " + strings.Join(r.errs, "\n"))
-		return
+		msg := "Error adding/updating " + r.kind + "(s) " + strings.Join(r.errs, "\n")
+		r.m.log.Warn(r.prefix() + msg)
+		return errors.New(msg)
 	}
 	r.st.updateSuccess.Inc()
 	r.st.version.Set(versionHash(versionInfo))
 	r.m.mu.Lock()
 	*version = versionInfo
 	r.m.mu.Unlock()
+	return nil
 }
 
 // startCluster registers a cluster version's stats and starts its runners (DNS

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
+
 	"github.com/portico-proxy/portico/config"
 	"github.com/portico-proxy/portico/engine"
 )
@@ -133,5 +136,53 @@ dynamic_resources:
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hi\n" {
 		t.Fatalf("b echoes %q, %v", buf, err)
+	}
+}
+
+// TestApplyListenersFromResponse: listeners that arrive as a response (xDS) rather than a
+// file apply per resource the same way, and the rejection comes back in Envoy's words for
+// the NACK.
+func TestApplyListenersFromResponse(t *testing.T) {
+	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: 1, DrainTime: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse([]byte("node: {id: node1, cluster: cluster1}\n"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(srv, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), 100*time.Millisecond)
+	srv.Start()
+	m.Start()
+	t.Cleanup(func() { m.Stop(); srv.Close() })
+	port := freePort(t)
+	good := fmt.Sprintf(`{"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", "name": "good",
+		"address": {"socket_address": {"address": "127.0.0.1", "port_value": %d}},
+		"filter_chains": [{"filters": [{"name": "echo", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo"}}]}]}`, port)
+	bad := `{"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", "name": "bad", "enable_mptcp": true,
+		"address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}}}`
+	var rs []*anypb.Any
+	for _, j := range []string{good, bad} {
+		a := &anypb.Any{}
+		if err := protojson.Unmarshal([]byte(j), a); err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, a)
+	}
+	u, err := config.ParseListenerResources("ads", "7", rs, 1, config.Options{Clusters: srv.ClusterRegistry(), Static: cfg}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nack := m.ApplyListeners(u)
+	if nack == nil || !strings.HasPrefix(nack.Error(), "Error adding/updating listener(s) ") || !strings.Contains(nack.Error(), `"bad"`) {
+		t.Fatalf("NACK detail: %v", nack)
+	}
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatalf("the good listener of the response was not added: %v", err)
+	}
+	c.Close()
+	if st := m.dumpState(); len(st.ActiveListeners) != 1 || len(st.ListenerFailures) != 1 || st.LDSVersion != "" {
+		t.Fatalf("dump state %+v", st)
 	}
 }
