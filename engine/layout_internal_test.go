@@ -53,3 +53,34 @@ func TestPortNetworkOrder(t *testing.T) {
 		t.Fatalf("putPort wrote %v", *b)
 	}
 }
+
+// TestAddCounters: counters are added field by field, in arrays and unexported fields
+// too; gauges and histograms are left alone; mismatched types do nothing.
+func TestAddCounters(t *testing.T) {
+	type inner struct {
+		c [2]Counter
+		g Gauge
+		h Histogram
+	}
+	type stats struct {
+		A  Counter
+		in inner
+	}
+	var dst, src stats
+	dst.A.Add(1)
+	src.A.Add(2)
+	src.in.c[1].Add(5)
+	src.in.g.Add(7)
+	src.in.h.Record(3)
+	AddCounters(&dst, &src)
+	var hs HistogramSnapshot
+	dst.in.h.Snapshot(&hs)
+	if dst.A.Value() != 3 || dst.in.c[1].Value() != 5 || dst.in.g.Value() != 0 || hs.Count() != 0 {
+		t.Fatalf("after AddCounters: A %d c1 %d g %d h %d", dst.A.Value(), dst.in.c[1].Value(), dst.in.g.Value(), hs.Count())
+	}
+	AddCounters(&dst, &ClusterStats{}) // another type: nothing
+	AddCounters(dst.A.Value(), 7)      // not pointers: nothing
+	if dst.A.Value() != 3 {
+		t.Fatal("AddCounters added across types")
+	}
+}

@@ -317,11 +317,22 @@ func TestClusterUpdateByName(t *testing.T) {
 	if got := get(); got != "one" {
 		t.Fatalf("after add: %q", got)
 	}
-	if err := srv.UpdateCluster(cluster(b2)); err != nil {
+	total := func(c *engine.Cluster) uint64 { return c.Stats(0).UpstreamCxTotal.Value() + c.Stats(1).UpstreamCxTotal.Value() }
+	v1 := srv.Cluster("up")
+	before := total(v1)
+	v2 := cluster(b2)
+	if err := srv.UpdateCluster(v2); err != nil {
 		t.Fatal(err)
+	}
+	// Envoy's counters of a cluster go on across versions.
+	if total(v2) != before || before == 0 {
+		t.Fatalf("upstream_cx_total of the new version %d, the old one's %d", total(v2), before)
 	}
 	if got := get(); got != "two" {
 		t.Fatalf("after update: %q", got)
+	}
+	if total(v2) != before+1 {
+		t.Fatalf("upstream_cx_total after one more connection: %d, want %d", total(v2), before+1)
 	}
 	if err := srv.RemoveCluster("up"); err != nil {
 		t.Fatal(err)

@@ -191,9 +191,31 @@ func (s *Server) UpdateCluster(c *Cluster) error {
 	if err := s.checkCluster(c); err != nil {
 		return err
 	}
+	c.carryStats(old)
 	s.publish(c, old)
 	old.retire()
 	return nil
+}
+
+// StatsCarrier is implemented by a cluster attachment (SetAttachment) whose stats carry
+// over to the next version of its cluster, as the cluster's own counters do.
+type StatsCarrier interface {
+	// CarryStats is called on the new version's attachment with the old one's, before
+	// the new version is published.
+	CarryStats(old any)
+}
+
+// carryStats starts c's counters (and its attachment's) from old's: Envoy's counters of
+// a cluster go on across CDS versions.
+func (c *Cluster) carryStats(old *Cluster) {
+	if c.workers == old.workers {
+		for i := range c.perWorker {
+			AddCounters(&c.perWorker[i].stats, &old.perWorker[i].stats)
+		}
+	}
+	if sc, ok := c.attachment.(StatsCarrier); ok && old.attachment != nil {
+		sc.CarryStats(old.attachment)
+	}
 }
 
 // RemoveCluster removes the named cluster: new connections naming it fail as "no

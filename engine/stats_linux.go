@@ -1,6 +1,9 @@
 package engine
 
-import "sync/atomic"
+import (
+	"reflect"
+	"sync/atomic"
+)
 
 // Counter is a monotonically increasing stat. It is written by one worker and read by the
 // admin scrape without a lock.
@@ -130,4 +133,36 @@ type StatsSource interface {
 	StatsFamily() string
 	StatsLabels() [][2]string
 	VisitStats(worker int, v StatVisitor)
+}
+
+// AddCounters adds every Counter of src into the Counter at the same place in dst: two
+// pointers to values of one struct type, such as two ClusterStats. It is for stats that
+// continue across versions of what they count: a cluster that CDS replaces keeps its
+// counters in Envoy (the new version's scope has the same names), so the new version
+// starts from the old one's counts. Gauges and histograms are left alone: a gauge is the
+// version's own state, and a histogram's window restarts. Call it before dst is in use.
+func AddCounters(dst, src any) {
+	d, s := reflect.ValueOf(dst), reflect.ValueOf(src)
+	if d.Kind() != reflect.Pointer || d.Type() != s.Type() || d.IsNil() || s.IsNil() {
+		return
+	}
+	addCounters(d.Elem(), s.Elem())
+}
+
+func addCounters(d, s reflect.Value) {
+	switch t := d.Type(); {
+	case t == reflect.TypeFor[Counter]():
+		// UnsafePointer reads unexported fields too (a struct's counters need not all be
+		// exported); both sides are addressable, being reached through pointers.
+		(*Counter)(d.Addr().UnsafePointer()).Add((*Counter)(s.Addr().UnsafePointer()).Value())
+	case t == reflect.TypeFor[Histogram]():
+	case t.Kind() == reflect.Struct:
+		for i := range d.NumField() {
+			addCounters(d.Field(i), s.Field(i))
+		}
+	case t.Kind() == reflect.Array:
+		for i := range d.Len() {
+			addCounters(d.Index(i), s.Index(i))
+		}
+	}
 }

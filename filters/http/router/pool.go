@@ -46,6 +46,18 @@ func Attach(c *engine.Cluster) *Cluster {
 	return cl
 }
 
+// CarryStats implements engine.StatsCarrier: a new version of the cluster (CDS) starts
+// its HTTP counters from the old version's.
+func (cl *Cluster) CarryStats(old any) {
+	o, ok := old.(*Cluster)
+	if !ok || len(o.perWorker) != len(cl.perWorker) {
+		return
+	}
+	for i := range cl.perWorker {
+		engine.AddCounters(&cl.perWorker[i].stats, &o.perWorker[i].stats)
+	}
+}
+
 // Cluster is one engine cluster's HTTP pools and stats.
 type Cluster struct {
 	c         *engine.Cluster
