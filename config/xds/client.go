@@ -232,16 +232,21 @@ func (c *Client) Run(ctx context.Context) error {
 		return errors.New("xds: no resource types to subscribe")
 	}
 	dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, c.o.DialOptions...)
-	conn, err := grpc.NewClient(c.o.Target, dopts...)
-	if err != nil {
-		return fmt.Errorf("xds: management server %q: %w", c.o.Target, err)
-	}
-	defer conn.Close()
-	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
 	attempt := 0
 	for {
-		gotResponse, err := c.stream(ctx, ads)
+		// A new channel per attempt so that reconnect timing is the
+		// client's back-off alone, as Envoy's GrpcStream owns its retry
+		// timer: a long-lived grpc-go channel has its own reconnect back-off
+		// (up to 120 s), which would stack on ours while the server is down.
+		conn, err := grpc.NewClient(c.o.Target, dopts...)
+		if err != nil {
+			return fmt.Errorf("xds: management server %q: %w", c.o.Target, err)
+		}
+		gotResponse, err := c.stream(ctx, discoveryv3.NewAggregatedDiscoveryServiceClient(conn))
 		c.setConnected(false)
+		if cerr := conn.Close(); cerr != nil {
+			c.log.Debug("xds: closing the channel", "error", cerr)
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
