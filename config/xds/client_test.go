@@ -72,8 +72,12 @@ type mgmt struct {
 	done      chan struct{}
 }
 
-func newMgmt(t *testing.T) *mgmt {
-	m := &mgmt{t: t, cache: cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil), addr: "127.0.0.1:0"}
+// newMgmt starts a server. ads makes the cache order its responses by type
+// (CDS, EDS, LDS, RDS), as an ADS server must; it also makes the cache answer
+// a by-name request only when the names cover all the snapshot's resources of
+// that type, so tests that subscribe to a subset pass false.
+func newMgmt(t *testing.T, ads bool) *mgmt {
+	m := &mgmt{t: t, cache: cachev3.NewSnapshotCache(ads, cachev3.IDHash{}, nil), addr: "127.0.0.1:0"}
 	m.start()
 	t.Cleanup(m.stop)
 	return m
@@ -287,15 +291,22 @@ func resources(clusters, listeners []string) map[resource.Type][]types.Resource 
 
 func TestACKAndNewVersion(t *testing.T) {
 	checkGoroutines(t)
-	m := newMgmt(t)
-	m.set(t, "v1", resources([]string{"c1", "c2"}, []string{"l1"}))
+	m := newMgmt(t, true)
 	rec := &recorder{}
 	c := New(Options{Target: m.addr, Node: node(), Types: []string{ClusterType, EndpointType, ListenerType, RouteType}}, rec.handle)
 	runClient(t, c)
+	// go-control-plane orders responses by type (CDS first) when a snapshot
+	// meets open watches; the immediate answers to the first requests it
+	// sends in whatever order its stream loop picks. So: watches first.
+	eventually(t, "CDS and LDS requests", func() bool { return len(m.requests()) >= 2 })
+	m.set(t, "v1", resources([]string{"c1", "c2"}, []string{"l1"}))
 
 	eventually(t, "CDS and LDS v1", func() bool { return rec.saw(ClusterType, "v1") && rec.saw(ListenerType, "v1") })
 	calls := rec.snapshot()
 	if calls[0].typ != ClusterType || calls[1].typ != ListenerType {
+		for _, r := range m.requests() {
+			t.Logf("req %s v=%q n=%q", r.TypeUrl, r.VersionInfo, r.ResponseNonce)
+		}
 		t.Fatalf("order: %+v, want CDS then LDS", calls)
 	}
 	if !slices.Equal(calls[0].names, []string{"c1", "c2"}) || !slices.Equal(calls[1].names, []string{"l1"}) {
@@ -341,7 +352,7 @@ func TestACKAndNewVersion(t *testing.T) {
 
 func TestNACKKeepsPreviousVersionAndDoesNotSpin(t *testing.T) {
 	checkGoroutines(t)
-	m := newMgmt(t)
+	m := newMgmt(t, false)
 	m.set(t, "v1", resources([]string{"c1"}, []string{"l1"}))
 	rec := &recorder{fail: func(typ, version string) error {
 		if typ == ListenerType && version == "v2" {
@@ -389,7 +400,7 @@ func TestNACKKeepsPreviousVersionAndDoesNotSpin(t *testing.T) {
 
 func TestReconnectAfterServerRestart(t *testing.T) {
 	checkGoroutines(t)
-	m := newMgmt(t)
+	m := newMgmt(t, false)
 	m.set(t, "v1", resources([]string{"c1"}, []string{"l1"}))
 	rec := &recorder{}
 	var mu sync.Mutex
@@ -424,7 +435,7 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 
 func TestSubscribeEDS(t *testing.T) {
 	checkGoroutines(t)
-	m := newMgmt(t)
+	m := newMgmt(t, false)
 	res := resources([]string{"c1", "c2"}, nil)
 	res[resource.EndpointType] = []types.Resource{
 		&endpointv3.ClusterLoadAssignment{ClusterName: "c1"},
@@ -583,7 +594,7 @@ func TestBucket(t *testing.T) {
 
 func TestRateLimitedRequestsAllGoOut(t *testing.T) {
 	checkGoroutines(t)
-	m := newMgmt(t)
+	m := newMgmt(t, false)
 	m.set(t, "v1", resources([]string{"c1"}, []string{"l1"}))
 	rec := &recorder{}
 	// One token: the LDS request and both ACKs wait for refills.
