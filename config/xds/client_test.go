@@ -519,30 +519,11 @@ func TestUnknownTypeNACKedUnsubscribedIgnored(t *testing.T) {
 		{TypeUrl: EndpointType, VersionInfo: "e1", Nonce: "n1"}, // in Types, not subscribed: ignored
 		{TypeUrl: "type.googleapis.com/foo.Bar", VersionInfo: "x1", Nonce: "n2"},
 	}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, f)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = gs.Serve(ln) }()
-	defer func() { gs.Stop(); <-done }()
-
+	addr := startFake(t, f)
 	rec := &recorder{}
-	c := New(Options{Target: ln.Addr().String(), Node: node(), Types: []string{ClusterType, EndpointType}}, rec.handle)
-	stop := runClient(t, c)
-	defer stop() // before the server stops, so the stream ends from our side
-
-	next := func() *discoveryv3.DiscoveryRequest {
-		select {
-		case r := <-f.reqs:
-			return r
-		case <-time.After(wait):
-			t.Fatal("no request")
-			return nil
-		}
-	}
+	c := New(Options{Target: addr, Node: node(), Types: []string{ClusterType, EndpointType}}, rec.handle)
+	runClient(t, c) // its cleanup runs before the server's: the stream ends from our side
+	next := func() *discoveryv3.DiscoveryRequest { return nextRequest(t, f) }
 	if r := next(); r.TypeUrl != ClusterType || r.GetNode().GetId() != "node-1" {
 		t.Fatalf("first request %v", r)
 	}
@@ -608,4 +589,88 @@ func TestRateLimitedRequestsAllGoOut(t *testing.T) {
 				return r.TypeUrl == ListenerType && r.VersionInfo == "v1" && r.ResponseNonce != ""
 			}) != nil
 	})
+}
+
+// startFake serves f on loopback until the test ends.
+func startFake(t *testing.T, f *fakeADS) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, f)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = gs.Serve(ln) }()
+	t.Cleanup(func() { gs.Stop(); <-done })
+	return ln.Addr().String()
+}
+
+func nextRequest(t *testing.T, f *fakeADS) *discoveryv3.DiscoveryRequest {
+	t.Helper()
+	select {
+	case r := <-f.reqs:
+		return r
+	case <-time.After(wait):
+		t.Fatal("no request")
+		return nil
+	}
+}
+
+func TestHandlerPanicNACKs(t *testing.T) {
+	checkGoroutines(t)
+	f := &fakeADS{reqs: make(chan *discoveryv3.DiscoveryRequest, 16), send: []*discoveryv3.DiscoveryResponse{
+		{TypeUrl: ClusterType, VersionInfo: "c1", Nonce: "n1"},
+	}}
+	addr := startFake(t, f)
+	c := New(Options{Target: addr, Types: []string{ClusterType}}, func(string, string, []*anypb.Any) error {
+		panic("bad cluster")
+	})
+	runClient(t, c)
+	nextRequest(t, f) // the initial CDS request
+	r := nextRequest(t, f)
+	if r.ResponseNonce != "n1" || r.VersionInfo != "" || r.ErrorDetail.GetMessage() != "handler panic: bad cluster" {
+		t.Fatalf("request %v: want the NACK of the panicking update", r)
+	}
+	if s := c.Stats().Types[ClusterType]; s.UpdateRejected != 1 || s.Version != "" {
+		t.Fatalf("CDS stats %+v", s)
+	}
+}
+
+func TestSubscribeFromManyGoroutines(t *testing.T) {
+	checkGoroutines(t)
+	f := &fakeADS{reqs: make(chan *discoveryv3.DiscoveryRequest, 1024)}
+	addr := startFake(t, f)
+	c := New(Options{Target: addr, Types: []string{ClusterType, EndpointType}}, func(string, string, []*anypb.Any) error { return nil })
+	runClient(t, c)
+	nextRequest(t, f) // CDS
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				c.Subscribe(EndpointType, []string{fmt.Sprintf("c%d", g), fmt.Sprintf("c%d", i)})
+			}
+		}()
+	}
+	wg.Wait()
+	c.Subscribe(EndpointType, []string{"final"})
+	for i := 0; ; i++ {
+		if i > 1000 {
+			t.Fatal("no request for the final name set")
+		}
+		r := nextRequest(t, f)
+		if r.TypeUrl != EndpointType {
+			t.Fatalf("request %v", r)
+		}
+		if slices.Equal(r.ResourceNames, []string{"final"}) {
+			break
+		}
+	}
+	// Unsubscribing sends an empty by-name request, and nothing more.
+	c.Subscribe(EndpointType, nil)
+	if r := nextRequest(t, f); r.TypeUrl != EndpointType || len(r.ResourceNames) != 0 {
+		t.Fatalf("request %v: want EDS with no names", r)
+	}
 }
