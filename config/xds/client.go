@@ -84,8 +84,8 @@ type Options struct {
 	// Types to subscribe, in Envoy's order: CDS, EDS, LDS, RDS.
 	Types []string
 	// Backoff gives the wait before reconnect attempt n (0-based, reset once a
-	// stream receives a response). nil: Envoy's jittered exponential
-	// back-off, base 500 ms, max 30 s.
+	// stream receives a response). nil: jittered exponential back-off with
+	// Envoy's base 500 ms and max 30 s (see envoyBackoff).
 	Backoff func(attempt int) time.Duration
 	// NackDelay is how long a response carrying the version just NACKed is
 	// held before it is handled again. 0: 1 s.
@@ -166,9 +166,11 @@ func New(o Options, h Handler) *Client {
 	return c
 }
 
-// envoyBackoff is Envoy's JitteredExponentialBackOffStrategy shape: the
-// ceiling doubles from 500 ms up to 30 s and the wait is drawn in its upper
-// half, so reconnecting clients spread out but never retry at once.
+// envoyBackoff follows Envoy's JitteredExponentialBackOffStrategy with the
+// xDS stream's defaults: the ceiling doubles from 500 ms up to 30 s. Envoy
+// draws the wait in [0, ceiling); this draws it in the upper half, so
+// reconnecting clients still spread out but a dead server is never retried
+// at once.
 func envoyBackoff(attempt int) time.Duration {
 	d := defaultBackoffMax
 	if attempt < 16 {
