@@ -317,7 +317,9 @@ func TestClusterUpdateByName(t *testing.T) {
 	if got := get(); got != "one" {
 		t.Fatalf("after add: %q", got)
 	}
-	total := func(c *engine.Cluster) uint64 { return c.Stats(0).UpstreamCxTotal.Value() + c.Stats(1).UpstreamCxTotal.Value() }
+	total := func(c *engine.Cluster) uint64 {
+		return c.Stats(0).UpstreamCxTotal.Value() + c.Stats(1).UpstreamCxTotal.Value()
+	}
 	v1 := srv.Cluster("up")
 	before := total(v1)
 	v2 := cluster(b2)
