@@ -562,14 +562,36 @@ func resourceErrors(c *collector, m proto.Message) error {
 // update_failure; it is a *FileError). Problems of single resources are in Errors
 // (Envoy: update_rejected), the others apply.
 func ParseListeners(path string, workers int, o Options, prev map[string]*ListenerResource) (*ListenerUpdate, error) {
-	if workers < 1 {
-		return nil, fmt.Errorf("config: worker count %d, need at least 1", workers)
-	}
-	f, err := readResourceFile(path)
+	f, err := document(workers, func() (*resourceFile, error) { return readResourceFile(path) })
 	if err != nil {
 		return nil, err
 	}
 	return listenersOf(f, workers, o, prev), nil
+}
+
+// document checks the worker count, then reads a resource document with read.
+func document(workers int, read func() (*resourceFile, error)) (*resourceFile, error) {
+	if workers < 1 {
+		return nil, fmt.Errorf("config: worker count %d, need at least 1", workers)
+	}
+	return read()
+}
+
+// removedNames is the state-of-the-world rule: the names of prev that the document no longer
+// has (seen), sorted; none when one of its resources had no name that could be read
+// (allNamed false), as Envoy would remove nothing then either.
+func removedNames[R any](prev map[string]R, seen map[string]int, allNamed bool) []string {
+	if !allNamed {
+		return nil
+	}
+	var out []string
+	for name := range prev {
+		if _, ok := seen[name]; !ok {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // ParseListenerResources is ParseListeners for listeners that arrived another way (an
@@ -577,10 +599,7 @@ func ParseListeners(path string, workers int, o Options, prev map[string]*Listen
 // and translation as a file's, with errors located as resources[i]. from names the origin
 // in the error of a response that cannot be read at all (a *FileError).
 func ParseListenerResources(from, version string, resources []*anypb.Any, workers int, o Options, prev map[string]*ListenerResource) (*ListenerUpdate, error) {
-	if workers < 1 {
-		return nil, fmt.Errorf("config: worker count %d, need at least 1", workers)
-	}
-	f, err := anyResources(from, version, resources)
+	f, err := document(workers, func() (*resourceFile, error) { return anyResources(from, version, resources) })
 	if err != nil {
 		return nil, err
 	}
@@ -626,14 +645,7 @@ func listenersOf(f *resourceFile, workers int, o Options, prev map[string]*Liste
 		u.Listeners = append(u.Listeners, r)
 	}
 	u.Warnings = append(u.Warnings, marksLeft(f.marks)...)
-	if allNamed {
-		for name := range prev {
-			if _, ok := seen[name]; !ok {
-				u.Removed = append(u.Removed, name)
-			}
-		}
-		sort.Strings(u.Removed)
-	}
+	u.Removed = removedNames(prev, seen, allNamed)
 	return u
 }
 
@@ -784,10 +796,7 @@ func reuser(p *ListenerResource) func(fc *listenerv3.FilterChain) *engine.Filter
 // does listeners; prev is the current version of each CDS cluster, by name. o.Static, when
 // set, is the bootstrap, whose cluster names the file's may not take.
 func ParseClusters(path string, workers int, o Options, prev map[string]*ClusterResource) (*ClusterUpdate, error) {
-	if workers < 1 {
-		return nil, fmt.Errorf("config: worker count %d, need at least 1", workers)
-	}
-	f, err := readResourceFile(path)
+	f, err := document(workers, func() (*resourceFile, error) { return readResourceFile(path) })
 	if err != nil {
 		return nil, err
 	}
@@ -797,10 +806,7 @@ func ParseClusters(path string, workers int, o Options, prev map[string]*Cluster
 // ParseClusterResources is ParseClusters for clusters that arrived another way (xDS; see
 // ParseListenerResources).
 func ParseClusterResources(from, version string, resources []*anypb.Any, workers int, o Options, prev map[string]*ClusterResource) (*ClusterUpdate, error) {
-	if workers < 1 {
-		return nil, fmt.Errorf("config: worker count %d, need at least 1", workers)
-	}
-	f, err := anyResources(from, version, resources)
+	f, err := document(workers, func() (*resourceFile, error) { return anyResources(from, version, resources) })
 	if err != nil {
 		return nil, err
 	}
@@ -833,14 +839,7 @@ func clustersOf(f *resourceFile, workers int, o Options, prev map[string]*Cluste
 		u.Clusters = append(u.Clusters, r)
 	}
 	u.Warnings = append(u.Warnings, marksLeft(f.marks)...)
-	if allNamed {
-		for name := range prev {
-			if _, ok := seen[name]; !ok {
-				u.Removed = append(u.Removed, name)
-			}
-		}
-		sort.Strings(u.Removed)
-	}
+	u.Removed = removedNames(prev, seen, allNamed)
 	return u
 }
 
