@@ -35,17 +35,8 @@ import (
 	"github.com/portico-proxy/portico/bench/internal/procstat"
 )
 
-type labels map[string]string
-
-func (l labels) String() string { return fmt.Sprint(map[string]string(l)) }
-func (l labels) Set(s string) error {
-	k, v, ok := strings.Cut(s, "=")
-	if !ok {
-		return fmt.Errorf("want key=value")
-	}
-	l[k] = v
-	return nil
-}
+// labels is the -label flag (key=value, repeatable).
+type labels = jsonline.Labels
 
 type result struct {
 	Mode      string             `json:"mode"`

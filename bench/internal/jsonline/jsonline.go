@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // Write marshals v as one JSON line into path, or to standard output when path is "".
@@ -19,4 +20,20 @@ func Write(path string, v any) error {
 		return err
 	}
 	return os.WriteFile(path, b, 0o644)
+}
+
+// Labels is a repeatable -label key=value flag (flag.Value) whose pairs go into a result
+// line as its "labels" object.
+type Labels map[string]string
+
+func (l Labels) String() string { return fmt.Sprint(map[string]string(l)) }
+
+// Set implements flag.Value.
+func (l Labels) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok {
+		return fmt.Errorf("want key=value")
+	}
+	l[k] = v
+	return nil
 }
