@@ -52,8 +52,8 @@ var supportedDynamic = map[protoreflect.FullName][]protoreflect.Name{
 	// read at once, so it changes nothing here (Envoy does not apply it to files either).
 	"envoy.config.core.v3.ConfigSource":           {"path", "path_config_source", "resource_api_version", "initial_fetch_timeout", "ads", "api_config_source"},
 	"envoy.config.core.v3.AggregatedConfigSource": {},
-	"envoy.config.core.v3.PathConfigSource": {"path", "watched_directory"},
-	"envoy.config.core.v3.WatchedDirectory": {"path"},
+	"envoy.config.core.v3.PathConfigSource":       {"path", "watched_directory"},
+	"envoy.config.core.v3.WatchedDirectory":       {"path"},
 }
 
 // dynamicClusters reads the node identity and dynamic_resources, and the CDS file when

@@ -301,14 +301,15 @@ func (t *translator) clusterHTTP(cl *clusterv3.Cluster, cc *engine.ClusterConfig
 	if v := cl.GetMaxRequestsPerConnection(); v != nil {
 		cc.HTTP.MaxRequestsPerConnection = int(v.GetValue())
 	}
+	//lint:ignore SA1019 deprecated, but control planes still write it
+	h2 := cl.GetHttp2ProtocolOptions() != nil
 	if by := t.grpcClusters[cl.GetName()]; by != "" {
 		if !speaksHTTP2(cl) { // xds_source.go
 			t.errorf(at, "cluster %q is the gRPC service of %s and must speak HTTP/2: set typed_extension_protocol_options %s with explicit_http_config.http2_protocol_options (or the older http2_protocol_options)",
 				cl.GetName(), t.c.userPath(by), httpProtocolOptionsName)
 			ok = false
 		}
-	//lint:ignore SA1019 deprecated, but control planes still write it
-	} else if cl.GetHttp2ProtocolOptions() != nil {
+	} else if h2 {
 		t.unsupported(field(at, "http2_protocol_options"), "", "HTTP/2 upstreams are not supported by Portico yet (only for the cluster of a gRPC management server)")
 		ok = false
 	}
