@@ -240,6 +240,9 @@ type ClusterResource struct {
 	StatsSources []engine.StatsSource
 	Runners      []Runner
 	Closers      []io.Closer
+	// EDS, for a cluster of type EDS, names its ClusterLoadAssignment (eds.go); nil for
+	// any other type. Its Cluster starts with no hosts.
+	EDS *EDSConfig
 
 	msg *clusterv3.Cluster
 }
@@ -501,6 +504,7 @@ func (t *translator) staticCluster(cl *clusterv3.Cluster, c *engine.Cluster, m m
 	p := t.since(m)
 	t.cfg.StaticClusters = append(t.cfg.StaticClusters, &ClusterResource{
 		Name: cl.GetName(), Cluster: c, StatsSources: p.stats, Closers: p.closers, Runners: p.runners, msg: cl,
+		EDS: t.eds[c], // eds.go: its eds_config is read after the static clusters
 	})
 }
 
@@ -870,7 +874,13 @@ func parseCluster(item rawResource, f *resourceFile, workers int, o Options, pre
 		reg = engine.NewClusterRegistry()
 	}
 	t := &translator{c: c, workers: workers, checkOnly: o.CheckOnly, registry: reg, clusters: map[string]*engine.Cluster{}, cfg: &Config{}}
+	if o.Static != nil { // an EDS cluster's `ads: {}` is the bootstrap's ads_config (eds.go)
+		t.cfg.ADS, t.adsConfigured = o.Static.ADS, o.Static.ADS != nil
+	} else {
+		t.edsStandalone = o.CheckOnly
+	}
 	ec := t.cluster(cl, "")
+	t.resolveEDS()
 	where := (&ResourceError{Name: name, Index: item.index, kind: "cluster", wrapped: item.wrapped}).Where()
 	for _, w := range t.cfg.Warnings {
 		warns = append(warns, where+": "+w)
@@ -888,6 +898,7 @@ func parseCluster(item rawResource, f *resourceFile, workers int, o Options, pre
 	return &ClusterResource{
 		Name: name, Version: version, Cluster: ec, Change: change,
 		StatsSources: stats, Runners: t.cfg.Runners, Closers: t.cfg.Closers, msg: cl,
+		EDS: t.eds[ec],
 	}, nil, warns
 }
 

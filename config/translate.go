@@ -43,6 +43,11 @@ type translator struct {
 	// with where (xds_source.go): they, and only they, may speak HTTP/2.
 	grpcClusters  map[string]string
 	adsConfigured bool // dynamic_resources.ads_config is set (even if wrong)
+	// eds.go: the EDS clusters' settings, by engine cluster; their eds_config, read once
+	// ads_config is known; edsStandalone: no bootstrap to know it (a CDS file checked alone).
+	eds           map[*engine.Cluster]*EDSConfig
+	pendingEDS    []pendingEDS
+	edsStandalone bool
 }
 
 // warnf records a warning: something accepted that does not do what it says in Envoy.
@@ -92,6 +97,7 @@ func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 		}
 	}
 	t.dynamicClusters(bs) // dynamic.go: node, dynamic_resources, the CDS file
+	t.resolveEDS()        // eds.go: the static EDS clusters' eds_config, now that ads_config is read
 	const listenersAt = "static_resources.listeners"
 	listeners := sr.GetListeners()
 	listenerAt := make(map[string]int, len(listeners)) // by name
@@ -264,8 +270,9 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 	ok := true
 	typeOK := true
 	dnsc := t.dnsCluster(cl, at) // nil unless STRICT_DNS or LOGICAL_DNS (cluster_dns.go)
-	if cl.GetClusterType() == nil && cl.GetType() != clusterv3.Cluster_STATIC && dnsc == nil {
-		t.unsupported(field(at, "type"), cl.GetType().String(), "%s clusters are not supported by Portico (STATIC, STRICT_DNS or LOGICAL_DNS)", cl.GetType())
+	eds := cl.GetClusterType() == nil && cl.GetType() == clusterv3.Cluster_EDS
+	if cl.GetClusterType() == nil && cl.GetType() != clusterv3.Cluster_STATIC && dnsc == nil && !eds {
+		t.unsupported(field(at, "type"), cl.GetType().String(), "%s clusters are not supported by Portico (STATIC, STRICT_DNS, LOGICAL_DNS or EDS)", cl.GetType())
 		ok, typeOK = false, false
 	}
 	cc := engine.ClusterConfig{
@@ -293,49 +300,20 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 		ok = false
 	}
 	if !typeOK || cl.GetClusterType() != nil {
-		// The endpoints of a cluster type Portico lacks (EDS) are not read: errors
+		// The endpoints of a cluster type Portico lacks (cluster_type) are not read: errors
 		// about them would only follow from the type.
 		return nil
 	}
+	if eds {
+		return t.edsCluster(cl, &cc, at, ok) // eds.go: no hosts until its endpoints arrive
+	}
 	// A STATIC cluster without load_assignment, or with no endpoints in it, has no hosts
 	// (Istio's BlackHoleCluster): its connections fail as "no healthy upstream".
-	la := cl.GetLoadAssignment()
-	lat := field(at, "load_assignment")
-	for i, lle := range la.GetEndpoints() {
-		eat := index(field(lat, "endpoints"), i)
-		for j, lbe := range lle.GetLbEndpoints() {
-			bat := index(field(eat, "lb_endpoints"), j)
-			if lbe.GetHostIdentifier() == nil {
-				t.errorf(bat, "endpoint is required")
-				ok = false
-				continue
-			}
-			ep := lbe.GetEndpoint()
-			if ep == nil {
-				ok = false // endpoint_name: reported as unsupported
-				continue
-			}
-			if ep.GetAddress() == nil {
-				t.errorf(field(field(bat, "endpoint"), "address"), "required")
-				ok = false
-				continue
-			}
-			if dnsc != nil { // a name to resolve, not a static host
-				dnsc.endpoint(lbe, bat)
-				continue
-			}
-			ap, aok := t.socketAddress(ep.GetAddress(), field(field(bat, "endpoint"), "address"), false)
-			if !aok {
-				ok = false
-				continue
-			}
-			w := uint32(1)
-			if lw := lbe.GetLoadBalancingWeight(); lw != nil {
-				w = lw.GetValue()
-			}
-			cc.Endpoints = append(cc.Endpoints, engine.Endpoint{Address: ap, Weight: w, Hostname: ep.GetHostname()})
-		}
+	eps, eok := t.endpoints(cl.GetLoadAssignment(), field(at, "load_assignment"), dnsc, false)
+	if !eok {
+		ok = false
 	}
+	cc.Endpoints = eps
 	c := t.newCluster(cl, &cc, at, ok)
 	if c == nil {
 		return nil
