@@ -1,18 +1,398 @@
 package manager
 
 import (
-	"errors"
+	"net/netip"
+	"sort"
+	"time"
 
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/config/xds"
+	"github.com/portico-proxy/portico/engine"
 )
 
-// EDS: the endpoints of clusters of type EDS (ClusterLoadAssignment resources).
+// EDS: the endpoints of clusters of type EDS (ClusterLoadAssignment resources over the
+// ADS stream), as Envoy's EDS clusters and cluster manager handle them:
+//
+//   - The ADS stream requests exactly the service names of the current EDS clusters,
+//     static and CDS (endpointNames; xds.go resubscribes after each CDS update).
+//   - An assignment applies to every cluster with its service name, through
+//     engine.Cluster.UpdateHosts (hosts that stay keep their *Host, so their
+//     connections, pools, health-check and outlier state live on). A rejected one
+//     keeps the clusters' last good hosts; the response is NACKed naming it while the
+//     good ones apply.
+//   - EDS is not state of the world for removal: a service name a response lacks keeps
+//     its hosts. An assignment goes when no cluster needs its name any more.
+//   - The last good assignment of each name is kept, so that a new version of a CDS
+//     cluster gets its hosts at once: a server does not resend an unchanged assignment.
+//   - A CDS cluster without a kept assignment warms (Envoy's warming_clusters): it is
+//     published once its first assignment arrives, or without hosts once its
+//     initial_fetch_timeout passes; meanwhile the version it replaces serves.
+
+// edsState is the manager's EDS side, guarded by Manager.mu.
+type edsState struct {
+	cache   map[string]*config.EndpointResource // last good assignment, by service name
+	stats   map[string]*edsStats                // by cluster name
+	warming map[string]*warmingCluster          // by cluster name
+}
+
+// warmingCluster is a CDS cluster version waiting for its first assignment.
+type warmingCluster struct {
+	r     *config.ClusterResource
+	timer *time.Timer // initial_fetch_timeout; nil when it waits as long as it takes
+}
+
+// edsStats are Envoy's per-cluster EDS subscription stats (cluster.<name>.update_*).
+type edsStats struct {
+	name                                       string
+	attempt, success, rejected, empty, failure engine.Counter
+	version                                    engine.Gauge
+}
+
+func (*edsStats) StatsFamily() string        { return "cluster" }
+func (*edsStats) StatsProcessWide() bool     { return true }
+func (s *edsStats) StatsLabels() [][2]string { return [][2]string{{"cluster", s.name}} }
+
+func (s *edsStats) VisitStats(_ int, v engine.StatVisitor) {
+	c := func(n string, x *engine.Counter) { v(n, engine.KindCounter, float64(x.Value())) }
+	c("update_attempt", &s.attempt)
+	c("update_empty", &s.empty)
+	c("update_failure", &s.failure)
+	c("update_rejected", &s.rejected)
+	c("update_success", &s.success)
+	v("version", engine.KindGauge, float64(s.version.Value()))
+}
+
+// statsLocked returns the EDS stats of a cluster, registering them at first use.
+func (m *Manager) edsStatsLocked(name string) *edsStats {
+	if m.eds.stats == nil {
+		m.eds.stats = map[string]*edsStats{}
+	}
+	st := m.eds.stats[name]
+	if st == nil {
+		st = &edsStats{name: name}
+		m.eds.stats[name] = st
+		m.srv.AddStatsSource(st)
+	}
+	return st
+}
+
+// staticEDS is the eds_config of the first static EDS cluster; nil without one.
+func (m *Manager) staticEDS() *config.XDSSubscription {
+	for _, r := range m.cfg.StaticClusters {
+		if r.EDS != nil && r.EDS.Source != nil {
+			return r.EDS.Source
+		}
+	}
+	return nil
+}
+
+// startEDS subscribes to the static EDS clusters' assignments (the CDS ones are
+// requested as CDS brings them). Their server is the ADS one (config checks it).
+func (m *Manager) startEDS() error {
+	if m.staticEDS() == nil {
+		return nil
+	}
+	m.mu.Lock()
+	for _, r := range m.cfg.StaticClusters {
+		if r.EDS != nil {
+			m.edsStatsLocked(r.Name)
+		}
+	}
+	m.mu.Unlock()
+	if _, err := m.xdsClientFor(m.cfg.ADS, xds.EndpointType); err != nil {
+		return err
+	}
+	m.resubscribe(xds.EndpointType, m.endpointNames())
+	return nil
+}
+
+// edsTarget is a cluster that takes a service name's assignment.
+type edsTarget struct {
+	name    string
+	c       *engine.Cluster
+	warming *warmingCluster // set when it is a warming CDS version
+}
+
+// edsTargetsLocked lists the EDS clusters by service name: static, CDS, warming.
+func (m *Manager) edsTargetsLocked() map[string][]edsTarget {
+	out := map[string][]edsTarget{}
+	add := func(r *config.ClusterResource, w *warmingCluster) {
+		if r.EDS != nil {
+			out[r.EDS.ServiceName] = append(out[r.EDS.ServiceName], edsTarget{name: r.Name, c: r.Cluster, warming: w})
+		}
+	}
+	for _, r := range m.cfg.StaticClusters {
+		add(r, nil)
+	}
+	for _, r := range m.clusters {
+		add(r, nil)
+	}
+	for _, w := range m.eds.warming {
+		add(w.r, w)
+	}
+	return out
+}
 
 // endpointNames are the EDS service names the current clusters need, sorted; the ADS
 // stream requests exactly these.
-func (m *Manager) endpointNames() []string { return nil }
+func (m *Manager) endpointNames() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	targets := m.edsTargetsLocked()
+	names := make([]string, 0, len(targets))
+	for n := range targets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// overlay puts the warming cluster versions in a copy of the current clusters, so that
+// CDS compares the next version with the one that waits (under Manager.mu).
+func (e *edsState) overlay(out map[string]*config.ClusterResource) {
+	for name, w := range e.warming {
+		out[name] = w.r
+	}
+}
+
+// warmingCount is cluster_manager.warming_clusters.
+func (m *Manager) warmingCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.eds.warming)
+}
+
+// edsWarm decides, on the manager's goroutine, what a CDS cluster version r needs
+// before it is published. It reports true when r waits (warms) instead: an EDS cluster
+// with no kept assignment, or the same version as one already warming. An EDS cluster
+// whose assignment is kept gets its hosts now and is published at once.
+func (m *Manager) edsWarm(r *config.ClusterResource) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := m.eds.warming[r.Name]
+	if r.Change == config.Unchanged {
+		return w != nil // the version that warms, again: it goes on waiting
+	}
+	if w != nil {
+		// Replaced while it warmed: that version never ran, so nothing of it to retire
+		// but what it opened.
+		m.dropWarmingLocked(r.Name, w)
+	}
+	if r.EDS == nil {
+		return false
+	}
+	m.edsStatsLocked(r.Name)
+	if cla := m.eds.cache[r.EDS.ServiceName]; cla != nil {
+		setEndpoints(r.Cluster, cla.Endpoints)
+		return false
+	}
+	w = &warmingCluster{r: r}
+	if src := r.EDS.Source; src != nil && src.InitialFetchTimeout > 0 {
+		w.timer = time.AfterFunc(src.InitialFetchTimeout, func() {
+			m.post(func() { m.warmTimeout(w) })
+		})
+	}
+	if m.eds.warming == nil {
+		m.eds.warming = map[string]*warmingCluster{}
+	}
+	m.eds.warming[r.Name] = w
+	m.log.Info("cds: cluster warming; it is published with its first endpoints", "cluster", r.Name, "service_name", r.EDS.ServiceName)
+	return true
+}
+
+// dropWarmingLocked forgets a warming version that will not be published.
+func (m *Manager) dropWarmingLocked(name string, w *warmingCluster) {
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	delete(m.eds.warming, name)
+	for _, c := range w.r.Closers {
+		c.Close()
+	}
+}
+
+// edsUnwarm drops the warming version of a cluster CDS removed; true if there was one.
+func (m *Manager) edsUnwarm(name string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := m.eds.warming[name]
+	if w == nil {
+		return false
+	}
+	m.dropWarmingLocked(name, w)
+	m.log.Info("cds: warming cluster removed", "cluster", name)
+	return true
+}
+
+// warmTimeout publishes a cluster whose first assignment did not come within its
+// initial_fetch_timeout, without hosts, as Envoy does.
+func (m *Manager) warmTimeout(w *warmingCluster) {
+	m.mu.Lock()
+	still := m.eds.warming[w.r.Name] == w
+	if still {
+		delete(m.eds.warming, w.r.Name)
+	}
+	prev := m.clusters[w.r.Name]
+	m.mu.Unlock()
+	if !still {
+		return
+	}
+	m.log.Warn("cds: cluster warmed without endpoints: its initial_fetch_timeout passed", "cluster", w.r.Name,
+		"service_name", w.r.EDS.ServiceName, "initial_fetch_timeout", w.r.EDS.Source.InitialFetchTimeout.String())
+	m.publishWarmed(prev, w.r)
+	m.warmedOut()
+}
+
+// warmedOut follows the publication of warmed versions: the versions they replaced may
+// have been the last to need a service name, whose kept assignment and request go.
+func (m *Manager) warmedOut() {
+	m.edsClustersChanged()
+	m.resubscribe(xds.EndpointType, m.endpointNames())
+}
+
+// publishWarmed publishes a cluster version that warmed.
+func (m *Manager) publishWarmed(prev, r *config.ClusterResource) {
+	now := time.Now()
+	if err := m.publishCluster(prev, r, now); err != nil {
+		m.mu.Lock()
+		m.cFailed[r.Name] = failure{err: &config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()}, when: now}
+		m.mu.Unlock()
+		m.log.Error("cds: publishing a warmed cluster", "cluster", r.Name, "err", err)
+	}
+}
+
+// post runs fn on the manager's goroutine without waiting for it (not at all once the
+// manager stopped).
+func (m *Manager) post(fn func()) {
+	select {
+	case m.ops <- fn:
+	case <-m.ctx.Done():
+	}
+}
+
+// edsClustersChanged, after a CDS update, drops the EDS stats of the clusters gone and
+// the kept assignments no cluster needs any more (the next request no longer names them).
+func (m *Manager) edsClustersChanged() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	targets := m.edsTargetsLocked()
+	clusters := map[string]bool{}
+	for _, ts := range targets {
+		for _, t := range ts {
+			clusters[t.name] = true
+		}
+	}
+	for name, st := range m.eds.stats {
+		if !clusters[name] {
+			m.srv.RemoveStatsSource(st)
+			delete(m.eds.stats, name)
+		}
+	}
+	for name := range m.eds.cache {
+		if _, ok := targets[name]; !ok {
+			delete(m.eds.cache, name)
+		}
+	}
+}
 
 // applyEndpoints applies an EDS response; it returns the NACK's error, or nil.
 func (m *Manager) applyEndpoints(version string, res []*anypb.Any) error {
-	return errors.New("EDS is not supported by Portico yet")
+	u, err := config.ParseEndpointResources("eds", version, res)
+	if err != nil {
+		m.log.Warn("eds: update rejected", "err", err.Error())
+		return err
+	}
+	var nack error
+	if !m.do(func() { nack = m.applyEndpointUpdate(u) }) {
+		return errStopped
+	}
+	return nack
+}
+
+// applyEndpointUpdate applies the good assignments of an EDS response to the clusters
+// that take them, on the manager's goroutine, and returns the rejection of the others.
+func (m *Manager) applyEndpointUpdate(u *config.EndpointUpdate) error {
+	for _, w := range u.Warnings {
+		m.log.Warn("eds: " + w)
+	}
+	m.mu.Lock()
+	targets := m.edsTargetsLocked()
+	var warmed []*config.ClusterResource
+	for _, r := range u.Endpoints {
+		ts := targets[r.Name]
+		if len(ts) == 0 {
+			continue // not requested (any more): Envoy ignores it too
+		}
+		if m.eds.cache == nil {
+			m.eds.cache = map[string]*config.EndpointResource{}
+		}
+		m.eds.cache[r.Name] = r
+		for _, t := range ts {
+			st := m.edsStatsLocked(t.name)
+			st.attempt.Inc()
+			st.success.Inc()
+			if len(r.Endpoints) == 0 {
+				st.empty.Inc()
+			}
+			st.version.Set(versionHash(r.Version))
+			setEndpoints(t.c, r.Endpoints)
+			if t.warming != nil && m.eds.warming[t.name] == t.warming {
+				if t.warming.timer != nil {
+					t.warming.timer.Stop()
+				}
+				delete(m.eds.warming, t.name)
+				warmed = append(warmed, t.warming.r)
+			}
+		}
+	}
+	for _, e := range u.Errors {
+		for _, t := range targets[e.Name] {
+			st := m.edsStatsLocked(t.name)
+			st.attempt.Inc()
+			st.rejected.Inc()
+		}
+	}
+	m.mu.Unlock()
+	for _, r := range warmed {
+		m.log.Info("cds: cluster warmed", "cluster", r.Name, "hosts", len(r.Cluster.Hosts()))
+		m.mu.Lock()
+		prev := m.clusters[r.Name]
+		m.mu.Unlock()
+		m.publishWarmed(prev, r)
+	}
+	if len(warmed) > 0 {
+		m.warmedOut()
+	}
+	if err := config.EndpointsError(u.Errors); err != nil {
+		m.log.Warn("eds: update rejected in part; the rejected assignments keep their last good endpoints", "err", err.Error())
+		return err
+	}
+	return nil
+}
+
+// hostKey is what makes two endpoints the same host.
+type hostKey struct {
+	addr     netip.AddrPort
+	weight   uint32
+	hostname string
+}
+
+// setEndpoints gives a cluster an assignment's endpoints, keeping the *Host of those it
+// already has (their connections, pools and health state stay).
+func setEndpoints(c *engine.Cluster, eps []engine.Endpoint) {
+	old := map[hostKey]*engine.Host{}
+	for _, h := range c.Hosts() {
+		old[hostKey{h.Address(), h.Weight(), h.Hostname()}] = h
+	}
+	hosts := make([]*engine.Host, 0, len(eps))
+	for _, e := range eps {
+		if h := old[hostKey{e.Address, e.Weight, e.Hostname}]; h != nil {
+			hosts = append(hosts, h)
+			continue
+		}
+		hosts = append(hosts, engine.NewHost(e.Address, e.Weight, e.Hostname, c.Workers()))
+	}
+	c.UpdateHosts(hosts)
 }

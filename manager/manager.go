@@ -58,6 +58,7 @@ type Manager struct {
 	cm clusterManagerStats
 
 	xds      xdsState  // xds.go
+	eds      edsState  // eds.go: under mu
 	loopOnce sync.Once // the goroutine starts with StartXDS or Start, whichever is first
 }
 
@@ -142,7 +143,7 @@ func (s *clusterManagerStats) VisitStats(_ int, v engine.StatVisitor) {
 	c("cluster_added", &s.added)
 	c("cluster_modified", &s.modified)
 	c("cluster_removed", &s.removed)
-	v("warming_clusters", engine.KindGauge, 0)
+	v("warming_clusters", engine.KindGauge, float64(s.m.warmingCount())) // eds.go
 	if s.hasCDS {
 		s.cds.visit("cds.", v)
 	}
@@ -335,6 +336,7 @@ func (m *Manager) currentClusters() map[string]*config.ClusterResource {
 	for k, v := range m.clusters {
 		out[k] = v
 	}
+	m.eds.overlay(out) // eds.go: a warming version is the one the next is compared with
 	return out
 }
 
@@ -471,36 +473,23 @@ func (m *Manager) applyClusters(u *config.ClusterUpdate) error {
 	now := rd.now
 	for _, r := range u.Clusters {
 		prev := m.clusters[r.Name]
+		if m.edsWarm(r) { // eds.go: an EDS cluster waits for its endpoints; prev serves on
+			rd.changed = true
+			continue
+		}
 		if r.Change == config.Unchanged && prev != nil {
 			continue
 		}
-		var err error
-		if prev == nil {
-			err = m.srv.AddCluster(r.Cluster)
-		} else {
-			err = m.srv.UpdateCluster(r.Cluster)
-		}
-		if err != nil {
+		if err := m.publishCluster(prev, r, now); err != nil {
 			rd.reject(&config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()})
 			continue
 		}
 		rd.changed = true
-		if prev == nil {
-			m.cm.added.Inc()
-			m.log.Info("cds: cluster added", "cluster", r.Name)
-		} else {
-			m.cm.modified.Inc()
-			m.retireCluster(prev)
-			m.log.Info("cds: cluster updated", "cluster", r.Name)
-		}
-		m.startCluster(r)
-		m.mu.Lock()
-		m.clusters[r.Name] = r
-		m.cUpdated[r.Name] = now
-		delete(m.cFailed, r.Name)
-		m.mu.Unlock()
 	}
 	for _, name := range u.Removed {
+		if m.edsUnwarm(name) { // eds.go
+			rd.changed = true
+		}
 		prev := m.clusters[name]
 		if prev == nil {
 			continue
@@ -519,7 +508,37 @@ func (m *Manager) applyClusters(u *config.ClusterUpdate) error {
 		m.mu.Unlock()
 		m.log.Info("cds: cluster removed", "cluster", name)
 	}
+	m.edsClustersChanged() // eds.go: stats and cached endpoints of EDS clusters gone
 	return rd.finish(u.Version, &m.cdsVer)
+}
+
+// publishCluster puts a good cluster version into the server (replacing prev, if any),
+// registers its stats and starts its runners.
+func (m *Manager) publishCluster(prev, r *config.ClusterResource, now time.Time) error {
+	var err error
+	if prev == nil {
+		err = m.srv.AddCluster(r.Cluster)
+	} else {
+		err = m.srv.UpdateCluster(r.Cluster)
+	}
+	if err != nil {
+		return err
+	}
+	if prev == nil {
+		m.cm.added.Inc()
+		m.log.Info("cds: cluster added", "cluster", r.Name)
+	} else {
+		m.cm.modified.Inc()
+		m.retireCluster(prev)
+		m.log.Info("cds: cluster updated", "cluster", r.Name)
+	}
+	m.startCluster(r)
+	m.mu.Lock()
+	m.clusters[r.Name] = r
+	m.cUpdated[r.Name] = now
+	delete(m.cFailed, r.Name)
+	m.mu.Unlock()
+	return nil
 }
 
 // round is one file version being applied: it records the rejected resources (Envoy's

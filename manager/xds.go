@@ -74,7 +74,9 @@ func (s controlPlaneStats) VisitStats(_ int, v engine.StatVisitor) {
 var xdsTypes = []string{xds.ClusterType, xds.EndpointType, xds.ListenerType, xds.RouteType}
 
 // HasXDS reports whether the configuration subscribes to a management server.
-func (m *Manager) HasXDS() bool { return m.cfg.LDSXDS != nil || m.cfg.CDSXDS != nil }
+func (m *Manager) HasXDS() bool {
+	return m.cfg.LDSXDS != nil || m.cfg.CDSXDS != nil || m.staticEDS() != nil // eds.go
+}
 
 // StartXDS starts the subscriptions to management servers (none without them) and the
 // manager's goroutine, which applies what they receive; it may run before the server
@@ -107,7 +109,7 @@ func (m *Manager) StartXDS(version string) error {
 			return err
 		}
 	}
-	return nil
+	return m.startEDS() // eds.go: the static EDS clusters' endpoints
 }
 
 // serverKey tells management servers apart: ADS is one stream for every type; each
@@ -283,6 +285,8 @@ func (m *Manager) WaitInitial() []string {
 	}
 	if s := m.cfg.CDSXDS; s != nil {
 		wait(xds.ClusterType, s.InitialFetchTimeout)
+		wait(xds.EndpointType, s.InitialFetchTimeout)
+	} else if s := m.staticEDS(); s != nil { // eds.go: static EDS clusters only
 		wait(xds.EndpointType, s.InitialFetchTimeout)
 	}
 	if s := m.cfg.LDSXDS; s != nil {
