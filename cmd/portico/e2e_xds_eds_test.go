@@ -1,0 +1,138 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// edsCluster is a CDS cluster of type EDS whose endpoints are service's, over ADS.
+func edsCluster(name, service string) *clusterv3.Cluster {
+	return &clusterv3.Cluster{Name: name, ConnectTimeout: durationpb.New(time.Second),
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{ServiceName: service, EdsConfig: &corev3.ConfigSource{
+			ResourceApiVersion:    corev3.ApiVersion_V3,
+			ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}}}
+}
+
+// edsAssignment is a ClusterLoadAssignment of the given loopback ports.
+func edsAssignment(service string, ports ...int) *endpointv3.ClusterLoadAssignment {
+	var eps []*endpointv3.LbEndpoint
+	for _, p := range ports {
+		eps = append(eps, &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
+			Endpoint: &endpointv3.Endpoint{Address: sockAddr("127.0.0.1", p)}}})
+	}
+	return &endpointv3.ClusterLoadAssignment{ClusterName: service, Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: eps}}}
+}
+
+// edsStaticCluster is the bootstrap's static EDS cluster (under static_resources.clusters).
+const edsStaticCluster = `  - name: static_eds
+    type: EDS
+    connect_timeout: 1s
+    eds_cluster_config: {service_name: static-svc, eds_config: {ads: {}, resource_api_version: V3}}`
+
+// TestXDSEDS: a go-control-plane server gives a Portico process an EDS cluster by CDS
+// and endpoints for it and for a static EDS cluster of the bootstrap, with tcp_proxy
+// listeners by LDS. The endpoints move from A to B while new connections flow (none may
+// fail); a bad assignment is NACKed naming it while the other applies; the cluster
+// removed and added again gets its endpoints; the per-cluster EDS stats count it all.
+func TestXDSEDS(t *testing.T) {
+	cp := startXDSServer(t)
+	a, b := named(t, "A"), named(t, "B")
+	const node = "eds-1"
+	web, st := freePort(t), freePort(t)
+	listeners := []types.Resource{tcpListener(t, "web", web, "web"), tcpListener(t, "st", st, "static_eds")}
+	snap := func(version string, clusters []types.Resource, clas ...types.Resource) {
+		cp.set(t, version, map[resource.Type][]types.Resource{
+			resource.ClusterType:  clusters,
+			resource.EndpointType: clas,
+			resource.ListenerType: listeners,
+		}, node)
+	}
+	webCluster := []types.Resource{edsCluster("web", "web-svc")}
+	all := []string{cdsType, edsType, ldsType}
+
+	snap("v1", webCluster, edsAssignment("web-svc", a), edsAssignment("static-svc", a))
+	p := startXDSProxy(t, cp, xdsBoot{Node: node, Extra: edsStaticCluster}, "--drain-time-s", "1")
+	cp.waitACK(t, "v1", all, node)
+	for _, port := range []int{web, st} {
+		if s, err := dialRead(port); s != "A" {
+			t.Fatalf("port %d: got %q, %v; want A", port, s, err)
+		}
+	}
+
+	// v2: both services move to B while new connections flow.
+	load := startLoad(func() []int { return []int{web, st} }, 10*time.Millisecond, 30*time.Second)
+	time.Sleep(200 * time.Millisecond) // some connections before the change
+	snap("v2", webCluster, edsAssignment("web-svc", b), edsAssignment("static-svc", b))
+	cp.waitACK(t, "v2", all, node)
+	for _, port := range []int{web, st} {
+		eventually(t, "traffic to reach B", func() bool { s, _ := dialRead(port); return s == "B" })
+	}
+	time.Sleep(200 * time.Millisecond) // some connections after it
+	ok, failed := load.finish(t)
+	t.Logf("during the move from A to B: %d connections proxied, %d failed", ok, failed)
+	if failed != 0 || ok == 0 {
+		t.Fatalf("%d of %d new connections failed while the endpoints changed", failed, ok+failed)
+	}
+
+	// v3: web-svc's assignment is bad (a priority Portico lacks): NACKed by name, while
+	// static-svc's moves back to A; web keeps B.
+	bad := edsAssignment("web-svc", a)
+	bad.Endpoints[0].Priority = 1
+	snap("v3", webCluster, bad, edsAssignment("static-svc", a))
+	eventually(t, "the bad assignment's NACK", func() bool { return cp.nack(node, edsType) != "" })
+	if n := cp.nack(node, edsType); !strings.Contains(n, `(cluster_load_assignment "web-svc"): endpoints[0].priority: not supported by Portico`) {
+		t.Fatalf("NACK: %q", n)
+	}
+	eventually(t, "static_eds back to A", func() bool { s, _ := dialRead(st); return s == "A" })
+	if s, err := dialRead(web); s != "B" {
+		t.Fatalf("web after a rejected assignment: %q, %v; want B", s, err)
+	}
+	if got := cp.ackedVersion(node, edsType); got != "v2" {
+		t.Fatalf("EDS ACKed %q after the NACK, want v2 still", got)
+	}
+
+	// v4: web removed (its endpoints go with it); v5: web back, and it gets its endpoints.
+	snap("v4", nil, edsAssignment("web-svc", b), edsAssignment("static-svc", a))
+	cp.waitACK(t, "v4", []string{cdsType, ldsType}, node)
+	eventually(t, "web removed", func() bool { _, ok := p.stats(t)["cluster.web.update_success"]; return !ok })
+	if s, _ := dialRead(web); s != "" {
+		t.Fatalf("web without its cluster reached %q", s)
+	}
+	snap("v5", webCluster, edsAssignment("web-svc", b), edsAssignment("static-svc", a))
+	cp.waitACK(t, "v5", all, node)
+	eventually(t, "web re-added to reach B", func() bool { s, _ := dialRead(web); return s == "B" })
+
+	stats := p.stats(t)
+	for k, want := range map[string]float64{
+		"cluster.web.membership_total":        1,
+		"cluster.static_eds.membership_total": 1,
+		"cluster_manager.warming_clusters":    0,
+		"cluster.static_eds.update_rejected":  0,
+	} {
+		if got, ok := stats[k]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", k, got, ok, want)
+		}
+	}
+	// static_eds took every version: v1, v2, v3, v4 (v5's assignment is v4's: a server
+	// may or may not resend it).
+	if got := stats["cluster.static_eds.update_success"]; got < 4 || stats["cluster.static_eds.update_attempt"] != got {
+		t.Errorf("static_eds update_success %v, update_attempt %v", got, stats["cluster.static_eds.update_attempt"])
+	}
+	if stats["cluster.web.update_success"] < 1 || stats["cluster.web.version"] == 0 {
+		t.Errorf("web update_success %v, version %v", stats["cluster.web.update_success"], stats["cluster.web.version"])
+	}
+	for k, v := range stats {
+		if strings.HasPrefix(k, "cluster.web.update_") || strings.HasPrefix(k, "cluster.static_eds.update_") {
+			t.Logf("%s: %v", k, v)
+		}
+	}
+}
