@@ -157,6 +157,17 @@ func (e *edsState) overlay(out map[string]*config.ClusterResource) {
 	}
 }
 
+// dumpWarming lists the warming clusters for /config_dump's dynamic_warming_clusters
+// (under Manager.mu).
+func (e *edsState) dumpWarming() []config.DumpEntry {
+	var out []config.DumpEntry
+	for _, name := range sortedKeys(e.warming) {
+		r := e.warming[name].r
+		out = append(out, config.DumpEntry{Name: name, Version: r.Version, Resource: r.Message()})
+	}
+	return out
+}
+
 // warmingCount is cluster_manager.warming_clusters.
 func (m *Manager) warmingCount() int {
 	m.mu.Lock()

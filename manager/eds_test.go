@@ -125,6 +125,9 @@ func TestEDS(t *testing.T) {
 	if got := m.endpointNames(); !slices.Equal(got, []string{"svc", "web-svc"}) {
 		t.Fatalf("names %v", got)
 	}
+	if d := m.dumpState(); len(d.WarmingClusters) != 1 || d.WarmingClusters[0].Name != "web" || len(d.ActiveClusters) != 0 {
+		t.Fatalf("dump: warming %+v active %+v", d.WarmingClusters, d.ActiveClusters)
+	}
 	// The same version again goes on warming.
 	cds("1", edsClusterJSON("web", "web-svc", "0s"))
 	if m.warmingCount() != 1 {

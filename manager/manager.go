@@ -699,6 +699,7 @@ func (m *Manager) dumpState() *config.DumpState {
 		r := m.clusters[name]
 		st.ActiveClusters = append(st.ActiveClusters, config.DumpEntry{Name: name, Version: r.Version, LastUpdated: m.cUpdated[name], Resource: r.Message()})
 	}
+	st.WarmingClusters = m.eds.dumpWarming() // eds.go
 	for _, name := range sortedKeys(m.cFailed) {
 		f := m.cFailed[name]
 		st.ClusterFailures = append(st.ClusterFailures, config.DumpFailure{Name: name, Details: f.err.Error(), Failed: f.err.Failed, LastUpdateAttempt: f.when})
