@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -68,17 +69,22 @@ func TestXDSEDS(t *testing.T) {
 		}
 	}
 
-	// v2: both services move to B while new connections flow.
-	load := startLoad(func() []int { return []int{web, st} }, 10*time.Millisecond, 30*time.Second)
-	time.Sleep(200 * time.Millisecond) // some connections before the change
-	snap("v2", webCluster, edsAssignment("web-svc", b), edsAssignment("static-svc", b))
-	cp.waitACK(t, "v2", all, node)
-	for _, port := range []int{web, st} {
-		eventually(t, "traffic to reach B", func() bool { s, _ := dialRead(port); return s == "B" })
+	// v2: both services move between B and A, five times, ending on B, while new
+	// connections flow.
+	load := startLoad(func() []int { return []int{web, st} }, 5*time.Millisecond, 60*time.Second)
+	for i, to := range []int{b, a, b, a, b} {
+		want := map[int]string{a: "A", b: "B"}[to]
+		time.Sleep(100 * time.Millisecond) // some connections before each change
+		v := fmt.Sprintf("v2.%d", i)
+		snap(v, webCluster, edsAssignment("web-svc", to), edsAssignment("static-svc", to))
+		cp.waitACK(t, v, []string{edsType}, node)
+		for _, port := range []int{web, st} {
+			eventually(t, "traffic to reach "+want, func() bool { s, _ := dialRead(port); return s == want })
+		}
 	}
-	time.Sleep(200 * time.Millisecond) // some connections after it
+	time.Sleep(100 * time.Millisecond) // some connections after the last
 	ok, failed := load.finish(t)
-	t.Logf("during the move from A to B: %d connections proxied, %d failed", ok, failed)
+	t.Logf("during five moves between A and B: %d connections proxied, %d failed", ok, failed)
 	if failed != 0 || ok == 0 {
 		t.Fatalf("%d of %d new connections failed while the endpoints changed", failed, ok+failed)
 	}
@@ -96,8 +102,8 @@ func TestXDSEDS(t *testing.T) {
 	if s, err := dialRead(web); s != "B" {
 		t.Fatalf("web after a rejected assignment: %q, %v; want B", s, err)
 	}
-	if got := cp.ackedVersion(node, edsType); got != "v2" {
-		t.Fatalf("EDS ACKed %q after the NACK, want v2 still", got)
+	if got := cp.ackedVersion(node, edsType); got != "v2.4" {
+		t.Fatalf("EDS ACKed %q after the NACK, want v2.4 still", got)
 	}
 
 	// v4: web removed (its endpoints go with it); v5: web back, and it gets its endpoints.
@@ -111,9 +117,33 @@ func TestXDSEDS(t *testing.T) {
 	cp.waitACK(t, "v5", all, node)
 	eventually(t, "web re-added to reach B", func() bool { s, _ := dialRead(web); return s == "B" })
 
+	// v6: web's new version takes a service nothing serves yet: it warms while the
+	// version it replaces serves on; late, with a 1s initial_fetch_timeout, is published
+	// without endpoints once it passes. v7: web-svc2 arrives and web's new version serves.
+	web2 := edsCluster("web", "web-svc2")
+	late := edsCluster("late", "late-svc")
+	late.EdsClusterConfig.EdsConfig.InitialFetchTimeout = durationpb.New(time.Second)
+	snap("v6", []types.Resource{web2, late}, edsAssignment("web-svc", b), edsAssignment("static-svc", a))
+	cp.waitACK(t, "v6", []string{cdsType}, node)
+	eventually(t, "late published without endpoints", func() bool {
+		v, ok := p.stats(t)["cluster.late.membership_total"]
+		return ok && v == 0
+	})
+	if w := p.stats(t)["cluster_manager.warming_clusters"]; w != 1 {
+		t.Fatalf("warming_clusters %v, want 1 (web's new version)", w)
+	}
+	if s, err := dialRead(web); s != "B" {
+		t.Fatalf("web while its new version warms: %q, %v; want B from the old one", s, err)
+	}
+	snap("v7", []types.Resource{web2, late}, edsAssignment("web-svc2", a), edsAssignment("static-svc", a), edsAssignment("late-svc", b))
+	cp.waitACK(t, "v7", all, node)
+	eventually(t, "web's new version to reach A", func() bool { s, _ := dialRead(web); return s == "A" })
+	eventually(t, "late to get its endpoints", func() bool { return p.stats(t)["cluster.late.membership_total"] == 1 })
+
 	stats := p.stats(t)
 	for k, want := range map[string]float64{
 		"cluster.web.membership_total":        1,
+		"cluster_manager.active_clusters":     4, // xds_cluster, static_eds, web, late
 		"cluster.static_eds.membership_total": 1,
 		"cluster_manager.warming_clusters":    0,
 		"cluster.static_eds.update_rejected":  0,
@@ -122,13 +152,16 @@ func TestXDSEDS(t *testing.T) {
 			t.Errorf("%s = %v (present %v), want %v", k, got, ok, want)
 		}
 	}
-	// static_eds took every version: v1, v2, v3, v4 (v5's assignment is v4's: a server
-	// may or may not resend it).
-	if got := stats["cluster.static_eds.update_success"]; got < 4 || stats["cluster.static_eds.update_attempt"] != got {
+	// static_eds took v1, the five v2s, v3 and v4 (v5's assignment is v4's: a server
+	// may or may not resend it, nor v7's).
+	if got := stats["cluster.static_eds.update_success"]; got < 8 || stats["cluster.static_eds.update_attempt"] != got {
 		t.Errorf("static_eds update_success %v, update_attempt %v", got, stats["cluster.static_eds.update_attempt"])
 	}
 	if stats["cluster.web.update_success"] < 1 || stats["cluster.web.version"] == 0 {
 		t.Errorf("web update_success %v, version %v", stats["cluster.web.update_success"], stats["cluster.web.version"])
+	}
+	if strings.Contains(p.stderr.String(), "DATA RACE") { // a -race build of the binary
+		t.Errorf("portico reported a data race:\n%s", p.stderr.String())
 	}
 	for k, v := range stats {
 		if strings.HasPrefix(k, "cluster.web.update_") || strings.HasPrefix(k, "cluster.static_eds.update_") {
