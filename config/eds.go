@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -302,4 +303,22 @@ func EndpointsError(errs []ResourceError) error {
 		lines[i] = errs[i].Error()
 	}
 	return fmt.Errorf("%s", strings.Join(lines, "\n"))
+}
+
+// endpointsDump is /config_dump's EndpointsConfigDump (?include_eds): the EDS assignments
+// in use whose cluster_name matches.
+func endpointsDump(st *DumpState, match func(string) bool) (*adminv3.EndpointsConfigDump, error) {
+	d := &adminv3.EndpointsConfigDump{}
+	for _, e := range st.Endpoints {
+		if !match(e.Name) {
+			continue
+		}
+		a, err := pack(e.Resource)
+		if err != nil {
+			return nil, err
+		}
+		d.DynamicEndpointConfigs = append(d.DynamicEndpointConfigs, &adminv3.EndpointsConfigDump_DynamicEndpointConfig{
+			VersionInfo: e.Version, EndpointConfig: a, LastUpdated: stamp(e.LastUpdated)})
+	}
+	return d, nil
 }

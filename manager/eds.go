@@ -33,6 +33,7 @@ import (
 // edsState is the manager's EDS side, guarded by Manager.mu.
 type edsState struct {
 	cache   map[string]*config.EndpointResource // last good assignment, by service name
+	updated map[string]time.Time                // when each cached assignment came
 	stats   map[string]*edsStats                // by cluster name
 	warming map[string]*warmingCluster          // by cluster name
 }
@@ -164,6 +165,17 @@ func (e *edsState) dumpWarming() []config.DumpEntry {
 	for _, name := range sortedKeys(e.warming) {
 		r := e.warming[name].r
 		out = append(out, config.DumpEntry{Name: name, Version: r.Version, Resource: r.Message()})
+	}
+	return out
+}
+
+// dumpEndpoints lists the assignments in use for /config_dump?include_eds (under
+// Manager.mu).
+func (e *edsState) dumpEndpoints() []config.DumpEntry {
+	var out []config.DumpEntry
+	for _, name := range sortedKeys(e.cache) {
+		r := e.cache[name]
+		out = append(out, config.DumpEntry{Name: name, Version: r.Version, LastUpdated: e.updated[name], Resource: r.Message()})
 	}
 	return out
 }
@@ -304,6 +316,7 @@ func (m *Manager) edsClustersChanged() {
 	for name := range m.eds.cache {
 		if _, ok := targets[name]; !ok {
 			delete(m.eds.cache, name)
+			delete(m.eds.updated, name)
 		}
 	}
 }
@@ -337,9 +350,10 @@ func (m *Manager) applyEndpointUpdate(u *config.EndpointUpdate) error {
 			continue // not requested (any more): Envoy ignores it too
 		}
 		if m.eds.cache == nil {
-			m.eds.cache = map[string]*config.EndpointResource{}
+			m.eds.cache, m.eds.updated = map[string]*config.EndpointResource{}, map[string]time.Time{}
 		}
 		m.eds.cache[r.Name] = r
+		m.eds.updated[r.Name] = time.Now()
 		for _, t := range ts {
 			st := m.edsStatsLocked(t.name)
 			st.attempt.Inc()

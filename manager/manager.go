@@ -700,6 +700,7 @@ func (m *Manager) dumpState() *config.DumpState {
 		st.ActiveClusters = append(st.ActiveClusters, config.DumpEntry{Name: name, Version: r.Version, LastUpdated: m.cUpdated[name], Resource: r.Message()})
 	}
 	st.WarmingClusters = m.eds.dumpWarming() // eds.go
+	st.Endpoints = m.eds.dumpEndpoints()
 	for _, name := range sortedKeys(m.cFailed) {
 		f := m.cFailed[name]
 		st.ClusterFailures = append(st.ClusterFailures, config.DumpFailure{Name: name, Details: f.err.Error(), Failed: f.err.Failed, LastUpdateAttempt: f.when})

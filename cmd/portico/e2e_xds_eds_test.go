@@ -140,6 +140,18 @@ func TestXDSEDS(t *testing.T) {
 	eventually(t, "web's new version to reach A", func() bool { s, _ := dialRead(web); return s == "A" })
 	eventually(t, "late to get its endpoints", func() bool { return p.stats(t)["cluster.late.membership_total"] == 1 })
 
+	// /config_dump?include_eds shows the assignments in use, with their versions; the
+	// dump without it has none.
+	_, dump, err := p.get("/config_dump?include_eds")
+	if err != nil || !strings.Contains(dump, "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump") ||
+		!strings.Contains(dump, `"cluster_name": "web-svc2"`) || !strings.Contains(dump, `"version_info": "v7"`) ||
+		strings.Contains(dump, `"cluster_name": "web-svc"`) {
+		t.Errorf("config_dump?include_eds (%v):\n%s", err, dump)
+	}
+	if _, dump, _ := p.get("/config_dump"); strings.Contains(dump, "EndpointsConfigDump") {
+		t.Error("config_dump without include_eds has an EndpointsConfigDump")
+	}
+
 	stats := p.stats(t)
 	for k, want := range map[string]float64{
 		"cluster.web.membership_total":        1,
