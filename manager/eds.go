@@ -5,6 +5,7 @@ import (
 	"sort"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/portico-proxy/portico/config"
@@ -352,6 +353,10 @@ func (m *Manager) applyEndpointUpdate(u *config.EndpointUpdate) error {
 		if m.eds.cache == nil {
 			m.eds.cache, m.eds.updated = map[string]*config.EndpointResource{}, map[string]time.Time{}
 		}
+		// A state-of-the-world server resends every assignment asked for with each
+		// version; one that did not change leaves the host sets alone (Envoy:
+		// update_no_rebuild), though it counts as a success.
+		same := m.eds.cache[r.Name] != nil && proto.Equal(m.eds.cache[r.Name].Message(), r.Message())
 		m.eds.cache[r.Name] = r
 		m.eds.updated[r.Name] = time.Now()
 		for _, t := range ts {
@@ -362,7 +367,9 @@ func (m *Manager) applyEndpointUpdate(u *config.EndpointUpdate) error {
 				st.empty.Inc()
 			}
 			st.version.Set(versionHash(r.Version))
-			setEndpoints(t.c, r.Endpoints)
+			if !same || t.warming != nil {
+				setEndpoints(t.c, r.Endpoints)
+			}
 			if t.warming != nil && m.eds.warming[t.name] == t.warming {
 				if t.warming.timer != nil {
 					t.warming.timer.Stop()

@@ -170,6 +170,17 @@ func TestEDS(t *testing.T) {
 		t.Fatalf("web hosts after a response without it %v", got)
 	}
 
+	// The same assignment again (a state-of-the-world resend) leaves the hosts alone.
+	watch := srv.Cluster("static_eds").WatchHosts()
+	if err := eds("e3-again", claJSON("svc", 9001)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-watch:
+		t.Fatal("an unchanged assignment replaced the host set")
+	default:
+	}
+
 	// A new version of web gets the kept assignment at once, without warming.
 	cds("2", strings.Replace(edsClusterJSON("web", "web-svc", "0s"), `"1s"`, `"2s"`, 1))
 	if web2 := srv.Cluster("web"); web2 == web1 || !slices.Equal(ports(web2), []int{9101}) || m.warmingCount() != 0 {
