@@ -548,7 +548,9 @@ func TestDeltaMalformedUnknownAndUnsubscribed(t *testing.T) {
 		}}
 	addr := startFake(t, f)
 	rec := &recorder{}
-	c := deltaClient(t, addr, rec.handle, Options{Types: []string{ListenerType, EndpointType}})
+	// The second malformed LDS response comes right after the first's NACK:
+	// it is held NackDelay, then NACKed.
+	c := deltaClient(t, addr, rec.handle, Options{Types: []string{ListenerType, EndpointType}, NackDelay: 50 * time.Millisecond})
 	next := func() *discoveryv3.DeltaDiscoveryRequest {
 		t.Helper()
 		select {
@@ -612,4 +614,20 @@ func TestDeltaHandlerPanicNACKs(t *testing.T) {
 	if s := c.Stats().Types[ClusterType]; s.UpdateRejected != 1 || s.Version != "" {
 		t.Fatalf("CDS stats %+v", s)
 	}
+}
+
+func TestDeltaRateLimitedRequestsAllGoOut(t *testing.T) {
+	checkGoroutines(t)
+	m := newMgmt(t, false)
+	m.set(t, "v1", resources([]string{"c1"}, []string{"l1"}))
+	rec := &recorder{}
+	// One token: the LDS request and both ACKs wait for refills.
+	c := deltaClient(t, m.addr, rec.handle, Options{RateLimit: &RateLimit{MaxTokens: 1, FillRate: 20}})
+	eventually(t, "CDS and LDS ACKed", func() bool {
+		s := c.Stats().Types
+		return s[ClusterType].Version == "v1" && s[ListenerType].Version == "v1" &&
+			m.findDeltaRequest(func(r *discoveryv3.DeltaDiscoveryRequest) bool {
+				return r.TypeUrl == ListenerType && r.ResponseNonce != ""
+			}) != nil
+	})
 }
