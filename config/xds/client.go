@@ -129,7 +129,7 @@ type RateLimit struct {
 // Options configure a Client.
 type Options struct {
 	Target string       // host:port of the management server
-	Node   *corev3.Node // sent on the first request of each stream
+	Node   *corev3.Node // sent on the first request of each stream (see NodeOnEveryRequest)
 	// NodeOnEveryRequest puts Node on every request, not only on each
 	// stream's first: Envoy's set_node_on_first_message_only false (Envoy's
 	// default). false keeps the node on the first request only.
@@ -157,7 +157,8 @@ type Options struct {
 // response the type's whole held set (version is then system_version_info).
 // It is called on the client's goroutine, in arrival order. nil ACKs the
 // version; an error NACKs it and its text becomes the NACK's error_detail
-// message. It may call Subscribe.
+// message. It may call Subscribe. It must not modify the resources: in delta
+// they are the client's held copies, handed again on later calls.
 type Handler func(typeURL, version string, resources []*anypb.Any) error
 
 // TypeStats are Envoy's per-subscription counters.
@@ -165,7 +166,7 @@ type TypeStats struct {
 	UpdateAttempt  uint64 // responses handled
 	UpdateSuccess  uint64 // ACKed
 	UpdateRejected uint64 // NACKed
-	Version        string // last accepted version_info
+	Version        string // last accepted version_info (delta: system_version_info)
 	LastNackDetail string // error_detail of the last NACK
 }
 
