@@ -369,18 +369,30 @@ func TestDeltaNACKThenFix(t *testing.T) {
 func TestDeltaReconnectSendsInitialResourceVersions(t *testing.T) {
 	checkGoroutines(t)
 	m := newMgmt(t, false)
-	m.set(t, "v1", resources([]string{"c1"}, []string{"l1"}))
+	snap := func(listeners ...string) map[resource.Type][]types.Resource {
+		res := resources([]string{"c1"}, listeners)
+		res[resource.EndpointType] = []types.Resource{&endpointv3.ClusterLoadAssignment{ClusterName: "c1"}}
+		return res
+	}
+	m.set(t, "v1", snap("l1"))
 	rec := &recorder{}
+	var c *Client
+	rec.then = func(typ, _ string) {
+		if typ == ClusterType {
+			c.Subscribe(EndpointType, []string{"c1"})
+		}
+	}
 	var mu sync.Mutex
 	backoffs := 0
-	c := deltaClient(t, m.addr, rec.handle, Options{Backoff: fastBackoff(&backoffs, &mu)})
-	eventually(t, "v1", func() bool { return rec.sawSet(ListenerType, "v1", "l1") && rec.sawSet(ClusterType, "v1", "c1") })
-	var l1Version string
+	c = deltaClient(t, m.addr, rec.handle, Options{Types: []string{ClusterType, EndpointType, ListenerType},
+		Backoff: fastBackoff(&backoffs, &mu)})
+	eventually(t, "v1", func() bool {
+		return rec.sawSet(ListenerType, "v1", "l1") && rec.sawSet(ClusterType, "v1", "c1") && rec.sawSet(EndpointType, "v1", "c1")
+	})
+	versions := map[string]string{} // resource name → the version the server sent
 	for _, r := range m.deltaResponses() {
 		for _, res := range r.r.Resources {
-			if res.Name == "l1" {
-				l1Version = res.Version
-			}
+			versions[res.Name] = res.Version
 		}
 	}
 
@@ -388,32 +400,36 @@ func TestDeltaReconnectSendsInitialResourceVersions(t *testing.T) {
 	eventually(t, "connected_state false", func() bool { return !c.Stats().ConnectedState })
 	eventually(t, "back-off attempts", func() bool { mu.Lock(); defer mu.Unlock(); return backoffs >= 2 })
 	beforeReq, beforeRsp := len(m.deltaRequests()), len(m.deltaResponses())
-	m.set(t, "v2", resources([]string{"c1"}, []string{"l1", "l2"}))
+	m.set(t, "v2", snap("l1", "l2"))
 	m.start()
 
 	eventually(t, "LDS v2 after restart", func() bool { return rec.sawSet(ListenerType, "v2", "l1", "l2") })
 	eventually(t, "connected_state true", func() bool { return c.Stats().ConnectedState })
 	after := m.deltaRequests()[beforeReq:]
-	if len(after) < 2 {
+	if len(after) < 3 {
+		m.logDelta(t)
 		t.Fatalf("requests after restart: %v", after)
 	}
-	first := after[0].r
-	if first.TypeUrl != ClusterType || first.ResponseNonce != "" || first.GetNode().GetId() != "node-1" ||
-		!slices.Equal(first.ResourceNamesSubscribe, []string{"*"}) || len(first.InitialResourceVersions) != 1 || first.InitialResourceVersions["c1"] == "" {
-		m.logDelta(t)
-		t.Fatalf("first request on the new stream %v: want CDS, no nonce, the node, \"*\", c1's version", first)
-	}
-	lds := after[1].r
-	if lds.TypeUrl != ListenerType || lds.Node != nil || !slices.Equal(lds.ResourceNamesSubscribe, []string{"*"}) ||
-		!maps.Equal(lds.InitialResourceVersions, map[string]string{"l1": l1Version}) {
-		m.logDelta(t)
-		t.Fatalf("LDS request on the new stream %v: want \"*\", initial_resource_versions {l1: %s}, no node", lds, l1Version)
+	// The new stream's first three requests, in Options.Types order: the
+	// whole subscription ("*" now, not the legacy empty wildcard) and the
+	// held versions; the node on the first only; no nonce.
+	for i, w := range []struct {
+		typ, name string
+		sub       []string
+	}{{ClusterType, "c1", []string{"*"}}, {EndpointType, "c1", []string{"c1"}}, {ListenerType, "l1", []string{"*"}}} {
+		r := after[i].r
+		if r.TypeUrl != w.typ || r.ResponseNonce != "" || (r.GetNode().GetId() == "node-1") != (i == 0) ||
+			!slices.Equal(r.ResourceNamesSubscribe, w.sub) || !maps.Equal(r.InitialResourceVersions, map[string]string{w.name: versions[w.name]}) {
+			m.logDelta(t)
+			t.Fatalf("request %d on the new stream %v: want %s, subscribe %q, initial_resource_versions {%s: %s}",
+				i, r, w.typ, w.sub, w.name, versions[w.name])
+		}
 	}
 	// The server sent only what the client lacked.
 	for _, r := range m.deltaResponses()[beforeRsp:] {
-		if r.r.TypeUrl == ListenerType && len(r.r.Resources) > 0 && !slices.Equal(rspNames(r.r), []string{"l2"}) {
+		if len(r.r.Resources) > 0 && !slices.Equal(rspNames(r.r), []string{"l2"}) {
 			m.logDelta(t)
-			t.Fatalf("LDS response after restart %v: want l2 alone", rspNames(r.r))
+			t.Fatalf("%s response after restart %v: want l2 alone", r.r.TypeUrl, rspNames(r.r))
 		}
 	}
 }
@@ -451,33 +467,62 @@ func TestNodeOnEveryRequest(t *testing.T) {
 	}
 }
 
-// fakeDelta answers each delta request with what respond returns, for what
-// a real control plane would not send.
+// fakeDelta answers each delta request with what respond returns, and sends
+// what the test pushes, for what a real control plane would not send.
 type fakeDelta struct {
 	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
 	respond func(n int, r *discoveryv3.DeltaDiscoveryRequest) []*discoveryv3.DeltaDiscoveryResponse
 	reqs    chan *discoveryv3.DeltaDiscoveryRequest // if not nil, every request, until full
+	push    chan *discoveryv3.DeltaDiscoveryResponse
 }
 
 func (f *fakeDelta) DeltaAggregatedResources(s grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
-	nonce := 0
-	for n := 0; ; n++ {
-		r, err := s.Recv()
-		if err != nil {
-			return err
-		}
-		if f.reqs != nil {
+	type recv struct {
+		r   *discoveryv3.DeltaDiscoveryRequest
+		err error
+	}
+	in := make(chan recv)
+	go func() { // ends with the stream: Recv fails once the handler returns
+		for {
+			r, err := s.Recv()
 			select {
-			case f.reqs <- r:
-			default:
+			case in <- recv{r, err}:
+			case <-s.Context().Done():
+				return
+			}
+			if err != nil {
+				return
 			}
 		}
-		for _, rsp := range f.respond(n, r) {
-			nonce++
-			rsp.Nonce = strconv.Itoa(nonce)
-			if err := s.Send(rsp); err != nil {
+	}()
+	nonce := 0
+	send := func(rsp *discoveryv3.DeltaDiscoveryResponse) error {
+		nonce++
+		rsp.Nonce = strconv.Itoa(nonce)
+		return s.Send(rsp)
+	}
+	for n := 0; ; {
+		select {
+		case rsp := <-f.push:
+			if err := send(rsp); err != nil {
 				return err
 			}
+		case got := <-in:
+			if got.err != nil {
+				return got.err
+			}
+			if f.reqs != nil {
+				select {
+				case f.reqs <- got.r:
+				default:
+				}
+			}
+			for _, rsp := range f.respond(n, got.r) {
+				if err := send(rsp); err != nil {
+					return err
+				}
+			}
+			n++
 		}
 	}
 }
@@ -630,4 +675,97 @@ func TestDeltaRateLimitedRequestsAllGoOut(t *testing.T) {
 				return r.TypeUrl == ListenerType && r.ResponseNonce != ""
 			}) != nil
 	})
+}
+
+func TestDeltaHeldResendSupersededByAChange(t *testing.T) {
+	checkGoroutines(t)
+	bad, good := anyOf(t, lis("l1", "bad")), anyOf(t, lis("l1", ""))
+	badRsp := func() []*discoveryv3.DeltaDiscoveryResponse {
+		return []*discoveryv3.DeltaDiscoveryResponse{{TypeUrl: ListenerType, SystemVersionInfo: "v1",
+			Resources: []*discoveryv3.Resource{{Name: "l1", Version: "1", Resource: bad}}}}
+	}
+	f := &fakeDelta{push: make(chan *discoveryv3.DeltaDiscoveryResponse),
+		respond: func(_ int, r *discoveryv3.DeltaDiscoveryRequest) []*discoveryv3.DeltaDiscoveryResponse {
+			if r.ResponseNonce == "" || r.ErrorDetail != nil {
+				return badRsp() // the initial request and every NACK
+			}
+			return nil
+		}}
+	addr := startFake(t, f)
+	rec := &recorder{}
+	h := func(typ, version string, res []*anypb.Any) error {
+		if err := rec.handle(typ, version, res); err != nil {
+			return err
+		}
+		return rejectBad(res)
+	}
+	// A NackDelay far beyond the test's bound: the re-sent l1 stays held.
+	c := deltaClient(t, addr, h, Options{Types: []string{ListenerType}, NackDelay: time.Hour})
+	eventually(t, "first NACK", func() bool { return c.Stats().Types[ListenerType].UpdateRejected == 1 })
+	// The fixed l1 is a change: handled at once, and the held re-send dropped.
+	f.push <- &discoveryv3.DeltaDiscoveryResponse{TypeUrl: ListenerType, SystemVersionInfo: "v2",
+		Resources: []*discoveryv3.Resource{{Name: "l1", Version: "2", Resource: good}}}
+	eventually(t, "LDS v2", func() bool { return c.Stats().Types[ListenerType].Version == "v2" })
+	if n := rec.count(ListenerType, "v1"); n != 1 {
+		t.Fatalf("the re-sent v1 was handled %d times, want once (the re-send held, then superseded)", n)
+	}
+	if s := c.Stats().Types[ListenerType]; s.UpdateAttempt != 2 || s.UpdateRejected != 1 {
+		t.Fatalf("LDS stats %+v", s)
+	}
+}
+
+func TestDeltaSubscribeFromManyGoroutines(t *testing.T) {
+	checkGoroutines(t)
+	m := newMgmt(t, false)
+	cla := func(i, prio int) *endpointv3.ClusterLoadAssignment {
+		return &endpointv3.ClusterLoadAssignment{ClusterName: fmt.Sprintf("c%d", i),
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{Priority: uint32(prio)}}}
+	}
+	set := func(version string, prio int) {
+		var r []types.Resource
+		for i := 0; i < 8; i++ {
+			r = append(r, cla(i, prio))
+		}
+		m.set(t, version, map[resource.Type][]types.Resource{resource.EndpointType: r})
+	}
+	set("v1", 0)
+	rec := &recorder{}
+	c := deltaClient(t, m.addr, rec.handle, Options{Types: []string{ClusterType, EndpointType}})
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				c.Subscribe(EndpointType, []string{fmt.Sprintf("c%d", g), fmt.Sprintf("c%d", i%8)})
+			}
+		}()
+	}
+	wg.Wait()
+	c.Subscribe(EndpointType, []string{"c3", "c5"})
+	// However the deltas interleaved, replaying them must end on [c3 c5],
+	// and the server must agree: every resource changes in v2 and the
+	// handler sees those two.
+	replay := func() []string {
+		sub := map[string]bool{}
+		for _, r := range m.deltaRequests() {
+			if r.r.TypeUrl != EndpointType {
+				continue
+			}
+			for _, n := range r.r.ResourceNamesSubscribe {
+				sub[n] = true
+			}
+			for _, n := range r.r.ResourceNamesUnsubscribe {
+				if !sub[n] {
+					t.Errorf("unsubscribed %s, not subscribed", n)
+				}
+				delete(sub, n)
+			}
+		}
+		return slices.Sorted(maps.Keys(sub))
+	}
+	eventually(t, "the deltas adding up to [c3 c5]", func() bool { return slices.Equal(replay(), []string{"c3", "c5"}) })
+	t.Logf("%d EDS requests for 201 Subscribe calls", len(slices.DeleteFunc(m.deltaRequests(), func(r deltaReq) bool { return r.r.TypeUrl != EndpointType })))
+	set("v2", 1)
+	eventually(t, "EDS v2 [c3 c5]", func() bool { return rec.sawSet(EndpointType, "v2", "c3", "c5") })
 }
