@@ -503,6 +503,8 @@ func (f *fakeDelta) DeltaAggregatedResources(s grpc.BidiStreamingServer[discover
 	}
 	for n := 0; ; {
 		select {
+		case <-s.Context().Done():
+			return s.Context().Err()
 		case rsp := <-f.push:
 			if err := send(rsp); err != nil {
 				return err
