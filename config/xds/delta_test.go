@@ -771,3 +771,69 @@ func TestDeltaSubscribeFromManyGoroutines(t *testing.T) {
 	set("v2", 1)
 	eventually(t, "EDS v2 [c3 c5]", func() bool { return rec.sawSet(EndpointType, "v2", "c3", "c5") })
 }
+
+// TestDeltaRequestBuilding drives the request builder directly through the
+// subscription changes no server needs to see: a change undone before it
+// was sent, an ACK with no change, and a new stream's restatement.
+func TestDeltaRequestBuilding(t *testing.T) {
+	c := New(Options{Types: []string{EndpointType, ListenerType}, Node: node()}, nil)
+	p := &delta{c: c}
+	q := &sendQueue{}
+	p.begin(q)
+	if !slices.Equal(q.order, []string{ListenerType}) {
+		t.Fatalf("queued on a new stream: %v, want LDS alone (EDS has no names)", q.order)
+	}
+	type want struct{ sub, unsub []string }
+	check := func(what string, typ string, w *want) {
+		t.Helper()
+		r := p.build(typ)
+		switch {
+		case w == nil && r != nil:
+			t.Fatalf("%s: request %v, want none", what, r)
+		case w != nil && r == nil:
+			t.Fatalf("%s: no request", what)
+		case w != nil && (!slices.Equal(r.ResourceNamesSubscribe, w.sub) || !slices.Equal(r.ResourceNamesUnsubscribe, w.unsub)):
+			t.Fatalf("%s: subscribe %q unsubscribe %q, want %q %q", what, r.ResourceNamesSubscribe, r.ResourceNamesUnsubscribe, w.sub, w.unsub)
+		}
+	}
+	check("first LDS", ListenerType, &want{})
+	check("EDS with no names", EndpointType, nil)
+	c.Subscribe(EndpointType, []string{"b", "a"})
+	check("EDS [a b]", EndpointType, &want{sub: []string{"a", "b"}})
+	c.Subscribe(EndpointType, []string{"b", "c"})
+	check("EDS [b c]", EndpointType, &want{sub: []string{"c"}, unsub: []string{"a"}})
+	c.Subscribe(EndpointType, []string{"b", "c", "d"})
+	c.Subscribe(EndpointType, []string{"b", "c"})
+	check("EDS changed and changed back", EndpointType, nil)
+
+	// A response: held, ACKed with the nonce alone.
+	cla, err := anypb.New(&endpointv3.ClusterLoadAssignment{ClusterName: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.h = func(string, string, []*anypb.Any) error { return nil }
+	p.response(q, &discoveryv3.DeltaDiscoveryResponse{TypeUrl: EndpointType, SystemVersionInfo: "v1", Nonce: "n1",
+		Resources: []*discoveryv3.Resource{{Name: "b", Version: "1", Resource: cla}, {Name: "x", Version: "1", Resource: cla}}}) // x: not asked for
+	if r := p.build(EndpointType); r == nil || r.ResponseNonce != "n1" || r.ErrorDetail != nil || len(r.ResourceNamesSubscribe)+len(r.ResourceNamesUnsubscribe) != 0 {
+		t.Fatalf("ACK %v: want the nonce alone", r)
+	}
+
+	// A new stream restates everything: the explicit wildcard now, and the
+	// held versions (b only: x was not subscribed).
+	q = &sendQueue{}
+	p.begin(q)
+	if !slices.Equal(q.order, []string{EndpointType, ListenerType}) {
+		t.Fatalf("queued on the second stream: %v", q.order)
+	}
+	r := p.build(EndpointType)
+	if !slices.Equal(r.ResourceNamesSubscribe, []string{"b", "c"}) || !maps.Equal(r.InitialResourceVersions, map[string]string{"b": "1"}) || r.ResponseNonce != "" {
+		t.Fatalf("EDS on the second stream %v", r)
+	}
+	check("LDS on the second stream", ListenerType, &want{sub: []string{"*"}})
+	// Unsubscribing b forgets it: a third stream announces nothing held.
+	c.Subscribe(EndpointType, []string{"c"})
+	p.begin(q)
+	if r := p.build(EndpointType); len(r.InitialResourceVersions) != 0 || !slices.Equal(r.ResourceNamesSubscribe, []string{"c"}) {
+		t.Fatalf("EDS on the third stream %v", r)
+	}
+}
