@@ -45,7 +45,9 @@ type deltaType struct {
 	// first is the legacy wildcard (no names); later streams say "*".
 	announced bool
 	ack       *deltaAck
-	pending   *discoveryv3.DeltaDiscoveryResponse // held after a NACK; t.pendingAt is when it is due
+	// pending is a re-send of what was NACKed, waiting out NackDelay until
+	// t.pendingAt.
+	pending *discoveryv3.DeltaDiscoveryResponse
 }
 
 // want is the subscription t asks for now, in the form of sent.
