@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -41,13 +43,20 @@ type xdsCP struct {
 	gs      *grpc.Server
 	cancel  context.CancelFunc
 	done    chan struct{}
+	tls     *tls.Config // nil: plaintext
 }
 
 // startXDSServer starts a management server on a free loopback port; it stops with the
 // test.
 func startXDSServer(t *testing.T) *xdsCP {
 	t.Helper()
-	cp := &xdsCP{t: t, cache: cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil), addr: "127.0.0.1:0",
+	return startXDSServerTLS(t, nil)
+}
+
+// startXDSServerTLS is startXDSServer over TLS with cfg (nil: plaintext).
+func startXDSServerTLS(t *testing.T, cfg *tls.Config) *xdsCP {
+	t.Helper()
+	cp := &xdsCP{t: t, tls: cfg, cache: cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil), addr: "127.0.0.1:0",
 		streams: map[int64]string{}, acked: map[string]map[string]string{},
 		nacked: map[string]map[string]string{}, nodes: map[string]*corev3.Node{}}
 	cp.start()
@@ -104,7 +113,11 @@ func (cp *xdsCP) start() {
 		},
 	}
 	srv := serverv3.NewServer(ctx, cp.cache, cb)
-	gs := grpc.NewServer()
+	var opts []grpc.ServerOption
+	if cp.tls != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cp.tls)))
+	}
+	gs := grpc.NewServer(opts...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, srv)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = gs.Serve(ln) }()
@@ -216,6 +229,13 @@ static_resources:
     load_assignment:
       cluster_name: xds_cluster
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{.CP}}}}}}]}]
+{{- if .XDSTLS}}
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+{{.XDSTLS}}
+{{- end}}
 {{.Extra}}
 admin:
   address: {socket_address: {address: 127.0.0.1, port_value: {{.Admin}}}}
@@ -229,6 +249,9 @@ type xdsBoot struct {
 	Delta   bool
 	Timeout string // initial_fetch_timeout, "" for Envoy's default
 	Extra   string
+	// XDSTLS is the xds_cluster's UpstreamTlsContext fields (YAML indented 8 spaces);
+	// empty: plaintext.
+	XDSTLS string
 }
 
 // startXDSProxy starts a portico whose resources come from cp, as node; it returns once

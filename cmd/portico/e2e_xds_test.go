@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -14,6 +15,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/portico-proxy/portico/internal/testpki"
 )
 
 // loadLoop opens new connections to each port in turn, on a bounded schedule, until
@@ -255,4 +258,48 @@ func TestXDSInPlaceChainUpdate(t *testing.T) {
 	if s := <-stableC; s.err != nil {
 		t.Fatalf("the unchanged chain's connection broke: %v", s.err)
 	}
+}
+
+// TestXDSOverTLS: the management server's cluster has a transport_socket; the stream runs
+// over TLS with the cluster's trusted CA, SNI and the h2 ALPN gRPC servers require.
+func TestXDSOverTLS(t *testing.T) {
+	pki := newTLSDownPKI(t)
+	leaf := pki.leaf(testpki.ECDSA, "xds", "xds.example")
+	cp := startXDSServerTLS(t, &tls.Config{Certificates: []tls.Certificate{leaf.TLS}})
+	a := named(t, "A")
+	port := freePort(t)
+	cp.set(t, "v1", map[resource.Type][]types.Resource{
+		resource.ClusterType:  {staticCluster("backend", a)},
+		resource.ListenerType: {tcpListener(t, "web", port, "backend")},
+	}, "proxy-1")
+	tlsCtx := fmt.Sprintf(`        sni: xds.example
+        common_tls_context:
+          validation_context:
+            trusted_ca: {filename: %s}
+            match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: xds.example}}]`, pki.CAFile)
+	startXDSProxy(t, cp, xdsBoot{Node: "proxy-1", XDSTLS: tlsCtx})
+	cp.waitACK(t, "v1", []string{cdsType, ldsType}, "proxy-1")
+	if s, err := dialRead(port); s != "A" {
+		t.Fatalf("got %q, %v; want A", s, err)
+	}
+
+	// A server whose certificate the CA did not sign is not talked to.
+	other, err := testpki.NewCA("another CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := other.Issue(testpki.ECDSA, "xds.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp2 := startXDSServerTLS(t, &tls.Config{Certificates: []tls.Certificate{bad.TLS}})
+	cp2.set(t, "v1", map[resource.Type][]types.Resource{resource.ListenerType: {tcpListener(t, "web", freePort(t), "backend")}}, "proxy-2")
+	b := xdsBoot{Node: "proxy-2", XDSTLS: tlsCtx, Timeout: "1s", CP: cp2.port(), Admin: freePort(t)}
+	p := startPortico(t, fmt.Sprintf("127.0.0.1:%d", b.Admin), "-c", writeConfig(t, xdsBootstrapTmpl, b))
+	if n := p.stats(t)["listener_manager.total_listeners_active"]; n != 0 || cp2.ackedVersion("proxy-2", ldsType) != "" {
+		t.Fatalf("a server with an untrusted certificate configured %v listeners", n)
+	}
+	eventually(t, "the TLS failure in the log", func() bool {
+		return strings.Contains(p.stderr.String(), "certificate signed by unknown authority") || strings.Contains(p.stderr.String(), "unknown authority")
+	})
 }
