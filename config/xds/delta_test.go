@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -118,7 +119,9 @@ func (r *recorder) sawSet(typ, version string, names ...string) bool {
 	return false
 }
 
-func deltaClient(t *testing.T, addr string, h Handler, o Options) *Client {
+// newDeltaClient is a delta client of addr, not running yet (so a handler
+// that calls Subscribe can see the variable it is assigned to).
+func newDeltaClient(addr string, h Handler, o Options) *Client {
 	o.Target, o.Delta = addr, true
 	if o.Node == nil {
 		o.Node = node()
@@ -126,7 +129,12 @@ func deltaClient(t *testing.T, addr string, h Handler, o Options) *Client {
 	if o.Types == nil {
 		o.Types = []string{ClusterType, ListenerType}
 	}
-	c := New(o, h)
+	return New(o, h)
+}
+
+// deltaClient runs a delta client of addr until the test ends.
+func deltaClient(t *testing.T, addr string, h Handler, o Options) *Client {
+	c := newDeltaClient(addr, h, o)
 	runClient(t, c)
 	return c
 }
@@ -221,7 +229,8 @@ func TestDeltaSubscribeEDSByNameAndUnsubscribe(t *testing.T) {
 			c.Subscribe(EndpointType, []string{"c1"})
 		}
 	}
-	c = deltaClient(t, m.addr, rec.handle, Options{Types: []string{ClusterType, EndpointType}})
+	c = newDeltaClient(m.addr, rec.handle, Options{Types: []string{ClusterType, EndpointType}})
+	runClient(t, c)
 
 	eventually(t, "EDS [c1]", func() bool { return rec.sawSet(EndpointType, "v1", "c1") })
 	if r := m.findDeltaRequest(func(r *discoveryv3.DeltaDiscoveryRequest) bool { return r.TypeUrl == EndpointType }); r == nil ||
@@ -384,8 +393,9 @@ func TestDeltaReconnectSendsInitialResourceVersions(t *testing.T) {
 	}
 	var mu sync.Mutex
 	backoffs := 0
-	c = deltaClient(t, m.addr, rec.handle, Options{Types: []string{ClusterType, EndpointType, ListenerType},
+	c = newDeltaClient(m.addr, rec.handle, Options{Types: []string{ClusterType, EndpointType, ListenerType},
 		Backoff: fastBackoff(&backoffs, &mu)})
+	runClient(t, c)
 	eventually(t, "v1", func() bool {
 		return rec.sawSet(ListenerType, "v1", "l1") && rec.sawSet(ClusterType, "v1", "c1") && rec.sawSet(EndpointType, "v1", "c1")
 	})
@@ -686,8 +696,12 @@ func TestDeltaHeldResendSupersededByAChange(t *testing.T) {
 		return []*discoveryv3.DeltaDiscoveryResponse{{TypeUrl: ListenerType, SystemVersionInfo: "v1",
 			Resources: []*discoveryv3.Resource{{Name: "l1", Version: "1", Resource: bad}}}}
 	}
+	var resent atomic.Int32
 	f := &fakeDelta{push: make(chan *discoveryv3.DeltaDiscoveryResponse),
 		respond: func(_ int, r *discoveryv3.DeltaDiscoveryRequest) []*discoveryv3.DeltaDiscoveryResponse {
+			if r.ErrorDetail != nil {
+				resent.Add(1)
+			}
 			if r.ResponseNonce == "" || r.ErrorDetail != nil {
 				return badRsp() // the initial request and every NACK
 			}
@@ -703,7 +717,9 @@ func TestDeltaHeldResendSupersededByAChange(t *testing.T) {
 	}
 	// A NackDelay far beyond the test's bound: the re-sent l1 stays held.
 	c := deltaClient(t, addr, h, Options{Types: []string{ListenerType}, NackDelay: time.Hour})
-	eventually(t, "first NACK", func() bool { return c.Stats().Types[ListenerType].UpdateRejected == 1 })
+	// The re-send goes out before the push below (one server loop, one
+	// stream), so it reaches the client first and is held.
+	eventually(t, "the NACK answered with a re-send", func() bool { return resent.Load() == 1 })
 	// The fixed l1 is a change: handled at once, and the held re-send dropped.
 	f.push <- &discoveryv3.DeltaDiscoveryResponse{TypeUrl: ListenerType, SystemVersionInfo: "v2",
 		Resources: []*discoveryv3.Resource{{Name: "l1", Version: "2", Resource: good}}}
