@@ -80,22 +80,25 @@ func (m *Manager) edsStatsLocked(name string) *edsStats {
 	return st
 }
 
-// staticEDS is the eds_config of the first static EDS cluster; nil without one.
-func (m *Manager) staticEDS() *config.XDSSubscription {
-	for _, r := range m.cfg.StaticClusters {
-		if r.EDS != nil && r.EDS.Source != nil {
-			return r.EDS.Source
+// edsSource is the eds_config of the first EDS cluster there is before any xDS
+// response (static, or from a CDS file); nil without one.
+func (m *Manager) edsSource() *config.XDSSubscription {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, ts := range m.edsTargetsLocked() {
+		for _, t := range ts {
+			if t.src != nil {
+				return t.src
+			}
 		}
 	}
 	return nil
 }
 
-// startEDS subscribes to the static EDS clusters' assignments (the CDS ones are
-// requested as CDS brings them). Their server is the ADS one (config checks it).
+// startEDS subscribes to the assignments of the EDS clusters there are before any xDS
+// response: static ones, and those of a CDS file (CDS over xDS brings its own and
+// resubscribes). Their server is the ADS one (config checks it).
 func (m *Manager) startEDS() error {
-	if m.staticEDS() == nil {
-		return nil
-	}
 	m.mu.Lock()
 	for _, r := range m.cfg.StaticClusters {
 		if r.EDS != nil {
@@ -103,10 +106,20 @@ func (m *Manager) startEDS() error {
 		}
 	}
 	m.mu.Unlock()
-	if _, err := m.xdsClientFor(m.cfg.ADS, xds.EndpointType); err != nil {
-		return err
+	return m.syncEDS()
+}
+
+// syncEDS makes the ADS stream request the service names the EDS clusters need now,
+// starting the stream if nothing else did (EDS clusters of a CDS file, with LDS and CDS
+// not over xDS).
+func (m *Manager) syncEDS() error {
+	names := m.endpointNames()
+	if len(names) > 0 && m.cfg.ADS != nil && m.xds.clients != nil {
+		if _, err := m.xdsClientFor(m.cfg.ADS, xds.EndpointType); err != nil {
+			return err
+		}
 	}
-	m.resubscribe(xds.EndpointType, m.endpointNames())
+	m.resubscribe(xds.EndpointType, names)
 	return nil
 }
 
@@ -115,6 +128,7 @@ type edsTarget struct {
 	name    string
 	c       *engine.Cluster
 	warming *warmingCluster // set when it is a warming CDS version
+	src     *config.XDSSubscription
 }
 
 // edsTargetsLocked lists the EDS clusters by service name: static, CDS, warming.
@@ -122,7 +136,7 @@ func (m *Manager) edsTargetsLocked() map[string][]edsTarget {
 	out := map[string][]edsTarget{}
 	add := func(r *config.ClusterResource, w *warmingCluster) {
 		if r.EDS != nil {
-			out[r.EDS.ServiceName] = append(out[r.EDS.ServiceName], edsTarget{name: r.Name, c: r.Cluster, warming: w})
+			out[r.EDS.ServiceName] = append(out[r.EDS.ServiceName], edsTarget{name: r.Name, c: r.Cluster, warming: w, src: r.EDS.Source})
 		}
 	}
 	for _, r := range m.cfg.StaticClusters {
@@ -271,10 +285,7 @@ func (m *Manager) warmTimeout(w *warmingCluster) {
 
 // warmedOut follows the publication of warmed versions: the versions they replaced may
 // have been the last to need a service name, whose kept assignment and request go.
-func (m *Manager) warmedOut() {
-	m.edsClustersChanged()
-	m.resubscribe(xds.EndpointType, m.endpointNames())
-}
+func (m *Manager) warmedOut() { m.edsClustersChanged() }
 
 // publishWarmed publishes a cluster version that warmed.
 func (m *Manager) publishWarmed(prev, r *config.ClusterResource) {
@@ -297,8 +308,16 @@ func (m *Manager) post(fn func()) {
 }
 
 // edsClustersChanged, after a CDS update, drops the EDS stats of the clusters gone and
-// the kept assignments no cluster needs any more (the next request no longer names them).
+// the kept assignments no cluster needs any more, and requests what the clusters need
+// now (a CDS file's update too: xds.go's resubscribe follows CDS over xDS only).
 func (m *Manager) edsClustersChanged() {
+	m.edsPrune()
+	if err := m.syncEDS(); err != nil {
+		m.log.Error("eds: cannot subscribe to the EDS clusters' endpoints", "err", err)
+	}
+}
+
+func (m *Manager) edsPrune() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	targets := m.edsTargetsLocked()

@@ -78,7 +78,8 @@ var xdsTypes = []string{xds.ClusterType, xds.EndpointType, xds.ListenerType, xds
 
 // HasXDS reports whether the configuration subscribes to a management server.
 func (m *Manager) HasXDS() bool {
-	return m.cfg.LDSXDS != nil || m.cfg.CDSXDS != nil || m.staticEDS() != nil // eds.go
+	// ads_config alone: EDS clusters (static, or of a CDS file) subscribe on its stream.
+	return m.cfg.LDSXDS != nil || m.cfg.CDSXDS != nil || m.cfg.ADS != nil
 }
 
 // StartXDS starts the subscriptions to management servers (none without them) and the
@@ -112,7 +113,7 @@ func (m *Manager) StartXDS(version string) error {
 			return err
 		}
 	}
-	return m.startEDS() // eds.go: the static EDS clusters' endpoints
+	return m.startEDS() // eds.go: the endpoints of the EDS clusters there are already
 }
 
 // serverKey tells management servers apart: ADS is one stream for every type; each
@@ -320,7 +321,7 @@ func (m *Manager) WaitInitial() []string {
 	if s := m.cfg.CDSXDS; s != nil {
 		wait(xds.ClusterType, s.InitialFetchTimeout)
 		wait(xds.EndpointType, s.InitialFetchTimeout)
-	} else if s := m.staticEDS(); s != nil { // eds.go: static EDS clusters only
+	} else if s := m.edsSource(); s != nil { // eds.go: static EDS clusters, or a CDS file's
 		wait(xds.EndpointType, s.InitialFetchTimeout)
 	}
 	if s := m.cfg.LDSXDS; s != nil {

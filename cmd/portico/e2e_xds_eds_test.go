@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -179,5 +181,91 @@ func TestXDSEDS(t *testing.T) {
 		if strings.HasPrefix(k, "cluster.web.update_") || strings.HasPrefix(k, "cluster.static_eds.update_") {
 			t.Logf("%s: %v", k, v)
 		}
+	}
+}
+
+// edsFileBootstrap has ads_config for LDS and EDS, and CDS from the file cds.
+const edsFileBootstrap = `
+node: {id: {{.Node}}, cluster: fleet}
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    grpc_services: [{envoy_grpc: {cluster_name: xds_cluster}}]
+  lds_config: {ads: {}, resource_api_version: V3}
+  cds_config: {path_config_source: {path: {{.CDS}}}, resource_api_version: V3}
+static_resources:
+  clusters:
+  - name: xds_cluster
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+    load_assignment: {cluster_name: xds_cluster, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{.CP}}}}}}]}]}
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: {{.Admin}}}}
+`
+
+// edsFileCDS is a CDS file with one EDS cluster, filec, taking service's endpoints.
+func edsFileCDS(version, service string) string {
+	return fmt.Sprintf(`version_info: %q
+resources:
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: filec
+  type: EDS
+  connect_timeout: 1s
+  eds_cluster_config: {service_name: %s, eds_config: {ads: {}, resource_api_version: V3}}
+`, version, service)
+}
+
+// TestXDSEDSClustersFromFile: EDS clusters of a CDS file take their endpoints over the
+// ADS stream that LDS uses, and a new version of the file that names another service
+// subscribes to it.
+func TestXDSEDSClustersFromFile(t *testing.T) {
+	cp := startXDSServer(t)
+	a, b := named(t, "A"), named(t, "B")
+	const node = "eds-file"
+	dir := t.TempDir()
+	cds := filepath.Join(dir, "cds.yaml")
+	writeCDS := func(body string) {
+		tmp := filepath.Join(dir, ".cds.tmp")
+		if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, cds); err != nil { // a rename, as Envoy's file watch requires
+			t.Fatal(err)
+		}
+	}
+	writeCDS(edsFileCDS("f1", "file-svc"))
+	port := freePort(t)
+	snap := func(version string, clas ...types.Resource) {
+		cp.set(t, version, map[resource.Type][]types.Resource{
+			resource.ListenerType: {tcpListener(t, "web", port, "filec")},
+			resource.EndpointType: clas,
+		}, node)
+	}
+	// go-control-plane's ADS mode answers only a request that names every assignment of
+	// the snapshot: each snapshot has only what the proxy asks for by then.
+	snap("v1", edsAssignment("file-svc", a))
+	admin := freePort(t)
+	path := writeConfig(t, edsFileBootstrap, map[string]any{"Node": node, "CP": cp.port(), "Admin": admin, "CDS": cds})
+	p := startPortico(t, fmt.Sprintf("127.0.0.1:%d", admin), "-c", path)
+	cp.waitACK(t, "v1", []string{ldsType, edsType}, node)
+	if s, err := dialRead(port); s != "A" {
+		t.Fatalf("filec: got %q, %v; want A", s, err)
+	}
+	// A new file version names file-svc2: it warms (the old version serves on) and
+	// asks for it.
+	writeCDS(edsFileCDS("f2", "file-svc2"))
+	eventually(t, "filec's new version to warm", func() bool { return p.stats(t)["cluster_manager.warming_clusters"] == 1 })
+	if s, err := dialRead(port); s != "A" {
+		t.Fatalf("filec while its new version warms: got %q, %v; want A", s, err)
+	}
+	snap("v2", edsAssignment("file-svc", a), edsAssignment("file-svc2", b))
+	eventually(t, "filec's new version to reach B", func() bool { s, _ := dialRead(port); return s == "B" })
+	if w := p.stats(t)["cluster_manager.warming_clusters"]; w != 0 {
+		t.Errorf("warming_clusters %v", w)
 	}
 }
