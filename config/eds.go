@@ -87,6 +87,19 @@ func (t *translator) edsCluster(cl *clusterv3.Cluster, cc *engine.ClusterConfig,
 	return c
 }
 
+// edsConfigUnused warns about eds_cluster_config on a cluster that is not of type EDS:
+// Envoy ignores it there, and so does Portico.
+func (t *translator) edsConfigUnused(cl *clusterv3.Cluster, at string) {
+	if cl.GetEdsClusterConfig() == nil || cl.GetClusterType() == nil && cl.GetType() == clusterv3.Cluster_EDS {
+		return
+	}
+	what := cl.GetType().String()
+	if cl.GetClusterType() != nil {
+		what = "cluster_type"
+	}
+	t.warnf(field(at, "eds_cluster_config"), "ignored: the cluster is %s, not EDS (Envoy ignores it too)", what)
+}
+
 // resolveEDS reads the eds_config of the EDS clusters translated so far, now that
 // ads_config is known.
 func (t *translator) resolveEDS() {

@@ -100,6 +100,26 @@ static_resources:
 	}
 }
 
+// eds_cluster_config on a cluster of another type is ignored, with a warning.
+func TestEDSConfigOnStaticCluster(t *testing.T) {
+	cfg, err := ParseWith([]byte(edsBootstrap(`  - name: s
+    type: STATIC
+    eds_cluster_config: {service_name: x}
+`)), 1, Options{CheckOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "static_resources.clusters[1].eds_cluster_config: ignored: the cluster is STATIC, not EDS"
+	if !strings.Contains(strings.Join(cfg.Warnings, "\n"), want) {
+		t.Errorf("warnings %q, want %q", cfg.Warnings, want)
+	}
+	for _, r := range cfg.StaticClusters {
+		if r.EDS != nil {
+			t.Errorf("%s: EDS %+v", r.Name, r.EDS)
+		}
+	}
+}
+
 // A CDS cluster of type EDS takes the bootstrap's ads_config (Options.Static).
 func TestEDSClusterFromCDS(t *testing.T) {
 	cfg, err := ParseWith([]byte(edsBootstrap("")), 1, Options{CheckOnly: true})

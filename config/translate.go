@@ -266,6 +266,7 @@ func formatDuration(d *durationpb.Duration) string {
 }
 
 func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
+	t.edsConfigUnused(cl, at) // eds.go
 	if cl.GetClusterType() == nil && cl.GetType() == clusterv3.Cluster_ORIGINAL_DST {
 		return t.originalDstCluster(cl, at) // cluster_health.go
 	}
