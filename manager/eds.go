@@ -123,6 +123,23 @@ func (m *Manager) syncEDS() error {
 	return nil
 }
 
+// adsTypes are the types the ADS stream carries: CDS and LDS only when their config
+// source is `ads: {}` (the client asks for those two by wildcard as soon as it has them,
+// and a CDS or LDS file's resources would give way to the server's), EDS and RDS always
+// (they are asked for by name, once something names them).
+func (m *Manager) adsTypes() []string {
+	var out []string
+	for _, t := range xdsTypes {
+		switch {
+		case t == xds.ClusterType && (m.cfg.CDSXDS == nil || !m.cfg.CDSXDS.Server.Aggregated),
+			t == xds.ListenerType && (m.cfg.LDSXDS == nil || !m.cfg.LDSXDS.Server.Aggregated):
+			continue
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
 // edsTarget is a cluster that takes a service name's assignment.
 type edsTarget struct {
 	name    string

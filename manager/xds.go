@@ -136,7 +136,7 @@ func (m *Manager) xdsClientFor(s *config.XDSServer, typeURL string) (*xdsClient,
 	}
 	types := []string{typeURL}
 	if s.Aggregated {
-		types = xdsTypes
+		types = m.adsTypes() // eds.go
 	}
 	node := proto.Clone(m.cfg.NodeProto).(*corev3.Node)
 	if node.GetUserAgentName() == "" {

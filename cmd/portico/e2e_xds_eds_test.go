@@ -225,7 +225,7 @@ resources:
 // subscribes to it.
 func TestXDSEDSClustersFromFile(t *testing.T) {
 	cp := startXDSServer(t)
-	a, b := named(t, "A"), named(t, "B")
+	a, b, c := named(t, "A"), named(t, "B"), named(t, "C")
 	const node = "eds-file"
 	dir := t.TempDir()
 	cds := filepath.Join(dir, "cds.yaml")
@@ -244,6 +244,9 @@ func TestXDSEDSClustersFromFile(t *testing.T) {
 		cp.set(t, version, map[resource.Type][]types.Resource{
 			resource.ListenerType: {tcpListener(t, "web", port, "filec")},
 			resource.EndpointType: clas,
+			// CDS is the file's: a server's clusters must not be asked for (they would
+			// replace the file's filec, whose traffic would reach C).
+			resource.ClusterType: {staticCluster("filec", c)},
 		}, node)
 	}
 	// go-control-plane's ADS mode answers only a request that names every assignment of
