@@ -74,6 +74,10 @@ type Config struct {
 	// /config_dump.
 	bootstrap []byte
 	loaded    time.Time
+	// grpcClusters and grpcH2 are the translator's (xds_source.go), kept so that a CDS
+	// cluster's eds_config may name a management server of its own (eds.go).
+	grpcClusters map[string]string
+	grpcH2       map[string]*corev3.Http2ProtocolOptions
 
 	// The lists above hold the static resources only (and, when there is a CDS file,
 	// the HTTP upstreams shared with its clusters); the dynamic ones carry their own

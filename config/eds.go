@@ -25,7 +25,8 @@ type EDSConfig struct {
 	// ServiceName is the ClusterLoadAssignment's cluster_name it takes:
 	// eds_cluster_config.service_name, or the cluster's name when that is empty (Envoy).
 	ServiceName string
-	// Source is eds_config (`ads: {}`); its InitialFetchTimeout bounds how long a CDS
+	// Source is eds_config (`ads: {}`, or a gRPC api_config_source of its own: a stream
+	// for EDS alone to that server); its InitialFetchTimeout bounds how long a CDS
 	// cluster warms waiting for its first endpoints. nil only when the configuration
 	// has errors or is checked on its own (no bootstrap, so no ads_config).
 	Source *XDSSubscription
@@ -53,9 +54,6 @@ func (t *translator) edsCluster(cl *clusterv3.Cluster, cc *engine.ClusterConfig,
 	switch cs.GetConfigSourceSpecifier().(type) {
 	case *corev3.ConfigSource_Path, *corev3.ConfigSource_PathConfigSource:
 		t.unsupported(cat, "path", "Portico reads EDS over xDS only: use `ads: {}` (a file's endpoints belong in load_assignment of a STATIC cluster)")
-		ok = false
-	case *corev3.ConfigSource_ApiConfigSource:
-		t.unsupported(field(cat, "api_config_source"), "", "an EDS subscription of its own is not supported by Portico: use ads (dynamic_resources.ads_config's stream)")
 		ok = false
 	}
 	if n := len(cl.GetLoadAssignment().GetEndpoints()); n > 0 {
@@ -105,14 +103,18 @@ func (t *translator) edsConfigUnused(cl *clusterv3.Cluster, at string) {
 func (t *translator) resolveEDS() {
 	for _, p := range t.pendingEDS {
 		if t.edsStandalone && t.cfg.ADS == nil {
-			// A CDS file checked on its own: the bootstrap's ads_config is not known.
-			t.warnf(p.at, "uses ads: the bootstrap must configure dynamic_resources.ads_config")
+			// A CDS file checked on its own: the bootstrap's servers are not known.
+			if _, isAds := p.cs.GetConfigSourceSpecifier().(*corev3.ConfigSource_Ads); isAds {
+				t.warnf(p.at, "uses ads: the bootstrap must configure dynamic_resources.ads_config")
+			} else {
+				t.warnf(p.at, "names a management server: the bootstrap must define its cluster (not checked without it)")
+			}
 			continue
 		}
-		if _, isAds := p.cs.GetConfigSourceSpecifier().(*corev3.ConfigSource_Ads); !isAds {
-			continue // reported by edsCluster, or by the subset check
+		switch p.cs.GetConfigSourceSpecifier().(type) {
+		case *corev3.ConfigSource_Ads, *corev3.ConfigSource_ApiConfigSource:
+			p.cfg.Source, _ = t.xdsSubscription(p.cs, p.at)
 		}
-		p.cfg.Source, _ = t.xdsSubscription(p.cs, p.at)
 	}
 	t.pendingEDS = nil
 }

@@ -40,6 +40,16 @@ func TestEDSStaticCluster(t *testing.T) {
   - name: api
     type: EDS
     eds_cluster_config: {eds_config: {ads: {}}}
+  - name: own
+    type: EDS
+    eds_cluster_config: {eds_config: {api_config_source: {api_type: GRPC, transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: eds_server}}]}}}
+  - name: eds_server
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+    load_assignment: {cluster_name: eds_server, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 2}}}}]}]}
 `)), 1, Options{CheckOnly: true})
 	if err != nil {
 		t.Fatal(err)
@@ -62,6 +72,11 @@ func TestEDSStaticCluster(t *testing.T) {
 	if api == nil || api.ServiceName != "api" || api.Source == nil || api.Source.InitialFetchTimeout != defaultInitialFetchTimeout {
 		t.Errorf("api: %+v", api)
 	}
+	// An api_config_source of its own: a server for EDS alone (the cluster it names may
+	// speak HTTP/2).
+	if own := got["own"]; own == nil || own.Source == nil || own.Source.Server.Aggregated || own.Source.Server.Cluster != "eds_server" {
+		t.Errorf("own: %+v", own)
+	}
 }
 
 func TestEDSClusterErrors(t *testing.T) {
@@ -70,8 +85,8 @@ func TestEDSClusterErrors(t *testing.T) {
 			"static_resources.clusters[1].eds_cluster_config.eds_config: Portico reads EDS over xDS only: use `ads: {}`"},
 		{"path_config_source", "  - name: e\n    type: EDS\n    eds_cluster_config: {eds_config: {path_config_source: {path: /tmp/eds.yaml}}}\n",
 			"static_resources.clusters[1].eds_cluster_config.eds_config: Portico reads EDS over xDS only"},
-		{"api_config_source", "  - name: e\n    type: EDS\n    eds_cluster_config: {eds_config: {api_config_source: {api_type: GRPC, transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: xds_cluster}}]}}}\n",
-			"static_resources.clusters[1].eds_cluster_config.eds_config.api_config_source: an EDS subscription of its own is not supported by Portico: use ads"},
+		{"api_config_source without HTTP/2", "  - name: plain\n    load_assignment: {cluster_name: plain}\n  - name: e\n    type: EDS\n    eds_cluster_config: {eds_config: {api_config_source: {api_type: GRPC, transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: nosuch}}]}}}\n",
+			"static_resources.clusters[2].eds_cluster_config.eds_config.api_config_source.grpc_services[0].envoy_grpc.cluster_name: gRPC service cluster \"nosuch\" must be a static cluster"},
 		{"no eds_config", "  - name: e\n    type: EDS\n",
 			"static_resources.clusters[1].eds_cluster_config.eds_config: required: an EDS cluster reads its endpoints from a config source"},
 		{"load_assignment", "  - name: e\n    type: EDS\n    eds_cluster_config: {eds_config: {ads: {}}}\n    load_assignment: {cluster_name: e, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 2}}}}]}]}\n",
@@ -137,6 +152,21 @@ func TestEDSClusterFromCDS(t *testing.T) {
 		t.Fatalf("clusters %v errors %v", u.Clusters, u.Errors)
 	}
 	if e := u.Clusters[0].EDS; e == nil || e.ServiceName != "c1" || e.Source == nil || e.Source.Server != cfg.ADS {
+		t.Fatalf("EDS %+v", e)
+	}
+	// One naming the static xds_cluster as a server of its own.
+	own := `{"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "c2", "type": "EDS",
+  "eds_cluster_config": {"eds_config": {"api_config_source": {"api_type": "GRPC", "transport_api_version": "V3",
+    "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]}}}}`
+	f, err = resourceDoc([]byte(`{"version_info": "1", "resources": [`+own+`]}`), "cds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u = clustersOf(f, 1, Options{CheckOnly: true, Static: cfg}, nil)
+	if len(u.Errors) > 0 || len(u.Clusters) != 1 {
+		t.Fatalf("clusters %v errors %v", u.Clusters, u.Errors)
+	}
+	if e := u.Clusters[0].EDS; e == nil || e.Source == nil || e.Source.Server.Aggregated || e.Source.Server.Cluster != "xds_cluster" {
 		t.Fatalf("EDS %+v", e)
 	}
 }

@@ -874,8 +874,12 @@ func parseCluster(item rawResource, f *resourceFile, workers int, o Options, pre
 		reg = engine.NewClusterRegistry()
 	}
 	t := &translator{c: c, workers: workers, checkOnly: o.CheckOnly, registry: reg, clusters: map[string]*engine.Cluster{}, cfg: &Config{}}
-	if o.Static != nil { // an EDS cluster's `ads: {}` is the bootstrap's ads_config (eds.go)
+	if o.Static != nil { // an EDS cluster's eds_config names the bootstrap's servers (eds.go)
 		t.cfg.ADS, t.adsConfigured = o.Static.ADS, o.Static.ADS != nil
+		t.grpcClusters, t.grpcH2 = o.Static.grpcClusters, o.Static.grpcH2
+		for _, r := range o.Static.StaticClusters {
+			t.clusters[r.Name] = r.Cluster
+		}
 	} else {
 		t.edsStandalone = o.CheckOnly
 	}

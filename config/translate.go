@@ -100,6 +100,7 @@ func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 	}
 	t.dynamicClusters(bs) // dynamic.go: node, dynamic_resources, the CDS file
 	t.resolveEDS()        // eds.go: the static EDS clusters' eds_config, now that ads_config is read
+	t.cfg.grpcClusters, t.cfg.grpcH2 = t.grpcClusters, t.grpcH2
 	const listenersAt = "static_resources.listeners"
 	listeners := sr.GetListeners()
 	listenerAt := make(map[string]int, len(listeners)) // by name

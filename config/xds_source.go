@@ -93,6 +93,9 @@ func grpcClusterNames(bs *bootstrapv3.Bootstrap) map[string]string {
 	add(dr.GetAdsConfig(), "dynamic_resources.ads_config")
 	add(dr.GetLdsConfig().GetApiConfigSource(), "dynamic_resources.lds_config.api_config_source")
 	add(dr.GetCdsConfig().GetApiConfigSource(), "dynamic_resources.cds_config.api_config_source")
+	for i, cl := range bs.GetStaticResources().GetClusters() { // eds.go: a static EDS cluster's own server
+		add(cl.GetEdsClusterConfig().GetEdsConfig().GetApiConfigSource(), field(index("static_resources.clusters", i), "eds_cluster_config.eds_config.api_config_source"))
+	}
 	return out
 }
 

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -37,6 +38,7 @@ type edsState struct {
 	updated map[string]time.Time                // when each cached assignment came
 	stats   map[string]*edsStats                // by cluster name
 	warming map[string]*warmingCluster          // by cluster name
+	servers map[string]*config.XDSServer        // api_config_source servers asked for names, by serverKey
 }
 
 // warmingCluster is a CDS cluster version waiting for its first assignment.
@@ -120,6 +122,53 @@ func (m *Manager) syncEDS() error {
 		}
 	}
 	m.resubscribe(xds.EndpointType, names)
+	return m.syncOwnEDS()
+}
+
+// syncOwnEDS does what syncEDS does for the EDS clusters whose eds_config names a server
+// of its own (api_config_source): a stream for EDS alone to each, asking for the names of
+// its clusters; a server no cluster names any more is asked for none.
+func (m *Manager) syncOwnEDS() error {
+	if m.xds.clients == nil {
+		return nil // before StartXDS: it calls again
+	}
+	m.mu.Lock()
+	want := map[string]*config.XDSServer{}
+	names := map[string][]string{}
+	for name, ts := range m.edsTargetsLocked() {
+		for _, t := range ts {
+			if t.src == nil || t.src.Server.Aggregated {
+				continue
+			}
+			key := serverKey(t.src.Server, xds.EndpointType)
+			want[key] = t.src.Server
+			if !slices.Contains(names[key], name) {
+				names[key] = append(names[key], name)
+			}
+		}
+	}
+	for key, srv := range m.eds.servers {
+		if want[key] == nil {
+			want[key], names[key] = srv, nil // subscribed before: now asked for nothing
+		}
+	}
+	m.eds.servers = map[string]*config.XDSServer{}
+	for key, srv := range want {
+		if names[key] != nil {
+			m.eds.servers[key] = srv
+		}
+	}
+	m.mu.Unlock()
+	for key, srv := range want {
+		c, err := m.xdsClientFor(srv, xds.EndpointType)
+		if err != nil {
+			return err
+		}
+		if len(names[key]) > 0 {
+			m.xds.subscribed[xds.EndpointType].Store(true)
+		}
+		c.c.Subscribe(xds.EndpointType, names[key]) // sorted by Subscribe
+	}
 	return nil
 }
 
@@ -168,15 +217,20 @@ func (m *Manager) edsTargetsLocked() map[string][]edsTarget {
 	return out
 }
 
-// endpointNames are the EDS service names the current clusters need, sorted; the ADS
-// stream requests exactly these.
+// endpointNames are the EDS service names the current clusters need of the ADS stream
+// (eds_config `ads: {}`), sorted; the ADS stream requests exactly these.
 func (m *Manager) endpointNames() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	targets := m.edsTargetsLocked()
 	names := make([]string, 0, len(targets))
-	for n := range targets {
-		names = append(names, n)
+	for n, ts := range targets {
+		for _, t := range ts {
+			if t.src == nil || t.src.Server.Aggregated {
+				names = append(names, n)
+				break
+			}
+		}
 	}
 	sort.Strings(names)
 	return names

@@ -272,3 +272,72 @@ func TestXDSEDSClustersFromFile(t *testing.T) {
 		t.Errorf("warming_clusters %v", w)
 	}
 }
+
+// edsOwnServerClusters are the bootstrap's clusters for TestXDSEDSOwnServer: the EDS
+// server's cluster, and a static EDS cluster whose eds_config names it.
+const edsOwnServerClusters = `  - name: eds_server
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+    load_assignment: {cluster_name: eds_server, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
+  - name: own_static
+    type: EDS
+    connect_timeout: 1s
+    eds_cluster_config:
+      service_name: own-svc
+      eds_config: {resource_api_version: V3, api_config_source: {api_type: GRPC, transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: eds_server}}]}}`
+
+// TestXDSEDSOwnServer: EDS clusters, static and from CDS, whose eds_config is an
+// api_config_source of its own get their endpoints from that server (a second
+// go-control-plane), not from the ADS one; a CDS cluster's new service name is asked of
+// it.
+func TestXDSEDSOwnServer(t *testing.T) {
+	cp, edsCP := startXDSServer(t), startXDSServer(t)
+	a, b := named(t, "A"), named(t, "B")
+	const node = "eds-own"
+	st, dyn := freePort(t), freePort(t)
+	own := func(name, service string) *clusterv3.Cluster {
+		c := edsCluster(name, service)
+		c.EdsClusterConfig.EdsConfig.ConfigSourceSpecifier = &corev3.ConfigSource_ApiConfigSource{ApiConfigSource: &corev3.ApiConfigSource{
+			ApiType: corev3.ApiConfigSource_GRPC, TransportApiVersion: corev3.ApiVersion_V3,
+			GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: "eds_server"}}}}}}
+		return c
+	}
+	cp.set(t, "v1", map[resource.Type][]types.Resource{
+		resource.ClusterType:  {own("own_cds", "own-svc2")},
+		resource.ListenerType: {tcpListener(t, "st", st, "own_static"), tcpListener(t, "dyn", dyn, "own_cds")},
+		// The ADS server has other endpoints under the same names: they must not be used.
+		resource.EndpointType: {},
+	}, node)
+	edsCP.set(t, "e1", map[resource.Type][]types.Resource{
+		resource.EndpointType: {edsAssignment("own-svc", a), edsAssignment("own-svc2", b)},
+	}, node)
+	p := startXDSProxy(t, cp, xdsBoot{Node: node, Extra: fmt.Sprintf(edsOwnServerClusters, edsCP.port())})
+	cp.waitACK(t, "v1", []string{cdsType, ldsType}, node)
+	edsCP.waitACK(t, "e1", []string{edsType}, node)
+	if s, err := dialRead(st); s != "A" {
+		t.Fatalf("own_static: got %q, %v; want A", s, err)
+	}
+	if s, err := dialRead(dyn); s != "B" {
+		t.Fatalf("own_cds: got %q, %v; want B", s, err)
+	}
+	if got := cp.ackedVersion(node, edsType); got != "" {
+		t.Errorf("the ADS server was asked for endpoints (ACKed %q)", got)
+	}
+	// The CDS cluster moves to a service the EDS server has yet to serve: it warms, and
+	// gets its endpoints once the server has them.
+	cp.set(t, "v2", map[resource.Type][]types.Resource{
+		resource.ClusterType:  {own("own_cds", "own-svc3")},
+		resource.ListenerType: {tcpListener(t, "st", st, "own_static"), tcpListener(t, "dyn", dyn, "own_cds")},
+		resource.EndpointType: {},
+	}, node)
+	cp.waitACK(t, "v2", []string{cdsType}, node)
+	eventually(t, "own_cds's new version to warm", func() bool { return p.stats(t)["cluster_manager.warming_clusters"] == 1 })
+	edsCP.set(t, "e2", map[resource.Type][]types.Resource{
+		resource.EndpointType: {edsAssignment("own-svc", a), edsAssignment("own-svc2", b), edsAssignment("own-svc3", a)},
+	}, node)
+	eventually(t, "own_cds's new version to reach A", func() bool { s, _ := dialRead(dyn); return s == "A" })
+}
