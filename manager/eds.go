@@ -15,11 +15,14 @@ import (
 )
 
 // EDS: the endpoints of clusters of type EDS (ClusterLoadAssignment resources over the
-// ADS stream), as Envoy's EDS clusters and cluster manager handle them:
+// ADS stream, or a stream of their own to the server an api_config_source names), as
+// Envoy's EDS clusters and cluster manager handle them:
 //
-//   - The ADS stream requests exactly the service names of the current EDS clusters,
-//     static and CDS (endpointNames; xds.go resubscribes after each CDS update).
-//   - An assignment applies to every cluster with its service name, through
+//   - Each stream requests exactly the service names of the current EDS clusters,
+//     static and CDS, that take their endpoints from it (syncEDS after each CDS update;
+//     endpointNames for the ADS stream, which xds.go resubscribes too).
+//   - An assignment applies to every cluster with its service name (whichever server it
+//     came from: names are the control planes' to keep apart), through
 //     engine.Cluster.UpdateHosts (hosts that stay keep their *Host, so their
 //     connections, pools, health-check and outlier state live on). A rejected one
 //     keeps the clusters' last good hosts; the response is NACKed naming it while the
@@ -68,7 +71,7 @@ func (s *edsStats) VisitStats(_ int, v engine.StatVisitor) {
 	v("version", engine.KindGauge, float64(s.version.Value()))
 }
 
-// statsLocked returns the EDS stats of a cluster, registering them at first use.
+// edsStatsLocked returns the EDS stats of a cluster, registering them at first use.
 func (m *Manager) edsStatsLocked(name string) *edsStats {
 	if m.eds.stats == nil {
 		m.eds.stats = map[string]*edsStats{}
@@ -99,7 +102,7 @@ func (m *Manager) edsSource() *config.XDSSubscription {
 
 // startEDS subscribes to the assignments of the EDS clusters there are before any xDS
 // response: static ones, and those of a CDS file (CDS over xDS brings its own and
-// resubscribes). Their server is the ADS one (config checks it).
+// resubscribes).
 func (m *Manager) startEDS() error {
 	m.mu.Lock()
 	for _, r := range m.cfg.StaticClusters {
