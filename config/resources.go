@@ -722,6 +722,7 @@ func parseListener(item rawResource, f *resourceFile, workers int, o Options, pr
 	// t.cfg.Clusters stays empty: the routers' upstreams add none to the listener's.
 	t := &translator{c: c, workers: workers, checkOnly: o.CheckOnly, registry: o.Clusters,
 		clusters: knownClusters(o, l), cfg: &Config{Chains: map[string]*chain.Manager{}}}
+	t.routes, t.cfg.ADS, t.adsConfigured = listenerRDS(o) // rds.go
 	t.dyn = &resourceState{built: map[*listenerv3.FilterChain]*engine.FilterChain{}, parts: map[*engine.FilterChain]parts{}}
 	if change == ChainsOnly {
 		t.dyn.reuse = reuser(p)

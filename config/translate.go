@@ -22,6 +22,7 @@ import (
 	"github.com/portico-proxy/portico/filters/http/router"
 	"github.com/portico-proxy/portico/filters/listener/httpinspector"
 	"github.com/portico-proxy/portico/filters/listener/tlsinspector"
+	"github.com/portico-proxy/portico/filters/network/httpconnmgr"
 )
 
 // translator turns a validated Bootstrap into Config. It reports problems through c with
@@ -43,6 +44,9 @@ type translator struct {
 	// with where (xds_source.go): they, and only they, may speak HTTP/2.
 	grpcClusters  map[string]string
 	adsConfigured bool // dynamic_resources.ads_config is set (even if wrong)
+	// routes are the process's RDS route providers (rds.go), shared by every connection
+	// manager naming the same route configuration.
+	routes *httpconnmgr.RouteProviders
 }
 
 // warnf records a warning: something accepted that does not do what it says in Envoy.
@@ -62,6 +66,7 @@ func (t *translator) unsupported(path, value, format string, args ...any) {
 
 func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 	t.cfg = &Config{Chains: make(map[string]*chain.Manager, len(bs.GetStaticResources().GetListeners()))}
+	t.cfg.RouteProviders = t.routes
 	t.clusters = map[string]*engine.Cluster{}
 	t.grpcClusters = grpcClusterNames(bs) // xds_source.go
 	if a := bs.GetAdmin(); a.GetAddress() != nil {

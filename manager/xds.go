@@ -74,7 +74,9 @@ func (s controlPlaneStats) VisitStats(_ int, v engine.StatVisitor) {
 var xdsTypes = []string{xds.ClusterType, xds.EndpointType, xds.ListenerType, xds.RouteType}
 
 // HasXDS reports whether the configuration subscribes to a management server.
-func (m *Manager) HasXDS() bool { return m.cfg.LDSXDS != nil || m.cfg.CDSXDS != nil }
+func (m *Manager) HasXDS() bool {
+	return m.cfg.LDSXDS != nil || m.cfg.CDSXDS != nil || len(m.staticRouteNames()) > 0 // rds.go
+}
 
 // StartXDS starts the subscriptions to management servers (none without them) and the
 // manager's goroutine, which applies what they receive; it may run before the server
@@ -107,7 +109,7 @@ func (m *Manager) StartXDS(version string) error {
 			return err
 		}
 	}
-	return nil
+	return m.startRoutes() // rds.go: the static listeners' route configs
 }
 
 // serverKey tells management servers apart: ADS is one stream for every type; each
@@ -288,6 +290,8 @@ func (m *Manager) WaitInitial() []string {
 	if s := m.cfg.LDSXDS; s != nil {
 		wait(xds.ListenerType, s.InitialFetchTimeout)
 		wait(xds.RouteType, s.InitialFetchTimeout)
+	} else if len(m.staticRouteNames()) > 0 {
+		wait(xds.RouteType, m.routeFetchTimeout()) // rds.go
 	}
 	return late
 }
