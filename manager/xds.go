@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	ctls "crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"github.com/portico-proxy/portico/config"
 	"github.com/portico-proxy/portico/config/xds"
 	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/transport/tls"
 )
 
 // xDS over gRPC: the bootstrap's ads_config and lds/cds config sources that name a
@@ -187,7 +189,27 @@ func (m *Manager) dialCluster(name string) func(context.Context, string) (net.Co
 		}
 		h := hosts[int(next.Add(1)-1)%len(hosts)]
 		var d net.Dialer
-		return d.DialContext(ctx, "tcp", h.Address().String())
+		conn, err := d.DialContext(ctx, "tcp", h.Address().String())
+		if err != nil {
+			return nil, err
+		}
+		f, ok := c.Config().TransportSocket.(*tls.UpstreamFactory)
+		if !ok {
+			return conn, nil
+		}
+		// The cluster's transport_socket (UpstreamTlsContext): its certificates,
+		// validation and SNI; ALPN h2 when it names none, as Envoy offers for an
+		// HTTP/2 cluster (gRPC servers require it).
+		cfg := f.ClientConfig()
+		if len(cfg.NextProtos) == 0 {
+			cfg.NextProtos = []string{"h2"}
+		}
+		tc := ctls.Client(conn, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("xds: TLS to %s (cluster %q): %w", h.Address(), name, err)
+		}
+		return tc, nil
 	}
 }
 
