@@ -1,0 +1,243 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// RDS end to end: a go-control-plane SnapshotCache (ADS) server, a real portico whose
+// listeners (LDS) have HTTP connection managers with rds on the ADS stream.
+
+// rdsHCMListener listens on port with an HCM (stat_prefix = name) whose routes are the
+// route configuration routeName from RDS, with the given initial_fetch_timeout.
+func rdsHCMListener(t *testing.T, name string, port int, routeName string, fetch time.Duration) *listenerv3.Listener {
+	t.Helper()
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: name,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			RouteConfigName: routeName,
+			ConfigSource: &corev3.ConfigSource{ResourceApiVersion: corev3.ApiVersion_V3,
+				ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+				InitialFetchTimeout:   durationpb.New(fetch)},
+		}},
+	}
+	a, err := anypb.New(hcm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &listenerv3.Listener{Name: name, Address: sockAddr("127.0.0.1", port),
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+			Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}}}}}
+}
+
+// rdsRoutes is a route configuration sending everything to cluster.
+func rdsRoutes(name, cluster string) *routev3.RouteConfiguration {
+	return &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{{
+		Name: "all", Domains: []string{"*"},
+		Routes: []*routev3.Route{{
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}},
+		}},
+	}}}
+}
+
+// rdsBackend is an HTTP server answering every request with its name.
+func rdsBackend(t *testing.T, name string) int {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, name)
+	}))
+	t.Cleanup(s.Close)
+	var port int
+	fmt.Sscanf(s.URL[strings.LastIndexByte(s.URL, ':')+1:], "%d", &port)
+	return port
+}
+
+// rdsGet makes one request on a new connection: status and body ("" and 0 on error).
+func rdsGet(port int) (int, string) {
+	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 256)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return resp.StatusCode, b.String()
+}
+
+func TestXDSRDS(t *testing.T) {
+	const node = "rds-1"
+	portA, portB := rdsBackend(t, "A"), rdsBackend(t, "B")
+	cp := startXDSServer(t)
+	web, lost, web2 := freePort(t), freePort(t), freePort(t)
+	clusters := []types.Resource{staticCluster("a", portA), staticCluster("b", portB)}
+	listeners := []types.Resource{
+		rdsHCMListener(t, "web", web, "r1", 10*time.Second),
+		// A route configuration that never comes: after its initial_fetch_timeout the
+		// listener starts without routes, 404 NR.
+		rdsHCMListener(t, "lost", lost, "never", time.Second),
+	}
+	cp.set(t, "1", map[resource.Type][]types.Resource{
+		cdsType: clusters, ldsType: listeners,
+		rdsType: {rdsRoutes("r1", "a")},
+	}, node)
+	p := startXDSProxy(t, cp, xdsBoot{Node: node, Timeout: "10s"})
+	cp.waitACK(t, "1", []string{cdsType, ldsType, rdsType}, node)
+
+	// Route added: the listener serves backend A.
+	eventually(t, "web to answer A", func() bool { st, body := rdsGet(web); return st == 200 && body == "A" })
+	eventually(t, "lost to answer 404 (no route) after its initial fetch timeout", func() bool {
+		st, _ := rdsGet(lost)
+		return st == 404
+	})
+
+	// Route changed while requests flow on one keep-alive connection: none fails, and the
+	// same connection sees backend B.
+	c, br := rawConn(t, fmt.Sprintf("127.0.0.1:%d", web))
+	var seenA, seenB int
+	changed := false
+	deadline := time.Now().Add(12 * time.Second)
+	for i := 0; i < 5000 && time.Now().Before(deadline); i++ {
+		if _, err := fmt.Fprintf(c, "GET /%d HTTP/1.1\r\nHost: example\r\n\r\n", i); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		resp, body := readResp(t, br, "GET")
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d on the kept connection: %d %q (A %d, B %d)", i, resp.StatusCode, body, seenA, seenB)
+		}
+		switch body {
+		case "A":
+			if seenB > 0 {
+				t.Fatalf("request %d went back to A after B", i)
+			}
+			seenA++
+		case "B":
+			seenB++
+		default:
+			t.Fatalf("request %d: body %q", i, body)
+		}
+		if i == 20 && !changed {
+			changed = true
+			cp.set(t, "2", map[resource.Type][]types.Resource{
+				cdsType: clusters, ldsType: listeners,
+				rdsType: {rdsRoutes("r1", "b")},
+			}, node)
+		}
+		if seenB >= 20 {
+			break
+		}
+	}
+	if seenB < 20 {
+		t.Fatalf("the kept connection never saw the new route: A %d, B %d", seenA, seenB)
+	}
+	c.Close()
+	t.Logf("kept connection: %d requests to A, then %d to B, none failed", seenA, seenB)
+	cp.waitACK(t, "2", []string{rdsType}, node)
+
+	// A response with a bad route configuration: it is NACKed naming it, the good one of
+	// the same response applies, the listener naming the bad one starts without routes.
+	bad := rdsRoutes("r2", "a")
+	bad.VirtualHosts[0].Routes[0].Match = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{}}
+	listeners3 := append(listeners[:2:2], rdsHCMListener(t, "web2", web2, "r2", 10*time.Second))
+	cp.set(t, "3", map[resource.Type][]types.Resource{
+		cdsType: clusters, ldsType: listeners3,
+		rdsType: {rdsRoutes("r1", "a"), bad},
+	}, node)
+	cp.waitACK(t, "3", []string{ldsType}, node)
+	eventually(t, "the RDS NACK of version 3", func() bool { return strings.Contains(cp.nack(node, rdsType), `route_configuration "r2"`) })
+	nack := cp.nack(node, rdsType)
+	if !strings.Contains(nack, `resources[1] (route_configuration "r2"): virtual_hosts[0].routes[0].match`) || strings.Contains(nack, `"r1"`) {
+		t.Errorf("NACK: %s", nack)
+	}
+	if v := cp.ackedVersion(node, rdsType); v != "2" {
+		t.Errorf("acked RDS version %q after the NACK, want 2", v)
+	}
+	eventually(t, "web back to A (the good route configuration of the NACKed response)", func() bool {
+		st, body := rdsGet(web)
+		return st == 200 && body == "A"
+	})
+	eventually(t, "web2 to answer 404 (its route configuration was rejected)", func() bool {
+		st, _ := rdsGet(web2)
+		return st == 404
+	})
+
+	// Stats. The NACKed response comes back about once a second (the cache answers the
+	// NACK with it again), so its attempts only have a lower bound; config_reload counts
+	// the versions that changed a table: r1's three.
+	st := p.stats(t)
+	check := func(name string, want float64, atLeast bool) {
+		t.Helper()
+		got, ok := st[name]
+		switch {
+		case !ok:
+			t.Errorf("stat %s missing", name)
+		case atLeast && got < want:
+			t.Errorf("stat %s = %v, want at least %v", name, got, want)
+		case !atLeast && got != want:
+			t.Errorf("stat %s = %v, want %v", name, got, want)
+		}
+	}
+	check("http.web.rds.r1.config_reload", 3, false)
+	check("http.web.rds.r1.update_attempt", 3, true)
+	check("http.web.rds.r1.update_success", 3, true)
+	check("http.web.rds.r1.update_rejected", 0, false)
+	check("http.web.rds.r1.version", 1, true)
+	check("http.web2.rds.r2.update_rejected", 1, true)
+	check("http.web2.rds.r2.update_success", 0, false)
+	check("http.web2.rds.r2.config_reload", 0, false)
+	check("http.lost.rds.never.config_reload", 0, false)
+	check("http.lost.rds.never.update_success", 0, false)
+	check("http.lost.no_route", 1, true)
+	check("http.web.no_route", 0, false)
+	check("listener_manager.total_listeners_warming", 0, false)
+	check("listener_manager.total_listeners_active", 3, false)
+
+	// /config_dump: the route configurations from RDS with their versions.
+	_, dump, err := p.get("/config_dump?resource=dynamic_route_configs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"version_info": "3"`, `"name": "r1"`, `"cluster": "a"`, `route_configuration \"r2\"`, `"last_updated"`} {
+		if !strings.Contains(dump, want) {
+			t.Errorf("config_dump dynamic_route_configs lacks %s:\n%s", want, dump)
+		}
+	}
+
+	// A listener no longer there takes its route configuration with it: the provider
+	// and its stats go, and the subscription drops the name.
+	cp.set(t, "4", map[resource.Type][]types.Resource{
+		cdsType: clusters, ldsType: listeners[:1],
+		rdsType: {rdsRoutes("r1", "a")},
+	}, node)
+	cp.waitACK(t, "4", []string{ldsType, rdsType}, node)
+	eventually(t, "the route configs of removed listeners to go", func() bool {
+		st := p.stats(t)
+		_, never := st["http.lost.rds.never.update_attempt"]
+		_, r2 := st["http.web2.rds.r2.update_attempt"]
+		return !never && !r2
+	})
+	if st, body := rdsGet(web); st != 200 || body != "A" {
+		t.Errorf("web after the removals: %d %q", st, body)
+	}
+}
