@@ -240,4 +240,100 @@ func TestXDSRDS(t *testing.T) {
 	if st, body := rdsGet(web); st != 200 || body != "A" {
 		t.Errorf("web after the removals: %d %q", st, body)
 	}
+
+	// Warming: a new listener whose route configuration has not come (no initial fetch
+	// timeout) is held: not listening, warming_state in /config_dump, counted in
+	// total_listeners_warming; it starts once the route configuration arrives.
+	cold := freePort(t)
+	l5 := []types.Resource{listeners[0], rdsHCMListener(t, "cold", cold, "late", 0)}
+	cp.set(t, "5", map[resource.Type][]types.Resource{cdsType: clusters, ldsType: l5, rdsType: {rdsRoutes("r1", "a")}}, node)
+	cp.waitACK(t, "5", []string{ldsType}, node)
+	eventually(t, "cold to be warming", func() bool { return p.stats(t)["listener_manager.total_listeners_warming"] == 1 })
+	if st, _ := rdsGet(cold); st != 0 {
+		t.Errorf("a warming listener answered: %d", st)
+	}
+	if _, d, _ := p.get("/config_dump?resource=dynamic_listeners"); !strings.Contains(d, `"warming_state"`) {
+		t.Errorf("no warming_state in the dump:\n%s", d)
+	}
+	cp.set(t, "6", map[resource.Type][]types.Resource{cdsType: clusters, ldsType: l5, rdsType: {rdsRoutes("r1", "a"), rdsRoutes("late", "b")}}, node)
+	eventually(t, "cold to warm and answer B", func() bool { st, body := rdsGet(cold); return st == 200 && body == "B" })
+	if w := p.stats(t)["listener_manager.total_listeners_warming"]; w != 0 {
+		t.Errorf("total_listeners_warming = %v after the warm-up", w)
+	}
+
+	// An updated listener keeps its old version serving while the new one warms.
+	l7 := []types.Resource{rdsHCMListener(t, "web", web, "next", 0), l5[1]}
+	cp.set(t, "7", map[resource.Type][]types.Resource{cdsType: clusters, ldsType: l7, rdsType: {rdsRoutes("r1", "a"), rdsRoutes("late", "b")}}, node)
+	cp.waitACK(t, "7", []string{ldsType}, node)
+	eventually(t, "web's new version to be warming", func() bool { return p.stats(t)["listener_manager.total_listeners_warming"] == 1 })
+	for i := 0; i < 20; i++ {
+		if st, body := rdsGet(web); st != 200 || body != "A" {
+			t.Fatalf("web while its new version warms: %d %q, want the old version's A", st, body)
+		}
+	}
+	cp.set(t, "8", map[resource.Type][]types.Resource{cdsType: clusters, ldsType: l7, rdsType: {rdsRoutes("late", "b"), rdsRoutes("next", "b")}}, node)
+	eventually(t, "web's new version to serve B", func() bool { st, body := rdsGet(web); return st == 200 && body == "B" })
+}
+
+// rdsStaticBootstrap is the bootstrap of a proxy connected to a management server on
+// CP (ADS for CDS and LDS) with a static listener whose HCM has rds.
+const rdsStaticBootstrap = `
+node: {id: {{.Node}}, cluster: fleet}
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    grpc_services: [{envoy_grpc: {cluster_name: xds_cluster}}]
+  cds_config: {ads: {}, resource_api_version: V3}
+  lds_config: {ads: {}, resource_api_version: V3}
+static_resources:
+  clusters:
+  - name: xds_cluster
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+    load_assignment: {cluster_name: xds_cluster, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{.CP}}}}}}]}]}
+  listeners:
+  - name: static_web
+    address: {socket_address: {address: 127.0.0.1, port_value: {{.Port}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: static_web
+          rds:
+            route_config_name: static_routes
+            config_source: {ads: {}, resource_api_version: V3}
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: {{.Admin}}}}}
+`
+
+// TestXDSRDSStatic: a static listener's HCM with rds: the proxy subscribes to its route
+// configuration at start and waits for it before the workers start (the first request
+// finds the routes), then follows its changes.
+func TestXDSRDSStatic(t *testing.T) {
+	const node = "rds-static"
+	portA, portB := rdsBackend(t, "A"), rdsBackend(t, "B")
+	cp := startXDSServer(t)
+	clusters := []types.Resource{staticCluster("a", portA), staticCluster("b", portB)}
+	cp.set(t, "1", map[resource.Type][]types.Resource{cdsType: clusters, ldsType: {}, rdsType: {rdsRoutes("static_routes", "a")}}, node)
+	port, admin := freePort(t), freePort(t)
+	path := writeConfig(t, rdsStaticBootstrap, map[string]any{"Node": node, "CP": cp.port(), "Port": port, "Admin": admin})
+	p := startPortico(t, fmt.Sprintf("127.0.0.1:%d", admin), "-c", path)
+	// LIVE comes after the initial fetch, RDS included: no waiting here.
+	if st, body := rdsGet(port); st != 200 || body != "A" {
+		t.Fatalf("first request: %d %q, want 200 A", st, body)
+	}
+	cp.set(t, "2", map[resource.Type][]types.Resource{cdsType: clusters, ldsType: {}, rdsType: {rdsRoutes("static_routes", "b")}}, node)
+	cp.waitACK(t, "2", []string{rdsType}, node)
+	eventually(t, "the static listener to follow the new route", func() bool { st, body := rdsGet(port); return st == 200 && body == "B" })
+	if v := p.stats(t)["http.static_web.rds.static_routes.config_reload"]; v != 2 {
+		t.Errorf("config_reload = %v, want 2", v)
+	}
+	_, dump, _ := p.get("/config_dump?resource=dynamic_route_configs")
+	if !strings.Contains(dump, `"version_info": "2"`) || !strings.Contains(dump, `"name": "static_routes"`) {
+		t.Errorf("config_dump:\n%s", dump)
+	}
 }
