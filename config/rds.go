@@ -73,12 +73,12 @@ func listenerRDS(o Options) (*httpconnmgr.RouteProviders, *XDSServer, bool) {
 }
 
 // RouteConfigNames are the route_config_names the listener's connection managers
-// request over RDS, in order, without repeats.
+// request over RDS, in order, without repeats (read once, at translation).
 func (r *ListenerResource) RouteConfigNames() []string {
-	if r == nil || r.msg == nil {
+	if r == nil {
 		return nil
 	}
-	return rdsNames(r.msg)
+	return r.rds
 }
 
 func rdsNames(l *listenerv3.Listener) []string {
