@@ -43,7 +43,8 @@ type translator struct {
 	// grpcClusters are the static clusters the bootstrap's gRPC services name, by name,
 	// with where (xds_source.go): they, and only they, may speak HTTP/2.
 	grpcClusters  map[string]string
-	adsConfigured bool // dynamic_resources.ads_config is set (even if wrong)
+	grpcH2        map[string]*corev3.Http2ProtocolOptions // their HTTP/2 options, by name
+	adsConfigured bool                                    // dynamic_resources.ads_config is set (even if wrong)
 	// routes are the process's RDS route providers (rds.go), shared by every connection
 	// manager naming the same route configuration.
 	routes *httpconnmgr.RouteProviders
@@ -69,6 +70,7 @@ func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 	t.cfg.RouteProviders = t.routes
 	t.clusters = map[string]*engine.Cluster{}
 	t.grpcClusters = grpcClusterNames(bs) // xds_source.go
+	t.grpcH2 = map[string]*corev3.Http2ProtocolOptions{}
 	if a := bs.GetAdmin(); a.GetAddress() != nil {
 		if ap, ok := t.socketAddress(a.GetAddress(), "admin.address", true); ok {
 			t.cfg.Admin = ap

@@ -12,6 +12,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -154,6 +155,17 @@ func (m *Manager) xdsClientFor(s *config.XDSServer, typeURL string) (*xdsClient,
 			grpc.WithContextDialer(m.dialCluster(s.Cluster)),
 			grpc.WithAuthority(authority),
 		},
+	}
+	if s.KeepaliveInterval > 0 {
+		// gRPC raises an interval under 10 s to 10 s (a server may punish more).
+		o.DialOptions = append(o.DialOptions, grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time: s.KeepaliveInterval, Timeout: s.KeepaliveTimeout, PermitWithoutStream: true}))
+	}
+	if s.InitialStreamWindow > 0 {
+		o.DialOptions = append(o.DialOptions, grpc.WithInitialWindowSize(int32(min(s.InitialStreamWindow, 1<<31-1))))
+	}
+	if s.InitialConnWindow > 0 {
+		o.DialOptions = append(o.DialOptions, grpc.WithInitialConnWindowSize(int32(min(s.InitialConnWindow, 1<<31-1))))
 	}
 	if rl := s.RateLimit; rl != nil {
 		o.RateLimit = &xds.RateLimit{MaxTokens: rl.MaxTokens, FillRate: rl.FillRate}
