@@ -66,9 +66,11 @@ type DumpState struct {
 	ClusterFailures []DumpFailure
 	CDSVersion      string // ClustersConfigDump.version_info
 
-	// HasRDS adds a RoutesConfigDump with DynamicRoutes (rds.go).
-	HasRDS        bool
-	DynamicRoutes []RouteDumpEntry
+	// HasRDS adds a RoutesConfigDump (rds.go): the inline route configurations of the
+	// listeners given in RouteListeners as static_route_configs, and DynamicRoutes.
+	HasRDS         bool
+	RouteListeners []DumpEntry
+	DynamicRoutes  []RouteDumpEntry
 }
 
 // DumpError is a /config_dump query that cannot be answered, with the HTTP status Envoy

@@ -280,6 +280,18 @@ type RouteDumpEntry struct {
 // routesDump is Envoy's RoutesConfigDump of the route configurations from RDS.
 func routesDump(st *DumpState, match func(string) bool) (*adminv3.RoutesConfigDump, error) {
 	d := &adminv3.RoutesConfigDump{}
+	for _, e := range st.RouteListeners {
+		for _, rc := range inlineRoutes(e.Resource) {
+			if !match(rc.GetName()) {
+				continue
+			}
+			a, err := pack(rc)
+			if err != nil {
+				return nil, err
+			}
+			d.StaticRouteConfigs = append(d.StaticRouteConfigs, &adminv3.RoutesConfigDump_StaticRouteConfig{RouteConfig: a, LastUpdated: stamp(e.LastUpdated)})
+		}
+	}
 	for i := range st.DynamicRoutes {
 		e := &st.DynamicRoutes[i]
 		if !match(e.Name) {
@@ -302,3 +314,33 @@ func routesDump(st *DumpState, match func(string) bool) (*adminv3.RoutesConfigDu
 	}
 	return d, nil
 }
+
+// inlineRoutes are the route_configs of a listener's connection managers (m is a
+// *listenerv3.Listener), which Envoy shows as static_route_configs.
+func inlineRoutes(m proto.Message) []*routev3.RouteConfiguration {
+	l, ok := m.(*listenerv3.Listener)
+	if !ok {
+		return nil
+	}
+	var out []*routev3.RouteConfiguration
+	chains := l.GetFilterChains()
+	if d := l.GetDefaultFilterChain(); d != nil {
+		chains = append(slices.Clip(chains), d)
+	}
+	for _, fc := range chains {
+		for _, f := range fc.GetFilters() {
+			tc := f.GetTypedConfig()
+			if tc == nil || tc.GetTypeUrl() != typeURLPrefix+hcmType {
+				continue
+			}
+			h := &hcmv3.HttpConnectionManager{}
+			if tc.UnmarshalTo(h) == nil && h.GetRouteConfig() != nil {
+				out = append(out, h.GetRouteConfig())
+			}
+		}
+	}
+	return out
+}
+
+// LoadedAt is when the bootstrap was loaded (its resources' last_updated).
+func (c *Config) LoadedAt() time.Time { return c.loaded }

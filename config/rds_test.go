@@ -231,3 +231,34 @@ func TestListenerResourceRDS(t *testing.T) {
 		t.Errorf("provider %+v", p)
 	}
 }
+
+// The RoutesConfigDump: inline route configurations of the listeners as
+// static_route_configs, RDS ones with their version, failure, or REQUESTED status.
+func TestRoutesConfigDump(t *testing.T) {
+	hcm := &hcmv3.HttpConnectionManager{StatPrefix: "s", RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: simpleRoutes("inline", "c")}}
+	tc, _ := anypb.New(hcm)
+	l := &listenerv3.Listener{Name: "l", FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+		Name: "hcm", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tc}}}}}}
+	bad := simpleRoutes("r2", "c")
+	st := &DumpState{HasRDS: true, RouteListeners: []DumpEntry{{Name: "l", Resource: l}},
+		DynamicRoutes: []RouteDumpEntry{
+			{Name: "r1", Version: "7", Resource: simpleRoutes("r1", "c")},
+			{Name: "r2", Failure: &DumpFailure{Name: "r2", Details: "resources[0] (route_configuration \"r2\"): bad", Failed: bad}},
+			{Name: "r3"},
+		}}
+	out, err := RenderConfigDump(nil, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump"`, `"static_route_configs"`, `"name": "inline"`,
+		`"version_info": "7"`, `"name": "r1"`, `"error_state"`, `route_configuration \"r2\"): bad`, `"client_status": "REQUESTED"`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("dump lacks %s:\n%s", want, out)
+		}
+	}
+	// Without RDS the dump has no RoutesConfigDump (as before).
+	out, _ = RenderConfigDump(nil, &DumpState{}, nil)
+	if strings.Contains(string(out), "RoutesConfigDump") {
+		t.Errorf("RoutesConfigDump without RDS:\n%s", out)
+	}
+}

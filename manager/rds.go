@@ -402,6 +402,15 @@ func (m *Manager) routesDumpState(st *config.DumpState) {
 		st.WarmingListeners = append(st.WarmingListeners, config.DumpEntry{Name: name, Version: w.r.Version, LastUpdated: w.since, Resource: w.r.Message()})
 	}
 	st.HasRDS = len(m.rds.routes) > 0
+	if !st.HasRDS {
+		return
+	}
+	for _, r := range m.cfg.StaticListeners {
+		st.RouteListeners = append(st.RouteListeners, config.DumpEntry{Name: r.Name, LastUpdated: m.cfg.LoadedAt(), Resource: r.Message()})
+	}
+	for _, name := range sortedKeys(m.listeners) {
+		st.RouteListeners = append(st.RouteListeners, config.DumpEntry{Name: name, LastUpdated: m.lUpdated[name], Resource: m.listeners[name].Message()})
+	}
 	for _, name := range sortedKeys(m.rds.routes) {
 		e := m.rds.routes[name]
 		d := config.RouteDumpEntry{Name: name, LastUpdated: e.updated}

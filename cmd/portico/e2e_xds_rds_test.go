@@ -336,4 +336,9 @@ func TestXDSRDSStatic(t *testing.T) {
 	if !strings.Contains(dump, `"version_info": "2"`) || !strings.Contains(dump, `"name": "static_routes"`) {
 		t.Errorf("config_dump:\n%s", dump)
 	}
+	// The listener of the static_resources is dynamic in nothing but its routes: no
+	// inline route_config to show, and static_route_configs is empty.
+	if _, d, _ := p.get("/config_dump?resource=static_route_configs"); strings.Contains(d, "route_config") {
+		t.Errorf("static_route_configs:\n%s", d)
+	}
 }
