@@ -336,6 +336,14 @@ func TestXDSRDSStatic(t *testing.T) {
 	if !strings.Contains(dump, `"version_info": "2"`) || !strings.Contains(dump, `"name": "static_routes"`) {
 		t.Errorf("config_dump:\n%s", dump)
 	}
+	// validate_clusters is false for RDS (Envoy): a route to a cluster that does not
+	// exist is accepted and answers 503 (NC) at request time.
+	cp.set(t, "3", map[resource.Type][]types.Resource{cdsType: clusters, ldsType: {}, rdsType: {rdsRoutes("static_routes", "missing")}}, node)
+	cp.waitACK(t, "3", []string{rdsType}, node)
+	eventually(t, "a route to an unknown cluster to answer 503", func() bool { st, _ := rdsGet(port); return st == 503 })
+	if n := p.stats(t)["http.static_web.no_cluster"]; n < 1 {
+		t.Errorf("http.static_web.no_cluster = %v", n)
+	}
 	// The listener of the static_resources is dynamic in nothing but its routes: no
 	// inline route_config to show, and static_route_configs is empty.
 	if _, d, _ := p.get("/config_dump?resource=static_route_configs"); strings.Contains(d, "route_config") {
