@@ -301,6 +301,7 @@ func (m *Manager) reloadListeners() {
 		return
 	}
 	m.applyListeners(u)
+	m.resubscribeRoutes() // rds.go
 	m.log.Info("lds: update applied", "version", u.Version, "listeners", len(u.Listeners),
 		"rejected", len(u.Errors), "removed", len(u.Removed), "took", time.Since(start).Round(time.Microsecond).String())
 }

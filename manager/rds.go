@@ -152,24 +152,33 @@ func (m *Manager) routeTimedOut(name string, e *rdsEntry) {
 	m.promoteWarming()
 }
 
-// startRoutes subscribes to the route configurations the static listeners name, at
-// StartXDS; WaitInitial then waits for them before the workers start.
+// startRoutes subscribes to the route configurations the listeners there are at
+// StartXDS name (static ones, and those of an LDS file); WaitInitial then waits for them
+// before the workers start.
 func (m *Manager) startRoutes() error {
-	if len(m.staticRouteNames()) == 0 || m.cfg.ADS == nil {
+	if m.cfg.ADS == nil {
+		return nil
+	}
+	names := m.routeNames()
+	if len(names) == 0 {
 		return nil
 	}
 	if _, err := m.xdsClientFor(m.cfg.ADS, xds.RouteType); err != nil {
 		return err
 	}
-	m.resubscribe(xds.RouteType, m.routeNames())
+	m.resubscribe(xds.RouteType, names)
 	return nil
 }
 
-// routeFetchTimeout is the longest initial_fetch_timeout of the static listeners'
-// route configurations (0: one waits as long as it takes).
+// resubscribeRoutes (manager's goroutine) is routeNames and the resubscription after a
+// version of an LDS file.
+func (m *Manager) resubscribeRoutes() { m.resubscribe(xds.RouteType, m.syncRoutes()) }
+
+// routeFetchTimeout is the longest initial_fetch_timeout of the route configurations
+// subscribed to (0: one waits as long as it takes).
 func (m *Manager) routeFetchTimeout() time.Duration {
 	var d time.Duration
-	for _, n := range m.staticRouteNames() {
+	for _, n := range m.cfg.RouteProviders.Names() {
 		p := m.cfg.RouteProviders.Lookup(n)
 		if p == nil {
 			continue

@@ -324,8 +324,8 @@ func (m *Manager) WaitInitial() []string {
 	if s := m.cfg.LDSXDS; s != nil {
 		wait(xds.ListenerType, s.InitialFetchTimeout)
 		wait(xds.RouteType, s.InitialFetchTimeout)
-	} else if len(m.staticRouteNames()) > 0 {
-		wait(xds.RouteType, m.routeFetchTimeout()) // rds.go
+	} else {
+		wait(xds.RouteType, m.routeFetchTimeout()) // rds.go: static listeners' routes
 	}
 	return late
 }
