@@ -170,8 +170,20 @@ func (m *Manager) xdsClientFor(s *config.XDSServer, typeURL string) (*xdsClient,
 	if rl := s.RateLimit; rl != nil {
 		o.RateLimit = &xds.RateLimit{MaxTokens: rl.MaxTokens, FillRate: rl.FillRate}
 	}
-	if s.Delta {
-		return nil, fmt.Errorf("%s.api_type: DELTA_GRPC is not supported yet", s.Field)
+	o.Delta, o.NodeOnEveryRequest, o.PerType = s.Delta, s.NodeOnEveryRequest, !s.Aggregated
+	// Envoy counts update_failure on each subscription of a stream that fails.
+	o.OnStreamFailure = func(error) {
+		for _, typ := range types {
+			if !x.subscribed[typ].Load() {
+				continue
+			}
+			switch typ {
+			case xds.ListenerType:
+				m.lm.lds.updateFailure.Inc()
+			case xds.ClusterType:
+				m.cm.cds.updateFailure.Inc()
+			}
+		}
 	}
 	c := &xdsClient{server: s, types: types}
 	c.c = xds.New(o, m.handleXDS)
