@@ -132,6 +132,12 @@ static_resources:
 		t.Fatalf("unchanged: %v, reload %d", err, p.Stats.ConfigReload.Value())
 	}
 
+	// A response without it (RDS is not wildcard) removes nothing: the one name asked for
+	// counts an empty update.
+	if err := m.applyRoutes("4", nil); err != nil || p.Table() != tbl || p.Stats.UpdateEmpty.Value() != 1 {
+		t.Fatalf("empty response: %v, table kept %v, update_empty %d", err, p.Table() == tbl, p.Stats.UpdateEmpty.Value())
+	}
+
 	// The listener goes: so does the route configuration.
 	u, _ = config.ParseListenerResources("lds", "2", nil, 1, o, m.currentListeners())
 	if err := m.ApplyListeners(u); err != nil {
