@@ -396,6 +396,16 @@ func (m *Manager) promoteWarming() {
 	}
 }
 
+// routeStreamFailure counts a failed stream in every route configuration's
+// update_failure (Envoy counts it per subscription). Any goroutine.
+func (m *Manager) routeStreamFailure() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.rds.routes {
+		e.p.Stats.UpdateFailure.Inc()
+	}
+}
+
 // warmingCount is listener_manager.total_listeners_warming.
 func (m *Manager) warmingCount() int {
 	m.mu.Lock()

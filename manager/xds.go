@@ -182,6 +182,8 @@ func (m *Manager) xdsClientFor(s *config.XDSServer, typeURL string) (*xdsClient,
 				m.lm.lds.updateFailure.Inc()
 			case xds.ClusterType:
 				m.cm.cds.updateFailure.Inc()
+			case xds.RouteType:
+				m.routeStreamFailure() // rds.go
 			}
 		}
 	}
