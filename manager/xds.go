@@ -135,7 +135,17 @@ func (m *Manager) xdsClientFor(s *config.XDSServer, typeURL string) (*xdsClient,
 	}
 	types := []string{typeURL}
 	if s.Aggregated {
-		types = xdsTypes
+		// The ADS stream carries LDS and CDS only when lds_config / cds_config say
+		// `ads: {}` (their wildcard request would otherwise ask for every listener
+		// and cluster); EDS and RDS by name, once something names them.
+		types = nil
+		for _, t := range xdsTypes {
+			switch {
+			case t == xds.ClusterType && !onADS(m.cfg.CDSXDS), t == xds.ListenerType && !onADS(m.cfg.LDSXDS):
+			default:
+				types = append(types, t)
+			}
+		}
 	}
 	node := proto.Clone(m.cfg.NodeProto).(*corev3.Node)
 	if node.GetUserAgentName() == "" {
@@ -199,6 +209,9 @@ func (m *Manager) xdsClientFor(s *config.XDSServer, typeURL string) (*xdsClient,
 	}()
 	return c, nil
 }
+
+// onADS reports whether a subscription rides the ADS stream.
+func onADS(s *config.XDSSubscription) bool { return s != nil && s.Server.Aggregated }
 
 // dialCluster dials the management server's static cluster: each attempt takes the next
 // of its hosts (a DNS cluster's current ones), so a reconnect tries another server.
