@@ -69,6 +69,11 @@ type DumpState struct {
 	// Endpoints are the EDS assignments in use (their Resource a
 	// *endpointv3.ClusterLoadAssignment, Name its cluster_name), shown with ?include_eds.
 	Endpoints []DumpEntry
+	// HasRDS adds a RoutesConfigDump (rds.go): the inline route configurations of the
+	// listeners given in RouteListeners as static_route_configs, and DynamicRoutes.
+	HasRDS         bool
+	RouteListeners []DumpEntry
+	DynamicRoutes  []RouteDumpEntry
 }
 
 // DumpError is a /config_dump query that cannot be answered, with the HTTP status Envoy
@@ -146,6 +151,13 @@ func RenderConfigDump(cfg *Config, st *DumpState, q url.Values) ([]byte, error) 
 		dumps = append(dumps, eds)
 	}
 	dumps = append(dumps, listeners)
+	if st.HasRDS {
+		routes, err := routesDump(st, match) // rds.go
+		if err != nil {
+			return nil, err
+		}
+		dumps = append(dumps, routes)
+	}
 
 	var paths []string
 	for _, p := range strings.Split(q.Get("mask"), ",") {

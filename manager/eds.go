@@ -175,23 +175,6 @@ func (m *Manager) syncOwnEDS() error {
 	return nil
 }
 
-// adsTypes are the types the ADS stream carries: CDS and LDS only when their config
-// source is `ads: {}` (the client asks for those two by wildcard as soon as it has them,
-// and a CDS or LDS file's resources would give way to the server's), EDS and RDS always
-// (they are asked for by name, once something names them).
-func (m *Manager) adsTypes() []string {
-	var out []string
-	for _, t := range xdsTypes {
-		switch {
-		case t == xds.ClusterType && (m.cfg.CDSXDS == nil || !m.cfg.CDSXDS.Server.Aggregated),
-			t == xds.ListenerType && (m.cfg.LDSXDS == nil || !m.cfg.LDSXDS.Server.Aggregated):
-			continue
-		}
-		out = append(out, t)
-	}
-	return out
-}
-
 // edsTarget is a cluster that takes a service name's assignment.
 type edsTarget struct {
 	name    string
@@ -269,8 +252,8 @@ func (e *edsState) dumpEndpoints() []config.DumpEntry {
 	return out
 }
 
-// warmingCount is cluster_manager.warming_clusters.
-func (m *Manager) warmingCount() int {
+// warmingClusters is cluster_manager.warming_clusters.
+func (m *Manager) warmingClusters() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.eds.warming)
@@ -369,6 +352,22 @@ func (m *Manager) publishWarmed(prev, r *config.ClusterResource) {
 		m.cFailed[r.Name] = failure{err: &config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()}, when: now}
 		m.mu.Unlock()
 		m.log.Error("cds: publishing a warmed cluster", "cluster", r.Name, "err", err)
+	}
+}
+
+// endpointStreamFailure counts a failed stream to s in the update_failure of every EDS
+// cluster that takes its endpoints from s (Envoy counts it per subscription). Any
+// goroutine.
+func (m *Manager) endpointStreamFailure(s *config.XDSServer) {
+	key := serverKey(s, xds.EndpointType)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, ts := range m.edsTargetsLocked() {
+		for _, t := range ts {
+			if t.src != nil && serverKey(t.src.Server, xds.EndpointType) == key {
+				m.edsStatsLocked(t.name).failure.Inc()
+			}
+		}
 	}
 }
 

@@ -119,8 +119,8 @@ func TestEDS(t *testing.T) {
 
 	// A CDS EDS cluster warms: not in the registry until its assignment.
 	cds("1", edsClusterJSON("web", "web-svc", "0s"))
-	if srv.Cluster("web") != nil || m.warmingCount() != 1 {
-		t.Fatalf("web published before its endpoints (warming %d)", m.warmingCount())
+	if srv.Cluster("web") != nil || m.warmingClusters() != 1 {
+		t.Fatalf("web published before its endpoints (warming %d)", m.warmingClusters())
 	}
 	if got := m.endpointNames(); !slices.Equal(got, []string{"svc", "web-svc"}) {
 		t.Fatalf("names %v", got)
@@ -130,8 +130,8 @@ func TestEDS(t *testing.T) {
 	}
 	// The same version again goes on warming.
 	cds("1", edsClusterJSON("web", "web-svc", "0s"))
-	if m.warmingCount() != 1 {
-		t.Fatalf("warming %d", m.warmingCount())
+	if m.warmingClusters() != 1 {
+		t.Fatalf("warming %d", m.warmingClusters())
 	}
 	if err := eds("e1", claJSON("svc", 9001, 9002), claJSON("web-svc", 9101), claJSON("other", 1)); err != nil {
 		t.Fatal(err)
@@ -140,8 +140,8 @@ func TestEDS(t *testing.T) {
 		t.Fatalf("static_eds hosts %v", got)
 	}
 	web1 := srv.Cluster("web")
-	if got := ports(web1); !slices.Equal(got, []int{9101}) || m.warmingCount() != 0 {
-		t.Fatalf("web hosts %v, warming %d", got, m.warmingCount())
+	if got := ports(web1); !slices.Equal(got, []int{9101}) || m.warmingClusters() != 0 {
+		t.Fatalf("web hosts %v, warming %d", got, m.warmingClusters())
 	}
 	kept := srv.Cluster("static_eds").Hosts()[0]
 
@@ -183,21 +183,21 @@ func TestEDS(t *testing.T) {
 
 	// A new version of web gets the kept assignment at once, without warming.
 	cds("2", strings.Replace(edsClusterJSON("web", "web-svc", "0s"), `"1s"`, `"2s"`, 1))
-	if web2 := srv.Cluster("web"); web2 == web1 || !slices.Equal(ports(web2), []int{9101}) || m.warmingCount() != 0 {
-		t.Fatalf("web v2: %v hosts %v, warming %d", web2 == web1, ports(web2), m.warmingCount())
+	if web2 := srv.Cluster("web"); web2 == web1 || !slices.Equal(ports(web2), []int{9101}) || m.warmingClusters() != 0 {
+		t.Fatalf("web v2: %v hosts %v, warming %d", web2 == web1, ports(web2), m.warmingClusters())
 	}
 
 	// A version with a service name nothing is kept for warms while the old one serves.
 	web2 := srv.Cluster("web")
 	cds("2b", edsClusterJSON("web", "web-svc2", "0s"))
-	if srv.Cluster("web") != web2 || m.warmingCount() != 1 {
-		t.Fatalf("web v3 did not warm behind v2 (warming %d)", m.warmingCount())
+	if srv.Cluster("web") != web2 || m.warmingClusters() != 1 {
+		t.Fatalf("web v3 did not warm behind v2 (warming %d)", m.warmingClusters())
 	}
 	if err := eds("e3b", claJSON("web-svc2", 9111)); err != nil {
 		t.Fatal(err)
 	}
-	if web3 := srv.Cluster("web"); web3 == web2 || !slices.Equal(ports(web3), []int{9111}) || m.warmingCount() != 0 {
-		t.Fatalf("web v3 hosts %v warming %d", ports(web3), m.warmingCount())
+	if web3 := srv.Cluster("web"); web3 == web2 || !slices.Equal(ports(web3), []int{9111}) || m.warmingClusters() != 0 {
+		t.Fatalf("web v3 hosts %v warming %d", ports(web3), m.warmingClusters())
 	}
 	if m.eds.cache["web-svc"] != nil {
 		t.Fatal("web-svc's kept assignment outlived the last cluster that took it")
@@ -216,12 +216,12 @@ func TestEDS(t *testing.T) {
 		t.Fatalf("names %v", got)
 	}
 	cds("4", edsClusterJSON("web", "web-svc", "0s"))
-	if srv.Cluster("web") != nil || m.warmingCount() != 1 {
+	if srv.Cluster("web") != nil || m.warmingClusters() != 1 {
 		t.Fatal("re-added web did not warm")
 	}
 	// Removed while warming.
 	cds("5")
-	if m.warmingCount() != 0 || srv.Cluster("web") != nil {
+	if m.warmingClusters() != 0 || srv.Cluster("web") != nil {
 		t.Fatal("a removed warming cluster stayed")
 	}
 
@@ -236,8 +236,8 @@ func TestEDS(t *testing.T) {
 	// initial_fetch_timeout: published without hosts.
 	cds("6", edsClusterJSON("late", "late-svc", "0.2s"))
 	waitFor(t, "late published without endpoints", func() bool { return srv.Cluster("late") != nil })
-	if m.warmingCount() != 0 || len(srv.Cluster("late").Hosts()) != 0 {
-		t.Fatalf("late: warming %d hosts %d", m.warmingCount(), len(srv.Cluster("late").Hosts()))
+	if m.warmingClusters() != 0 || len(srv.Cluster("late").Hosts()) != 0 {
+		t.Fatalf("late: warming %d hosts %d", m.warmingClusters(), len(srv.Cluster("late").Hosts()))
 	}
 	if err := eds("e5", claJSON("late-svc", 9201)); err != nil {
 		t.Fatal(err)

@@ -78,8 +78,9 @@ var xdsTypes = []string{xds.ClusterType, xds.EndpointType, xds.ListenerType, xds
 
 // HasXDS reports whether the configuration subscribes to a management server.
 func (m *Manager) HasXDS() bool {
-	// ads_config alone: EDS clusters (static, or of a CDS file) subscribe on its stream.
-	return m.cfg.LDSXDS != nil || m.cfg.CDSXDS != nil || m.cfg.ADS != nil
+	// ads_config alone: EDS clusters (static, or of a CDS file) subscribe on its stream
+	// (eds.go).
+	return m.cfg.LDSXDS != nil || m.cfg.CDSXDS != nil || m.cfg.ADS != nil || len(m.staticRouteNames()) > 0 // rds.go
 }
 
 // StartXDS starts the subscriptions to management servers (none without them) and the
@@ -113,7 +114,10 @@ func (m *Manager) StartXDS(version string) error {
 			return err
 		}
 	}
-	return m.startEDS() // eds.go: the endpoints of the EDS clusters there are already
+	if err := m.startEDS(); err != nil { // eds.go: the endpoints of the EDS clusters there are already
+		return err
+	}
+	return m.startRoutes() // rds.go: the static listeners' route configs
 }
 
 // serverKey tells management servers apart: ADS is one stream for every type; each
@@ -136,7 +140,17 @@ func (m *Manager) xdsClientFor(s *config.XDSServer, typeURL string) (*xdsClient,
 	}
 	types := []string{typeURL}
 	if s.Aggregated {
-		types = m.adsTypes() // eds.go
+		// The ADS stream carries LDS and CDS only when lds_config / cds_config say
+		// `ads: {}` (their wildcard request would otherwise ask for every listener
+		// and cluster); EDS and RDS by name, once something names them.
+		types = nil
+		for _, t := range xdsTypes {
+			switch {
+			case t == xds.ClusterType && !onADS(m.cfg.CDSXDS), t == xds.ListenerType && !onADS(m.cfg.LDSXDS):
+			default:
+				types = append(types, t)
+			}
+		}
 	}
 	node := proto.Clone(m.cfg.NodeProto).(*corev3.Node)
 	if node.GetUserAgentName() == "" {
@@ -171,8 +185,24 @@ func (m *Manager) xdsClientFor(s *config.XDSServer, typeURL string) (*xdsClient,
 	if rl := s.RateLimit; rl != nil {
 		o.RateLimit = &xds.RateLimit{MaxTokens: rl.MaxTokens, FillRate: rl.FillRate}
 	}
-	if s.Delta {
-		return nil, fmt.Errorf("%s.api_type: DELTA_GRPC is not supported yet", s.Field)
+	o.Delta, o.NodeOnEveryRequest, o.PerType = s.Delta, s.NodeOnEveryRequest, !s.Aggregated
+	// Envoy counts update_failure on each subscription of a stream that fails.
+	o.OnStreamFailure = func(error) {
+		for _, typ := range types {
+			if !x.subscribed[typ].Load() {
+				continue
+			}
+			switch typ {
+			case xds.ListenerType:
+				m.lm.lds.updateFailure.Inc()
+			case xds.ClusterType:
+				m.cm.cds.updateFailure.Inc()
+			case xds.RouteType:
+				m.routeStreamFailure() // rds.go
+			case xds.EndpointType:
+				m.endpointStreamFailure(s) // eds.go
+			}
+		}
 	}
 	c := &xdsClient{server: s, types: types}
 	c.c = xds.New(o, m.handleXDS)
@@ -186,6 +216,9 @@ func (m *Manager) xdsClientFor(s *config.XDSServer, typeURL string) (*xdsClient,
 	}()
 	return c, nil
 }
+
+// onADS reports whether a subscription rides the ADS stream.
+func onADS(s *config.XDSSubscription) bool { return s != nil && s.Server.Aggregated }
 
 // dialCluster dials the management server's static cluster: each attempt takes the next
 // of its hosts (a DNS cluster's current ones), so a reconnect tries another server.
@@ -327,6 +360,8 @@ func (m *Manager) WaitInitial() []string {
 	if s := m.cfg.LDSXDS; s != nil {
 		wait(xds.ListenerType, s.InitialFetchTimeout)
 		wait(xds.RouteType, s.InitialFetchTimeout)
+	} else {
+		wait(xds.RouteType, m.routeFetchTimeout()) // rds.go: static listeners' routes
 	}
 	return late
 }

@@ -17,7 +17,8 @@
 //     all until Subscribe gives it a non-empty name set.
 //   - The Handler is called with a type's whole current set of resources (see
 //     below for delta). nil ACKs; an error NACKs with error_detail
-//     (google.rpc.Status, code INVALID_ARGUMENT, message = the error's text).
+//     (google.rpc.Status, code INTERNAL as Envoy sends, message = the error's
+//     text, cut at 4 KiB as Envoy cuts it).
 //     A handler panic is a NACK too.
 //   - A response whose type_url is not in Options.Types is NACKed; a response
 //     for a type in Options.Types that has no subscription is ignored.
@@ -78,7 +79,8 @@
 //     it. After an ACK such a response is handled at once (the handler sees
 //     the same set again).
 //
-// Nothing here is wired into the binary yet; Run is the whole life of a client.
+// Run is the whole life of a client. The manager package runs one per management
+// server the bootstrap names (ads_config, or an api_config_source: Options.PerType).
 package xds
 
 import (
@@ -134,6 +136,13 @@ type Options struct {
 	// stream's first: Envoy's set_node_on_first_message_only false (Envoy's
 	// default). false keeps the node on the first request only.
 	NodeOnEveryRequest bool
+	// PerType talks to Types[0]'s own discovery service (ListenerDiscoveryService
+	// and its kin: Envoy's api_config_source without ADS) instead of the aggregated
+	// one; Types must then hold one type.
+	PerType bool
+	// OnStreamFailure, if set, is called on the client's goroutine each time a stream
+	// fails to open or ends other than by ctx (Envoy counts update_failure then).
+	OnStreamFailure func(error)
 	// Delta selects the incremental protocol (DeltaAggregatedResources,
 	// Envoy's api_type DELTA_GRPC) instead of the state of the world.
 	Delta bool
@@ -294,6 +303,9 @@ func (c *Client) Run(ctx context.Context) error {
 	if len(c.o.Types) == 0 {
 		return errors.New("xds: no resource types to subscribe")
 	}
+	if c.o.PerType && len(c.o.Types) != 1 {
+		return fmt.Errorf("xds: a type's own discovery service carries one type, not %d", len(c.o.Types))
+	}
 	dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, c.o.DialOptions...)
 	attempt := 0
 	for {
@@ -325,6 +337,9 @@ func (c *Client) Run(ctx context.Context) error {
 		attempt++
 		c.log.Warn("xds: stream to the management server ended, reconnecting",
 			"target", c.o.Target, "error", err, "in", wait)
+		if c.o.OnStreamFailure != nil {
+			c.o.OnStreamFailure(err)
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -347,7 +362,7 @@ type sotw struct {
 func (p *sotw) kind() string { return "ADS" }
 
 func (p *sotw) open(ctx context.Context, conn *grpc.ClientConn) (grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse], error) {
-	return discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	return openSotW(ctx, conn, &p.c.o) // service.go
 }
 
 func (p *sotw) setNode(r *discoveryv3.DiscoveryRequest, n *corev3.Node) { r.Node = n }
@@ -413,10 +428,18 @@ func (c *Client) requestLocked(typ string, t *typeState, version string, detail 
 	return req
 }
 
-// nackStatus is a NACK's error_detail.
+// nackStatus is a NACK's error_detail, as Envoy's: code INTERNAL, the message cut at
+// 4 KiB (a gRPC status message rides in a header).
 func nackStatus(err error) *statuspb.Status {
-	return &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+	msg := err.Error()
+	if len(msg) > maxNackMessage {
+		msg = msg[:maxNackMessage] + "...(truncated)"
+	}
+	return &statuspb.Status{Code: int32(codes.Internal), Message: msg}
 }
+
+// maxNackMessage is Envoy's limit on a NACK's message (truncateGrpcStatusMessage).
+const maxNackMessage = 4096
 
 func (p *sotw) subscribed(q *sendQueue) {
 	c := p.c

@@ -388,8 +388,8 @@ func TestNACKKeepsPreviousVersionAndDoesNotSpin(t *testing.T) {
 		return nack != nil
 	})
 	if nack.TypeUrl != ListenerType || nack.VersionInfo != "v1" || nack.ResponseNonce == "" ||
-		nack.ErrorDetail.Code != int32(codes.InvalidArgument) || nack.ErrorDetail.Message != "listener l2: bad address" {
-		t.Fatalf("NACK %v: want LDS, version v1, a nonce, INVALID_ARGUMENT and the handler's message", nack)
+		nack.ErrorDetail.Code != int32(codes.Internal) || nack.ErrorDetail.Message != "listener l2: bad address" {
+		t.Fatalf("NACK %v: want LDS, version v1, a nonce, INTERNAL and the handler's message", nack)
 	}
 	// The cache answers each NACK (version v1 ≠ v2) with v2 again at once.
 	// Over a window of 5 NACK delays the handler may see v2 about 6 times;
@@ -544,7 +544,7 @@ func TestUnknownTypeNACKedUnsubscribedIgnored(t *testing.T) {
 		t.Fatalf("first request %v", r)
 	}
 	r := next()
-	if r.TypeUrl != "type.googleapis.com/foo.Bar" || r.ResponseNonce != "n2" || r.ErrorDetail.GetCode() != int32(codes.InvalidArgument) {
+	if r.TypeUrl != "type.googleapis.com/foo.Bar" || r.ResponseNonce != "n2" || r.ErrorDetail.GetCode() != int32(codes.Internal) {
 		t.Fatalf("request %v: want the NACK of the unknown type (the EDS response ignored)", r)
 	}
 	if len(rec.snapshot()) != 0 {

@@ -187,7 +187,7 @@ type delta struct {
 func (p *delta) kind() string { return "delta ADS" }
 
 func (p *delta) open(ctx context.Context, conn *grpc.ClientConn) (grpc.BidiStreamingClient[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse], error) {
-	return discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	return openDelta(ctx, conn, &p.c.o) // service.go
 }
 
 func (p *delta) setNode(r *discoveryv3.DeltaDiscoveryRequest, n *corev3.Node) { r.Node = n }

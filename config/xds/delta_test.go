@@ -338,8 +338,8 @@ func TestDeltaNACKThenFix(t *testing.T) {
 	})
 	const msg = "Error adding/updating listener(s) [l2]: bad"
 	if nack.TypeUrl != ListenerType || nack.ResponseNonce == "" ||
-		nack.ErrorDetail.Code != int32(codes.InvalidArgument) || nack.ErrorDetail.Message != msg {
-		t.Fatalf("NACK %v: want LDS, the nonce, INVALID_ARGUMENT and the handler's message", nack)
+		nack.ErrorDetail.Code != int32(codes.Internal) || nack.ErrorDetail.Message != msg {
+		t.Fatalf("NACK %v: want LDS, the nonce, INTERNAL and the handler's message", nack)
 	}
 	eventually(t, "NACK counted", func() bool { return c.Stats().Types[ListenerType].UpdateRejected == 1 })
 	if s := c.Stats().Types[ListenerType]; s.Version != "v1" || s.LastNackDetail != msg {
@@ -635,7 +635,7 @@ func TestDeltaMalformedUnknownAndUnsubscribed(t *testing.T) {
 	}
 	for nonce, w := range want {
 		r := got[nonce]
-		if r == nil || r.TypeUrl != w[0] || r.ErrorDetail.GetCode() != int32(codes.InvalidArgument) || r.ErrorDetail.GetMessage() != w[1] {
+		if r == nil || r.TypeUrl != w[0] || r.ErrorDetail.GetCode() != int32(codes.Internal) || r.ErrorDetail.GetMessage() != w[1] {
 			t.Fatalf("request for nonce %s: %v, want a NACK of %s: %s (all: %v)", nonce, r, w[0], w[1], got)
 		}
 	}
