@@ -677,12 +677,22 @@ func TestIstioDumps(t *testing.T) {
 	if env == "" {
 		t.Skipf("set %s to dump files to report on them", istioDumps)
 	}
-	for _, path := range strings.Split(env, ",") {
+	var all []verdict
+	paths := strings.Split(env, ",")
+	for _, path := range paths {
 		t.Run(filepath.Base(path), func(t *testing.T) {
 			rs := readConfigDump(t, path)
 			vs := judgeDump(t, rs)
-			t.Log(istioReport(path, vs))
+			all = append(all, vs...)
+			var b strings.Builder
+			for _, v := range vs {
+				fmt.Fprintf(&b, "  %s\n", v.expectLine())
+			}
+			t.Log(istioReport(path, vs) + "  each resource:\n" + b.String())
 		})
+	}
+	if len(paths) > 1 {
+		t.Log(istioReport(fmt.Sprintf("all %d dumps", len(paths)), all))
 	}
 }
 
