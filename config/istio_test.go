@@ -543,7 +543,9 @@ func TestIstioSidecar(t *testing.T) {
 			continue
 		}
 		if v.kind == "listener" || v.kind == "cluster" {
-			got = append(got, "  nack: "+firstLine(v.wire))
+			// Without the list of supported types, which grows with every filter added.
+			nack, _, _ := strings.Cut(firstLine(v.wire), " (supported: ")
+			got = append(got, "  nack: "+nack)
 		}
 		// Every problem the probe found names its field and why.
 		if len(v.errs) == 0 {
