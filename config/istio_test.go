@@ -40,7 +40,8 @@ import (
 // PORTICO_ISTIO_UPDATE=1) as well as when one opens.
 //
 // PORTICO_ISTIO_DUMP=a.json,b.json runs the same reading over other dumps (a real
-// sidecar's or gateway's) and logs the counts and the refusal reasons ranked by how many
+// sidecar's or gateway's, or what testdata/istio/istiod, istiod's generator run in
+// process, writes) and logs the counts and the refusal reasons ranked by how many
 // resources each blocks; nothing is asserted of those.
 const (
 	istioDump   = "testdata/istio/sidecar_config_dump.json"
@@ -68,7 +69,7 @@ type dumpResource struct {
 // lacks.
 const placeholder = "portico-unlinked:"
 
-var stringValueURL = "type.googleapis.com/" + string((&wrapperspb.StringValue{}).ProtoReflect().Descriptor().FullName())
+const stringValueURL = "type.googleapis.com/google.protobuf.StringValue"
 
 // readConfigDump reads the dynamic resources of an Envoy /config_dump (JSON, proto field
 // names or lowerCamelCase), in the dump's order: clusters, endpoints, listeners, routes.
