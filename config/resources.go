@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -16,7 +17,10 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/filters/chain"
@@ -1073,6 +1077,32 @@ func (u *ClusterUpdate) Problems() UpdateProblems {
 // Any becomes its JSON form, "@type" first. One that cannot be rendered (a type this
 // binary does not link) keeps only its "@type", which the decode then reports as
 // unsupported for that resource alone.
+// placeholderResolver resolves the types Portico links, and stands in an empty message
+// for any other: a resource holding an extension Portico does not have (Istio's own
+// filters) is then written with that Any as just its "@type", so the strict decode that
+// follows keeps the resource's name and reports the type at its field, as for a file.
+type placeholderResolver struct{}
+
+func (placeholderResolver) FindMessageByURL(url string) (protoreflect.MessageType, error) {
+	mt, err := protoregistry.GlobalTypes.FindMessageByURL(url)
+	if errors.Is(err, protoregistry.NotFound) {
+		return (&emptypb.Empty{}).ProtoReflect().Type(), nil
+	}
+	return mt, err
+}
+
+func (placeholderResolver) FindMessageByName(n protoreflect.FullName) (protoreflect.MessageType, error) {
+	return protoregistry.GlobalTypes.FindMessageByName(n)
+}
+
+func (placeholderResolver) FindExtensionByName(n protoreflect.FullName) (protoreflect.ExtensionType, error) {
+	return protoregistry.GlobalTypes.FindExtensionByName(n)
+}
+
+func (placeholderResolver) FindExtensionByNumber(m protoreflect.FullName, n protoreflect.FieldNumber) (protoreflect.ExtensionType, error) {
+	return protoregistry.GlobalTypes.FindExtensionByNumber(m, n)
+}
+
 func anyResources(from, version string, resources []*anypb.Any) (*resourceFile, error) {
 	var b []byte
 	b = append(b, `{"version_info":`...)
@@ -1083,7 +1113,7 @@ func anyResources(from, version string, resources []*anypb.Any) (*resourceFile, 
 		if i > 0 {
 			b = append(b, ',')
 		}
-		j, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(a)
+		j, err := protojson.MarshalOptions{UseProtoNames: true, Resolver: placeholderResolver{}}.Marshal(a)
 		if err != nil || !json.Valid(j) {
 			t, _ := json.Marshal(a.GetTypeUrl())
 			j = append(append([]byte(`{"@type":`), t...), '}')
