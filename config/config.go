@@ -33,6 +33,7 @@ import (
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -97,6 +98,14 @@ type Config struct {
 	InitialLDS         *ListenerUpdate
 	InitialCDS         *ClusterUpdate
 	LDSError, CDSError error
+
+	// ADS is dynamic_resources.ads_config (nil without it); LDSXDS and CDSXDS are the
+	// lds_config and cds_config that name a management server, `ads: {}` or an
+	// api_config_source of their own (xds_source.go). NodeProto is the node as
+	// configured, to send to a management server.
+	ADS            *XDSServer
+	LDSXDS, CDSXDS *XDSSubscription
+	NodeProto      *corev3.Node
 }
 
 // Runner is background work of a configuration (see Config.Runners). It never runs on a

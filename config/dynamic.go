@@ -47,12 +47,13 @@ type Node struct {
 
 // supportedDynamic is the supported table's part for dynamic_resources (see supported).
 var supportedDynamic = map[protoreflect.FullName][]protoreflect.Name{
-	"envoy.config.bootstrap.v3.Bootstrap.DynamicResources": {"lds_config", "cds_config"},
+	"envoy.config.bootstrap.v3.Bootstrap.DynamicResources": {"lds_config", "cds_config", "ads_config"},
 	// initial_fetch_timeout bounds the wait for a first version from a server; a file is
 	// read at once, so it changes nothing here (Envoy does not apply it to files either).
-	"envoy.config.core.v3.ConfigSource":     {"path", "path_config_source", "resource_api_version", "initial_fetch_timeout"},
-	"envoy.config.core.v3.PathConfigSource": {"path", "watched_directory"},
-	"envoy.config.core.v3.WatchedDirectory": {"path"},
+	"envoy.config.core.v3.ConfigSource":           {"path", "path_config_source", "resource_api_version", "initial_fetch_timeout", "ads", "api_config_source"},
+	"envoy.config.core.v3.AggregatedConfigSource": {},
+	"envoy.config.core.v3.PathConfigSource":       {"path", "watched_directory"},
+	"envoy.config.core.v3.WatchedDirectory":       {"path"},
 }
 
 // dynamicClusters reads the node identity and dynamic_resources, and the CDS file when
@@ -60,14 +61,17 @@ var supportedDynamic = map[protoreflect.FullName][]protoreflect.Name{
 // It runs between the static clusters and the static listeners.
 func (t *translator) dynamicClusters(bs *bootstrapv3.Bootstrap) {
 	t.cfg.Node = Node{ID: bs.GetNode().GetId(), Cluster: bs.GetNode().GetCluster()}
+	t.cfg.NodeProto = nodeProto(bs)
 	dr := bs.GetDynamicResources()
 	if dr == nil {
 		return
 	}
 	const at = "dynamic_resources"
-	t.cfg.LDS = t.fileSource(dr.GetLdsConfig(), field(at, "lds_config"))
-	t.cfg.CDS = t.fileSource(dr.GetCdsConfig(), field(at, "cds_config"))
-	if t.cfg.LDS == nil && t.cfg.CDS == nil {
+	t.adsConfigured = dr.GetAdsConfig() != nil
+	t.cfg.ADS = t.adsServer(dr) // xds_source.go
+	t.cfg.LDS, t.cfg.LDSXDS = t.subscription(dr.GetLdsConfig(), field(at, "lds_config"))
+	t.cfg.CDS, t.cfg.CDSXDS = t.subscription(dr.GetCdsConfig(), field(at, "cds_config"))
+	if t.cfg.LDS == nil && t.cfg.CDS == nil && t.cfg.LDSXDS == nil && t.cfg.CDSXDS == nil && !t.adsConfigured {
 		return
 	}
 	// Envoy's checkLocalInfo: a subscription identifies itself by the node.
@@ -113,6 +117,18 @@ func (t *translator) dynamicListeners() {
 		return
 	}
 	t.cfg.InitialLDS = u
+}
+
+// subscription reads lds_config or cds_config: a file, or a management server.
+func (t *translator) subscription(cs *corev3.ConfigSource, at string) (*FileSource, *XDSSubscription) {
+	if cs == nil {
+		return nil, nil
+	}
+	sub, isFile := t.xdsSubscription(cs, at)
+	if isFile {
+		return t.fileSource(cs, at), nil
+	}
+	return nil, sub
 }
 
 // fileSource reads one ConfigSource of dynamic_resources; nil when it is absent or not

@@ -301,6 +301,18 @@ func (t *translator) clusterHTTP(cl *clusterv3.Cluster, cc *engine.ClusterConfig
 	if v := cl.GetMaxRequestsPerConnection(); v != nil {
 		cc.HTTP.MaxRequestsPerConnection = int(v.GetValue())
 	}
+	//lint:ignore SA1019 deprecated, but control planes still write it
+	h2 := cl.GetHttp2ProtocolOptions() != nil
+	if by := t.grpcClusters[cl.GetName()]; by != "" {
+		if !speaksHTTP2(cl) { // xds_source.go
+			t.errorf(at, "cluster %q is the gRPC service of %s and must speak HTTP/2: set typed_extension_protocol_options %s with explicit_http_config.http2_protocol_options (or the older http2_protocol_options)",
+				cl.GetName(), t.c.userPath(by), httpProtocolOptionsName)
+			ok = false
+		}
+	} else if h2 {
+		t.unsupported(field(at, "http2_protocol_options"), "", "HTTP/2 upstreams are not supported by Portico yet (only for the cluster of a gRPC management server)")
+		ok = false
+	}
 	for name, a := range cl.GetTypedExtensionProtocolOptions() {
 		pat := key(field(at, "typed_extension_protocol_options"), name)
 		msg, mok := t.typedConfig(a, pat)
@@ -317,6 +329,10 @@ func (t *translator) clusterHTTP(cl *clusterv3.Cluster, cc *engine.ClusterConfig
 		common(po.GetCommonHttpProtocolOptions(), field(pat, "common_http_protocol_options"))
 		switch pc := po.GetUpstreamProtocolOptions().(type) {
 		case *upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_:
+			if t.grpcClusters[cl.GetName()] != "" && pc.ExplicitHttpConfig.GetHttp2ProtocolOptions() != nil {
+				// The management server's cluster: its gRPC client speaks HTTP/2.
+				break
+			}
 			if pc.ExplicitHttpConfig.GetHttpProtocolOptions() == nil {
 				t.unsupported(field(field(pat, "explicit_http_config"), "http2_protocol_options"), "", "HTTP/2 upstreams are not supported by Portico yet")
 				ok = false

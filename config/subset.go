@@ -102,6 +102,7 @@ var supported = map[protoreflect.FullName][]protoreflect.Name{
 		"name", "type", "connect_timeout", "lb_policy", "load_assignment",
 		"per_connection_buffer_limit_bytes", "circuit_breakers", "typed_extension_protocol_options",
 		"common_http_protocol_options", "http_protocol_options", "max_requests_per_connection",
+		"http2_protocol_options", // only the xDS cluster's (xds_source.go)
 		// STRICT_DNS and LOGICAL_DNS (cluster_dns.go)
 		"dns_lookup_family", "dns_refresh_rate", "dns_jitter", "dns_failure_refresh_rate",
 		"respect_dns_ttl", "dns_resolvers", "use_tcp_for_dns_lookups", "dns_resolution_config",

@@ -39,6 +39,10 @@ type translator struct {
 	defined  string            // definedClusters, once made: the clusters are all read before it is needed
 	up       *router.Upstreams // the HTTP pools, made for the first router (see upstreams)
 	dyn      *resourceState    // resources.go: set when translating one LDS resource
+	// grpcClusters are the static clusters the bootstrap's gRPC services name, by name,
+	// with where (xds_source.go): they, and only they, may speak HTTP/2.
+	grpcClusters  map[string]string
+	adsConfigured bool // dynamic_resources.ads_config is set (even if wrong)
 }
 
 // warnf records a warning: something accepted that does not do what it says in Envoy.
@@ -59,6 +63,7 @@ func (t *translator) unsupported(path, value, format string, args ...any) {
 func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 	t.cfg = &Config{Chains: make(map[string]*chain.Manager, len(bs.GetStaticResources().GetListeners()))}
 	t.clusters = map[string]*engine.Cluster{}
+	t.grpcClusters = grpcClusterNames(bs) // xds_source.go
 	if a := bs.GetAdmin(); a.GetAddress() != nil {
 		if ap, ok := t.socketAddress(a.GetAddress(), "admin.address", true); ok {
 			t.cfg.Admin = ap

@@ -56,6 +56,9 @@ type Manager struct {
 
 	lm listenerManagerStats
 	cm clusterManagerStats
+
+	xds      xdsState  // xds.go
+	loopOnce sync.Once // the goroutine starts with StartXDS or Start, whichever is first
 }
 
 // failure is the last rejected version of a resource (/config_dump's error_state).
@@ -167,7 +170,7 @@ func New(srv *engine.Server, cfg *config.Config, log *slog.Logger, drainTime tim
 		cancels: map[*config.ClusterResource]context.CancelFunc{},
 	}
 	m.lm.m, m.cm.m = m, m
-	m.lm.hasLDS, m.cm.hasCDS = cfg.LDS != nil, cfg.CDS != nil
+	m.lm.hasLDS, m.cm.hasCDS = cfg.LDS != nil || cfg.LDSXDS != nil, cfg.CDS != nil || cfg.CDSXDS != nil
 	m.lm.added.Add(uint64(len(cfg.Listeners)))
 	m.lm.createSuccess.Add(uint64(len(cfg.Listeners) * m.workers))
 	m.cm.added.Add(uint64(len(cfg.Clusters)))
@@ -220,8 +223,11 @@ func (m *Manager) Start() {
 			}
 		}()
 	}
-	go m.run()
+	m.startLoop()
 }
+
+// startLoop starts the manager's goroutine, once.
+func (m *Manager) startLoop() { m.loopOnce.Do(func() { go m.run() }) }
 
 func (m *Manager) run() {
 	defer close(m.done)

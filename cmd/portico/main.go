@@ -329,6 +329,22 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		}()
 	}
 	waitWarm(cfg, log)
+	// xDS: the management servers' first versions are applied before the workers start,
+	// as Envoy's server waits for its initial fetches (CDS, EDS, LDS, RDS), each for at
+	// most its initial_fetch_timeout.
+	if err := mgr.StartXDS(version); err != nil {
+		srv.Close()
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if mgr.HasXDS() {
+		start := time.Now()
+		late := mgr.WaitInitial()
+		for _, typ := range late {
+			log.Warn("xds: initial fetch timed out; starting without those resources", "type_url", typ)
+		}
+		log.Info("xds: initial fetch done", "took", time.Since(start).Round(time.Millisecond).String(), "timed_out", len(late))
+	}
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	srv.Start()
 	mgr.Start()
