@@ -84,6 +84,8 @@ type options struct {
 	samples     int
 	clkTck      float64
 	labels      jsonline.Labels
+	// standinHandler, for tests, replaces the stand-ins' ACK-everything handler.
+	standinHandler func(typeURL, version string) error
 }
 
 func main() {
@@ -240,7 +242,8 @@ type metaRow struct {
 }
 
 func (o *options) rowLabels(rep int, test, cell string) map[string]string {
-	l := map[string]string{"scenario": "xds", "server": "portico", "rep": strconv.Itoa(rep), "test": test, "cell": cell}
+	l := map[string]string{"scenario": "xds", "server": "portico", "rep": strconv.Itoa(rep), "test": test, "cell": cell,
+		"proxies": strconv.Itoa(o.proxies)}
 	if o.standin {
 		l["server"] = "standin"
 	}
@@ -297,7 +300,7 @@ func run(o options) ([]any, error) {
 
 	f := &fleet{o: &o, cp: cp, back: back, portBase: base}
 	if o.standin {
-		s, ps := startStandins(o.proxies, cp.addr)
+		s, ps := startStandins(o.proxies, cp.addr, o.standinHandler)
 		defer s.stop()
 		f.proxies = ps
 	} else {

@@ -22,7 +22,10 @@ type standins struct {
 	wg     sync.WaitGroup
 }
 
-func startStandins(n int, cpAddr string) (*standins, []*proxy) {
+func startStandins(n int, cpAddr string, h func(typeURL, version string) error) (*standins, []*proxy) {
+	if h == nil {
+		h = func(string, string) error { return nil }
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &standins{cancel: cancel}
 	var ps []*proxy
@@ -32,7 +35,7 @@ func startStandins(n int, cpAddr string) (*standins, []*proxy) {
 			Target: cpAddr,
 			Node:   &corev3.Node{Id: p.node, Cluster: "fleet"},
 			Types:  []string{xds.ClusterType, xds.ListenerType},
-		}, func(string, string, []*anypb.Any) error { return nil })
+		}, func(typ, version string, _ []*anypb.Any) error { return h(typ, version) })
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
