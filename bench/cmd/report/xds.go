@@ -38,6 +38,7 @@ type xdsRow struct {
 	ProxyRunMS   []float64 `json:"proxy_run_ms"`
 	ProxyWinMS   []float64 `json:"proxy_cpu_window_ms"`
 	CPRunMS      float64   `json:"cp_run_ms"`
+	OtherCPUMS   float64   `json:"other_cpu_ms"`
 	Serve        *xdsServe `json:"serve"`
 
 	RSSKiB       []int64   `json:"rss_kib"`
@@ -58,6 +59,8 @@ type xdsRow struct {
 	Standin     bool    `json:"standin"`
 	ElapsedS    float64 `json:"elapsed_s"`
 	ControlCPU  string  `json:"control_plane_cpus"`
+	LoadStart   string  `json:"loadavg_start"`
+	LoadEnd     string  `json:"loadavg_end"`
 	Unavailable string  `json:"unavailable"`
 	Note        string  `json:"note"`
 	Failure     string  `json:"failure"`
@@ -96,7 +99,7 @@ type xdsGroup struct {
 	proxies, n               int
 	kind                     string
 	ack, proxyAck, sent, app []float64
-	cpu, run, win, cp        []float64
+	cpu, run, win, cp, other []float64
 	serve                    xdsServe
 	failures                 int
 }
@@ -129,6 +132,7 @@ func xdsGroups(rows []xdsRow) []*xdsGroup {
 		g.run = append(g.run, r.ProxyRunMS...)
 		g.win = append(g.win, r.ProxyWinMS...)
 		g.cp = append(g.cp, r.CPRunMS)
+		g.other = append(g.other, r.OtherCPUMS)
 		if s := r.Serve; s != nil {
 			g.serve.Checked += s.Checked
 			g.serve.FirstOK += s.FirstOK
@@ -189,7 +193,7 @@ func xdsTables(f *resultFile) string {
 		case r.Unavailable != "":
 			fleets = append(fleets, fmt.Sprintf("%s: not available: %s", who, r.Unavailable))
 		case r.ElapsedS > 0:
-			fleets = append(fleets, fmt.Sprintf("%s: the run took %.0f s, the control plane on CPU %s.", who, r.ElapsedS, r.ControlCPU))
+			fleets = append(fleets, fmt.Sprintf("%s: the run took %.0f s, the control plane on CPU %s; load average %s at the start, %s at the end.", who, r.ElapsedS, r.ControlCPU, r.LoadStart, r.LoadEnd))
 		}
 		if r.Note != "" {
 			notes = append(notes, who+": "+r.Note)
@@ -206,9 +210,9 @@ func xdsTables(f *resultFile) string {
 	}
 	groups := xdsGroups(rows)
 	if len(groups) > 0 {
-		b.WriteString("\n(a) Update time: from `SetSnapshot` (every node's, in turn) to the last proxy's ACK of every changed type; p50 / p99 over the updates of all repetitions (nearest rank: with 15 updates p99 is the worst). Per proxy: its own last ACK, the server's last response to it, and its apply time (response → ACK, the longer type). Proxy CPU: one proxy's utime+stime from `SetSnapshot` to the fleet's ACK (10 ms ticks), and its scheduler run time to the ACK and to the end of the update's window (serve check + 300 ms): median (max) over proxies × updates. Control plane: this process's run time to the ACK. Serve check: sampled listeners (first, last, two random per proxy) that answered with the right backend's banner at the first connection after the ACK / all checked:\n\n")
-		b.WriteString("| Proxies | Listeners per proxy | Update | Updates | **All ACKed ms, p50 / p99** | Proxy ACK ms, p50 (max) | Response out ms, p50 (max) | Proxy apply ms, p50 (max) | Proxy CPU ms (ticks) | Proxy run ms to ACK | Proxy run ms, window | Control plane run ms | Serve check right at once / checked | Failed |\n")
-		b.WriteString("|---:|---:|---|---:|---|---|---|---|---|---|---|---|---:|\n")
+		b.WriteString("\n(a) Update time: from `SetSnapshot` (every node's, in turn) to the last proxy's ACK of every changed type; p50 / p99 over the updates of all repetitions (nearest rank: with 15 updates p99 is the worst). Per proxy: its own last ACK, the server's last response to it, and its apply time (response → ACK, the longer type). Proxy CPU: one proxy's utime+stime from `SetSnapshot` to the fleet's ACK (10 ms ticks), and its scheduler run time to the ACK and to the end of the update's window (serve check + 300 ms): median (max) over proxies × updates. Control plane: this process's run time to the ACK. Others: every CPU's busy time to the ACK less the proxies' and the control plane's (other jobs on this shared box). Serve check: sampled listeners (first, last, two random per proxy) that answered with the right backend's banner at the first connection after the ACK / all checked:\n\n")
+		b.WriteString("| Proxies | Listeners per proxy | Update | Updates | **All ACKed ms, p50 / p99** | Proxy ACK ms, p50 (max) | Response out ms, p50 (max) | Proxy apply ms, p50 (max) | Proxy CPU ms (ticks) | Proxy run ms to ACK | Proxy run ms, window | Control plane run ms | Others' CPU ms | Serve check right at once / checked | Failed |\n")
+		b.WriteString("|---:|---:|---|---:|---|---|---|---|---|---|---|---|---|---:|\n")
 		for _, g := range groups {
 			ack := "–"
 			if len(g.ack) > 0 {
@@ -228,9 +232,9 @@ func xdsTables(f *resultFile) string {
 			if t, ok := xdsKindText[g.kind]; ok {
 				kind = t
 			}
-			fmt.Fprintf(&b, "| %d | %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
+			fmt.Fprintf(&b, "| %d | %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
 				g.proxies, g.n, kind, len(g.ack), ack, medMax(g.proxyAck, "%.0f"), medMax(g.sent, "%.1f"), medMax(g.app, "%.0f"),
-				medMax(g.cpu, "%.0f"), medMax(g.run, "%.0f"), medMax(g.win, "%.0f"), medMax(g.cp, "%.0f"), serve, g.failures)
+				medMax(g.cpu, "%.0f"), medMax(g.run, "%.0f"), medMax(g.win, "%.0f"), medMax(g.cp, "%.0f"), medMax(g.other, "%.0f"), serve, g.failures)
 		}
 	}
 	b.WriteString(xdsSteadyTable(rows))

@@ -192,6 +192,9 @@ type updateRow struct {
 	ProxyCPUWindowMS []float64 `json:"proxy_cpu_window_ms,omitempty"`
 	ProxyRunWindowMS []float64 `json:"proxy_run_window_ms,omitempty"`
 	WindowMS         float64   `json:"window_ms"`
+	// OtherCPUMS: every CPU's busy time from t0 to the ACK less the
+	// proxies' and the control plane's: other jobs sharing the machine.
+	OtherCPUMS float64 `json:"other_cpu_ms"`
 	// The control plane's (this process's) CPU from t0 to the ACK.
 	CPCPUMS float64      `json:"cp_cpu_ms"`
 	CPRunMS float64      `json:"cp_run_ms"`
@@ -236,6 +239,8 @@ type metaRow struct {
 	Backends    int               `json:"backends"`
 	ControlCPU  string            `json:"control_plane_cpus"`
 	ElapsedS    float64           `json:"elapsed_s"`
+	LoadStart   string            `json:"loadavg_start"`
+	LoadEnd     string            `json:"loadavg_end"`
 	Unavailable string            `json:"unavailable,omitempty"`
 	Note        string            `json:"note,omitempty"`
 	Failure     string            `json:"failure"`
@@ -271,7 +276,8 @@ func run(o options) ([]any, error) {
 	meta := &metaRow{Mode: "xds-meta", Labels: o.rowLabels(0, "meta", "meta"), Proxies: o.proxies, Standin: o.standin,
 		Sizes: o.sizes, Reps: o.reps, Updates: o.updates, Backends: nBackends, ControlCPU: cpusAllowed()}
 	rows := []any{meta}
-	defer func() { meta.ElapsedS = time.Since(start).Seconds() }()
+	meta.LoadStart = loadAvg()
+	defer func() { meta.ElapsedS, meta.LoadEnd = time.Since(start).Seconds(), loadAvg() }()
 
 	ips := make([]string, o.proxies)
 	for i := range ips {
@@ -505,6 +511,7 @@ func (f *fleet) update(ctx context.Context, rep, n int, kind string) (*updateRow
 	}
 	cpu0, run0 := f.proxyTicks(), f.proxyRun()
 	cp0, cpr0 := selfTicks(), selfRun()
+	m0, _, _ := procstat.MachineBusyTicks()
 	t0 := time.Now()
 	for i, p := range f.proxies {
 		if err := f.cp.cache.SetSnapshot(ctx, p.node, snaps[i]); err != nil {
@@ -514,8 +521,15 @@ func (f *fleet) update(ctx context.Context, rep, n int, kind string) (*updateRow
 	}
 	r.SetMS = ms(time.Since(t0))
 	evs, err := f.cp.track.wait(ctx, wants, t0.Add(o.ackTimeout))
+	m1, _, _ := procstat.MachineBusyTicks()
 	cpu1, run1 := f.proxyTicks(), f.proxyRun()
-	r.CPCPUMS, r.CPRunMS = f.ticksMS(selfTicks()-cp0), float64(selfRun()-cpr0)/1e6
+	cp1 := selfTicks()
+	r.CPCPUMS, r.CPRunMS = f.ticksMS(cp1-cp0), float64(selfRun()-cpr0)/1e6
+	other := int64(m1-m0) - int64(cp1-cp0)
+	for i := range cpu1 {
+		other -= int64(cpu1[i] - cpu0[i])
+	}
+	r.OtherCPUMS = f.ticksMS(uint64(max(other, 0)))
 	f.state = s
 	if err != nil {
 		// A NACK (errNack) or a missing ACK ends the run: what the proxies
@@ -681,6 +695,16 @@ func readPSSKiB(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// loadAvg is /proc/loadavg's first three fields.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 // cpusAllowed is this process's CPU list (where the harness pinned the
