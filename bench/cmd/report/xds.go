@@ -72,6 +72,32 @@ func (r *xdsRow) proxies() int {
 	return n
 }
 
+// fleetKey is one xdsbench run's fleet: its proxies and their drain time
+// (--drain-time-s, "" for Portico's default).
+type fleetKey struct {
+	proxies int
+	drain   string
+}
+
+func (r *xdsRow) fleet() fleetKey { return fleetKey{r.proxies(), r.Labels["drain_s"]} }
+
+func (k fleetKey) String() string {
+	if k.drain == "" {
+		return strconv.Itoa(k.proxies)
+	}
+	return fmt.Sprintf("%d, drain %s s", k.proxies, k.drain)
+}
+
+// cmpFleet orders the larger fleet first, then the shorter drain time.
+func cmpFleet(a, b fleetKey) int {
+	if a.proxies != b.proxies {
+		return b.proxies - a.proxies
+	}
+	da, _ := strconv.Atoi(a.drain)
+	db, _ := strconv.Atoi(b.drain)
+	return da - db
+}
+
 func readXDSRows(path string) ([]xdsRow, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -96,7 +122,8 @@ var xdsKindText = map[string]string{
 
 // xdsGroup is one size and update kind over every repetition.
 type xdsGroup struct {
-	proxies, n               int
+	fleet                    fleetKey
+	n                        int
 	kind                     string
 	ack, proxyAck, sent, app []float64
 	cpu, run, win, cp, other []float64
@@ -111,10 +138,10 @@ func xdsGroups(rows []xdsRow) []*xdsGroup {
 		if r.Mode != "xds-update" {
 			continue
 		}
-		k := fmt.Sprintf("%d/%d/%s", r.proxies(), r.Listeners, r.Kind)
+		k := fmt.Sprintf("%v/%d/%s", r.fleet(), r.Listeners, r.Kind)
 		g := m[k]
 		if g == nil {
-			g = &xdsGroup{proxies: r.proxies(), n: r.Listeners, kind: r.Kind}
+			g = &xdsGroup{fleet: r.fleet(), n: r.Listeners, kind: r.Kind}
 			m[k] = g
 			out = append(out, g)
 		}
@@ -143,8 +170,8 @@ func xdsGroups(rows []xdsRow) []*xdsGroup {
 		}
 	}
 	slices.SortStableFunc(out, func(a, b *xdsGroup) int {
-		if a.proxies != b.proxies {
-			return b.proxies - a.proxies
+		if c := cmpFleet(a.fleet, b.fleet); c != 0 {
+			return c
 		}
 		if a.n != b.n {
 			return a.n - b.n
@@ -186,6 +213,9 @@ func xdsTables(f *resultFile) string {
 		if r.proxies() == 1 {
 			who = "1 proxy"
 		}
+		if d := r.Labels["drain_s"]; d != "" {
+			who += fmt.Sprintf(" (`--drain-time-s %s`)", d)
+		}
 		if r.Standin {
 			who += " (stand-ins: in-process config/xds clients that ACK without applying; no proxy CPU, memory or serve check)"
 		}
@@ -211,7 +241,7 @@ func xdsTables(f *resultFile) string {
 	groups := xdsGroups(rows)
 	if len(groups) > 0 {
 		b.WriteString("\n(a) Update time: from `SetSnapshot` (every node's, in turn) to the last proxy's ACK of every changed type; p50 / p99 over the updates of all repetitions (nearest rank: with 15 updates p99 is the worst). Per proxy: its own last ACK, the server's last response to it, and its apply time (response → ACK, the longer type). Proxy CPU: one proxy's utime+stime from `SetSnapshot` to the fleet's ACK (10 ms ticks), and its scheduler run time to the ACK and to the end of the update's window (serve check + 300 ms): median (max) over proxies × updates. Control plane: this process's run time to the ACK. Others: every CPU's busy time to the ACK less the proxies' and the control plane's (other jobs on this shared box). Serve check: sampled listeners (first, last, two random per proxy) that answered with the right backend's banner at the first connection after the ACK / all checked:\n\n")
-		b.WriteString("| Proxies | Listeners per proxy | Update | Updates | **All ACKed ms, p50 / p99** | Proxy ACK ms, p50 (max) | Response out ms, p50 (max) | Proxy apply ms, p50 (max) | Proxy CPU ms (ticks) | Proxy run ms to ACK | Proxy run ms, window | Control plane run ms | Others' CPU ms | Serve check right at once / checked | Failed |\n")
+		b.WriteString("| Fleet | Listeners per proxy | Update | Updates | **All ACKed ms, p50 / p99** | Proxy ACK ms, p50 (max) | Response out ms, p50 (max) | Proxy apply ms, p50 (max) | Proxy CPU ms (ticks) | Proxy run ms to ACK | Proxy run ms, window | Control plane run ms | Others' CPU ms | Serve check right at once / checked | Failed |\n")
 		b.WriteString("|---:|---:|---|---:|---|---|---|---|---|---|---|---|---|---:|\n")
 		for _, g := range groups {
 			ack := "–"
@@ -232,8 +262,8 @@ func xdsTables(f *resultFile) string {
 			if t, ok := xdsKindText[g.kind]; ok {
 				kind = t
 			}
-			fmt.Fprintf(&b, "| %d | %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
-				g.proxies, g.n, kind, len(g.ack), ack, medMax(g.proxyAck, "%.0f"), medMax(g.sent, "%.1f"), medMax(g.app, "%.0f"),
+			fmt.Fprintf(&b, "| %s | %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
+				g.fleet, g.n, kind, len(g.ack), ack, medMax(g.proxyAck, "%.0f"), medMax(g.sent, "%.1f"), medMax(g.app, "%.0f"),
 				medMax(g.cpu, "%.0f"), medMax(g.run, "%.0f"), medMax(g.win, "%.0f"), medMax(g.cp, "%.0f"), medMax(g.other, "%.0f"), serve, g.failures)
 		}
 	}
@@ -251,14 +281,17 @@ func xdsTables(f *resultFile) string {
 // size's updates, and the whole phase's CPU, median (range) over proxies ×
 // repetitions.
 func xdsSteadyTable(rows []xdsRow) string {
-	type fs struct{ proxies, n int }
+	type fs struct {
+		fleet fleetKey
+		n     int
+	}
 	bySize := map[fs][]xdsRow{}
 	var sizes []fs
 	for _, r := range rows {
 		if r.Mode != "xds-steady" {
 			continue
 		}
-		k := fs{r.proxies(), r.Listeners}
+		k := fs{r.fleet(), r.Listeners}
 		if _, ok := bySize[k]; !ok {
 			sizes = append(sizes, k)
 		}
@@ -268,14 +301,14 @@ func xdsSteadyTable(rows []xdsRow) string {
 		return ""
 	}
 	slices.SortFunc(sizes, func(a, b fs) int {
-		if a.proxies != b.proxies {
-			return b.proxies - a.proxies
+		if c := cmpFleet(a.fleet, b.fleet); c != 0 {
+			return c
 		}
 		return a.n - b.n
 	})
 	var b strings.Builder
-	b.WriteString("\n(b) Steady state after each size's updates (1 s settle), per proxy, median (range) over proxies × repetitions: RSS and peak RSS (VmHWM, since the process started: the largest size any earlier phase reached counts) from `/proc/PID/status`, PSS from `smaps_rollup`; idle CPU over the next 2 s; the whole phase's CPU (its initial update and updates, windows included) per proxy and per update; the control plane's CPU over the phase (all proxies) and its RSS:\n\n")
-	b.WriteString("| Proxies | Listeners per proxy | RSS MiB | PSS MiB | Peak RSS MiB | Threads | Idle CPU ms/s | Phase CPU per proxy, ms per update | Control plane CPU per update ms | Control plane RSS MiB | Counters (proxy-1, last rep) |\n")
+	b.WriteString("\n(b) Steady state after each size's updates (a 3 s settle: with `--drain-time-s 1` the replaced versions are let go of by then), per proxy, median (range) over proxies × repetitions: RSS and peak RSS (VmHWM, since the process started: the largest size any earlier phase reached counts) from `/proc/PID/status`, PSS from `smaps_rollup`; idle CPU over the next 2 s; the whole phase's CPU (its initial update and updates, windows included) per proxy and per update; the control plane's CPU over the phase (all proxies) and its RSS:\n\n")
+	b.WriteString("| Fleet | Listeners per proxy | RSS MiB | PSS MiB | Peak RSS MiB | Threads | Idle CPU ms/s | Phase CPU per proxy, ms per update | Control plane CPU per update ms | Control plane RSS MiB | Counters (proxy-1, last rep) |\n")
 	b.WriteString("|---:|---:|---|---|---|---|---|---|---|---|---|\n")
 	for _, k := range sizes {
 		var rss, pss, hwm, th, idle, phase, cp, cprss []float64
@@ -303,7 +336,7 @@ func xdsSteadyTable(rows []xdsRow) string {
 				counters = xdsCounters(c)
 			}
 		}
-		fmt.Fprintf(&b, "| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", k.proxies, k.n,
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", k.fleet, k.n,
 			summarize(rss).fmtRange("%.1f"), summarize(pss).fmtRange("%.1f"), summarize(hwm).fmtRange("%.1f"),
 			summarize(th).fmtRange("%.0f"), summarize(idle).fmtRange("%.0f"), summarize(phase).fmtRange("%.0f"),
 			summarize(cp).fmtRange("%.0f"), summarize(cprss).fmtRange("%.0f"), counters)

@@ -18,6 +18,7 @@ func TestXDSTables(t *testing.T) {
 {"mode":"xds-update","labels":{"proxies":"3","rep":"2"},"listeners":1000,"kind":"chain","types":["LDS"],"ack_ms":700,"proxy_ack_ms":[700,650,640],"proxy_sent_ms":[10,20,30],"proxy_apply_ms":[690,630,610],"proxy_cpu_ms":[200,160,170],"proxy_run_ms":[201,161,171],"proxy_cpu_window_ms":[210,170,170],"cp_run_ms":30,"other_cpu_ms":300,"serve":{"checked":12,"first_ok":11,"ok":12,"stale":1,"max_late_ms":40},"failure":""},
 {"mode":"xds-update","labels":{"proxies":"3","rep":"1"},"listeners":10,"kind":"initial","types":["CDS","LDS"],"ack_ms":30,"proxy_ack_ms":[30],"serve":{"checked":12,"first_ok":12,"ok":12},"failure":""},
 {"mode":"xds-steady","labels":{"proxies":"3","rep":"1"},"listeners":1000,"rss_kib":[92160,94208,96256],"hwm_kib":[102400,102400,102400],"pss_kib":[71680,71680,71680],"threads":[10,10,11],"idle_cpu_ms":[0,10,0],"idle_ms":2000,"phase_ms":20000,"phase_updates":10,"phase_cpu_ms":[5000,6000,7000],"phase_cp_cpu_ms":300,"cp_rss_kib":51200,"admin":{"proxy-1":{"listener_manager.lds.update_success":11,"listener_manager.total_listeners_active":1000}},"failure":""},
+{"mode":"xds-update","labels":{"proxies":"1","drain_s":"1","rep":"1"},"listeners":10,"kind":"chain","types":["LDS"],"ack_ms":5,"proxy_ack_ms":[5],"failure":""},
 {"mode":"xds-meta","labels":{"proxies":"1"},"proxies":1,"unavailable":"proxy-1 exited (exit status 1): no ads","note":"stopped at the time bound","failure":""}]}`
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
@@ -34,6 +35,7 @@ func TestXDSTables(t *testing.T) {
 		"| 3 | 1000 | 92.0 (90.0–94.0) | 70.0 (70.0–70.0) | 100.0 (100.0–100.0) | 10 (10–11) | 0 (0–5) | 600 (500–700) | 30 | 50 | `lds.update_success` 11, `total_listeners_active` 1000 |",
 		"* 1 proxy: not available: proxy-1 exited (exit status 1): no ads",
 		"* 1 proxy: stopped at the time bound",
+		"| 1, drain 1 s | 10 | filter chains only (LDS) | 1 | **5 / 5** |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in\n%s", want, out)

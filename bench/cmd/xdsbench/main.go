@@ -82,6 +82,9 @@ type options struct {
 	settle      time.Duration
 	idleWindow  time.Duration
 	samples     int
+	kinds       []string // the update kinds after the initial one, in turn
+	stablePfx   bool     // stat_prefix the same in every version (diagnosis)
+	proxyArgs   []string // more flags for every proxy
 	clkTck      float64
 	labels      jsonline.Labels
 	// standinHandler, for tests, replaces the stand-ins' ACK-everything handler.
@@ -102,9 +105,12 @@ func main() {
 	flag.DurationVar(&o.maxDuration, "max-duration", 15*time.Minute, "no update starts after this")
 	flag.DurationVar(&o.ackTimeout, "ack-timeout", 60*time.Second, "bound on one update's ACKs")
 	flag.DurationVar(&o.gap, "gap", 300*time.Millisecond, "pause after an update's serve check, inside its CPU window")
-	flag.DurationVar(&o.settle, "settle", time.Second, "pause before a size's steady-state sample")
+	flag.DurationVar(&o.settle, "settle", 3*time.Second, "pause before a size's steady-state sample")
 	flag.DurationVar(&o.idleWindow, "idle-window", 2*time.Second, "window of the steady-state idle CPU")
 	flag.IntVar(&o.samples, "samples", 4, "listeners per proxy the serve check connects to after each update")
+	proxyArgs := flag.String("proxy-args", "", "more flags for every Portico process, blank-separated (e.g. \"--drain-time-s 1\")")
+	kinds := flag.String("kinds", "chain,clusters", "update kinds after each size's initial one, taken in turn (chain, clusters)")
+	flag.BoolVar(&o.stablePfx, "stable-stat-prefix", false, "keep each listener's tcp_proxy stat_prefix across versions (to tell per-name state from per-version state)")
 	flag.Float64Var(&o.clkTck, "clk-tck", 100, "USER_HZ (getconf CLK_TCK)")
 	flag.Var(o.labels, "label", "key=value added to every row's labels (repeatable)")
 	flag.Parse()
@@ -114,6 +120,13 @@ func main() {
 			fatal(fmt.Errorf("bad -sizes %q", *sizes))
 		}
 		o.sizes = append(o.sizes, n)
+	}
+	o.proxyArgs = strings.Fields(*proxyArgs)
+	for _, k := range strings.Split(*kinds, ",") {
+		if k != "chain" && k != "clusters" {
+			fatal(fmt.Errorf("bad -kinds %q", *kinds))
+		}
+		o.kinds = append(o.kinds, k)
 	}
 	if !o.standin && o.portico == "" {
 		fatal(errors.New("no Portico binary: -portico or PORTICO_BIN (or -standin)"))
@@ -185,6 +198,13 @@ type updateRow struct {
 	// ProxyApplyMS: from each response to its ACK, the longest of the types.
 	ProxySentMS  []float64 `json:"proxy_sent_ms"`
 	ProxyApplyMS []float64 `json:"proxy_apply_ms"`
+	// TypeAckMS: per type, from t0 to the last proxy's ACK of it.
+	TypeAckMS map[string]float64 `json:"type_ack_ms"`
+	// ProxyWaitMS: per proxy, the time its threads were runnable but not
+	// running (schedstat's run-queue wait) from t0 to the ACK: an update
+	// slower than its CPU time either waited for the CPU (here) or for
+	// something of its own (not here).
+	ProxyWaitMS []float64 `json:"proxy_wait_ms,omitempty"`
 	// Proxy CPU from t0 to the update's ACK, and to the end of its window
 	// (serve check and gap included): utime+stime, and schedstat run time.
 	ProxyCPUMS       []float64 `json:"proxy_cpu_ms,omitempty"`
@@ -310,7 +330,7 @@ func run(o options) ([]any, error) {
 		defer s.stop()
 		f.proxies = ps
 	} else {
-		ps, err := startProxies(o.portico, o.proxies, o.sutCPU, cp.addr, o.dir, nil)
+		ps, err := startProxies(o.portico, o.proxies, o.sutCPU, cp.addr, o.dir, o.proxyArgs)
 		defer stopProxies(ps)
 		if err != nil {
 			return rows, err
@@ -382,7 +402,7 @@ func (f *fleet) phase(ctx context.Context, rep, n int, deadline time.Time) ([]*u
 	var rows []*updateRow
 	kinds := []string{"initial"}
 	for i := 0; i < o.updates; i++ {
-		kinds = append(kinds, []string{"chain", "clusters"}[i%2])
+		kinds = append(kinds, o.kinds[i%len(o.kinds)])
 	}
 	for _, kind := range kinds {
 		if kind != "initial" && time.Now().After(deadline) {
@@ -444,6 +464,7 @@ var adminNames = []string{
 	"cluster_manager.cds.update_success", "cluster_manager.cds.update_rejected",
 	"listener_manager.total_listeners_active", "cluster_manager.active_clusters",
 	"listener_manager.listener_in_place_updated", "listener_manager.listener_modified",
+	"listener_manager.total_listeners_draining", "listener_manager.total_filter_chains_draining",
 }
 
 // next returns the state after an update of kind at size n.
@@ -451,6 +472,7 @@ func (f *fleet) next(kind string, n int) (fleetState, []string) {
 	f.seq++
 	s := f.state
 	s.seq = f.seq
+	s.stablePfx = f.o.stablePfx
 	var types []string
 	switch kind {
 	case "initial":
@@ -509,7 +531,7 @@ func (f *fleet) update(ctx context.Context, rep, n int, kind string) (*updateRow
 			wants = append(wants, want{p.node, t, v})
 		}
 	}
-	cpu0, run0 := f.proxyTicks(), f.proxyRun()
+	cpu0, run0, wait0 := f.proxyTicks(), f.proxyRun(), f.proxyWait()
 	cp0, cpr0 := selfTicks(), selfRun()
 	m0, _, _ := procstat.MachineBusyTicks()
 	t0 := time.Now()
@@ -522,7 +544,7 @@ func (f *fleet) update(ctx context.Context, rep, n int, kind string) (*updateRow
 	r.SetMS = ms(time.Since(t0))
 	evs, err := f.cp.track.wait(ctx, wants, t0.Add(o.ackTimeout))
 	m1, _, _ := procstat.MachineBusyTicks()
-	cpu1, run1 := f.proxyTicks(), f.proxyRun()
+	cpu1, run1, wait1 := f.proxyTicks(), f.proxyRun(), f.proxyWait()
 	cp1 := selfTicks()
 	r.CPCPUMS, r.CPRunMS = f.ticksMS(cp1-cp0), float64(selfRun()-cpr0)/1e6
 	other := int64(m1-m0) - int64(cp1-cp0)
@@ -538,6 +560,7 @@ func (f *fleet) update(ctx context.Context, rep, n int, kind string) (*updateRow
 		return r, err
 	}
 	perType := len(typs)
+	r.TypeAckMS = map[string]float64{}
 	var last time.Time
 	for i := range f.proxies {
 		var ack, sent time.Time
@@ -553,6 +576,8 @@ func (f *fleet) update(ctx context.Context, rep, n int, kind string) (*updateRow
 			if !e.sent.IsZero() {
 				apply = max(apply, ms(e.acked.Sub(e.sent)))
 			}
+			tn := shortType(typs[k])
+			r.TypeAckMS[tn] = max(r.TypeAckMS[tn], ms(e.acked.Sub(t0)))
 		}
 		r.ProxyAckMS = append(r.ProxyAckMS, ms(ack.Sub(t0)))
 		r.ProxySentMS = append(r.ProxySentMS, ms(sent.Sub(t0)))
@@ -566,6 +591,7 @@ func (f *fleet) update(ctx context.Context, rep, n int, kind string) (*updateRow
 		for i := range f.proxies {
 			r.ProxyCPUMS = append(r.ProxyCPUMS, f.ticksMS(cpu1[i]-cpu0[i]))
 			r.ProxyRunMS = append(r.ProxyRunMS, float64(run1[i]-run0[i])/1e6)
+			r.ProxyWaitMS = append(r.ProxyWaitMS, float64(wait1[i]-wait0[i])/1e6)
 		}
 		r.Serve = f.serveCheck(ctx, s)
 		if r.Serve.Failed > 0 {
@@ -664,6 +690,39 @@ func (f *fleet) proxyRun() []uint64 {
 		out[i], _ = procstat.RunTime(p.pid)
 	}
 	return out
+}
+
+// proxyWait is each proxy's run-queue wait so far, in ns.
+func (f *fleet) proxyWait() []uint64 {
+	out := make([]uint64, len(f.proxies))
+	if f.o.standin {
+		return out
+	}
+	for i, p := range f.proxies {
+		out[i] = runQueueWait(p.pid)
+	}
+	return out
+}
+
+// runQueueWait sums the second field of /proc/PID/task/*/schedstat: the
+// time every thread has spent runnable, waiting for a CPU, in ns.
+func runQueueWait(pid int) uint64 {
+	dirs, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var ns uint64
+	for _, d := range dirs {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, d.Name()))
+		if err != nil {
+			continue // the thread exited meanwhile
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			v, _ := strconv.ParseUint(f[1], 10, 64)
+			ns += v
+		}
+	}
+	return ns
 }
 
 func selfTicks() uint64 {

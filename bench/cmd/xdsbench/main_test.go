@@ -20,7 +20,7 @@ import (
 func testOptions(t *testing.T) options {
 	return options{proxies: 2, sizes: []int{3, 5}, reps: 1, updates: 2, standin: true, dir: t.TempDir(),
 		maxDuration: time.Minute, ackTimeout: 10 * time.Second, gap: 10 * time.Millisecond,
-		settle: 10 * time.Millisecond, idleWindow: 50 * time.Millisecond, samples: 3, clkTck: 100, labels: jsonline.Labels{}}
+		settle: 10 * time.Millisecond, idleWindow: 50 * time.Millisecond, samples: 3, kinds: []string{"chain", "clusters"}, clkTck: 100, labels: jsonline.Labels{}}
 }
 
 func updates(rows []any) []*updateRow {

@@ -31,7 +31,8 @@ import (
 type fleetState struct {
 	n          int
 	shift, gen int
-	seq        int // the update's sequence number: part of stat_prefix and the versions
+	seq        int  // the update's sequence number: part of stat_prefix and the versions
+	stablePfx  bool // stat_prefix without seq
 	ldsVersion string
 	cdsVersion string
 }
@@ -55,8 +56,12 @@ func socketAddr(ip string, port int) *corev3.Address {
 func (s fleetState) listeners(ip string, base int) ([]types.Resource, error) {
 	out := make([]types.Resource, 0, s.n)
 	for j := 0; j < s.n; j++ {
+		prefix := fmt.Sprintf("l%d_u%d", j, s.seq)
+		if s.stablePfx {
+			prefix = fmt.Sprintf("l%d", j)
+		}
 		tp, err := anypb.New(&tcpproxyv3.TcpProxy{
-			StatPrefix:       fmt.Sprintf("l%d_u%d", j, s.seq),
+			StatPrefix:       prefix,
 			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: clusterName(s.gen, (j+s.shift)%s.n)},
 		})
 		if err != nil {
