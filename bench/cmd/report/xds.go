@@ -30,16 +30,17 @@ type xdsRow struct {
 	Kind      string            `json:"kind"`
 	Types     []string          `json:"types"`
 
-	AckMS        float64   `json:"ack_ms"`
-	ProxyAckMS   []float64 `json:"proxy_ack_ms"`
-	ProxySentMS  []float64 `json:"proxy_sent_ms"`
-	ProxyApplyMS []float64 `json:"proxy_apply_ms"`
-	ProxyCPUMS   []float64 `json:"proxy_cpu_ms"`
-	ProxyRunMS   []float64 `json:"proxy_run_ms"`
-	ProxyWinMS   []float64 `json:"proxy_cpu_window_ms"`
-	CPRunMS      float64   `json:"cp_run_ms"`
-	OtherCPUMS   float64   `json:"other_cpu_ms"`
-	Serve        *xdsServe `json:"serve"`
+	AckMS        float64            `json:"ack_ms"`
+	ProxyAckMS   []float64          `json:"proxy_ack_ms"`
+	ProxySentMS  []float64          `json:"proxy_sent_ms"`
+	ProxyApplyMS []float64          `json:"proxy_apply_ms"`
+	TypeAckMS    map[string]float64 `json:"type_ack_ms"`
+	ProxyCPUMS   []float64          `json:"proxy_cpu_ms"`
+	ProxyRunMS   []float64          `json:"proxy_run_ms"`
+	ProxyWinMS   []float64          `json:"proxy_cpu_window_ms"`
+	CPRunMS      float64            `json:"cp_run_ms"`
+	OtherCPUMS   float64            `json:"other_cpu_ms"`
+	Serve        *xdsServe          `json:"serve"`
 
 	RSSKiB       []int64   `json:"rss_kib"`
 	HWMKiB       []int64   `json:"hwm_kib"`
@@ -127,6 +128,7 @@ type xdsGroup struct {
 	kind                     string
 	ack, proxyAck, sent, app []float64
 	cpu, run, win, cp, other []float64
+	cds, lds                 []float64
 	serve                    xdsServe
 	failures                 int
 }
@@ -160,6 +162,12 @@ func xdsGroups(rows []xdsRow) []*xdsGroup {
 		g.win = append(g.win, r.ProxyWinMS...)
 		g.cp = append(g.cp, r.CPRunMS)
 		g.other = append(g.other, r.OtherCPUMS)
+		if v, ok := r.TypeAckMS["CDS"]; ok {
+			g.cds = append(g.cds, v)
+		}
+		if v, ok := r.TypeAckMS["LDS"]; ok {
+			g.lds = append(g.lds, v)
+		}
 		if s := r.Serve; s != nil {
 			g.serve.Checked += s.Checked
 			g.serve.FirstOK += s.FirstOK
@@ -179,6 +187,18 @@ func xdsGroups(rows []xdsRow) []*xdsGroup {
 		return slices.Index(xdsKinds, a.kind) - slices.Index(xdsKinds, b.kind)
 	})
 	return out
+}
+
+// typeCell is "CDS p50 / LDS p50" ("–" for a type the updates did not change).
+func typeCell(cds, lds []float64) string {
+	c, l := "–", "–"
+	if len(cds) > 0 {
+		c = fmt.Sprintf("%.0f", rlQuantile(cds, 0.5))
+	}
+	if len(lds) > 0 {
+		l = fmt.Sprintf("%.0f", rlQuantile(lds, 0.5))
+	}
+	return c + " / " + l
 }
 
 // medMax is "median (max)" of xs with format f, or "–".
@@ -240,8 +260,8 @@ func xdsTables(f *resultFile) string {
 	}
 	groups := xdsGroups(rows)
 	if len(groups) > 0 {
-		b.WriteString("\n(a) Update time: from `SetSnapshot` (every node's, in turn) to the last proxy's ACK of every changed type; p50 / p99 over the updates of all repetitions (nearest rank: with 15 updates p99 is the worst). Per proxy: its own last ACK, the server's last response to it, and its apply time (response → ACK, the longer type). Proxy CPU: one proxy's utime+stime from `SetSnapshot` to the fleet's ACK (10 ms ticks), and its scheduler run time to the ACK and to the end of the update's window (serve check + 300 ms): median (max) over proxies × updates. Control plane: this process's run time to the ACK. Others: every CPU's busy time to the ACK less the proxies' and the control plane's (other jobs on this shared box). Serve check: sampled listeners (first, last, two random per proxy) that answered with the right backend's banner at the first connection after the ACK / all checked:\n\n")
-		b.WriteString("| Fleet | Listeners per proxy | Update | Updates | **All ACKed ms, p50 / p99** | Proxy ACK ms, p50 (max) | Response out ms, p50 (max) | Proxy apply ms, p50 (max) | Proxy CPU ms (ticks) | Proxy run ms to ACK | Proxy run ms, window | Control plane run ms | Others' CPU ms | Serve check right at once / checked | Failed |\n")
+		b.WriteString("\n(a) Update time: from `SetSnapshot` (every node's, in turn) to the last proxy's ACK of every changed type; p50 / p99 over the updates of all repetitions (nearest rank: with 15 updates p99 is the worst). Per type: the last proxy's ACK of CDS and of LDS (ADS sends CDS first). Per proxy: its own last ACK, the server's last response to it, and its apply time (response → ACK, the longer type). Proxy CPU: one proxy's utime+stime from `SetSnapshot` to the fleet's ACK (10 ms ticks), and its scheduler run time to the end of the update's window (serve check + 300 ms): median (max) over proxies × updates. Control plane: this process's run time to the ACK. Others: every CPU's busy time to the ACK less the proxies' and the control plane's (other jobs on this shared box). Serve check: sampled listeners (first, last, two random per proxy) that answered with the right backend's banner at the first connection after the ACK / all checked:\n\n")
+		b.WriteString("| Fleet | Listeners per proxy | Update | Updates | **All ACKed ms, p50 / p99** | CDS / LDS ACKed ms, p50 | Proxy ACK ms, p50 (max) | Response out ms, p50 (max) | Proxy apply ms, p50 (max) | Proxy CPU ms (ticks) | Proxy run ms, window | Control plane run ms | Others' CPU ms | Serve check right at once / checked | Failed |\n")
 		b.WriteString("|---:|---:|---|---:|---|---|---|---|---|---|---|---|---|---:|\n")
 		for _, g := range groups {
 			ack := "–"
@@ -263,8 +283,8 @@ func xdsTables(f *resultFile) string {
 				kind = t
 			}
 			fmt.Fprintf(&b, "| %s | %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
-				g.fleet, g.n, kind, len(g.ack), ack, medMax(g.proxyAck, "%.0f"), medMax(g.sent, "%.1f"), medMax(g.app, "%.0f"),
-				medMax(g.cpu, "%.0f"), medMax(g.run, "%.0f"), medMax(g.win, "%.0f"), medMax(g.cp, "%.0f"), medMax(g.other, "%.0f"), serve, g.failures)
+				g.fleet, g.n, kind, len(g.ack), ack, typeCell(g.cds, g.lds), medMax(g.proxyAck, "%.0f"), medMax(g.sent, "%.1f"), medMax(g.app, "%.0f"),
+				medMax(g.cpu, "%.0f"), medMax(g.win, "%.0f"), medMax(g.cp, "%.0f"), medMax(g.other, "%.0f"), serve, g.failures)
 		}
 	}
 	b.WriteString(xdsSteadyTable(rows))
