@@ -271,6 +271,9 @@ func xdsTables(f *resultFile) string {
 			serve := "–"
 			if g.serve.Checked > 0 {
 				serve = fmt.Sprintf("%d / %d", g.serve.FirstOK, g.serve.Checked)
+				if late := g.serve.OK - g.serve.FirstOK - g.serve.Stale; late > 0 {
+					serve += fmt.Sprintf(" (%d failed at first, right within %.0f ms)", late, g.serve.MaxLateMS)
+				}
 				if g.serve.Stale > 0 {
 					serve += fmt.Sprintf(" (%d stale at first)", g.serve.Stale)
 				}

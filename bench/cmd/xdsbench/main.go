@@ -179,6 +179,9 @@ type serveResult struct {
 	Failed    int     `json:"failed"`   // never right within the bound
 	MaxLateMS float64 `json:"max_late_ms"`
 	LastError string  `json:"last_error,omitempty"`
+	// FirstError is the first wrong answer or error, kept even when the
+	// listener was right later (an ACK ahead of the workers shows here).
+	FirstError string `json:"first_error,omitempty"`
 }
 
 // updateRow is one update.
@@ -653,6 +656,9 @@ func (f *fleet) serveCheck(ctx context.Context, s fleetState) *serveResult {
 					res.LastError = fmt.Sprintf("%s (l%d): %v", addr, j, err)
 				} else {
 					res.LastError = fmt.Sprintf("%s (l%d): got %q, want %q", addr, j, strings.TrimSpace(got), strings.TrimSpace(want))
+				}
+				if res.FirstError == "" {
+					res.FirstError = fmt.Sprintf("%s after the ACK: %s", time.Since(start).Round(time.Millisecond), res.LastError)
 				}
 				if time.Now().After(end) {
 					res.Failed++
