@@ -304,7 +304,8 @@ func (t *translator) clusterHTTP(cl *clusterv3.Cluster, cc *engine.ClusterConfig
 	//lint:ignore SA1019 deprecated, but control planes still write it
 	h2 := cl.GetHttp2ProtocolOptions() != nil
 	if by := t.grpcClusters[cl.GetName()]; by != "" {
-		if !speaksHTTP2(cl) { // xds_source.go
+		t.grpcH2[cl.GetName()] = http2Options(cl) // xds_source.go
+		if !speaksHTTP2(cl) {
 			t.errorf(at, "cluster %q is the gRPC service of %s and must speak HTTP/2: set typed_extension_protocol_options %s with explicit_http_config.http2_protocol_options (or the older http2_protocol_options)",
 				cl.GetName(), t.c.userPath(by), httpProtocolOptionsName)
 			ok = false

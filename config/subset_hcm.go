@@ -41,9 +41,13 @@ var supportedHCM = map[protoreflect.FullName][]protoreflect.Name{
 		"common_http_protocol_options", "explicit_http_config", "use_downstream_protocol_config",
 		"auto_config", "upstream_http_protocol_options",
 	},
-	httpProtocolOptionsType + ".ExplicitHttpConfig":                  {"http_protocol_options", "http2_protocol_options"},
-	httpProtocolOptionsType + ".UseDownstreamHttpConfig":             {"http_protocol_options"},
-	httpProtocolOptionsType + ".AutoHttpConfig":                      {"http_protocol_options"},
-	"envoy.config.core.v3.Http2ProtocolOptions":                      {},
+	httpProtocolOptionsType + ".ExplicitHttpConfig":      {"http_protocol_options", "http2_protocol_options"},
+	httpProtocolOptionsType + ".UseDownstreamHttpConfig": {"http_protocol_options"},
+	httpProtocolOptionsType + ".AutoHttpConfig":          {"http_protocol_options"},
+	// Only the xDS cluster may speak HTTP/2 (xds_source.go): these shape its gRPC
+	// client's connection.
+	"envoy.config.core.v3.Http2ProtocolOptions": {"connection_keepalive", "max_concurrent_streams",
+		"initial_stream_window_size", "initial_connection_window_size"},
+	"envoy.config.core.v3.KeepaliveSettings":                         {"interval", "timeout", "interval_jitter", "connection_idle_interval"},
 	"envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget": {},
 }

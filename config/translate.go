@@ -42,7 +42,8 @@ type translator struct {
 	// grpcClusters are the static clusters the bootstrap's gRPC services name, by name,
 	// with where (xds_source.go): they, and only they, may speak HTTP/2.
 	grpcClusters  map[string]string
-	adsConfigured bool // dynamic_resources.ads_config is set (even if wrong)
+	grpcH2        map[string]*corev3.Http2ProtocolOptions // their HTTP/2 options, by name
+	adsConfigured bool                                    // dynamic_resources.ads_config is set (even if wrong)
 }
 
 // warnf records a warning: something accepted that does not do what it says in Envoy.
@@ -64,6 +65,7 @@ func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 	t.cfg = &Config{Chains: make(map[string]*chain.Manager, len(bs.GetStaticResources().GetListeners()))}
 	t.clusters = map[string]*engine.Cluster{}
 	t.grpcClusters = grpcClusterNames(bs) // xds_source.go
+	t.grpcH2 = map[string]*corev3.Http2ProtocolOptions{}
 	if a := bs.GetAdmin(); a.GetAddress() != nil {
 		if ap, ok := t.socketAddress(a.GetAddress(), "admin.address", true); ok {
 			t.cfg.Admin = ap

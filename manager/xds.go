@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	ctls "crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -11,12 +12,14 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/portico-proxy/portico/config"
 	"github.com/portico-proxy/portico/config/xds"
 	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/transport/tls"
 )
 
 // xDS over gRPC: the bootstrap's ads_config and lds/cds config sources that name a
@@ -151,11 +154,34 @@ func (m *Manager) xdsClientFor(s *config.XDSServer, typeURL string) (*xdsClient,
 			grpc.WithAuthority(authority),
 		},
 	}
+	if s.KeepaliveInterval > 0 {
+		// gRPC raises an interval under 10 s to 10 s (a server may punish more).
+		o.DialOptions = append(o.DialOptions, grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time: s.KeepaliveInterval, Timeout: s.KeepaliveTimeout, PermitWithoutStream: true}))
+	}
+	if s.InitialStreamWindow > 0 {
+		o.DialOptions = append(o.DialOptions, grpc.WithInitialWindowSize(int32(min(s.InitialStreamWindow, 1<<31-1))))
+	}
+	if s.InitialConnWindow > 0 {
+		o.DialOptions = append(o.DialOptions, grpc.WithInitialConnWindowSize(int32(min(s.InitialConnWindow, 1<<31-1))))
+	}
 	if rl := s.RateLimit; rl != nil {
 		o.RateLimit = &xds.RateLimit{MaxTokens: rl.MaxTokens, FillRate: rl.FillRate}
 	}
-	if s.Delta {
-		return nil, fmt.Errorf("%s.api_type: DELTA_GRPC is not supported yet", s.Field)
+	o.Delta, o.NodeOnEveryRequest, o.PerType = s.Delta, s.NodeOnEveryRequest, !s.Aggregated
+	// Envoy counts update_failure on each subscription of a stream that fails.
+	o.OnStreamFailure = func(error) {
+		for _, typ := range types {
+			if !x.subscribed[typ].Load() {
+				continue
+			}
+			switch typ {
+			case xds.ListenerType:
+				m.lm.lds.updateFailure.Inc()
+			case xds.ClusterType:
+				m.cm.cds.updateFailure.Inc()
+			}
+		}
 	}
 	c := &xdsClient{server: s, types: types}
 	c.c = xds.New(o, m.handleXDS)
@@ -185,7 +211,27 @@ func (m *Manager) dialCluster(name string) func(context.Context, string) (net.Co
 		}
 		h := hosts[int(next.Add(1)-1)%len(hosts)]
 		var d net.Dialer
-		return d.DialContext(ctx, "tcp", h.Address().String())
+		conn, err := d.DialContext(ctx, "tcp", h.Address().String())
+		if err != nil {
+			return nil, err
+		}
+		f, ok := c.Config().TransportSocket.(*tls.UpstreamFactory)
+		if !ok {
+			return conn, nil
+		}
+		// The cluster's transport_socket (UpstreamTlsContext): its certificates,
+		// validation and SNI; ALPN h2 when it names none, as Envoy offers for an
+		// HTTP/2 cluster (gRPC servers require it).
+		cfg := f.ClientConfig()
+		if len(cfg.NextProtos) == 0 {
+			cfg.NextProtos = []string{"h2"}
+		}
+		tc := ctls.Client(conn, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("xds: TLS to %s (cluster %q): %w", h.Address(), name, err)
+		}
+		return tc, nil
 	}
 }
 

@@ -333,6 +333,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	// as Envoy's server waits for its initial fetches (CDS, EDS, LDS, RDS), each for at
 	// most its initial_fetch_timeout.
 	if err := mgr.StartXDS(version); err != nil {
+		stopRunners()
 		srv.Close()
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -288,3 +288,8 @@ func (s *clientSocket) OnClose() {
 	}
 	s.socket.OnClose()
 }
+
+// ClientConfig is a copy of the factory's crypto/tls configuration, for a client that
+// runs its own handshake on a plain connection (the xDS client's gRPC stream to the
+// management server's cluster).
+func (f *UpstreamFactory) ClientConfig() *ctls.Config { return f.cfg.Clone() }
