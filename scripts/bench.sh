@@ -35,8 +35,9 @@
 # (13500 new connections/s), BENCH_RELOAD_CONC (64), BENCH_RELOAD_STREAMS (100),
 # BENCH_RELOAD_EVENTS (20; --quick 1), BENCH_RELOAD_COLD_EVENTS (5),
 # BENCH_RELOAD_HOT_EVENTS (10), BENCH_RELOAD_DRAIN_S (1), BENCH_RELOAD_PARENT_SHUTDOWN_S (2);
-# xds (scripts/lib-bench-xds.sh): BENCH_XDS_FLEETS ("3:1 1:1 1": PROXIES[:DRAIN_S] per run), BENCH_XDS_SIZES ("10,100,1000";
-# --quick "10,100"), BENCH_XDS_UPDATES (10 per size and rep; --quick 2), BENCH_XDS_MAX_S (900).
+# xds (scripts/lib-bench-xds.sh): BENCH_XDS_FLEETS ("3:1 3:1:delta 1:1 1":
+# PROXIES[:DRAIN_S[:delta]] per run; --quick "3:1 1:1:delta"), BENCH_XDS_SIZES ("10,100,1000";
+# --quick "10,100"), BENCH_XDS_UPDATES (12 per size and rep; --quick 3), BENCH_XDS_MAX_S (900).
 #
 # Before/after in one run: BENCH_BASE_BIN=/path/to/an/older/portico adds the
 # contender "portico-base", started exactly like portico (same config

@@ -11,22 +11,24 @@
 # from what sharing the CPU adds; both with --drain-time-s 1, so that the versions an
 # update replaces are let go of before the steady-state sample (Portico, like Envoy,
 # keeps a replaced listener version, connections or not, for the drain time: 600 s by
-# default); then one proxy with the default, to show what that retention costs.
-# $BENCH_XDS_FLEETS lists the runs: PROXIES[:DRAIN_S] each. For every size in $BENCH_XDS_SIZES (listeners per proxy, as many
+# default); the 3 again over delta xDS (DELTA_GRPC); then one proxy with the default
+# drain time, to show what that retention costs. $BENCH_XDS_FLEETS lists the runs:
+# PROXIES[:DRAIN_S[:delta]] each. For every size in $BENCH_XDS_SIZES (listeners per proxy, as many
 # STATIC clusters), $REPS times with the sizes' order rotated per repetition: the size's
-# initial snapshot, then $BENCH_XDS_UPDATES updates alternating a filter-chain-only LDS
-# change and a cluster-set change (LDS and CDS), each timed from SetSnapshot to the last
+# initial snapshot, then $BENCH_XDS_UPDATES updates taking in turn a filter-chain-only LDS
+# change of every listener, a cluster-set change (LDS and CDS), and one listener's
+# change (state of the world still sends all of them, delta one), each timed from SetSnapshot to the last
 # proxy's ACK of every changed type and followed by a serve check of a sample of
 # listeners; then the steady-state memory and idle CPU.
 #
 # A Portico binary without the xDS bootstrap (it exits, or opens no ADS stream within
 # 15 s) gives a row with "unavailable" (the reason), not a failure.
 
-# The fleets, one xdsbench run each: PROXIES[:DRAIN_S] (without DRAIN_S, Portico's
-# default drain time).
-XDS_FLEETS=${BENCH_XDS_FLEETS:-3:1 1:1 1}
+# The fleets, one xdsbench run each: PROXIES[:DRAIN_S[:delta]] (without DRAIN_S, or
+# with it empty, Portico's default drain time; with delta, DELTA_GRPC).
+XDS_FLEETS=${BENCH_XDS_FLEETS:-3:1 3:1:delta 1:1 1}
 XDS_SIZES=${BENCH_XDS_SIZES:-10,100,1000}
-XDS_UPDATES=${BENCH_XDS_UPDATES:-10}
+XDS_UPDATES=${BENCH_XDS_UPDATES:-12}
 # Bound of the whole run (no update starts after it); the timeout fence is a little longer.
 XDS_MAX_S=${BENCH_XDS_MAX_S:-900}
 
@@ -35,10 +37,10 @@ scenario_xds() {
 	: >"$runs"
 	XDS_EXTRA=()
 	if $QUICK; then
-		# The smoke: small sizes, two updates each (a chain and a cluster update), short
-		# steady samples.
-		sizes=${BENCH_XDS_SIZES:-10,100} updates=${BENCH_XDS_UPDATES:-2} max_s=${BENCH_XDS_MAX_S:-60}
-		fleets=${BENCH_XDS_FLEETS:-3:1 1}
+		# The smoke: small sizes, three updates each (one of each kind), short steady
+		# samples.
+		sizes=${BENCH_XDS_SIZES:-10,100} updates=${BENCH_XDS_UPDATES:-3} max_s=${BENCH_XDS_MAX_S:-60}
+		fleets=${BENCH_XDS_FLEETS:-3:1 1:1:delta}
 		XDS_EXTRA=(-settle 1s -idle-window 500ms)
 	fi
 	# Built here rather than in build_bins: only this scenario uses it (and its
@@ -52,21 +54,22 @@ scenario_xds() {
 			xds_fleet "$fleet" "$sizes" "$updates" "$max_s" "$runs"
 		done
 	fi
-	write_results xds "$runs" "$(printf '{"reps":%s,"fleets":"%s","sizes":"%s","updates":%s,"max_duration_s":%s,"update_kinds":"initial, then chain (LDS: every listener tcp_proxy to another cluster, new stat_prefix) and clusters (CDS: every cluster renamed; LDS follows) alternating","listener":"tcp_proxy to a STATIC cluster of one endpoint","control_plane":"go-control-plane v0.14 SnapshotCache ads=true, in-process","concurrency":1}' \
+	write_results xds "$runs" "$(printf '{"reps":%s,"fleets":"%s","sizes":"%s","updates":%s,"max_duration_s":%s,"update_kinds":"initial, then in turn chain (LDS: every listener tcp_proxy to another cluster, new stat_prefix), clusters (CDS: every cluster renamed; LDS follows), one (LDS: listener 0 alone)","listener":"tcp_proxy to a STATIC cluster of one endpoint","control_plane":"go-control-plane v0.14 SnapshotCache ads=true, in-process","concurrency":1}' \
 		"$REPS" "$fleets" "$sizes" "$updates" "$max_s")"
 }
 
-# xds_fleet PROXIES[:DRAIN_S] SIZES UPDATES MAX_S RUNS: one xdsbench run with a fleet of
-# PROXIES (with --drain-time-s DRAIN_S when given); its rows (or a failure row) are
-# appended to RUNS.
+# xds_fleet PROXIES[:DRAIN_S[:delta]] SIZES UPDATES MAX_S RUNS: one xdsbench run with a
+# fleet of PROXIES (with --drain-time-s DRAIN_S when given, over delta xDS with
+# "delta"); its rows (or a failure row) are appended to RUNS.
 xds_fleet() {
-	local n=${1%%:*} drain="" sizes=$2 updates=$3 max_s=$4 runs=$5 p rc f
-	[[ $1 == *:* ]] && drain=${1#*:}
-	local tag=$n${drain:+-d$drain} args=() dir out
+	local n drain proto sizes=$2 updates=$3 max_s=$4 runs=$5 p rc f
+	IFS=: read -r n drain proto <<<"$1"
+	local tag=$n${drain:+-d$drain}${proto:+-$proto} args=() dir out
 	dir=$BENCH_TMP/xds-$tag out=$BENCH_TMP/xds-$tag.jsonl
 	[[ -n $drain ]] && args=(-proxy-args "--drain-time-s $drain" -label "drain_s=$drain")
+	[[ $proto == delta ]] && args+=(-delta)
 	mkdir -p "$dir"
-	log "xds: $n proxies${drain:+ (--drain-time-s $drain)} on CPU $SUT_CPU, control plane on CPU $LG_CPU; sizes $sizes, $REPS reps, $updates updates per size and rep"
+	log "xds: $n proxies${proto:+ ($proto xDS)}${drain:+ (--drain-time-s $drain)} on CPU $SUT_CPU, control plane on CPU $LG_CPU; sizes $sizes, $REPS reps, $updates updates per size and rep"
 	timeout --foreground --kill-after=10 $((max_s + 180)) "${BOOSTED[@]}" taskset -c "$LG_CPU" \
 		"$BIN/xdsbench" -portico "$BIN/portico" -proxies "$n" -sizes "$sizes" -reps "$REPS" \
 		-updates "$updates" -sut-cpu "$SUT_CPU" -clk-tck "$CLK_TCK" -max-duration "${max_s}s" \
@@ -84,8 +87,8 @@ xds_fleet() {
 		xds_brief "$out"
 	else
 		log "xds: !! xdsbench exit $rc without output: $(tail -1 "$LOGDIR/xds.log" 2>/dev/null)"
-		printf '{"mode":"xds-meta","labels":{"scenario":"xds","server":"portico","rep":"0","test":"meta","cell":"meta","proxies":"%s","drain_s":"%s"},"failure":%s}\n' \
-			"$n" "$drain" "$(json_str "xdsbench exit $rc without output: $(tail -1 "$LOGDIR/xds.log" 2>/dev/null)")" >>"$runs"
+		printf '{"mode":"xds-meta","labels":{"scenario":"xds","server":"portico","rep":"0","test":"meta","cell":"meta","proxies":"%s","drain_s":"%s","protocol":"%s"},"failure":%s}\n' \
+			"$n" "$drain" "${proto:-sotw}" "$(json_str "xdsbench exit $rc without output: $(tail -1 "$LOGDIR/xds.log" 2>/dev/null)")" >>"$runs"
 	fi
 }
 

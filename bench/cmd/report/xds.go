@@ -78,21 +78,35 @@ func (r *xdsRow) proxies() int {
 type fleetKey struct {
 	proxies int
 	drain   string
+	delta   bool
 }
 
-func (r *xdsRow) fleet() fleetKey { return fleetKey{r.proxies(), r.Labels["drain_s"]} }
+func (r *xdsRow) fleet() fleetKey {
+	return fleetKey{r.proxies(), r.Labels["drain_s"], r.Labels["protocol"] == "delta"}
+}
 
 func (k fleetKey) String() string {
-	if k.drain == "" {
-		return strconv.Itoa(k.proxies)
+	s := strconv.Itoa(k.proxies)
+	if k.delta {
+		s += ", delta"
 	}
-	return fmt.Sprintf("%d, drain %s s", k.proxies, k.drain)
+	if k.drain != "" {
+		s += fmt.Sprintf(", drain %s s", k.drain)
+	}
+	return s
 }
 
-// cmpFleet orders the larger fleet first, then the shorter drain time.
+// cmpFleet orders the larger fleet first, then state of the world before
+// delta, then the shorter drain time.
 func cmpFleet(a, b fleetKey) int {
 	if a.proxies != b.proxies {
 		return b.proxies - a.proxies
+	}
+	if a.delta != b.delta {
+		if a.delta {
+			return 1
+		}
+		return -1
 	}
 	da, _ := strconv.Atoi(a.drain)
 	db, _ := strconv.Atoi(b.drain)
@@ -113,10 +127,11 @@ func readXDSRows(path string) ([]xdsRow, error) {
 	return f.Runs, nil
 }
 
-var xdsKinds = []string{"initial", "chain", "clusters"}
+var xdsKinds = []string{"initial", "one", "chain", "clusters"}
 
 var xdsKindText = map[string]string{
 	"initial":  "initial (from the previous size's set)",
+	"one":      "one listener's chain (LDS)",
 	"chain":    "filter chains only (LDS)",
 	"clusters": "cluster set replaced (CDS + LDS)",
 }
@@ -233,6 +248,9 @@ func xdsTables(f *resultFile) string {
 		if r.proxies() == 1 {
 			who = "1 proxy"
 		}
+		if r.Labels["protocol"] == "delta" {
+			who += ", delta xDS"
+		}
 		if d := r.Labels["drain_s"]; d != "" {
 			who += fmt.Sprintf(" (`--drain-time-s %s`)", d)
 		}
@@ -260,7 +278,7 @@ func xdsTables(f *resultFile) string {
 	}
 	groups := xdsGroups(rows)
 	if len(groups) > 0 {
-		b.WriteString("\n(a) Update time: from `SetSnapshot` (every node's, in turn) to the last proxy's ACK of every changed type; p50 / p99 over the updates of all repetitions (nearest rank: with 15 updates p99 is the worst). Per type: the last proxy's ACK of CDS and of LDS (ADS sends CDS first). Per proxy: its own last ACK, the server's last response to it, and its apply time (response → ACK, the longer type). Proxy CPU: one proxy's utime+stime from `SetSnapshot` to the fleet's ACK (10 ms ticks), and its scheduler run time to the end of the update's window (serve check + 300 ms): median (max) over proxies × updates. Control plane: this process's run time to the ACK. Others: every CPU's busy time to the ACK less the proxies' and the control plane's (other jobs on this shared box). Serve check: sampled listeners (first, last, two random per proxy) that answered with the right backend's banner at the first connection after the ACK / all checked:\n\n")
+		b.WriteString("\n(a) Update time: from `SetSnapshot` (every node's, in turn) to the last proxy's ACK of every changed type; p50 / p99 over the updates of all repetitions (nearest rank: with fewer than 100 updates p99 is the worst). Per type: the last proxy's ACK of CDS and of LDS (ADS sends CDS first). Per proxy: its own last ACK, the server's last response to it, and its apply time (response → ACK, the longer type). Proxy CPU: one proxy's utime+stime from `SetSnapshot` to the fleet's ACK (10 ms ticks), and its scheduler run time to the end of the update's window (serve check + 300 ms): median (max) over proxies × updates. Control plane: this process's run time to the ACK. Others: every CPU's busy time to the ACK less the proxies' and the control plane's (other jobs on this shared box). Serve check: sampled listeners (first, last, two random per proxy) that answered with the right backend's banner at the first connection after the ACK / all checked:\n\n")
 		b.WriteString("| Fleet | Listeners per proxy | Update | Updates | **All ACKed ms, p50 / p99** | CDS / LDS ACKed ms, p50 | Proxy ACK ms, p50 (max) | Response out ms, p50 (max) | Proxy apply ms, p50 (max) | Proxy CPU ms (ticks) | Proxy run ms, window | Control plane run ms | Others' CPU ms | Serve check right at once / checked | Failed |\n")
 		b.WriteString("|---:|---:|---|---:|---|---|---|---|---|---|---|---|---|---:|\n")
 		for _, g := range groups {

@@ -19,6 +19,7 @@ func TestXDSTables(t *testing.T) {
 {"mode":"xds-update","labels":{"proxies":"3","rep":"1"},"listeners":10,"kind":"initial","types":["CDS","LDS"],"ack_ms":30,"proxy_ack_ms":[30],"serve":{"checked":12,"first_ok":12,"ok":12},"failure":""},
 {"mode":"xds-steady","labels":{"proxies":"3","rep":"1"},"listeners":1000,"rss_kib":[92160,94208,96256],"hwm_kib":[102400,102400,102400],"pss_kib":[71680,71680,71680],"threads":[10,10,11],"idle_cpu_ms":[0,10,0],"idle_ms":2000,"phase_ms":20000,"phase_updates":10,"phase_cpu_ms":[5000,6000,7000],"phase_cp_cpu_ms":300,"cp_rss_kib":51200,"admin":{"proxy-1":{"listener_manager.lds.update_success":11,"listener_manager.total_listeners_active":1000}},"failure":""},
 {"mode":"xds-update","labels":{"proxies":"1","drain_s":"1","rep":"1"},"listeners":10,"kind":"chain","types":["LDS"],"ack_ms":5,"proxy_ack_ms":[5],"failure":""},
+{"mode":"xds-update","labels":{"proxies":"1","drain_s":"1","protocol":"delta","rep":"1"},"listeners":10,"kind":"one","types":["LDS"],"ack_ms":4,"proxy_ack_ms":[4],"failure":""},
 {"mode":"xds-meta","labels":{"proxies":"1"},"proxies":1,"unavailable":"proxy-1 exited (exit status 1): no ads","note":"stopped at the time bound","failure":""}]}`
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
@@ -36,6 +37,7 @@ func TestXDSTables(t *testing.T) {
 		"* 1 proxy: not available: proxy-1 exited (exit status 1): no ads",
 		"* 1 proxy: stopped at the time bound",
 		"| 1, drain 1 s | 10 | filter chains only (LDS) | 1 | **5 / 5** |",
+		"| 1, delta, drain 1 s | 10 | one listener's chain (LDS) | 1 | **4 / 4** |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in\n%s", want, out)

@@ -117,23 +117,76 @@ func (t *tracker) callbacks() serverv3.CallbackFuncs {
 			return nil
 		},
 		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, rsp *discoveryv3.DiscoveryResponse) {
+			t.sent(id, rsp.GetTypeUrl(), rsp.GetVersionInfo(), rsp.GetNonce())
+		},
+		// Delta: a request carries no version_info, so an ACK or a NACK is
+		// matched to the version it answers through its response_nonce (the
+		// response's system_version_info is the snapshot's version of the type).
+		DeltaStreamOpenFunc: func(context.Context, int64, string) error {
+			t.mu.Lock()
+			t.opened++
+			t.notifyLocked()
+			t.mu.Unlock()
+			return nil
+		},
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) {
+			t.mu.Lock()
+			delete(t.nonces, id)
+			delete(t.streams, id)
+			t.mu.Unlock()
+		},
+		StreamDeltaRequestFunc: func(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
 			now := time.Now()
 			t.mu.Lock()
 			defer t.mu.Unlock()
+			if n := r.GetNode().GetId(); n != "" && t.streams[id] != n {
+				t.streams[id] = n
+				t.notifyLocked()
+			}
 			node := t.streams[id]
-			if node == "" {
-				return
+			v, ok := t.nonces[id][r.GetResponseNonce()]
+			if node == "" || r.GetResponseNonce() == "" || !ok {
+				return nil
 			}
-			m := t.nonces[id]
-			if m == nil {
-				m = map[string]string{}
-				t.nonces[id] = m
+			e := t.eventLocked(key{node, r.GetTypeUrl()}, v)
+			if d := r.GetErrorDetail(); d != nil {
+				if e.nack == "" {
+					e.nack = d.GetMessage()
+					if e.nack == "" {
+						e.nack = "NACK without a message"
+					}
+				}
+				t.notifyLocked()
+			} else if e.acked.IsZero() {
+				e.acked = now
+				t.notifyLocked()
 			}
-			m[rsp.GetNonce()] = rsp.GetVersionInfo()
-			if e := t.eventLocked(key{node, rsp.GetTypeUrl()}, rsp.GetVersionInfo()); e.sent.IsZero() {
-				e.sent = now
-			}
+			return nil
 		},
+		StreamDeltaResponseFunc: func(id int64, _ *discoveryv3.DeltaDiscoveryRequest, rsp *discoveryv3.DeltaDiscoveryResponse) {
+			t.sent(id, rsp.GetTypeUrl(), rsp.GetSystemVersionInfo(), rsp.GetNonce())
+		},
+	}
+}
+
+// sent records a response going out on stream id: its nonce, and the first
+// time the version went to the stream's node.
+func (t *tracker) sent(id int64, typ, version, nonce string) {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	node := t.streams[id]
+	if node == "" {
+		return
+	}
+	m := t.nonces[id]
+	if m == nil {
+		m = map[string]string{}
+		t.nonces[id] = m
+	}
+	m[nonce] = version
+	if e := t.eventLocked(key{node, typ}, version); e.sent.IsZero() {
+		e.sent = now
 	}
 }
 

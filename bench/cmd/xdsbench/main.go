@@ -85,6 +85,7 @@ type options struct {
 	kinds       []string // the update kinds after the initial one, in turn
 	stablePfx   bool     // stat_prefix the same in every version (diagnosis)
 	proxyArgs   []string // more flags for every proxy
+	delta       bool     // ads_config api_type DELTA_GRPC
 	clkTck      float64
 	labels      jsonline.Labels
 	// standinHandler, for tests, replaces the stand-ins' ACK-everything handler.
@@ -97,8 +98,9 @@ func main() {
 	flag.StringVar(&o.portico, "portico", os.Getenv("PORTICO_BIN"), "the Portico binary (default $PORTICO_BIN)")
 	flag.IntVar(&o.proxies, "proxies", 3, "Portico processes in the fleet")
 	flag.IntVar(&o.reps, "reps", 3, "repetitions (sizes interleaved, order rotated per repetition)")
-	flag.IntVar(&o.updates, "updates", 10, "updates per size and repetition after the initial one, alternating chain and clusters")
+	flag.IntVar(&o.updates, "updates", 12, "updates per size and repetition after the initial one, of the -kinds in turn")
 	flag.StringVar(&o.sutCPU, "sut-cpu", "1", "CPU list the proxies are pinned to (taskset); empty: unpinned")
+	flag.BoolVar(&o.delta, "delta", false, "the proxies use delta xDS (ads_config api_type DELTA_GRPC) instead of state of the world")
 	flag.BoolVar(&o.standin, "standin", false, "in-process config/xds clients instead of Portico processes")
 	flag.StringVar(&o.out, "out", "", "JSON lines output (default stdout)")
 	flag.StringVar(&o.dir, "dir", "", "directory for bootstraps and proxy logs (default: a new temporary one)")
@@ -109,7 +111,7 @@ func main() {
 	flag.DurationVar(&o.idleWindow, "idle-window", 2*time.Second, "window of the steady-state idle CPU")
 	flag.IntVar(&o.samples, "samples", 4, "listeners per proxy the serve check connects to after each update")
 	proxyArgs := flag.String("proxy-args", "", "more flags for every Portico process, blank-separated (e.g. \"--drain-time-s 1\")")
-	kinds := flag.String("kinds", "chain,clusters", "update kinds after each size's initial one, taken in turn (chain, clusters)")
+	kinds := flag.String("kinds", "chain,clusters,one", "update kinds after each size's initial one, taken in turn (chain, clusters, one)")
 	flag.BoolVar(&o.stablePfx, "stable-stat-prefix", false, "keep each listener's tcp_proxy stat_prefix across versions (to tell per-name state from per-version state)")
 	flag.Float64Var(&o.clkTck, "clk-tck", 100, "USER_HZ (getconf CLK_TCK)")
 	flag.Var(o.labels, "label", "key=value added to every row's labels (repeatable)")
@@ -123,10 +125,13 @@ func main() {
 	}
 	o.proxyArgs = strings.Fields(*proxyArgs)
 	for _, k := range strings.Split(*kinds, ",") {
-		if k != "chain" && k != "clusters" {
+		if k != "chain" && k != "clusters" && k != "one" {
 			fatal(fmt.Errorf("bad -kinds %q", *kinds))
 		}
 		o.kinds = append(o.kinds, k)
+	}
+	if o.delta && o.standin {
+		fatal(errors.New("-delta: the stand-ins speak state of the world only"))
 	}
 	if !o.standin && o.portico == "" {
 		fatal(errors.New("no Portico binary: -portico or PORTICO_BIN (or -standin)"))
@@ -271,7 +276,10 @@ type metaRow struct {
 
 func (o *options) rowLabels(rep int, test, cell string) map[string]string {
 	l := map[string]string{"scenario": "xds", "server": "portico", "rep": strconv.Itoa(rep), "test": test, "cell": cell,
-		"proxies": strconv.Itoa(o.proxies)}
+		"proxies": strconv.Itoa(o.proxies), "protocol": "sotw"}
+	if o.delta {
+		l["protocol"] = "delta"
+	}
 	if o.standin {
 		l["server"] = "standin"
 	}
@@ -333,7 +341,7 @@ func run(o options) ([]any, error) {
 		defer s.stop()
 		f.proxies = ps
 	} else {
-		ps, err := startProxies(o.portico, o.proxies, o.sutCPU, cp.addr, o.dir, o.proxyArgs)
+		ps, err := startProxies(o.portico, o.proxies, o.sutCPU, apiType(o.delta), cp.addr, o.dir, o.proxyArgs)
 		defer stopProxies(ps)
 		if err != nil {
 			return rows, err
@@ -479,14 +487,21 @@ func (f *fleet) next(kind string, n int) (fleetState, []string) {
 	var types []string
 	switch kind {
 	case "initial":
-		s.n, s.shift, s.gen = n, 0, s.gen+1
+		s.n, s.shift, s.oneShift, s.gen, s.chainSeq = n, 0, 0, s.gen+1, f.seq
 		types = []string{cdsType, ldsType}
 	case "chain":
 		s.shift++
+		s.chainSeq = f.seq
 		types = []string{ldsType}
 	case "clusters":
 		s.gen++
+		s.chainSeq = f.seq
 		types = []string{cdsType, ldsType}
+	case "one":
+		// Only listener 0's tcp_proxy changes (it moves on by one cluster):
+		// state of the world still sends every listener, delta only that one.
+		s.oneShift++
+		types = []string{ldsType}
 	}
 	for _, t := range types {
 		v := fmt.Sprintf("u%d", f.seq)
@@ -760,6 +775,13 @@ func readPSSKiB(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+func apiType(delta bool) string {
+	if delta {
+		return "DELTA_GRPC"
+	}
+	return "GRPC"
 }
 
 // loadAvg is /proc/loadavg's first three fields.

@@ -117,7 +117,8 @@ func TestTrackerMatching(t *testing.T) {
 }
 
 // TestPorticoFleet runs the real binary (built from this tree): two proxies,
-// a tiny size, both update kinds, serve checks and the steady sample.
+// a tiny size, every update kind, serve checks and the steady sample, over
+// state of the world and over delta.
 func TestPorticoFleet(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "portico")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/portico")
@@ -125,9 +126,17 @@ func TestPorticoFleet(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build portico: %v\n%s", err, out)
 	}
+	for _, delta := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sotw", true: "delta"}[delta], func(t *testing.T) { portico(t, bin, delta) })
+	}
+}
+
+func portico(t *testing.T, bin string, delta bool) {
 	o := testOptions(t)
-	o.standin, o.portico, o.sutCPU = false, bin, ""
+	o.standin, o.portico, o.sutCPU, o.delta = false, bin, "", delta
 	o.sizes = []int{4}
+	o.updates = 3
+	o.kinds = []string{"chain", "clusters", "one"}
 	rows, err := run(o)
 	if err != nil {
 		t.Fatal(err)
@@ -141,8 +150,8 @@ func TestPorticoFleet(t *testing.T) {
 		t.Fatalf("meta: %+v", meta)
 	}
 	us := updates(rows)
-	if len(us) != 3 {
-		t.Fatalf("%d updates, want 3", len(us))
+	if len(us) != 4 {
+		t.Fatalf("%d updates, want 4", len(us))
 	}
 	for _, u := range us {
 		if u.Failure != "" || u.Serve == nil || u.Serve.OK != u.Serve.Checked || u.Serve.Checked != 2*3 {

@@ -40,9 +40,10 @@ func (p *proxy) alive() bool {
 	}
 }
 
-// bootstrap is the proxy's Envoy v3 bootstrap: ADS over gRPC to the control
-// plane, LDS and CDS over ADS, the control plane's cluster static.
-func bootstrap(node, cpAddr, admin string) (string, error) {
+// bootstrap is the proxy's Envoy v3 bootstrap: ADS over gRPC (apiType GRPC,
+// state of the world, or DELTA_GRPC) to the control plane, LDS and CDS over
+// ADS, the control plane's cluster static.
+func bootstrap(node, apiType, cpAddr, admin string) (string, error) {
 	host, port, err := net.SplitHostPort(cpAddr)
 	if err != nil {
 		return "", err
@@ -54,7 +55,7 @@ func bootstrap(node, cpAddr, admin string) (string, error) {
 	return fmt.Sprintf(`node: {id: %s, cluster: fleet}
 dynamic_resources:
   ads_config:
-    api_type: GRPC
+    api_type: %s
     transport_api_version: V3
     grpc_services: [{envoy_grpc: {cluster_name: xds_cluster}}]
   lds_config: {ads: {}, resource_api_version: V3}
@@ -70,7 +71,7 @@ static_resources:
         explicit_http_config: {http2_protocol_options: {}}
     load_assignment: {cluster_name: xds_cluster, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: %s, port_value: %s}}}}]}]}
 admin: {address: {socket_address: {address: %s, port_value: %s}}}
-`, node, host, port, ahost, aport), nil
+`, node, apiType, host, port, ahost, aport), nil
 }
 
 // freeAddr returns a loopback host:port nothing listens on now (the admin's;
@@ -86,7 +87,7 @@ func freeAddr() (string, error) {
 
 // startProxies starts n Portico processes pinned to cpu (taskset), each with
 // its own bootstrap in dir and its log there.
-func startProxies(bin string, n int, cpu, cpAddr, dir string, extra []string) ([]*proxy, error) {
+func startProxies(bin string, n int, cpu, apiType, cpAddr, dir string, extra []string) ([]*proxy, error) {
 	help, _ := exec.Command(bin, "--help").CombinedOutput()
 	// A build with hot restart binds an abstract socket named by its base id
 	// even without --restart-epoch: three processes need three ids, random so
@@ -102,7 +103,7 @@ func startProxies(bin string, n int, cpu, cpAddr, dir string, extra []string) ([
 		if p.admin, err = freeAddr(); err != nil {
 			return out, err
 		}
-		cfg, err := bootstrap(p.node, cpAddr, p.admin)
+		cfg, err := bootstrap(p.node, apiType, cpAddr, p.admin)
 		if err != nil {
 			return out, err
 		}

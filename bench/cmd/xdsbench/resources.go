@@ -31,8 +31,10 @@ import (
 type fleetState struct {
 	n          int
 	shift, gen int
-	seq        int  // the update's sequence number: part of stat_prefix and the versions
+	seq        int  // the update's sequence number: part of the versions
+	chainSeq   int  // the last update that changed every listener: their stat_prefix
 	stablePfx  bool // stat_prefix without seq
+	oneShift   int  // listener 0's own further shift (the "one" update kind)
 	ldsVersion string
 	cdsVersion string
 }
@@ -40,10 +42,17 @@ type fleetState struct {
 // clusterName is the name of cluster m in generation gen.
 func clusterName(gen, m int) string { return fmt.Sprintf("g%d-c%d", gen, m) }
 
+// clusterOf is the index of the cluster listener j proxies to in state s.
+func (s fleetState) clusterOf(j int) int {
+	if j == 0 {
+		return (s.shift + s.oneShift) % s.n
+	}
+	return (j + s.shift) % s.n
+}
+
 // backendOf is the index of the backend listener j reaches in state s.
 func (s fleetState) backendOf(j, nBackends int) int {
-	m := (j + s.shift) % s.n
-	return (m + s.gen) % nBackends
+	return (s.clusterOf(j) + s.gen) % nBackends
 }
 
 func socketAddr(ip string, port int) *corev3.Address {
@@ -56,13 +65,18 @@ func socketAddr(ip string, port int) *corev3.Address {
 func (s fleetState) listeners(ip string, base int) ([]types.Resource, error) {
 	out := make([]types.Resource, 0, s.n)
 	for j := 0; j < s.n; j++ {
-		prefix := fmt.Sprintf("l%d_u%d", j, s.seq)
+		// The version a listener last changed in, so that a "one" update
+		// changes listener 0 alone.
+		prefix := fmt.Sprintf("l%d_u%d", j, s.chainSeq)
+		if j == 0 {
+			prefix = fmt.Sprintf("l%d_u%d", j, s.seq)
+		}
 		if s.stablePfx {
 			prefix = fmt.Sprintf("l%d", j)
 		}
 		tp, err := anypb.New(&tcpproxyv3.TcpProxy{
 			StatPrefix:       prefix,
-			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: clusterName(s.gen, (j+s.shift)%s.n)},
+			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: clusterName(s.gen, s.clusterOf(j))},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("tcp_proxy config: %w", err)
