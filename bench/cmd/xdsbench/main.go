@@ -13,12 +13,17 @@
 // For each size in -sizes (listeners per proxy; as many clusters, each
 // STATIC with one endpoint), per repetition and in an order rotated by the
 // repetition, it sets the size's first snapshot ("initial": from whatever the
-// proxies ran before), then -updates updates alternating two kinds:
+// proxies ran before), then -updates updates of the -kinds in turn:
 //
 //   - chain: every listener's tcp_proxy names another existing cluster and
 //     gets a new stat_prefix, a filter-chain-only change; only LDS changes.
 //   - clusters: every cluster is replaced by one of a new name (SotW CDS
 //     removes the old ones) and every listener follows: LDS and CDS change.
+//   - one: listener 0 alone changes (LDS): state of the world still sends
+//     every listener, delta only that one.
+//
+// -delta makes the proxies use delta xDS (DELTA_GRPC); an ACK then carries
+// no version and is matched to the version through its response_nonce.
 //
 // An update's time runs from just before the first SetSnapshot to the moment
 // the last proxy has ACKed the new version of every type that changed (the
