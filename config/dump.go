@@ -65,6 +65,12 @@ type DumpState struct {
 	// name, or of an entry of their own (error_state only) if none is active.
 	ClusterFailures []DumpFailure
 	CDSVersion      string // ClustersConfigDump.version_info
+
+	// HasRDS adds a RoutesConfigDump (rds.go): the inline route configurations of the
+	// listeners given in RouteListeners as static_route_configs, and DynamicRoutes.
+	HasRDS         bool
+	RouteListeners []DumpEntry
+	DynamicRoutes  []RouteDumpEntry
 }
 
 // DumpError is a /config_dump query that cannot be answered, with the HTTP status Envoy
@@ -130,6 +136,13 @@ func RenderConfigDump(cfg *Config, st *DumpState, q url.Values) ([]byte, error) 
 		dumps = append(dumps, &adminv3.BootstrapConfigDump{Bootstrap: bs, LastUpdated: stamp(cfg.loaded)})
 	}
 	dumps = append(dumps, clusters, listeners)
+	if st.HasRDS {
+		routes, err := routesDump(st, match) // rds.go
+		if err != nil {
+			return nil, err
+		}
+		dumps = append(dumps, routes)
+	}
 
 	var paths []string
 	for _, p := range strings.Split(q.Get("mask"), ",") {

@@ -129,9 +129,13 @@ func (t *translator) hcm(m *hcmv3.HttpConnectionManager, at string) (engine.Netw
 	}
 
 	rc := m.GetRouteConfig()
-	if rc == nil {
-		// Without any route specifier protoc-gen-validate has said so; rds and
-		// scoped_routes are reported by the subset check.
+	if r := m.GetRds(); r != nil {
+		p, rok := t.rds(r, field(at, "rds"), cfg.StatPrefix) // rds.go
+		ok = ok && rok
+		cfg.RDS = p
+	} else if rc == nil {
+		// Without any route specifier protoc-gen-validate has said so; scoped_routes is
+		// reported by the subset check.
 		ok = false
 	} else {
 		tab, rok := t.routeConfig(rc, field(at, "route_config"))

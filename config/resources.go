@@ -178,6 +178,7 @@ type ListenerResource struct {
 	Runners      []Runner
 
 	msg    *listenerv3.Listener
+	rds    []string              // rds.go: the route_config_names its HCMs request
 	chains []*engine.FilterChain // index-aligned with msg.FilterChains (LDS ones only)
 	def    *engine.FilterChain
 	parts  map[*engine.FilterChain]parts
@@ -492,7 +493,7 @@ func (t *translator) chainFor(fc *listenerv3.FilterChain, at, listenerStat strin
 func (t *translator) staticListener(l *listenerv3.Listener, lc engine.ListenerConfig, m mark) {
 	p := t.since(m)
 	t.cfg.StaticListeners = append(t.cfg.StaticListeners, &ListenerResource{
-		Name: lc.Name, Config: lc, StatsSources: p.stats, Closers: p.closers, Runners: p.runners, msg: l,
+		Name: lc.Name, Config: lc, StatsSources: p.stats, Closers: p.closers, Runners: p.runners, msg: l, rds: rdsNames(l),
 	})
 }
 
@@ -722,6 +723,7 @@ func parseListener(item rawResource, f *resourceFile, workers int, o Options, pr
 	// t.cfg.Clusters stays empty: the routers' upstreams add none to the listener's.
 	t := &translator{c: c, workers: workers, checkOnly: o.CheckOnly, registry: o.Clusters,
 		clusters: knownClusters(o, l), cfg: &Config{Chains: map[string]*chain.Manager{}}}
+	t.routes, t.cfg.ADS, t.adsConfigured = listenerRDS(o) // rds.go
 	t.dyn = &resourceState{built: map[*listenerv3.FilterChain]*engine.FilterChain{}, parts: map[*engine.FilterChain]parts{}}
 	if change == ChainsOnly {
 		t.dyn.reuse = reuser(p)
@@ -746,7 +748,7 @@ func parseListener(item rawResource, f *resourceFile, workers int, o Options, pr
 	r := &ListenerResource{
 		Name: name, Version: version, Config: lc, Change: change, Kept: t.dyn.kept,
 		StatsSources: t.cfg.StatsSources, Closers: t.cfg.Closers, Runners: t.cfg.Runners,
-		msg: l, parts: t.dyn.parts,
+		msg: l, parts: t.dyn.parts, rds: rdsNames(l),
 	}
 	for _, fc := range l.GetFilterChains() {
 		r.chains = append(r.chains, t.dyn.built[fc])

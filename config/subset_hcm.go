@@ -7,7 +7,7 @@ import "google.golang.org/protobuf/reflect/protoreflect"
 // only in part are listed and checked by the translator, which names the value it refuses.
 var supportedHCM = map[protoreflect.FullName][]protoreflect.Name{
 	hcmType: {
-		"codec_type", "stat_prefix", "route_config", "http_filters", "server_name",
+		"codec_type", "stat_prefix", "route_config", "rds", "http_filters", "server_name",
 		"server_header_transformation", "max_request_headers_kb", "stream_idle_timeout",
 		"request_timeout", "request_headers_timeout", "drain_timeout", "delayed_close_timeout",
 		"access_log", "use_remote_address", "xff_num_trusted_hops", "skip_xff_append", "via",
@@ -18,6 +18,7 @@ var supportedHCM = map[protoreflect.FullName][]protoreflect.Name{
 		"common_http_protocol_options", "http_protocol_options", "tracing", "request_id_extension",
 	},
 	"envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension": {"typed_config"},
+	"envoy.extensions.filters.network.http_connection_manager.v3.Rds":                {"config_source", "route_config_name"},
 	hcmType + ".UpgradeConfig": {"upgrade_type", "enabled"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
 		"name", "typed_config", "is_optional", "disabled",

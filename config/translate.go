@@ -22,6 +22,7 @@ import (
 	"github.com/portico-proxy/portico/filters/http/router"
 	"github.com/portico-proxy/portico/filters/listener/httpinspector"
 	"github.com/portico-proxy/portico/filters/listener/tlsinspector"
+	"github.com/portico-proxy/portico/filters/network/httpconnmgr"
 )
 
 // translator turns a validated Bootstrap into Config. It reports problems through c with
@@ -44,6 +45,9 @@ type translator struct {
 	grpcClusters  map[string]string
 	grpcH2        map[string]*corev3.Http2ProtocolOptions // their HTTP/2 options, by name
 	adsConfigured bool                                    // dynamic_resources.ads_config is set (even if wrong)
+	// routes are the process's RDS route providers (rds.go), shared by every connection
+	// manager naming the same route configuration.
+	routes *httpconnmgr.RouteProviders
 }
 
 // warnf records a warning: something accepted that does not do what it says in Envoy.
@@ -63,6 +67,7 @@ func (t *translator) unsupported(path, value, format string, args ...any) {
 
 func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 	t.cfg = &Config{Chains: make(map[string]*chain.Manager, len(bs.GetStaticResources().GetListeners()))}
+	t.cfg.RouteProviders = t.routes
 	t.clusters = map[string]*engine.Cluster{}
 	t.grpcClusters = grpcClusterNames(bs) // xds_source.go
 	t.grpcH2 = map[string]*corev3.Http2ProtocolOptions{}

@@ -58,6 +58,7 @@ type Manager struct {
 	cm clusterManagerStats
 
 	xds      xdsState  // xds.go
+	rds      rdsState  // rds.go
 	loopOnce sync.Once // the goroutine starts with StartXDS or Start, whichever is first
 }
 
@@ -117,7 +118,7 @@ func (s *listenerManagerStats) VisitStats(_ int, v engine.StatVisitor) {
 	v("total_filter_chains_draining", engine.KindGauge, float64(drainingChains))
 	v("total_listeners_active", engine.KindGauge, float64(len(s.m.srv.Listeners())))
 	v("total_listeners_draining", engine.KindGauge, float64(drainingListeners))
-	v("total_listeners_warming", engine.KindGauge, 0)
+	v("total_listeners_warming", engine.KindGauge, float64(s.m.warmingCount())) // rds.go
 	v("workers_started", engine.KindGauge, 1)
 	if s.hasLDS {
 		s.lds.visit("lds.", v)
@@ -300,6 +301,7 @@ func (m *Manager) reloadListeners() {
 		return
 	}
 	m.applyListeners(u)
+	m.resubscribeRoutes() // rds.go
 	m.log.Info("lds: update applied", "version", u.Version, "listeners", len(u.Listeners),
 		"rejected", len(u.Errors), "removed", len(u.Removed), "took", time.Since(start).Round(time.Microsecond).String())
 }
@@ -368,6 +370,10 @@ func (m *Manager) applyListeners(u *config.ListenerUpdate) error {
 	}
 	for _, r := range u.Listeners {
 		prev := m.listeners[r.Name]
+		if m.warmListener(prev, r) { // rds.go: held until its route configs arrive
+			rd.changed = true
+			continue
+		}
 		if r.Change == config.Unchanged && prev != nil {
 			m.mu.Lock()
 			delete(m.lFailed, r.Name)
@@ -391,6 +397,7 @@ func (m *Manager) applyListeners(u *config.ListenerUpdate) error {
 		delete(m.lFailed, r.Name)
 		m.mu.Unlock()
 	}
+	m.dropRemovedWarming(u) // rds.go
 	return rd.finish(u.Version, &m.ldsVer)
 }
 
@@ -684,6 +691,7 @@ func (m *Manager) dumpState() *config.DumpState {
 		f := m.cFailed[name]
 		st.ClusterFailures = append(st.ClusterFailures, config.DumpFailure{Name: name, Details: f.err.Error(), Failed: f.err.Failed, LastUpdateAttempt: f.when})
 	}
+	m.routesDumpState(st) // rds.go
 	return st
 }
 

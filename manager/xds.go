@@ -77,7 +77,9 @@ func (s controlPlaneStats) VisitStats(_ int, v engine.StatVisitor) {
 var xdsTypes = []string{xds.ClusterType, xds.EndpointType, xds.ListenerType, xds.RouteType}
 
 // HasXDS reports whether the configuration subscribes to a management server.
-func (m *Manager) HasXDS() bool { return m.cfg.LDSXDS != nil || m.cfg.CDSXDS != nil }
+func (m *Manager) HasXDS() bool {
+	return m.cfg.LDSXDS != nil || m.cfg.CDSXDS != nil || len(m.staticRouteNames()) > 0 // rds.go
+}
 
 // StartXDS starts the subscriptions to management servers (none without them) and the
 // manager's goroutine, which applies what they receive; it may run before the server
@@ -110,7 +112,7 @@ func (m *Manager) StartXDS(version string) error {
 			return err
 		}
 	}
-	return nil
+	return m.startRoutes() // rds.go: the static listeners' route configs
 }
 
 // serverKey tells management servers apart: ADS is one stream for every type; each
@@ -133,7 +135,17 @@ func (m *Manager) xdsClientFor(s *config.XDSServer, typeURL string) (*xdsClient,
 	}
 	types := []string{typeURL}
 	if s.Aggregated {
-		types = xdsTypes
+		// The ADS stream carries LDS and CDS only when lds_config / cds_config say
+		// `ads: {}` (their wildcard request would otherwise ask for every listener
+		// and cluster); EDS and RDS by name, once something names them.
+		types = nil
+		for _, t := range xdsTypes {
+			switch {
+			case t == xds.ClusterType && !onADS(m.cfg.CDSXDS), t == xds.ListenerType && !onADS(m.cfg.LDSXDS):
+			default:
+				types = append(types, t)
+			}
+		}
 	}
 	node := proto.Clone(m.cfg.NodeProto).(*corev3.Node)
 	if node.GetUserAgentName() == "" {
@@ -180,6 +192,8 @@ func (m *Manager) xdsClientFor(s *config.XDSServer, typeURL string) (*xdsClient,
 				m.lm.lds.updateFailure.Inc()
 			case xds.ClusterType:
 				m.cm.cds.updateFailure.Inc()
+			case xds.RouteType:
+				m.routeStreamFailure() // rds.go
 			}
 		}
 	}
@@ -195,6 +209,9 @@ func (m *Manager) xdsClientFor(s *config.XDSServer, typeURL string) (*xdsClient,
 	}()
 	return c, nil
 }
+
+// onADS reports whether a subscription rides the ADS stream.
+func onADS(s *config.XDSSubscription) bool { return s != nil && s.Server.Aggregated }
 
 // dialCluster dials the management server's static cluster: each attempt takes the next
 // of its hosts (a DNS cluster's current ones), so a reconnect tries another server.
@@ -334,6 +351,8 @@ func (m *Manager) WaitInitial() []string {
 	if s := m.cfg.LDSXDS; s != nil {
 		wait(xds.ListenerType, s.InitialFetchTimeout)
 		wait(xds.RouteType, s.InitialFetchTimeout)
+	} else {
+		wait(xds.RouteType, m.routeFetchTimeout()) // rds.go: static listeners' routes
 	}
 	return late
 }
