@@ -141,7 +141,7 @@ type RouteUpdate struct {
 //
 // err != nil only when the response as a whole cannot be read (a *FileError).
 func ParseRouteResources(from, version string, resources []*anypb.Any, o Options, wanted map[string]bool, prev map[string]*RouteResource) (*RouteUpdate, error) {
-	f, err := anyResources(from, version, resources)
+	f, err := anyResources(from, version, resources, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -16,7 +17,10 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/filters/chain"
@@ -178,6 +182,7 @@ type ListenerResource struct {
 	Runners      []Runner
 
 	msg    *listenerv3.Listener
+	wire   []byte                // as it came from a management server (see sameWire)
 	rds    []string              // rds.go: the route_config_names its HCMs request
 	chains []*engine.FilterChain // index-aligned with msg.FilterChains (LDS ones only)
 	def    *engine.FilterChain
@@ -245,7 +250,8 @@ type ClusterResource struct {
 	// any other type. Its Cluster starts with no hosts.
 	EDS *EDSConfig
 
-	msg *clusterv3.Cluster
+	msg  *clusterv3.Cluster
+	wire []byte // as it came from a management server (see sameWire)
 }
 
 // Message is the resource as read, for /config_dump. Do not modify it.
@@ -571,7 +577,7 @@ func ParseListeners(path string, workers int, o Options, prev map[string]*Listen
 	if err != nil {
 		return nil, err
 	}
-	return listenersOf(f, workers, o, prev), nil
+	return listenersOf(f, workers, o, prev, nil, nil), nil
 }
 
 // document checks the worker count, then reads a resource document with read.
@@ -604,15 +610,61 @@ func removedNames[R any](prev map[string]R, seen map[string]int, allNamed bool) 
 // and translation as a file's, with errors located as resources[i]. from names the origin
 // in the error of a response that cannot be read at all (a *FileError).
 func ParseListenerResources(from, version string, resources []*anypb.Any, workers int, o Options, prev map[string]*ListenerResource) (*ListenerUpdate, error) {
-	f, err := document(workers, func() (*resourceFile, error) { return anyResources(from, version, resources) })
+	skip := sameWire(resources, typeURLPrefix+listenerType, prev, func(r *ListenerResource) (string, []byte) { return r.Name, r.wire })
+	f, err := document(workers, func() (*resourceFile, error) { return anyResources(from, version, resources, skip) })
 	if err != nil {
 		return nil, err
 	}
-	return listenersOf(f, workers, o, prev), nil
+	return listenersOf(f, workers, o, prev, skip, wireOf(resources, typeURLPrefix+listenerType)), nil
+}
+
+// sameWire finds the resources of a response that are byte for byte what the previous
+// version of a resource came as (a server sends every resource of a type in each
+// state-of-the-world response, and a delta client hands over its whole set): those are
+// Unchanged without being decoded, checked and translated again, so a version that
+// changes one listener of 1,000 costs one listener's work. It returns them by index; a
+// previous version matched twice is taken once (the second is read, as a duplicate).
+func sameWire[R any](resources []*anypb.Any, typeURL string, prev map[string]R, key func(R) (string, []byte)) map[int]string {
+	if len(prev) == 0 {
+		return nil
+	}
+	byWire := make(map[string]string, len(prev))
+	for _, r := range prev {
+		if name, w := key(r); w != nil {
+			byWire[string(w)] = name
+		}
+	}
+	var skip map[int]string
+	taken := map[string]bool{}
+	for i, a := range resources {
+		if a.GetTypeUrl() != typeURL {
+			continue
+		}
+		if name, ok := byWire[string(a.GetValue())]; ok && !taken[name] {
+			if skip == nil {
+				skip = map[int]string{}
+			}
+			skip[i], taken[name] = name, true
+		}
+	}
+	return skip
+}
+
+// wireOf returns, for a document read from resources, the bytes resource i came as when
+// it is a bare Any of typeURL (nil otherwise: a file, or a wrapped Resource).
+func wireOf(resources []*anypb.Any, typeURL string) func(int) []byte {
+	return func(i int) []byte {
+		if i < len(resources) && resources[i].GetTypeUrl() == typeURL {
+			return resources[i].GetValue()
+		}
+		return nil
+	}
 }
 
 // listenersOf translates the listeners of a resource document.
-func listenersOf(f *resourceFile, workers int, o Options, prev map[string]*ListenerResource) *ListenerUpdate {
+// skip names the items that are a previous version byte for byte (sameWire); wire gives
+// the bytes each item came as (nil for a file).
+func listenersOf(f *resourceFile, workers int, o Options, prev map[string]*ListenerResource, skip map[int]string, wire func(int) []byte) *ListenerUpdate {
 	u := &ListenerUpdate{Version: f.version}
 	static := map[string]bool{}
 	addrs := map[netip.AddrPort]string{} // concrete addresses taken, by whom
@@ -630,6 +682,18 @@ func listenersOf(f *resourceFile, workers int, o Options, prev map[string]*Liste
 	seen := map[string]int{}
 	allNamed := true
 	for _, item := range f.items {
+		if name, ok := skip[item.index]; ok && prev[name] != nil {
+			if _, dup := seen[name]; !dup {
+				same := *prev[name]
+				same.Version, same.Change, same.Kept = f.version, Unchanged, nil
+				seen[name] = item.index
+				if same.Config.Address.Port() != 0 {
+					addrs[same.Config.Address] = fmt.Sprintf("%s (listener %q)", index("resources", item.index), name)
+				}
+				u.Listeners = append(u.Listeners, &same)
+				continue
+			}
+		}
 		r, rerr, warns := parseListener(item, f, workers, o, prev, static, seen, addrs)
 		u.Warnings = append(u.Warnings, warns...)
 		if !item.named || item.name == "" {
@@ -646,6 +710,9 @@ func listenersOf(f *resourceFile, workers int, o Options, prev map[string]*Liste
 		}
 		if r.Config.Address.Port() != 0 {
 			addrs[r.Config.Address] = fmt.Sprintf("%s (listener %q)", index("resources", item.index), r.Name)
+		}
+		if wire != nil {
+			r.wire = wire(item.index)
 		}
 		u.Listeners = append(u.Listeners, r)
 	}
@@ -806,21 +873,22 @@ func ParseClusters(path string, workers int, o Options, prev map[string]*Cluster
 	if err != nil {
 		return nil, err
 	}
-	return clustersOf(f, workers, o, prev), nil
+	return clustersOf(f, workers, o, prev, nil, nil), nil
 }
 
 // ParseClusterResources is ParseClusters for clusters that arrived another way (xDS; see
 // ParseListenerResources).
 func ParseClusterResources(from, version string, resources []*anypb.Any, workers int, o Options, prev map[string]*ClusterResource) (*ClusterUpdate, error) {
-	f, err := document(workers, func() (*resourceFile, error) { return anyResources(from, version, resources) })
+	skip := sameWire(resources, typeURLPrefix+clusterType, prev, func(r *ClusterResource) (string, []byte) { return r.Name, r.wire })
+	f, err := document(workers, func() (*resourceFile, error) { return anyResources(from, version, resources, skip) })
 	if err != nil {
 		return nil, err
 	}
-	return clustersOf(f, workers, o, prev), nil
+	return clustersOf(f, workers, o, prev, skip, wireOf(resources, typeURLPrefix+clusterType)), nil
 }
 
 // clustersOf translates the clusters of a resource document.
-func clustersOf(f *resourceFile, workers int, o Options, prev map[string]*ClusterResource) *ClusterUpdate {
+func clustersOf(f *resourceFile, workers int, o Options, prev map[string]*ClusterResource, skip map[int]string, wire func(int) []byte) *ClusterUpdate {
 	u := &ClusterUpdate{Version: f.version}
 	static := map[string]bool{}
 	if o.Static != nil {
@@ -831,6 +899,15 @@ func clustersOf(f *resourceFile, workers int, o Options, prev map[string]*Cluste
 	seen := map[string]int{}
 	allNamed := true
 	for _, item := range f.items {
+		if name, ok := skip[item.index]; ok && prev[name] != nil {
+			if _, dup := seen[name]; !dup {
+				same := *prev[name]
+				same.Version, same.Change = f.version, Unchanged
+				seen[name] = item.index
+				u.Clusters = append(u.Clusters, &same)
+				continue
+			}
+		}
 		r, rerr, warns := parseCluster(item, f, workers, o, prev, static, seen)
 		u.Warnings = append(u.Warnings, warns...)
 		if !item.named || item.name == "" {
@@ -841,6 +918,9 @@ func clustersOf(f *resourceFile, workers int, o Options, prev map[string]*Cluste
 		if rerr != nil {
 			u.Errors = append(u.Errors, *rerr)
 			continue
+		}
+		if wire != nil {
+			r.wire = wire(item.index)
 		}
 		u.Clusters = append(u.Clusters, r)
 	}
@@ -1088,7 +1168,36 @@ func (u *ClusterUpdate) Problems() UpdateProblems {
 // Any becomes its JSON form, "@type" first. One that cannot be rendered (a type this
 // binary does not link) keeps only its "@type", which the decode then reports as
 // unsupported for that resource alone.
-func anyResources(from, version string, resources []*anypb.Any) (*resourceFile, error) {
+// placeholderResolver resolves the types Portico links, and stands in an empty message
+// for any other: a resource holding an extension Portico does not have (Istio's own
+// filters) is then written with that Any as just its "@type", so the strict decode that
+// follows keeps the resource's name and reports the type at its field, as for a file.
+type placeholderResolver struct{}
+
+func (placeholderResolver) FindMessageByURL(url string) (protoreflect.MessageType, error) {
+	mt, err := protoregistry.GlobalTypes.FindMessageByURL(url)
+	if errors.Is(err, protoregistry.NotFound) {
+		return (&emptypb.Empty{}).ProtoReflect().Type(), nil
+	}
+	return mt, err
+}
+
+func (placeholderResolver) FindMessageByName(n protoreflect.FullName) (protoreflect.MessageType, error) {
+	return protoregistry.GlobalTypes.FindMessageByName(n)
+}
+
+func (placeholderResolver) FindExtensionByName(n protoreflect.FullName) (protoreflect.ExtensionType, error) {
+	return protoregistry.GlobalTypes.FindExtensionByName(n)
+}
+
+func (placeholderResolver) FindExtensionByNumber(m protoreflect.FullName, n protoreflect.FieldNumber) (protoreflect.ExtensionType, error) {
+	return protoregistry.GlobalTypes.FindExtensionByNumber(m, n)
+}
+
+// anyResources writes resources as a resource document; those in skip (by index: a
+// previous version's, byte for byte) only as their type and name, which is all that is
+// read of them.
+func anyResources(from, version string, resources []*anypb.Any, skip map[int]string) (*resourceFile, error) {
 	var b []byte
 	b = append(b, `{"version_info":`...)
 	v, _ := json.Marshal(version)
@@ -1098,7 +1207,13 @@ func anyResources(from, version string, resources []*anypb.Any) (*resourceFile, 
 		if i > 0 {
 			b = append(b, ',')
 		}
-		j, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(a)
+		if name, ok := skip[i]; ok {
+			t, _ := json.Marshal(a.GetTypeUrl())
+			n, _ := json.Marshal(name)
+			b = append(append(append(append(append(b, `{"@type":`...), t...), `,"name":`...), n...), '}')
+			continue
+		}
+		j, err := protojson.MarshalOptions{UseProtoNames: true, Resolver: placeholderResolver{}}.Marshal(a)
 		if err != nil || !json.Valid(j) {
 			t, _ := json.Marshal(a.GetTypeUrl())
 			j = append(append([]byte(`{"@type":`), t...), '}')

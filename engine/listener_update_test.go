@@ -355,3 +355,49 @@ func mustAddrPort(t *testing.T, s string) netip.AddrPort {
 	}
 	return a
 }
+
+// TestClusterBatch: the clusters a batch adds, replaces and removes take effect together
+// when it ends; inside it, lookups by new connections still see the previous set.
+func TestClusterBatch(t *testing.T) {
+	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	mk := func(name string) *engine.Cluster {
+		c, err := engine.NewCluster(engine.ClusterConfig{Name: name}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a1, b := mk("a"), mk("b")
+	if err := srv.AddCluster(a1); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddCluster(b); err != nil {
+		t.Fatal(err)
+	}
+	reg := srv.ClusterRegistry()
+	a2, c := mk("a"), mk("c")
+	srv.ClusterBatch(func() {
+		if err := srv.UpdateCluster(a2); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.AddCluster(c); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.RemoveCluster("b"); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.AddCluster(mk("c")); err == nil {
+			t.Error("a second c in the batch was accepted")
+		}
+		if reg.Get("a") != a1 || reg.Get("b") != b || reg.Get("c") != nil {
+			t.Error("the batch showed before it ended")
+		}
+	})
+	if reg.Get("a") != a2 || reg.Get("b") != nil || reg.Get("c") != c || reg.Len() != 2 {
+		t.Fatalf("after the batch: a=%p (want %p) b=%v c=%v len %d", reg.Get("a"), a2, reg.Get("b"), reg.Get("c"), reg.Len())
+	}
+}

@@ -140,7 +140,7 @@ func (s *Server) AddCluster(c *Cluster) error {
 	}
 	// The same cluster may be in the registry already: a configuration publishes its
 	// static clusters when it is loaded.
-	if x := s.reg.Get(c.cfg.Name); x != nil && x != c {
+	if x := s.reg.lookup(c.cfg.Name); x != nil && x != c {
 		return fmt.Errorf("cluster %q: defined twice", c.cfg.Name)
 	}
 	s.publish(c, nil)
@@ -177,11 +177,24 @@ func (s *Server) publish(c *Cluster, old *Cluster) {
 	s.reg.put(c)
 }
 
+// ClusterBatch runs fn, whose AddCluster, UpdateCluster and RemoveCluster calls take
+// effect for new connections together, when fn returns (a CDS version): the registry's
+// map is copied once, not once per cluster. Calls from other goroutines during fn join
+// the batch; a nested ClusterBatch joins the outer one.
+func (s *Server) ClusterBatch(fn func()) {
+	if !s.reg.begin() {
+		fn()
+		return
+	}
+	defer s.reg.end()
+	fn()
+}
+
 // UpdateCluster replaces the cluster of the same name (Envoy's CDS update): new
 // connections use c from now on; connections of the old version go on until they end, its
 // idle pooled connections are closed, and none is pooled again.
 func (s *Server) UpdateCluster(c *Cluster) error {
-	old := s.reg.Get(c.cfg.Name)
+	old := s.reg.lookup(c.cfg.Name)
 	if old == nil {
 		return fmt.Errorf("cluster %q: not defined", c.cfg.Name)
 	}
