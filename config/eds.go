@@ -215,7 +215,7 @@ type EndpointUpdate struct {
 // located as `resources[1] (cluster_load_assignment "x"): endpoints[0]...`. err != nil
 // only when the response cannot be read at all (a *FileError naming from).
 func ParseEndpointResources(from, version string, resources []*anypb.Any) (*EndpointUpdate, error) {
-	f, err := anyResources(from, version, resources)
+	f, err := anyResources(from, version, resources, nil)
 	if err != nil {
 		return nil, err
 	}

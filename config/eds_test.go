@@ -147,7 +147,7 @@ func TestEDSClusterFromCDS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := clustersOf(f, 1, Options{CheckOnly: true, Static: cfg}, nil)
+	u := clustersOf(f, 1, Options{CheckOnly: true, Static: cfg}, nil, nil, nil)
 	if len(u.Errors) > 0 || len(u.Clusters) != 1 {
 		t.Fatalf("clusters %v errors %v", u.Clusters, u.Errors)
 	}
@@ -162,7 +162,7 @@ func TestEDSClusterFromCDS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u = clustersOf(f, 1, Options{CheckOnly: true, Static: cfg}, nil)
+	u = clustersOf(f, 1, Options{CheckOnly: true, Static: cfg}, nil, nil, nil)
 	if len(u.Errors) > 0 || len(u.Clusters) != 1 {
 		t.Fatalf("clusters %v errors %v", u.Clusters, u.Errors)
 	}
