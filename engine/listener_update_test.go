@@ -401,3 +401,30 @@ func TestClusterBatch(t *testing.T) {
 		t.Fatalf("after the batch: a=%p (want %p) b=%v c=%v len %d", reg.Get("a"), a2, reg.Get("b"), reg.Get("c"), reg.Len())
 	}
 }
+
+type namedSource struct{ name string }
+
+func (namedSource) StatsFamily() string                    { return "test" }
+func (namedSource) StatsLabels() [][2]string               { return nil }
+func (namedSource) VisitStats(_ int, _ engine.StatVisitor) {}
+
+// TestRemoveStatsSources: many sources leave in one call, the others stay in order.
+func TestRemoveStatsSources(t *testing.T) {
+	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	base := len(srv.StatsSources())
+	var all []engine.StatsSource
+	for i := range 6 {
+		src := &namedSource{name: string(rune('a' + i))}
+		all = append(all, src)
+		srv.AddStatsSource(src)
+	}
+	srv.RemoveStatsSources([]engine.StatsSource{all[1], all[4], all[5]})
+	got := srv.StatsSources()[base:]
+	if len(got) != 3 || got[0] != all[0] || got[1] != all[2] || got[2] != all[3] {
+		t.Fatalf("left %v", got)
+	}
+}

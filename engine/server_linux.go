@@ -274,6 +274,29 @@ func (s *Server) RemoveStatsSource(src StatsSource) {
 	s.mu.Unlock()
 }
 
+// RemoveStatsSources is RemoveStatsSource for many at once, in one pass over the list (a
+// CDS version that replaces 1,000 clusters removes thousands).
+func (s *Server) RemoveStatsSources(srcs []StatsSource) {
+	gone := make(map[StatsSource]bool, len(srcs))
+	for _, src := range srcs {
+		if reflect.TypeOf(src).Comparable() {
+			gone[src] = true
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	s.mu.Lock()
+	kept := s.sources[:0:0]
+	for _, src := range s.sources {
+		if !reflect.TypeOf(src).Comparable() || !gone[src] {
+			kept = append(kept, src)
+		}
+	}
+	s.sources = kept
+	s.mu.Unlock()
+}
+
 // StatsSources lists the registered extra stats (a copy: safe from any goroutine).
 func (s *Server) StatsSources() []StatsSource {
 	s.mu.Lock()

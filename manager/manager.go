@@ -57,6 +57,10 @@ type Manager struct {
 	lm listenerManagerStats
 	cm clusterManagerStats
 
+	// retiring, while a CDS version is applied, collects the stats sources of the
+	// versions it retires, removed in one pass at its end (manager goroutine only).
+	retiring *[]engine.StatsSource
+
 	xds      xdsState  // xds.go
 	eds      edsState  // eds.go: under mu
 	rds      rdsState  // rds.go
@@ -478,6 +482,22 @@ func (m *Manager) retireListener(prev, next *config.ListenerResource) {
 func (m *Manager) applyClusters(u *config.ClusterUpdate) error {
 	rd := m.begin(&m.cm.cds, "cluster", m.cFailed, u.Errors, u.Warnings)
 	now := rd.now
+	// The version's clusters reach new connections together, and the registry and the
+	// stats list are rewritten once for it, not once per cluster (quadratic at 1,000).
+	var gone []engine.StatsSource
+	m.srv.ClusterBatch(func() {
+		m.applyClusterSet(u, rd, now, &gone)
+	})
+	m.srv.RemoveStatsSources(gone)
+	m.edsClustersChanged() // eds.go: stats and cached endpoints of EDS clusters gone
+	return rd.finish(u.Version, &m.cdsVer)
+}
+
+// applyClusterSet is applyClusters' work inside the batch; the stats sources of the
+// versions it retires are added to gone.
+func (m *Manager) applyClusterSet(u *config.ClusterUpdate, rd *round, now time.Time, gone *[]engine.StatsSource) {
+	m.retiring = gone
+	defer func() { m.retiring = nil }()
 	for _, r := range u.Clusters {
 		prev := m.clusters[r.Name]
 		if m.edsWarm(r) { // eds.go: an EDS cluster waits for its endpoints; prev serves on
@@ -515,8 +535,6 @@ func (m *Manager) applyClusters(u *config.ClusterUpdate) error {
 		m.mu.Unlock()
 		m.log.Info("cds: cluster removed", "cluster", name)
 	}
-	m.edsClustersChanged() // eds.go: stats and cached endpoints of EDS clusters gone
-	return rd.finish(u.Version, &m.cdsVer)
 }
 
 // publishCluster puts a good cluster version into the server (replacing prev, if any),
@@ -635,8 +653,10 @@ func (m *Manager) retireCluster(r *config.ClusterResource) {
 	if cancel != nil {
 		cancel()
 	}
-	for _, src := range r.StatsSources {
-		m.srv.RemoveStatsSource(src)
+	if m.retiring != nil {
+		*m.retiring = append(*m.retiring, r.StatsSources...)
+	} else {
+		m.srv.RemoveStatsSources(r.StatsSources)
 	}
 	for _, c := range r.Closers {
 		c.Close()
