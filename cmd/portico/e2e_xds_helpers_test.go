@@ -97,22 +97,8 @@ func (cp *xdsCP) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	cb := serverv3.CallbackFuncs{
 		StreamRequestFunc: func(id int64, r *discoveryv3.DiscoveryRequest) error {
-			cp.mu.Lock()
-			defer cp.mu.Unlock()
-			node := cp.streams[id]
-			if r.GetNode().GetId() != "" {
-				node = r.GetNode().GetId()
-				cp.streams[id] = node
-				cp.nodes[node] = r.GetNode()
-			}
-			if node == "" || r.GetResponseNonce() == "" {
-				return nil // a subscription, not an answer to a response
-			}
-			if r.GetErrorDetail() != nil {
-				put(cp.nacked, node, r.GetTypeUrl(), r.GetErrorDetail().GetMessage())
-			} else {
-				put(cp.acked, node, r.GetTypeUrl(), r.GetVersionInfo())
-			}
+			cp.record(id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil,
+				func(string) string { return r.GetVersionInfo() })
 			return nil
 		},
 		StreamOpenFunc: func(_ context.Context, _ int64, typ string) error {
@@ -128,22 +114,9 @@ func (cp *xdsCP) start() {
 			return nil
 		},
 		StreamDeltaRequestFunc: func(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
-			cp.mu.Lock()
-			defer cp.mu.Unlock()
-			node := cp.streams[id]
-			if r.GetNode().GetId() != "" {
-				node = r.GetNode().GetId()
-				cp.streams[id] = node
-				cp.nodes[node] = r.GetNode()
-			}
-			if node == "" || r.GetResponseNonce() == "" {
-				return nil
-			}
-			if r.GetErrorDetail() != nil {
-				put(cp.nacked, node, r.GetTypeUrl(), r.GetErrorDetail().GetMessage())
-			} else if v := cp.deltaSent[r.GetResponseNonce()]; v != "" {
-				put(cp.acked, node, r.GetTypeUrl(), v)
-			}
+			// A delta ACK names the nonce only: its version is the response's.
+			cp.record(id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil,
+				func(nonce string) string { return cp.deltaSent[nonce] })
 			return nil
 		},
 		StreamDeltaResponseFunc: func(_ int64, _ *discoveryv3.DeltaDiscoveryRequest, rsp *discoveryv3.DeltaDiscoveryResponse) {
@@ -172,6 +145,28 @@ func (cp *xdsCP) start() {
 	cp.mu.Lock()
 	cp.gs, cp.cancel, cp.done = gs, cancel, done
 	cp.mu.Unlock()
+}
+
+// record notes a request of stream id: the node (sent on the first request, or on
+// every one), and, for an answer to a response (a nonce), its ACK of the version
+// versionOf gives or its NACK.
+func (cp *xdsCP) record(id int64, n *corev3.Node, typ, nonce, nackMsg string, isNACK bool, versionOf func(nonce string) string) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	node := cp.streams[id]
+	if n.GetId() != "" {
+		node = n.GetId()
+		cp.streams[id] = node
+		cp.nodes[node] = n
+	}
+	if node == "" || nonce == "" {
+		return // a subscription, not an answer to a response
+	}
+	if isNACK {
+		put(cp.nacked, node, typ, nackMsg)
+	} else if v := versionOf(nonce); v != "" {
+		put(cp.acked, node, typ, v)
+	}
 }
 
 func put(m map[string]map[string]string, node, typ, v string) {
