@@ -428,3 +428,43 @@ func TestRemoveStatsSources(t *testing.T) {
 		t.Fatalf("left %v", got)
 	}
 }
+
+// TestDrainEndsWithLastConnection: a drain is over as soon as the last connection on what
+// it drains is gone, not only at the deadline, so what only those connections used can be
+// let go of early (Server.Draining).
+func TestDrainEndsWithLastConnection(t *testing.T) {
+	const drain = time.Minute // far beyond the waits below: only an early end passes
+	a, b, c := tagChain("a"), tagChain("b"), tagChain("c")
+	srv, ls := serverWith(t, engine.ServerOptions{Concurrency: 2, DrainTime: drain}, nil, func(*engine.Server) []engine.ListenerConfig {
+		return []engine.ListenerConfig{{Name: "l", Address: loopback0, FilterChains: engine.SingleChain{Chain: a}}}
+	})
+	addr := ls[0].Address().String()
+	// No connection on a: its drain ends within a poll or two.
+	if err := srv.UpdateListenerChains("l", engine.SingleChain{Chain: b}, []*engine.FilterChain{a}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the drain of a chain without connections to end", func() bool { return !srv.Draining(a) })
+	// One connection on b: its drain lasts while it is open, and ends once it closes.
+	cb, rb, tag := tagged(t, addr)
+	if tag != "b" {
+		t.Fatalf("chain %q", tag)
+	}
+	if err := srv.UpdateListenerChains("l", engine.SingleChain{Chain: c}, []*engine.FilterChain{b}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond) // two polls
+	if !srv.Draining(b) || !alive(cb, rb) {
+		t.Fatal("the drain ended with a connection still on the chain")
+	}
+	cb.Close()
+	waitFor(t, "the drain to end with its last connection", func() bool { return !srv.Draining(b) })
+	if _, n := srv.DrainingCounts(); n != 0 {
+		t.Fatalf("draining chains %d, want 0", n)
+	}
+	// A replaced listener version: the same.
+	old := srv.Listener("l")
+	if _, err := srv.UpdateListener(engine.ListenerConfig{Name: "l", Address: ls[0].Address(), FilterChains: engine.SingleChain{Chain: tagChain("d")}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the replaced version's drain to end", func() bool { return !srv.Draining(old) })
+}

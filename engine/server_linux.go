@@ -64,6 +64,9 @@ type Server struct {
 	nextID   int // listener ids are never reused: they index each worker's active slice
 	// drainingListeners and drainingChains count the drains under way (DrainingCounts).
 	drainingListeners, drainingChains atomic.Int64
+	// drainingSet holds the listener versions and filter chains being drained (under mu),
+	// each with the number of drains under way for it (Draining).
+	drainingSet map[any]int
 	drainSeq                          atomic.Bool // StartDrainSequence ran
 	hcFailed                          atomic.Bool // SetHealthCheckFailed
 	started                           bool

@@ -360,13 +360,14 @@ func (m *Manager) applyListeners(u *config.ListenerUpdate) error {
 		if prev == nil {
 			continue
 		}
+		old := m.srv.Listener(name)
 		if err := m.srv.RemoveListener(name); err != nil {
 			m.log.Error("lds: removing a listener", "listener", name, "err", err)
 			continue
 		}
 		rd.changed = true
 		m.lm.removed.Inc()
-		m.retireListener(prev, nil)
+		m.retireListener(prev, nil, old)
 		m.mu.Lock()
 		delete(m.listeners, name)
 		delete(m.lUpdated, name)
@@ -409,6 +410,7 @@ func (m *Manager) applyListeners(u *config.ListenerUpdate) error {
 
 // applyListener puts one good listener version into the server.
 func (m *Manager) applyListener(prev, r *config.ListenerResource) error {
+	var draining []any // what the engine drains of prev (retireListener)
 	switch {
 	case prev == nil:
 		if _, err := m.srv.AddListener(r.Config); err != nil {
@@ -422,14 +424,19 @@ func (m *Manager) applyListener(prev, r *config.ListenerResource) error {
 		if err := m.srv.UpdateListenerChains(r.Name, r.Config.FilterChains, dropped); err != nil {
 			return err
 		}
+		for _, c := range dropped {
+			draining = append(draining, c)
+		}
 		m.lm.modified.Inc()
 		m.lm.inPlace.Inc()
 		m.log.Info("lds: listener filter chains updated in place", "listener", r.Name,
 			"kept", len(r.Kept), "draining", len(dropped))
 	default:
+		old := m.srv.Listener(r.Name)
 		if _, err := m.srv.UpdateListener(r.Config); err != nil {
 			return err
 		}
+		draining = append(draining, old)
 		m.lm.modified.Inc()
 		m.lm.createSuccess.Add(uint64(m.workers))
 		m.log.Info("lds: listener updated; the old version drains", "listener", r.Name)
@@ -443,39 +450,55 @@ func (m *Manager) applyListener(prev, r *config.ListenerResource) error {
 		m.runRunner(m.ctx, run)
 	}
 	if prev != nil {
-		m.retireListener(prev, r)
+		m.retireListener(prev, r, draining...)
 	}
 	return nil
 }
 
 // retireListener lets go of what prev holds that next (nil: prev was removed) does not,
 // once prev's connections have had the drain time: its stats sources and its files.
-func (m *Manager) retireListener(prev, next *config.ListenerResource) {
+//
+// That is when the engine's drain of what prev had there is over (draining: the replaced
+// or removed listener version, or the filter chains an in-place update dropped), checked
+// once a second: at the drain deadline, or as soon as their last connection is gone. A
+// control plane that pushes often would otherwise keep every replaced version for the
+// whole drain time (600 s by default), as Envoy does.
+func (m *Manager) retireListener(prev, next *config.ListenerResource, draining ...any) {
 	closers, sources := prev.Released(next)
-	until := time.Now().Add(m.drainTime)
+	start := time.Now()
+	until := start.Add(m.drainTime)
 	m.mu.Lock()
 	m.draining = append(m.draining, drainingListener{r: prev, until: until})
 	m.mu.Unlock()
 	// A source shared with next was added again by next; a released one goes with the
 	// drain, as the connections that count in it do.
-	time.AfterFunc(m.drainTime+time.Second, func() {
-		for _, s := range sources {
-			m.srv.RemoveStatsSource(s)
+	var check func()
+	check = func() {
+		if m.srv.Draining(draining...) && time.Since(start) < m.drainTime+time.Second {
+			time.AfterFunc(time.Second, check)
+			return
 		}
-		for _, c := range closers {
-			if err := c.Close(); err != nil {
-				m.log.Warn("closing a replaced listener's file", "listener", prev.Name, "err", err)
-			}
+		m.releaseListener(prev, closers, sources)
+	}
+	time.AfterFunc(time.Second, check)
+}
+
+// releaseListener lets go of a retired listener version's stats sources and files.
+func (m *Manager) releaseListener(prev *config.ListenerResource, closers []io.Closer, sources []engine.StatsSource) {
+	m.srv.RemoveStatsSources(sources)
+	for _, c := range closers {
+		if err := c.Close(); err != nil {
+			m.log.Warn("closing a replaced listener's file", "listener", prev.Name, "err", err)
 		}
-		m.mu.Lock()
-		for i, d := range m.draining {
-			if d.r == prev {
-				m.draining = append(m.draining[:i], m.draining[i+1:]...)
-				break
-			}
+	}
+	m.mu.Lock()
+	for i, d := range m.draining {
+		if d.r == prev {
+			m.draining = append(m.draining[:i], m.draining[i+1:]...)
+			break
 		}
-		m.mu.Unlock()
-	})
+	}
+	m.mu.Unlock()
 }
 
 // applyClusters applies a CDS version resource by resource (see applyListeners).
