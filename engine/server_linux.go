@@ -67,12 +67,12 @@ type Server struct {
 	// drainingSet holds the listener versions and filter chains being drained (under mu),
 	// each with the number of drains under way for it (Draining).
 	drainingSet map[any]int
-	drainSeq                          atomic.Bool // StartDrainSequence ran
-	hcFailed                          atomic.Bool // SetHealthCheckFailed
-	started                           bool
-	closed                            bool
-	fatal                             chan error
-	inherit                           InheritFunc
+	drainSeq    atomic.Bool // StartDrainSequence ran
+	hcFailed    atomic.Bool // SetHealthCheckFailed
+	started     bool
+	closed      bool
+	fatal       chan error
+	inherit     InheritFunc
 }
 
 // NewServer creates the workers (not yet running).
