@@ -230,11 +230,7 @@ func endpointsOf(f *resourceFile) *EndpointUpdate {
 		item.name, item.named = claName(item)
 		r, rerr, warns := parseEndpoints(item, f, seen)
 		u.Warnings = append(u.Warnings, warns...)
-		if item.named && item.name != "" {
-			if _, dup := seen[item.name]; !dup {
-				seen[item.name] = item.index
-			}
-		}
+		see(seen, item)
 		if rerr != nil {
 			u.Errors = append(u.Errors, *rerr)
 			continue

@@ -154,11 +154,7 @@ func ParseRouteResources(from, version string, resources []*anypb.Any, o Options
 		}
 		r, re, warns := parseRoute(item, f, o, prev, seen)
 		u.Warnings = append(u.Warnings, warns...)
-		if item.named && item.name != "" {
-			if _, dup := seen[item.name]; !dup {
-				seen[item.name] = item.index
-			}
-		}
+		see(seen, item)
 		if re != nil {
 			u.Errors = append(u.Errors, *re)
 			continue

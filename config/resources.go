@@ -699,11 +699,7 @@ func listenersOf(f *resourceFile, workers int, o Options, prev map[string]*Liste
 		if !item.named || item.name == "" {
 			allNamed = false
 		}
-		if item.named && item.name != "" {
-			if _, dup := seen[item.name]; !dup {
-				seen[item.name] = item.index
-			}
-		}
+		see(seen, item)
 		if rerr != nil {
 			u.Errors = append(u.Errors, *rerr)
 			continue
@@ -719,6 +715,16 @@ func listenersOf(f *resourceFile, workers int, o Options, prev map[string]*Liste
 	u.Warnings = append(u.Warnings, marksLeft(f.marks)...)
 	u.Removed = removedNames(prev, seen, allNamed)
 	return u
+}
+
+// see records a named item's index under its name the first time the name is met (a
+// later item of that name is a duplicate, rejected by resourceHead).
+func see(seen map[string]int, item rawResource) {
+	if item.named && item.name != "" {
+		if _, dup := seen[item.name]; !dup {
+			seen[item.name] = item.index
+		}
+	}
 }
 
 // marksLeft reports invalid UTF-8 the JSON pass did not meet (it can only be in a part of
@@ -912,9 +918,8 @@ func clustersOf(f *resourceFile, workers int, o Options, prev map[string]*Cluste
 		u.Warnings = append(u.Warnings, warns...)
 		if !item.named || item.name == "" {
 			allNamed = false
-		} else if _, dup := seen[item.name]; !dup {
-			seen[item.name] = item.index
 		}
+		see(seen, item)
 		if rerr != nil {
 			u.Errors = append(u.Errors, *rerr)
 			continue

@@ -20,7 +20,7 @@ import (
 //
 //   - Each stream requests exactly the service names of the current EDS clusters,
 //     static and CDS, that take their endpoints from it (syncEDS after each CDS update;
-//     endpointNames for the ADS stream, which xds.go resubscribes too).
+//     endpointNames for the ADS stream).
 //   - An assignment applies to every cluster with its service name (whichever server it
 //     came from: names are the control planes' to keep apart), through
 //     engine.Cluster.UpdateHosts (hosts that stay keep their *Host, so their
@@ -101,7 +101,7 @@ func (m *Manager) edsSource() *config.XDSSubscription {
 }
 
 // startEDS subscribes to the assignments of the EDS clusters there are before any xDS
-// response: static ones, and those of a CDS file (CDS over xDS brings its own and
+// response: static ones, and those of a CDS file (CDS over xDS brings its own: applyClusters
 // resubscribes).
 func (m *Manager) startEDS() error {
 	m.mu.Lock()
@@ -382,7 +382,7 @@ func (m *Manager) post(fn func()) {
 
 // edsClustersChanged, after a CDS update, drops the EDS stats of the clusters gone and
 // the kept assignments no cluster needs any more, and requests what the clusters need
-// now (a CDS file's update too: xds.go's resubscribe follows CDS over xDS only).
+// now (after every CDS version, a file's or a server's).
 func (m *Manager) edsClustersChanged() {
 	m.edsPrune()
 	if err := m.syncEDS(); err != nil {

@@ -306,7 +306,6 @@ func (m *Manager) reloadListeners() {
 		return
 	}
 	m.applyListeners(u)
-	m.resubscribeRoutes() // rds.go
 	m.log.Info("lds: update applied", "version", u.Version, "listeners", len(u.Listeners),
 		"rejected", len(u.Errors), "removed", len(u.Removed), "took", time.Since(start).Round(time.Microsecond).String())
 }
@@ -405,6 +404,7 @@ func (m *Manager) applyListeners(u *config.ListenerUpdate) error {
 		m.mu.Unlock()
 	}
 	m.dropRemovedWarming(u) // rds.go
+	m.resubscribeRoutes()   // rds.go: the route configs the listeners name now
 	return rd.finish(u.Version, &m.ldsVer)
 }
 

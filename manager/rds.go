@@ -170,8 +170,8 @@ func (m *Manager) startRoutes() error {
 	return nil
 }
 
-// resubscribeRoutes (manager's goroutine) is routeNames and the resubscription after a
-// version of an LDS file.
+// resubscribeRoutes (manager's goroutine) is routeNames and the resubscription, after
+// each LDS version (a file's or a server's).
 func (m *Manager) resubscribeRoutes() { m.resubscribe(xds.RouteType, m.syncRoutes()) }
 
 // routeFetchTimeout is the longest initial_fetch_timeout of the route configurations

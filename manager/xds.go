@@ -300,9 +300,7 @@ func (m *Manager) handleXDS(typeURL, version string, res []*anypb.Any) (err erro
 			m.cm.cds.updateRejected.Inc()
 			return perr
 		}
-		err = m.ApplyClusters(u)
-		m.resubscribe(xds.EndpointType, m.endpointNames()) // eds.go
-		return err
+		return m.ApplyClusters(u) // which also requests the endpoints its clusters need
 	case xds.ListenerType:
 		u, perr := config.ParseListenerResources("lds", version, res, m.workers, m.opts, m.currentListeners())
 		if perr != nil {
@@ -310,9 +308,7 @@ func (m *Manager) handleXDS(typeURL, version string, res []*anypb.Any) (err erro
 			m.lm.lds.updateRejected.Inc()
 			return perr
 		}
-		err = m.ApplyListeners(u)
-		m.resubscribe(xds.RouteType, m.routeNames()) // rds.go
-		return err
+		return m.ApplyListeners(u) // which also requests the routes its listeners need
 	case xds.EndpointType:
 		return m.applyEndpoints(version, res) // eds.go
 	case xds.RouteType:
