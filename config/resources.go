@@ -98,8 +98,12 @@ type ResourceError struct {
 	wrapped bool   // the file had it in a discovery Resource
 }
 
-// Where names the resource as the messages do: `resources[1] (listener "web")`.
+// Where names the resource as the messages do: `resources[1] (listener "web")`, or
+// `listener "web"` for one that is not in a resource file (a static one).
 func (e *ResourceError) Where() string {
+	if e.Index < 0 {
+		return fmt.Sprintf("%s %q", e.kind, e.Name)
+	}
 	w := index("resources", e.Index)
 	if e.wrapped {
 		w += ".resource"
@@ -108,6 +112,18 @@ func (e *ResourceError) Where() string {
 		w += fmt.Sprintf(" (%s %q)", e.kind, e.Name)
 	}
 	return w
+}
+
+// position is where a resource was in its file, for the errors that name it later.
+type position struct {
+	index   int // -1: not from a resource file
+	wrapped bool
+}
+
+var notInFile = position{index: -1}
+
+func (p position) rejected(kind, name string, err error, failed proto.Message) *ResourceError {
+	return &ResourceError{Name: name, Index: p.index, Err: err, Failed: failed, kind: kind, wrapped: p.wrapped}
 }
 
 // Error gives each problem on a line of its own, prefixed by Where.
@@ -182,6 +198,7 @@ type ListenerResource struct {
 	Runners      []Runner
 
 	msg    *listenerv3.Listener
+	pos    position
 	wire   []byte                // as it came from a management server (see sameWire)
 	rds    []string              // rds.go: the route_config_names its HCMs request
 	chains []*engine.FilterChain // index-aligned with msg.FilterChains (LDS ones only)
@@ -191,6 +208,12 @@ type ListenerResource struct {
 
 // Message is the resource as read, for /config_dump. Do not modify it.
 func (r *ListenerResource) Message() proto.Message { return r.msg }
+
+// Rejected is the error for this version when applying it failed with err: it names the
+// resource where its file had it, as the reading errors do.
+func (r *ListenerResource) Rejected(err error) *ResourceError {
+	return r.pos.rejected("listener", r.Name, err, r.msg)
+}
 
 // Released is what r holds that next (the version replacing it; nil when r is removed)
 // does not: close the closers and drop the stats sources once r's connections are gone.
@@ -251,11 +274,18 @@ type ClusterResource struct {
 	EDS *EDSConfig
 
 	msg  *clusterv3.Cluster
+	pos  position
 	wire []byte // as it came from a management server (see sameWire)
 }
 
 // Message is the resource as read, for /config_dump. Do not modify it.
 func (r *ClusterResource) Message() proto.Message { return r.msg }
+
+// Rejected is the error for this version when applying it failed with err: it names the
+// resource where its file had it, as the reading errors do.
+func (r *ClusterResource) Rejected(err error) *ResourceError {
+	return r.pos.rejected("cluster", r.Name, err, r.msg)
+}
 
 // ClusterUpdate is a CDS file read and translated.
 type ClusterUpdate struct {
@@ -502,7 +532,7 @@ func (t *translator) chainFor(fc *listenerv3.FilterChain, at, listenerStat strin
 func (t *translator) staticListener(l *listenerv3.Listener, lc engine.ListenerConfig, m mark) {
 	p := t.since(m)
 	t.cfg.StaticListeners = append(t.cfg.StaticListeners, &ListenerResource{
-		Name: lc.Name, Config: lc, StatsSources: p.stats, Closers: p.closers, Runners: p.runners, msg: l, rds: rdsNames(l),
+		Name: lc.Name, Config: lc, StatsSources: p.stats, Closers: p.closers, Runners: p.runners, msg: l, rds: rdsNames(l), pos: notInFile,
 	})
 }
 
@@ -510,7 +540,7 @@ func (t *translator) staticListener(l *listenerv3.Listener, lc engine.ListenerCo
 func (t *translator) staticCluster(cl *clusterv3.Cluster, c *engine.Cluster, m mark) {
 	p := t.since(m)
 	t.cfg.StaticClusters = append(t.cfg.StaticClusters, &ClusterResource{
-		Name: cl.GetName(), Cluster: c, StatsSources: p.stats, Closers: p.closers, Runners: p.runners, msg: cl,
+		Name: cl.GetName(), Cluster: c, StatsSources: p.stats, Closers: p.closers, Runners: p.runners, msg: cl, pos: notInFile,
 		EDS: t.eds[c], // eds.go: its eds_config is read after the static clusters
 	})
 }
@@ -825,7 +855,7 @@ func parseListener(item rawResource, f *resourceFile, workers int, o Options, pr
 	r := &ListenerResource{
 		Name: name, Version: version, Config: lc, Change: change, Kept: t.dyn.kept,
 		StatsSources: t.cfg.StatsSources, Closers: t.cfg.Closers, Runners: t.cfg.Runners,
-		msg: l, parts: t.dyn.parts, rds: rdsNames(l),
+		msg: l, parts: t.dyn.parts, rds: rdsNames(l), pos: position{item.index, item.wrapped},
 	}
 	for _, fc := range l.GetFilterChains() {
 		r.chains = append(r.chains, t.dyn.built[fc])
@@ -989,7 +1019,7 @@ func parseCluster(item rawResource, f *resourceFile, workers int, o Options, pre
 	return &ClusterResource{
 		Name: name, Version: version, Cluster: ec, Change: change,
 		StatsSources: stats, Runners: t.cfg.Runners, Closers: t.cfg.Closers, msg: cl,
-		EDS: t.eds[ec],
+		EDS: t.eds[ec], pos: position{item.index, item.wrapped},
 	}, nil, warns
 }
 

@@ -349,7 +349,7 @@ func (m *Manager) publishWarmed(prev, r *config.ClusterResource) {
 	now := time.Now()
 	if err := m.publishCluster(prev, r, now); err != nil {
 		m.mu.Lock()
-		m.cFailed[r.Name] = failure{err: &config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()}, when: now}
+		m.cFailed[r.Name] = failure{err: r.Rejected(err), when: now}
 		m.mu.Unlock()
 		m.log.Error("cds: publishing a warmed cluster", "cluster", r.Name, "err", err)
 	}

@@ -388,7 +388,7 @@ func (m *Manager) applyListeners(u *config.ListenerUpdate) error {
 		}
 		if err := m.applyListener(prev, r); err != nil {
 			m.lm.createFailure.Inc()
-			rd.reject(&config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()})
+			rd.reject(r.Rejected(err))
 			// What r opened beyond prev (whose kept chains it shares) is not used.
 			closers, _ := r.Released(prev)
 			for _, c := range closers {
@@ -531,7 +531,7 @@ func (m *Manager) applyClusterSet(u *config.ClusterUpdate, rd *round, now time.T
 			continue
 		}
 		if err := m.publishCluster(prev, r, now); err != nil {
-			rd.reject(&config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()})
+			rd.reject(r.Rejected(err))
 			continue
 		}
 		rd.changed = true
@@ -638,9 +638,10 @@ func (r *round) finish(versionInfo string, version *string) error {
 	}
 	r.st.updateTime.Set(r.now.UnixMilli())
 	if len(r.errs) > 0 {
-		r.st.updateRejected.Inc()
+		// Logged before it is counted: whoever sees the count can read why.
 		msg := "Error adding/updating " + r.kind + "(s) " + strings.Join(r.errs, "\n")
 		r.m.log.Warn(r.prefix() + msg)
+		r.st.updateRejected.Inc()
 		return errors.New(msg)
 	}
 	r.st.updateSuccess.Inc()

@@ -383,7 +383,7 @@ func (m *Manager) promoteWarming() {
 				c.Close()
 			}
 			m.mu.Lock()
-			m.lFailed[name] = failure{err: &config.ResourceError{Name: name, Err: err, Failed: w.Message()}, when: time.Now()}
+			m.lFailed[name] = failure{err: w.Rejected(err), when: time.Now()}
 			m.mu.Unlock()
 			continue
 		}
