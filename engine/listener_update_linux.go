@@ -536,9 +536,16 @@ func (s *Server) StartDrainSequence(done func()) bool {
 	if !s.drainSeq.CompareAndSwap(false, true) {
 		return false
 	}
+	// Wait until every worker has its window, so that a request sent after this returns
+	// (the admin's answer to /drain_listeners?graceful, say) already sees the drain.
+	var wg sync.WaitGroup
 	for _, w := range s.workers {
-		w.Post(func() { w.drainWin = w.newDrainWindow() })
+		wg.Add(1)
+		if !w.Post(func() { w.drainWin = w.newDrainWindow(); wg.Done() }) {
+			wg.Done() // the worker has exited: nothing of it to drain
+		}
 	}
+	wg.Wait()
 	if done != nil {
 		time.AfterFunc(s.drain.time, done)
 	}

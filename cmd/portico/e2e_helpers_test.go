@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -62,6 +63,23 @@ func requireTool(t *testing.T, name string) string {
 // freePort asks the kernel for an unused loopback port.
 func freePort(t *testing.T) int {
 	t.Helper()
+	// A port below the kernel's ephemeral range: one taken with :0 comes from that range,
+	// so between this check and portico's bind any outgoing connection on the machine
+	// (a proxy's to its backend, another test's) may take it as its source port. Below
+	// the range only an explicit bind can.
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		fmt.Sscan(string(b), &low)
+	}
+	if low > 12000 {
+		for range 64 {
+			port := 10000 + rand.IntN(low-10000)
+			if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+				l.Close()
+				return port
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
