@@ -22,8 +22,9 @@ type Map struct {
 	prog   *ebpf.Program
 }
 
-// Pair names a paired socket pair by its sockets' cookies.
-type Pair struct{ A, B uint64 }
+// Pair names a paired socket pair by its sockets' cookies, a's then b's (an array, so
+// that callers can hold it without importing this package).
+type Pair = [2]uint64
 
 // UnsupportedError says why the kernel path cannot be used here.
 type UnsupportedError struct {
@@ -164,7 +165,7 @@ func (m *Map) Pair(a, b int) (Pair, error) {
 	if err != nil {
 		return Pair{}, fmt.Errorf("sockmap: SO_COOKIE: %w", err)
 	}
-	p := Pair{A: ca, B: cb}
+	p := Pair{ca, cb}
 	// peers first: both get a psock, no program yet, so nothing changes for their bytes.
 	if err := m.peers.Update(ca, uint64(b), ebpf.UpdateNoExist); err != nil {
 		return Pair{}, fmt.Errorf("sockmap: insert: %w", err)
@@ -210,8 +211,8 @@ func kick(fd int) {
 // own receive queues for userspace, under TCP flow control. Bytes already redirected are
 // still delivered by the kernel (the psocks live on in peers) until Release.
 func (m *Map) Stop(p Pair) {
-	m.active.Delete(p.A)
-	m.active.Delete(p.B)
+	m.active.Delete(p[0])
+	m.active.Delete(p[1])
 }
 
 // Release takes the pair out of the maps entirely (Stop first, if it was not). Whatever
@@ -219,6 +220,17 @@ func (m *Map) Stop(p Pair) {
 // when the sockets are being reset anyway.
 func (m *Map) Release(p Pair) {
 	m.Stop(p)
-	m.peers.Delete(p.A)
-	m.peers.Delete(p.B)
+	m.peers.Delete(p[0])
+	m.peers.Delete(p[1])
+}
+
+// ReleaseSide takes socket i of the pair (0: a, 1: b) out of the maps, before it is
+// closed: it no longer runs the verdict, and the other socket's bytes no longer reach it
+// (the verdict finds no peer and passes them to the other socket's own psock queue, which
+// userspace reads with recv(2) as usual). The other socket keeps its psock, so
+// what the kernel queued for it is still delivered. What was queued for socket i is
+// dropped.
+func (m *Map) ReleaseSide(p Pair, i int) {
+	m.active.Delete(p[i])
+	m.peers.Delete(p[1-i]) // peers[cookie(other)] is socket i
 }

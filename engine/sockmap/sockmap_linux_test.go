@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/portico-proxy/portico/poller"
 )
 
 // rig is a proxied pair without a proxy: client <-> down ... up <-> server, where down and
@@ -198,8 +200,8 @@ func TestPairBytesInOrderBothWays(t *testing.T) {
 	if downN != size || downSum != want2 {
 		t.Fatalf("server->client: %d bytes, sum match %v", downN, downSum == want2)
 	}
-	ca, _ := ReadCounts(r.a, false)
-	cb, _ := ReadCounts(r.b, true)
+	ca, _ := poller.ReadTCPCounts(r.a, false)
+	cb, _ := poller.ReadTCPCounts(r.b, true)
 	t.Logf("down: %+v", ca)
 	t.Logf("up:   %+v", cb)
 	if ca.Received != size || cb.Written != size || cb.Received != size || ca.Written != size {
@@ -311,7 +313,7 @@ func TestNonReadingReceiver(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	backlog, _ := Backlog(r.a, r.b, true)
 	after := memFree()
-	cb, _ := ReadCounts(r.b, true)
+	cb, _ := poller.ReadTCPCounts(r.b, true)
 	t.Logf("client wrote %d of %d (%v); backlog in up's psock %d; up written %d; MemFree -%d KiB (machine-wide, noisy)",
 		n, size, err, backlog, cb.Written, (before-after)/1024)
 	if backlog <= 0 {

@@ -10,8 +10,9 @@ const DefaultMaxPairs = 65536
 // Map is unavailable off Linux.
 type Map struct{}
 
-// Pair names a paired socket pair by its sockets' cookies.
-type Pair struct{ A, B uint64 }
+// Pair names a paired socket pair by its sockets' cookies, a's then b's (an array, so
+// that callers can hold it without importing this package).
+type Pair = [2]uint64
 
 // UnsupportedError says why the kernel path cannot be used here.
 type UnsupportedError struct {
@@ -30,4 +31,5 @@ func Open(int) (*Map, error) { return nil, &UnsupportedError{Reason: "not Linux"
 func (*Map) Pair(a, b int) (Pair, error) { return Pair{}, &UnsupportedError{Reason: "not Linux"} }
 func (*Map) Stop(Pair)                   {}
 func (*Map) Release(Pair)                {}
+func (*Map) ReleaseSide(Pair, int)       {}
 func (*Map) Close() error                { return nil }
