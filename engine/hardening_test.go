@@ -706,7 +706,8 @@ func TestPanicInTCPProxyClosesBothSides(t *testing.T) {
 	s, ls := startServer(t, 1, []engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: up}}}},
 		func(s *engine.Server) []engine.ListenerConfig {
 			f, err := tcpproxy.NewFactory(tcpproxy.Config{StatPrefix: "tp", IdleTimeout: time.Hour,
-				Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("b"), Weight: 1}}}, s.Concurrency())
+				Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("b"), Weight: 1}},
+				Sockmap:  kernelPairs != nil}, s.Concurrency()) // not alone in its chain: never paired
 			if err != nil {
 				t.Fatal(err)
 			}

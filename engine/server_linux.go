@@ -38,6 +38,10 @@ type ServerOptions struct {
 	// InheritSocket, if set, is asked for each listen socket before one is bound: a hot
 	// restart's child takes its parent's sockets through it (see InheritFunc).
 	InheritSocket InheritFunc
+	// KernelPairs, if set, lets filters that forward every byte unchanged (tcp_proxy with
+	// its sockmap option) hand a connection pair to the kernel (Connection.PairInKernel);
+	// engine/sockmap provides one. nil keeps every byte in userspace.
+	KernelPairs KernelPairs
 }
 
 // DefaultDrainTime is Envoy's --drain-time-s default.
@@ -99,6 +103,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 			return nil, err
 		}
 		w.spliceOff = o.DisableSplice
+		w.kpairs = o.KernelPairs
 		w.closeTimeout = o.DelayedCloseTimeout
 		if o.Clock != nil {
 			clock := o.Clock

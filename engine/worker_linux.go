@@ -109,6 +109,8 @@ type Worker struct {
 	pipesMade int      // pipes created, for tests
 	lfReads   uint64   // listener-filter reads, for tests
 	spliceOff bool
+	// kpairs forwards proxied pairs in the kernel (ServerOptions.KernelPairs); nil: off.
+	kpairs KernelPairs
 
 	stopping bool
 	// exited is set under mu once the loop has ended: Post is refused from then on, and

@@ -89,15 +89,26 @@ func Open(maxPairs int) (*Map, error) {
 
 // verdictProgram is the sk_skb stream verdict:
 //
+//	if skb->len == 0 { return SK_DROP }
 //	key = bpf_get_socket_cookie(skb)
 //	bpf_sk_redirect_hash(skb, peers, &key, 0)   // 0: the peer's egress (send) side
 //	return SK_PASS
 //
 // SK_PASS after a successful redirect is a redirect; without one (no peer in the map) the
 // bytes go to the socket's own receive path, where userspace can read them.
+//
+// A zero-length skb (a FIN that came alone: tcp_read_skb hands it to the verdict too) is
+// dropped instead: redirected, the peer's backlog would "send" 0 bytes, which
+// sk_psock_backlog takes for a hard error (EPIPE on the peer, and its psock stops sending).
+// Dropping it loses nothing: the FIN was already taken by tcp_fin (RCV_SHUTDOWN), which
+// userspace sees as EPOLLRDHUP.
 func verdictProgram(peersFD int) asm.Instructions {
 	return asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1), // skb
+		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word), // skb->len
+		asm.JNE.Imm(asm.R2, 0, "redirect"),
+		asm.Mov.Imm(asm.R0, 0), // SK_DROP
+		asm.Return(),
+		asm.Mov.Reg(asm.R6, asm.R1).WithSymbol("redirect"), // skb
 		asm.FnGetSocketCookie.Call(),
 		asm.StoreMem(asm.RFP, -8, asm.R0, asm.DWord),
 		asm.Mov.Reg(asm.R1, asm.R6),

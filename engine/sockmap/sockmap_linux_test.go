@@ -400,3 +400,31 @@ func TestWakeups(t *testing.T) {
 		t.Fatalf("%d wake-ups without EPOLLIN", out)
 	}
 }
+
+// TestHalfCloseKeepsOtherDirection: after the client's FIN the server's bytes still reach
+// the client, and neither proxy socket reports an error. A FIN that arrives alone is a
+// zero-length skb; redirected, the peer's psock backlog would send 0 bytes, take that as a
+// hard error (sk_psock_backlog: ret 0 -> EPIPE), set the peer's sk_err and stop sending.
+func TestHalfCloseKeepsOtherDirection(t *testing.T) {
+	r := newRig(t, true)
+	r.client.Write([]byte("request"))
+	r.client.CloseWrite()
+	if err := halfClose(r.a, r.b, true); err != nil {
+		t.Fatal(err)
+	}
+	r.server.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if b, err := io.ReadAll(r.server); err != nil || string(b) != "request" {
+		t.Fatalf("server got %q %v", b, err)
+	}
+	r.server.Write([]byte("response after the client's FIN"))
+	r.client.SetReadDeadline(time.Now().Add(2 * time.Second))
+	got := make([]byte, 31)
+	if _, err := io.ReadFull(r.client, got); err != nil {
+		t.Fatalf("client got %q %v", got, err)
+	}
+	for _, fd := range []int{r.a, r.b} {
+		if e, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); e != 0 {
+			t.Fatalf("fd %d: SO_ERROR %v", fd, unix.Errno(e))
+		}
+	}
+}
