@@ -15,6 +15,10 @@ var _ engine.KernelPairs = (*sockmap.Map)(nil)
 // for and not loadable is a failure, not a skip.
 var kernelPairs = openKernelPairs()
 
+// forceSockmap sets tcp_proxy's Sockmap flag in every tcpProxyListener (the flag does
+// nothing on a server without KernelPairs, so the other tests are not changed by it).
+var forceSockmap = true
+
 func openKernelPairs() engine.KernelPairs {
 	if os.Getenv("PORTICO_TEST_SOCKMAP") == "" {
 		return nil

@@ -1,0 +1,232 @@
+package engine_test
+
+import (
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/engine/sockmap"
+	"github.com/portico-proxy/portico/filters/network/tcpproxy"
+)
+
+// sockmapProxy runs one worker with a tcp_proxy listener on the sockmap path in front of
+// handle's backend. Without root the test is skipped; as root, a map that cannot load fails.
+func sockmapProxy(t *testing.T, handle func(net.Conn)) (*engine.Listener, *tcpproxy.Factory) {
+	t.Helper()
+	m, err := sockmap.Open(0)
+	if err != nil {
+		if os.Geteuid() != 0 {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() }) // after the server's cleanup: registered first
+	up := backend(t, handle)
+	var f *tcpproxy.Factory
+	_, ls := serverWith(t, engine.ServerOptions{Concurrency: 1, KernelPairs: m},
+		[]engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: up}}}},
+		func(s *engine.Server) []engine.ListenerConfig {
+			var lc engine.ListenerConfig
+			lc, f = tcpProxyListener(s, tcpproxy.Config{StatPrefix: "sm", IdleTimeout: time.Hour,
+				Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("b"), Weight: 1}}})
+			return []engine.ListenerConfig{lc}
+		})
+	return ls[0], f
+}
+
+
+func chacha(seed byte, n int64) io.Reader {
+	return io.LimitReader(rand.NewChaCha8([32]byte{seed}), n)
+}
+
+func hashOf(r io.Reader) ([32]byte, int64, error) {
+	h := sha256.New()
+	n, err := io.Copy(h, r)
+	var s [32]byte
+	copy(s[:], h.Sum(nil))
+	return s, n, err
+}
+
+// TestTCPProxySockmapBulk: 64 MiB each way at once through a pair the kernel forwards, each
+// side half-closing after its last byte: both streams arrive whole and in order, both FINs
+// are passed on, the pair is counted on the sockmap path and the byte counters (from
+// TCP_INFO at close) equal what the peers sent.
+func TestTCPProxySockmapBulk(t *testing.T) {
+	const size = 64 << 20
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	fromClient := make(chan result, 1)
+	l, f := sockmapProxy(t, func(c net.Conn) {
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, n, err := hashOf(c)
+			fromClient <- result{s, n, err}
+		}()
+		io.Copy(c, chacha(2, size))
+		c.(*net.TCPConn).CloseWrite()
+		wg.Wait()
+	})
+	c := dial(t, l.Address())
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	go func() { io.Copy(c, chacha(1, size)); c.CloseWrite() }()
+	gotDown, nDown, err := hashOf(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := <-fromClient
+	want1, _, _ := hashOf(chacha(1, size))
+	want2, _, _ := hashOf(chacha(2, size))
+	if up.n != size || up.sum != want1 {
+		t.Fatalf("client->backend: %d bytes, same sha256: %v (%v)", up.n, up.sum == want1, up.err)
+	}
+	if nDown != size || gotDown != want2 {
+		t.Fatalf("backend->client: %d bytes, same sha256: %v", nDown, gotDown == want2)
+	}
+	c.Close()
+	st := f.Stats(0)
+	waitFor(t, "the pair counted on the sockmap path", func() bool { return st.SockmapCx.Value() == 1 })
+	if rx, tx := st.DownstreamCxRxBytesTotal.Value(), st.DownstreamCxTxBytesTotal.Value(); rx != size || tx != size {
+		t.Fatalf("byte counters rx %d tx %d, want %d each", rx, tx, size)
+	}
+	if n := st.UserspaceCx.Value(); n != 0 {
+		t.Fatalf("%d pairs on the userspace path", n)
+	}
+}
+
+// TestTCPProxySockmapHalfClose: a FIN from either side reaches the other once the kernel
+// delivered what came before it, and the other direction keeps working after it.
+func TestTCPProxySockmapHalfClose(t *testing.T) {
+	t.Run("client first", func(t *testing.T) {
+		l, f := sockmapProxy(t, func(c net.Conn) {
+			c.Write([]byte("ready"))
+			b, _ := io.ReadAll(c) // up to the client's FIN
+			c.Write(append([]byte("got "), b...))
+		})
+		c := dial(t, l.Address())
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		// A FIN that comes before the upstream connects keeps the pair in userspace (a
+		// half-closed socket cannot enter a sockmap): wait for the backend's greeting.
+		ready := make([]byte, 5)
+		if _, err := io.ReadFull(c, ready); err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("request"))
+		c.CloseWrite()
+		b, err := io.ReadAll(c)
+		if err != nil || string(b) != "got request" {
+			t.Fatalf("client read %q, %v", b, err)
+		}
+		waitFor(t, "sockmap pair", func() bool { return f.Stats(0).SockmapCx.Value() == 1 })
+	})
+	t.Run("upstream first", func(t *testing.T) {
+		got := make(chan string, 1)
+		l, f := sockmapProxy(t, func(c net.Conn) {
+			// Only once the client's first byte came through, so that the proxy has paired
+			// the sockets before this FIN reaches it (else the pair stays in userspace).
+			io.ReadFull(c, make([]byte, 1))
+			c.Write([]byte("banner"))
+			c.(*net.TCPConn).CloseWrite()
+			b, _ := io.ReadAll(c)
+			got <- string(b)
+		})
+		c := dial(t, l.Address())
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte("A"))
+		b, err := io.ReadAll(c) // up to the backend's FIN
+		if err != nil || string(b) != "banner" {
+			t.Fatalf("client read %q, %v", b, err)
+		}
+		c.Write([]byte("after the banner's FIN"))
+		c.CloseWrite()
+		if s := <-got; s != "after the banner's FIN" {
+			t.Fatalf("backend read %q", s)
+		}
+		waitFor(t, "sockmap pair", func() bool { return f.Stats(0).SockmapCx.Value() == 1 })
+	})
+}
+
+// TestTCPProxySockmapReset: an RST from either side closes the pair; the other side sees
+// its connection end.
+func TestTCPProxySockmapReset(t *testing.T) {
+	t.Run("client", func(t *testing.T) {
+		ended := make(chan error, 1)
+		l, _ := sockmapProxy(t, func(c net.Conn) {
+			c.Write([]byte("hi"))
+			_, err := io.Copy(io.Discard, c)
+			ended <- err
+		})
+		c := dial(t, l.Address())
+		b := make([]byte, 2)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.ReadFull(c, b)
+		c.SetLinger(0)
+		c.Close()
+		select {
+		case err := <-ended:
+			t.Logf("backend's read ended: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the backend's connection stayed open after the client's RST")
+		}
+		waitFor(t, "pair closed", func() bool { return active(l, 1) == 0 })
+	})
+	t.Run("upstream", func(t *testing.T) {
+		l, _ := sockmapProxy(t, func(c net.Conn) {
+			c.Write([]byte("hi"))
+			c.(*net.TCPConn).SetLinger(0)
+		})
+		c := dial(t, l.Address())
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		b, err := io.ReadAll(c)
+		t.Logf("client read %q, then %v", b, err)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("the client's connection stayed open after the backend's RST")
+		}
+		waitFor(t, "pair closed", func() bool { return active(l, 1) == 0 })
+	})
+}
+
+// TestTCPProxySockmapConcurrent: 50 pairs at once, each echoing its own bytes.
+func TestTCPProxySockmapConcurrent(t *testing.T) {
+	const pairs, size = 50, 256 << 10
+	l, f := sockmapProxy(t, func(c net.Conn) { io.Copy(c, c) })
+	var wg sync.WaitGroup
+	errs := make(chan error, pairs)
+	for i := range pairs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", l.Address().String())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(30 * time.Second))
+			go func() { io.Copy(c, chacha(byte(i), size)); c.(*net.TCPConn).CloseWrite() }()
+			got, n, err := hashOf(c)
+			want, _, _ := hashOf(chacha(byte(i), size))
+			if err != nil || n != size || got != want {
+				errs <- errors.New("a pair's echo differs")
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	waitFor(t, "all pairs on the sockmap path", func() bool { return f.Stats(0).SockmapCx.Value() == pairs })
+}
