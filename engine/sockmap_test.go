@@ -41,7 +41,6 @@ func sockmapProxy(t *testing.T, handle func(net.Conn)) (*engine.Listener, *tcppr
 	return ls[0], f
 }
 
-
 func chacha(seed byte, n int64) io.Reader {
 	return io.LimitReader(rand.NewChaCha8([32]byte{seed}), n)
 }
