@@ -3,6 +3,7 @@ package sockmap
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -427,4 +428,23 @@ func TestHalfCloseKeepsOtherDirection(t *testing.T) {
 			t.Fatalf("fd %d: SO_ERROR %v", fd, unix.Errno(e))
 		}
 	}
+}
+
+// TestOpenUnprivileged: without privilege Open says why. Run it as another user:
+//
+//	go test -c -o /tmp/sm.test ./engine/sockmap && setpriv --reuid=65534 --regid=65534 --clear-groups /tmp/sm.test -test.run Unprivileged -test.v
+func TestOpenUnprivileged(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root: run the binary as another user (see the comment)")
+	}
+	m, err := Open(1)
+	if err == nil {
+		m.Close()
+		t.Skip("this user may load BPF (CAP_BPF or unprivileged BPF)")
+	}
+	var ue *UnsupportedError
+	if !errors.As(err, &ue) {
+		t.Fatalf("%T %v, want *UnsupportedError", err, err)
+	}
+	t.Log(err)
 }
