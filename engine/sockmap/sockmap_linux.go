@@ -190,13 +190,17 @@ func (m *Map) Pair(a, b int) (Pair, error) {
 		m.peers.Delete(cb)
 		return Pair{}, fmt.Errorf("sockmap: activate: %w", err)
 	}
-	kick(a)
+	// Both activations before either kick: the kick moves a's queued bytes to b's peer at
+	// once, whose answer (a FIN, say) could otherwise reach b before b is activated, and a
+	// socket past ESTABLISHED cannot enter a sockhash (sock_map_sk_state_allowed). Only a
+	// segment arriving on a between the two updates can still cause that.
 	if err := m.active.Update(cb, uint64(b), ebpf.UpdateNoExist); err != nil {
 		// a's bytes may already be queued for b in the kernel: the caller cannot go back
 		// to copying without reordering them.
 		m.active.Delete(ca)
 		return p, fmt.Errorf("%w: %w", ErrHalfPaired, err)
 	}
+	kick(a)
 	kick(b)
 	return p, nil
 }
