@@ -191,12 +191,21 @@ func (c *Connection) kernelBacklog() int {
 }
 
 // kernelSettled reports whether a connection may be closed as far as the kernel is
-// concerned: true unless it is paired and its receive queue still holds bytes the verdict
-// has not taken. The peer's FIN wakes the worker (tcp_fin -> sk_state_change) before the
+// concerned: true unless it is paired and what it received has not all reached its peer's
+// send queue. The peer's FIN wakes the worker (tcp_fin -> sk_state_change) before the
 // segment's data has been through the verdict (sk_data_ready comes after), and a socket
-// taken out of the map then closed with bytes unread would lose them and send an RST.
+// taken out of the map and closed with bytes still in its receive queue would lose them
+// (and send an RST). SIOCINQ cannot tell: on a socket with a verdict program it reports
+// only the psock's own queue (tcp_bpf_ioctl), not sk_receive_queue. Bytes already in the
+// peer's psock survive this socket's close (each skb holds a reference on it), so waiting
+// for the peer's whole backlog is more than needed, but it is what TCP_INFO can tell.
 func (c *Connection) kernelSettled() bool {
-	return c.kp == nil || unreadBytes(c.fd) == 0
+	kp := c.kp
+	if kp == nil {
+		return true
+	}
+	j := 1 - kp.side(c)
+	return kp.closed[j] || kp.conns[j].kernelBacklog() == 0
 }
 
 // onKernelEvent handles a paired connection's events: it is never read.

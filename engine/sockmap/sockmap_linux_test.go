@@ -270,6 +270,7 @@ func TestFinSeenByUserspace(t *testing.T) {
 	inq, _ := unix.IoctlGetInt(r.a, unix.SIOCINQ)
 	b := make([]byte, 8)
 	n, err := unix.Read(r.a, b)
+	// SIOCINQ on a socket with a verdict program is the psock's own queue (tcp_bpf_ioctl).
 	t.Logf("after FIN: SIOCINQ=%d read()=%d err=%v", inq, n, err)
 	if n != 0 || err != nil {
 		t.Fatalf("read on a paired socket after FIN: %d %v, want 0 (end of stream)", n, err)
