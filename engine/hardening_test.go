@@ -710,8 +710,7 @@ func TestPanicInTCPProxyClosesBothSides(t *testing.T) {
 	s, ls := startServer(t, 1, []engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: up}}}},
 		func(s *engine.Server) []engine.ListenerConfig {
 			f, err := tcpproxy.NewFactory(tcpproxy.Config{StatPrefix: "tp", IdleTimeout: time.Hour,
-				Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("b"), Weight: 1}},
-				Sockmap:  kernelPairs != nil}, s.Concurrency()) // not alone in its chain: never paired
+				Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("b"), Weight: 1}}}, s.Concurrency())
 			if err != nil {
 				t.Fatal(err)
 			}

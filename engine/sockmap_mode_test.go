@@ -11,13 +11,10 @@ import (
 var _ engine.KernelPairs = (*sockmap.Map)(nil)
 
 // kernelPairs is set when PORTICO_TEST_SOCKMAP=1: the tcp_proxy tests then run with the
-// sockmap path on (startServer, spliceServer and tcpProxyListener pass it along). Asked
+// sockmap path on (startServer and spliceServer give it to their servers; a lone tcp_proxy
+// pairs whenever its server has one). Asked
 // for and not loadable is a failure, not a skip.
 var kernelPairs = openKernelPairs()
-
-// forceSockmap sets tcp_proxy's Sockmap flag in every tcpProxyListener (the flag does
-// nothing on a server without KernelPairs, so the other tests are not changed by it).
-var forceSockmap = true
 
 func openKernelPairs() engine.KernelPairs {
 	if os.Getenv("PORTICO_TEST_SOCKMAP") == "" {

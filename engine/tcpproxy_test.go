@@ -60,7 +60,6 @@ func deadAddr(t *testing.T) netip.AddrPort {
 }
 
 func tcpProxyListener(s *engine.Server, cfg tcpproxy.Config) (engine.ListenerConfig, *tcpproxy.Factory) {
-	cfg.Sockmap = kernelPairs != nil || forceSockmap
 	f, err := tcpproxy.NewFactory(cfg, s.Concurrency())
 	if err != nil {
 		panic(err)

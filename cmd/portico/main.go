@@ -20,6 +20,7 @@ import (
 	"github.com/portico-proxy/portico/admin"
 	"github.com/portico-proxy/portico/config"
 	"github.com/portico-proxy/portico/engine"
+	"github.com/portico-proxy/portico/engine/sockmap"
 	"github.com/portico-proxy/portico/manager"
 )
 
@@ -204,6 +205,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	drain := fs.Int("drain-time-s", 600, "how long connections of an updated or removed listener (LDS) and of a hot-restarted parent may take to finish, as in Envoy; on SIGTERM/SIGINT the drain lasts this long only if the flag is given, else 5 s")
 	strategy := fs.String("drain-strategy", "gradual", "how draining HTTP connections are asked to close: gradual (more of them as the drain time passes) or immediate")
 	noSplice := fs.Bool("disable-splice", false, "tcp_proxy: keep bulk transfers on read/write instead of splice(2)")
+	sockmapOn := fs.Bool("experimental-sockmap", false, "tcp_proxy: let the kernel forward the bytes of connections whose chain is a lone tcp_proxy (BPF sockmap; root; a prototype: see docs/sockmap.md)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	reject := fs.Bool("reject-ignored", false, rejectIgnoredUsage)
 	hr := hotRestartFlags(fs)
@@ -256,9 +258,19 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	// instead of killing the process, as in Envoy; on stdout or stderr it would be fatal.
 	signal.Ignore(syscall.SIGPIPE)
 
+	var kernelPairs engine.KernelPairs
+	if *sockmapOn {
+		m, err := sockmap.Open(0)
+		if err != nil {
+			log.Warn("sockmap unavailable: tcp_proxy stays on the userspace path", "error", err)
+		} else {
+			defer m.Close() // after the server: deferred before srv.Close
+			kernelPairs = m
+		}
+	}
 	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: *concurrency, Logger: log, DisableSplice: *noSplice,
 		DrainTime: max(time.Duration(*drain)*time.Second, time.Millisecond), DrainStrategy: drainStrategy,
-		InheritSocket: hr.inherit})
+		InheritSocket: hr.inherit, KernelPairs: kernelPairs})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -38,10 +38,4 @@ type Config struct {
 	// MaxConnectAttempts is how many upstream connects are tried (≥1).
 	MaxConnectAttempts int
 	AccessLogs         []accesslog.Logger
-	// Sockmap hands each connection pair to the server's KernelPairs (a BPF sockmap) once
-	// the upstream is connected, when the chain is this filter alone: the kernel then
-	// forwards the bytes both ways and the worker only watches for FIN, reset and error.
-	// Off by default (a prototype: see docs/sockmap.md). A pair that cannot enter the
-	// kernel stays on the userspace path.
-	Sockmap bool
 }

@@ -22,7 +22,7 @@ type Stats struct {
 	IdleTimeout                              engine.Counter
 	UpstreamConnectAttemptsExceeded          engine.Counter
 	// SockmapCx and UserspaceCx count, at close, the connections whose bytes the kernel
-	// forwarded (Config.Sockmap) and those it did not.
+	// forwarded (see tryKernel) and those it did not.
 	SockmapCx   engine.Counter
 	UserspaceCx engine.Counter
 }
@@ -223,11 +223,14 @@ func (p *proxy) OnData(data []byte, endStream bool) engine.FilterStatus {
 	return engine.StopIteration
 }
 
-// tryKernel hands the pair to the kernel if the config asks for it and the upstream is
-// connected, the first time nothing is buffered in userspace (at once, usually: the
-// client's first bytes are still in the kernel when the upstream connects).
+// tryKernel hands the pair to the server's KernelPairs (a BPF sockmap, if the server has
+// one: ServerOptions.KernelPairs) once the upstream is connected, the first time nothing
+// is buffered in userspace (at once, usually: the client's first bytes are still in the
+// kernel when the upstream connects). The kernel then forwards the bytes both ways and the
+// worker only watches for FIN, reset and error. The engine refuses unless this filter is
+// alone in the chain and neither side has a transport socket.
 func (p *proxy) tryKernel() {
-	if p.kernelDone || !p.f.cfg.Sockmap || p.up == nil || !p.upConnected {
+	if p.kernelDone || p.up == nil || !p.upConnected {
 		return
 	}
 	switch err := p.down.PairInKernel(p.up); err {
