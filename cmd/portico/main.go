@@ -31,6 +31,7 @@ const usage = `Usage:
   portico -c FILE [--concurrency N] [--log-level LEVEL] [--drain-time-s N]
           [--drain-strategy gradual|immediate] [--disable-splice] [--reject-ignored]
           [--restart-epoch N] [--base-id N] [--parent-shutdown-time-s N]
+          [--experimental-sockmap]
   portico restart -c FILE [flags as above]   (hot-restarts on SIGHUP; see docs/hot-restart.md)
   portico validate -c FILE [--reject-ignored]   (FILE: a bootstrap, or an LDS/CDS file)
   portico explain -c FILE --listener NAME --dst IP:PORT [--src IP:PORT] [--direct-src IP:PORT]
