@@ -354,6 +354,11 @@ func TestStopReturnsBytesToUserspace(t *testing.T) {
 	}
 	r.m.Stop(r.pair)
 	r.client.Write([]byte("user"))
+	time.Sleep(20 * time.Millisecond)
+	// The socket still has a psock (it is in peers): SIOCINQ reports the psock's message
+	// queue, not the 4 bytes in the receive queue (tcp_bpf_ioctl on 6.18).
+	inq, _ := unix.IoctlGetInt(r.a, unix.SIOCINQ)
+	t.Logf("stopped, 4 bytes in the receive queue: SIOCINQ=%d", inq)
 	r.down.SetReadDeadline(time.Now().Add(2 * time.Second))
 	got = make([]byte, 4)
 	if _, err := io.ReadFull(r.down, got); err != nil || string(got) != "user" {
