@@ -195,8 +195,8 @@ func (c *Connection) kernelBacklog() int {
 // send queue. The peer's FIN wakes the worker (tcp_fin -> sk_state_change) before the
 // segment's data has been through the verdict (sk_data_ready comes after), and a socket
 // taken out of the map and closed with bytes still in its receive queue would lose them
-// (and send an RST). SIOCINQ cannot tell: on a socket with a verdict program it reports
-// only the psock's own queue (tcp_bpf_ioctl), not sk_receive_queue. Bytes already in the
+// (and send an RST). SIOCINQ cannot tell: on a socket with a psock it reports only the
+// psock's own queue (tcp_bpf_ioctl on 6.18), not sk_receive_queue. Bytes already in the
 // peer's psock survive this socket's close (each skb holds a reference on it), so waiting
 // for the peer's whole backlog is more than needed, but it is what TCP_INFO can tell.
 func (c *Connection) kernelSettled() bool {
@@ -249,6 +249,9 @@ type kernelPoller struct {
 func (p *kernelPoller) OnTimer() {
 	if c := p.kp.conns[p.i]; c.state != stateClosed {
 		c.afterWrite()
+		if !p.kp.polls[p.i].Armed() {
+			p.kp.wait[p.i] = 0 // done waiting: the next wait starts at 1 ms again
+		}
 	}
 }
 
