@@ -17,12 +17,18 @@ import (
 
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/engine/sockmap"
+	"github.com/portico-proxy/portico/filters/accesslog"
 	"github.com/portico-proxy/portico/filters/network/tcpproxy"
 )
 
 // sockmapProxy runs one worker with a tcp_proxy listener on the sockmap path in front of
 // handle's backend. Without root the test is skipped; as root, a map that cannot load fails.
 func sockmapProxy(t *testing.T, handle func(net.Conn)) (*engine.Listener, *tcpproxy.Factory) {
+	return sockmapProxyWith(t, handle, nil)
+}
+
+// sockmapProxyWith is sockmapProxy with mod applied to the tcp_proxy config.
+func sockmapProxyWith(t *testing.T, handle func(net.Conn), mod func(*tcpproxy.Config)) (*engine.Listener, *tcpproxy.Factory) {
 	t.Helper()
 	m, err := sockmap.Open(0)
 	if err != nil {
@@ -38,11 +44,70 @@ func sockmapProxy(t *testing.T, handle func(net.Conn)) (*engine.Listener, *tcppr
 		[]engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: up}}}},
 		func(s *engine.Server) []engine.ListenerConfig {
 			var lc engine.ListenerConfig
-			lc, f = tcpProxyListener(s, tcpproxy.Config{StatPrefix: "sm", IdleTimeout: time.Hour,
-				Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("b"), Weight: 1}}})
+			cfg := tcpproxy.Config{StatPrefix: "sm", IdleTimeout: time.Hour,
+				Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("b"), Weight: 1}}}
+			if mod != nil {
+				mod(&cfg)
+			}
+			lc, f = tcpProxyListener(s, cfg)
 			return []engine.ListenerConfig{lc}
 		})
 	return ls[0], f
+}
+
+// logSink collects access-log entries.
+type logSink struct {
+	mu      sync.Mutex
+	entries []accesslog.Entry
+}
+
+func (l *logSink) Log(e *accesslog.Entry) {
+	l.mu.Lock()
+	l.entries = append(l.entries, *e)
+	l.mu.Unlock()
+}
+
+func (l *logSink) all() []accesslog.Entry {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]accesslog.Entry(nil), l.entries...)
+}
+
+// TestTCPProxySockmapIdleAndAccessLog: the worker sees none of a paired connection's bytes,
+// yet traffic keeps idle_timeout away (tcpi_last_data_recv), silence ends it, and the access
+// log's byte counts (TCP_INFO at close) are what the client sent and received.
+func TestTCPProxySockmapIdleAndAccessLog(t *testing.T) {
+	logs := &logSink{}
+	l, f := sockmapProxyWith(t, func(c net.Conn) { io.Copy(c, c) }, func(cfg *tcpproxy.Config) {
+		cfg.IdleTimeout = 300 * time.Millisecond
+		cfg.AccessLogs = []accesslog.Logger{logs}
+	})
+	c := dial(t, l.Address())
+	start := time.Now()
+	trips := 0
+	for time.Since(start) < 600*time.Millisecond {
+		time.Sleep(100 * time.Millisecond)
+		roundTrip(t, c, "ping")
+		trips++
+	}
+	st := f.Stats(0)
+	if n := st.IdleTimeout.Value(); n != 0 {
+		t.Fatalf("idle_timeout fired on a busy paired connection (%d)", n)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("idle paired connection not closed")
+	}
+	waitFor(t, "the access log entry", func() bool { return len(logs.all()) == 1 })
+	e := logs.all()[0]
+	want := uint64(trips * 4)
+	if st.IdleTimeout.Value() != 1 || st.SockmapCx.Value() != 1 {
+		t.Fatalf("idle_timeout %d, sockmap pairs %d; want 1, 1", st.IdleTimeout.Value(), st.SockmapCx.Value())
+	}
+	if e.BytesReceived != want || e.BytesSent != want {
+		t.Fatalf("access log bytes %d/%d, want %d/%d", e.BytesReceived, e.BytesSent, want, want)
+	}
+	t.Logf("%d round trips: access log %d/%d, details %q", trips, e.BytesReceived, e.BytesSent, e.TerminationDetails)
 }
 
 func chacha(seed byte, n int64) io.Reader {
