@@ -45,6 +45,7 @@ type kernelPair struct {
 	// final[i] is conns[i]'s TCP counts, read just before it closed (closed[i]).
 	final   [2]poller.TCPCounts
 	closed  [2]bool
+	reset   [2]bool // conns[i] closed on an error (an RST): its TCP_CLOSE is not two FINs
 	polls   [2]Timer
 	wait    [2]time.Duration
 	pollers [2]kernelPoller
@@ -211,6 +212,7 @@ func (c *Connection) kernelSettled() bool {
 // onKernelEvent handles a paired connection's events: it is never read.
 func (c *Connection) onKernelEvent(ev uint32) {
 	if ev&poller.Err != 0 {
+		c.kp.reset[c.kp.side(c)] = true
 		c.closeSocket(RemoteClose)
 		return
 	}
@@ -260,6 +262,9 @@ func (c *Connection) leaveKernel() {
 	kp := c.kp
 	i := kp.side(c)
 	if n, err := poller.ReadTCPCounts(c.fd, c.dialed()); err == nil {
+		if kp.reset[i] {
+			n.Reset(c.remoteEOF, c.localShutdown)
+		}
 		kp.final[i] = n
 	}
 	kp.closed[i] = true

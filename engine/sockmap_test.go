@@ -397,3 +397,35 @@ func kworkerNanos() time.Duration {
 	}
 	return time.Duration(sum)
 }
+
+// TestTCPProxySockmapResetAfterData: bytes the proxy took in before the client's RST still
+// reach the backend, every one: the upstream's close waits for the kernel's backlog, counted
+// from the reset socket's last TCP_INFO (TCP_CLOSE there is a reset, not two FINs).
+func TestTCPProxySockmapResetAfterData(t *testing.T) {
+	const size = 100 << 10
+	got := make(chan int64, 1)
+	l, _ := sockmapProxy(t, func(c net.Conn) {
+		c.Write([]byte("ready"))
+		n, _ := io.Copy(io.Discard, c)
+		got <- n
+	})
+	c := dial(t, l.Address())
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, 5)); err != nil { // paired from here on
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(c, chacha(7, size)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // let them reach the proxy before the RST
+	c.SetLinger(0)
+	c.Close()
+	select {
+	case n := <-got:
+		if n != size {
+			t.Fatalf("backend got %d bytes, want %d", n, size)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend's connection stayed open")
+	}
+}

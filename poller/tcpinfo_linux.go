@@ -16,8 +16,26 @@ type TCPCounts struct {
 	Acked uint64
 	// LastRecvMillis is tcpi_last_data_recv: milliseconds since data last arrived.
 	LastRecvMillis uint32
-	// FinIn, FinOut: a FIN was received, or sent.
+	// FinIn, FinOut: a FIN was received, or sent (as told by the state; see below).
 	FinIn, FinOut bool
+	// State is tcpi_state (unix.BPF_TCP_*).
+	State uint8
+}
+
+// Reset corrects counts read from a socket that was reset: its TCP_CLOSE meant no FIN
+// that was not seen before (finIn, finOut: the FINs the caller knows of).
+func (c *TCPCounts) Reset(finIn, finOut bool) {
+	if c.State != unix.BPF_TCP_CLOSE {
+		return
+	}
+	if c.FinIn && !finIn {
+		c.FinIn = false
+		c.Received++
+	}
+	if c.FinOut && !finOut {
+		c.FinOut = false
+		c.Written++
+	}
 }
 
 // ReadTCPCounts reads fd's TCPCounts. dialed says fd made the connection (connect(2)): its
@@ -33,11 +51,10 @@ func ReadTCPCounts(fd int, dialed bool) (TCPCounts, error) {
 	if err != nil {
 		return TCPCounts{}, err
 	}
-	c := TCPCounts{Received: ti.Bytes_received, Acked: ti.Bytes_acked, LastRecvMillis: ti.Last_data_recv}
+	c := TCPCounts{Received: ti.Bytes_received, Acked: ti.Bytes_acked, LastRecvMillis: ti.Last_data_recv, State: ti.State}
 	// A socket whose FINs both went is TCP_CLOSE, not TIME_WAIT: tcp_time_wait hands the
 	// connection to a timewait sock and tcp_done closes the one the fd holds. So CLOSE is
-	// taken as both FINs done; after a reset it is off by one (a reset socket is not
-	// drained, only counted).
+	// taken as both FINs done; after a reset that is wrong, which Reset corrects.
 	switch ti.State {
 	case unix.BPF_TCP_CLOSE_WAIT, unix.BPF_TCP_LAST_ACK, unix.BPF_TCP_CLOSING, unix.BPF_TCP_TIME_WAIT, unix.BPF_TCP_CLOSE:
 		c.FinIn = true
