@@ -19,6 +19,7 @@ const DefaultMaxPairs = 65536
 type Map struct {
 	peers  *ebpf.Map // cookie(X) -> X's peer; no program
 	active *ebpf.Map // cookie(X) -> X; the verdict program is attached here
+	sent   *ebpf.Map // cookie(X) -> bytes the verdict redirected from X (a hash of u64)
 	prog   *ebpf.Program
 }
 
@@ -67,12 +68,17 @@ func Open(maxPairs int) (*Map, error) {
 		m.Close()
 		return nil, &UnsupportedError{Reason: "create sockhash", Err: err}
 	}
+	if m.sent, err = ebpf.NewMap(&ebpf.MapSpec{Name: "portico_sent", Type: ebpf.Hash, KeySize: 8,
+		ValueSize: 8, MaxEntries: uint32(2 * maxPairs)}); err != nil {
+		m.Close()
+		return nil, &UnsupportedError{Reason: "create hash", Err: err}
+	}
 	m.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "portico_verdict",
 		Type:         ebpf.SkSKB,
 		AttachType:   ebpf.AttachSkSKBStreamVerdict,
 		License:      "GPL", // bpf_sk_redirect_hash is GPL-only
-		Instructions: verdictProgram(m.peers.FD()),
+		Instructions: verdictProgram(m.peers.FD(), m.sent.FD()),
 	})
 	if err != nil {
 		m.Close()
@@ -89,26 +95,32 @@ func Open(maxPairs int) (*Map, error) {
 
 // verdictProgram is the sk_skb stream verdict:
 //
-//	if skb->len == 0 { return SK_DROP }
+//	len = skb->len
+//	if len == 0 { return SK_DROP }
 //	key = bpf_get_socket_cookie(skb)
-//	bpf_sk_redirect_hash(skb, peers, &key, 0)   // 0: the peer's egress (send) side
+//	if bpf_sk_redirect_hash(skb, peers, &key, 0) == SK_PASS {   // 0: the peer's egress
+//		if n = bpf_map_lookup_elem(sent, &key) { atomic *n += len }
+//	}
 //	return SK_PASS
 //
 // SK_PASS after a successful redirect is a redirect; without one (no peer in the map) the
-// bytes go to the socket's own receive path, where userspace can read them.
+// bytes go to the socket's own receive path, where userspace can read them. sent counts
+// what was redirected, exactly, so that userspace can tell how much the peer's psock still
+// queues (Sent less what the peer's TCP was given since Pair).
 //
 // A zero-length skb (a FIN that came alone: tcp_read_skb hands it to the verdict too) is
 // dropped instead: redirected, the peer's backlog would "send" 0 bytes, which
 // sk_psock_backlog takes for a hard error (EPIPE on the peer, and its psock stops sending).
 // Dropping it loses nothing: the FIN was already taken by tcp_fin (RCV_SHUTDOWN), which
 // userspace sees as EPOLLRDHUP.
-func verdictProgram(peersFD int) asm.Instructions {
+func verdictProgram(peersFD, sentFD int) asm.Instructions {
 	return asm.Instructions{
-		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word), // skb->len
-		asm.JNE.Imm(asm.R2, 0, "redirect"),
+		asm.Mov.Reg(asm.R6, asm.R1),              // skb
+		asm.LoadMem(asm.R7, asm.R6, 0, asm.Word), // skb->len
+		asm.JNE.Imm(asm.R7, 0, "redirect"),
 		asm.Mov.Imm(asm.R0, 0), // SK_DROP
 		asm.Return(),
-		asm.Mov.Reg(asm.R6, asm.R1).WithSymbol("redirect"), // skb
+		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("redirect"),
 		asm.FnGetSocketCookie.Call(),
 		asm.StoreMem(asm.RFP, -8, asm.R0, asm.DWord),
 		asm.Mov.Reg(asm.R1, asm.R6),
@@ -117,7 +129,14 @@ func verdictProgram(peersFD int) asm.Instructions {
 		asm.Add.Imm(asm.R3, -8),
 		asm.Mov.Imm(asm.R4, 0),
 		asm.FnSkRedirectHash.Call(),
-		asm.Mov.Imm(asm.R0, 1), // SK_PASS
+		asm.JNE.Imm(asm.R0, 1, "out"), // not redirected: nothing to count
+		asm.LoadMapPtr(asm.R1, sentFD),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -8),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.StoreXAdd(asm.R0, asm.R7, asm.DWord),
+		asm.Mov.Imm(asm.R0, 1).WithSymbol("out"), // SK_PASS
 		asm.Return(),
 	}
 }
@@ -140,7 +159,7 @@ func (m *Map) Close() error {
 			Target: m.active.FD(), Program: m.prog, Attach: ebpf.AttachSkSKBStreamVerdict})
 	}
 	var errs []error
-	for _, c := range []interface{ Close() error }{m.prog, m.active, m.peers} {
+	for _, c := range []interface{ Close() error }{m.prog, m.active, m.peers, m.sent} {
 		if c != nil && !isNilCloser(c) {
 			errs = append(errs, c.Close())
 		}
@@ -177,17 +196,31 @@ func (m *Map) Pair(a, b int) (Pair, error) {
 		return Pair{}, fmt.Errorf("sockmap: SO_COOKIE: %w", err)
 	}
 	p := Pair{ca, cb}
-	// peers first: both get a psock, no program yet, so nothing changes for their bytes.
+	// The counters first (the verdict only adds to an existing one), then peers: both
+	// get a psock, no program yet, so nothing changes for their bytes.
+	if err := m.sent.Update(ca, uint64(0), ebpf.UpdateAny); err != nil {
+		return Pair{}, fmt.Errorf("sockmap: counter: %w", err)
+	}
+	if err := m.sent.Update(cb, uint64(0), ebpf.UpdateAny); err != nil {
+		m.sent.Delete(ca)
+		return Pair{}, fmt.Errorf("sockmap: counter: %w", err)
+	}
 	if err := m.peers.Update(ca, uint64(b), ebpf.UpdateNoExist); err != nil {
+		m.sent.Delete(ca)
+		m.sent.Delete(cb)
 		return Pair{}, fmt.Errorf("sockmap: insert: %w", err)
 	}
 	if err := m.peers.Update(cb, uint64(a), ebpf.UpdateNoExist); err != nil {
 		m.peers.Delete(ca)
+		m.sent.Delete(ca)
+		m.sent.Delete(cb)
 		return Pair{}, fmt.Errorf("sockmap: insert: %w", err)
 	}
 	if err := m.active.Update(ca, uint64(a), ebpf.UpdateNoExist); err != nil {
 		m.peers.Delete(ca)
 		m.peers.Delete(cb)
+		m.sent.Delete(ca)
+		m.sent.Delete(cb)
 		return Pair{}, fmt.Errorf("sockmap: activate: %w", err)
 	}
 	// Both activations before either kick: the kick moves a's queued bytes to b's peer at
@@ -237,6 +270,8 @@ func (m *Map) Release(p Pair) {
 	m.Stop(p)
 	m.peers.Delete(p[0])
 	m.peers.Delete(p[1])
+	m.sent.Delete(p[0])
+	m.sent.Delete(p[1])
 }
 
 // ReleaseSide takes socket i of the pair (0: a, 1: b) out of the maps, before it is
@@ -248,4 +283,32 @@ func (m *Map) Release(p Pair) {
 func (m *Map) ReleaseSide(p Pair, i int) {
 	m.active.Delete(p[i])
 	m.peers.Delete(p[1-i]) // peers[cookie(other)] is socket i
+	m.sent.Delete(p[i])
+}
+
+// Sent is how many bytes the kernel redirected from socket i of the pair (0: a, 1: b) to
+// the other one since Pair. What the other one's psock still queues is Sent less what its
+// TCP was given since Pair (tcpi_bytes_acked + SIOCOUTQ, see poller.ReadTCPCounts).
+func (m *Map) Sent(p Pair, i int) (uint64, error) {
+	var n uint64
+	err := m.sent.Lookup(p[i], &n)
+	return n, err
+}
+
+// StopSide takes socket i out of the verdict: what it receives from now on stays in its
+// receive queue, under TCP flow control (the sender's window closes), while what was
+// already redirected is still delivered. Activate puts it back.
+func (m *Map) StopSide(p Pair, i int) error {
+	return m.active.Delete(p[i])
+}
+
+// ActivateSide puts socket i back into the verdict and pokes it, so that what waited in
+// its receive queue is redirected now, behind whatever the peer's psock still queues (so
+// in order). It fails for a socket past ESTABLISHED (a FIN came meanwhile).
+func (m *Map) ActivateSide(p Pair, i int, fd int) error {
+	if err := m.active.Update(p[i], uint64(fd), ebpf.UpdateNoExist); err != nil {
+		return err
+	}
+	kick(fd)
+	return nil
 }

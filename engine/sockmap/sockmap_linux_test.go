@@ -454,3 +454,54 @@ func TestOpenUnprivileged(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// TestSentAndStopSide: Sent counts exactly what was redirected; a stopped source is under
+// TCP flow control again (a client writing to a non-reading server blocks), and once it is
+// activated again everything arrives, in order.
+func TestSentAndStopSide(t *testing.T) {
+	const size = 8 << 20
+	r := newRig(t, true)
+	r.client.Write([]byte("0123456789"))
+	r.server.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.ReadFull(r.server, make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.m.Sent(r.pair, 0); err != nil || n != 10 {
+		t.Fatalf("Sent = %d, %v; want 10", n, err)
+	}
+	if err := r.m.StopSide(r.pair, 0); err != nil {
+		t.Fatal(err)
+	}
+	// The server does not read: with the client's socket stopped, the client blocks once
+	// the buffers are full.
+	r.client.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+	n, err := io.Copy(r.client, stream(5, size))
+	sent, _ := r.m.Sent(r.pair, 0)
+	t.Logf("stopped: client wrote %d of %d before blocking (%v); redirected %d", n, size, err, sent-10)
+	if n == size {
+		t.Fatal("the client never blocked: the stopped socket is not under flow control")
+	}
+	if sent != 10 {
+		t.Fatalf("redirected %d while stopped", sent-10)
+	}
+	if err := r.m.ActivateSide(r.pair, 0, r.a); err != nil {
+		t.Fatal(err)
+	}
+	r.client.SetWriteDeadline(time.Time{})
+	go func() {
+		rest := stream(5, size)
+		io.CopyN(io.Discard, rest, n)
+		io.Copy(r.client, rest)
+		r.client.CloseWrite()
+	}()
+	go halfClose(r.a, r.b, true)
+	r.server.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, m := sum(r.server)
+	want, _ := sum(stream(5, size))
+	if m != size || got != want {
+		t.Fatalf("server got %d bytes, same sha256: %v", m, got == want)
+	}
+	if sent, _ := r.m.Sent(r.pair, 0); sent != size+10 {
+		t.Fatalf("Sent = %d, want %d", sent, size+10)
+	}
+}
