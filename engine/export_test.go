@@ -120,3 +120,10 @@ func (w *Worker) ListenerFilterReads() uint64 {
 	}
 	return <-ch
 }
+
+// KernelFlowStats reports, for tests, the largest psock queue the worker's sockmap flow
+// control saw, how often it stopped a source, and how many stopped sources it drained.
+// Call it on the worker (Post).
+func (w *Worker) KernelFlowStats() (maxBacklog, stops, drains int) {
+	return w.kpMaxBacklog, w.kpStops, w.kpDrains
+}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/portico-proxy/portico/poller"
 )
 
@@ -19,6 +21,12 @@ type KernelPairs interface {
 	// ReleaseSide takes socket i (0: a, 1: b) of the pair out before it is closed; what
 	// the kernel still queues for the other socket is still delivered.
 	ReleaseSide(p [2]uint64, i int)
+	// Sent is how many bytes the kernel redirected from socket i to the other since Pair.
+	Sent(p [2]uint64, i int) (uint64, error)
+	// StopSide stops redirecting socket i's bytes: they stay in its receive queue, under
+	// TCP flow control. ActivateSide resumes (it fails once socket i got a FIN).
+	StopSide(p [2]uint64, i int) error
+	ActivateSide(p [2]uint64, i int, fd int) error
 }
 
 // Why PairInKernel refused. ErrKernelPairBusy is the only one worth a later retry.
@@ -49,7 +57,26 @@ type kernelPair struct {
 	polls   [2]Timer
 	wait    [2]time.Duration
 	pollers [2]kernelPoller
+
+	// Flow control (the kernel has none for redirected bytes: docs/sockmap.md, Memory).
+	// watch checks both directions' psock queues, every 10 ms while bytes flow, backing
+	// off to maxWatch when quiet; a source whose target queues more than the target's
+	// buffer limit is stopped (stopped[i]) until the queue is below half. A stopped source
+	// that gets its FIN cannot go back into the map: its queued bytes are then read and
+	// written by the worker (drainStopped), after the target's psock has emptied (finWait).
+	watch     Timer
+	watchWait time.Duration
+	stopped   [2]bool
+	finWait   [2]bool
+	drained   [2]bool // conns[i] was drained: its direction is over
+
+	sentFinal [2]uint64 // Sent, read when conns[i] closed
 }
+
+// maxWatch bounds the flow-control check's interval on a quiet pair; it is also how long a
+// burst after a quiet spell can run before it is checked (its overshoot is its rate times
+// this).
+const maxWatch = 100 * time.Millisecond
 
 func (kp *kernelPair) side(c *Connection) int {
 	if kp.conns[0] == c {
@@ -116,7 +143,124 @@ func (c *Connection) PairInKernel(peer *Connection) error {
 		kp.polls[i].InitFor(x, &kp.pollers[i])
 		w.modify(x.fd, kernelEvents)
 	}
+	kp.watch.InitFor(c, (*kernelWatch)(kp))
+	kp.armWatch(true)
 	return nil
+}
+
+// kernelWatch is a pair seen as the handler of its flow-control timer.
+type kernelWatch kernelPair
+
+func (t *kernelWatch) OnTimer() { (*kernelPair)(t).check() }
+
+// armWatch re-arms the flow-control check: soon if busy, else later (backing off).
+func (kp *kernelPair) armWatch(busy bool) {
+	if kp.closed[0] && kp.closed[1] {
+		return
+	}
+	switch {
+	case busy || kp.watchWait == 0:
+		kp.watchWait = 10 * time.Millisecond
+	case kp.watchWait < maxWatch:
+		kp.watchWait = min(2*kp.watchWait, maxWatch)
+	}
+	kp.watch.Reset(kp.watchWait)
+}
+
+// psockBacklog is what the kernel redirected from conns[i] that conns[1-i]'s TCP has not
+// been given yet: the target psock's queue, exactly (what waits in conns[i]'s own receive
+// queue is not in it).
+func (kp *kernelPair) psockBacklog(i int) int {
+	j := 1 - i
+	if kp.closed[j] {
+		return 0
+	}
+	sent := kp.sentFinal[i]
+	if !kp.closed[i] {
+		n, err := kp.conns[i].w.kpairs.Sent(kp.id, i)
+		if err != nil {
+			return 0
+		}
+		sent = n
+	}
+	t := kp.conns[j]
+	n, err := poller.ReadTCPCounts(t.fd, t.dialed())
+	if err != nil || n.Written < kp.baseTx[j] {
+		return 0
+	}
+	if given := n.Written - kp.baseTx[j]; given < sent {
+		return int(sent - given)
+	}
+	return 0
+}
+
+// check is the flow-control step: stop a source whose target queues too much, resume it
+// when the queue is down to half, drain a stopped source that got its FIN.
+func (kp *kernelPair) check() {
+	busy := false
+	for i := range kp.conns {
+		j := 1 - i
+		src, dst := kp.conns[i], kp.conns[j]
+		if kp.closed[i] || kp.closed[j] || kp.drained[i] || dst.high == noWatermark {
+			continue
+		}
+		b := kp.psockBacklog(i)
+		limit := int(dst.high)
+		w := src.w
+		w.kpMaxBacklog = max(w.kpMaxBacklog, b)
+		switch {
+		case kp.finWait[i]:
+			if b == 0 {
+				src.drainStopped()
+			}
+		case !kp.stopped[i] && b > limit:
+			if w.kpairs.StopSide(kp.id, i) == nil {
+				kp.stopped[i] = true
+				w.kpStops++
+			}
+		case kp.stopped[i] && b <= limit/2:
+			if w.kpairs.ActivateSide(kp.id, i, src.fd) == nil {
+				kp.stopped[i] = false
+			}
+			// Else it got a FIN meanwhile: its RDHUP sets finWait.
+		}
+		if b > 0 || kp.stopped[i] {
+			busy = true
+		}
+	}
+	kp.armWatch(busy)
+}
+
+// drainStopped forwards, in userspace, what a stopped source that got its FIN still holds
+// in its receive queue (it can no longer enter the map), then passes its end of stream on.
+// Its target's psock is empty by then, so these bytes come after all it sent.
+func (c *Connection) drainStopped() {
+	kp := c.kp
+	i := kp.side(c)
+	t := kp.conns[1-i]
+	kp.finWait[i] = false
+	kp.drained[i] = true
+	c.w.kpDrains++
+	// The target takes userspace writes now: its buffer is flushed on EPOLLOUT.
+	c.w.modify(t.fd, kernelEvents|poller.Out)
+	buf := c.w.scratch
+	for c.state == stateOpen && t.state == stateOpen {
+		n, err := readFd(c.fd, buf)
+		switch {
+		case n > 0:
+			t.Write(buf[:n], false)
+			continue
+		case n == 0 && err == nil:
+			c.onRemoteEOF()
+		case err == unix.EAGAIN:
+			// Not all there yet (the FIN is): look again on the next check.
+			kp.finWait[i] = true
+			kp.drained[i] = false
+		default:
+			c.closeSocket(RemoteClose)
+		}
+		return
+	}
 }
 
 // KernelPaired reports whether the kernel forwards this connection's bytes.
@@ -211,12 +355,27 @@ func (c *Connection) kernelSettled() bool {
 
 // onKernelEvent handles a paired connection's events: it is never read.
 func (c *Connection) onKernelEvent(ev uint32) {
+	kp := c.kp
+	i := kp.side(c)
 	if ev&poller.Err != 0 {
-		c.kp.reset[c.kp.side(c)] = true
+		kp.reset[i] = true
 		c.closeSocket(RemoteClose)
 		return
 	}
-	if ev&(poller.RDHup|poller.Hup) != 0 && !c.remoteEOF && c.state == stateOpen {
+	if ev&poller.Out != 0 && c.out != nil && c.out.len() > 0 {
+		c.flush() // bytes a drained stopped source left (drainStopped)
+		if c.state == stateClosed {
+			return
+		}
+	}
+	if ev&(poller.RDHup|poller.Hup) != 0 && kp.stopped[i] && !kp.finWait[i] && !c.remoteEOF && c.state == stateOpen {
+		// A FIN on a stopped source: the bytes before it are still in its receive queue,
+		// not in the kernel's redirect. They go first (drainStopped), then the FIN.
+		kp.finWait[i] = true
+		kp.armWatch(true)
+		return
+	}
+	if ev&(poller.RDHup|poller.Hup) != 0 && !c.remoteEOF && c.state == stateOpen && !kp.stopped[i] {
 		// The peer's FIN. The verdict takes the FIN's segment with the data before it
 		// (tcp_read_skb stops after a FIN), so everything before it is on its way to the
 		// other socket; that one's shutdown waits for the kernel to deliver it.
@@ -267,8 +426,14 @@ func (c *Connection) leaveKernel() {
 		}
 		kp.final[i] = n
 	}
+	if n, err := c.w.kpairs.Sent(kp.id, i); err == nil {
+		kp.sentFinal[i] = n
+	}
 	kp.closed[i] = true
 	kp.polls[i].Stop()
+	if kp.closed[1-i] {
+		kp.watch.Stop()
+	}
 	c.w.kpairs.ReleaseSide(kp.id, i)
 	if c.io != nil {
 		if n := kp.final[i]; n.Received > kp.baseRx[i] {

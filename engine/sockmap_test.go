@@ -3,6 +3,7 @@ package engine_test
 import (
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,11 +26,26 @@ import (
 // sockmapProxy runs one worker with a tcp_proxy listener on the sockmap path in front of
 // handle's backend. Without root the test is skipped; as root, a map that cannot load fails.
 func sockmapProxy(t *testing.T, handle func(net.Conn)) (*engine.Listener, *tcpproxy.Factory) {
-	return sockmapProxyWith(t, handle, nil)
+	l, f, _ := sockmapServer(t, handle, nil)
+	return l, f
 }
 
 // sockmapProxyWith is sockmapProxy with mod applied to the tcp_proxy config.
 func sockmapProxyWith(t *testing.T, handle func(net.Conn), mod func(*tcpproxy.Config)) (*engine.Listener, *tcpproxy.Factory) {
+	l, f, _ := sockmapServer(t, handle, mod)
+	return l, f
+}
+
+// flowStats reads worker 0's KernelFlowStats on the worker.
+func flowStats(s *engine.Server) (maxBacklog, stops, drains int) {
+	done := make(chan struct{})
+	s.Workers()[0].Post(func() { maxBacklog, stops, drains = s.Workers()[0].KernelFlowStats(); close(done) })
+	<-done
+	return
+}
+
+// sockmapServer is sockmapProxyWith that also returns the server.
+func sockmapServer(t *testing.T, handle func(net.Conn), mod func(*tcpproxy.Config)) (*engine.Listener, *tcpproxy.Factory, *engine.Server) {
 	t.Helper()
 	m, err := sockmap.Open(0)
 	if err != nil {
@@ -40,7 +57,7 @@ func sockmapProxyWith(t *testing.T, handle func(net.Conn), mod func(*tcpproxy.Co
 	t.Cleanup(func() { m.Close() }) // after the server's cleanup: registered first
 	up := backend(t, handle)
 	var f *tcpproxy.Factory
-	_, ls := serverWith(t, engine.ServerOptions{Concurrency: 1, KernelPairs: m},
+	s, ls := serverWith(t, engine.ServerOptions{Concurrency: 1, KernelPairs: m},
 		[]engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: up}}}},
 		func(s *engine.Server) []engine.ListenerConfig {
 			var lc engine.ListenerConfig
@@ -52,7 +69,7 @@ func sockmapProxyWith(t *testing.T, handle func(net.Conn), mod func(*tcpproxy.Co
 			lc, f = tcpProxyListener(s, cfg)
 			return []engine.ListenerConfig{lc}
 		})
-	return ls[0], f
+	return ls[0], f, s
 }
 
 // logSink collects access-log entries.
@@ -429,3 +446,76 @@ func TestTCPProxySockmapResetAfterData(t *testing.T) {
 		t.Fatal("the backend's connection stayed open")
 	}
 }
+
+// TestTCPProxySockmapSlowReader: a backend that does not read for a second. The kernel
+// itself would queue whatever the client sends (TestNonReadingReceiver in engine/sockmap);
+// the engine's flow control stops the client's socket once the upstream's psock holds more
+// than the buffer limit, so the client blocks; when the backend reads, everything arrives
+// in order, and the client's FIN after it. With 6 MiB the client's whole stream and its FIN
+// usually reach the proxy's receive queue while the socket is stopped, so the rest is
+// drained by the worker (logged: it depends on the buffers' autotuning); with 16 MiB the
+// client is still writing when the backend starts, and the socket is activated again.
+func TestTCPProxySockmapSlowReader(t *testing.T) {
+	for _, size := range []int64{6 << 20, 16 << 20} {
+		t.Run(fmt.Sprintf("%dMiB", size>>20), func(t *testing.T) {
+			start := make(chan struct{})
+			type result struct {
+				sum [32]byte
+				n   int64
+			}
+			done := make(chan result, 1)
+			l, f, s := sockmapServer(t, func(c net.Conn) {
+				c.Write([]byte("ready"))
+				<-start
+				sum, n, _ := hashOf(c)
+				done <- result{sum, n}
+			}, nil)
+			c := dial(t, l.Address())
+			c.SetDeadline(time.Now().Add(30 * time.Second))
+			if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
+				t.Fatal(err)
+			}
+			var written atomic.Int64
+			wrote := make(chan error, 1)
+			go func() {
+				_, err := io.Copy(writerFunc(func(p []byte) (int, error) {
+					n, err := c.Write(p)
+					written.Add(int64(n))
+					return n, err
+				}), chacha(3, size))
+				if err == nil {
+					err = c.CloseWrite()
+				}
+				wrote <- err
+			}()
+			time.Sleep(time.Second)
+			stuck := written.Load()
+			maxB, stops, _ := flowStats(s)
+			t.Logf("after 1 s with the backend not reading: the client wrote %d of %d bytes; largest psock queue seen %d, %d stops",
+				stuck, size, maxB, stops)
+			if stops == 0 {
+				t.Fatal("flow control never stopped the client's socket")
+			}
+			close(start)
+			if err := <-wrote; err != nil {
+				t.Fatal(err)
+			}
+			r := <-done
+			want, _, _ := hashOf(chacha(3, size))
+			if r.n != size || r.sum != want {
+				t.Fatalf("backend got %d bytes, same sha256: %v", r.n, r.sum == want)
+			}
+			if size == 16<<20 && stuck == size {
+				t.Fatal("the client was never held back")
+			}
+			maxB, stops, drains := flowStats(s)
+			t.Logf("in all: largest psock queue seen %d, %d stops, %d drains", maxB, stops, drains)
+			c.Close()
+			waitFor(t, "the pair on the sockmap path", func() bool { return f.Stats(0).SockmapCx.Value() == 1 })
+		})
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -111,6 +111,9 @@ type Worker struct {
 	spliceOff bool
 	// kpairs forwards proxied pairs in the kernel (ServerOptions.KernelPairs); nil: off.
 	kpairs KernelPairs
+	// For tests: the largest psock queue a flow-control check saw, the stops and the
+	// drains of stopped sources that got their FIN.
+	kpMaxBacklog, kpStops, kpDrains int
 
 	stopping bool
 	// exited is set under mu once the loop has ended: Post is refused from then on, and

@@ -28,8 +28,13 @@ var ErrHalfPaired = errors.New("sockmap: half paired")
 // Open always fails off Linux.
 func Open(int) (*Map, error) { return nil, &UnsupportedError{Reason: "not Linux"} }
 
-func (*Map) Pair(a, b int) (Pair, error) { return Pair{}, &UnsupportedError{Reason: "not Linux"} }
-func (*Map) Stop(Pair)                   {}
-func (*Map) Release(Pair)                {}
-func (*Map) ReleaseSide(Pair, int)       {}
-func (*Map) Close() error                { return nil }
+func (*Map) Pair(a, b int) (Pair, error)    { return Pair{}, &UnsupportedError{Reason: "not Linux"} }
+func (*Map) Stop(Pair)                      {}
+func (*Map) Release(Pair)                   {}
+func (*Map) ReleaseSide(Pair, int)          {}
+func (*Map) Sent(Pair, int) (uint64, error) { return 0, errors.New("not Linux") }
+func (*Map) StopSide(Pair, int) error       { return errors.New("not Linux") }
+func (*Map) ActivateSide(Pair, int, int) error {
+	return errors.New("not Linux")
+}
+func (*Map) Close() error { return nil }
