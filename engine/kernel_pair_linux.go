@@ -69,6 +69,10 @@ type kernelPair struct {
 	stopped   [2]bool
 	finWait   [2]bool
 	drained   [2]bool // conns[i] was drained: its direction is over
+	// lastSent[i], lastEmpty[i]: Sent at the last check, and whether the target's psock
+	// was empty then: if Sent has not moved since, it still is, and TCP_INFO is not read.
+	lastSent  [2]uint64
+	lastEmpty [2]bool
 
 	sentFinal [2]uint64 // Sent, read when conns[i] closed
 }
@@ -183,15 +187,20 @@ func (kp *kernelPair) psockBacklog(i int) int {
 		}
 		sent = n
 	}
+	if sent == kp.lastSent[i] && kp.lastEmpty[i] {
+		return 0 // nothing redirected since the queue was last seen empty
+	}
+	kp.lastSent[i] = sent
 	t := kp.conns[j]
 	n, err := poller.ReadTCPCounts(t.fd, t.dialed())
-	if err != nil || n.Written < kp.baseTx[j] {
-		return 0
+	b := 0
+	if err == nil && n.Written >= kp.baseTx[j] {
+		if given := n.Written - kp.baseTx[j]; given < sent {
+			b = int(sent - given)
+		}
 	}
-	if given := n.Written - kp.baseTx[j]; given < sent {
-		return int(sent - given)
-	}
-	return 0
+	kp.lastEmpty[i] = b == 0
+	return b
 }
 
 // check is the flow-control step: stop a source whose target queues too much, resume it
