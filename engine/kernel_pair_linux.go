@@ -69,10 +69,11 @@ type kernelPair struct {
 	stopped   [2]bool
 	finWait   [2]bool
 	drained   [2]bool // conns[i] was drained: its direction is over
-	// lastSent[i], lastEmpty[i]: Sent at the last check, and whether the target's psock
-	// was empty then: if Sent has not moved since, it still is, and TCP_INFO is not read.
-	lastSent  [2]uint64
-	lastEmpty [2]bool
+	// refSent[i], refQueue[i]: Sent, and the target psock's queue, when TCP_INFO was last
+	// read for direction i. The queue now is at most refQueue + (Sent - refSent), so
+	// TCP_INFO is read only when that bound passes the limit (or the exact figure matters).
+	refSent, lastSent [2]uint64
+	refQueue          [2]int
 
 	sentFinal [2]uint64 // Sent, read when conns[i] closed
 }
@@ -171,26 +172,23 @@ func (kp *kernelPair) armWatch(busy bool) {
 	kp.watch.Reset(kp.watchWait)
 }
 
+// sent is Sent for direction i (from conns[i]), or its value when conns[i] closed.
+func (kp *kernelPair) sent(i int) (uint64, bool) {
+	if kp.closed[i] {
+		return kp.sentFinal[i], true
+	}
+	n, err := kp.conns[i].w.kpairs.Sent(kp.id, i)
+	return n, err == nil
+}
+
 // psockBacklog is what the kernel redirected from conns[i] that conns[1-i]'s TCP has not
 // been given yet: the target psock's queue, exactly (what waits in conns[i]'s own receive
-// queue is not in it).
-func (kp *kernelPair) psockBacklog(i int) int {
+// queue is not in it), for Sent = sent.
+func (kp *kernelPair) psockBacklog(i int, sent uint64) int {
 	j := 1 - i
 	if kp.closed[j] {
 		return 0
 	}
-	sent := kp.sentFinal[i]
-	if !kp.closed[i] {
-		n, err := kp.conns[i].w.kpairs.Sent(kp.id, i)
-		if err != nil {
-			return 0
-		}
-		sent = n
-	}
-	if sent == kp.lastSent[i] && kp.lastEmpty[i] {
-		return 0 // nothing redirected since the queue was last seen empty
-	}
-	kp.lastSent[i] = sent
 	t := kp.conns[j]
 	n, err := poller.ReadTCPCounts(t.fd, t.dialed())
 	b := 0
@@ -199,7 +197,7 @@ func (kp *kernelPair) psockBacklog(i int) int {
 			b = int(sent - given)
 		}
 	}
-	kp.lastEmpty[i] = b == 0
+	kp.refSent[i], kp.refQueue[i] = sent, b
 	return b
 }
 
@@ -213,8 +211,20 @@ func (kp *kernelPair) check() {
 		if kp.closed[i] || kp.closed[j] || kp.drained[i] || dst.high == noWatermark {
 			continue
 		}
-		b := kp.psockBacklog(i)
+		sent, ok := kp.sent(i)
+		if !ok {
+			continue
+		}
+		moved := sent != kp.lastSent[i]
+		kp.lastSent[i] = sent
 		limit := int(dst.high)
+		bound := kp.refQueue[i] + int(sent-kp.refSent[i])
+		if !kp.stopped[i] && bound <= limit {
+			// Cannot be over the limit: no TCP_INFO needed.
+			busy = busy || moved
+			continue
+		}
+		b := kp.psockBacklog(i, sent)
 		w := src.w
 		w.kpMaxBacklog = max(w.kpMaxBacklog, b)
 		switch {
@@ -233,7 +243,7 @@ func (kp *kernelPair) check() {
 			}
 			// Else it got a FIN meanwhile: its RDHUP sets finWait.
 		}
-		if b > 0 || kp.stopped[i] {
+		if b > 0 || kp.stopped[i] || moved {
 			busy = true
 		}
 	}
