@@ -38,8 +38,8 @@ type ServerOptions struct {
 	// InheritSocket, if set, is asked for each listen socket before one is bound: a hot
 	// restart's child takes its parent's sockets through it (see InheritFunc).
 	InheritSocket InheritFunc
-	// KernelPairs, if set, lets filters that forward every byte unchanged (tcp_proxy with
-	// its sockmap option) hand a connection pair to the kernel (Connection.PairInKernel);
+	// KernelPairs, if set, lets filters that forward every byte unchanged (tcp_proxy alone
+	// in its chain) hand a connection pair to the kernel (Connection.PairInKernel);
 	// engine/sockmap provides one. nil keeps every byte in userspace.
 	KernelPairs KernelPairs
 }
