@@ -134,6 +134,11 @@ func (c *Connection) PairInKernel(peer *Connection) error {
 			// trusted to keep its order in userspace.
 			w.kpairs.ReleaseSide(id, 0)
 			w.kpairs.ReleaseSide(id, 1)
+			// Both get an RST: SO_LINGER 0 on both before either closes, as closing one
+			// makes the filter close the other with a flush (which would send a FIN).
+			for _, x := range []*Connection{c, peer} {
+				unix.SetsockoptLinger(x.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+			}
 			c.Close(CloseReset)
 			peer.Close(CloseReset)
 		}

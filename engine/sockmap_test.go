@@ -519,3 +519,62 @@ func TestTCPProxySockmapSlowReader(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// halfPairing is a KernelPairs whose Pair fails after the kernel already forwards the
+// pair (as when the second socket cannot be activated): the engine must not go on in
+// userspace, where the bytes the kernel took could be overtaken.
+type halfPairing struct{ *sockmap.Map }
+
+func (h halfPairing) Pair(a, b int) ([2]uint64, error) {
+	p, err := h.Map.Pair(a, b)
+	if err != nil {
+		return p, err
+	}
+	return p, sockmap.ErrHalfPaired
+}
+
+// TestTCPProxySockmapHalfPaired: a pair that the kernel half took is reset on both sides.
+func TestTCPProxySockmapHalfPaired(t *testing.T) {
+	m, err := sockmap.Open(0)
+	if err != nil {
+		if os.Geteuid() != 0 {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	ended := make(chan error, 1)
+	up := backend(t, func(c net.Conn) {
+		_, err := io.Copy(io.Discard, c)
+		ended <- err
+	})
+	var f *tcpproxy.Factory
+	_, ls := serverWith(t, engine.ServerOptions{Concurrency: 1, KernelPairs: halfPairing{m}},
+		[]engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: up}}}},
+		func(s *engine.Server) []engine.ListenerConfig {
+			var lc engine.ListenerConfig
+			lc, f = tcpProxyListener(s, tcpproxy.Config{StatPrefix: "hp", IdleTimeout: time.Hour,
+				Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("b"), Weight: 1}}})
+			return []engine.ListenerConfig{lc}
+		})
+	c, err := net.Dial("tcp", ls[0].Address().String())
+	if err == nil {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+	}
+	t.Logf("client: %v", err) // the reset can come before the dial returns
+	if err == nil {
+		t.Fatal("the client's connection was not closed")
+	}
+	select {
+	case err := <-ended:
+		t.Logf("backend: %v", err)
+		if err == nil {
+			t.Fatal("the backend saw a FIN: it would take a cut stream for a whole one")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend's connection stayed open")
+	}
+	waitFor(t, "the pair counted on the userspace path", func() bool { return f.Stats(0).UserspaceCx.Value() == 1 })
+}
