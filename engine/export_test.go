@@ -127,3 +127,6 @@ func (w *Worker) ListenerFilterReads() uint64 {
 func (w *Worker) KernelFlowStats() (maxBacklog, stops, drains int) {
 	return w.kpMaxBacklog, w.kpStops, w.kpDrains
 }
+
+// KernelFlowControl reports whether kernel pairs are flow-controlled (kernelFlowControl).
+const KernelFlowControl = kernelFlowControl

@@ -151,7 +151,7 @@ func TestTCPProxySockmapBulk(t *testing.T) {
 		err error
 	}
 	fromClient := make(chan result, 1)
-	l, f := sockmapProxy(t, func(c net.Conn) {
+	l, f, srv := sockmapServer(t, func(c net.Conn) {
 		var wg sync.WaitGroup
 		wg.Add(1)
 		go func() {
@@ -162,13 +162,15 @@ func TestTCPProxySockmapBulk(t *testing.T) {
 		io.Copy(c, chacha(2, size))
 		c.(*net.TCPConn).CloseWrite()
 		wg.Wait()
-	})
+	}, nil)
 	c := dial(t, l.Address())
 	c.SetDeadline(time.Now().Add(60 * time.Second))
 	go func() { io.Copy(c, chacha(1, size)); c.CloseWrite() }()
 	gotDown, nDown, err := hashOf(c)
 	if err != nil {
-		t.Fatal(err)
+		maxB, stops, drains := flowStats(srv)
+		t.Fatalf("after %d bytes from the backend: %v (flow control: largest psock queue %d, %d stops, %d drains)",
+			nDown, err, maxB, stops, drains)
 	}
 	up := <-fromClient
 	want1, _, _ := hashOf(chacha(1, size))
@@ -456,6 +458,9 @@ func TestTCPProxySockmapResetAfterData(t *testing.T) {
 // drained by the worker (logged: it depends on the buffers' autotuning); with 16 MiB the
 // client is still writing when the backend starts, and the socket is activated again.
 func TestTCPProxySockmapSlowReader(t *testing.T) {
+	if !engine.KernelFlowControl {
+		t.Skip("the engine's flow control for kernel pairs is off: StopSide loses bytes under traffic (docs/sockmap.md)")
+	}
 	for _, size := range []int64{6 << 20, 16 << 20} {
 		t.Run(fmt.Sprintf("%dMiB", size>>20), func(t *testing.T) {
 			start := make(chan struct{})
