@@ -85,7 +85,7 @@ type kernelPair struct {
 // (ret stays __SK_DROP) — after TCP acknowledged it. Measured: toggling StopSide and
 // ActivateSide during a 16 MiB transfer lost 32 to 96 KiB in each of five runs
 // (engine/sockmap TestStopSideUnderTraffic), and TestTCPProxySockmapBulk with the watch on
-// hung short of 3.4 MB in 2 of 15 runs under -race. The fix belongs in the verdict program (hold the
+// hung short of the end in 3 of 17 runs under -race (once 3.4 MB short). The fix belongs in the verdict program (hold the
 // bytes on the source's own psock queue, which its receive buffer is charged for, and let the
 // worker forward them in order): docs/sockmap.md, Flow control.
 const kernelFlowControl = false
