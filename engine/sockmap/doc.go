@@ -27,7 +27,8 @@
 // bytes go back to the ordinary receive queue, readable by userspace, with TCP's flow
 // control), and Release, once the kernel has delivered what it holds, takes them out of
 // peers (which frees the psock and drops whatever it still queues: sk_psock_destroy ->
-// __sk_psock_zap_ingress).
+// __sk_psock_zap_ingress). Neither may run while bytes arrive: a segment that reaches the
+// verdict as its program is detached is dropped (see Stop).
 //
 // # Bytes already queued
 //

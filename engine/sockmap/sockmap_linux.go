@@ -258,6 +258,10 @@ func kick(fd int) {
 // Stop takes both sockets out of the verdict: what they receive from now on stays in their
 // own receive queues for userspace, under TCP flow control. Bytes already redirected are
 // still delivered by the kernel (the psocks live on in peers) until Release.
+//
+// Not while bytes flow: a segment the kernel is passing to the verdict as the program is
+// detached is dropped (sk_psock_stop_verdict runs without the socket lock, and
+// sk_psock_verdict_recv without a program drops): see TestStopSideUnderTraffic.
 func (m *Map) Stop(p Pair) {
 	m.active.Delete(p[0])
 	m.active.Delete(p[1])
@@ -297,7 +301,8 @@ func (m *Map) Sent(p Pair, i int) (uint64, error) {
 
 // StopSide takes socket i out of the verdict: what it receives from now on stays in its
 // receive queue, under TCP flow control (the sender's window closes), while what was
-// already redirected is still delivered. Activate puts it back.
+// already redirected is still delivered. ActivateSide puts it back. Like Stop, it loses
+// bytes if some are arriving as it runs (TestStopSideUnderTraffic).
 func (m *Map) StopSide(p Pair, i int) error {
 	return m.active.Delete(p[i])
 }
