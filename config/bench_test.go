@@ -211,7 +211,7 @@ func manyBadEndpoints(n int) []byte {
 	var b bytes.Buffer
 	b.WriteString("static_resources:\n  clusters:\n  - name: c\n    load_assignment:\n      cluster_name: c\n      endpoints:\n      - lb_endpoints:\n")
 	for i := range n {
-		fmt.Fprintf(&b, "        - { health_status: HEALTHY, endpoint: { address: { socket_address: { address: 10.%d.%d.%d, port_value: 0 } } } }\n", i>>16, i>>8&0xff, i&0xff)
+		fmt.Fprintf(&b, "        - { endpoint: { health_check_config: { port_value: 1 }, address: { socket_address: { address: 10.%d.%d.%d, port_value: 0 } } } }\n", i>>16, i>>8&0xff, i&0xff)
 	}
 	return b.Bytes()
 }

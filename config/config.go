@@ -39,6 +39,7 @@ import (
 
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/filters/chain"
+	"github.com/portico-proxy/portico/filters/network/httpconnmgr"
 )
 
 // Config is a loaded, validated bootstrap, built for a given worker count; nothing is
@@ -74,6 +75,10 @@ type Config struct {
 	// /config_dump.
 	bootstrap []byte
 	loaded    time.Time
+	// grpcClusters and grpcH2 are the translator's (xds_source.go), kept so that a CDS
+	// cluster's eds_config may name a management server of its own (eds.go).
+	grpcClusters map[string]string
+	grpcH2       map[string]*corev3.Http2ProtocolOptions
 
 	// The lists above hold the static resources only (and, when there is a CDS file,
 	// the HTTP upstreams shared with its clusters); the dynamic ones carry their own
@@ -106,6 +111,11 @@ type Config struct {
 	ADS            *XDSServer
 	LDSXDS, CDSXDS *XDSSubscription
 	NodeProto      *corev3.Node
+
+	// RouteProviders are the route configurations the connection managers configured
+	// with rds read (Options.Routes, or a set made for this configuration), static and
+	// dynamic listeners' alike: the manager fills them from RDS (rds.go).
+	RouteProviders *httpconnmgr.RouteProviders
 }
 
 // Runner is background work of a configuration (see Config.Runners). It never runs on a
@@ -144,6 +154,10 @@ type Options struct {
 	// its static listeners' and clusters' names may not be taken by a file's resources,
 	// nor its listeners' addresses, and its clusters may be named.
 	Static *Config
+
+	// Routes are the RDS route providers (Config.RouteProviders); nil makes a new set.
+	// For ParseListeners, nil takes Static's.
+	Routes *httpconnmgr.RouteProviders
 
 	// known are more clusters a listener may name, by name: the CDS file's at start,
 	// before anyone has published them (dynamic.go).
@@ -220,7 +234,11 @@ func ParseWith(data []byte, workers int, o Options) (*Config, error) {
 	if reg == nil {
 		reg = engine.NewClusterRegistry()
 	}
-	cfg := (&translator{c: c, workers: workers, checkOnly: o.CheckOnly, registry: reg}).bootstrap(bs)
+	routes := o.Routes
+	if routes == nil {
+		routes = httpconnmgr.NewRouteProviders()
+	}
+	cfg := (&translator{c: c, workers: workers, checkOnly: o.CheckOnly, registry: reg, routes: routes}).bootstrap(bs)
 	if err := c.result(bs); err != nil {
 		cfg.Close()
 		cfg.closeInitial() // dynamic.go: what the LDS and CDS files' resources opened

@@ -65,6 +65,15 @@ type DumpState struct {
 	// name, or of an entry of their own (error_state only) if none is active.
 	ClusterFailures []DumpFailure
 	CDSVersion      string // ClustersConfigDump.version_info
+
+	// Endpoints are the EDS assignments in use (their Resource a
+	// *endpointv3.ClusterLoadAssignment, Name its cluster_name), shown with ?include_eds.
+	Endpoints []DumpEntry
+	// HasRDS adds a RoutesConfigDump (rds.go): the inline route configurations of the
+	// listeners given in RouteListeners as static_route_configs, and DynamicRoutes.
+	HasRDS         bool
+	RouteListeners []DumpEntry
+	DynamicRoutes  []RouteDumpEntry
 }
 
 // DumpError is a /config_dump query that cannot be answered, with the HTTP status Envoy
@@ -85,15 +94,19 @@ func (e *DumpError) HTTPStatus() int { return e.Status }
 //   - resource=<field>: only the elements of that repeated field of a dump message
 //     (dynamic_listeners, static_clusters, ...), each an Any of its own; a field that is
 //     not repeated is 400, an unknown one 404.
+//
 //   - mask=<paths>: a FieldMask (comma-separated snake_case paths). Without resource it
 //     trims each dump message and drops those it does not apply to (400 if none is
 //     left); with resource it trims each element, a path's first field may be the
 //     element's Any (static_listeners' "listener.name") and goes on inside the resource.
 //     As in Envoy a path goes through singular messages only, not into lists or maps.
+//
 //   - name_regex=<RE2>: only the listeners and clusters whose whole name matches; the
 //     bootstrap is shown whatever its names.
 //
-// include_eds is not supported (Portico has no EDS): it is ignored.
+//   - include_eds: also the EDS assignments in use (EndpointsConfigDump's
+//     dynamic_endpoint_configs; the static clusters' endpoints are in their
+//     load_assignment, in static_clusters).
 func RenderConfigDump(cfg *Config, st *DumpState, q url.Values) ([]byte, error) {
 	if st == nil {
 		st = &DumpState{}
@@ -129,7 +142,22 @@ func RenderConfigDump(cfg *Config, st *DumpState, q url.Values) ([]byte, error) 
 		redact(bs.ProtoReflect(), false)
 		dumps = append(dumps, &adminv3.BootstrapConfigDump{Bootstrap: bs, LastUpdated: stamp(cfg.loaded)})
 	}
-	dumps = append(dumps, clusters, listeners)
+	dumps = append(dumps, clusters)
+	if q.Has("include_eds") {
+		eds, err := endpointsDump(st, match) // eds.go
+		if err != nil {
+			return nil, err
+		}
+		dumps = append(dumps, eds)
+	}
+	dumps = append(dumps, listeners)
+	if st.HasRDS {
+		routes, err := routesDump(st, match) // rds.go
+		if err != nil {
+			return nil, err
+		}
+		dumps = append(dumps, routes)
+	}
 
 	var paths []string
 	for _, p := range strings.Split(q.Get("mask"), ",") {

@@ -124,8 +124,7 @@ static_resources:
 `
 	_, err = Parse([]byte(bad), 1)
 	checkErrors(t, err, []want{
-		{"static_resources.clusters[0].type", "EDS clusters are not supported by Portico"},
-		{"static_resources.clusters[0].eds_cluster_config", "not supported by Portico"},
+		{"static_resources.clusters[0].eds_cluster_config.eds_config.ads", "ADS requires dynamic_resources.ads_config"},
 		{"static_resources.clusters[1].hosts", "unknown field (v2's hosts; v3 lists a cluster's endpoints in load_assignment"},
 	})
 }

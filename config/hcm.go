@@ -129,9 +129,13 @@ func (t *translator) hcm(m *hcmv3.HttpConnectionManager, at string) (engine.Netw
 	}
 
 	rc := m.GetRouteConfig()
-	if rc == nil {
-		// Without any route specifier protoc-gen-validate has said so; rds and
-		// scoped_routes are reported by the subset check.
+	if r := m.GetRds(); r != nil {
+		p, rok := t.rds(r, field(at, "rds"), cfg.StatPrefix) // rds.go
+		ok = ok && rok
+		cfg.RDS = p
+	} else if rc == nil {
+		// Without any route specifier protoc-gen-validate has said so; scoped_routes is
+		// reported by the subset check.
 		ok = false
 	} else {
 		tab, rok := t.routeConfig(rc, field(at, "route_config"))
@@ -304,7 +308,8 @@ func (t *translator) clusterHTTP(cl *clusterv3.Cluster, cc *engine.ClusterConfig
 	//lint:ignore SA1019 deprecated, but control planes still write it
 	h2 := cl.GetHttp2ProtocolOptions() != nil
 	if by := t.grpcClusters[cl.GetName()]; by != "" {
-		if !speaksHTTP2(cl) { // xds_source.go
+		t.grpcH2[cl.GetName()] = http2Options(cl) // xds_source.go
+		if !speaksHTTP2(cl) {
 			t.errorf(at, "cluster %q is the gRPC service of %s and must speak HTTP/2: set typed_extension_protocol_options %s with explicit_http_config.http2_protocol_options (or the older http2_protocol_options)",
 				cl.GetName(), t.c.userPath(by), httpProtocolOptionsName)
 			ok = false

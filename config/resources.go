@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -16,7 +17,10 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/filters/chain"
@@ -94,8 +98,12 @@ type ResourceError struct {
 	wrapped bool   // the file had it in a discovery Resource
 }
 
-// Where names the resource as the messages do: `resources[1] (listener "web")`.
+// Where names the resource as the messages do: `resources[1] (listener "web")`, or
+// `listener "web"` for one that is not in a resource file (a static one).
 func (e *ResourceError) Where() string {
+	if e.Index < 0 {
+		return fmt.Sprintf("%s %q", e.kind, e.Name)
+	}
 	w := index("resources", e.Index)
 	if e.wrapped {
 		w += ".resource"
@@ -104,6 +112,18 @@ func (e *ResourceError) Where() string {
 		w += fmt.Sprintf(" (%s %q)", e.kind, e.Name)
 	}
 	return w
+}
+
+// position is where a resource was in its file, for the errors that name it later.
+type position struct {
+	index   int // -1: not from a resource file
+	wrapped bool
+}
+
+var notInFile = position{index: -1}
+
+func (p position) rejected(kind, name string, err error, failed proto.Message) *ResourceError {
+	return &ResourceError{Name: name, Index: p.index, Err: err, Failed: failed, kind: kind, wrapped: p.wrapped}
 }
 
 // Error gives each problem on a line of its own, prefixed by Where.
@@ -178,6 +198,9 @@ type ListenerResource struct {
 	Runners      []Runner
 
 	msg    *listenerv3.Listener
+	pos    position
+	wire   []byte                // as it came from a management server (see sameWire)
+	rds    []string              // rds.go: the route_config_names its HCMs request
 	chains []*engine.FilterChain // index-aligned with msg.FilterChains (LDS ones only)
 	def    *engine.FilterChain
 	parts  map[*engine.FilterChain]parts
@@ -185,6 +208,12 @@ type ListenerResource struct {
 
 // Message is the resource as read, for /config_dump. Do not modify it.
 func (r *ListenerResource) Message() proto.Message { return r.msg }
+
+// Rejected is the error for this version when applying it failed with err: it names the
+// resource where its file had it, as the reading errors do.
+func (r *ListenerResource) Rejected(err error) *ResourceError {
+	return r.pos.rejected("listener", r.Name, err, r.msg)
+}
 
 // Released is what r holds that next (the version replacing it; nil when r is removed)
 // does not: close the closers and drop the stats sources once r's connections are gone.
@@ -240,12 +269,23 @@ type ClusterResource struct {
 	StatsSources []engine.StatsSource
 	Runners      []Runner
 	Closers      []io.Closer
+	// EDS, for a cluster of type EDS, names its ClusterLoadAssignment (eds.go); nil for
+	// any other type. Its Cluster starts with no hosts.
+	EDS *EDSConfig
 
-	msg *clusterv3.Cluster
+	msg  *clusterv3.Cluster
+	pos  position
+	wire []byte // as it came from a management server (see sameWire)
 }
 
 // Message is the resource as read, for /config_dump. Do not modify it.
 func (r *ClusterResource) Message() proto.Message { return r.msg }
+
+// Rejected is the error for this version when applying it failed with err: it names the
+// resource where its file had it, as the reading errors do.
+func (r *ClusterResource) Rejected(err error) *ResourceError {
+	return r.pos.rejected("cluster", r.Name, err, r.msg)
+}
 
 // ClusterUpdate is a CDS file read and translated.
 type ClusterUpdate struct {
@@ -492,7 +532,7 @@ func (t *translator) chainFor(fc *listenerv3.FilterChain, at, listenerStat strin
 func (t *translator) staticListener(l *listenerv3.Listener, lc engine.ListenerConfig, m mark) {
 	p := t.since(m)
 	t.cfg.StaticListeners = append(t.cfg.StaticListeners, &ListenerResource{
-		Name: lc.Name, Config: lc, StatsSources: p.stats, Closers: p.closers, Runners: p.runners, msg: l,
+		Name: lc.Name, Config: lc, StatsSources: p.stats, Closers: p.closers, Runners: p.runners, msg: l, rds: rdsNames(l), pos: notInFile,
 	})
 }
 
@@ -500,7 +540,8 @@ func (t *translator) staticListener(l *listenerv3.Listener, lc engine.ListenerCo
 func (t *translator) staticCluster(cl *clusterv3.Cluster, c *engine.Cluster, m mark) {
 	p := t.since(m)
 	t.cfg.StaticClusters = append(t.cfg.StaticClusters, &ClusterResource{
-		Name: cl.GetName(), Cluster: c, StatsSources: p.stats, Closers: p.closers, Runners: p.runners, msg: cl,
+		Name: cl.GetName(), Cluster: c, StatsSources: p.stats, Closers: p.closers, Runners: p.runners, msg: cl, pos: notInFile,
+		EDS: t.eds[c], // eds.go: its eds_config is read after the static clusters
 	})
 }
 
@@ -566,7 +607,7 @@ func ParseListeners(path string, workers int, o Options, prev map[string]*Listen
 	if err != nil {
 		return nil, err
 	}
-	return listenersOf(f, workers, o, prev), nil
+	return listenersOf(f, workers, o, prev, nil, nil), nil
 }
 
 // document checks the worker count, then reads a resource document with read.
@@ -599,15 +640,61 @@ func removedNames[R any](prev map[string]R, seen map[string]int, allNamed bool) 
 // and translation as a file's, with errors located as resources[i]. from names the origin
 // in the error of a response that cannot be read at all (a *FileError).
 func ParseListenerResources(from, version string, resources []*anypb.Any, workers int, o Options, prev map[string]*ListenerResource) (*ListenerUpdate, error) {
-	f, err := document(workers, func() (*resourceFile, error) { return anyResources(from, version, resources) })
+	skip := sameWire(resources, typeURLPrefix+listenerType, prev, func(r *ListenerResource) (string, []byte) { return r.Name, r.wire })
+	f, err := document(workers, func() (*resourceFile, error) { return anyResources(from, version, resources, skip) })
 	if err != nil {
 		return nil, err
 	}
-	return listenersOf(f, workers, o, prev), nil
+	return listenersOf(f, workers, o, prev, skip, wireOf(resources, typeURLPrefix+listenerType)), nil
+}
+
+// sameWire finds the resources of a response that are byte for byte what the previous
+// version of a resource came as (a server sends every resource of a type in each
+// state-of-the-world response, and a delta client hands over its whole set): those are
+// Unchanged without being decoded, checked and translated again, so a version that
+// changes one listener of 1,000 costs one listener's work. It returns them by index; a
+// previous version matched twice is taken once (the second is read, as a duplicate).
+func sameWire[R any](resources []*anypb.Any, typeURL string, prev map[string]R, key func(R) (string, []byte)) map[int]string {
+	if len(prev) == 0 {
+		return nil
+	}
+	byWire := make(map[string]string, len(prev))
+	for _, r := range prev {
+		if name, w := key(r); w != nil {
+			byWire[string(w)] = name
+		}
+	}
+	var skip map[int]string
+	taken := map[string]bool{}
+	for i, a := range resources {
+		if a.GetTypeUrl() != typeURL {
+			continue
+		}
+		if name, ok := byWire[string(a.GetValue())]; ok && !taken[name] {
+			if skip == nil {
+				skip = map[int]string{}
+			}
+			skip[i], taken[name] = name, true
+		}
+	}
+	return skip
+}
+
+// wireOf returns, for a document read from resources, the bytes resource i came as when
+// it is a bare Any of typeURL (nil otherwise: a file, or a wrapped Resource).
+func wireOf(resources []*anypb.Any, typeURL string) func(int) []byte {
+	return func(i int) []byte {
+		if i < len(resources) && resources[i].GetTypeUrl() == typeURL {
+			return resources[i].GetValue()
+		}
+		return nil
+	}
 }
 
 // listenersOf translates the listeners of a resource document.
-func listenersOf(f *resourceFile, workers int, o Options, prev map[string]*ListenerResource) *ListenerUpdate {
+// skip names the items that are a previous version byte for byte (sameWire); wire gives
+// the bytes each item came as (nil for a file).
+func listenersOf(f *resourceFile, workers int, o Options, prev map[string]*ListenerResource, skip map[int]string, wire func(int) []byte) *ListenerUpdate {
 	u := &ListenerUpdate{Version: f.version}
 	static := map[string]bool{}
 	addrs := map[netip.AddrPort]string{} // concrete addresses taken, by whom
@@ -625,16 +712,24 @@ func listenersOf(f *resourceFile, workers int, o Options, prev map[string]*Liste
 	seen := map[string]int{}
 	allNamed := true
 	for _, item := range f.items {
+		if name, ok := skip[item.index]; ok && prev[name] != nil {
+			if _, dup := seen[name]; !dup {
+				same := *prev[name]
+				same.Version, same.Change, same.Kept = f.version, Unchanged, nil
+				seen[name] = item.index
+				if same.Config.Address.Port() != 0 {
+					addrs[same.Config.Address] = fmt.Sprintf("%s (listener %q)", index("resources", item.index), name)
+				}
+				u.Listeners = append(u.Listeners, &same)
+				continue
+			}
+		}
 		r, rerr, warns := parseListener(item, f, workers, o, prev, static, seen, addrs)
 		u.Warnings = append(u.Warnings, warns...)
 		if !item.named || item.name == "" {
 			allNamed = false
 		}
-		if item.named && item.name != "" {
-			if _, dup := seen[item.name]; !dup {
-				seen[item.name] = item.index
-			}
-		}
+		see(seen, item)
 		if rerr != nil {
 			u.Errors = append(u.Errors, *rerr)
 			continue
@@ -642,11 +737,24 @@ func listenersOf(f *resourceFile, workers int, o Options, prev map[string]*Liste
 		if r.Config.Address.Port() != 0 {
 			addrs[r.Config.Address] = fmt.Sprintf("%s (listener %q)", index("resources", item.index), r.Name)
 		}
+		if wire != nil {
+			r.wire = wire(item.index)
+		}
 		u.Listeners = append(u.Listeners, r)
 	}
 	u.Warnings = append(u.Warnings, marksLeft(f.marks)...)
 	u.Removed = removedNames(prev, seen, allNamed)
 	return u
+}
+
+// see records a named item's index under its name the first time the name is met (a
+// later item of that name is a duplicate, rejected by resourceHead).
+func see(seen map[string]int, item rawResource) {
+	if item.named && item.name != "" {
+		if _, dup := seen[item.name]; !dup {
+			seen[item.name] = item.index
+		}
+	}
 }
 
 // marksLeft reports invalid UTF-8 the JSON pass did not meet (it can only be in a part of
@@ -722,6 +830,7 @@ func parseListener(item rawResource, f *resourceFile, workers int, o Options, pr
 	// t.cfg.Clusters stays empty: the routers' upstreams add none to the listener's.
 	t := &translator{c: c, workers: workers, checkOnly: o.CheckOnly, registry: o.Clusters,
 		clusters: knownClusters(o, l), cfg: &Config{Chains: map[string]*chain.Manager{}}}
+	t.routes, t.cfg.ADS, t.adsConfigured = listenerRDS(o) // rds.go
 	t.dyn = &resourceState{built: map[*listenerv3.FilterChain]*engine.FilterChain{}, parts: map[*engine.FilterChain]parts{}}
 	if change == ChainsOnly {
 		t.dyn.reuse = reuser(p)
@@ -746,7 +855,7 @@ func parseListener(item rawResource, f *resourceFile, workers int, o Options, pr
 	r := &ListenerResource{
 		Name: name, Version: version, Config: lc, Change: change, Kept: t.dyn.kept,
 		StatsSources: t.cfg.StatsSources, Closers: t.cfg.Closers, Runners: t.cfg.Runners,
-		msg: l, parts: t.dyn.parts,
+		msg: l, parts: t.dyn.parts, rds: rdsNames(l), pos: position{item.index, item.wrapped},
 	}
 	for _, fc := range l.GetFilterChains() {
 		r.chains = append(r.chains, t.dyn.built[fc])
@@ -800,21 +909,22 @@ func ParseClusters(path string, workers int, o Options, prev map[string]*Cluster
 	if err != nil {
 		return nil, err
 	}
-	return clustersOf(f, workers, o, prev), nil
+	return clustersOf(f, workers, o, prev, nil, nil), nil
 }
 
 // ParseClusterResources is ParseClusters for clusters that arrived another way (xDS; see
 // ParseListenerResources).
 func ParseClusterResources(from, version string, resources []*anypb.Any, workers int, o Options, prev map[string]*ClusterResource) (*ClusterUpdate, error) {
-	f, err := document(workers, func() (*resourceFile, error) { return anyResources(from, version, resources) })
+	skip := sameWire(resources, typeURLPrefix+clusterType, prev, func(r *ClusterResource) (string, []byte) { return r.Name, r.wire })
+	f, err := document(workers, func() (*resourceFile, error) { return anyResources(from, version, resources, skip) })
 	if err != nil {
 		return nil, err
 	}
-	return clustersOf(f, workers, o, prev), nil
+	return clustersOf(f, workers, o, prev, skip, wireOf(resources, typeURLPrefix+clusterType)), nil
 }
 
 // clustersOf translates the clusters of a resource document.
-func clustersOf(f *resourceFile, workers int, o Options, prev map[string]*ClusterResource) *ClusterUpdate {
+func clustersOf(f *resourceFile, workers int, o Options, prev map[string]*ClusterResource, skip map[int]string, wire func(int) []byte) *ClusterUpdate {
 	u := &ClusterUpdate{Version: f.version}
 	static := map[string]bool{}
 	if o.Static != nil {
@@ -825,16 +935,27 @@ func clustersOf(f *resourceFile, workers int, o Options, prev map[string]*Cluste
 	seen := map[string]int{}
 	allNamed := true
 	for _, item := range f.items {
+		if name, ok := skip[item.index]; ok && prev[name] != nil {
+			if _, dup := seen[name]; !dup {
+				same := *prev[name]
+				same.Version, same.Change = f.version, Unchanged
+				seen[name] = item.index
+				u.Clusters = append(u.Clusters, &same)
+				continue
+			}
+		}
 		r, rerr, warns := parseCluster(item, f, workers, o, prev, static, seen)
 		u.Warnings = append(u.Warnings, warns...)
 		if !item.named || item.name == "" {
 			allNamed = false
-		} else if _, dup := seen[item.name]; !dup {
-			seen[item.name] = item.index
 		}
+		see(seen, item)
 		if rerr != nil {
 			u.Errors = append(u.Errors, *rerr)
 			continue
+		}
+		if wire != nil {
+			r.wire = wire(item.index)
 		}
 		u.Clusters = append(u.Clusters, r)
 	}
@@ -870,7 +991,17 @@ func parseCluster(item rawResource, f *resourceFile, workers int, o Options, pre
 		reg = engine.NewClusterRegistry()
 	}
 	t := &translator{c: c, workers: workers, checkOnly: o.CheckOnly, registry: reg, clusters: map[string]*engine.Cluster{}, cfg: &Config{}}
+	if o.Static != nil { // an EDS cluster's eds_config names the bootstrap's servers (eds.go)
+		t.cfg.ADS, t.adsConfigured = o.Static.ADS, o.Static.ADS != nil
+		t.grpcClusters, t.grpcH2 = o.Static.grpcClusters, o.Static.grpcH2
+		for _, r := range o.Static.StaticClusters {
+			t.clusters[r.Name] = r.Cluster
+		}
+	} else {
+		t.edsStandalone = o.CheckOnly
+	}
 	ec := t.cluster(cl, "")
+	t.resolveEDS()
 	where := (&ResourceError{Name: name, Index: item.index, kind: "cluster", wrapped: item.wrapped}).Where()
 	for _, w := range t.cfg.Warnings {
 		warns = append(warns, where+": "+w)
@@ -888,6 +1019,7 @@ func parseCluster(item rawResource, f *resourceFile, workers int, o Options, pre
 	return &ClusterResource{
 		Name: name, Version: version, Cluster: ec, Change: change,
 		StatsSources: stats, Runners: t.cfg.Runners, Closers: t.cfg.Closers, msg: cl,
+		EDS: t.eds[ec], pos: position{item.index, item.wrapped},
 	}, nil, warns
 }
 
@@ -1071,7 +1203,36 @@ func (u *ClusterUpdate) Problems() UpdateProblems {
 // Any becomes its JSON form, "@type" first. One that cannot be rendered (a type this
 // binary does not link) keeps only its "@type", which the decode then reports as
 // unsupported for that resource alone.
-func anyResources(from, version string, resources []*anypb.Any) (*resourceFile, error) {
+// placeholderResolver resolves the types Portico links, and stands in an empty message
+// for any other: a resource holding an extension Portico does not have (Istio's own
+// filters) is then written with that Any as just its "@type", so the strict decode that
+// follows keeps the resource's name and reports the type at its field, as for a file.
+type placeholderResolver struct{}
+
+func (placeholderResolver) FindMessageByURL(url string) (protoreflect.MessageType, error) {
+	mt, err := protoregistry.GlobalTypes.FindMessageByURL(url)
+	if errors.Is(err, protoregistry.NotFound) {
+		return (&emptypb.Empty{}).ProtoReflect().Type(), nil
+	}
+	return mt, err
+}
+
+func (placeholderResolver) FindMessageByName(n protoreflect.FullName) (protoreflect.MessageType, error) {
+	return protoregistry.GlobalTypes.FindMessageByName(n)
+}
+
+func (placeholderResolver) FindExtensionByName(n protoreflect.FullName) (protoreflect.ExtensionType, error) {
+	return protoregistry.GlobalTypes.FindExtensionByName(n)
+}
+
+func (placeholderResolver) FindExtensionByNumber(m protoreflect.FullName, n protoreflect.FieldNumber) (protoreflect.ExtensionType, error) {
+	return protoregistry.GlobalTypes.FindExtensionByNumber(m, n)
+}
+
+// anyResources writes resources as a resource document; those in skip (by index: a
+// previous version's, byte for byte) only as their type and name, which is all that is
+// read of them.
+func anyResources(from, version string, resources []*anypb.Any, skip map[int]string) (*resourceFile, error) {
 	var b []byte
 	b = append(b, `{"version_info":`...)
 	v, _ := json.Marshal(version)
@@ -1081,7 +1242,13 @@ func anyResources(from, version string, resources []*anypb.Any) (*resourceFile, 
 		if i > 0 {
 			b = append(b, ',')
 		}
-		j, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(a)
+		if name, ok := skip[i]; ok {
+			t, _ := json.Marshal(a.GetTypeUrl())
+			n, _ := json.Marshal(name)
+			b = append(append(append(append(append(b, `{"@type":`...), t...), `,"name":`...), n...), '}')
+			continue
+		}
+		j, err := protojson.MarshalOptions{UseProtoNames: true, Resolver: placeholderResolver{}}.Marshal(a)
 		if err != nil || !json.Valid(j) {
 			t, _ := json.Marshal(a.GetTypeUrl())
 			j = append(append([]byte(`{"@type":`), t...), '}')

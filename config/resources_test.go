@@ -482,7 +482,7 @@ func TestParseClusters(t *testing.T) {
 		t.Fatalf("%d clusters, errors:\n%s", len(u.Clusters), errorTexts(u.Errors))
 	}
 	want := []string{
-		`resources[1] (cluster "bad"): type: EDS clusters are not supported by Portico`,
+		`resources[1] (cluster "bad"): eds_cluster_config.eds_config: required: an EDS cluster reads its endpoints from a config source`,
 		`resources[3] (cluster "a"): name: duplicate cluster "a" (also resources[0])`,
 		`resources[4] (cluster "static_c"): name: cluster "static_c" is already defined in the bootstrap's static_resources`,
 	}

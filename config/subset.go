@@ -112,11 +112,14 @@ var supported = map[protoreflect.FullName][]protoreflect.Name{
 		"original_dst_lb_config",
 		// TLS origination (tls_upstream.go)
 		"transport_socket", "transport_socket_matches",
+		// EDS (eds.go)
+		"eds_cluster_config",
 	},
-	"envoy.config.cluster.v3.Cluster.RefreshRate": {"base_interval", "max_interval"},
-	"envoy.config.core.v3.DnsResolutionConfig":    {"resolvers", "dns_resolver_options"},
-	"envoy.config.core.v3.DnsResolverOptions":     {"use_tcp_for_dns_lookups", "no_default_search_domain"},
-	"envoy.config.core.v3.TypedExtensionConfig":   {"name", "typed_config"},
+	"envoy.config.cluster.v3.Cluster.EdsClusterConfig": {"eds_config", "service_name"},
+	"envoy.config.cluster.v3.Cluster.RefreshRate":      {"base_interval", "max_interval"},
+	"envoy.config.core.v3.DnsResolutionConfig":         {"resolvers", "dns_resolver_options"},
+	"envoy.config.core.v3.DnsResolverOptions":          {"use_tcp_for_dns_lookups", "no_default_search_domain"},
+	"envoy.config.core.v3.TypedExtensionConfig":        {"name", "typed_config"},
 	// udp_max_queries, max_udp_channel_duration and reinit_channel_on_timeout limit a c-ares
 	// channel's sockets: Portico opens a socket per query, which meets all three.
 	caresResolverType: {
@@ -150,10 +153,15 @@ var supported = map[protoreflect.FullName][]protoreflect.Name{
 	},
 	"envoy.config.cluster.v3.Cluster.OriginalDstLbConfig": {"use_http_header", "upstream_port_override"},
 
-	"envoy.config.endpoint.v3.ClusterLoadAssignment": {"cluster_name", "endpoints"},
-	"envoy.config.endpoint.v3.LocalityLbEndpoints":   {"lb_endpoints"},
-	"envoy.config.endpoint.v3.LbEndpoint":            {"endpoint", "load_balancing_weight"},
-	"envoy.config.endpoint.v3.Endpoint":              {"address", "hostname"},
+	// eds.go. With one priority level and no zone-aware or locality-weighted balancing
+	// (neither is supported), locality, its load_balancing_weight, overprovisioning_factor
+	// and weighted_priority_health change nothing about traffic, in Envoy either.
+	"envoy.config.endpoint.v3.ClusterLoadAssignment":        {"cluster_name", "endpoints", "policy"},
+	"envoy.config.endpoint.v3.ClusterLoadAssignment.Policy": {"overprovisioning_factor", "weighted_priority_health"},
+	"envoy.config.endpoint.v3.LocalityLbEndpoints":          {"lb_endpoints", "locality", "load_balancing_weight"},
+	"envoy.config.core.v3.Locality":                         {"region", "zone", "sub_zone"},
+	"envoy.config.endpoint.v3.LbEndpoint":                   {"endpoint", "load_balancing_weight", "health_status"},
+	"envoy.config.endpoint.v3.Endpoint":                     {"address", "hostname"},
 }
 
 // httpFilterSupported reports whether an HTTP filter is one Portico has (the router). An

@@ -7,7 +7,7 @@ import "google.golang.org/protobuf/reflect/protoreflect"
 // only in part are listed and checked by the translator, which names the value it refuses.
 var supportedHCM = map[protoreflect.FullName][]protoreflect.Name{
 	hcmType: {
-		"codec_type", "stat_prefix", "route_config", "http_filters", "server_name",
+		"codec_type", "stat_prefix", "route_config", "rds", "http_filters", "server_name",
 		"server_header_transformation", "max_request_headers_kb", "stream_idle_timeout",
 		"request_timeout", "request_headers_timeout", "drain_timeout", "delayed_close_timeout",
 		"access_log", "use_remote_address", "xff_num_trusted_hops", "skip_xff_append", "via",
@@ -18,6 +18,7 @@ var supportedHCM = map[protoreflect.FullName][]protoreflect.Name{
 		"common_http_protocol_options", "http_protocol_options", "tracing", "request_id_extension",
 	},
 	"envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension": {"typed_config"},
+	"envoy.extensions.filters.network.http_connection_manager.v3.Rds":                {"config_source", "route_config_name"},
 	hcmType + ".UpgradeConfig": {"upgrade_type", "enabled"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
 		"name", "typed_config", "is_optional", "disabled",
@@ -41,9 +42,13 @@ var supportedHCM = map[protoreflect.FullName][]protoreflect.Name{
 		"common_http_protocol_options", "explicit_http_config", "use_downstream_protocol_config",
 		"auto_config", "upstream_http_protocol_options",
 	},
-	httpProtocolOptionsType + ".ExplicitHttpConfig":                  {"http_protocol_options", "http2_protocol_options"},
-	httpProtocolOptionsType + ".UseDownstreamHttpConfig":             {"http_protocol_options"},
-	httpProtocolOptionsType + ".AutoHttpConfig":                      {"http_protocol_options"},
-	"envoy.config.core.v3.Http2ProtocolOptions":                      {},
+	httpProtocolOptionsType + ".ExplicitHttpConfig":      {"http_protocol_options", "http2_protocol_options"},
+	httpProtocolOptionsType + ".UseDownstreamHttpConfig": {"http_protocol_options"},
+	httpProtocolOptionsType + ".AutoHttpConfig":          {"http_protocol_options"},
+	// Only the xDS cluster may speak HTTP/2 (xds_source.go): these shape its gRPC
+	// client's connection.
+	"envoy.config.core.v3.Http2ProtocolOptions": {"connection_keepalive", "max_concurrent_streams",
+		"initial_stream_window_size", "initial_connection_window_size"},
+	"envoy.config.core.v3.KeepaliveSettings":                         {"interval", "timeout", "interval_jitter", "connection_idle_interval"},
 	"envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget": {},
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/portico-proxy/portico/filters/http/router"
 	"github.com/portico-proxy/portico/filters/listener/httpinspector"
 	"github.com/portico-proxy/portico/filters/listener/tlsinspector"
+	"github.com/portico-proxy/portico/filters/network/httpconnmgr"
 )
 
 // translator turns a validated Bootstrap into Config. It reports problems through c with
@@ -42,7 +43,16 @@ type translator struct {
 	// grpcClusters are the static clusters the bootstrap's gRPC services name, by name,
 	// with where (xds_source.go): they, and only they, may speak HTTP/2.
 	grpcClusters  map[string]string
-	adsConfigured bool // dynamic_resources.ads_config is set (even if wrong)
+	grpcH2        map[string]*corev3.Http2ProtocolOptions // their HTTP/2 options, by name
+	adsConfigured bool                                    // dynamic_resources.ads_config is set (even if wrong)
+	// eds.go: the EDS clusters' settings, by engine cluster; their eds_config, read once
+	// ads_config is known; edsStandalone: no bootstrap to know it (a CDS file checked alone).
+	eds           map[*engine.Cluster]*EDSConfig
+	pendingEDS    []pendingEDS
+	edsStandalone bool
+	// routes are the process's RDS route providers (rds.go), shared by every connection
+	// manager naming the same route configuration.
+	routes *httpconnmgr.RouteProviders
 }
 
 // warnf records a warning: something accepted that does not do what it says in Envoy.
@@ -62,8 +72,10 @@ func (t *translator) unsupported(path, value, format string, args ...any) {
 
 func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 	t.cfg = &Config{Chains: make(map[string]*chain.Manager, len(bs.GetStaticResources().GetListeners()))}
+	t.cfg.RouteProviders = t.routes
 	t.clusters = map[string]*engine.Cluster{}
 	t.grpcClusters = grpcClusterNames(bs) // xds_source.go
+	t.grpcH2 = map[string]*corev3.Http2ProtocolOptions{}
 	if a := bs.GetAdmin(); a.GetAddress() != nil {
 		if ap, ok := t.socketAddress(a.GetAddress(), "admin.address", true); ok {
 			t.cfg.Admin = ap
@@ -92,6 +104,8 @@ func (t *translator) bootstrap(bs *bootstrapv3.Bootstrap) *Config {
 		}
 	}
 	t.dynamicClusters(bs) // dynamic.go: node, dynamic_resources, the CDS file
+	t.resolveEDS()        // eds.go: the static EDS clusters' eds_config, now that ads_config is read
+	t.cfg.grpcClusters, t.cfg.grpcH2 = t.grpcClusters, t.grpcH2
 	const listenersAt = "static_resources.listeners"
 	listeners := sr.GetListeners()
 	listenerAt := make(map[string]int, len(listeners)) // by name
@@ -258,14 +272,16 @@ func formatDuration(d *durationpb.Duration) string {
 }
 
 func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
+	t.edsConfigUnused(cl, at) // eds.go
 	if cl.GetClusterType() == nil && cl.GetType() == clusterv3.Cluster_ORIGINAL_DST {
 		return t.originalDstCluster(cl, at) // cluster_health.go
 	}
 	ok := true
 	typeOK := true
 	dnsc := t.dnsCluster(cl, at) // nil unless STRICT_DNS or LOGICAL_DNS (cluster_dns.go)
-	if cl.GetClusterType() == nil && cl.GetType() != clusterv3.Cluster_STATIC && dnsc == nil {
-		t.unsupported(field(at, "type"), cl.GetType().String(), "%s clusters are not supported by Portico (STATIC, STRICT_DNS or LOGICAL_DNS)", cl.GetType())
+	eds := cl.GetClusterType() == nil && cl.GetType() == clusterv3.Cluster_EDS
+	if cl.GetClusterType() == nil && cl.GetType() != clusterv3.Cluster_STATIC && dnsc == nil && !eds {
+		t.unsupported(field(at, "type"), cl.GetType().String(), "%s clusters are not supported by Portico (STATIC, STRICT_DNS, LOGICAL_DNS or EDS)", cl.GetType())
 		ok, typeOK = false, false
 	}
 	cc := engine.ClusterConfig{
@@ -293,49 +309,20 @@ func (t *translator) cluster(cl *clusterv3.Cluster, at string) *engine.Cluster {
 		ok = false
 	}
 	if !typeOK || cl.GetClusterType() != nil {
-		// The endpoints of a cluster type Portico lacks (EDS) are not read: errors
+		// The endpoints of a cluster type Portico lacks (cluster_type) are not read: errors
 		// about them would only follow from the type.
 		return nil
 	}
+	if eds {
+		return t.edsCluster(cl, &cc, at, ok) // eds.go: no hosts until its endpoints arrive
+	}
 	// A STATIC cluster without load_assignment, or with no endpoints in it, has no hosts
 	// (Istio's BlackHoleCluster): its connections fail as "no healthy upstream".
-	la := cl.GetLoadAssignment()
-	lat := field(at, "load_assignment")
-	for i, lle := range la.GetEndpoints() {
-		eat := index(field(lat, "endpoints"), i)
-		for j, lbe := range lle.GetLbEndpoints() {
-			bat := index(field(eat, "lb_endpoints"), j)
-			if lbe.GetHostIdentifier() == nil {
-				t.errorf(bat, "endpoint is required")
-				ok = false
-				continue
-			}
-			ep := lbe.GetEndpoint()
-			if ep == nil {
-				ok = false // endpoint_name: reported as unsupported
-				continue
-			}
-			if ep.GetAddress() == nil {
-				t.errorf(field(field(bat, "endpoint"), "address"), "required")
-				ok = false
-				continue
-			}
-			if dnsc != nil { // a name to resolve, not a static host
-				dnsc.endpoint(lbe, bat)
-				continue
-			}
-			ap, aok := t.socketAddress(ep.GetAddress(), field(field(bat, "endpoint"), "address"), false)
-			if !aok {
-				ok = false
-				continue
-			}
-			w := uint32(1)
-			if lw := lbe.GetLoadBalancingWeight(); lw != nil {
-				w = lw.GetValue()
-			}
-			cc.Endpoints = append(cc.Endpoints, engine.Endpoint{Address: ap, Weight: w, Hostname: ep.GetHostname()})
-		}
+	eps, eok := t.endpoints(cl.GetLoadAssignment(), field(at, "load_assignment"), dnsc, false)
+	if !eok {
+		ok = false
 	}
+	cc.Endpoints = eps
 	c := t.newCluster(cl, &cc, at, ok)
 	if c == nil {
 		return nil

@@ -38,6 +38,12 @@ type XDSServer struct {
 	// Aggregated tells ads_config (one stream for every type) from an api_config_source
 	// (a stream per subscription).
 	Aggregated bool
+	// KeepaliveInterval and KeepaliveTimeout are the cluster's HTTP/2
+	// connection_keepalive (0: none): PINGs on the stream's connection.
+	KeepaliveInterval, KeepaliveTimeout time.Duration
+	// InitialStreamWindow and InitialConnWindow are its initial_stream_window_size and
+	// initial_connection_window_size (0: gRPC's defaults).
+	InitialStreamWindow, InitialConnWindow uint32
 }
 
 // RateLimitSettings is Envoy's rate_limit_settings on the requests sent to a server.
@@ -87,6 +93,9 @@ func grpcClusterNames(bs *bootstrapv3.Bootstrap) map[string]string {
 	add(dr.GetAdsConfig(), "dynamic_resources.ads_config")
 	add(dr.GetLdsConfig().GetApiConfigSource(), "dynamic_resources.lds_config.api_config_source")
 	add(dr.GetCdsConfig().GetApiConfigSource(), "dynamic_resources.cds_config.api_config_source")
+	for i, cl := range bs.GetStaticResources().GetClusters() { // eds.go: a static EDS cluster's own server
+		add(cl.GetEdsClusterConfig().GetEdsConfig().GetApiConfigSource(), field(index("static_resources.clusters", i), "eds_cluster_config.eds_config.api_config_source"))
+	}
 	return out
 }
 
@@ -94,20 +103,23 @@ func grpcClusterNames(bs *bootstrapv3.Bootstrap) map[string]string {
 // the two ways Envoy reads: typed_extension_protocol_options' HttpProtocolOptions with
 // explicit_http_config.http2_protocol_options, or the older cluster-level
 // http2_protocol_options (Envoy Gateway still writes it).
-func speaksHTTP2(cl *clusterv3.Cluster) bool {
+func speaksHTTP2(cl *clusterv3.Cluster) bool { return http2Options(cl) != nil }
+
+// http2Options are the cluster's HTTP/2 options in either form (nil: it speaks HTTP/1).
+func http2Options(cl *clusterv3.Cluster) *corev3.Http2ProtocolOptions {
 	//lint:ignore SA1019 deprecated, but still written by control planes and bootstraps
-	if cl.GetHttp2ProtocolOptions() != nil {
-		return true
+	if o := cl.GetHttp2ProtocolOptions(); o != nil {
+		return o
 	}
 	a, ok := cl.GetTypedExtensionProtocolOptions()[httpProtocolOptionsName]
 	if !ok {
-		return false
+		return nil
 	}
 	po := &upstreamhttpv3.HttpProtocolOptions{}
 	if err := a.UnmarshalTo(po); err != nil {
-		return false
+		return nil
 	}
-	return po.GetExplicitHttpConfig().GetHttp2ProtocolOptions() != nil
+	return po.GetExplicitHttpConfig().GetHttp2ProtocolOptions()
 }
 
 // httpProtocolOptionsName is the key of HttpProtocolOptions in
@@ -144,12 +156,10 @@ func (t *translator) xdsServer(a *corev3.ApiConfigSource, at string) *XDSServer 
 	case corev3.ApiConfigSource_GRPC:
 	case corev3.ApiConfigSource_DELTA_GRPC:
 		s.Delta = true
-	case corev3.ApiConfigSource_REST:
-		t.unsupported(field(at, "api_type"), "REST", "REST is not supported by Portico: use GRPC or DELTA_GRPC")
-		ok = false
 	default:
+		// REST polls with cluster_names; the rest of the checks are gRPC's.
 		t.unsupported(field(at, "api_type"), a.GetApiType().String(), "%s is not supported by Portico: use GRPC or DELTA_GRPC", a.GetApiType())
-		ok = false
+		return nil
 	}
 	if v := a.GetTransportApiVersion(); v != corev3.ApiVersion_V3 {
 		// Envoy's words: V2 is gone and AUTO (the default) meant V2.
@@ -213,6 +223,14 @@ func (t *translator) xdsServer(a *corev3.ApiConfigSource, at string) *XDSServer 
 		t.errorf(field(eat, "cluster_name"), "gRPC service cluster %q does not speak HTTP/2 here: name it in dynamic_resources.ads_config instead", s.Cluster)
 		return nil
 	}
+	if o := t.grpcH2[s.Cluster]; o != nil {
+		if ka := o.GetConnectionKeepalive(); ka != nil {
+			s.KeepaliveInterval = ka.GetInterval().AsDuration()
+			s.KeepaliveTimeout = ka.GetTimeout().AsDuration()
+		}
+		s.InitialStreamWindow = o.GetInitialStreamWindowSize().GetValue()
+		s.InitialConnWindow = o.GetInitialConnectionWindowSize().GetValue()
+	}
 	if rl := a.GetRateLimitSettings(); rl != nil {
 		s.RateLimit = &RateLimitSettings{}
 		if v := rl.GetMaxTokens(); v != nil {
@@ -258,8 +276,7 @@ func (t *translator) xdsSubscription(cs *corev3.ConfigSource, at string) (sub *X
 		t.unsupported(field(at, "self"), "", "self config sources are not supported by Portico: use ads")
 		return nil, false
 	case nil:
-		t.errorf(at, "a config source is required (ads, api_config_source, or path_config_source)")
-		return nil, false
+		return nil, false // the validation rules say one is required
 	default:
 		t.unsupported(at, "", "this config source is not supported by Portico")
 		return nil, false

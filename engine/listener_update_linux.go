@@ -81,7 +81,8 @@ func (s *Server) UpdateListener(cfg ListenerConfig) (*Listener, error) {
 		return l, nil
 	}
 	s.drainingListeners.Add(1)
-	done := s.whenAllDone(func() { s.drainingListeners.Add(-1) })
+	s.markDraining(old)
+	done := s.whenAllDone(func() { s.drainingListeners.Add(-1); s.unmarkDraining(old) })
 	for _, w := range s.workers {
 		if !w.Post(func() { w.replaceListener(old, l, carry, done) }) {
 			done <- struct{}{}
@@ -135,7 +136,15 @@ func (s *Server) UpdateListenerChains(name string, chains FilterChainManager, dr
 	if len(set) > 0 {
 		s.drainingChains.Add(int64(len(set)))
 	}
-	done := s.whenAllDone(func() { s.drainingChains.Add(-int64(len(set))) })
+	for c := range set {
+		s.markDraining(c)
+	}
+	done := s.whenAllDone(func() {
+		s.drainingChains.Add(-int64(len(set)))
+		for c := range set {
+			s.unmarkDraining(c)
+		}
+	})
 	for _, w := range s.workers {
 		if !w.Post(func() { w.updateChains(l, chains, set, done) }) {
 			done <- struct{}{}
@@ -154,6 +163,38 @@ func (s *Server) whenAllDone(fn func()) chan struct{} {
 		fn()
 	}()
 	return done
+}
+
+// Draining reports whether a drain is under way for any of xs: listener versions
+// (*Listener, replaced or removed) or filter chains (*FilterChain, dropped by an in-place
+// update). A drain is over once every worker has closed the last connection it had, or
+// at the drain deadline: what only those connections used may be let go of then.
+func (s *Server) Draining(xs ...any) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range xs {
+		if s.drainingSet[x] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) markDraining(x any) {
+	s.mu.Lock()
+	if s.drainingSet == nil {
+		s.drainingSet = map[any]int{}
+	}
+	s.drainingSet[x]++
+	s.mu.Unlock()
+}
+
+func (s *Server) unmarkDraining(x any) {
+	s.mu.Lock()
+	if s.drainingSet[x]--; s.drainingSet[x] <= 0 {
+		delete(s.drainingSet, x)
+	}
+	s.mu.Unlock()
 }
 
 // DrainingCounts reports how many listeners (updated or removed) and how many filter
@@ -187,11 +228,13 @@ func (s *Server) RemoveListener(name string) error {
 	// The listener leaves the retired list once every worker has closed its last
 	// connection (at the latest at the drain deadline).
 	s.drainingListeners.Add(1)
+	s.markDraining(l)
 	left := s.whenAllDone(func() {
 		s.mu.Lock()
 		s.retired = without(s.retired, l)
 		s.mu.Unlock()
 		s.drainingListeners.Add(-1)
+		s.unmarkDraining(l)
 	})
 	for _, w := range s.workers {
 		if !w.Post(func() { w.removeListener(l, left) }) {
@@ -274,16 +317,32 @@ func (w *Worker) updateChains(l *Listener, chains FilterChainManager, drained ma
 	}
 	on := func(c *Connection) bool { return c.owner == al && drained[c.chain] }
 	w.startConnDrain(on)
-	t := w.NewTimer(func() {
-		w.closeConns(on)
+	// The drain ends at the deadline, or as soon as no connection is left on the
+	// dropped chains (looked for once a second), so that they are let go of then.
+	var poll, deadline *Timer
+	finish := func() {
+		poll.Stop()
+		deadline.Stop()
 		for c := range drained {
 			if al.chainDrains[c] == win {
 				delete(al.chainDrains, c)
 			}
 		}
 		done <- struct{}{}
+	}
+	poll = w.NewTimer(func() {
+		if w.hasConns(on) {
+			poll.Reset(time.Second)
+			return
+		}
+		finish()
 	})
-	t.Reset(w.drain.time)
+	deadline = w.NewTimer(func() {
+		w.closeConns(on)
+		finish()
+	})
+	deadline.Reset(w.drain.time)
+	poll.Reset(time.Second)
 }
 
 // drainListener drains the connections of a stopped listener: they are told to close

@@ -355,3 +355,116 @@ func mustAddrPort(t *testing.T, s string) netip.AddrPort {
 	}
 	return a
 }
+
+// TestClusterBatch: the clusters a batch adds, replaces and removes take effect together
+// when it ends; inside it, lookups by new connections still see the previous set.
+func TestClusterBatch(t *testing.T) {
+	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	mk := func(name string) *engine.Cluster {
+		c, err := engine.NewCluster(engine.ClusterConfig{Name: name}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a1, b := mk("a"), mk("b")
+	if err := srv.AddCluster(a1); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddCluster(b); err != nil {
+		t.Fatal(err)
+	}
+	reg := srv.ClusterRegistry()
+	a2, c := mk("a"), mk("c")
+	srv.ClusterBatch(func() {
+		if err := srv.UpdateCluster(a2); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.AddCluster(c); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.RemoveCluster("b"); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.AddCluster(mk("c")); err == nil {
+			t.Error("a second c in the batch was accepted")
+		}
+		if reg.Get("a") != a1 || reg.Get("b") != b || reg.Get("c") != nil {
+			t.Error("the batch showed before it ended")
+		}
+	})
+	if reg.Get("a") != a2 || reg.Get("b") != nil || reg.Get("c") != c || reg.Len() != 2 {
+		t.Fatalf("after the batch: a=%p (want %p) b=%v c=%v len %d", reg.Get("a"), a2, reg.Get("b"), reg.Get("c"), reg.Len())
+	}
+}
+
+type namedSource struct{ name string }
+
+func (namedSource) StatsFamily() string                    { return "test" }
+func (namedSource) StatsLabels() [][2]string               { return nil }
+func (namedSource) VisitStats(_ int, _ engine.StatVisitor) {}
+
+// TestRemoveStatsSources: many sources leave in one call, the others stay in order.
+func TestRemoveStatsSources(t *testing.T) {
+	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	base := len(srv.StatsSources())
+	var all []engine.StatsSource
+	for i := range 6 {
+		src := &namedSource{name: string(rune('a' + i))}
+		all = append(all, src)
+		srv.AddStatsSource(src)
+	}
+	srv.RemoveStatsSources([]engine.StatsSource{all[1], all[4], all[5]})
+	got := srv.StatsSources()[base:]
+	if len(got) != 3 || got[0] != all[0] || got[1] != all[2] || got[2] != all[3] {
+		t.Fatalf("left %v", got)
+	}
+}
+
+// TestDrainEndsWithLastConnection: a drain is over as soon as the last connection on what
+// it drains is gone, not only at the deadline, so what only those connections used can be
+// let go of early (Server.Draining).
+func TestDrainEndsWithLastConnection(t *testing.T) {
+	const drain = time.Minute // far beyond the waits below: only an early end passes
+	a, b, c := tagChain("a"), tagChain("b"), tagChain("c")
+	srv, ls := serverWith(t, engine.ServerOptions{Concurrency: 2, DrainTime: drain}, nil, func(*engine.Server) []engine.ListenerConfig {
+		return []engine.ListenerConfig{{Name: "l", Address: loopback0, FilterChains: engine.SingleChain{Chain: a}}}
+	})
+	addr := ls[0].Address().String()
+	// No connection on a: its drain ends within a poll or two.
+	if err := srv.UpdateListenerChains("l", engine.SingleChain{Chain: b}, []*engine.FilterChain{a}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the drain of a chain without connections to end", func() bool { return !srv.Draining(a) })
+	// One connection on b: its drain lasts while it is open, and ends once it closes.
+	cb, rb, tag := tagged(t, addr)
+	if tag != "b" {
+		t.Fatalf("chain %q", tag)
+	}
+	if err := srv.UpdateListenerChains("l", engine.SingleChain{Chain: c}, []*engine.FilterChain{b}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond) // two polls
+	if !srv.Draining(b) || !alive(cb, rb) {
+		t.Fatal("the drain ended with a connection still on the chain")
+	}
+	cb.Close()
+	waitFor(t, "the drain to end with its last connection", func() bool { return !srv.Draining(b) })
+	if _, n := srv.DrainingCounts(); n != 0 {
+		t.Fatalf("draining chains %d, want 0", n)
+	}
+	// A replaced listener version: the same.
+	old := srv.Listener("l")
+	if _, err := srv.UpdateListener(engine.ListenerConfig{Name: "l", Address: ls[0].Address(), FilterChains: engine.SingleChain{Chain: tagChain("d")}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the replaced version's drain to end", func() bool { return !srv.Draining(old) })
+}

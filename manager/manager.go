@@ -57,7 +57,13 @@ type Manager struct {
 	lm listenerManagerStats
 	cm clusterManagerStats
 
+	// retiring, while a CDS version is applied, collects the stats sources of the
+	// versions it retires, removed in one pass at its end (manager goroutine only).
+	retiring *[]engine.StatsSource
+
 	xds      xdsState  // xds.go
+	eds      edsState  // eds.go: under mu
+	rds      rdsState  // rds.go
 	loopOnce sync.Once // the goroutine starts with StartXDS or Start, whichever is first
 }
 
@@ -117,7 +123,7 @@ func (s *listenerManagerStats) VisitStats(_ int, v engine.StatVisitor) {
 	v("total_filter_chains_draining", engine.KindGauge, float64(drainingChains))
 	v("total_listeners_active", engine.KindGauge, float64(len(s.m.srv.Listeners())))
 	v("total_listeners_draining", engine.KindGauge, float64(drainingListeners))
-	v("total_listeners_warming", engine.KindGauge, 0)
+	v("total_listeners_warming", engine.KindGauge, float64(s.m.warmingCount())) // rds.go
 	v("workers_started", engine.KindGauge, 1)
 	if s.hasLDS {
 		s.lds.visit("lds.", v)
@@ -142,7 +148,7 @@ func (s *clusterManagerStats) VisitStats(_ int, v engine.StatVisitor) {
 	c("cluster_added", &s.added)
 	c("cluster_modified", &s.modified)
 	c("cluster_removed", &s.removed)
-	v("warming_clusters", engine.KindGauge, 0)
+	v("warming_clusters", engine.KindGauge, float64(s.m.warmingClusters())) // eds.go
 	if s.hasCDS {
 		s.cds.visit("cds.", v)
 	}
@@ -335,6 +341,7 @@ func (m *Manager) currentClusters() map[string]*config.ClusterResource {
 	for k, v := range m.clusters {
 		out[k] = v
 	}
+	m.eds.overlay(out) // eds.go: a warming version is the one the next is compared with
 	return out
 }
 
@@ -352,13 +359,14 @@ func (m *Manager) applyListeners(u *config.ListenerUpdate) error {
 		if prev == nil {
 			continue
 		}
+		old := m.srv.Listener(name)
 		if err := m.srv.RemoveListener(name); err != nil {
 			m.log.Error("lds: removing a listener", "listener", name, "err", err)
 			continue
 		}
 		rd.changed = true
 		m.lm.removed.Inc()
-		m.retireListener(prev, nil)
+		m.retireListener(prev, nil, old)
 		m.mu.Lock()
 		delete(m.listeners, name)
 		delete(m.lUpdated, name)
@@ -368,6 +376,10 @@ func (m *Manager) applyListeners(u *config.ListenerUpdate) error {
 	}
 	for _, r := range u.Listeners {
 		prev := m.listeners[r.Name]
+		if m.warmListener(prev, r) { // rds.go: held until its route configs arrive
+			rd.changed = true
+			continue
+		}
 		if r.Change == config.Unchanged && prev != nil {
 			m.mu.Lock()
 			delete(m.lFailed, r.Name)
@@ -376,7 +388,7 @@ func (m *Manager) applyListeners(u *config.ListenerUpdate) error {
 		}
 		if err := m.applyListener(prev, r); err != nil {
 			m.lm.createFailure.Inc()
-			rd.reject(&config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()})
+			rd.reject(r.Rejected(err))
 			// What r opened beyond prev (whose kept chains it shares) is not used.
 			closers, _ := r.Released(prev)
 			for _, c := range closers {
@@ -391,11 +403,14 @@ func (m *Manager) applyListeners(u *config.ListenerUpdate) error {
 		delete(m.lFailed, r.Name)
 		m.mu.Unlock()
 	}
+	m.dropRemovedWarming(u) // rds.go
+	m.resubscribeRoutes()   // rds.go: the route configs the listeners name now
 	return rd.finish(u.Version, &m.ldsVer)
 }
 
 // applyListener puts one good listener version into the server.
 func (m *Manager) applyListener(prev, r *config.ListenerResource) error {
+	var draining []any // what the engine drains of prev (retireListener)
 	switch {
 	case prev == nil:
 		if _, err := m.srv.AddListener(r.Config); err != nil {
@@ -409,14 +424,19 @@ func (m *Manager) applyListener(prev, r *config.ListenerResource) error {
 		if err := m.srv.UpdateListenerChains(r.Name, r.Config.FilterChains, dropped); err != nil {
 			return err
 		}
+		for _, c := range dropped {
+			draining = append(draining, c)
+		}
 		m.lm.modified.Inc()
 		m.lm.inPlace.Inc()
 		m.log.Info("lds: listener filter chains updated in place", "listener", r.Name,
 			"kept", len(r.Kept), "draining", len(dropped))
 	default:
+		old := m.srv.Listener(r.Name)
 		if _, err := m.srv.UpdateListener(r.Config); err != nil {
 			return err
 		}
+		draining = append(draining, old)
 		m.lm.modified.Inc()
 		m.lm.createSuccess.Add(uint64(m.workers))
 		m.log.Info("lds: listener updated; the old version drains", "listener", r.Name)
@@ -430,77 +450,96 @@ func (m *Manager) applyListener(prev, r *config.ListenerResource) error {
 		m.runRunner(m.ctx, run)
 	}
 	if prev != nil {
-		m.retireListener(prev, r)
+		m.retireListener(prev, r, draining...)
 	}
 	return nil
 }
 
 // retireListener lets go of what prev holds that next (nil: prev was removed) does not,
 // once prev's connections have had the drain time: its stats sources and its files.
-func (m *Manager) retireListener(prev, next *config.ListenerResource) {
+//
+// That is when the engine's drain of what prev had there is over (draining: the replaced
+// or removed listener version, or the filter chains an in-place update dropped), checked
+// once a second: at the drain deadline, or as soon as their last connection is gone. A
+// control plane that pushes often would otherwise keep every replaced version for the
+// whole drain time (600 s by default), as Envoy does.
+func (m *Manager) retireListener(prev, next *config.ListenerResource, draining ...any) {
 	closers, sources := prev.Released(next)
-	until := time.Now().Add(m.drainTime)
+	start := time.Now()
+	until := start.Add(m.drainTime)
 	m.mu.Lock()
 	m.draining = append(m.draining, drainingListener{r: prev, until: until})
 	m.mu.Unlock()
 	// A source shared with next was added again by next; a released one goes with the
 	// drain, as the connections that count in it do.
-	time.AfterFunc(m.drainTime+time.Second, func() {
-		for _, s := range sources {
-			m.srv.RemoveStatsSource(s)
+	var check func()
+	check = func() {
+		if m.srv.Draining(draining...) && time.Since(start) < m.drainTime+time.Second {
+			time.AfterFunc(time.Second, check)
+			return
 		}
-		for _, c := range closers {
-			if err := c.Close(); err != nil {
-				m.log.Warn("closing a replaced listener's file", "listener", prev.Name, "err", err)
-			}
+		m.releaseListener(prev, closers, sources)
+	}
+	time.AfterFunc(time.Second, check)
+}
+
+// releaseListener lets go of a retired listener version's stats sources and files.
+func (m *Manager) releaseListener(prev *config.ListenerResource, closers []io.Closer, sources []engine.StatsSource) {
+	m.srv.RemoveStatsSources(sources)
+	for _, c := range closers {
+		if err := c.Close(); err != nil {
+			m.log.Warn("closing a replaced listener's file", "listener", prev.Name, "err", err)
 		}
-		m.mu.Lock()
-		for i, d := range m.draining {
-			if d.r == prev {
-				m.draining = append(m.draining[:i], m.draining[i+1:]...)
-				break
-			}
+	}
+	m.mu.Lock()
+	for i, d := range m.draining {
+		if d.r == prev {
+			m.draining = append(m.draining[:i], m.draining[i+1:]...)
+			break
 		}
-		m.mu.Unlock()
-	})
+	}
+	m.mu.Unlock()
 }
 
 // applyClusters applies a CDS version resource by resource (see applyListeners).
 func (m *Manager) applyClusters(u *config.ClusterUpdate) error {
 	rd := m.begin(&m.cm.cds, "cluster", m.cFailed, u.Errors, u.Warnings)
 	now := rd.now
+	// The version's clusters reach new connections together, and the registry and the
+	// stats list are rewritten once for it, not once per cluster (quadratic at 1,000).
+	var gone []engine.StatsSource
+	m.srv.ClusterBatch(func() {
+		m.applyClusterSet(u, rd, now, &gone)
+	})
+	m.srv.RemoveStatsSources(gone)
+	m.edsClustersChanged() // eds.go: stats and cached endpoints of EDS clusters gone
+	return rd.finish(u.Version, &m.cdsVer)
+}
+
+// applyClusterSet is applyClusters' work inside the batch; the stats sources of the
+// versions it retires are added to gone.
+func (m *Manager) applyClusterSet(u *config.ClusterUpdate, rd *round, now time.Time, gone *[]engine.StatsSource) {
+	m.retiring = gone
+	defer func() { m.retiring = nil }()
 	for _, r := range u.Clusters {
 		prev := m.clusters[r.Name]
+		if m.edsWarm(r) { // eds.go: an EDS cluster waits for its endpoints; prev serves on
+			rd.changed = true
+			continue
+		}
 		if r.Change == config.Unchanged && prev != nil {
 			continue
 		}
-		var err error
-		if prev == nil {
-			err = m.srv.AddCluster(r.Cluster)
-		} else {
-			err = m.srv.UpdateCluster(r.Cluster)
-		}
-		if err != nil {
-			rd.reject(&config.ResourceError{Name: r.Name, Err: err, Failed: r.Message()})
+		if err := m.publishCluster(prev, r, now); err != nil {
+			rd.reject(r.Rejected(err))
 			continue
 		}
 		rd.changed = true
-		if prev == nil {
-			m.cm.added.Inc()
-			m.log.Info("cds: cluster added", "cluster", r.Name)
-		} else {
-			m.cm.modified.Inc()
-			m.retireCluster(prev)
-			m.log.Info("cds: cluster updated", "cluster", r.Name)
-		}
-		m.startCluster(r)
-		m.mu.Lock()
-		m.clusters[r.Name] = r
-		m.cUpdated[r.Name] = now
-		delete(m.cFailed, r.Name)
-		m.mu.Unlock()
 	}
 	for _, name := range u.Removed {
+		if m.edsUnwarm(name) { // eds.go
+			rd.changed = true
+		}
 		prev := m.clusters[name]
 		if prev == nil {
 			continue
@@ -519,7 +558,35 @@ func (m *Manager) applyClusters(u *config.ClusterUpdate) error {
 		m.mu.Unlock()
 		m.log.Info("cds: cluster removed", "cluster", name)
 	}
-	return rd.finish(u.Version, &m.cdsVer)
+}
+
+// publishCluster puts a good cluster version into the server (replacing prev, if any),
+// registers its stats and starts its runners.
+func (m *Manager) publishCluster(prev, r *config.ClusterResource, now time.Time) error {
+	var err error
+	if prev == nil {
+		err = m.srv.AddCluster(r.Cluster)
+	} else {
+		err = m.srv.UpdateCluster(r.Cluster)
+	}
+	if err != nil {
+		return err
+	}
+	if prev == nil {
+		m.cm.added.Inc()
+		m.log.Info("cds: cluster added", "cluster", r.Name)
+	} else {
+		m.cm.modified.Inc()
+		m.retireCluster(prev)
+		m.log.Info("cds: cluster updated", "cluster", r.Name)
+	}
+	m.startCluster(r)
+	m.mu.Lock()
+	m.clusters[r.Name] = r
+	m.cUpdated[r.Name] = now
+	delete(m.cFailed, r.Name)
+	m.mu.Unlock()
+	return nil
 }
 
 // round is one file version being applied: it records the rejected resources (Envoy's
@@ -571,9 +638,10 @@ func (r *round) finish(versionInfo string, version *string) error {
 	}
 	r.st.updateTime.Set(r.now.UnixMilli())
 	if len(r.errs) > 0 {
-		r.st.updateRejected.Inc()
+		// Logged before it is counted: whoever sees the count can read why.
 		msg := "Error adding/updating " + r.kind + "(s) " + strings.Join(r.errs, "\n")
 		r.m.log.Warn(r.prefix() + msg)
+		r.st.updateRejected.Inc()
 		return errors.New(msg)
 	}
 	r.st.updateSuccess.Inc()
@@ -609,8 +677,10 @@ func (m *Manager) retireCluster(r *config.ClusterResource) {
 	if cancel != nil {
 		cancel()
 	}
-	for _, src := range r.StatsSources {
-		m.srv.RemoveStatsSource(src)
+	if m.retiring != nil {
+		*m.retiring = append(*m.retiring, r.StatsSources...)
+	} else {
+		m.srv.RemoveStatsSources(r.StatsSources)
 	}
 	for _, c := range r.Closers {
 		c.Close()
@@ -680,10 +750,13 @@ func (m *Manager) dumpState() *config.DumpState {
 		r := m.clusters[name]
 		st.ActiveClusters = append(st.ActiveClusters, config.DumpEntry{Name: name, Version: r.Version, LastUpdated: m.cUpdated[name], Resource: r.Message()})
 	}
+	st.WarmingClusters = m.eds.dumpWarming() // eds.go
+	st.Endpoints = m.eds.dumpEndpoints()
 	for _, name := range sortedKeys(m.cFailed) {
 		f := m.cFailed[name]
 		st.ClusterFailures = append(st.ClusterFailures, config.DumpFailure{Name: name, Details: f.err.Error(), Failed: f.err.Failed, LastUpdateAttempt: f.when})
 	}
+	m.routesDumpState(st) // rds.go
 	return st
 }
 

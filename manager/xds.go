@@ -12,6 +12,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -76,7 +77,11 @@ func (s controlPlaneStats) VisitStats(_ int, v engine.StatVisitor) {
 var xdsTypes = []string{xds.ClusterType, xds.EndpointType, xds.ListenerType, xds.RouteType}
 
 // HasXDS reports whether the configuration subscribes to a management server.
-func (m *Manager) HasXDS() bool { return m.cfg.LDSXDS != nil || m.cfg.CDSXDS != nil }
+func (m *Manager) HasXDS() bool {
+	// ads_config alone: EDS clusters (static, or of a CDS file) subscribe on its stream
+	// (eds.go).
+	return m.cfg.LDSXDS != nil || m.cfg.CDSXDS != nil || m.cfg.ADS != nil || len(m.staticRouteNames()) > 0 // rds.go
+}
 
 // StartXDS starts the subscriptions to management servers (none without them) and the
 // manager's goroutine, which applies what they receive; it may run before the server
@@ -109,7 +114,10 @@ func (m *Manager) StartXDS(version string) error {
 			return err
 		}
 	}
-	return nil
+	if err := m.startEDS(); err != nil { // eds.go: the endpoints of the EDS clusters there are already
+		return err
+	}
+	return m.startRoutes() // rds.go: the static listeners' route configs
 }
 
 // serverKey tells management servers apart: ADS is one stream for every type; each
@@ -132,7 +140,17 @@ func (m *Manager) xdsClientFor(s *config.XDSServer, typeURL string) (*xdsClient,
 	}
 	types := []string{typeURL}
 	if s.Aggregated {
-		types = xdsTypes
+		// The ADS stream carries LDS and CDS only when lds_config / cds_config say
+		// `ads: {}` (their wildcard request would otherwise ask for every listener
+		// and cluster); EDS and RDS by name, once something names them.
+		types = nil
+		for _, t := range xdsTypes {
+			switch {
+			case t == xds.ClusterType && !onADS(m.cfg.CDSXDS), t == xds.ListenerType && !onADS(m.cfg.LDSXDS):
+			default:
+				types = append(types, t)
+			}
+		}
 	}
 	node := proto.Clone(m.cfg.NodeProto).(*corev3.Node)
 	if node.GetUserAgentName() == "" {
@@ -153,11 +171,38 @@ func (m *Manager) xdsClientFor(s *config.XDSServer, typeURL string) (*xdsClient,
 			grpc.WithAuthority(authority),
 		},
 	}
+	if s.KeepaliveInterval > 0 {
+		// gRPC raises an interval under 10 s to 10 s (a server may punish more).
+		o.DialOptions = append(o.DialOptions, grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time: s.KeepaliveInterval, Timeout: s.KeepaliveTimeout, PermitWithoutStream: true}))
+	}
+	if s.InitialStreamWindow > 0 {
+		o.DialOptions = append(o.DialOptions, grpc.WithInitialWindowSize(int32(min(s.InitialStreamWindow, 1<<31-1))))
+	}
+	if s.InitialConnWindow > 0 {
+		o.DialOptions = append(o.DialOptions, grpc.WithInitialConnWindowSize(int32(min(s.InitialConnWindow, 1<<31-1))))
+	}
 	if rl := s.RateLimit; rl != nil {
 		o.RateLimit = &xds.RateLimit{MaxTokens: rl.MaxTokens, FillRate: rl.FillRate}
 	}
-	if s.Delta {
-		return nil, fmt.Errorf("%s.api_type: DELTA_GRPC is not supported yet", s.Field)
+	o.Delta, o.NodeOnEveryRequest, o.PerType = s.Delta, s.NodeOnEveryRequest, !s.Aggregated
+	// Envoy counts update_failure on each subscription of a stream that fails.
+	o.OnStreamFailure = func(error) {
+		for _, typ := range types {
+			if !x.subscribed[typ].Load() {
+				continue
+			}
+			switch typ {
+			case xds.ListenerType:
+				m.lm.lds.updateFailure.Inc()
+			case xds.ClusterType:
+				m.cm.cds.updateFailure.Inc()
+			case xds.RouteType:
+				m.routeStreamFailure() // rds.go
+			case xds.EndpointType:
+				m.endpointStreamFailure(s) // eds.go
+			}
+		}
 	}
 	c := &xdsClient{server: s, types: types}
 	c.c = xds.New(o, m.handleXDS)
@@ -171,6 +216,9 @@ func (m *Manager) xdsClientFor(s *config.XDSServer, typeURL string) (*xdsClient,
 	}()
 	return c, nil
 }
+
+// onADS reports whether a subscription rides the ADS stream.
+func onADS(s *config.XDSSubscription) bool { return s != nil && s.Server.Aggregated }
 
 // dialCluster dials the management server's static cluster: each attempt takes the next
 // of its hosts (a DNS cluster's current ones), so a reconnect tries another server.
@@ -252,9 +300,7 @@ func (m *Manager) handleXDS(typeURL, version string, res []*anypb.Any) (err erro
 			m.cm.cds.updateRejected.Inc()
 			return perr
 		}
-		err = m.ApplyClusters(u)
-		m.resubscribe(xds.EndpointType, m.endpointNames()) // eds.go
-		return err
+		return m.ApplyClusters(u) // which also requests the endpoints its clusters need
 	case xds.ListenerType:
 		u, perr := config.ParseListenerResources("lds", version, res, m.workers, m.opts, m.currentListeners())
 		if perr != nil {
@@ -262,9 +308,7 @@ func (m *Manager) handleXDS(typeURL, version string, res []*anypb.Any) (err erro
 			m.lm.lds.updateRejected.Inc()
 			return perr
 		}
-		err = m.ApplyListeners(u)
-		m.resubscribe(xds.RouteType, m.routeNames()) // rds.go
-		return err
+		return m.ApplyListeners(u) // which also requests the routes its listeners need
 	case xds.EndpointType:
 		return m.applyEndpoints(version, res) // eds.go
 	case xds.RouteType:
@@ -306,10 +350,14 @@ func (m *Manager) WaitInitial() []string {
 	if s := m.cfg.CDSXDS; s != nil {
 		wait(xds.ClusterType, s.InitialFetchTimeout)
 		wait(xds.EndpointType, s.InitialFetchTimeout)
+	} else if s := m.edsSource(); s != nil { // eds.go: static EDS clusters, or a CDS file's
+		wait(xds.EndpointType, s.InitialFetchTimeout)
 	}
 	if s := m.cfg.LDSXDS; s != nil {
 		wait(xds.ListenerType, s.InitialFetchTimeout)
 		wait(xds.RouteType, s.InitialFetchTimeout)
+	} else {
+		wait(xds.RouteType, m.routeFetchTimeout()) // rds.go: static listeners' routes
 	}
 	return late
 }

@@ -2,10 +2,11 @@
 # Portico benchmark harness. See BENCHMARKS.md for the method.
 #
 #   scripts/bench.sh [--quick] [SCENARIO...]
-#       scenarios: echo idle-mem l4-proxy l7-proxy syscalls sni drip balance tls reload
+#       scenarios: echo idle-mem l4-proxy l7-proxy syscalls sni drip balance tls reload xds
 #       (default: all; in --quick's default, l7-proxy runs only when the
 #       Portico binary accepts the HTTP bootstrap, see scenario_l7_proxy, and
-#       reload not at all: `--quick reload` takes ~30 s, one event per cell)
+#       reload and xds not at all: `--quick reload` takes ~30 s, one event per
+#       cell, `--quick xds` ~15 s)
 #
 # The system under test runs on CPU $SUT_CPU (default 1), the load generator
 # on CPU $LG_CPU (default 0). Every contender gets one worker. Repetitions are
@@ -33,7 +34,10 @@
 # portico-hot portico-hotwrap portico-lds portico-lds-full haproxy-mw haproxy-sf"), BENCH_RELOAD_RATE
 # (13500 new connections/s), BENCH_RELOAD_CONC (64), BENCH_RELOAD_STREAMS (100),
 # BENCH_RELOAD_EVENTS (20; --quick 1), BENCH_RELOAD_COLD_EVENTS (5),
-# BENCH_RELOAD_HOT_EVENTS (10), BENCH_RELOAD_DRAIN_S (1), BENCH_RELOAD_PARENT_SHUTDOWN_S (2).
+# BENCH_RELOAD_HOT_EVENTS (10), BENCH_RELOAD_DRAIN_S (1), BENCH_RELOAD_PARENT_SHUTDOWN_S (2);
+# xds (scripts/lib-bench-xds.sh): BENCH_XDS_FLEETS ("3:1 3:1:delta 1:1 1":
+# PROXIES[:DRAIN_S[:delta]] per run; --quick "3:1 1:1:delta"), BENCH_XDS_SIZES ("10,100,1000";
+# --quick "10,100"), BENCH_XDS_UPDATES (12 per size and rep; --quick 3), BENCH_XDS_MAX_S (900).
 #
 # Before/after in one run: BENCH_BASE_BIN=/path/to/an/older/portico adds the
 # contender "portico-base", started exactly like portico (same config
@@ -50,6 +54,8 @@ source "$ROOT/scripts/lib-bench.sh"
 source "$ROOT/scripts/lib-bench-tls.sh"
 # shellcheck source=scripts/lib-bench-reload.sh
 source "$ROOT/scripts/lib-bench-reload.sh"
+# shellcheck source=scripts/lib-bench-xds.sh
+source "$ROOT/scripts/lib-bench-xds.sh"
 
 QUICK=false
 SCENARIOS=()
@@ -57,7 +63,7 @@ for a in "$@"; do
 	case $a in
 	--quick) QUICK=true ;;
 	-h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-	echo | idle-mem | l4-proxy | l7-proxy | sni | balance | syscalls | drip | tls | reload) SCENARIOS+=("$a") ;;
+	echo | idle-mem | l4-proxy | l7-proxy | sni | balance | syscalls | drip | tls | reload | xds) SCENARIOS+=("$a") ;;
 	*) echo "unknown argument: $a" >&2; exit 2 ;;
 	esac
 done
@@ -67,8 +73,9 @@ done
 L7_IF_PORTICO_HTTP=false
 if ((${#SCENARIOS[@]} == 0)); then
 	SCENARIOS=(echo idle-mem l4-proxy l7-proxy syscalls sni drip balance tls)
-	# reload's cells are seconds long each (events seconds apart): not in the smoke.
-	$QUICK || SCENARIOS+=(reload)
+	# reload's cells are seconds long each (events seconds apart), xds starts a fleet:
+	# not in the smoke.
+	$QUICK || SCENARIOS+=(reload xds)
 	L7_IF_PORTICO_HTTP=$QUICK
 fi
 
@@ -828,6 +835,7 @@ for s in "${SCENARIOS[@]}"; do
 	drip) scenario_drip ;;
 	tls) scenario_tls ;;
 	reload) scenario_reload ;;
+	xds) scenario_xds ;;
 	esac
 done
 

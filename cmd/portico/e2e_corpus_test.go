@@ -160,6 +160,16 @@ func rewriteForTest(t *testing.T, path string) (cfgPath, adminAddr string, httpP
 			}
 		}
 	}
+	// Its management server is not here: start after a short initial fetch (the
+	// same start-up Envoy makes when initial_fetch_timeout passes) rather than the
+	// default 15 s per subscription.
+	if dr := get(root, "dynamic_resources"); dr != nil {
+		for _, k := range []string{"lds_config", "cds_config"} {
+			if cs := get(dr, k); cs != nil && cs.Kind == yaml.MappingNode && get(cs, "path") == nil && get(cs, "path_config_source") == nil {
+				setMap(cs, "initial_fetch_timeout", scalar("1s"))
+			}
+		}
+	}
 	out, err := yaml.Marshal(&doc)
 	if err != nil {
 		t.Fatal(err)

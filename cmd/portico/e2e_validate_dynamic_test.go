@@ -129,7 +129,14 @@ func TestValidateResourceFileStandalone(t *testing.T) {
 	  {"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "a", "type": "STATIC"},
 	  {"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "b", "type": "EDS"}]}`)
 	out, code = runValidate(t, cds)
-	if code != 1 || !strings.Contains(out, cds+`: resources[1] (cluster "b"): type: EDS clusters are not supported by Portico`) {
+	if code != 1 || !strings.Contains(out, cds+`: resources[1] (cluster "b"): eds_cluster_config.eds_config: required`) {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	// An EDS cluster over ads, checked without its bootstrap: a warning.
+	eds := writeTemp(t, dir, "eds.json", `{"version_info": "e", "resources": [
+	  {"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "e", "type": "EDS", "eds_cluster_config": {"eds_config": {"ads": {}}}}]}`)
+	out, code = runValidate(t, eds)
+	if code != 0 || !strings.Contains(out, `warning: resources[0] (cluster "e"): eds_cluster_config.eds_config: uses ads: the bootstrap must configure dynamic_resources.ads_config`) {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
 }

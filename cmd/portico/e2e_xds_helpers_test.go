@@ -14,7 +14,10 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -40,10 +43,16 @@ type xdsCP struct {
 	acked   map[string]map[string]string // node → type URL → last ACKed version
 	nacked  map[string]map[string]string // node → type URL → last NACK's error_detail message
 	nodes   map[string]*corev3.Node      // node id → the node as the proxy sent it
-	gs      *grpc.Server
-	cancel  context.CancelFunc
-	done    chan struct{}
-	tls     *tls.Config // nil: plaintext
+	// deltaSent maps a delta response's nonce to its system_version_info: a delta ACK
+	// names the nonce only.
+	deltaSent map[string]string
+	// opened are the streams opened, by service: "" for ADS, a type URL for a type's
+	// own service; "delta:" before either for the incremental protocol.
+	opened []string
+	gs     *grpc.Server
+	cancel context.CancelFunc
+	done   chan struct{}
+	tls    *tls.Config // nil: plaintext
 }
 
 // startXDSServer starts a management server on a free loopback port; it stops with the
@@ -58,7 +67,7 @@ func startXDSServerTLS(t *testing.T, cfg *tls.Config) *xdsCP {
 	t.Helper()
 	cp := &xdsCP{t: t, tls: cfg, cache: cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil), addr: "127.0.0.1:0",
 		streams: map[int64]string{}, acked: map[string]map[string]string{},
-		nacked: map[string]map[string]string{}, nodes: map[string]*corev3.Node{}}
+		nacked: map[string]map[string]string{}, nodes: map[string]*corev3.Node{}, deltaSent: map[string]string{}}
 	cp.start()
 	t.Cleanup(cp.stop)
 	return cp
@@ -88,23 +97,32 @@ func (cp *xdsCP) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	cb := serverv3.CallbackFuncs{
 		StreamRequestFunc: func(id int64, r *discoveryv3.DiscoveryRequest) error {
+			cp.record(id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil,
+				func(string) string { return r.GetVersionInfo() })
+			return nil
+		},
+		StreamOpenFunc: func(_ context.Context, _ int64, typ string) error {
+			cp.mu.Lock()
+			cp.opened = append(cp.opened, typ)
+			cp.mu.Unlock()
+			return nil
+		},
+		DeltaStreamOpenFunc: func(_ context.Context, _ int64, typ string) error {
+			cp.mu.Lock()
+			cp.opened = append(cp.opened, "delta:"+typ)
+			cp.mu.Unlock()
+			return nil
+		},
+		StreamDeltaRequestFunc: func(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+			// A delta ACK names the nonce only: its version is the response's.
+			cp.record(id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil,
+				func(nonce string) string { return cp.deltaSent[nonce] })
+			return nil
+		},
+		StreamDeltaResponseFunc: func(_ int64, _ *discoveryv3.DeltaDiscoveryRequest, rsp *discoveryv3.DeltaDiscoveryResponse) {
 			cp.mu.Lock()
 			defer cp.mu.Unlock()
-			node := cp.streams[id]
-			if r.GetNode().GetId() != "" {
-				node = r.GetNode().GetId()
-				cp.streams[id] = node
-				cp.nodes[node] = r.GetNode()
-			}
-			if node == "" || r.GetResponseNonce() == "" {
-				return nil // a subscription, not an answer to a response
-			}
-			if r.GetErrorDetail() != nil {
-				put(cp.nacked, node, r.GetTypeUrl(), r.GetErrorDetail().GetMessage())
-			} else {
-				put(cp.acked, node, r.GetTypeUrl(), r.GetVersionInfo())
-			}
-			return nil
+			cp.deltaSent[rsp.GetNonce()] = rsp.GetSystemVersionInfo()
 		},
 		StreamClosedFunc: func(id int64, _ *corev3.Node) {
 			cp.mu.Lock()
@@ -119,11 +137,36 @@ func (cp *xdsCP) start() {
 	}
 	gs := grpc.NewServer(opts...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, srv)
+	listenerservice.RegisterListenerDiscoveryServiceServer(gs, srv)
+	clusterservice.RegisterClusterDiscoveryServiceServer(gs, srv)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, srv) // an EDS cluster's own api_config_source
 	done := make(chan struct{})
 	go func() { defer close(done); _ = gs.Serve(ln) }()
 	cp.mu.Lock()
 	cp.gs, cp.cancel, cp.done = gs, cancel, done
 	cp.mu.Unlock()
+}
+
+// record notes a request of stream id: the node (sent on the first request, or on
+// every one), and, for an answer to a response (a nonce), its ACK of the version
+// versionOf gives or its NACK.
+func (cp *xdsCP) record(id int64, n *corev3.Node, typ, nonce, nackMsg string, isNACK bool, versionOf func(nonce string) string) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	node := cp.streams[id]
+	if n.GetId() != "" {
+		node = n.GetId()
+		cp.streams[id] = node
+		cp.nodes[node] = n
+	}
+	if node == "" || nonce == "" {
+		return // a subscription, not an answer to a response
+	}
+	if isNACK {
+		put(cp.nacked, node, typ, nackMsg)
+	} else if v := versionOf(nonce); v != "" {
+		put(cp.acked, node, typ, v)
+	}
 }
 
 func put(m map[string]map[string]string, node, typ, v string) {

@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/netip"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,6 +79,11 @@ func (l *loadLoop) finish(t *testing.T) (ok, failed int64) {
 // is killed and restarted while the proxies keep serving, and they reconnect and ACK;
 // all three converge on every version.
 func TestXDSFleet(t *testing.T) {
+	t.Run("sotw", func(t *testing.T) { testXDSFleet(t, false) })
+	t.Run("delta", func(t *testing.T) { testXDSFleet(t, true) })
+}
+
+func testXDSFleet(t *testing.T, delta bool) {
 	cp := startXDSServer(t)
 	a, b := named(t, "A"), named(t, "B")
 	nodes := []string{"proxy-1", "proxy-2", "proxy-3"}
@@ -102,7 +109,7 @@ func TestXDSFleet(t *testing.T) {
 	}, []types.Resource{staticCluster("backend", a)})
 	procs := map[string]*proc{}
 	for _, n := range nodes {
-		procs[n] = startXDSProxy(t, cp, xdsBoot{Node: n}, "--drain-time-s", "1")
+		procs[n] = startXDSProxy(t, cp, xdsBoot{Node: n, Delta: delta}, "--drain-time-s", "1")
 	}
 	cp.waitACK(t, "v1", both, nodes...)
 	for _, n := range nodes {
@@ -183,6 +190,10 @@ func TestXDSFleet(t *testing.T) {
 	for _, n := range nodes {
 		eventually(t, n+" to reconnect", func() bool { return procs[n].stats(t)["control_plane.connected_state"] == 1 })
 		eventually(t, n+" api to be removed", func() bool { _, err := dialRead(pp[n].api); return err != nil })
+	}
+	if st := procs["proxy-1"].stats(t); st["listener_manager.lds.update_failure"] < 1 || st["cluster_manager.cds.update_failure"] < 1 {
+		t.Fatalf("the lost stream is not counted: lds.update_failure %v, cds.update_failure %v",
+			st["listener_manager.lds.update_failure"], st["cluster_manager.cds.update_failure"])
 	}
 	ok, failed := load.finish(t)
 	t.Logf("new connections through v2..v4 and a server restart: %d ok, %d failed", ok, failed)
@@ -302,4 +313,51 @@ func TestXDSOverTLS(t *testing.T) {
 	eventually(t, "the TLS failure in the log", func() bool {
 		return strings.Contains(p.stderr.String(), "certificate signed by unknown authority") || strings.Contains(p.stderr.String(), "unknown authority")
 	})
+}
+
+// TestXDSPerTypeSources: lds_config and cds_config each name an api_config_source of
+// their own (no ADS): a stream per type to the listener and cluster discovery services,
+// with the node on every request (Envoy's default).
+func TestXDSPerTypeSources(t *testing.T) {
+	cp := startXDSServer(t)
+	a := named(t, "A")
+	port := freePort(t)
+	cp.set(t, "v1", map[resource.Type][]types.Resource{
+		resource.ClusterType:  {staticCluster("backend", a)},
+		resource.ListenerType: {tcpListener(t, "web", port, "backend")},
+	}, "proxy-1")
+	src := func(api string) string {
+		return "{api_config_source: {api_type: " + api + ", transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: xds_cluster}}]}, resource_api_version: V3}"
+	}
+	for _, api := range []string{"GRPC", "DELTA_GRPC"} {
+		b := xdsBoot{Node: "proxy-1", CP: cp.port(), Admin: freePort(t)}
+		cfg := writeConfig(t, xdsBootstrapTmpl, b)
+		data, err := os.ReadFile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc := string(data)
+		start, end := strings.Index(doc, "  ads_config:"), strings.Index(doc, "static_resources:")
+		doc = doc[:start] + "  cds_config: " + src(api) + "\n  lds_config: " + src(api) + "\n" + doc[end:]
+		if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p := startPortico(t, fmt.Sprintf("127.0.0.1:%d", b.Admin), "-c", cfg)
+		cp.waitACK(t, "v1", []string{cdsType, ldsType}, "proxy-1")
+		if s, err := dialRead(port); s != "A" {
+			t.Fatalf("%s: got %q, %v; want A", api, s, err)
+		}
+		p.stop(t, 10*time.Second)
+		want := []string{cdsType, ldsType}
+		if api == "DELTA_GRPC" {
+			want = []string{"delta:" + cdsType, "delta:" + ldsType}
+		}
+		cp.mu.Lock()
+		opened := cp.opened
+		cp.opened, cp.acked = nil, map[string]map[string]string{}
+		cp.mu.Unlock()
+		if !slices.Contains(opened, want[0]) || !slices.Contains(opened, want[1]) || slices.Contains(opened, "") {
+			t.Fatalf("%s: streams opened %q, want %q and no ADS", api, opened, want)
+		}
+	}
 }

@@ -180,6 +180,11 @@ func explainHTTP(fc *engine.FilterChain, method, host, path string, headers head
 		h.AddString(kv[0], kv[1])
 	}
 	tab := hcm.Config().Routes
+	if tab == nil {
+		// rds: the routes come from the management server at run time.
+		fmt.Fprintf(stdout, "routes=rds route_config_name=%s (not known before a management server sends it)\n", hcm.Config().RDS.Name())
+		return 3
+	}
 	vh, rt := tab.Select(&h)
 	if vh == nil {
 		fmt.Fprintf(stdout, "virtual_host=none route=none status=404 flags=NR\n")

@@ -1,35 +1,86 @@
 // Package xds is Portico's Aggregated Discovery Service (ADS) client: one
 // bidirectional gRPC stream to a management server carrying every subscribed
-// resource type, state of the world (SotW) variant.
+// resource type, in the state of the world (SotW) variant or, with
+// Options.Delta, the incremental ("delta") one.
 //
 // The client follows Envoy's protocol rules (the xDS protocol document, and
-// Envoy's grpc_mux_impl and grpc_stream):
+// Envoy's grpc_mux_impl, new_grpc_mux_impl, delta_subscription_state and
+// grpc_stream). Common to both variants:
 //
 //   - The node is sent on the first request of each stream only (Envoy's
-//     set_node_on_first_message_only).
+//     set_node_on_first_message_only), or on every request with
+//     Options.NodeOnEveryRequest (Envoy's default).
 //   - On each new stream every subscribed type is requested, in the order of
-//     Options.Types, with the last version this client accepted (so a server may
-//     skip a resend) and no nonce: nonces belong to one stream.
-//   - Listener and Cluster types are wildcard (empty resource_names) unless
-//     Subscribe gives them names. Every other type is requested by name, and is
-//     not requested at all until Subscribe gives it a non-empty name set.
-//   - A response is handed to the Handler. nil ACKs: a request with the
-//     response's version_info and response_nonce. An error NACKs: the
-//     previously accepted version_info, the response's nonce, and error_detail
-//     (google.rpc.Status, code INVALID_ARGUMENT, message = the error's text).
+//     Options.Types, and no nonce: nonces belong to one stream.
+//   - Listener and Cluster types are wildcard unless Subscribe gives them
+//     names. Every other type is requested by name, and is not requested at
+//     all until Subscribe gives it a non-empty name set.
+//   - The Handler is called with a type's whole current set of resources (see
+//     below for delta). nil ACKs; an error NACKs with error_detail
+//     (google.rpc.Status, code INTERNAL as Envoy sends, message = the error's
+//     text, cut at 4 KiB as Envoy cuts it).
+//     A handler panic is a NACK too.
 //   - A response whose type_url is not in Options.Types is NACKed; a response
 //     for a type in Options.Types that has no subscription is ignored.
-//   - A server that answers a NACK by re-sending the same version at once (as
-//     go-control-plane's snapshot cache does, since the NACK carries an older
-//     version) must not make the client spin: such a response is held until
-//     Options.NackDelay has passed since the NACK, then handled again.
+//   - A server that answers a NACK by re-sending what was rejected must not
+//     make the client spin: such a response is held until Options.NackDelay
+//     has passed since the NACK, then handled again.
 //   - When the stream or the server goes away the client reconnects with
 //     jittered exponential back-off; the back-off restarts once a response
-//     arrives on a new stream. The client keeps no resources: what runs stays
-//     with the handler.
+//     arrives on a new stream. What runs stays with the handler.
 //   - Optional token bucket on requests (Envoy's rate_limit_settings).
+//   - Stats count every handled response the same way in both variants.
 //
-// Nothing here is wired into the binary yet; Run is the whole life of a client.
+// State of the world: each response is the type's whole set and is handed to
+// the Handler as it is. The ACK carries the response's version_info and
+// nonce; the NACK the previously accepted version_info and the response's
+// nonce. The first request of a stream carries the last accepted version (so
+// a server may skip a resend). "Re-sent what was rejected" is a response with
+// the version_info just NACKed. The client keeps no resources.
+//
+// Delta (DeltaAggregatedResources):
+//
+//   - Subscriptions are deltas: resource_names_subscribe and
+//     resource_names_unsubscribe against what the server has on this stream.
+//     A type's first request on a stream states its whole subscription, and
+//     initial_resource_versions with every resource the client holds (so the
+//     server sends only what changed while the stream was down). A wildcard
+//     type's very first request has no names (the legacy wildcard); on later
+//     streams it says "*". Going from wildcard to names unsubscribes "*".
+//   - The client holds, per type, the resources the server has sent (name →
+//     version and body), across responses and streams. A response's
+//     resources add or replace held ones (for a by-name type only the names
+//     subscribed; others are ignored, as Envoy does); its removed_resources
+//     delete them. The Handler is then called with the type's WHOLE held set,
+//     sorted by name, and version = system_version_info, so a caller written
+//     for SotW (per-resource apply and diff, SotW removal of what is missing)
+//     works unchanged. Names that Subscribe drops leave the held set at once;
+//     the handler sees that on the type's next response (no call is made for
+//     an unsubscription: the server sends nothing for it).
+//   - ACK: response_nonce. NACK: response_nonce and error_detail.
+//   - After a NACK the held set still records the response: it is the server's
+//     view (a server such as go-control-plane counts what it sent as the
+//     client's and computes the next delta against it), so the next delta
+//     applies consistently and the handler sees the server's current set,
+//     rejected resources included, until the server changes them. This
+//     differs from Envoy's DeltaSubscriptionState, which records versions only
+//     on accept but whose subscribers keep the resources themselves; the
+//     consequence is that a reconnect announces the rejected versions too, so
+//     a server does not resend them unchanged.
+//   - A malformed response (a name twice, a name both added and removed, an
+//     embedded type_url that is not the response's, a resource without a body
+//     that is not a heartbeat at the held version) is NACKed with Envoy's
+//     message; nothing of it is applied and the Handler is not called. One
+//     arriving within NackDelay of a NACK is held like a re-send (below).
+//   - "Re-sent what was rejected" is, in delta, a response that would change
+//     nothing held (every resource already held at that version and body, no
+//     held name removed) arriving while the type's last outcome was a NACK.
+//     It is held for NackDelay; any other response for the type supersedes
+//     it. After an ACK such a response is handled at once (the handler sees
+//     the same set again).
+//
+// Run is the whole life of a client. The manager package runs one per management
+// server the bootstrap names (ads_config, or an api_config_source: Options.PerType).
 package xds
 
 import (
@@ -80,7 +131,21 @@ type RateLimit struct {
 // Options configure a Client.
 type Options struct {
 	Target string       // host:port of the management server
-	Node   *corev3.Node // sent on the first request of each stream
+	Node   *corev3.Node // sent on the first request of each stream (see NodeOnEveryRequest)
+	// NodeOnEveryRequest puts Node on every request, not only on each
+	// stream's first: Envoy's set_node_on_first_message_only false (Envoy's
+	// default). false keeps the node on the first request only.
+	NodeOnEveryRequest bool
+	// PerType talks to Types[0]'s own discovery service (ListenerDiscoveryService
+	// and its kin: Envoy's api_config_source without ADS) instead of the aggregated
+	// one; Types must then hold one type.
+	PerType bool
+	// OnStreamFailure, if set, is called on the client's goroutine each time a stream
+	// fails to open or ends other than by ctx (Envoy counts update_failure then).
+	OnStreamFailure func(error)
+	// Delta selects the incremental protocol (DeltaAggregatedResources,
+	// Envoy's api_type DELTA_GRPC) instead of the state of the world.
+	Delta bool
 	// Types to subscribe, in Envoy's order: CDS, EDS, LDS, RDS.
 	Types []string
 	// Backoff gives the wait before reconnect attempt n (0-based, reset once a
@@ -97,9 +162,12 @@ type Options struct {
 	DialOptions []grpc.DialOption
 }
 
-// Handler applies one response's resources. It is called on the client's
-// goroutine, in arrival order. nil ACKs the version; an error NACKs it and its
-// text becomes the NACK's error_detail message. It may call Subscribe.
+// Handler applies one type's resources: a SotW response's, or after a delta
+// response the type's whole held set (version is then system_version_info).
+// It is called on the client's goroutine, in arrival order. nil ACKs the
+// version; an error NACKs it and its text becomes the NACK's error_detail
+// message. It may call Subscribe. It must not modify the resources: in delta
+// they are the client's held copies, handed again on later calls.
 type Handler func(typeURL, version string, resources []*anypb.Any) error
 
 // TypeStats are Envoy's per-subscription counters.
@@ -107,7 +175,7 @@ type TypeStats struct {
 	UpdateAttempt  uint64 // responses handled
 	UpdateSuccess  uint64 // ACKed
 	UpdateRejected uint64 // NACKed
-	Version        string // last accepted version_info
+	Version        string // last accepted version_info (delta: system_version_info)
 	LastNackDetail string // error_detail of the last NACK
 }
 
@@ -129,6 +197,7 @@ type typeState struct {
 	lastNonce  string // of the current stream
 	pendingRsp *discoveryv3.DiscoveryResponse
 	pendingAt  time.Time
+	d          deltaType // the delta protocol's state of this type
 }
 
 func (t *typeState) subscribed() bool { return t.wildcard || len(t.names) > 0 }
@@ -202,6 +271,7 @@ func (c *Client) Subscribe(typeURL string, names []string) {
 	}
 	t.names = names
 	t.dirty = true
+	t.d.dropUnsubscribed(t)
 	c.mu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
@@ -233,6 +303,9 @@ func (c *Client) Run(ctx context.Context) error {
 	if len(c.o.Types) == 0 {
 		return errors.New("xds: no resource types to subscribe")
 	}
+	if c.o.PerType && len(c.o.Types) != 1 {
+		return fmt.Errorf("xds: a type's own discovery service carries one type, not %d", len(c.o.Types))
+	}
 	dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, c.o.DialOptions...)
 	attempt := 0
 	for {
@@ -244,7 +317,12 @@ func (c *Client) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("xds: management server %q: %w", c.o.Target, err)
 		}
-		gotResponse, err := c.stream(ctx, discoveryv3.NewAggregatedDiscoveryServiceClient(conn))
+		var gotResponse bool
+		if c.o.Delta {
+			gotResponse, err = runStream(ctx, c, conn, &delta{c: c})
+		} else {
+			gotResponse, err = runStream(ctx, c, conn, &sotw{c: c})
+		}
 		c.setConnected(false)
 		if cerr := conn.Close(); cerr != nil {
 			c.log.Debug("xds: closing the channel", "error", cerr)
@@ -259,6 +337,9 @@ func (c *Client) Run(ctx context.Context) error {
 		attempt++
 		c.log.Warn("xds: stream to the management server ended, reconnecting",
 			"target", c.o.Target, "error", err, "in", wait)
+		if c.o.OnStreamFailure != nil {
+			c.o.OnStreamFailure(err)
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -269,112 +350,65 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-// stream runs one ADS stream until it fails or ctx ends. It reports whether a
-// response arrived (which resets the back-off).
-func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient) (bool, error) {
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	st, err := ads.StreamAggregatedResources(sctx)
-	if err != nil {
-		return false, fmt.Errorf("xds: opening the ADS stream: %w", err)
+// sotw is the state-of-the-world protocol on one stream.
+type sotw struct {
+	c *Client
+	// Requests queued but not sent yet (rate limit), one per type: a newer
+	// request for a type replaces the queued one, as Envoy builds a type's
+	// request from its latest state when it is finally sent.
+	pending map[string]*discoveryv3.DiscoveryRequest
+}
+
+func (p *sotw) kind() string { return "ADS" }
+
+func (p *sotw) open(ctx context.Context, conn *grpc.ClientConn) (grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse], error) {
+	return openSotW(ctx, conn, &p.c.o) // service.go
+}
+
+func (p *sotw) setNode(r *discoveryv3.DiscoveryRequest, n *corev3.Node) { r.Node = n }
+
+func (p *sotw) queue(q *sendQueue, r *discoveryv3.DiscoveryRequest) {
+	if p.pending == nil {
+		p.pending = make(map[string]*discoveryv3.DiscoveryRequest)
 	}
-	c.setConnected(true)
-	c.log.Info("xds: ADS stream established", "target", c.o.Target)
+	p.pending[r.TypeUrl] = r
+	q.add(r.TypeUrl)
+}
 
-	// Recv runs on its own goroutine so the loop can also wait for Subscribe,
-	// timers and ctx; Send stays on the loop's goroutine (one sender only).
-	rsps := make(chan *discoveryv3.DiscoveryResponse)
-	recvErr := make(chan error, 1)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			r, err := st.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case rsps <- r:
-			case <-sctx.Done():
-				return
-			}
-		}
-	}()
-	defer wg.Wait() // after cancel (deferred later, so run first): Recv returns
-	defer cancel()
+func (p *sotw) build(typ string) *discoveryv3.DiscoveryRequest {
+	r := p.pending[typ]
+	delete(p.pending, typ)
+	return r
+}
 
-	s := &streamState{c: c, st: st, first: true, bucket: newBucket(c.o.RateLimit)}
+// begin queues the initial requests, in Options.Types order, with the last
+// accepted version and no nonce.
+func (p *sotw) begin(q *sendQueue) {
+	c := p.c
 	c.mu.Lock()
-	for _, t := range c.types {
+	defer c.mu.Unlock()
+	for _, typ := range c.o.Types {
+		t := c.types[typ]
 		t.lastNonce = ""
 		t.pendingRsp = nil
-	}
-	c.mu.Unlock()
-	// Initial requests, in Options.Types order, with the last accepted
-	// version and no nonce.
-	for _, typ := range c.o.Types {
-		c.mu.Lock()
-		t := c.types[typ]
 		t.dirty = false
-		if !t.subscribed() {
-			c.mu.Unlock()
-			continue
-		}
-		req := c.requestLocked(typ, t, "", nil)
-		c.mu.Unlock()
-		s.queue(req)
-	}
-	if err := s.flush(); err != nil {
-		return false, err
-	}
-
-	got := false
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		c.armTimer(timer, s)
-		select {
-		case <-sctx.Done():
-			return got, sctx.Err()
-		case err := <-recvErr:
-			return got, fmt.Errorf("xds: ADS stream: %w", err)
-		case r := <-rsps:
-			got = true
-			c.onResponse(s, r)
-		case <-c.wake:
-			c.sendDirty(s)
-		case <-timer.C:
-			c.runPending(s)
-		}
-		if err := s.flush(); err != nil {
-			return got, err
+		if t.subscribed() {
+			p.queue(q, c.requestLocked(typ, t, "", nil))
 		}
 	}
 }
 
-// armTimer points timer at the nearest event: a held response's due time or
-// the rate limiter's next token.
-func (c *Client) armTimer(timer *time.Timer, s *streamState) {
+func (p *sotw) heldDue() time.Time {
+	c := p.c
 	var due time.Time
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, t := range c.types {
 		if t.pendingRsp != nil && (due.IsZero() || t.pendingAt.Before(due)) {
 			due = t.pendingAt
 		}
 	}
-	c.mu.Unlock()
-	if len(s.order) > 0 {
-		if at := s.bucket.nextToken(); due.IsZero() || at.Before(due) {
-			due = at
-		}
-	}
-	d := time.Hour // nothing due: a long wait the other events interrupt
-	if !due.IsZero() {
-		d = max(time.Until(due), 0)
-	}
-	timer.Reset(d)
+	return due
 }
 
 // requestLocked builds the request for typ from its state; c.mu is held.
@@ -389,12 +423,26 @@ func (c *Client) requestLocked(typ string, t *typeState, version string, detail 
 		req.VersionInfo = t.stats.Version
 	}
 	if detail != nil {
-		req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: detail.Error()}
+		req.ErrorDetail = nackStatus(detail)
 	}
 	return req
 }
 
-func (c *Client) sendDirty(s *streamState) {
+// nackStatus is a NACK's error_detail, as Envoy's: code INTERNAL, the message cut at
+// 4 KiB (a gRPC status message rides in a header).
+func nackStatus(err error) *statuspb.Status {
+	msg := err.Error()
+	if len(msg) > maxNackMessage {
+		msg = msg[:maxNackMessage] + "...(truncated)"
+	}
+	return &statuspb.Status{Code: int32(codes.Internal), Message: msg}
+}
+
+// maxNackMessage is Envoy's limit on a NACK's message (truncateGrpcStatusMessage).
+const maxNackMessage = 4096
+
+func (p *sotw) subscribed(q *sendQueue) {
+	c := p.c
 	c.mu.Lock()
 	var reqs []*discoveryv3.DiscoveryRequest
 	for _, typ := range c.o.Types {
@@ -407,23 +455,23 @@ func (c *Client) sendDirty(s *streamState) {
 	}
 	c.mu.Unlock()
 	for _, r := range reqs {
-		s.queue(r)
+		p.queue(q, r)
 	}
 }
 
-// onResponse handles or holds one response.
-func (c *Client) onResponse(s *streamState, r *discoveryv3.DiscoveryResponse) {
+// response handles or holds one response.
+func (p *sotw) response(q *sendQueue, r *discoveryv3.DiscoveryResponse) {
+	c := p.c
 	typ := r.GetTypeUrl()
 	c.mu.Lock()
 	t, ok := c.types[typ]
 	if !ok {
 		c.mu.Unlock()
 		c.log.Warn("xds: NACK of a response of an unknown type", "type_url", typ, "version", r.GetVersionInfo())
-		s.queue(&discoveryv3.DiscoveryRequest{
+		p.queue(q, &discoveryv3.DiscoveryRequest{
 			TypeUrl:       typ,
 			ResponseNonce: r.GetNonce(),
-			ErrorDetail: &statuspb.Status{Code: int32(codes.InvalidArgument),
-				Message: fmt.Sprintf("unknown type URL %q", typ)},
+			ErrorDetail:   nackStatus(fmt.Errorf("unknown type URL %q", typ)),
 		})
 		return
 	}
@@ -444,11 +492,12 @@ func (c *Client) onResponse(s *streamState, r *discoveryv3.DiscoveryResponse) {
 	}
 	t.pendingRsp = nil
 	c.mu.Unlock()
-	c.apply(s, typ, r)
+	p.apply(q, typ, r)
 }
 
-// runPending handles the held responses that are due.
-func (c *Client) runPending(s *streamState) {
+// runHeld handles the held responses that are due.
+func (p *sotw) runHeld(q *sendQueue) {
+	c := p.c
 	now := time.Now()
 	for _, typ := range c.o.Types {
 		c.mu.Lock()
@@ -460,27 +509,22 @@ func (c *Client) runPending(s *streamState) {
 		}
 		t.pendingRsp = nil
 		c.mu.Unlock()
-		c.apply(s, typ, r)
+		p.apply(q, typ, r)
 	}
 }
 
 // apply calls the handler (without the lock: it may call Subscribe) and
 // queues the ACK or NACK.
-func (c *Client) apply(s *streamState, typ string, r *discoveryv3.DiscoveryResponse) {
-	err := c.callHandler(typ, r)
+func (p *sotw) apply(q *sendQueue, typ string, r *discoveryv3.DiscoveryResponse) {
+	c := p.c
+	err := c.callHandler(typ, r.GetVersionInfo(), r.GetResources())
 	c.mu.Lock()
 	t := c.types[typ]
-	t.stats.UpdateAttempt++
 	var req *discoveryv3.DiscoveryRequest
-	if err == nil {
-		t.stats.UpdateSuccess++
-		t.stats.Version = r.GetVersionInfo()
-		t.hasNacked = false
+	if c.countLocked(t, r.GetVersionInfo(), err) {
 		req = c.requestLocked(typ, t, r.GetVersionInfo(), nil)
 	} else {
-		t.stats.UpdateRejected++
-		t.stats.LastNackDetail = err.Error()
-		t.hasNacked, t.nackedVer, t.nackedAt = true, r.GetVersionInfo(), time.Now()
+		t.nackedVer = r.GetVersionInfo()
 		req = c.requestLocked(typ, t, "", err) // the previous accepted version
 	}
 	t.dirty = false // this request carries the current names too
@@ -488,111 +532,33 @@ func (c *Client) apply(s *streamState, typ string, r *discoveryv3.DiscoveryRespo
 	if err != nil {
 		c.log.Warn("xds: NACK", "type_url", typ, "version", r.GetVersionInfo(), "error", err)
 	}
-	s.queue(req)
+	p.queue(q, req)
+}
+
+// countLocked records a handled response in t's stats and NACK state and
+// reports whether it was accepted; c.mu is held. Both protocols count the
+// same way.
+func (c *Client) countLocked(t *typeState, version string, err error) bool {
+	t.stats.UpdateAttempt++
+	if err == nil {
+		t.stats.UpdateSuccess++
+		t.stats.Version = version
+		t.hasNacked = false
+		return true
+	}
+	t.stats.UpdateRejected++
+	t.stats.LastNackDetail = err.Error()
+	t.hasNacked, t.nackedAt = true, time.Now()
+	return false
 }
 
 // callHandler turns a handler panic into a NACK: a bad resource must not take
 // the client down.
-func (c *Client) callHandler(typ string, r *discoveryv3.DiscoveryResponse) (err error) {
+func (c *Client) callHandler(typ, version string, res []*anypb.Any) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("handler panic: %v", p)
 		}
 	}()
-	return c.h(typ, r.GetVersionInfo(), r.GetResources())
-}
-
-// streamState is owned by one stream's loop goroutine.
-type streamState struct {
-	c      *Client
-	st     grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]
-	first  bool
-	bucket *bucket
-	// Outgoing requests not sent yet (rate limit), one per type: a newer
-	// request for a type replaces the queued one, as Envoy builds a type's
-	// request from its latest state when it is finally sent.
-	order   []string
-	pending map[string]*discoveryv3.DiscoveryRequest
-}
-
-func (s *streamState) queue(r *discoveryv3.DiscoveryRequest) {
-	if s.pending == nil {
-		s.pending = make(map[string]*discoveryv3.DiscoveryRequest)
-	}
-	if _, ok := s.pending[r.TypeUrl]; !ok {
-		s.order = append(s.order, r.TypeUrl)
-	}
-	s.pending[r.TypeUrl] = r
-}
-
-// flush sends the queued requests the rate limit allows.
-func (s *streamState) flush() error {
-	for len(s.order) > 0 {
-		if !s.bucket.take() {
-			return nil // the loop's timer comes back at the next token
-		}
-		typ := s.order[0]
-		r := s.pending[typ]
-		s.order = s.order[1:]
-		delete(s.pending, typ)
-		if s.first {
-			r.Node = s.c.o.Node
-			s.first = false
-		}
-		if err := s.st.Send(r); err != nil {
-			return fmt.Errorf("xds: sending the %s request: %w", typ, err)
-		}
-	}
-	return nil
-}
-
-// bucket is a token bucket; nil means unlimited.
-type bucket struct {
-	max, tokens, rate float64
-	last              time.Time
-}
-
-func newBucket(rl *RateLimit) *bucket {
-	if rl == nil {
-		return nil
-	}
-	b := &bucket{max: float64(rl.MaxTokens), rate: rl.FillRate, last: time.Now()}
-	if b.max <= 0 {
-		b.max = defaultMaxTokens
-	}
-	if b.rate <= 0 {
-		b.rate = defaultFillRate
-	}
-	b.tokens = b.max
-	return b
-}
-
-func (b *bucket) refill() {
-	now := time.Now()
-	b.tokens = min(b.max, b.tokens+now.Sub(b.last).Seconds()*b.rate)
-	b.last = now
-}
-
-func (b *bucket) take() bool {
-	if b == nil {
-		return true
-	}
-	b.refill()
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
-// nextToken is when the next whole token is there.
-func (b *bucket) nextToken() time.Time {
-	if b == nil {
-		return time.Now()
-	}
-	b.refill()
-	if b.tokens >= 1 {
-		return time.Now()
-	}
-	return b.last.Add(time.Duration((1 - b.tokens) / b.rate * float64(time.Second)))
+	return c.h(typ, version, res)
 }

@@ -67,9 +67,13 @@ type mgmt struct {
 	mu        sync.Mutex
 	reqs      []*discoveryv3.DiscoveryRequest
 	responses int // OnStreamResponse calls
-	gs        *grpc.Server
-	cancel    context.CancelFunc
-	done      chan struct{}
+	// Delta streams, recorded by the server's callbacks (a request before
+	// the server fills in the node).
+	dreqs  []deltaReq
+	drsps  []deltaRsp
+	gs     *grpc.Server
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // newMgmt starts a server. ads makes the cache order its responses by type
@@ -118,6 +122,17 @@ func (m *mgmt) start() {
 		StreamResponseFunc: func(context.Context, int64, *discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {
 			m.mu.Lock()
 			m.responses++
+			m.mu.Unlock()
+		},
+		StreamDeltaRequestFunc: func(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+			m.mu.Lock()
+			m.dreqs = append(m.dreqs, deltaReq{id, proto.Clone(r).(*discoveryv3.DeltaDiscoveryRequest)})
+			m.mu.Unlock()
+			return nil
+		},
+		StreamDeltaResponseFunc: func(id int64, _ *discoveryv3.DeltaDiscoveryRequest, r *discoveryv3.DeltaDiscoveryResponse) {
+			m.mu.Lock()
+			m.drsps = append(m.drsps, deltaRsp{id, proto.Clone(r).(*discoveryv3.DeltaDiscoveryResponse)})
 			m.mu.Unlock()
 		},
 	}
@@ -176,6 +191,7 @@ func (m *mgmt) set(t *testing.T, version string, res map[resource.Type][]types.R
 type call struct {
 	typ, version string
 	names        []string
+	res          []*anypb.Any
 }
 
 // recorder is a Handler that records its calls and fails where fail says.
@@ -204,7 +220,7 @@ func (r *recorder) handle(typ, version string, res []*anypb.Any) error {
 	}
 	slices.Sort(names)
 	r.mu.Lock()
-	r.calls = append(r.calls, call{typ, version, names})
+	r.calls = append(r.calls, call{typ, version, names, res})
 	fail, then := r.fail, r.then
 	r.mu.Unlock()
 	if then != nil {
@@ -372,8 +388,8 @@ func TestNACKKeepsPreviousVersionAndDoesNotSpin(t *testing.T) {
 		return nack != nil
 	})
 	if nack.TypeUrl != ListenerType || nack.VersionInfo != "v1" || nack.ResponseNonce == "" ||
-		nack.ErrorDetail.Code != int32(codes.InvalidArgument) || nack.ErrorDetail.Message != "listener l2: bad address" {
-		t.Fatalf("NACK %v: want LDS, version v1, a nonce, INVALID_ARGUMENT and the handler's message", nack)
+		nack.ErrorDetail.Code != int32(codes.Internal) || nack.ErrorDetail.Message != "listener l2: bad address" {
+		t.Fatalf("NACK %v: want LDS, version v1, a nonce, INTERNAL and the handler's message", nack)
 	}
 	// The cache answers each NACK (version v1 ≠ v2) with v2 again at once.
 	// Over a window of 5 NACK delays the handler may see v2 about 6 times;
@@ -528,7 +544,7 @@ func TestUnknownTypeNACKedUnsubscribedIgnored(t *testing.T) {
 		t.Fatalf("first request %v", r)
 	}
 	r := next()
-	if r.TypeUrl != "type.googleapis.com/foo.Bar" || r.ResponseNonce != "n2" || r.ErrorDetail.GetCode() != int32(codes.InvalidArgument) {
+	if r.TypeUrl != "type.googleapis.com/foo.Bar" || r.ResponseNonce != "n2" || r.ErrorDetail.GetCode() != int32(codes.Internal) {
 		t.Fatalf("request %v: want the NACK of the unknown type (the EDS response ignored)", r)
 	}
 	if len(rec.snapshot()) != 0 {
@@ -592,7 +608,7 @@ func TestRateLimitedRequestsAllGoOut(t *testing.T) {
 }
 
 // startFake serves f on loopback until the test ends.
-func startFake(t *testing.T, f *fakeADS) string {
+func startFake(t *testing.T, f discoveryv3.AggregatedDiscoveryServiceServer) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -86,7 +86,7 @@ func main() {
 	}
 }
 
-var scenarios = []string{"echo", "idle-mem", "l4-proxy", "l7-proxy", "sni", "syscalls", "drip", "balance", "tls", "reload"}
+var scenarios = []string{"echo", "idle-mem", "l4-proxy", "l7-proxy", "sni", "syscalls", "drip", "balance", "tls", "reload", "xds"}
 
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "report:", err)

@@ -373,6 +373,8 @@ func proxyTables(f *resultFile) string {
 		b.WriteString(tlsTables(f))
 	case "reload":
 		b.WriteString(reloadTables(f))
+	case "xds":
+		b.WriteString(xdsTables(f))
 	}
 	return b.String()
 }

@@ -46,8 +46,10 @@ const (
 // named in the fields' comments, so the config reader sets Envoy's.
 type Config struct {
 	StatPrefix string
-	// Routes is the static route_config.
+	// Routes is the static route_config; RDS, when Routes is nil, the route
+	// configuration from RDS (rds.go), read per request.
 	Routes *route.Table
+	RDS    *RouteProvider
 	// Filters are the HTTP filters, the router last (the only one so far).
 	Filters []httpfilter.Factory
 
@@ -202,8 +204,8 @@ func New(cfg Config, workers int) (*Factory, error) {
 	if cfg.StatPrefix == "" {
 		return nil, errors.New("http_connection_manager: stat_prefix is required")
 	}
-	if cfg.Routes == nil {
-		return nil, errors.New("http_connection_manager: a route_config is required")
+	if cfg.Routes == nil && cfg.RDS == nil {
+		return nil, errors.New("http_connection_manager: a route_config or rds is required")
 	}
 	if len(cfg.Filters) == 0 {
 		return nil, errors.New("http_connection_manager: the router filter is required")

@@ -22,6 +22,7 @@ type stream struct {
 	reqMsg  http1.Message
 	local   header.Map // a local reply's headers
 	info    accesslog.Entry
+	tbl     *route.Table // the request's route table (RDS: loaded once per request)
 	vh      *route.VirtualHost
 	rt      *route.Route
 	rtIdle  time.Duration // the route's idle_timeout, for a tunnel
@@ -124,10 +125,17 @@ func (s *stream) onRequestHeaders(m *http1.Message) {
 		}
 		c.closing = true
 	}
+	s.tbl = c.f.cfg.Routes
+	if s.tbl == nil {
+		// RDS: one atomic load; nil until the first version (Envoy: no route, 404 NR).
+		s.tbl = c.f.cfg.RDS.Table()
+	}
 	if !s.prepareRequest() {
 		return // answered locally
 	}
-	s.vh, s.rt = c.f.cfg.Routes.Select(&s.req)
+	if s.tbl != nil {
+		s.vh, s.rt = s.tbl.Select(&s.req)
+	}
 	if s.rt != nil {
 		s.info.RouteName = s.rt.Name()
 		if d, ok := s.rt.IdleTimeout(); ok {
@@ -260,7 +268,11 @@ func (s *stream) prepareRequest() bool {
 	// configuration's internal_only_headers, unless the client is internal (a loopback
 	// or private address, Envoy's default internal_address_config).
 	h.Del("x-forwarded-client-cert")
-	if only := f.cfg.Routes.InternalOnlyHeaders(); len(only) > 0 && !internalAddr(c.c.Info.RemoteAddr) {
+	var only []string
+	if s.tbl != nil {
+		only = s.tbl.InternalOnlyHeaders()
+	}
+	if len(only) > 0 && !internalAddr(c.c.Info.RemoteAddr) {
 		for _, n := range only {
 			h.Del(n)
 		}
