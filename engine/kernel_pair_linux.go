@@ -15,12 +15,12 @@ import (
 // ServerOptions.KernelPairs.
 type KernelPairs interface {
 	// Pair makes the kernel forward what a receives to b's send side and what b receives
-	// to a's. allow[i] bounds what socket i may have in flight to the other beyond the
+	// to a's. acked[i] is socket i's tcpi_bytes_acked now. allow[i] bounds what socket i may have in flight to the other beyond the
 	// other's send buffer (0: no bound); past it the kernel holds socket i's bytes on its
 	// own queue, for the engine to read, and reports tags[i] to Notify's function. On
 	// error nothing changed, unless the returned pair is not zero: then one direction was
 	// already forwarded and the pair must be released and reset.
-	Pair(a, b int, allow, tags [2]uint64) ([2]uint64, error)
+	Pair(a, b int, acked, allow, tags [2]uint64) ([2]uint64, error)
 	// ReleaseSide takes socket i (0: a, 1: b) of the pair out before it is closed; what
 	// the kernel still queues for the other socket is still delivered. Socket i's side of
 	// the pair is not used again.
@@ -154,7 +154,7 @@ func (c *Connection) PairInKernel(peer *Connection) error {
 	}
 	w.kpSeq = (w.kpSeq + 1) & (1<<31 - 1) // a pair outlived by 2^31 others is not expected
 	seq := w.kpSeq
-	id, err := w.kpairs.Pair(c.fd, peer.fd, allow, [2]uint64{kernelTag(w.kpBase, w.ID, seq, 0), kernelTag(w.kpBase, w.ID, seq, 1)})
+	id, err := w.kpairs.Pair(c.fd, peer.fd, [2]uint64{ca.BytesAcked, cb.BytesAcked}, allow, [2]uint64{kernelTag(w.kpBase, w.ID, seq, 0), kernelTag(w.kpBase, w.ID, seq, 1)})
 	if err != nil {
 		if id != ([2]uint64{}) {
 			// Half paired: bytes may sit in the kernel for one side; neither can be

@@ -429,12 +429,13 @@ func (m *Map) word(slot uint64, off int) *uint64 {
 
 // Pair makes the kernel forward a's received bytes to b and b's to a. Both sockets must
 // be established TCP sockets with nothing buffered in userspace for either (what the
-// caller read from one must already be written to the other). allow[i] is how many
-// bytes socket i may have in flight to the other beyond the other's send buffer before
-// the kernel holds them for userspace (0: no limit); tags[i] names socket i in events.
-// On error nothing is left in the maps and every byte is still where userspace reads
-// it, except for ErrHalfPaired.
-func (m *Map) Pair(a, b int, allow, tags [2]uint64) (Pair, error) {
+// caller read from one must already be written to the other). acked[i] is socket i's
+// tcpi_bytes_acked now (what its peer had acknowledged before any redirect: the base of
+// what is in flight). allow[i] is how many bytes socket i may have in flight to the other
+// beyond the other's send buffer before the kernel holds them for userspace (0: no
+// limit); tags[i] names socket i in events. On error nothing is left in the maps and
+// every byte is still where userspace reads it, except for ErrHalfPaired.
+func (m *Map) Pair(a, b int, acked, allow, tags [2]uint64) (Pair, error) {
 	ca, err := Cookie(a)
 	if err != nil {
 		return Pair{}, fmt.Errorf("sockmap: SO_COOKIE: %w", err)
@@ -442,15 +443,6 @@ func (m *Map) Pair(a, b int, allow, tags [2]uint64) (Pair, error) {
 	cb, err := Cookie(b)
 	if err != nil {
 		return Pair{}, fmt.Errorf("sockmap: SO_COOKIE: %w", err)
-	}
-	// What each peer's TCP had acknowledged before any redirect: the base of in flight.
-	ia, err := unix.GetsockoptTCPInfo(a, unix.IPPROTO_TCP, unix.TCP_INFO)
-	if err != nil {
-		return Pair{}, fmt.Errorf("sockmap: TCP_INFO: %w", err)
-	}
-	ib, err := unix.GetsockoptTCPInfo(b, unix.IPPROTO_TCP, unix.TCP_INFO)
-	if err != nil {
-		return Pair{}, fmt.Errorf("sockmap: TCP_INFO: %w", err)
 	}
 	m.mu.Lock()
 	if len(m.free) < 2 {
@@ -464,7 +456,7 @@ func (m *Map) Pair(a, b int, allow, tags [2]uint64) (Pair, error) {
 	p := Pair{sa, sb}
 	cookies := [2]uint64{ca, cb}
 	fds := [2]int{a, b}
-	base := [2]uint64{ib.Bytes_acked, ia.Bytes_acked} // socket i's peer's
+	base := [2]uint64{acked[1], acked[0]} // socket i's peer's
 	for i, s := range p {
 		for _, off := range []int{slotSent, slotHeld, slotForwarded, slotListening, slotLost} {
 			atomic.StoreUint64(m.word(s, off), 0)
@@ -568,31 +560,39 @@ func (m *Map) Stop(p Pair) {
 	m.active.Delete(m.cookie(p[1]))
 }
 
-// Release takes the pair out of the maps entirely (Stop first, if it was not). Whatever
-// the kernel still queued for either socket is dropped: call it once delivery is done, or
-// when the sockets are being reset anyway.
+// Release takes the pair out of the maps entirely, without closing either socket.
+// Whatever the kernel still queued for either socket is dropped: call it once delivery is
+// done, or when the sockets are being reset anyway.
 func (m *Map) Release(p Pair) {
+	ca, cb := m.cookie(p[0]), m.cookie(p[1])
+	for _, c := range []uint64{ca, cb} {
+		if c != 0 {
+			m.active.Delete(c)
+			m.peers.Delete(c)
+		}
+	}
 	m.ReleaseSide(p, 0)
 	m.ReleaseSide(p, 1)
 }
 
-// ReleaseSide takes socket i of the pair (0: a, 1: b) out of the maps, before it is
-// closed: it no longer runs the verdict, and the other socket's bytes no longer reach it
-// (the verdict finds no peer and passes them to the other socket's own psock queue, which
-// userspace reads with recv(2) as usual). The other socket keeps its psock, so what the
-// kernel queued for it is still delivered. What was queued for socket i is dropped.
-// The pair's slots are free once both sides are released; neither may be used after.
+// ReleaseSide forgets socket i of the pair (0: a, 1: b) just before it is closed. Closing
+// it takes it out of the sockhashes (sock_map_close unlinks every entry whose socket it
+// is: its own verdict entry and its place as the other's peer), so here only its slot
+// goes: the verdict no longer runs for it, and the other socket's bytes no longer reach
+// it (the verdict finds no peer and passes them to the other socket's own psock queue,
+// which userspace reads with recv(2) as usual). The other socket keeps its psock (it is
+// in peers under socket i's cookie), so what the kernel queued for it is still
+// delivered; what was queued for socket i is dropped. The pair's slots are free once
+// both sides are released; neither may be used after.
 func (m *Map) ReleaseSide(p Pair, i int) {
 	m.mu.Lock()
-	ci, co := m.cookies[p[i]], m.cookies[p[1-i]]
+	ci := m.cookies[p[i]]
 	gone := m.released[p[i]]
 	m.released[p[i]] = true
 	m.mu.Unlock()
 	if gone || ci == 0 {
 		return
 	}
-	m.active.Delete(ci)
-	m.peers.Delete(co) // peers[cookie(other)] is socket i; peers[ci] (the other) stays
 	m.index.Delete(ci)
 	m.mu.Lock()
 	if m.released[p[1-i]] {

@@ -83,7 +83,15 @@ func newRig(t *testing.T, pair bool) *rig {
 
 func (r *rig) doPair(t *testing.T) {
 	t.Helper()
-	p, err := r.m.Pair(r.a, r.b, r.allow, [2]uint64{1, 2})
+	var acked [2]uint64
+	for i, fd := range []int{r.a, r.b} {
+		ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acked[i] = ti.Bytes_acked
+	}
+	p, err := r.m.Pair(r.a, r.b, acked, r.allow, [2]uint64{1, 2})
 	if err != nil {
 		t.Fatal(err)
 	}

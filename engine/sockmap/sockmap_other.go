@@ -28,7 +28,7 @@ var ErrHalfPaired = errors.New("sockmap: half paired")
 // Open always fails off Linux.
 func Open(int) (*Map, error) { return nil, &UnsupportedError{Reason: "not Linux"} }
 
-func (*Map) Pair(a, b int, allow, tags [2]uint64) (Pair, error) {
+func (*Map) Pair(a, b int, acked, allow, tags [2]uint64) (Pair, error) {
 	return Pair{}, &UnsupportedError{Reason: "not Linux"}
 }
 func (*Map) Stop(Pair)                               {}
