@@ -150,6 +150,9 @@ type Connection struct {
 	chain  *FilterChain    // downstream: the filter chain that built it (nil: upstream)
 	splice *splicePair     // set once a bulk transfer switched to splice(2); nil otherwise
 	kp     *kernelPair     // set once the kernel forwards its bytes (PairInKernel)
+	// consumed is what the listener filters read and drained (a PROXY header): bytes TCP
+	// received that no filter of the connection sees (PairInKernel's accounting).
+	consumed uint32
 	ts     TransportSocket // nil: raw_buffer
 }
 

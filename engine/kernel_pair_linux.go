@@ -65,8 +65,9 @@ type kernelPair struct {
 	conns [2]*Connection
 	// baseRx[i], baseTx[i]: what userspace had read from and written to conns[i] when
 	// the pair entered the kernel (the engine's byte counters add the rest at close);
-	// rxAt[i]: what conns[i]'s TCP had received then, which is more than baseRx[i] when a
-	// listener filter consumed some (a PROXY protocol header).
+	// rxAt[i]: what had been taken from conns[i]'s receive queue then: baseRx[i] and what
+	// a listener filter consumed (a PROXY protocol header). What TCP received beyond it
+	// is the kernel's to forward (bytes still queued at Pair included).
 	baseRx, baseTx, rxAt [2]uint64
 	// final[i] is conns[i]'s TCP counts, read just before it closed (closed[i]).
 	final   [2]poller.TCPCounts
@@ -175,7 +176,7 @@ func (c *Connection) PairInKernel(peer *Connection) error {
 	}
 	kp := &kernelPair{id: id, seq: seq, conns: [2]*Connection{c, peer},
 		baseTx: [2]uint64{ca.Written, cb.Written}, baseRx: [2]uint64{cb.Written, ca.Written},
-		rxAt: [2]uint64{ca.Received, cb.Received}}
+		rxAt: [2]uint64{cb.Written + uint64(c.consumed), ca.Written + uint64(peer.consumed)}}
 	if w.kpBySeq == nil {
 		w.kpBySeq = map[uint64]*kernelPair{}
 	}
