@@ -33,6 +33,11 @@ static_resources:
   listeners:
   - name: smk
     address: { socket_address: { address: 127.0.0.1, port_value: {{.Port}} } }
+{{- if .ProxyProtocol}}
+    listener_filters:
+    - name: envoy.filters.listener.proxy_protocol
+      typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol }
+{{- end}}
     filter_chains:
     - filters:
       - name: envoy.filters.network.tcp_proxy
@@ -92,11 +97,18 @@ type smEnv struct {
 // reason, and is skipped elsewhere.
 func startSockmap(t *testing.T, sp smPath, backend int, idle string, extra ...string) *smEnv {
 	t.Helper()
+	return startSockmapWith(t, sp, backend, idle, false, extra...)
+}
+
+// startSockmapWith is startSockmap with, if proxyProtocol, a proxy_protocol listener
+// filter in front of the chain.
+func startSockmapWith(t *testing.T, sp smPath, backend int, idle string, proxyProtocol bool, extra ...string) *smEnv {
+	t.Helper()
 	if idle == "" {
 		idle = "3600s"
 	}
 	params := map[string]any{"Admin": freePort(t), "Port": freePort(t), "Backend": backend, "Idle": idle,
-		"AccessLog": filepath.Join(t.TempDir(), "access.log")}
+		"AccessLog": filepath.Join(t.TempDir(), "access.log"), "ProxyProtocol": proxyProtocol}
 	args := append([]string{"-c", writeConfig(t, sockmapTmpl, params), "--concurrency", "2"}, sp.args...)
 	p := startPortico(t, fmt.Sprintf("127.0.0.1:%d", params["Admin"]), append(args, extra...)...)
 	stderr := p.stderr.String()
@@ -664,8 +676,15 @@ func TestSockmapThousandPairs(t *testing.T) {
 		if failed > 0 {
 			t.Fatalf("%d of %d round trips failed", failed, n)
 		}
-		if act := e.p.stats(t)["listener.smk.downstream_cx_active"]; act != n {
+		st := e.p.stats(t)
+		if act := st["listener.smk.downstream_cx_active"]; act != n {
 			t.Errorf("downstream_cx_active = %v with all %d open, want %d", act, n, n)
+		}
+		// Both workers hold pairs: on the sockmap path they share the process's one Map.
+		w0, w1 := st["listener.smk.worker_0.downstream_cx_active"], st["listener.smk.worker_1.downstream_cx_active"]
+		t.Logf("pairs per worker: %v, %v", w0, w1)
+		if w0 == 0 || w1 == 0 {
+			t.Errorf("pairs per worker %v, %v: want both workers used", w0, w1)
 		}
 		t.Logf("%s: %d pairs opened and echoed in %v", sp.name, n, time.Since(start).Round(time.Millisecond))
 		for _, c := range conns {
@@ -882,5 +901,84 @@ func TestSockmapByteCounters(t *testing.T) {
 				t.Errorf("%s = %v, want %d (what the peers counted)", name, s[name], v)
 			}
 		}
+	})
+}
+
+// TestSockmapShortConnections: a backend that writes a few bytes and closes at once (the
+// pair may still be being handed to the kernel when its FIN comes); each of 300 clients,
+// 8 at a time, must read the bytes and then EOF, never a reset.
+func TestSockmapShortConnections(t *testing.T) {
+	const n = 300
+	forPaths(t, func(t *testing.T, sp smPath) {
+		backend := serveTCP(t, func(c net.Conn) { io.WriteString(c, "ok") })
+		e := startSockmap(t, sp, backend, "")
+		var mu sync.Mutex
+		var failures []string
+		next := make(chan int, n)
+		for i := range n {
+			next <- i
+		}
+		close(next)
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range next {
+					c, err := net.Dial("tcp", e.addr)
+					if err == nil {
+						c.SetDeadline(time.Now().Add(10 * time.Second))
+						var b []byte
+						b, err = io.ReadAll(c)
+						c.Close()
+						if err == nil && string(b) != "ok" {
+							err = fmt.Errorf("read %q", b)
+						}
+					}
+					if err != nil {
+						mu.Lock()
+						failures = append(failures, err.Error())
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if len(failures) > 0 {
+			t.Errorf("%d of %d short connections failed, e.g. %s", len(failures), n, failures[0])
+		}
+		e.assertPath(t, n)
+	})
+}
+
+// TestSockmapProxyProtocol: behind a proxy_protocol listener filter (the header arrives
+// with the first bytes, as HAProxy's send-proxy sends it), an echo round trip, then the
+// client's half-close: the backend's close comes back as EOF and the connection is
+// logged.
+func TestSockmapProxyProtocol(t *testing.T) {
+	forPaths(t, func(t *testing.T, sp smPath) {
+		backend := serveTCP(t, func(c net.Conn) {
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			io.Copy(c, c)
+		})
+		e := startSockmapWith(t, sp, backend, "", true)
+		c := e.dial(t)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "PROXY TCP4 127.0.0.2 127.0.0.1 40000 80\r\nhello"); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 5)
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello" {
+			t.Fatalf("echo: %q, %v", got, err)
+		}
+		c.CloseWrite()
+		if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+			t.Fatalf("after the client's half-close: %q, %v; want EOF (the backend closed)", rest, err)
+		}
+		eventually(t, "the access-log line", func() bool {
+			b, _ := os.ReadFile(e.accessLog)
+			return strings.Count(string(b), "\n") == 1
+		})
+		e.assertPath(t, 1)
 	})
 }
