@@ -121,12 +121,6 @@ func (w *Worker) ListenerFilterReads() uint64 {
 	return <-ch
 }
 
-// KernelFlowStats reports, for tests, the largest psock queue the worker's sockmap flow
-// control saw, how often it stopped a source, and how many stopped sources it drained.
-// Call it on the worker (Post).
-func (w *Worker) KernelFlowStats() (maxBacklog, stops, drains int) {
-	return w.kpMaxBacklog, w.kpStops, w.kpDrains
-}
-
-// KernelFlowControl reports whether kernel pairs are flow-controlled (kernelFlowControl).
-const KernelFlowControl = kernelFlowControl
+// KernelHolds reports, for tests, how many times a source of the worker's kernel pairs
+// started holding bytes (backpressure), and how many pairs it has.
+func (w *Worker) KernelHolds() (holds, pairs int) { return w.kpHolds, len(w.kpBySeq) }

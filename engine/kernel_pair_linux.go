@@ -15,18 +15,31 @@ import (
 // ServerOptions.KernelPairs.
 type KernelPairs interface {
 	// Pair makes the kernel forward what a receives to b's send side and what b receives
-	// to a's. On error nothing changed, unless the returned pair is not zero: then one
-	// direction was already forwarded and the pair must be released and reset.
-	Pair(a, b int) ([2]uint64, error)
+	// to a's. acked[i] is socket i's tcpi_bytes_acked now. allow[i] bounds what socket i may have in flight to the other beyond the
+	// other's send buffer (0: no bound); past it the kernel holds socket i's bytes on its
+	// own queue, for the engine to read, and reports tags[i] to Notify's function. On
+	// error nothing changed, unless the returned pair is not zero: then one direction was
+	// already forwarded and the pair must be released and reset.
+	Pair(a, b int, acked, allow, tags [2]uint64) ([2]uint64, error)
 	// ReleaseSide takes socket i (0: a, 1: b) of the pair out before it is closed; what
-	// the kernel still queues for the other socket is still delivered.
+	// the kernel still queues for the other socket is still delivered. Socket i's side of
+	// the pair is not used again.
 	ReleaseSide(p [2]uint64, i int)
 	// Sent is how many bytes the kernel redirected from socket i to the other since Pair.
-	Sent(p [2]uint64, i int) (uint64, error)
-	// StopSide stops redirecting socket i's bytes: they stay in its receive queue, under
-	// TCP flow control. ActivateSide resumes (it fails once socket i got a FIN).
-	StopSide(p [2]uint64, i int) error
-	ActivateSide(p [2]uint64, i int, fd int) error
+	Sent(p [2]uint64, i int) uint64
+	// Held is how many bytes the kernel held on socket i's own queue (read with read(2))
+	// since Pair, and the forwarded count last set.
+	Held(p [2]uint64, i int) (held, forwarded uint64)
+	// SetForwarded says how many of socket i's held bytes have been written to the other
+	// socket's TCP; once that is all of them, the kernel forwards again.
+	SetForwarded(p [2]uint64, i int, n uint64)
+	// SetListening says whether the engine reads socket i's held bytes now (no events
+	// are needed then).
+	SetListening(p [2]uint64, i int, on bool)
+	// Notify adds fn as the receiver, told from another goroutine, of the tags that carry
+	// the returned base in their top 16 bits: a socket that started holding bytes.
+	// Called once, when the server is made.
+	Notify(fn func(tag uint64)) (base uint64, err error)
 }
 
 // Why PairInKernel refused. ErrKernelPairBusy is the only one worth a later retry.
@@ -36,16 +49,19 @@ var (
 	ErrKernelPairBusy        = errors.New("bytes are buffered in userspace")
 )
 
-// kernelEvents is a paired connection's epoll mask: no EPOLLIN and no EPOLLOUT, as the
-// worker neither reads nor writes it; only the peer's FIN (EPOLLRDHUP) and, always
-// reported, errors and hang-ups. Each batch of redirected bytes still wakes the socket's
-// wait queue with EPOLLIN (sk_psock_verdict_data_ready calls the saved sk_data_ready), and
-// leaving EPOLLIN out of the mask lets ep_poll_callback drop it by its key.
+// kernelEvents is a paired connection's epoll mask while the kernel forwards its bytes:
+// no EPOLLIN and no EPOLLOUT, as the worker neither reads nor writes it; only the peer's
+// FIN (EPOLLRDHUP) and, always reported, errors and hang-ups. Each batch of redirected
+// bytes still wakes the socket's wait queue with EPOLLIN (sk_psock_verdict_data_ready
+// calls the saved sk_data_ready), and leaving EPOLLIN out of the mask lets
+// ep_poll_callback drop it by its key. EPOLLIN is added while the worker reads bytes the
+// kernel held (backpressure), EPOLLOUT while it has some to write.
 const kernelEvents = poller.RDHup | poller.ET
 
 // kernelPair is what two connections share while the kernel forwards their bytes.
 type kernelPair struct {
 	id    [2]uint64
+	seq   uint64 // the worker's name for it, in the kernel's tags
 	conns [2]*Connection
 	// baseRx[i], baseTx[i]: what userspace had read from and written to conns[i] when
 	// the pair entered the kernel (the engine's byte counters add the rest at close).
@@ -57,43 +73,21 @@ type kernelPair struct {
 	polls   [2]Timer
 	wait    [2]time.Duration
 	pollers [2]kernelPoller
+	mask    [2]uint32 // conns[i]'s epoll mask
 
-	// Flow control (the kernel has none for redirected bytes: docs/sockmap.md, Memory).
-	// watch checks both directions' psock queues, every 10 ms while bytes flow, backing
-	// off to maxWatch when quiet; a source whose target queues more than the target's
-	// buffer limit is stopped (stopped[i]) until the queue is below half. A stopped source
-	// that gets its FIN cannot go back into the map: its queued bytes are then read and
-	// written by the worker (drainStopped), after the target's psock has emptied (finWait).
-	watch     Timer
-	watchWait time.Duration
-	stopped   [2]bool
-	finWait   [2]bool
-	drained   [2]bool // conns[i] was drained: its direction is over
-	// refSent[i], refQueue[i]: Sent, and the target psock's queue, when TCP_INFO was last
-	// read for direction i. The queue now is at most refQueue + (Sent - refSent), so
-	// TCP_INFO is read only when that bound passes the limit (or the exact figure matters).
-	refSent, lastSent [2]uint64
-	refQueue          [2]int
-
-	sentFinal [2]uint64 // Sent, read when conns[i] closed
+	// Backpressure. The kernel bounds nothing it redirects, so the program does: once
+	// what conns[i] gave conns[1-i] and conns[1-i]'s peer has not acknowledged passes the
+	// target's buffer limit beyond its send buffer, conns[i]'s bytes stay on conns[i]'s
+	// own queue (charged to its receive buffer: its window closes, its sender waits) and
+	// the worker is told (onKernelHold). It then reads them (listening[i]) and writes them
+	// to the target once the target's psock has sent what was redirected before them,
+	// counting them (readHeld); the program redirects again once all it held was written.
+	listening [2]bool
+	readHeld  [2]uint64
+	holds     [2]Timer
+	holders   [2]kernelHolder
+	holdWait  [2]time.Duration
 }
-
-// kernelFlowControl turns the watch on. It is off: stopping a source by taking it out of
-// the verdict map (StopSide) under traffic loses bytes. sock_map_del_link clears the
-// psock's verdict program (sk_psock_stop_verdict) without the socket lock, and a segment
-// the softirq is handing to sk_psock_verdict_recv meanwhile finds no program and is dropped
-// (ret stays __SK_DROP) — after TCP acknowledged it. Measured: toggling StopSide and
-// ActivateSide during a 16 MiB transfer lost 32 to 96 KiB in each of five runs
-// (engine/sockmap TestStopSideUnderTraffic), and TestTCPProxySockmapBulk with the watch on
-// hung short of the end in 3 of 17 runs under -race (once 3.4 MB short). The fix belongs in the verdict program (hold the
-// bytes on the source's own psock queue, which its receive buffer is charged for, and let the
-// worker forward them in order): docs/sockmap.md, Flow control.
-const kernelFlowControl = false
-
-// maxWatch bounds the flow-control check's interval on a quiet pair; it is also how long a
-// burst after a quiet spell can run before it is checked (its overshoot is its rate times
-// this).
-const maxWatch = 100 * time.Millisecond
 
 func (kp *kernelPair) side(c *Connection) int {
 	if kp.conns[0] == c {
@@ -105,6 +99,18 @@ func (kp *kernelPair) side(c *Connection) int {
 // dialed reports whether c made its connection (an upstream): its tcpi_bytes_acked
 // counts its SYN.
 func (c *Connection) dialed() bool { return c.chain == nil }
+
+// kernelTag names socket side of the worker's pair seq in the kernel's events; base is
+// the server's, from Notify (the top 16 bits).
+func kernelTag(base uint64, worker int, seq uint64, side int) uint64 {
+	return base | uint64(worker&0xffff)<<32 | (seq&(1<<31-1))<<1 | uint64(side)
+}
+
+// kernelTagWorker is the worker a tag names.
+func kernelTagWorker(tag uint64) int { return int(tag >> 32 & 0xffff) }
+
+// kernelTagSeq is the pair a tag names, as its worker numbers them (kpBySeq's key).
+func kernelTagSeq(tag uint64) uint64 { return tag & (1<<32 - 1) >> 1 }
 
 // PairInKernel hands c and peer to the server's KernelPairs, so that the kernel forwards
 // each one's received bytes to the other and the worker no longer reads or writes either;
@@ -139,7 +145,16 @@ func (c *Connection) PairInKernel(peer *Connection) error {
 	if err != nil {
 		return ErrKernelPairUnsupported
 	}
-	id, err := w.kpairs.Pair(c.fd, peer.fd)
+	// Direction i's bound is its target's buffer limit, as on the userspace path.
+	var allow [2]uint64
+	for i, t := range []*Connection{peer, c} {
+		if t.high != noWatermark {
+			allow[i] = uint64(t.high)
+		}
+	}
+	w.kpSeq = (w.kpSeq + 1) & (1<<31 - 1) // a pair outlived by 2^31 others is not expected
+	seq := w.kpSeq
+	id, err := w.kpairs.Pair(c.fd, peer.fd, [2]uint64{ca.BytesAcked, cb.BytesAcked}, allow, [2]uint64{kernelTag(w.kpBase, w.ID, seq, 0), kernelTag(w.kpBase, w.ID, seq, 1)})
 	if err != nil {
 		if id != ([2]uint64{}) {
 			// Half paired: bytes may sit in the kernel for one side; neither can be
@@ -156,157 +171,240 @@ func (c *Connection) PairInKernel(peer *Connection) error {
 		}
 		return errors.Join(ErrKernelPairUnsupported, err)
 	}
-	kp := &kernelPair{id: id, conns: [2]*Connection{c, peer},
+	kp := &kernelPair{id: id, seq: seq, conns: [2]*Connection{c, peer},
 		baseTx: [2]uint64{ca.Written, cb.Written}, baseRx: [2]uint64{cb.Written, ca.Written}}
+	if w.kpBySeq == nil {
+		w.kpBySeq = map[uint64]*kernelPair{}
+	}
+	w.kpBySeq[seq] = kp
 	for i, x := range kp.conns {
 		x.kp = kp
 		x.readReady = false
 		kp.pollers[i] = kernelPoller{kp, i}
 		kp.polls[i].InitFor(x, &kp.pollers[i])
+		kp.holders[i] = kernelHolder{kp, i}
+		kp.holds[i].InitFor(x, &kp.holders[i])
+		kp.mask[i] = kernelEvents
 		w.modify(x.fd, kernelEvents)
-	}
-	if kernelFlowControl {
-		kp.watch.InitFor(c, (*kernelWatch)(kp))
-		kp.armWatch(true)
 	}
 	return nil
 }
 
-// kernelWatch is a pair seen as the handler of its flow-control timer.
-type kernelWatch kernelPair
+// onKernelHold is the kernel's event for tag: that socket started holding bytes.
+func (w *Worker) onKernelHold(tag uint64) {
+	kp := w.kpBySeq[kernelTagSeq(tag)]
+	i := int(tag & 1)
+	if kp == nil || kp.closed[i] {
+		return // closed meanwhile
+	}
+	w.kpHolds++
+	kp.listen(i)
+}
 
-func (t *kernelWatch) OnTimer() { (*kernelPair)(t).check() }
+// listen starts reading conns[i]'s held bytes.
+func (kp *kernelPair) listen(i int) {
+	if !kp.listening[i] {
+		kp.listening[i] = true
+		kp.conns[i].w.kpairs.SetListening(kp.id, i, true)
+		kp.setMask(i)
+	}
+	kp.forwardHeld(i)
+}
 
-// armWatch re-arms the flow-control check: soon if busy, else later (backing off).
-func (kp *kernelPair) armWatch(busy bool) {
-	if kp.closed[0] && kp.closed[1] {
+// setMask gives conns[k] the epoll mask its state needs (one epoll_ctl when it changes).
+func (kp *kernelPair) setMask(k int) {
+	c := kp.conns[k]
+	if kp.closed[k] {
 		return
 	}
-	switch {
-	case busy || kp.watchWait == 0:
-		kp.watchWait = 10 * time.Millisecond
-	case kp.watchWait < maxWatch:
-		kp.watchWait = min(2*kp.watchWait, maxWatch)
+	m := uint32(kernelEvents)
+	if kp.listening[k] {
+		m |= poller.In
 	}
-	kp.watch.Reset(kp.watchWait)
+	if c.out != nil && c.out.len() > 0 {
+		m |= poller.Out
+	}
+	if m != kp.mask[k] {
+		kp.mask[k] = m
+		c.w.modify(c.fd, m)
+	}
 }
 
-// sent is Sent for direction i (from conns[i]), or its value when conns[i] closed.
-func (kp *kernelPair) sent(i int) (uint64, bool) {
-	if kp.closed[i] {
-		return kp.sentFinal[i], true
-	}
-	n, err := kp.conns[i].w.kpairs.Sent(kp.id, i)
-	return n, err == nil
-}
-
-// psockBacklog is what the kernel redirected from conns[i] that conns[1-i]'s TCP has not
-// been given yet: the target psock's queue, exactly (what waits in conns[i]'s own receive
-// queue is not in it), for Sent = sent.
-func (kp *kernelPair) psockBacklog(i int, sent uint64) int {
+// forwardHeld moves conns[i]'s held bytes to the other socket, in order: only once the
+// target's psock has sent all that was redirected before them, and only while the
+// target takes them (what it does not take waits in its write buffer, flushed on
+// EPOLLOUT, and reading stops meanwhile: the source's window stays closed).
+func (kp *kernelPair) forwardHeld(i int) {
 	j := 1 - i
-	if kp.closed[j] {
-		return 0
+	src, dst := kp.conns[i], kp.conns[j]
+	if kp.closed[i] || !kp.listening[i] || kp.closed[j] {
+		return
 	}
+	kpairs := src.w.kpairs
+	buf := src.w.scratch
+	for {
+		if dst.out != nil && dst.out.len() > 0 {
+			return // dst's EPOLLOUT goes on (onKernelEvent)
+		}
+		if kp.psockBusy(i) {
+			kp.retryHeld(i)
+			return
+		}
+		kp.holdWait[i] = 0
+		n, err := readFd(src.fd, buf)
+		if n > 0 {
+			kp.readHeld[i] += uint64(n)
+			if !kp.give(j, buf[:n]) {
+				return
+			}
+			kp.noteForwarded(i)
+			continue
+		}
+		if err != nil && err != unix.EAGAIN {
+			return // the error's EPOLLERR closes it
+		}
+		// Nothing to read now (n == 0: only the FIN, which RDHUP handles). Caught up when
+		// all that was held was read and written: stop listening, then look once more,
+		// as the program may have held bytes after the first look.
+		h, f := kpairs.Held(kp.id, i)
+		if h != f {
+			return // counted but not queued yet: its EPOLLIN edge follows
+		}
+		kp.listening[i] = false
+		kpairs.SetListening(kp.id, i, false)
+		if h2, _ := kpairs.Held(kp.id, i); h2 != f {
+			kp.listening[i] = true
+			kpairs.SetListening(kp.id, i, true)
+			if n == 0 && err == nil {
+				return // at the FIN: the edge of the new bytes follows
+			}
+			continue
+		}
+		kp.setMask(i)
+		return
+	}
+}
+
+// psockBusy reports whether the kernel still queues, for the target, bytes it redirected
+// from conns[i]: everything written to the target since Pair came from conns[i], either
+// redirected (Sent) or read and written here (readHeld less what waits in its buffer).
+func (kp *kernelPair) psockBusy(i int) bool {
+	j := 1 - i
 	t := kp.conns[j]
 	n, err := poller.ReadTCPCounts(t.fd, t.dialed())
-	b := 0
-	if err == nil && n.Written >= kp.baseTx[j] {
-		if given := n.Written - kp.baseTx[j]; given < sent {
-			b = int(sent - given)
-		}
+	if err != nil {
+		return false
 	}
-	kp.refSent[i], kp.refQueue[i] = sent, b
-	return b
+	given := kp.readHeld[i]
+	if t.out != nil {
+		given -= uint64(t.out.len())
+	}
+	return n.Written-kp.baseTx[j] < t.w.kpairs.Sent(kp.id, i)+given
 }
 
-// check is the flow-control step: stop a source whose target queues too much, resume it
-// when the queue is down to half, drain a stopped source that got its FIN.
-func (kp *kernelPair) check() {
-	busy := false
-	for i := range kp.conns {
-		j := 1 - i
-		src, dst := kp.conns[i], kp.conns[j]
-		if kp.closed[i] || kp.closed[j] || kp.drained[i] || dst.high == noWatermark {
-			continue
-		}
-		sent, ok := kp.sent(i)
-		if !ok {
-			continue
-		}
-		moved := sent != kp.lastSent[i]
-		kp.lastSent[i] = sent
-		limit := int(dst.high)
-		bound := kp.refQueue[i] + int(sent-kp.refSent[i])
-		if !kp.stopped[i] && bound <= limit {
-			// Cannot be over the limit: no TCP_INFO needed.
-			busy = busy || moved
-			continue
-		}
-		b := kp.psockBacklog(i, sent)
-		w := src.w
-		w.kpMaxBacklog = max(w.kpMaxBacklog, b)
-		switch {
-		case kp.finWait[i]:
-			if b == 0 {
-				src.drainStopped()
-			}
-		case !kp.stopped[i] && b > limit:
-			if w.kpairs.StopSide(kp.id, i) == nil {
-				kp.stopped[i] = true
-				w.kpStops++
-			}
-		case kp.stopped[i] && b <= limit/2:
-			if w.kpairs.ActivateSide(kp.id, i, src.fd) == nil {
-				kp.stopped[i] = false
-			}
-			// Else it got a FIN meanwhile: its RDHUP sets finWait.
-		}
-		if b > 0 || kp.stopped[i] || moved {
-			busy = true
-		}
-	}
-	kp.armWatch(busy)
-}
-
-// drainStopped forwards, in userspace, what a stopped source that got its FIN still holds
-// in its receive queue (it can no longer enter the map), then passes its end of stream on.
-// Its target's psock is empty by then, so these bytes come after all it sent.
-func (c *Connection) drainStopped() {
-	kp := c.kp
-	i := kp.side(c)
-	t := kp.conns[1-i]
-	kp.finWait[i] = false
-	kp.drained[i] = true
-	c.w.kpDrains++
-	// The target takes userspace writes now: its buffer is flushed on EPOLLOUT.
-	c.w.modify(t.fd, kernelEvents|poller.Out)
-	buf := c.w.scratch
-	defer func() {
-		// Write what Write buffered (its pending count includes the bytes being drained,
-		// so it did not try): an EPOLLOUT edge comes only after a send was refused.
-		if t.state != stateClosed && t.out != nil && t.out.len() > 0 {
-			t.flush()
-		}
-	}()
-	for c.state == stateOpen && t.state == stateOpen {
-		n, err := readFd(c.fd, buf)
-		switch {
-		case n > 0:
-			t.Write(buf[:n], false)
-			continue
-		case n == 0 && err == nil:
-			c.onRemoteEOF()
-		case err == unix.EAGAIN:
-			// Not all there yet (the FIN is): look again on the next check.
-			kp.finWait[i] = true
-			kp.drained[i] = false
-		default:
-			c.closeSocket(RemoteClose)
-		}
+// retryHeld looks again soon (1 ms, doubling to 16 ms): the kernel tells nobody when a
+// psock's queue is sent.
+func (kp *kernelPair) retryHeld(i int) {
+	if kp.holds[i].Armed() {
 		return
 	}
+	d := kp.holdWait[i]
+	switch {
+	case d == 0:
+		d = time.Millisecond
+	case d < 16*time.Millisecond:
+		d *= 2
+	}
+	kp.holdWait[i] = d
+	kp.holds[i].Reset(d)
 }
+
+// give writes held bytes to conns[j], buffering what it does not take; false if
+// conns[j] closed on an error. They are not counted in the byte counters here: those
+// come from TCP_INFO at close, which counts them.
+func (kp *kernelPair) give(j int, data []byte) bool {
+	t := kp.conns[j]
+	if t.out == nil || t.out.len() == 0 {
+		n, err := writeFd(t.fd, data)
+		if n > 0 {
+			data = data[n:]
+		}
+		if err != nil && err != unix.EAGAIN {
+			t.closeSocket(RemoteClose)
+			return false
+		}
+	}
+	if len(data) > 0 {
+		if t.out == nil {
+			t.out = t.w.getBuffer()
+		}
+		t.out.b = append(t.out.b, data...)
+		kp.setMask(j)
+	}
+	return true
+}
+
+// flushGiven writes what give buffered for conns[k]; false if it closed on an error.
+func (kp *kernelPair) flushGiven(k int) bool {
+	c := kp.conns[k]
+	for c.out != nil && c.out.len() > 0 {
+		n, err := writeFd(c.fd, c.out.b[c.out.off:])
+		if n > 0 {
+			c.out.off += n
+		}
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil {
+			c.closeSocket(RemoteClose)
+			return false
+		}
+	}
+	if c.out != nil {
+		c.out.compact()
+	}
+	kp.setMask(k)
+	return true
+}
+
+// flushHeld writes what conns[k] holds of the other socket's held bytes, says so to the
+// kernel, lets a shutdown or close waiting on them go on, and reads more once they are
+// all written; false if conns[k] closed.
+func (kp *kernelPair) flushHeld(k int) bool {
+	c := kp.conns[k]
+	if !kp.flushGiven(k) {
+		return false
+	}
+	kp.noteForwarded(1 - k)
+	c.afterWrite()
+	if c.state == stateClosed {
+		return false
+	}
+	if c.out == nil || c.out.len() == 0 {
+		kp.forwardHeld(1 - k)
+	}
+	return c.state != stateClosed
+}
+
+// noteForwarded tells the kernel how many of conns[i]'s held bytes its target's TCP
+// has: what was read less what waits in the target's write buffer.
+func (kp *kernelPair) noteForwarded(i int) {
+	if kp.closed[i] {
+		return
+	}
+	n := kp.readHeld[i]
+	if t := kp.conns[1-i]; t.out != nil {
+		n -= uint64(t.out.len())
+	}
+	kp.conns[i].w.kpairs.SetForwarded(kp.id, i, n)
+}
+
+type kernelHolder struct {
+	kp *kernelPair
+	i  int
+}
+
+func (h *kernelHolder) OnTimer() { h.kp.forwardHeld(h.i) }
 
 // KernelPaired reports whether the kernel forwards this connection's bytes.
 func (c *Connection) KernelPaired() bool { return c.kp != nil }
@@ -398,7 +496,8 @@ func (c *Connection) kernelSettled() bool {
 	return kp.closed[j] || kp.conns[j].kernelBacklog() == 0
 }
 
-// onKernelEvent handles a paired connection's events: it is never read.
+// onKernelEvent handles a paired connection's events: it is read only for bytes the
+// kernel held (backpressure), and written only with those.
 func (c *Connection) onKernelEvent(ev uint32) {
 	kp := c.kp
 	i := kp.side(c)
@@ -408,22 +507,22 @@ func (c *Connection) onKernelEvent(ev uint32) {
 		return
 	}
 	if ev&poller.Out != 0 && c.out != nil && c.out.len() > 0 {
-		c.flush() // bytes a drained stopped source left (drainStopped)
+		// Held bytes of the other socket that c did not take at once.
+		if !kp.flushHeld(i) {
+			return
+		}
+	}
+	if ev&poller.In != 0 {
+		kp.forwardHeld(i)
 		if c.state == stateClosed {
 			return
 		}
 	}
-	if ev&(poller.RDHup|poller.Hup) != 0 && kp.stopped[i] && !kp.finWait[i] && !c.remoteEOF && c.state == stateOpen {
-		// A FIN on a stopped source: the bytes before it are still in its receive queue,
-		// not in the kernel's redirect. They go first (drainStopped), then the FIN.
-		kp.finWait[i] = true
-		kp.armWatch(true)
-		return
-	}
-	if ev&(poller.RDHup|poller.Hup) != 0 && !c.remoteEOF && c.state == stateOpen && !kp.stopped[i] {
+	if ev&(poller.RDHup|poller.Hup) != 0 && !c.remoteEOF && c.state == stateOpen {
 		// The peer's FIN. The verdict takes the FIN's segment with the data before it
 		// (tcp_read_skb stops after a FIN), so everything before it is on its way to the
-		// other socket; that one's shutdown waits for the kernel to deliver it.
+		// other socket, redirected or held; that one's shutdown waits until it has it all
+		// (kernelBacklog counts by TCP_INFO whichever way the bytes go).
 		c.onRemoteEOF()
 	}
 }
@@ -455,7 +554,9 @@ type kernelPoller struct {
 func (p *kernelPoller) OnTimer() {
 	if c := p.kp.conns[p.i]; c.state != stateClosed {
 		if c.out != nil && c.out.len() > 0 {
-			c.flush() // drained bytes (drainStopped) waiting: flush ends in afterWrite
+			if !p.kp.flushHeld(p.i) {
+				return
+			}
 		} else {
 			c.afterWrite()
 		}
@@ -475,15 +576,14 @@ func (c *Connection) leaveKernel() {
 		}
 		kp.final[i] = n
 	}
-	if n, err := c.w.kpairs.Sent(kp.id, i); err == nil {
-		kp.sentFinal[i] = n
-	}
 	kp.closed[i] = true
+	kp.listening[i] = false
 	kp.polls[i].Stop()
-	if kp.closed[1-i] && kp.watch.Armed() {
-		kp.watch.Stop()
+	kp.holds[i].Stop()
+	if kp.closed[1-i] {
+		delete(c.w.kpBySeq, kp.seq)
 	}
-	c.w.kpairs.ReleaseSide(kp.id, i)
+	c.w.kpairs.ReleaseSide(kp.id, i) // its slot is not used again: closed[i] guards it
 	if c.io != nil {
 		if n := kp.final[i]; n.Received > kp.baseRx[i] {
 			c.io.rx.Add(n.Received - kp.baseRx[i])

@@ -121,6 +121,26 @@ func NewServer(o ServerOptions) (*Server, error) {
 		w.drain = &s.drain
 		w.srvHCFailed = &s.hcFailed
 	}
+	if o.KernelPairs != nil {
+		// The kernel's events (a paired socket started holding bytes) go to the worker
+		// that owns the pair, as a task.
+		ws := s.workers
+		base, err := o.KernelPairs.Notify(func(tag uint64) {
+			if n := kernelTagWorker(tag); n < len(ws) {
+				w := ws[n]
+				w.Post(func() { w.onKernelHold(tag) })
+			}
+		})
+		for _, w := range ws {
+			w.kpBase = base
+		}
+		if err != nil {
+			log.Warn("sockmap: no events from the kernel: tcp_proxy stays on the userspace path", "error", err)
+			for _, w := range ws {
+				w.kpairs = nil
+			}
+		}
+	}
 	s.sources = []StatsSource{&serverStatsSource{s.workers}}
 	return s, nil
 }

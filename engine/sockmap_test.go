@@ -36,10 +36,10 @@ func sockmapProxyWith(t *testing.T, handle func(net.Conn), mod func(*tcpproxy.Co
 	return l, f
 }
 
-// flowStats reads worker 0's KernelFlowStats on the worker.
-func flowStats(s *engine.Server) (maxBacklog, stops, drains int) {
+// kernelHolds reads worker 0's KernelHolds on the worker.
+func kernelHolds(s *engine.Server) (holds, pairs int) {
 	done := make(chan struct{})
-	s.Workers()[0].Post(func() { maxBacklog, stops, drains = s.Workers()[0].KernelFlowStats(); close(done) })
+	s.Workers()[0].Post(func() { holds, pairs = s.Workers()[0].KernelHolds(); close(done) })
 	<-done
 	return
 }
@@ -61,7 +61,7 @@ func sockmapServer(t *testing.T, handle func(net.Conn), mod func(*tcpproxy.Confi
 		[]engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: up}}}},
 		func(s *engine.Server) []engine.ListenerConfig {
 			var lc engine.ListenerConfig
-			cfg := tcpproxy.Config{StatPrefix: "sm", IdleTimeout: time.Hour,
+			cfg := tcpproxy.Config{StatPrefix: "sm", IdleTimeout: time.Hour, PairAtConnect: true,
 				Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("b"), Weight: 1}}}
 			if mod != nil {
 				mod(&cfg)
@@ -168,9 +168,8 @@ func TestTCPProxySockmapBulk(t *testing.T) {
 	go func() { io.Copy(c, chacha(1, size)); c.CloseWrite() }()
 	gotDown, nDown, err := hashOf(c)
 	if err != nil {
-		maxB, stops, drains := flowStats(srv)
-		t.Fatalf("after %d bytes from the backend: %v (flow control: largest psock queue %d, %d stops, %d drains)",
-			nDown, err, maxB, stops, drains)
+		holds, _ := kernelHolds(srv)
+		t.Fatalf("after %d bytes from the backend: %v (%d holds)", nDown, err, holds)
 	}
 	up := <-fromClient
 	want1, _, _ := hashOf(chacha(1, size))
@@ -341,7 +340,7 @@ func TestTCPProxySockmapWorkerCPU(t *testing.T) {
 		s, ls := serverWith(t, engine.ServerOptions{Concurrency: 1, KernelPairs: kp},
 			[]engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: up}}}},
 			func(s *engine.Server) []engine.ListenerConfig {
-				lc, _ := tcpProxyListener(s, tcpproxy.Config{StatPrefix: "cpu", IdleTimeout: time.Hour,
+				lc, _ := tcpProxyListener(s, tcpproxy.Config{StatPrefix: "cpu", IdleTimeout: time.Hour, PairAtConnect: true,
 					Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("b"), Weight: 1}}})
 				return []engine.ListenerConfig{lc}
 			})
@@ -449,19 +448,16 @@ func TestTCPProxySockmapResetAfterData(t *testing.T) {
 	}
 }
 
-// TestTCPProxySockmapSlowReader: a backend that does not read for a second. The kernel
-// itself would queue whatever the client sends (TestNonReadingReceiver in engine/sockmap);
-// the engine's flow control stops the client's socket once the upstream's psock holds more
-// than the buffer limit, so the client is held back by TCP; when the backend reads, everything arrives
-// in order, and the client's FIN after it. With 6 MiB the client's whole stream and its FIN
-// usually reach the proxy's receive queue while the socket is stopped, so the rest is
-// drained by the worker (logged: it depends on the buffers' autotuning); with 16 MiB the
-// client is still writing when the backend starts, and the socket is activated again.
+// TestTCPProxySockmapSlowReader: a backend that does not read holds the client back: the
+// kernel holds the proxy's bytes once the upstream's buffer limit (1 MiB) beyond its send
+// buffer is in flight, the client's window closes, and it blocks after a bounded amount
+// (what TCP buffers on the way: the client's send buffer, the proxy's receive buffer, the
+// limit, the upstream's send buffer and the backend's receive buffer). When the backend
+// reads, every byte arrives in order, the held ones through the worker, and the client's
+// FIN after them. It runs with 16 MiB, where the client is still writing when the backend
+// starts, and 256 MiB, far more than all those buffers.
 func TestTCPProxySockmapSlowReader(t *testing.T) {
-	if !engine.KernelFlowControl {
-		t.Skip("the engine's flow control for kernel pairs is off: StopSide loses bytes under traffic (docs/sockmap.md)")
-	}
-	for _, size := range []int64{6 << 20, 16 << 20} {
+	for _, size := range []int64{16 << 20, 256 << 20} {
 		t.Run(fmt.Sprintf("%dMiB", size>>20), func(t *testing.T) {
 			start := make(chan struct{})
 			type result struct {
@@ -476,7 +472,7 @@ func TestTCPProxySockmapSlowReader(t *testing.T) {
 				done <- result{sum, n}
 			}, nil)
 			c := dial(t, l.Address())
-			c.SetDeadline(time.Now().Add(30 * time.Second))
+			c.SetDeadline(time.Now().Add(60 * time.Second))
 			if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
 				t.Fatal(err)
 			}
@@ -493,13 +489,27 @@ func TestTCPProxySockmapSlowReader(t *testing.T) {
 				}
 				wrote <- err
 			}()
-			time.Sleep(time.Second)
+			// Wait until the client stops making progress (bounded: 5 s).
+			var last int64 = -1
+			for k := 0; k < 50; k++ {
+				time.Sleep(100 * time.Millisecond)
+				if n := written.Load(); n == last {
+					break
+				} else {
+					last = n
+				}
+			}
 			stuck := written.Load()
-			maxB, stops, _ := flowStats(s)
-			t.Logf("after 1 s with the backend not reading: the client wrote %d of %d bytes; largest psock queue seen %d, %d stops",
-				stuck, size, maxB, stops)
-			if stops == 0 {
-				t.Fatal("flow control never stopped the client's socket")
+			holds, _ := kernelHolds(s)
+			t.Logf("with the backend not reading: the client wrote %d of %d bytes; %d holds", stuck, size, holds)
+			if holds == 0 {
+				t.Fatal("the kernel never held the client's bytes")
+			}
+			// The bound: tcp_wmem's and tcp_rmem's maxima here are 4 and 32 MiB, autotuned
+			// buffers stay well below (the receivers do not read); 48 MiB is far below the
+			// 256 MiB the client would write without backpressure.
+			if size > 64<<20 && stuck > 48<<20 {
+				t.Fatalf("the client wrote %d bytes to a backend that reads nothing: not bounded", stuck)
 			}
 			close(start)
 			if err := <-wrote; err != nil {
@@ -510,11 +520,8 @@ func TestTCPProxySockmapSlowReader(t *testing.T) {
 			if r.n != size || r.sum != want {
 				t.Fatalf("backend got %d bytes, same sha256: %v", r.n, r.sum == want)
 			}
-			// Whether the client itself blocks depends on how far the proxy's receive buffer
-			// autotuned (tcp_rmem's max is 32 MiB here): that memory is TCP's, as on any
-			// path. What flow control bounds is the psock's queue (logged).
-			maxB, stops, drains := flowStats(s)
-			t.Logf("in all: largest psock queue seen %d, %d stops, %d drains", maxB, stops, drains)
+			holds, _ = kernelHolds(s)
+			t.Logf("in all: %d holds", holds)
 			c.Close()
 			waitFor(t, "the pair on the sockmap path", func() bool { return f.Stats(0).SockmapCx.Value() == 1 })
 		})
@@ -530,8 +537,8 @@ func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 // userspace, where the bytes the kernel took could be overtaken.
 type halfPairing struct{ *sockmap.Map }
 
-func (h halfPairing) Pair(a, b int) ([2]uint64, error) {
-	p, err := h.Map.Pair(a, b)
+func (h halfPairing) Pair(a, b int, acked, allow, tags [2]uint64) ([2]uint64, error) {
+	p, err := h.Map.Pair(a, b, acked, allow, tags)
 	if err != nil {
 		return p, err
 	}
@@ -558,7 +565,7 @@ func TestTCPProxySockmapHalfPaired(t *testing.T) {
 		[]engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: up}}}},
 		func(s *engine.Server) []engine.ListenerConfig {
 			var lc engine.ListenerConfig
-			lc, f = tcpProxyListener(s, tcpproxy.Config{StatPrefix: "hp", IdleTimeout: time.Hour,
+			lc, f = tcpProxyListener(s, tcpproxy.Config{StatPrefix: "hp", IdleTimeout: time.Hour, PairAtConnect: true,
 				Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("b"), Weight: 1}}})
 			return []engine.ListenerConfig{lc}
 		})
@@ -582,4 +589,50 @@ func TestTCPProxySockmapHalfPaired(t *testing.T) {
 		t.Fatal("the backend's connection stayed open")
 	}
 	waitFor(t, "the pair counted on the userspace path", func() bool { return f.Stats(0).UserspaceCx.Value() == 1 })
+}
+
+// TestTCPProxySockmapPairingPolicy: by default a connection is paired only once it shows
+// it is worth it: one request and one response stay on the userspace path (the pairing's
+// syscalls would cost more than they save), a second request pairs, and so does a bulk
+// read.
+func TestTCPProxySockmapPairingPolicy(t *testing.T) {
+	l, f := sockmapProxyWith(t, func(c net.Conn) {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 && string(buf[:n]) == "bulk" {
+				c.Write(make([]byte, 1<<20))
+			} else if n > 0 {
+				c.Write(buf[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
+	}, func(cfg *tcpproxy.Config) { cfg.PairAtConnect = false })
+	st := f.Stats(0)
+	// One exchange, then close: userspace.
+	c := dial(t, l.Address())
+	roundTrip(t, c, "one")
+	c.Close()
+	waitFor(t, "the one-exchange connection counted", func() bool { return st.UserspaceCx.Value() == 1 })
+	// Two exchanges: the second request pairs.
+	c = dial(t, l.Address())
+	roundTrip(t, c, "one")
+	roundTrip(t, c, "two")
+	roundTrip(t, c, "three")
+	c.Close()
+	waitFor(t, "the keep-alive connection on the sockmap path", func() bool { return st.SockmapCx.Value() == 1 })
+	// A bulk response pairs at its first full read.
+	c = dial(t, l.Address())
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("bulk"))
+	if _, err := io.ReadFull(c, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	waitFor(t, "the bulk connection on the sockmap path", func() bool { return st.SockmapCx.Value() == 2 })
+	if st.UserspaceCx.Value() != 1 {
+		t.Fatalf("%d connections on the userspace path, want 1", st.UserspaceCx.Value())
+	}
 }

@@ -111,9 +111,12 @@ type Worker struct {
 	spliceOff bool
 	// kpairs forwards proxied pairs in the kernel (ServerOptions.KernelPairs); nil: off.
 	kpairs KernelPairs
-	// For tests: the largest psock queue a flow-control check saw, the stops and the
-	// drains of stopped sources that got their FIN.
-	kpMaxBacklog, kpStops, kpDrains int
+	// kpBySeq finds a pair by the seq its kernel events carry (kernelTag); kpSeq numbers
+	// them; kpHolds counts the events (a source that started holding bytes).
+	kpBySeq map[uint64]*kernelPair
+	kpSeq   uint64
+	kpBase  uint64 // the server's tag base (KernelPairs.Notify)
+	kpHolds int
 
 	stopping bool
 	// exited is set under mu once the loop has ended: Post is refused from then on, and

@@ -14,6 +14,8 @@ type TCPCounts struct {
 	Written uint64
 	// Acked is tcpi_bytes_acked less our FIN: what the peer has acknowledged.
 	Acked uint64
+	// BytesAcked is tcpi_bytes_acked as the kernel has it (its SYN and FIN included).
+	BytesAcked uint64
 	// LastRecvMillis is tcpi_last_data_recv: milliseconds since data last arrived.
 	LastRecvMillis uint32
 	// FinIn, FinOut: a FIN was received, or sent (as told by the state; see below).
@@ -51,7 +53,7 @@ func ReadTCPCounts(fd int, dialed bool) (TCPCounts, error) {
 	if err != nil {
 		return TCPCounts{}, err
 	}
-	c := TCPCounts{Received: ti.Bytes_received, Acked: ti.Bytes_acked, LastRecvMillis: ti.Last_data_recv, State: ti.State}
+	c := TCPCounts{Received: ti.Bytes_received, Acked: ti.Bytes_acked, BytesAcked: ti.Bytes_acked, LastRecvMillis: ti.Last_data_recv, State: ti.State}
 	// A socket whose FINs both went is TCP_CLOSE, not TIME_WAIT: tcp_time_wait hands the
 	// connection to a timewait sock and tcp_done closes the one the fd holds. So CLOSE is
 	// taken as both FINs done; after a reset that is wrong, which Reset corrects.

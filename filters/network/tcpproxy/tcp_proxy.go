@@ -168,6 +168,7 @@ type proxy struct {
 	cxHeld      bool // holds a unit of the cluster's max_connections breaker
 	// kernel: the pair is in the kernel (sockmap); kernelDone: it is, or it will never be.
 	kernel, kernelDone bool
+	reads              int // OnData calls either way, for the pairing policy (tryKernel)
 }
 
 func (p *proxy) OnNewConnection() engine.FilterStatus {
@@ -227,9 +228,20 @@ func (p *proxy) OnData(data []byte, endStream bool) engine.FilterStatus {
 	p.stats.DownstreamCxRxBytesTotal.Add(uint64(len(data)))
 	if p.up != nil {
 		p.up.Write(data, endStream)
-		p.tryKernel()
+		p.readForKernel(len(data))
 	}
 	return engine.StopIteration
+}
+
+// readForKernel applies the pairing policy after a read of n bytes was forwarded.
+func (p *proxy) readForKernel(n int) {
+	if p.kernelDone {
+		return
+	}
+	p.reads++
+	if p.f.cfg.PairAtConnect || p.reads >= kernelAfterReads || n >= kernelBulkRead {
+		p.tryKernel()
+	}
 }
 
 // tryKernel hands the pair to the server's KernelPairs (a BPF sockmap, if the server has
@@ -379,7 +391,9 @@ func (u *upstreamCallbacks) OnEvent(ev engine.ConnectionEvent) {
 		p.up.EnableHalfClose(true)
 		p.up.AddReadFilter(&p.upRead)
 		p.upConnected = true
-		p.tryKernel()
+		if p.f.cfg.PairAtConnect {
+			p.tryKernel()
+		}
 		p.down.ReadDisable(false)
 	case engine.RemoteClose, engine.LocalClose:
 		p.releaseCx()
@@ -461,6 +475,6 @@ func (u *upstreamReader) OnData(data []byte, endStream bool) engine.FilterStatus
 	p.tx += uint64(len(data))
 	p.stats.DownstreamCxTxBytesTotal.Add(uint64(len(data)))
 	p.down.Write(data, endStream)
-	p.tryKernel()
+	p.readForKernel(len(data))
 	return engine.StopIteration
 }
