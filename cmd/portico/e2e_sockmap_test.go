@@ -22,7 +22,9 @@ import (
 // The tcp_proxy byte path end to end, on both paths: the kernel's (BPF sockmap, on by
 // default where it loads) and userspace's (--disable-sockmap). Every test runs once per
 // path, each with its own portico, and checks from /stats that its connections took the
-// path it names.
+// path it names. tcp_proxy hands a pair to the kernel only once it is worth it (its third
+// read either way, or a bulk read), so the tests that exchange only a few bytes first make
+// two echo round trips (warmRounds): four reads, the pair is in the kernel by the last.
 
 // sockmapTmpl is a lone tcp_proxy (the chain the kernel path takes) in front of one
 // backend, with an access log of the bytes each connection carried.
@@ -206,6 +208,27 @@ type streamResult struct {
 	endedByErr error // how a connection ended (RST and idle tests)
 }
 
+// warmRounds is how many echo round trips a small exchange makes before what it tests,
+// so that tcp_proxy pairs it (at its third read: kernelAfterReads in filters/network/tcpproxy).
+const warmRounds = 2
+
+// echoRounds makes warmRounds round trips of msg on c with a backend that echoes.
+func echoRounds(c net.Conn, msg string) error {
+	got := make([]byte, len(msg))
+	for i := range warmRounds {
+		if _, err := io.WriteString(c, msg); err != nil {
+			return fmt.Errorf("round trip %d: %w", i, err)
+		}
+		if _, err := io.ReadFull(c, got); err != nil {
+			return fmt.Errorf("round trip %d: %w", i, err)
+		}
+		if string(got) != msg {
+			return fmt.Errorf("round trip %d: echo %q, want %q", i, got, msg)
+		}
+	}
+	return nil
+}
+
 // wait takes one result from ch, failing after d.
 func wait[T any](t *testing.T, ch <-chan T, d time.Duration, what string) T {
 	t.Helper()
@@ -385,17 +408,19 @@ func resetClose(t *testing.T, c *net.TCPConn) {
 	c.Close()
 }
 
-// TestSockmapReset: an RST from either side ends the other side's connection (a read
-// error or EOF) well within 10 s.
+// TestSockmapReset: after two round trips, an RST from either side ends the other side's
+// connection (a read error or EOF) well within 10 s.
 func TestSockmapReset(t *testing.T) {
 	forPaths(t, func(t *testing.T, sp smPath) {
 		ended := make(chan streamResult, 1)
 		backend := modeBackend(t, func(mode byte, c *net.TCPConn) {
-			if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
-				ended <- streamResult{err: err}
-				return
+			for range warmRounds {
+				if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+					ended <- streamResult{err: err}
+					return
+				}
+				c.Write([]byte("pong"))
 			}
-			c.Write([]byte("pong"))
 			switch mode {
 			case 'c': // the client resets: the backend waits for its connection to end
 				c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -414,9 +439,12 @@ func TestSockmapReset(t *testing.T) {
 		roundTrip := func(mode byte) *net.TCPConn {
 			c := e.dial(t)
 			c.SetDeadline(time.Now().Add(10 * time.Second))
-			c.Write([]byte{mode, 'p', 'i', 'n', 'g'})
-			if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
-				t.Fatalf("round trip: %v", err)
+			c.Write([]byte{mode})
+			for range warmRounds {
+				c.Write([]byte("ping"))
+				if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+					t.Fatalf("round trip: %v", err)
+				}
 			}
 			return c
 		}
@@ -470,7 +498,7 @@ func TestSockmapIdleTimeout(t *testing.T) {
 		idle, busy := e.dial(t), e.dial(t)
 		for _, c := range []*net.TCPConn{idle, busy} {
 			c.SetDeadline(time.Now().Add(10 * time.Second))
-			if err := echo(c, "hello"); err != nil {
+			if err := echoRounds(c, "hello"); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -606,7 +634,7 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// TestSockmapThousandPairs: 1,000 pairs open at once, each with an echo round trip.
+// TestSockmapThousandPairs: 1,000 pairs open at once, each with two echo round trips.
 func TestSockmapThousandPairs(t *testing.T) {
 	const n = 1000
 	forPaths(t, func(t *testing.T, sp smPath) {
@@ -654,14 +682,8 @@ func TestSockmapThousandPairs(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				c.SetDeadline(time.Now().Add(30 * time.Second))
-				msg := fmt.Sprintf("pair %04d says hello through the proxy", i)
-				if _, err := c.Write([]byte(msg)); err != nil {
-					errs <- fmt.Errorf("pair %d: write: %w", i, err)
-					return
-				}
-				got := make([]byte, len(msg))
-				if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
-					errs <- fmt.Errorf("pair %d: echo %q, %v", i, got, err)
+				if err := echoRounds(c, fmt.Sprintf("pair %04d says hello through the proxy", i)); err != nil {
+					errs <- fmt.Errorf("pair %d: %w", i, err)
 				}
 			}()
 		}
@@ -711,8 +733,7 @@ func TestSockmapSIGTERMDrain(t *testing.T) {
 		e := startSockmap(t, sp, backend, "", "--drain-time-s", "2")
 		idle := e.dial(t)
 		idle.SetDeadline(time.Now().Add(20 * time.Second))
-		idle.Write([]byte("idle"))
-		if _, err := io.ReadFull(idle, make([]byte, 4)); err != nil {
+		if err := echoRounds(idle, "idle"); err != nil {
 			t.Fatal(err)
 		}
 		underway := make(chan struct{}, streams)
@@ -904,13 +925,25 @@ func TestSockmapByteCounters(t *testing.T) {
 	})
 }
 
-// TestSockmapShortConnections: a backend that writes a few bytes and closes at once (the
-// pair may still be being handed to the kernel when its FIN comes); each of 300 clients,
-// 8 at a time, must read the bytes and then EOF, never a reset.
+// TestSockmapShortConnections: a backend that answers the client's second message with
+// a few bytes and closes at once, while tcp_proxy is handing the pair to the kernel (at its
+// third read, the second message); each of 300 clients, 8 at a time, must read the echo,
+// the bytes and then EOF, never a reset.
 func TestSockmapShortConnections(t *testing.T) {
 	const n = 300
 	forPaths(t, func(t *testing.T, sp smPath) {
-		backend := serveTCP(t, func(c net.Conn) { io.WriteString(c, "ok") })
+		backend := serveTCP(t, func(c net.Conn) {
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			b := make([]byte, 5)
+			if _, err := io.ReadFull(c, b); err != nil {
+				return
+			}
+			c.Write(b)
+			if _, err := io.ReadFull(c, b); err != nil {
+				return
+			}
+			io.WriteString(c, "ok")
+		})
 		e := startSockmap(t, sp, backend, "")
 		var mu sync.Mutex
 		var failures []string
@@ -929,7 +962,11 @@ func TestSockmapShortConnections(t *testing.T) {
 					if err == nil {
 						c.SetDeadline(time.Now().Add(10 * time.Second))
 						var b []byte
-						b, err = io.ReadAll(c)
+						io.WriteString(c, "first")
+						if _, err = io.ReadFull(c, make([]byte, 5)); err == nil {
+							io.WriteString(c, "again")
+							b, err = io.ReadAll(c)
+						}
 						c.Close()
 						if err == nil && string(b) != "ok" {
 							err = fmt.Errorf("read %q", b)
@@ -952,7 +989,7 @@ func TestSockmapShortConnections(t *testing.T) {
 }
 
 // TestSockmapProxyProtocol: behind a proxy_protocol listener filter (the header arrives
-// with the first bytes, as HAProxy's send-proxy sends it), an echo round trip, then the
+// with the first bytes, as HAProxy's send-proxy sends it), two echo round trips, then the
 // client's half-close: the backend's close comes back as EOF and the connection is
 // logged.
 func TestSockmapProxyProtocol(t *testing.T) {
@@ -964,12 +1001,11 @@ func TestSockmapProxyProtocol(t *testing.T) {
 		e := startSockmapWith(t, sp, backend, "", true)
 		c := e.dial(t)
 		c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.WriteString(c, "PROXY TCP4 127.0.0.2 127.0.0.1 40000 80\r\nhello"); err != nil {
+		if _, err := io.WriteString(c, "PROXY TCP4 127.0.0.2 127.0.0.1 40000 80\r\n"); err != nil {
 			t.Fatal(err)
 		}
-		got := make([]byte, 5)
-		if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello" {
-			t.Fatalf("echo: %q, %v", got, err)
+		if err := echoRounds(c, "hello"); err != nil {
+			t.Fatal(err)
 		}
 		c.CloseWrite()
 		if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
