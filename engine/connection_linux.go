@@ -144,13 +144,16 @@ type Connection struct {
 	// timer is the connect timeout while connecting, then the delayed-close timeout while
 	// closing (the two never overlap); nil until needed.
 	timer  *Timer
-	io     *byteCounters   // the owner's rx/tx byte counters; nil for none
-	owner  connOwner       // accounts for the connection when it closes
-	host   *Host           // upstream: the host dialed
-	chain  *FilterChain    // downstream: the filter chain that built it (nil: upstream)
-	splice *splicePair     // set once a bulk transfer switched to splice(2); nil otherwise
-	kp     *kernelPair     // set once the kernel forwards its bytes (PairInKernel)
-	ts     TransportSocket // nil: raw_buffer
+	io     *byteCounters // the owner's rx/tx byte counters; nil for none
+	owner  connOwner     // accounts for the connection when it closes
+	host   *Host         // upstream: the host dialed
+	chain  *FilterChain  // downstream: the filter chain that built it (nil: upstream)
+	splice *splicePair   // set once a bulk transfer switched to splice(2); nil otherwise
+	kp     *kernelPair   // set once the kernel forwards its bytes (PairInKernel)
+	// consumed is what the listener filters read and drained (a PROXY header): bytes TCP
+	// received that no filter of the connection sees (PairInKernel's accounting).
+	consumed uint32
+	ts       TransportSocket // nil: raw_buffer
 }
 
 // byteCounters are the rx/tx byte counters a listener or cluster keeps per worker; its

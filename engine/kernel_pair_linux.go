@@ -64,8 +64,11 @@ type kernelPair struct {
 	seq   uint64 // the worker's name for it, in the kernel's tags
 	conns [2]*Connection
 	// baseRx[i], baseTx[i]: what userspace had read from and written to conns[i] when
-	// the pair entered the kernel (the engine's byte counters add the rest at close).
-	baseRx, baseTx [2]uint64
+	// the pair entered the kernel (the engine's byte counters add the rest at close);
+	// rxAt[i]: what had been taken from conns[i]'s receive queue then: baseRx[i] and what
+	// a listener filter consumed (a PROXY protocol header). What TCP received beyond it
+	// is the kernel's to forward (bytes still queued at Pair included).
+	baseRx, baseTx, rxAt [2]uint64
 	// final[i] is conns[i]'s TCP counts, read just before it closed (closed[i]).
 	final   [2]poller.TCPCounts
 	closed  [2]bool
@@ -172,7 +175,8 @@ func (c *Connection) PairInKernel(peer *Connection) error {
 		return errors.Join(ErrKernelPairUnsupported, err)
 	}
 	kp := &kernelPair{id: id, seq: seq, conns: [2]*Connection{c, peer},
-		baseTx: [2]uint64{ca.Written, cb.Written}, baseRx: [2]uint64{cb.Written, ca.Written}}
+		baseTx: [2]uint64{ca.Written, cb.Written}, baseRx: [2]uint64{cb.Written, ca.Written},
+		rxAt: [2]uint64{cb.Written + uint64(c.consumed), ca.Written + uint64(peer.consumed)}}
 	if w.kpBySeq == nil {
 		w.kpBySeq = map[uint64]*kernelPair{}
 	}
@@ -410,7 +414,9 @@ func (h *kernelHolder) OnTimer() { h.kp.forwardHeld(h.i) }
 func (c *Connection) KernelPaired() bool { return c.kp != nil }
 
 // KernelCounts is what a paired connection received and was given to send in all, from
-// TCP_INFO (read at close once it is closed); ok is false if it was never paired.
+// TCP_INFO (read at close once it is closed), as its filters count bytes: what a listener
+// filter consumed before the chain (a PROXY protocol header) is not in rx. ok is false if
+// it was never paired.
 func (c *Connection) KernelCounts() (rx, tx uint64, ok bool) {
 	kp := c.kp
 	if kp == nil {
@@ -424,7 +430,7 @@ func (c *Connection) KernelCounts() (rx, tx uint64, ok bool) {
 			return 0, 0, false
 		}
 	}
-	return n.Received, n.Written, true
+	return kp.baseRx[i] + n.Received - kp.rxAt[i], n.Written, true
 }
 
 // KernelIdle is how long neither socket of a paired connection has received data
@@ -472,10 +478,17 @@ func (c *Connection) kernelBacklog() int {
 		rx = n.Received
 	}
 	n, err := poller.ReadTCPCounts(c.fd, c.dialed())
-	if err != nil || n.Written >= rx {
+	if err != nil {
 		return 0
 	}
-	return int(rx - n.Written)
+	// Since Pair: what j received against what c was given. Not the totals: a listener
+	// filter (proxy_protocol) may have consumed bytes j received that c never gets.
+	rx -= kp.rxAt[j]
+	given := n.Written - kp.baseTx[i]
+	if given >= rx {
+		return 0
+	}
+	return int(rx - given)
 }
 
 // kernelSettled reports whether a connection may be closed as far as the kernel is
@@ -585,8 +598,8 @@ func (c *Connection) leaveKernel() {
 	}
 	c.w.kpairs.ReleaseSide(kp.id, i) // its slot is not used again: closed[i] guards it
 	if c.io != nil {
-		if n := kp.final[i]; n.Received > kp.baseRx[i] {
-			c.io.rx.Add(n.Received - kp.baseRx[i])
+		if n := kp.final[i]; n.Received > kp.rxAt[i] {
+			c.io.rx.Add(n.Received - kp.rxAt[i])
 		}
 		if n := kp.final[i]; n.Written > kp.baseTx[i] {
 			c.io.tx.Add(n.Written - kp.baseTx[i])

@@ -61,7 +61,7 @@ func sockmapServer(t *testing.T, handle func(net.Conn), mod func(*tcpproxy.Confi
 		[]engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: up}}}},
 		func(s *engine.Server) []engine.ListenerConfig {
 			var lc engine.ListenerConfig
-			cfg := tcpproxy.Config{StatPrefix: "sm", IdleTimeout: time.Hour, PairAtConnect: true,
+			cfg := tcpproxy.Config{StatPrefix: "sm", IdleTimeout: time.Hour,
 				Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("b"), Weight: 1}}}
 			if mod != nil {
 				mod(&cfg)
@@ -340,7 +340,7 @@ func TestTCPProxySockmapWorkerCPU(t *testing.T) {
 		s, ls := serverWith(t, engine.ServerOptions{Concurrency: 1, KernelPairs: kp},
 			[]engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: up}}}},
 			func(s *engine.Server) []engine.ListenerConfig {
-				lc, _ := tcpProxyListener(s, tcpproxy.Config{StatPrefix: "cpu", IdleTimeout: time.Hour, PairAtConnect: true,
+				lc, _ := tcpProxyListener(s, tcpproxy.Config{StatPrefix: "cpu", IdleTimeout: time.Hour,
 					Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("b"), Weight: 1}}})
 				return []engine.ListenerConfig{lc}
 			})
@@ -565,7 +565,7 @@ func TestTCPProxySockmapHalfPaired(t *testing.T) {
 		[]engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: up}}}},
 		func(s *engine.Server) []engine.ListenerConfig {
 			var lc engine.ListenerConfig
-			lc, f = tcpProxyListener(s, tcpproxy.Config{StatPrefix: "hp", IdleTimeout: time.Hour, PairAtConnect: true,
+			lc, f = tcpProxyListener(s, tcpproxy.Config{StatPrefix: "hp", IdleTimeout: time.Hour,
 				Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("b"), Weight: 1}}})
 			return []engine.ListenerConfig{lc}
 		})
@@ -589,50 +589,4 @@ func TestTCPProxySockmapHalfPaired(t *testing.T) {
 		t.Fatal("the backend's connection stayed open")
 	}
 	waitFor(t, "the pair counted on the userspace path", func() bool { return f.Stats(0).UserspaceCx.Value() == 1 })
-}
-
-// TestTCPProxySockmapPairingPolicy: by default a connection is paired only once it shows
-// it is worth it: one request and one response stay on the userspace path (the pairing's
-// syscalls would cost more than they save), a second request pairs, and so does a bulk
-// read.
-func TestTCPProxySockmapPairingPolicy(t *testing.T) {
-	l, f := sockmapProxyWith(t, func(c net.Conn) {
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := c.Read(buf)
-			if n > 0 && string(buf[:n]) == "bulk" {
-				c.Write(make([]byte, 1<<20))
-			} else if n > 0 {
-				c.Write(buf[:n])
-			}
-			if err != nil {
-				return
-			}
-		}
-	}, func(cfg *tcpproxy.Config) { cfg.PairAtConnect = false })
-	st := f.Stats(0)
-	// One exchange, then close: userspace.
-	c := dial(t, l.Address())
-	roundTrip(t, c, "one")
-	c.Close()
-	waitFor(t, "the one-exchange connection counted", func() bool { return st.UserspaceCx.Value() == 1 })
-	// Two exchanges: the second request pairs.
-	c = dial(t, l.Address())
-	roundTrip(t, c, "one")
-	roundTrip(t, c, "two")
-	roundTrip(t, c, "three")
-	c.Close()
-	waitFor(t, "the keep-alive connection on the sockmap path", func() bool { return st.SockmapCx.Value() == 1 })
-	// A bulk response pairs at its first full read.
-	c = dial(t, l.Address())
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	c.Write([]byte("bulk"))
-	if _, err := io.ReadFull(c, make([]byte, 1<<20)); err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
-	waitFor(t, "the bulk connection on the sockmap path", func() bool { return st.SockmapCx.Value() == 2 })
-	if st.UserspaceCx.Value() != 1 {
-		t.Fatalf("%d connections on the userspace path, want 1", st.UserspaceCx.Value())
-	}
 }

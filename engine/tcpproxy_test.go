@@ -60,9 +60,6 @@ func deadAddr(t *testing.T) netip.AddrPort {
 }
 
 func tcpProxyListener(s *engine.Server, cfg tcpproxy.Config) (engine.ListenerConfig, *tcpproxy.Factory) {
-	if kernelPairs != nil {
-		cfg.PairAtConnect = true // PORTICO_TEST_SOCKMAP: every connection on the kernel path
-	}
 	f, err := tcpproxy.NewFactory(cfg, s.Concurrency())
 	if err != nil {
 		panic(err)

@@ -38,17 +38,4 @@ type Config struct {
 	// MaxConnectAttempts is how many upstream connects are tried (≥1).
 	MaxConnectAttempts int
 	AccessLogs         []accesslog.Logger
-	// PairAtConnect hands a connection to the kernel path (engine.KernelPairs) as soon as
-	// its upstream connects. By default it waits until the connection shows it is worth
-	// the pairing's cost (a dozen syscalls, which a one-request connection never earns
-	// back): a second exchange (its third read either way) or a bulk read.
-	PairAtConnect bool
 }
-
-// kernelBulkRead is a read that makes a connection worth pairing at once: a bulk
-// transfer (the worker reads up to 64 KiB at a time).
-const kernelBulkRead = 32 << 10
-
-// kernelAfterReads is how many reads, either way, make a connection worth pairing: the
-// request and the response, then the next request.
-const kernelAfterReads = 3

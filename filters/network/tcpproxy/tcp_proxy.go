@@ -168,7 +168,6 @@ type proxy struct {
 	cxHeld      bool // holds a unit of the cluster's max_connections breaker
 	// kernel: the pair is in the kernel (sockmap); kernelDone: it is, or it will never be.
 	kernel, kernelDone bool
-	reads              int // OnData calls either way, for the pairing policy (tryKernel)
 }
 
 func (p *proxy) OnNewConnection() engine.FilterStatus {
@@ -228,20 +227,9 @@ func (p *proxy) OnData(data []byte, endStream bool) engine.FilterStatus {
 	p.stats.DownstreamCxRxBytesTotal.Add(uint64(len(data)))
 	if p.up != nil {
 		p.up.Write(data, endStream)
-		p.readForKernel(len(data))
-	}
-	return engine.StopIteration
-}
-
-// readForKernel applies the pairing policy after a read of n bytes was forwarded.
-func (p *proxy) readForKernel(n int) {
-	if p.kernelDone {
-		return
-	}
-	p.reads++
-	if p.f.cfg.PairAtConnect || p.reads >= kernelAfterReads || n >= kernelBulkRead {
 		p.tryKernel()
 	}
+	return engine.StopIteration
 }
 
 // tryKernel hands the pair to the server's KernelPairs (a BPF sockmap, if the server has
@@ -391,9 +379,7 @@ func (u *upstreamCallbacks) OnEvent(ev engine.ConnectionEvent) {
 		p.up.EnableHalfClose(true)
 		p.up.AddReadFilter(&p.upRead)
 		p.upConnected = true
-		if p.f.cfg.PairAtConnect {
-			p.tryKernel()
-		}
+		p.tryKernel()
 		p.down.ReadDisable(false)
 	case engine.RemoteClose, engine.LocalClose:
 		p.releaseCx()
@@ -475,6 +461,6 @@ func (u *upstreamReader) OnData(data []byte, endStream bool) engine.FilterStatus
 	p.tx += uint64(len(data))
 	p.stats.DownstreamCxTxBytesTotal.Add(uint64(len(data)))
 	p.down.Write(data, endStream)
-	p.readForKernel(len(data))
+	p.tryKernel()
 	return engine.StopIteration
 }
