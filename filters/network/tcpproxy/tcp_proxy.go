@@ -74,6 +74,15 @@ func NewFactory(cfg Config, workers int) (*Factory, error) {
 // Name implements engine.NetworkFilterFactory.
 func (*Factory) Name() string { return Name }
 
+// ClusterNames returns the names of the clusters the proxy picks from (for explain).
+func (f *Factory) ClusterNames() []string {
+	names := make([]string, len(f.cfg.Clusters))
+	for i := range f.cfg.Clusters {
+		names[i] = f.cfg.Clusters[i].Name
+	}
+	return names
+}
+
 // Stats returns worker i's stats.
 func (f *Factory) Stats(worker int) *Stats { return &f.perWorker[worker].stats }
 
