@@ -271,14 +271,15 @@ func HandoffTarget(cfgs []ListenerConfig, dst netip.AddrPort) int {
 // network filters. registered: the socket is in epoll already (it waited in the listener
 // filters); more: the kernel may hold bytes whose edge was taken; peerFin: the peer's FIN
 // edge was taken; replay: bytes the listener filters read and did not drain, handed to
-// the connection's filters before anything else.
-func (al *activeListener) newConnection(fd int, registered, more, peerFin bool, replay *writeBuffer, info *SocketInfo, chain *FilterChain) {
+// the connection's filters before anything else; consumed: bytes they drained.
+func (al *activeListener) newConnection(fd int, registered, more, peerFin bool, replay *writeBuffer, consumed int, info *SocketInfo, chain *FilterChain) {
 	w := al.w
 	// TCP_NODELAY comes from the listen socket: Linux copies it into accepted sockets.
 	c := newConnection(w, fd, al.l.cfg.PerConnectionBufferLimit, stateOpen)
 	c.Info = *info
 	c.Info.ownALPN()
 	c.chain = chain
+	c.consumed = uint32(consumed)
 	c.io = &al.io
 	al.stats.DownstreamCxTotal.Inc()
 	al.stats.DownstreamCxActive.Inc()

@@ -427,6 +427,10 @@ func (s *ActiveSocket) finish() {
 	// The bytes the filters read and did not drain go to the connection, which hands them
 	// to its filters before reading the socket again.
 	var replay *writeBuffer
+	consumed := 0 // drained by the filters (a PROXY header): read, and never forwarded
+	if s.buf != nil {
+		consumed = s.buf.off
+	}
 	if s.buffered() > 0 {
 		replay, s.buf = s.buf, nil
 	}
@@ -434,6 +438,6 @@ func (s *ActiveSocket) finish() {
 	// taken here) once it is read; a socket whose filters read nothing is as accepted.
 	more := s.peerFin || (s.reads > 0 && !s.drained)
 	// The Connection copies what it needs from s.Info before s goes back to the pool.
-	l.newConnection(s.fd, s.registered, more, s.peerFin, replay, &s.Info, chain)
+	l.newConnection(s.fd, s.registered, more, s.peerFin, replay, consumed, &s.Info, chain)
 	s.w.putSocket(s)
 }

@@ -144,12 +144,16 @@ type Connection struct {
 	// timer is the connect timeout while connecting, then the delayed-close timeout while
 	// closing (the two never overlap); nil until needed.
 	timer  *Timer
-	io     *byteCounters   // the owner's rx/tx byte counters; nil for none
-	owner  connOwner       // accounts for the connection when it closes
-	host   *Host           // upstream: the host dialed
-	chain  *FilterChain    // downstream: the filter chain that built it (nil: upstream)
-	splice *splicePair     // set once a bulk transfer switched to splice(2); nil otherwise
-	ts     TransportSocket // nil: raw_buffer
+	io     *byteCounters // the owner's rx/tx byte counters; nil for none
+	owner  connOwner     // accounts for the connection when it closes
+	host   *Host         // upstream: the host dialed
+	chain  *FilterChain  // downstream: the filter chain that built it (nil: upstream)
+	splice *splicePair   // set once a bulk transfer switched to splice(2); nil otherwise
+	kp     *kernelPair   // set once the kernel forwards its bytes (PairInKernel)
+	// consumed is what the listener filters read and drained (a PROXY header): bytes TCP
+	// received that no filter of the connection sees (PairInKernel's accounting).
+	consumed uint32
+	ts       TransportSocket // nil: raw_buffer
 }
 
 // byteCounters are the rx/tx byte counters a listener or cluster keeps per worker; its
@@ -273,6 +277,9 @@ func (c *Connection) pending() int {
 	if c.splice != nil {
 		n += c.pipeBytes()
 	}
+	if c.kp != nil {
+		n += c.kernelBacklog()
+	}
 	return n
 }
 
@@ -380,7 +387,7 @@ func (c *Connection) afterWrite() {
 		}
 		if c.shutdownAfter && !c.localShutdown {
 			c.localShutdown = true
-			if c.remoteEOF && c.state == stateOpen {
+			if c.remoteEOF && c.state == stateOpen && c.kernelSettled() {
 				// Both directions end here: close(2) sends the FIN itself (the receive
 				// queue is empty, so no RST), saving the shutdown(2).
 				c.closeSocket(LocalClose)
@@ -393,7 +400,14 @@ func (c *Connection) afterWrite() {
 			return
 		}
 	}
-	if c.high != noWatermark { // without flow control, never raise watermarks
+	if c.kp != nil && buffered > 0 && ((c.shutdownAfter && !c.localShutdown) || c.state == stateClosing) {
+		// The kernel still holds bytes for this socket and says nothing when it has
+		// delivered them: a FIN or a close waiting on them is polled.
+		c.pollKernel()
+	}
+	// Without flow control, never raise watermarks; nor when the kernel forwards the bytes
+	// (no userspace buffer: see docs/sockmap.md on what bounds the kernel's queue).
+	if c.high != noWatermark && c.kp == nil {
 		total := buffered + c.held() // what a transport socket holds counts too
 		if !c.above && total > int(c.high) {
 			c.above = true
@@ -404,6 +418,10 @@ func (c *Connection) afterWrite() {
 		}
 	}
 	if c.localShutdown && c.remoteEOF && buffered == 0 && c.state == stateOpen {
+		if !c.kernelSettled() {
+			c.pollKernel()
+			return
+		}
 		// Both directions are done: nothing more can happen on this socket.
 		c.closeSocket(LocalClose)
 	}
@@ -472,6 +490,9 @@ func (c *Connection) Close(t CloseType) {
 		}
 		c.timer.Init(c.w, (*delayedClose)(c))
 		c.timer.Reset(c.w.delayedClose())
+		if c.kp != nil {
+			c.pollKernel() // no EPOLLOUT edge will come: the kernel's backlog is polled
+		}
 		return
 	}
 	if t == CloseReset {
@@ -509,6 +530,9 @@ func (c *Connection) closeSocket(ev ConnectionEvent) {
 	// close(2) removes the fd from epoll (connections are never dup'ed), so no
 	// EPOLL_CTL_DEL; a stale event in the current batch is dropped by its token.
 	c.w.forget(c.fd)
+	if c.kp != nil {
+		c.leaveKernel()
+	}
 	poller.RawClose(c.fd)
 	c.fd = -1
 	if c.splice != nil {
@@ -534,6 +558,10 @@ func (c *Connection) closeSocket(ev ConnectionEvent) {
 
 // onEvent implements eventHandler.
 func (c *Connection) onEvent(ev uint32) {
+	if c.kp != nil {
+		c.onKernelEvent(ev)
+		return
+	}
 	if c.state == stateConnecting {
 		if !c.onConnectReady(ev) {
 			return
@@ -583,6 +611,9 @@ const maxReadsPerEvent = 4
 // shorter than the buffer proves the queue was drained, so no extra read is spent on
 // EAGAIN in the common case.
 func (c *Connection) onReadReady() {
+	if c.kp != nil {
+		return // the kernel takes its bytes (a read deferred before it was paired)
+	}
 	if c.replay {
 		if c.readDisable > 0 || c.state != stateOpen {
 			return
@@ -599,7 +630,7 @@ func (c *Connection) onReadReady() {
 	}
 	buf := c.w.scratch
 	for i := 0; i < maxReadsPerEvent; i++ {
-		if !c.readReady || c.readDisable > 0 || c.remoteEOF || c.state != stateOpen {
+		if !c.readReady || c.readDisable > 0 || c.remoteEOF || c.state != stateOpen || c.kp != nil {
 			return
 		}
 		n, err := readFd(c.fd, buf)
@@ -692,6 +723,10 @@ func (c *Connection) onRemoteEOF() {
 	}
 	c.dispatch(nil, true)
 	if c.state == stateOpen && c.localShutdown && c.pending() == 0 {
+		if !c.kernelSettled() {
+			c.pollKernel()
+			return
+		}
 		c.closeSocket(RemoteClose)
 	}
 }

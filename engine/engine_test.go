@@ -27,7 +27,7 @@ func echoChain() engine.FilterChainManager {
 // startServer runs a server with the given listeners and stops it when the test ends.
 func startServer(t *testing.T, workers int, clusters []engine.ClusterConfig, mk func(s *engine.Server) []engine.ListenerConfig) (*engine.Server, []*engine.Listener) {
 	t.Helper()
-	return serverWith(t, engine.ServerOptions{Concurrency: workers}, clusters, mk)
+	return serverWith(t, engine.ServerOptions{Concurrency: workers, KernelPairs: kernelPairs}, clusters, mk)
 }
 
 func echoListener(name string, reusePort, exact bool) engine.ListenerConfig {

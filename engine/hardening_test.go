@@ -206,6 +206,10 @@ func TestEchoRespectsWatermarks(t *testing.T) {
 // 64 KiB, what waits in a splice pipe for a stalled reader stays within the limit, and the
 // pipe is sized after it.
 func TestSplicePipeWithinBufferLimit(t *testing.T) {
+	if kernelPairs != nil {
+		// The sockmap path bounds the kernel's queue its own way (TestTCPProxySockmapSlowReader).
+		t.Skip("splice path only")
+	}
 	up := backend(t, func(c net.Conn) { io.Copy(c, c) })
 	s, ls := startServer(t, 1, []engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: up}},
 		PerConnectionBufferLimit: 64 << 10}},
@@ -279,6 +283,10 @@ func TestUpstreamEMFILEIsOverflow(t *testing.T) {
 				break
 			}
 			held = append(held, p[0], p[1])
+		}
+		// A pipe needs two slots: an odd one left over would let the upstream socket in.
+		if fd, err := unix.Dup(held[0]); err == nil {
+			held = append(held, fd)
 		}
 		unix.Close(held[len(held)-1])
 		unix.Close(held[len(held)-2])

@@ -38,6 +38,10 @@ type ServerOptions struct {
 	// InheritSocket, if set, is asked for each listen socket before one is bound: a hot
 	// restart's child takes its parent's sockets through it (see InheritFunc).
 	InheritSocket InheritFunc
+	// KernelPairs, if set, lets filters that forward every byte unchanged (tcp_proxy alone
+	// in its chain) hand a connection pair to the kernel (Connection.PairInKernel);
+	// engine/sockmap provides one. nil keeps every byte in userspace.
+	KernelPairs KernelPairs
 }
 
 // DefaultDrainTime is Envoy's --drain-time-s default.
@@ -102,6 +106,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 			return nil, err
 		}
 		w.spliceOff = o.DisableSplice
+		w.kpairs = o.KernelPairs
 		w.closeTimeout = o.DelayedCloseTimeout
 		if o.Clock != nil {
 			clock := o.Clock
@@ -115,6 +120,26 @@ func NewServer(o ServerOptions) (*Server, error) {
 		w.peers = s.workers
 		w.drain = &s.drain
 		w.srvHCFailed = &s.hcFailed
+	}
+	if o.KernelPairs != nil {
+		// The kernel's events (a paired socket started holding bytes) go to the worker
+		// that owns the pair, as a task.
+		ws := s.workers
+		base, err := o.KernelPairs.Notify(func(tag uint64) {
+			if n := kernelTagWorker(tag); n < len(ws) {
+				w := ws[n]
+				w.Post(func() { w.onKernelHold(tag) })
+			}
+		})
+		for _, w := range ws {
+			w.kpBase = base
+		}
+		if err != nil {
+			log.Warn("sockmap: no events from the kernel: tcp_proxy stays on the userspace path", "error", err)
+			for _, w := range ws {
+				w.kpairs = nil
+			}
+		}
 	}
 	s.sources = []StatsSource{&serverStatsSource{s.workers}}
 	return s, nil

@@ -93,7 +93,7 @@ func (c *Connection) pipeBytes() int {
 // startSplice switches c's reads to splice after a read filled the scratch buffer, if its
 // only filter forwards to a target that can take spliced bytes. It reports whether it did.
 func (c *Connection) startSplice() bool {
-	if c.noSplice || c.ts != nil || c.w.spliceOff || c.readFilters() != 1 {
+	if c.noSplice || c.ts != nil || c.w.spliceOff || c.readFilters() != 1 || c.kp != nil {
 		return false
 	}
 	src, ok := c.filter.(SpliceSource)

@@ -17,7 +17,7 @@ import (
 // spliceServer runs one worker with a tcp_proxy listener in front of an echo backend.
 func spliceServer(t *testing.T, backend netip.AddrPort, disable bool) (*engine.Server, *engine.Listener, *tcpproxy.Factory) {
 	t.Helper()
-	s, err := engine.NewServer(engine.ServerOptions{Concurrency: 1, DisableSplice: disable})
+	s, err := engine.NewServer(engine.ServerOptions{Concurrency: 1, DisableSplice: disable, KernelPairs: kernelPairs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,12 +135,18 @@ func TestTCPProxySplice(t *testing.T) {
 			})
 			pipes := s.Workers()[0].PipesMade()
 			switch {
+			case kernelPairs != nil && pipes != 0:
+				t.Errorf("the kernel forwards the pair, yet %d pipes made", pipes)
+			case kernelPairs != nil:
 			case tc.disable && pipes != 0:
 				t.Errorf("splice disabled, yet %d pipes made", pipes)
 			case !tc.disable && pipes != 2:
 				t.Errorf("%d pipes made, want one per direction", pipes)
 			}
 			c.Close()
+			if kernelPairs != nil {
+				waitFor(t, "the pair counted on the sockmap path", func() bool { return st.SockmapCx.Value() == 1 })
+			}
 			s.Close()
 			waitFor(t, "fds released", func() bool { return fdCount(t) <= fds })
 		})
@@ -175,7 +181,7 @@ func TestTCPProxySpliceUpstreamCloses(t *testing.T) {
 			if got != want {
 				t.Fatal("bytes differ from those sent")
 			}
-			if pipes := s.Workers()[0].PipesMade(); tc.disable != (pipes == 0) {
+			if pipes := s.Workers()[0].PipesMade(); kernelPairs == nil && tc.disable != (pipes == 0) {
 				t.Errorf("splice disabled=%v, %d pipes made", tc.disable, pipes)
 			}
 		})

@@ -109,6 +109,15 @@ type Worker struct {
 	pipesMade int      // pipes created, for tests
 	lfReads   uint64   // listener-filter reads, for tests
 	spliceOff bool
+	// kpairs forwards proxied pairs in the kernel (ServerOptions.KernelPairs); nil: off.
+	kpairs KernelPairs
+	// kpBySeq finds a pair by the seq its kernel events carry (kernelTag); kpSeq numbers
+	// them; kpHolds counts the events (a source that started holding bytes).
+	kpBySeq map[uint64]*kernelPair
+	kpSeq   uint64
+	kpBase  uint64 // the server's tag base (KernelPairs.Notify)
+	kpHolds int
+	kpHalf  int // pairs whose second socket could not enter the verdict (ErrHalfPaired)
 
 	stopping bool
 	// exited is set under mu once the loop has ended: Post is refused from then on, and

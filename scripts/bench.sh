@@ -18,7 +18,9 @@
 # ("portico gnet netpoll net"), BENCH_ECHO_CELLS ("64:100 4096:1000 ..."),
 # BENCH_IDLE_CONNS, BENCH_NICE, PORTICO_BIN (use a prebuilt binary), SUT_CPU,
 # LG_CPU; proxy scenarios: BENCH_WRK_CONNS (50), BENCH_L4_SERVERS
-# ("portico haproxy nginx net"), BENCH_SNI_SERVERS, BENCH_BULK_BYTES,
+# ("portico portico-sockmap haproxy nginx net"; portico-sockmap is the same
+# binary and config as portico on the kernel path, root only, see
+# scenario_l4_proxy), BENCH_SNI_SERVERS, BENCH_BULK_BYTES,
 # BENCH_BAL_WORKERS ("2 4"), BENCH_BAL_CELLS, BENCH_BAL_TOTAL; drip:
 # BENCH_DRIP_SERVERS (default: the SNI servers), BENCH_DRIP_CONNS (4; --quick
 # 2), BENCH_DRIP_DURATION (seconds, 15; --quick 3); l7-proxy:
@@ -226,7 +228,7 @@ scenario_idle_mem() {
 WRK_CONNS=${BENCH_WRK_CONNS:-50}
 # shellcheck disable=SC2086 # the lists are split on blanks on purpose
 {
-	mapfile -t L4_SERVERS < <(with_base ${BENCH_L4_SERVERS:-portico haproxy nginx net})
+	mapfile -t L4_SERVERS < <(with_base ${BENCH_L4_SERVERS:-portico portico-sockmap haproxy nginx net})
 	mapfile -t SNI_SERVERS < <(with_base ${BENCH_SNI_SERVERS:-portico haproxy nginx})
 	mapfile -t DRIP_SERVERS < <(with_base ${BENCH_DRIP_SERVERS:-${SNI_SERVERS[*]}})
 	mapfile -t L7_SERVERS < <(with_base ${BENCH_L7_SERVERS:-portico haproxy nginx})
@@ -252,6 +254,13 @@ proxy_init() {
 	mapfile -t SNI_SERVERS < <(only_built "${SNI_SERVERS[@]}")
 	mapfile -t DRIP_SERVERS < <(only_built "${DRIP_SERVERS[@]}")
 	mapfile -t L7_SERVERS < <(only_built "${L7_SERVERS[@]}")
+	# The kernel path needs BPF (CAP_BPF and CAP_NET_ADMIN): as anyone else
+	# Portico would fall back to userspace, and the row would be a second
+	# "portico" under a wrong name.
+	if [[ $(id -u) != 0 && " ${L4_SERVERS[*]} " == *" portico-sockmap "* ]]; then
+		log "portico-sockmap left out: not root, and the BPF sockmap path needs root"
+		mapfile -t L4_SERVERS < <(printf '%s\n' "${L4_SERVERS[@]}" | grep -vx portico-sockmap)
+	fi
 }
 
 only_built() {
@@ -285,22 +294,29 @@ wrk_cell() {
 		read -r _ _ _ warm _ _ <"$BENCH_TMP/wrk-warm" || warm=0
 	fi
 	# Who else used the machine in the window: all CPUs' busy time less the
-	# SUT's, the backend's and our children's (wrk).
-	local m0 m1 b0=0 b1=0 c0 be=${BACKEND_PID:-}
+	# SUT's, the backend's, our children's (wrk) and the kernel threads'
+	# (kworker, ksoftirqd: on the sockmap path they do the proxy's work).
+	local m0 m1 b0=0 b1=0 c0 be=${BACKEND_PID:-} k0 k1
 	[[ $be == "$pid" ]] && be=""
+	k0=$(kthread_ticks)
 	children_ticks
 	c0=$CHILD_TICKS m0=$(machine_busy)
+	machine_work_start
 	[[ -n $be ]] && b0=$(cpu_ticks "$be")
 	t0=$(cpu_ticks "$pid")
 	wrk_run "$BENCH_TMP/wrk" "$url" "${PX_DURATION}s" "$WRK_CONNS" "$@"
 	t1=$(cpu_ticks "$pid")
 	[[ -n $be ]] && b1=$(cpu_ticks "$be")
+	machine_work_end
 	m1=$(machine_busy)
 	children_ticks
-	extra=$(awk -v hz="$CLK_TCK" -v d="$PX_DURATION" -v m="$((m1 - m0))" -v s="$((t1 - t0))" -v b="$((b1 - b0))" -v c="$((CHILD_TICKS - c0))" 'BEGIN {
-		o = m - s - b - c; if (o < 0) o = 0
+	k1=$(kthread_ticks)
+	extra=$(awk -v hz="$CLK_TCK" -v d="$PX_DURATION" -v m="$((m1 - m0))" -v s="$((t1 - t0))" -v b="$((b1 - b0))" -v c="$((CHILD_TICKS - c0))" -v k="$(kthread_delta "$k0" "$k1")" 'BEGIN {
+		o = m - s - b - c - k; if (o < 0) o = 0
 		printf ",\"load_cpu_util\":%.3f,\"other_cpu_util\":%.3f", (b + c) / hz / d, o / hz / d }')
 	read -r rps p50 p99 req err n2 <"$BENCH_TMP/wrk" || { rps=0 req=0; }
+	extra+=$(machine_cpu_json req "$req" 1 "$PX_DURATION" "$k0" "$k1")
+	extra+=$(bench_cpu_json req "$req" 1 $((t1 - t0 + b1 - b0 + CHILD_TICKS - c0)) "$k0" "$k1")
 	local fail=""
 	((req > 0)) || fail="wrk made no requests: $(tail -3 "$BENCH_TMP/wrk.txt" | tr '\n' ' ')"
 	if [[ $srv != none ]] && sut_dead "$pid"; then fail="$srv exited during the run"; fi
@@ -318,11 +334,29 @@ wrk_cell() {
 # bulk_cell SRV REP URL PID RUNS [CURL_CPU]: one download of the big file
 # with curl (on CURL_CPU, default $LG_CPU).
 bulk_cell() {
-	local srv=$1 rep=$2 url=$3 pid=$4 runs=$5 ccpu=${6:-$LG_CPU} t0 t1 out fail=""
+	local srv=$1 rep=$2 url=$3 pid=$4 runs=$5 ccpu=${6:-$LG_CPU} t0 t1 out fail="" k0 k1
+	# As in wrk_cell: who else used the machine (all CPUs less the SUT, the
+	# backend, curl and the kernel threads), over the wall-clock window
+	# (curl's own time_total leaves out its start).
+	local m0 m1 b0=0 b1=0 c0 be=${BACKEND_PID:-} r0 r1 other
+	[[ $be == "$pid" ]] && be=""
+	[[ -n ${WRK_HOOK:-} ]] && "$WRK_HOOK" start
+	k0=$(kthread_ticks)
+	children_ticks
+	c0=$CHILD_TICKS m0=$(machine_busy)
+	machine_work_start
+	[[ -n $be ]] && b0=$(cpu_ticks "$be")
+	r0=$EPOCHREALTIME
 	t0=$(cpu_ticks "$pid")
 	out=$(timeout --kill-after=5 120 "${BOOSTED[@]}" taskset -c "$ccpu" curl -s -o /dev/null --max-time 110 \
 		-w '%{speed_download} %{size_download} %{http_code} %{time_total}' "$url")
 	t1=$(cpu_ticks "$pid")
+	r1=$EPOCHREALTIME
+	[[ -n $be ]] && b1=$(cpu_ticks "$be")
+	machine_work_end
+	m1=$(machine_busy)
+	children_ticks
+	k1=$(kthread_ticks)
 	read -r speed size code tt <<<"$out"
 	[[ ${code:-0} == 200 ]] || fail="curl: http ${code:-none} size ${size:-0}"
 	if [[ $srv != none* ]] && sut_dead "$pid"; then fail="$srv exited during the run"; fi
@@ -331,19 +365,109 @@ bulk_cell() {
 		printf "{\"mb_per_s\":%.1f,\"bytes\":%s,\"seconds\":%s", s / 1e6, n, t
 		if (!none && n > 0) printf ",\"cpu_s\":%.3f,\"cpu_us_per_mb\":%.2f", (b - a) / hz, (b - a) / hz / (n / 1e6) * 1e6
 		printf "}" }')
+	other=$(awk -v hz="$CLK_TCK" -v d="$(awk -v a="$r0" -v b="$r1" 'BEGIN { print b - a }')" -v m="$((m1 - m0))" -v s="$((t1 - t0))" -v b="$((b1 - b0))" -v c="$((CHILD_TICKS - c0))" -v k="$(kthread_delta "$k0" "$k1")" 'BEGIN {
+		o = m - s - b - c - k; if (o < 0) o = 0
+		if (d > 0) printf ",\"wall_s\":%.3f,\"other_cpu_util\":%.3f", d, o / hz / d }')
+	# Per MB (1e6 bytes) like cpu_us_per_mb, over the same window.
+	w=${w%\}}$other$(machine_cpu_json mb "${size:-0}" 1e6 "$(awk -v a="$r0" -v b="$r1" 'BEGIN { print b - a }')" "$k0" "$k1")
+	w+=$(bench_cpu_json mb "${size:-0}" 1e6 $((t1 - t0 + b1 - b0 + CHILD_TICKS - c0)) "$k0" "$k1")
+	[[ -n ${WRK_HOOK:-} ]] && w+=$("$WRK_HOOK" end 0 0)
+	w+="}"
 	metrics_line l4-proxy "$srv" "$rep" bulk "$BULK_BYTES" "$w" "$fail" >>"$runs"
 	log "  bulk $srv: $w${fail:+ !! $fail}"
 }
 
+# machine_work_start / machine_work_end: machine_work around a window, into
+# MW0 and MW1 (not $(...) callers: two reads per window, one fork each).
+machine_work_start() { MW0=$(machine_work); }
+machine_work_end() { MW1=$(machine_work); }
+
+# machine_cpu_json UNIT COUNT SCALE SECONDS KT0 KT1: the machine's CPU over
+# the window MW0..MW1 per UNIT (COUNT/SCALE of them: requests, or bytes/1e6
+# for MB), as JSON members with a leading comma: machine_cpu_us_per_UNIT
+# (all CPUs' work, see machine_work), softirq_us_per_UNIT (its softirq
+# part), kworker_cpu_us_per_UNIT and ksoftirqd_cpu_us_per_UNIT (KT0..KT1,
+# kthread_ticks) and machine_cpu_util (CPUs busy over SECONDS). Nothing when
+# COUNT is 0. Everything on the machine counts, other users included: see
+# other_cpu_util for how much of that there was.
+machine_cpu_json() {
+	local w0 q0 w1 q1 k0 s0 k1 s1
+	read -r w0 q0 <<<"$MW0"
+	read -r w1 q1 <<<"$MW1"
+	read -r k0 s0 <<<"$5"
+	read -r k1 s1 <<<"$6"
+	awk -v u="$1" -v n="$2" -v sc="$3" -v d="$4" -v hz="$CLK_TCK" -v w="$((w1 - w0))" -v q="$((q1 - q0))" -v k="$((k1 - k0))" -v s="$((s1 - s0))" 'BEGIN {
+		if (n <= 0) exit
+		per = 1e6 / hz / (n / sc)
+		printf ",\"machine_cpu_us_per_%s\":%.3f,\"softirq_us_per_%s\":%.3f,\"kworker_cpu_us_per_%s\":%.3f,\"ksoftirqd_cpu_us_per_%s\":%.3f", u, w * per, u, q * per, u, (k > 0 ? k : 0) * per, u, (s > 0 ? s : 0) * per
+		if (d > 0) printf ",\"machine_cpu_util\":%.3f", w / hz / d }'
+}
+
+# bench_cpu_json UNIT COUNT SCALE TICKS KT0 KT1: bench_cpu_us_per_UNIT, the
+# CPU of the run's own processes (TICKS: the SUT, the backend, the client)
+# and of the kernel threads (KT0..KT1) per UNIT. With tick-based accounting
+# (no CONFIG_IRQ_TIME_ACCOUNTING) the softirq work a process's sends and
+# receives trigger is in its own stime, so this is the machine figure
+# without other users' processes, less noisy on a shared box; with IRQ
+# time accounting it would miss the softirq time (compare the two).
+bench_cpu_json() {
+	awk -v u="$1" -v n="$2" -v sc="$3" -v t="$4" -v k="$(kthread_delta "$5" "$6")" -v hz="$CLK_TCK" 'BEGIN {
+		if (n <= 0) exit
+		printf ",\"bench_cpu_us_per_%s\":%.3f", u, (t + (k > 0 ? k : 0)) * 1e6 / hz / (n / sc) }'
+}
+
+# path_hook start | end REQUESTS WARMUP_REQUESTS: the WRK_HOOK of the l4
+# cells of a Portico contender (its admin on L4_ADMIN). Prints the
+# connections tcp_proxy closed on each path over the cell (warm-up
+# included) as downstream_cx_sockmap_total and downstream_cx_userspace_total.
+# The counters move when a pair closes, a little after the client's last
+# close: it reads until two reads 200 ms apart agree (at most ~2 s). A
+# portico-sockmap cell none of whose connections took the kernel path is
+# logged and, for --quick, noted in $BENCH_TMP/path-problems.
+path_hook() {
+	if [[ $1 == start ]]; then
+		PATH0=$(portico_path_counts "$L4_ADMIN")
+		return
+	fi
+	local a b i
+	b=$(portico_path_counts "$L4_ADMIN")
+	for ((i = 0; i < 10; i++)); do
+		sleep 0.2
+		a=$b
+		b=$(portico_path_counts "$L4_ADMIN")
+		[[ $a == "$b" ]] && break
+	done
+	[[ -n $PATH0 && -n $b ]] || { log "  $L4_SRV admin /stats did not answer; no path counts"; return 0; }
+	local s0 u0 s1 u1
+	read -r s0 u0 <<<"$PATH0"
+	read -r s1 u1 <<<"$b"
+	printf ',"downstream_cx_sockmap_total":%d,"downstream_cx_userspace_total":%d' $((s1 - s0)) $((u1 - u0))
+	if [[ $L4_SRV == portico-sockmap ]] && ((s1 - s0 == 0)); then
+		log "  !! $L4_SRV: no connection took the sockmap path ($((u1 - u0)) on userspace); see $LOGDIR/l4-proxy-$L4_SRV.log"
+		echo "$L4_SRV: 0 sockmap connections" >>"$BENCH_TMP/path-problems"
+	fi
+}
+
+# L4 proxy: per repetition, no proxy and each contender in rotated order on
+# a fresh proxy: keep-alive, connection per request, one bulk download.
+# portico is Portico's userspace path (--disable-sockmap when its binary has
+# the flag), portico-sockmap the same binary and config on the BPF sockmap
+# path (--experimental-sockmap while the binary has that opt-in; root only,
+# see proxy_init); both count their connections per path (path_hook). On
+# the kernel path the proxy's own CPU is near zero and the work moves to
+# softirq and kworkers, charged to whoever runs: every cell also records the
+# whole machine's CPU (machine_cpu_json) and the run's own (bench_cpu_json).
 scenario_l4_proxy() {
-	local runs=$BENCH_TMP/l4.jsonl rep srv port pid
+	local runs=$BENCH_TMP/l4.jsonl rep srv port pid WRK_HOOK L4_ADMIN L4_SRV b
 	: >"$runs"
 	proxy_init || return
 	start_backend || { log "nginx backend did not start"; return; }
 	for ((rep = 1; rep <= REPS; rep++)); do
 		for srv in $(rotate_list "$rep" none "${L4_SERVERS[@]}"); do
 			log "l4-proxy rep $rep/$REPS: $srv"
-			port=$(proxy_port l4 "$srv") pid=$BACKEND_PID
+			port=$(proxy_port l4 "$srv") pid=$BACKEND_PID WRK_HOOK="" L4_SRV=$srv
+			# Portico's cells also count the connections on each path.
+			[[ $srv == portico* ]] && WRK_HOOK=path_hook L4_ADMIN=$(admin_port "$srv")
 			if [[ $srv != none ]]; then
 				if ! start_proxy l4 "$srv"; then
 					metrics_line l4-proxy "$srv" "$rep" keepalive "c$WRK_CONNS" '{}' "proxy did not start" >>"$runs"
@@ -357,14 +481,26 @@ scenario_l4_proxy() {
 			# With curl and nginx on one CPU the direct path has half the
 			# CPUs a proxied path has; also measure it with curl on the
 			# SUT's CPU (two CPUs, like the proxied paths).
+			WRK_HOOK=""
 			[[ $srv == none ]] && bulk_cell none-2cpu "$rep" "http://127.0.0.1:$port/big" "$pid" "$runs" "$SUT_CPU"
 			[[ $srv != none ]] && stop_pid "$pid"
 			sleep 0.3
 		done
 	done
 	stop_pid "$BACKEND_PID"
-	write_px_results l4-proxy "$runs" "$(printf '{"reps":%s,"warmup_s":%s,"duration_s":%s,"wrk_conns":%s,"wrk_threads":1,"bulk_bytes":"%s","servers":"%s","reference":"haproxy"}' \
-		"$REPS" "$PX_WARMUP" "$PX_DURATION" "$WRK_CONNS" "$BULK_BYTES" "none ${L4_SERVERS[*]}")"
+	# The flags start_proxy gave each Portico contender to pick its path.
+	local pflags="" s f
+	for s in "${L4_SERVERS[@]}"; do
+		case $s in
+		portico-sockmap) f=experimental-sockmap b=portico ;;
+		portico*) f=disable-sockmap b=$s ;;
+		*) continue ;;
+		esac
+		if portico_has_flag "$BIN/$b" "$f"; then pflags+="$s: --$f; "; else pflags+="$s: (no flag); "; fi
+	done
+	write_px_results l4-proxy "$runs" "$(printf '{"reps":%s,"warmup_s":%s,"duration_s":%s,"wrk_conns":%s,"wrk_threads":1,"bulk_bytes":"%s","servers":"%s","portico_path_flags":"%s","machine_cpu":"%s","irq_time_accounting":"%s","reference":"haproxy"}' \
+		"$REPS" "$PX_WARMUP" "$PX_DURATION" "$WRK_CONNS" "$BULK_BYTES" "none ${L4_SERVERS[*]}" "${pflags%; }" \
+		"/proc/stat user+nice+system+irq+softirq of all CPUs (no steal, idle, iowait) over the measured window" "$(irq_time_accounting)")"
 }
 
 # connload_tls OUT PORT PID FENCE_S [connload args]: connload -mode tls on
@@ -847,6 +983,8 @@ if $QUICK; then
 	log "report generator OK"
 	mapfile -t fresh < <(find "$RESULTS_DIR" -maxdepth 1 -name '*.json' -newer "$RUN_STAMP")
 	failed=$( ((${#fresh[@]})) && grep -hoE '"failure": ?"[^"]+"' "${fresh[@]}" | sort | uniq -c)
+	# As root the kernel path must really be taken (see path_hook).
+	[[ -s $BENCH_TMP/path-problems ]] && failed+=$(sort "$BENCH_TMP/path-problems" | uniq -c)
 	if [[ -n $failed ]]; then
 		log "quick run had failed runs:"
 		echo "$failed"

@@ -116,7 +116,7 @@ with_base() {
 # have_bin NAME: false for a Portico contender whose binary is absent (did
 # not build, or no BENCH_BASE_BIN); the peers are always built.
 have_bin() {
-	case $1 in portico | portico-base) [[ -x $BIN/$1 ]] ;; *) return 0 ;; esac
+	case $1 in portico | portico-base) [[ -x $BIN/$1 ]] ;; portico-sockmap) [[ -x $BIN/portico ]] ;; *) return 0 ;; esac
 }
 
 # server_cmd NAME: the command line of one echo contender, one worker each.
@@ -249,13 +249,13 @@ write_results() {
 # Proxy scenarios (l4-proxy, sni, syscalls, balance).
 
 # Ports: backends 18080 (HTTP), 18443/18444 (TLS, one per server name);
-# L4 proxies 10010-10014, SNI proxies 10020-10023 (the drip scenario uses the
+# L4 proxies 10010-10015, SNI proxies 10020-10023 (the drip scenario uses the
 # SNI proxies), balance 10030; Portico's admin on 19901, portico-base's on
-# 19902.
+# 19902, portico-sockmap's on 19903.
 proxy_port() {
 	case $1:$2 in
 	l4:portico) echo 10010 ;; l4:haproxy) echo 10011 ;; l4:nginx) echo 10012 ;; l4:net) echo 10013 ;;
-	l4:portico-base) echo 10014 ;;
+	l4:portico-base) echo 10014 ;; l4:portico-sockmap) echo 10015 ;;
 	l4:none) echo 18080 ;;
 	sni:portico) echo 10020 ;; sni:haproxy) echo 10021 ;; sni:nginx) echo 10022 ;; sni:portico-base) echo 10023 ;;
 	l7:*) echo "${L7_PORT[$2]:?no l7 port picked for $2}" ;;
@@ -294,7 +294,7 @@ free_port() {
 	return 1
 }
 ADMIN_PORT=19901
-admin_port() { case $1 in portico-base) echo 19902 ;; *) echo "$ADMIN_PORT" ;; esac; }
+admin_port() { case $1 in portico-base) echo 19902 ;; portico-sockmap) echo 19903 ;; *) echo "$ADMIN_PORT" ;; esac; }
 BODY=$(printf 'portico-bench %.0s' 1 2 3 4 5 6 7)   # ~100 bytes
 SNI_A=localhost    # wrk sends the URL's host as SNI, and localhost is in /etc/hosts
 SNI_B=b.bench.test
@@ -390,8 +390,8 @@ start_backend() {
 	return 1
 }
 
-# portico_proxy_config KIND [NAME]: KIND l4|sni|l7; NAME portico (default) or
-# portico-base, which differ only in their ports.
+# portico_proxy_config KIND [NAME]: KIND l4|sni|l7; NAME portico (default),
+# portico-base or portico-sockmap, which differ only in their ports.
 portico_proxy_config() {
 	local port admin
 	port=$(proxy_port "$1" "${2:-portico}")
@@ -576,7 +576,17 @@ start_proxy() {
 	case $name in
 	portico | portico-base)
 		portico_proxy_config "$kind" "$name" >"$BENCH_TMP/$name-$kind.yaml"
-		cmd=("$BIN/$name" -c "$BENCH_TMP/$name-$kind.yaml" --concurrency 1) ;;
+		cmd=("$BIN/$name" -c "$BENCH_TMP/$name-$kind.yaml" --concurrency 1)
+		# The L4 rows portico and portico-base are the userspace path (splice
+		# included): portico-sockmap is the kernel one. Other kinds run
+		# Portico's defaults.
+		[[ $kind == l4 ]] && portico_has_flag "$BIN/$name" disable-sockmap && cmd+=(--disable-sockmap) ;;
+	portico-sockmap)
+		portico_proxy_config "$kind" "$name" >"$BENCH_TMP/$name-$kind.yaml"
+		cmd=("$BIN/portico" -c "$BENCH_TMP/$name-$kind.yaml" --concurrency 1)
+		# Until the kernel path is the default, a binary whose usage has the
+		# opt-in flag needs it; a binary without it takes the path by default.
+		portico_has_flag "$BIN/portico" experimental-sockmap && cmd+=(--experimental-sockmap) ;;
 	haproxy)
 		haproxy_config "$kind" >"$BENCH_TMP/haproxy-$kind.cfg"
 		cmd=(haproxy -db -f "$BENCH_TMP/haproxy-$kind.cfg") ;;
@@ -591,12 +601,79 @@ start_proxy() {
 	SRV_PID=$PROC_PID
 }
 
+# portico_has_flag BIN FLAG: does BIN's usage (--help) name --FLAG? Cached
+# per binary and flag (PORTICO_FLAGS), so a run asks each binary once.
+declare -A PORTICO_FLAGS=()
+portico_has_flag() {
+	local key=$1:$2 usage
+	if [[ -z ${PORTICO_FLAGS[$key]:-} ]]; then
+		PORTICO_FLAGS[$key]=no
+		# Not piped into grep: --help exits 2, which pipefail would make the
+		# pipeline's status.
+		usage=$("$1" --help 2>&1)
+		grep -qE -- "(^|[^a-z-])--?$2([^a-z-]|\$)" <<<"$usage" && PORTICO_FLAGS[$key]=yes
+	fi
+	[[ ${PORTICO_FLAGS[$key]} == yes ]]
+}
+
+# portico_path_counts ADMIN_PORT: "SOCKMAP USERSPACE", the connections
+# Portico's tcp_proxy closed on each path (downstream_cx_sockmap_total,
+# downstream_cx_userspace_total summed over every tcp.<stat_prefix>; the
+# per-worker copies are left out); empty if the admin does not answer.
+portico_path_counts() {
+	curl -s --max-time 2 "http://127.0.0.1:$1/stats" | awk '
+		/^tcp\./ && !/\.worker_[0-9]+\./ {
+			if ($1 ~ /\.downstream_cx_sockmap_total:$/) s += $2
+			else if ($1 ~ /\.downstream_cx_userspace_total:$/) u += $2
+			seen = 1 }
+		END { if (seen) printf "%d %d\n", s, u }'
+}
+
 # cpu_ticks PID: utime+stime of the whole process.
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 # machine_busy: non-idle ticks of all CPUs (/proc/stat: user, nice,
 # system, irq, softirq, steal).
 machine_busy() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+
+# machine_work: "WORK SOFTIRQ" ticks of all CPUs, WORK being user + nice +
+# system + irq + softirq: the CPU time spent on this machine, whoever it was
+# charged to (the kernel's softirq and kworker work included, which on the
+# sockmap path is where a proxied byte's cost goes). Unlike machine_busy it
+# leaves out steal: that is the hypervisor running someone else, no work
+# done here. (guest time is already inside user.)
+machine_work() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8, $8; exit }' /proc/stat; }
+
+# kthread_ticks: "KWORKER KSOFTIRQD", utime+stime summed over the kworker
+# and ksoftirqd threads alive now (kernel threads are processes of their
+# own, so /proc/PID/stat holds each). cat, not awk, opens the files: a
+# thread that exits between the glob and the read is skipped, not fatal.
+# A kworker that exits inside a window loses its ticks from the count.
+kthread_ticks() {
+	cat /proc/[0-9]*/stat 2>/dev/null | awk '$2 ~ /^\((kworker|ksoftirqd)\// {
+		c = $2; sub(/^.*\) /, ""); if (c ~ /^\(ksoftirqd/) s += $12 + $13; else k += $12 + $13 }
+		END { printf "%d %d\n", k, s }'
+}
+
+# irq_time_accounting: y, n or unknown, from the kernel's config. With y the
+# irq and softirq time is not in any process's stime (bench_cpu_json then
+# misses it; the machine figure does not).
+irq_time_accounting() {
+	local cfg
+	cfg=$(zcat /proc/config.gz 2>/dev/null || cat "/boot/config-$(uname -r)" 2>/dev/null)
+	if [[ -z $cfg ]]; then echo unknown
+	elif grep -q '^CONFIG_IRQ_TIME_ACCOUNTING=y' <<<"$cfg"; then echo y
+	else echo n
+	fi
+}
+
+# kthread_delta KT0 KT1: the kernel threads' ticks between two kthread_ticks.
+kthread_delta() {
+	local k0 s0 k1 s1
+	read -r k0 s0 <<<"$1"
+	read -r k1 s1 <<<"$2"
+	echo $((k1 + s1 - k0 - s0))
+}
 
 # children_ticks: CPU ticks of this shell's reaped children (bash's times),
 # which after a wrk_run include wrk's. Not in a $(...): a subshell would

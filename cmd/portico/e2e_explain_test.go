@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/portico-proxy/portico/internal/testpki"
 )
 
 const explainConfig = `
@@ -62,6 +64,10 @@ func TestExplain(t *testing.T) {
 		{[]string{"--dst", "192.0.2.7:9999"}, "listener=virtualOutbound chain=passthrough", 0},
 		{[]string{"--dst", "127.0.0.1:15001"}, "listener=virtualOutbound chain=blackhole", 0},
 	} {
+		if tc.code == 0 {
+			// Every chain here is an echo: its bytes go through userspace.
+			tc.want += "\nbyte_path=userspace (another network filter: envoy.filters.network.echo)"
+		}
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			cmd := exec.Command(porticoBin, append([]string{"explain", "-c", cfg, "--listener", "virtualOutbound"}, tc.args...)...)
 			out, _ := cmd.CombinedOutput()
@@ -216,4 +222,99 @@ func repoRoot(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// explainBytePathConfig has one chain per reason a tcp_proxy connection would or would not
+// be forwarded by the kernel (sockmap), picked by destination port.
+const explainBytePathConfig = `
+static_resources:
+  listeners:
+  - name: l4
+    address: { socket_address: { address: 0.0.0.0, port_value: 1000 } }
+    bind_to_port: false
+    filter_chains:
+    - name: plain
+      filter_chain_match: { destination_port: 1001 }
+      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: plain
+          cluster: plain
+          # An access log needs nothing from the bytes: the kernel path stays open.
+          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog }
+    - name: tls_down
+      filter_chain_match: { destination_port: 1002 }
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates: [{ certificate_chain: { filename: {{.Cert}} }, private_key: { filename: {{.Key}} } }]
+      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: tls_down, cluster: plain }
+    - name: tls_up
+      filter_chain_match: { destination_port: 1003 }
+      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tls_up
+          weighted_clusters: { clusters: [{ name: plain, weight: 1 }, { name: secure, weight: 1 }] }
+    - name: http
+      filter_chain_match: { destination_port: 1004 }
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: http
+          route_config: { virtual_hosts: [{ name: all, domains: ["*"], routes: [{ match: { prefix: "/" }, route: { cluster: plain } }] }] }
+          http_filters: [{ name: envoy.filters.http.router, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } }]
+  clusters:
+  - name: plain
+    load_assignment: { cluster_name: plain, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 1 } } } }] }] }
+  - name: secure
+    load_assignment: { cluster_name: secure, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 2 } } } }] }] }
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: backend.example.com
+        common_tls_context: { validation_context: { trusted_ca: { filename: {{.CA}} } } }
+`
+
+// TestExplainBytePath: explain says which byte path a connection on the chosen chain
+// takes: the kernel's for a lone tcp_proxy with no transport socket on either side (with
+// the conditions under which the running proxy has it), else userspace and why.
+func TestExplainBytePath(t *testing.T) {
+	pki := newTLSDownPKI(t)
+	leaf := pki.leaf(testpki.ECDSA, "server", "www.example.com")
+	cfg := writeConfig(t, explainBytePathConfig, map[string]string{"Cert": leaf.CertFile, "Key": leaf.KeyFile, "CA": pki.CAFile})
+	for _, tc := range []struct{ dst, chain, want string }{
+		{"192.0.2.1:1001", "plain", "byte_path=kernel (sockmap) when run as root with BPF; userspace otherwise or with --disable-sockmap"},
+		{"192.0.2.1:1002", "tls_down", "byte_path=userspace (transport socket: tls)"},
+		{"192.0.2.1:1003", "tls_up", "byte_path=userspace (upstream transport socket: tls (cluster secure))"},
+		{"192.0.2.1:1004", "http", "byte_path=userspace (another network filter: envoy.filters.network.http_connection_manager)"},
+	} {
+		t.Run(tc.chain, func(t *testing.T) {
+			args := []string{"explain", "-c", cfg, "--listener", "l4", "--dst", tc.dst}
+			if tc.chain == "tls_down" {
+				args = append(args, "--transport", "tls", "--sni", "www.example.com")
+			}
+			cmd := exec.Command(porticoBin, args...)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("explain: %v\n%s", err, out)
+			}
+			if !strings.HasPrefix(string(out), "listener=l4 chain="+tc.chain+"\n") {
+				t.Errorf("want chain %s:\n%s", tc.chain, out)
+			}
+			if !strings.Contains(string(out), "\n"+tc.want+"\n") {
+				t.Errorf("want the line %q in:\n%s", tc.want, out)
+			}
+		})
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/portico-proxy/portico/engine"
 	"github.com/portico-proxy/portico/filters/chain"
 	"github.com/portico-proxy/portico/filters/network/httpconnmgr"
+	"github.com/portico-proxy/portico/filters/network/tcpproxy"
 	"github.com/portico-proxy/portico/http/header"
 	"github.com/portico-proxy/portico/http/route"
 	"github.com/portico-proxy/portico/transport/tls"
@@ -117,6 +118,7 @@ func explain(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "listener=%s chain=%s\n", serving.Name, name)
 	explainTransport(chains[serving.Name].FindFilterChain(&info), info.ServerName, stdout)
+	explainBytePath(chains[serving.Name].FindFilterChain(&info), explainClusters(cfg), stdout)
 	if *host == "" {
 		return 0
 	}
@@ -141,6 +143,84 @@ func explainTransport(fc *engine.FilterChain, sni string, stdout io.Writer) {
 		fmt.Fprintf(stdout, " alpn=%s", strings.Join(alpn, ","))
 	}
 	fmt.Fprintln(stdout)
+}
+
+// explainClusters maps the names of the clusters a configuration starts with (static and
+// from the CDS file) to them.
+func explainClusters(cfg *config.Config) map[string]*engine.Cluster {
+	m := map[string]*engine.Cluster{}
+	for _, c := range cfg.Clusters {
+		m[c.Name()] = c
+	}
+	if u := cfg.InitialCDS; u != nil {
+		for _, r := range u.Clusters {
+			if r.Cluster != nil {
+				m[r.Name] = r.Cluster
+			}
+		}
+	}
+	return m
+}
+
+// sockmapAvailability is what explain says of a chain the kernel path can take: explain
+// loads no BPF, and whether the running proxy has the sockmap depends on its privileges,
+// its kernel and --disable-sockmap.
+const sockmapAvailability = "kernel (sockmap) when run as root with BPF; userspace otherwise or with --disable-sockmap"
+
+// explainBytePath prints which byte path a connection on the chain takes, with the same
+// conditions as the engine's Connection.PairInKernel: the chain's only network filter is
+// tcp_proxy (another filter must see the bytes), and neither side has a transport socket
+// (TLS must see them too). An access log needs nothing from the bytes, so it does not
+// matter. The upstream side is judged by the tcp_proxy's clusters as the configuration
+// starts (a cluster only the management server knows is not judged).
+func explainBytePath(fc *engine.FilterChain, clusters map[string]*engine.Cluster, stdout io.Writer) {
+	fmt.Fprintf(stdout, "byte_path=%s\n", bytePath(fc, clusters))
+}
+
+func bytePath(fc *engine.FilterChain, clusters map[string]*engine.Cluster) string {
+	var reasons, others []string
+	var proxies []*tcpproxy.Factory
+	for _, f := range fc.Filters {
+		if p, ok := f.(*tcpproxy.Factory); ok {
+			proxies = append(proxies, p)
+		} else {
+			others = append(others, f.Name())
+		}
+	}
+	switch {
+	case len(others) > 0:
+		reasons = append(reasons, "another network filter: "+strings.Join(others, ","))
+	case len(proxies) == 0:
+		reasons = append(reasons, "no network filter")
+	case len(proxies) > 1:
+		reasons = append(reasons, fmt.Sprintf("%d %s filters", len(proxies), tcpproxy.Name))
+	}
+	if fc.TransportSocket != nil {
+		reasons = append(reasons, "transport socket: "+shortTransportName(fc.TransportSocket.Name()))
+	}
+	if len(proxies) == 1 {
+		// Every cluster the proxy may pick: with weighted clusters a connection to a TLS
+		// one stays in userspace, so the chain as a whole is named by the worst case.
+		for _, name := range proxies[0].ClusterNames() {
+			c := clusters[name]
+			if c == nil {
+				continue
+			}
+			if ts := c.Config().TransportSocket; ts != nil {
+				reasons = append(reasons, fmt.Sprintf("upstream transport socket: %s (cluster %s)",
+					shortTransportName(ts.Name()), name))
+			}
+		}
+	}
+	if len(reasons) > 0 {
+		return "userspace (" + strings.Join(reasons, "; ") + ")"
+	}
+	return sockmapAvailability
+}
+
+// shortTransportName is a transport socket's Envoy name without its prefix ("tls").
+func shortTransportName(name string) string {
+	return strings.TrimPrefix(name, "envoy.transport_sockets.")
 }
 
 // headerFlags collects repeated --header "Name: value" flags.

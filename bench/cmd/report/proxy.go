@@ -19,7 +19,7 @@ import (
 // balance). Their rows carry a "test" and "cell" label and a map of named
 // metrics; medians and ranges are taken over repetitions.
 
-var proxyOrder = []string{"none", "none-2cpu", "portico", "portico-base", "haproxy", "nginx", "net"}
+var proxyOrder = []string{"none", "none-2cpu", "portico", "portico-base", "portico-sockmap", "haproxy", "nginx", "net"}
 
 const proxyRef = "haproxy"
 
@@ -143,7 +143,8 @@ func findGroup(gs []pgroup, s string) []*run {
 }
 
 // reqTable: requests (or handshakes) per second, latency and SUT CPU per
-// operation, with ratios to HAProxy.
+// operation, with ratios to HAProxy; and the whole machine's CPU per
+// operation when the runs carry it (machineKey, see l4.go).
 func reqTable(f *resultFile, test, unit string) string {
 	gs := groupBy(f, test)
 	if len(gs) == 0 {
@@ -153,17 +154,31 @@ func reqTable(f *resultFile, test, unit string) string {
 	ref := findGroup(gs, proxyRef)
 	rRate := spreadOf(ref, "rps", "rate")
 	rCPU := spreadOf(ref, "cpu_us_per_req", "cpu_us_per_op")
-	fmt.Fprintf(&b, "| Proxy | %s/s median (min–max) | vs HAProxy | p50 µs | p99 µs median (min–max) | p99 vs HAProxy | SUT CPU µs/%s median (min–max) | CPU/%s vs HAProxy | SUT CPU util | errors |\n", unit, unit, unit)
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	mach := hasMetric(f, test, machineKey(test))
+	rMach := spreadOf(ref, machineKey(test))
+	fmt.Fprintf(&b, "| Proxy | %s/s median (min–max) | vs HAProxy | p50 µs | p99 µs median (min–max) | p99 vs HAProxy | SUT CPU µs/%s median (min–max) | CPU/%s vs HAProxy |", unit, unit, unit)
+	if mach {
+		fmt.Fprintf(&b, " machine CPU µs/%s median (min–max) | machine CPU/%s vs HAProxy |", unit, unit)
+	}
+	b.WriteString(" SUT CPU util | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+	if mach {
+		b.WriteString("---:|---:|")
+	}
+	b.WriteString("---:|---|\n")
 	rP99 := spreadOf(ref, "p99_us")
 	for _, g := range gs {
 		rate := spreadOf(g.runs, "rps", "rate")
 		cpu := spreadOf(g.runs, "cpu_us_per_req", "cpu_us_per_op")
 		p99 := spreadOf(g.runs, "p99_us")
 		util := spreadOf(g.runs, "sut_util")
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", proxyName(g.server),
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |", proxyName(g.server),
 			rate.fmtRange("%.0f"), ratio(rate, rRate), spreadOf(g.runs, "p50_us").fmtRange("%.0f"),
-			p99.fmtRange("%.0f"), ratio(p99, rP99), cpu.fmtRange("%.1f"), ratio(cpu, rCPU), pct(util), errCell(g.runs))
+			p99.fmtRange("%.0f"), ratio(p99, rP99), cpu.fmtRange("%.1f"), ratio(cpu, rCPU))
+		if mach {
+			m := spreadOf(g.runs, machineKey(test))
+			fmt.Fprintf(&b, " %s | %s |", m.fmtRange("%.1f"), ratio(m, rMach))
+		}
+		fmt.Fprintf(&b, " %s | %s |\n", pct(util), errCell(g.runs))
 	}
 	return b.String()
 }
@@ -179,15 +194,30 @@ func bulkTable(f *resultFile) string {
 		none = n2 // the faster direct path is the physical limit
 	}
 	ref := spreadOf(findGroup(gs, proxyRef), "mb_per_s")
-	b.WriteString("| Path | MB/s median (min–max) | % of no-proxy | vs HAProxy | SUT CPU µs/MB | errors |\n|---|---:|---:|---:|---:|---|\n")
+	mach := hasMetric(f, "bulk", machineKey("bulk"))
+	rMach := spreadOf(findGroup(gs, proxyRef), machineKey("bulk"))
+	b.WriteString("| Path | MB/s median (min–max) | % of no-proxy | vs HAProxy | SUT CPU µs/MB |")
+	if mach {
+		b.WriteString(" machine CPU µs/MB median (min–max) | machine CPU/MB vs HAProxy |")
+	}
+	b.WriteString(" errors |\n|---|---:|---:|---:|---:|")
+	if mach {
+		b.WriteString("---:|---:|")
+	}
+	b.WriteString("---|\n")
 	for _, g := range gs {
 		mb := spreadOf(g.runs, "mb_per_s")
 		p := "–"
 		if none.N > 0 && none.Med > 0 && mb.N > 0 {
 			p = fmt.Sprintf("%.0f %%", 100*mb.Med/none.Med)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", proxyName(g.server), mb.fmtRange("%.0f"), p, ratio(mb, ref),
-			spreadOf(g.runs, "cpu_us_per_mb").fmtRange("%.0f"), errCell(g.runs))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |", proxyName(g.server), mb.fmtRange("%.0f"), p, ratio(mb, ref),
+			spreadOf(g.runs, "cpu_us_per_mb").fmtRange("%.0f"))
+		if mach {
+			m := spreadOf(g.runs, machineKey("bulk"))
+			fmt.Fprintf(&b, " %s | %s |", m.fmtRange("%.0f"), ratio(m, rMach))
+		}
+		fmt.Fprintf(&b, " %s |\n", errCell(g.runs))
 	}
 	return b.String()
 }
@@ -351,9 +381,15 @@ func proxyTables(f *resultFile) string {
 	}
 	switch f.Scenario {
 	case "l4-proxy":
+		b.WriteString(l4PathWarnings(f))
 		b.WriteString("\n(a) Keep-alive requests (wrk, one thread):\n\n" + reqTable(f, "keepalive", "req"))
 		b.WriteString("\n(b) One request per connection (`Connection: close`):\n\n" + reqTable(f, "close", "conn"))
 		b.WriteString("\n(c) Bulk download of one large file (curl):\n\n" + bulkTable(f))
+		if t := l4CPUTable(f); t != "" {
+			b.WriteString("\n(d) Where the CPU goes, per request / connection / MB: the SUT's own; the whole machine's in the same window (all CPUs: user+nice+system+irq+softirq from /proc/stat, steal left out; other users included); " +
+				"the run's own (bench: SUT + backend + client + kworker/ksoftirqd threads, softirq included in whoever it interrupted), and that less the no-proxy row's (the proxy's full cost, kernel included); the machine's softirq part; kworker and ksoftirqd threads; " +
+				"other users' share of the machine (CPUs); Portico's connections by path (warm-up included):\n\n" + t)
+		}
 	case "sni":
 		b.WriteString("\n(a) New TLS connection per request (connload -mode tls, 32 concurrent, full handshake each):\n\n" + reqTable(f, "handshake", "handshake"))
 		b.WriteString("\n(b) Keep-alive HTTPS requests through the passthrough (wrk):\n\n" + reqTable(f, "keepalive", "req"))
@@ -459,6 +495,12 @@ func drawProxyCharts(f *resultFile, dir string) ([]string, error) {
 			"per s", tests, servers, func(gi, si int) float64 { return get(gi, si, "rps", "rate") }, 0)
 		if err := add(name, err); err != nil {
 			return nil, err
+		}
+		if f.Scenario == "l4-proxy" && hasMetric(f, "keepalive", machineKey("keepalive")) {
+			name, err := drawMachineChart(f, dir)
+			if err := add(name, err); err != nil {
+				return nil, err
+			}
 		}
 	case "balance":
 		for _, mode := range balModes {

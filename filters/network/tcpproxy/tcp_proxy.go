@@ -21,6 +21,10 @@ type Stats struct {
 	UpstreamFlushTotal                       engine.Counter
 	IdleTimeout                              engine.Counter
 	UpstreamConnectAttemptsExceeded          engine.Counter
+	// SockmapCx and UserspaceCx count, at close, the connections whose bytes the kernel
+	// forwarded (see tryKernel) and those it did not.
+	SockmapCx   engine.Counter
+	UserspaceCx engine.Counter
 }
 
 type workerState struct {
@@ -70,6 +74,15 @@ func NewFactory(cfg Config, workers int) (*Factory, error) {
 // Name implements engine.NetworkFilterFactory.
 func (*Factory) Name() string { return Name }
 
+// ClusterNames returns the names of the clusters the proxy picks from (for explain).
+func (f *Factory) ClusterNames() []string {
+	names := make([]string, len(f.cfg.Clusters))
+	for i := range f.cfg.Clusters {
+		names[i] = f.cfg.Clusters[i].Name
+	}
+	return names
+}
+
 // Stats returns worker i's stats.
 func (f *Factory) Stats(worker int) *Stats { return &f.perWorker[worker].stats }
 
@@ -92,6 +105,8 @@ func (f *Factory) VisitStats(worker int, v engine.StatVisitor) {
 	c("upstream_flush_total", &s.UpstreamFlushTotal)
 	c("idle_timeout", &s.IdleTimeout)
 	c("max_connect_attempts_exceeded", &s.UpstreamConnectAttemptsExceeded)
+	c("downstream_cx_sockmap_total", &s.SockmapCx)
+	c("downstream_cx_userspace_total", &s.UserspaceCx)
 }
 
 // pickCluster walks the cumulative weights with a per-worker rotating counter, giving each
@@ -149,7 +164,10 @@ type proxy struct {
 	rx, tx      uint64
 	logged      bool
 	upHost      netip.AddrPort
+	upConnected bool
 	cxHeld      bool // holds a unit of the cluster's max_connections breaker
+	// kernel: the pair is in the kernel (sockmap); kernelDone: it is, or it will never be.
+	kernel, kernelDone bool
 }
 
 func (p *proxy) OnNewConnection() engine.FilterStatus {
@@ -209,8 +227,29 @@ func (p *proxy) OnData(data []byte, endStream bool) engine.FilterStatus {
 	p.stats.DownstreamCxRxBytesTotal.Add(uint64(len(data)))
 	if p.up != nil {
 		p.up.Write(data, endStream)
+		p.tryKernel()
 	}
 	return engine.StopIteration
+}
+
+// tryKernel hands the pair to the server's KernelPairs (a BPF sockmap, if the server has
+// one: ServerOptions.KernelPairs) once the upstream is connected, the first time nothing
+// is buffered in userspace (at once, usually: the client's first bytes are still in the
+// kernel when the upstream connects). The kernel then forwards the bytes both ways and the
+// worker only watches for FIN, reset and error. The engine refuses unless this filter is
+// alone in the chain and neither side has a transport socket.
+func (p *proxy) tryKernel() {
+	if p.kernelDone || p.up == nil || !p.upConnected {
+		return
+	}
+	switch err := p.down.PairInKernel(p.up); err {
+	case nil:
+		p.kernel, p.kernelDone = true, true
+	case engine.ErrKernelPairBusy:
+		// Bytes still buffered: try again after the next read.
+	default:
+		p.kernelDone = true
+	}
 }
 
 // SpliceTarget implements engine.SpliceSource: client bytes go to the upstream.
@@ -230,6 +269,13 @@ func (t *idleTimer) OnTimer() { (*proxy)(t).onIdle() }
 
 func (p *proxy) onIdle() {
 	idleFor := time.Duration(p.w.NowNanos() - p.last)
+	if p.kernel {
+		// The worker sees none of the bytes: ask TCP when data last came in on either
+		// socket (tcpi_last_data_recv, in milliseconds).
+		if d, ok := p.down.KernelIdle(); ok && d < idleFor {
+			idleFor = d
+		}
+	}
 	if rest := p.f.cfg.IdleTimeout - idleFor; rest > 0 {
 		// Activity since arming: re-arm for the remainder instead of touching the timer on
 		// every read.
@@ -275,6 +321,23 @@ func (p *proxy) finish() {
 	}
 	p.logged = true
 	p.idle.Stop()
+	if p.kernel {
+		p.stats.SockmapCx.Inc()
+		// Everything the downstream socket received and was given, from TCP_INFO: the
+		// bytes before the pair (counted already) and those the kernel forwarded.
+		if rx, tx, ok := p.down.KernelCounts(); ok {
+			if rx > p.rx {
+				p.stats.DownstreamCxRxBytesTotal.Add(rx - p.rx)
+				p.rx = rx
+			}
+			if tx > p.tx {
+				p.stats.DownstreamCxTxBytesTotal.Add(tx - p.tx)
+				p.tx = tx
+			}
+		}
+	} else {
+		p.stats.UserspaceCx.Inc()
+	}
 	if len(p.f.cfg.AccessLogs) == 0 {
 		return
 	}
@@ -315,6 +378,8 @@ func (u *upstreamCallbacks) OnEvent(ev engine.ConnectionEvent) {
 		p.up.Host().ReportResult(engine.ResultConnectSuccessFinal)
 		p.up.EnableHalfClose(true)
 		p.up.AddReadFilter(&p.upRead)
+		p.upConnected = true
+		p.tryKernel()
 		p.down.ReadDisable(false)
 	case engine.RemoteClose, engine.LocalClose:
 		p.releaseCx()
@@ -396,5 +461,6 @@ func (u *upstreamReader) OnData(data []byte, endStream bool) engine.FilterStatus
 	p.tx += uint64(len(data))
 	p.stats.DownstreamCxTxBytesTotal.Add(uint64(len(data)))
 	p.down.Write(data, endStream)
+	p.tryKernel()
 	return engine.StopIteration
 }
