@@ -931,67 +931,85 @@ func TestSockmapByteCounters(t *testing.T) {
 	})
 }
 
-// TestSockmapShortConnections: a backend that answers the client's second message with
-// a few bytes and closes at once, while tcp_proxy is handing the pair to the kernel (at its
-// third read, the second message); each of 300 clients, 8 at a time, must read the echo,
-// the bytes and then EOF, never a reset.
+// TestSockmapShortConnections: a backend that writes a few bytes and closes at once,
+// racing tcp_proxy handing the pair to the kernel: either at accept (when the pair is made
+// as the upstream connects), or as it answers the client's second message (when the pair is
+// made at the third read). Each of 300 clients of each kind, 8 at a time, must read the
+// bytes and then EOF, never a reset.
 func TestSockmapShortConnections(t *testing.T) {
 	const n = 300
 	forPaths(t, func(t *testing.T, sp smPath) {
-		backend := serveTCP(t, func(c net.Conn) {
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			b := make([]byte, 5)
-			if _, err := io.ReadFull(c, b); err != nil {
-				return
-			}
-			c.Write(b)
-			if _, err := io.ReadFull(c, b); err != nil {
-				return
-			}
-			io.WriteString(c, "ok")
-		})
-		e := startSockmap(t, sp, backend, "")
-		var mu sync.Mutex
-		var failures []string
-		next := make(chan int, n)
-		for i := range n {
-			next <- i
-		}
-		close(next)
-		var wg sync.WaitGroup
-		for range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for range next {
-					c, err := net.Dial("tcp", e.addr)
-					if err == nil {
-						c.SetDeadline(time.Now().Add(10 * time.Second))
-						var b []byte
-						io.WriteString(c, "first")
-						if _, err = io.ReadFull(c, make([]byte, 5)); err == nil {
-							io.WriteString(c, "again")
-							b, err = io.ReadAll(c)
+		for _, kind := range []struct {
+			name     string
+			exchange bool
+		}{{"at_accept", false}, {"after_exchange", true}} {
+			t.Run(kind.name, func(t *testing.T) {
+				backend := serveTCP(t, func(c net.Conn) {
+					c.SetDeadline(time.Now().Add(10 * time.Second))
+					if kind.exchange {
+						b := make([]byte, 5)
+						if _, err := io.ReadFull(c, b); err != nil {
+							return
 						}
-						c.Close()
-						if err == nil && string(b) != "ok" {
-							err = fmt.Errorf("read %q", b)
+						c.Write(b)
+						if _, err := io.ReadFull(c, b); err != nil {
+							return
 						}
 					}
-					if err != nil {
-						mu.Lock()
-						failures = append(failures, err.Error())
-						mu.Unlock()
-					}
+					io.WriteString(c, "ok")
+				})
+				e := startSockmap(t, sp, backend, "")
+				var mu sync.Mutex
+				var failures []string
+				next := make(chan int, n)
+				for i := range n {
+					next <- i
 				}
-			}()
+				close(next)
+				var wg sync.WaitGroup
+				for range 8 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for range next {
+							if err := shortConnection(e.addr, kind.exchange); err != nil {
+								mu.Lock()
+								failures = append(failures, err.Error())
+								mu.Unlock()
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				if len(failures) > 0 {
+					t.Errorf("%d of %d short connections failed, e.g. %s", len(failures), n, failures[0])
+				}
+				e.assertPath(t, n)
+			})
 		}
-		wg.Wait()
-		if len(failures) > 0 {
-			t.Errorf("%d of %d short connections failed, e.g. %s", len(failures), n, failures[0])
-		}
-		e.assertPath(t, n)
 	})
+}
+
+// shortConnection is one client of TestSockmapShortConnections.
+func shortConnection(addr string, exchange bool) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if exchange {
+		io.WriteString(c, "first")
+		if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
+			return fmt.Errorf("echo: %w", err)
+		}
+		io.WriteString(c, "again")
+	}
+	b, err := io.ReadAll(c)
+	if err == nil && string(b) != "ok" {
+		err = fmt.Errorf("read %q, want \"ok\"", b)
+	}
+	return err
 }
 
 // TestSockmapProxyProtocol: behind a proxy_protocol listener filter (the header arrives
