@@ -30,6 +30,16 @@ else
 fi
 echo "== unit and integration tests (-race)"
 go test -race -count=1 ./poller/... ./engine/... ./http/... ./transport/... ./filters/... ./upstream/... ./config/... ./admin/... ./manager/... ./hotrestart/...
+echo "== the engine's tcp_proxy tests again, every pair on the kernel path (BPF sockmap)"
+if [ "$(id -u)" = 0 ]; then
+  # As root the map must load: PORTICO_TEST_SOCKMAP makes a load failure a test failure.
+  PORTICO_TEST_SOCKMAP=1 go test -count=1 ./engine/... ./filters/network/tcpproxy/...
+elif [ "${CI:-}" = true ]; then
+  echo "CI must run as root: the sockmap path needs it" >&2
+  exit 1
+else
+  echo "not root: skipped (the kernel path needs root or CAP_BPF)"
+fi
 echo "== end-to-end tests (portico binary with nginx, HAProxy, curl, openssl)"
 go test -count=1 -timeout 15m ./cmd/...
 echo "== benchmark tools (bench module)"
