@@ -124,3 +124,6 @@ func (w *Worker) ListenerFilterReads() uint64 {
 // KernelHolds reports, for tests, how many times a source of the worker's kernel pairs
 // started holding bytes (backpressure), and how many pairs it has.
 func (w *Worker) KernelHolds() (holds, pairs int) { return w.kpHolds, len(w.kpBySeq) }
+
+// KernelHalfPairs reports, for tests, how many pairs were half paired (ErrHalfPaired).
+func (w *Worker) KernelHalfPairs() int { return w.kpHalf }

@@ -86,6 +86,7 @@ type kernelPair struct {
 	// to the target once the target's psock has sent what was redirected before them,
 	// counting them (readHeld); the program redirects again once all it held was written.
 	listening [2]bool
+	userspace [2]bool // conns[i] never entered the verdict (half paired): always read
 	readHeld  [2]uint64
 	holds     [2]Timer
 	holders   [2]kernelHolder
@@ -158,21 +159,15 @@ func (c *Connection) PairInKernel(peer *Connection) error {
 	w.kpSeq = (w.kpSeq + 1) & (1<<31 - 1) // a pair outlived by 2^31 others is not expected
 	seq := w.kpSeq
 	id, err := w.kpairs.Pair(c.fd, peer.fd, [2]uint64{ca.BytesAcked, cb.BytesAcked}, allow, [2]uint64{kernelTag(w.kpBase, w.ID, seq, 0), kernelTag(w.kpBase, w.ID, seq, 1)})
+	half := false
 	if err != nil {
-		if id != ([2]uint64{}) {
-			// Half paired: bytes may sit in the kernel for one side; neither can be
-			// trusted to keep its order in userspace.
-			w.kpairs.ReleaseSide(id, 0)
-			w.kpairs.ReleaseSide(id, 1)
-			// Both get an RST: SO_LINGER 0 on both before either closes, as closing one
-			// makes the filter close the other with a flush (which would send a FIN).
-			for _, x := range []*Connection{c, peer} {
-				unix.SetsockoptLinger(x.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-			}
-			c.Close(CloseReset)
-			peer.Close(CloseReset)
+		if id == ([2]uint64{}) {
+			return errors.Join(ErrKernelPairUnsupported, err)
 		}
-		return errors.Join(ErrKernelPairUnsupported, err)
+		// Half paired: the kernel forwards c's bytes, peer's stay in its receive queue
+		// (its FIN came as it was being added). The worker reads peer and writes c, as it
+		// does with held bytes, for the pair's whole life (userspace[1]).
+		half = true
 	}
 	kp := &kernelPair{id: id, seq: seq, conns: [2]*Connection{c, peer},
 		baseTx: [2]uint64{ca.Written, cb.Written}, baseRx: [2]uint64{cb.Written, ca.Written},
@@ -190,6 +185,11 @@ func (c *Connection) PairInKernel(peer *Connection) error {
 		kp.holds[i].InitFor(x, &kp.holders[i])
 		kp.mask[i] = kernelEvents
 		w.modify(x.fd, kernelEvents)
+	}
+	if half {
+		w.kpHalf++
+		kp.userspace[1] = true
+		kp.listen(1)
 	}
 	return nil
 }
@@ -270,6 +270,9 @@ func (kp *kernelPair) forwardHeld(i int) {
 		// Nothing to read now (n == 0: only the FIN, which RDHUP handles). Caught up when
 		// all that was held was read and written: stop listening, then look once more,
 		// as the program may have held bytes after the first look.
+		if kp.userspace[i] {
+			return // its next bytes come with an EPOLLIN edge
+		}
 		h, f := kpairs.Held(kp.id, i)
 		if h != f {
 			return // counted but not queued yet: its EPOLLIN edge follows

@@ -532,9 +532,10 @@ type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
-// halfPairing is a KernelPairs whose Pair fails after the kernel already forwards the
-// pair (as when the second socket cannot be activated): the engine must not go on in
-// userspace, where the bytes the kernel took could be overtaken.
+// halfPairing is a KernelPairs whose Pair leaves the second socket out of the verdict,
+// as when its peer's FIN comes between the two activations (sock_map_sk_state_allowed
+// then refuses it): the first socket's bytes go through the kernel, the second's must be
+// read and written by the worker.
 type halfPairing struct{ *sockmap.Map }
 
 func (h halfPairing) Pair(a, b int, acked, allow, tags [2]uint64) ([2]uint64, error) {
@@ -542,10 +543,15 @@ func (h halfPairing) Pair(a, b int, acked, allow, tags [2]uint64) ([2]uint64, er
 	if err != nil {
 		return p, err
 	}
+	if err := h.Map.Deactivate(p, 1); err != nil {
+		return p, err
+	}
 	return p, sockmap.ErrHalfPaired
 }
 
-// TestTCPProxySockmapHalfPaired: a pair that the kernel half took is reset on both sides.
+// TestTCPProxySockmapHalfPaired: a half-paired connection (the upstream could not enter
+// the verdict) still carries every byte both ways, in order, and both half-closes: the
+// client's bytes through the kernel, the backend's through the worker.
 func TestTCPProxySockmapHalfPaired(t *testing.T) {
 	m, err := sockmap.Open(0)
 	if err != nil {
@@ -555,13 +561,13 @@ func TestTCPProxySockmapHalfPaired(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	ended := make(chan error, 1)
+	const size = 8 << 20
 	up := backend(t, func(c net.Conn) {
-		_, err := io.Copy(io.Discard, c)
-		ended <- err
+		io.Copy(c, c) // an echo, then a FIN once the client's came
+		c.(*net.TCPConn).CloseWrite()
 	})
 	var f *tcpproxy.Factory
-	_, ls := serverWith(t, engine.ServerOptions{Concurrency: 1, KernelPairs: halfPairing{m}},
+	s, ls := serverWith(t, engine.ServerOptions{Concurrency: 1, KernelPairs: halfPairing{m}},
 		[]engine.ClusterConfig{{Name: "b", Endpoints: []engine.Endpoint{{Address: up}}}},
 		func(s *engine.Server) []engine.ListenerConfig {
 			var lc engine.ListenerConfig
@@ -569,24 +575,24 @@ func TestTCPProxySockmapHalfPaired(t *testing.T) {
 				Clusters: []tcpproxy.WeightedCluster{{Cluster: s.Cluster("b"), Weight: 1}}})
 			return []engine.ListenerConfig{lc}
 		})
-	c, err := net.Dial("tcp", ls[0].Address().String())
-	if err == nil {
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		_, err = c.Read(make([]byte, 1))
+	c := dial(t, ls[0].Address())
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	roundTrip(t, c, "hello")
+	go func() { io.Copy(c, chacha(5, size)); c.CloseWrite() }()
+	got, n, err := hashOf(c)
+	want, _, _ := hashOf(chacha(5, size))
+	if err != nil || n != size || got != want {
+		t.Fatalf("echo through a half pair: %d of %d bytes, same sha256 %v, %v", n, size, got == want, err)
 	}
-	t.Logf("client: %v", err) // the reset can come before the dial returns
-	if err == nil {
-		t.Fatal("the client's connection was not closed")
+	c.Close()
+	done := make(chan int, 1)
+	s.Workers()[0].Post(func() { done <- s.Workers()[0].KernelHalfPairs() })
+	if h := <-done; h != 1 {
+		t.Fatalf("%d half pairs, want 1", h)
 	}
-	select {
-	case err := <-ended:
-		t.Logf("backend: %v", err)
-		if err == nil {
-			t.Fatal("the backend saw a FIN: it would take a cut stream for a whole one")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the backend's connection stayed open")
-	}
-	waitFor(t, "the pair counted on the userspace path", func() bool { return f.Stats(0).UserspaceCx.Value() == 1 })
+	waitFor(t, "the pair counted on the sockmap path", func() bool { return f.Stats(0).SockmapCx.Value() == 1 })
+	st := f.Stats(0)
+	waitFor(t, "byte counters", func() bool {
+		return st.DownstreamCxRxBytesTotal.Value() == size+5 && st.DownstreamCxTxBytesTotal.Value() == size+5
+	})
 }

@@ -117,6 +117,7 @@ type Worker struct {
 	kpSeq   uint64
 	kpBase  uint64 // the server's tag base (KernelPairs.Notify)
 	kpHolds int
+	kpHalf  int // pairs whose second socket could not enter the verdict (ErrHalfPaired)
 
 	stopping bool
 	// exited is set under mu once the loop has ended: Post is refused from then on, and

@@ -533,8 +533,10 @@ func (m *Map) cookie(slot uint64) uint64 {
 // noKick turns kick off, for the test that shows why it is there.
 var noKick bool
 
-// ErrHalfPaired: Pair activated one direction and failed on the other. The pair is
-// stopped but still in peers; the caller must Release it and should reset both sockets.
+// ErrHalfPaired: Pair activated a and failed to activate b (b left ESTABLISHED in between:
+// its peer's FIN came). The kernel forwards a's bytes to b; b's stay in its receive queue,
+// where userspace reads them as usual and writes them to a (a's psock has nothing queued
+// for a: b has no verdict). The pair is otherwise usable: release each side as usual.
 var ErrHalfPaired = errors.New("sockmap: half paired")
 
 // kick makes the kernel run the verdict on bytes queued before the socket entered the
@@ -558,6 +560,12 @@ func kick(fd int) {
 func (m *Map) Stop(p Pair) {
 	m.active.Delete(m.cookie(p[0]))
 	m.active.Delete(m.cookie(p[1]))
+}
+
+// Deactivate takes socket i of the pair out of the verdict, as if its activation had
+// failed (ErrHalfPaired): for tests of that case. Not while bytes flow on it (trap 12).
+func (m *Map) Deactivate(p Pair, i int) error {
+	return m.active.Delete(m.cookie(p[i]))
 }
 
 // Release takes the pair out of the maps entirely, without closing either socket.

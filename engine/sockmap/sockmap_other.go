@@ -40,4 +40,5 @@ func (*Map) SetForwarded(Pair, int, uint64)          {}
 func (*Map) SetListening(Pair, int, bool)            {}
 func (*Map) LostEvents(Pair, int) uint64             { return 0 }
 func (*Map) Notify(func(tag uint64)) error           { return errors.New("not Linux") }
+func (*Map) Deactivate(Pair, int) error              { return errors.New("not Linux") }
 func (*Map) Close() error                            { return nil }
