@@ -153,7 +153,12 @@ type Connection struct {
 	// consumed is what the listener filters read and drained (a PROXY header): bytes TCP
 	// received that no filter of the connection sees (PairInKernel's accounting).
 	consumed uint32
-	ts       TransportSocket // nil: raw_buffer
+	// partialRead: the last read filled the buffer, so the segment at the head of the
+	// receive queue may be partly read; the kernel's verdict would take it whole
+	// (tcp_read_skb ignores how much of it was read), so PairInKernel waits for a short
+	// read.
+	partialRead bool
+	ts          TransportSocket // nil: raw_buffer
 }
 
 // byteCounters are the rx/tx byte counters a listener or cluster keeps per worker; its
@@ -640,6 +645,7 @@ func (c *Connection) onReadReady() {
 			if short && !c.peerFin {
 				c.readReady = false
 			}
+			c.partialRead = !short
 			if c.io != nil {
 				c.io.rx.Add(uint64(n))
 			}

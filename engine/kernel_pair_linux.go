@@ -136,7 +136,8 @@ func (c *Connection) PairInKernel(peer *Connection) error {
 		c.remoteEOF || peer.remoteEOF || c.peerFin || peer.peerFin,
 		c.shutdownAfter || peer.shutdownAfter || c.localShutdown || peer.localShutdown:
 		return ErrKernelPairUnsupported
-	case c.replay || peer.replay || c.pending() > 0 || peer.pending() > 0:
+	case c.replay || peer.replay || c.pending() > 0 || peer.pending() > 0,
+		c.partialRead || peer.partialRead: // the kernel would send the read part again
 		return ErrKernelPairBusy
 	}
 	// Userspace forwarded all it read: what each had been written is what the other had

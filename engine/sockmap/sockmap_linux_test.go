@@ -606,3 +606,44 @@ func isFin(fd int) bool {
 	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 	return err == nil && ti.State == 8 // TCP_CLOSE_WAIT
 }
+
+// TestPairAfterPartialRead shows why the engine pairs a socket only after a short read:
+// bytes read from a segment that is still partly in the receive queue are forwarded
+// again, since tcp_read_skb hands the verdict the whole segment, whatever was read of it.
+func TestPairAfterPartialRead(t *testing.T) {
+	r := newRig(t, false)
+	msg := make([]byte, 48<<10)
+	for i := range msg {
+		msg[i] = byte(i % 251)
+	}
+	if _, err := r.client.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // all of it queued on down
+	head := make([]byte, 1000)
+	if _, err := io.ReadFull(r.down, head); err != nil {
+		t.Fatal(err)
+	}
+	r.up.Write(head) // as a proxy would: what it read goes on
+	r.doPair(t)
+	// Read what arrives until nothing more does for 300 ms.
+	var got []byte
+	buf := make([]byte, 64<<10)
+	var err error
+	for {
+		r.server.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, rerr := r.server.Read(buf)
+		got = append(got, buf[:n]...)
+		if rerr != nil {
+			err = rerr
+			break
+		}
+	}
+	t.Logf("the server got %d bytes for %d sent (%v)", len(got), len(msg), err)
+	if len(got) == len(msg) && bytes.Equal(got, msg) {
+		t.Fatal("no byte came twice: the kernel now honours a partly read segment; PairInKernel's partialRead rule can go")
+	}
+	if len(got) != len(msg)+len(head) || !bytes.Equal(got[len(head):2*len(head)], head) {
+		t.Fatalf("got %d bytes: not the read part twice", len(got))
+	}
+}
