@@ -316,15 +316,19 @@ func (kp *kernelPair) retryHeld(i int) {
 	if kp.holds[i].Armed() {
 		return
 	}
-	d := kp.holdWait[i]
+	kp.holdWait[i] = backoff(kp.holdWait[i], 16*time.Millisecond)
+	kp.holds[i].Reset(kp.holdWait[i])
+}
+
+// backoff is the next wait of a poll that starts at 1 ms and doubles up to limit.
+func backoff(d, limit time.Duration) time.Duration {
 	switch {
 	case d == 0:
-		d = time.Millisecond
-	case d < 16*time.Millisecond:
-		d *= 2
+		return time.Millisecond
+	case d < limit:
+		return min(2*d, limit)
 	}
-	kp.holdWait[i] = d
-	kp.holds[i].Reset(d)
+	return d
 }
 
 // give writes held bytes to conns[j], buffering what it does not take; false if
@@ -552,15 +556,8 @@ func (c *Connection) pollKernel() {
 	if kp.closed[i] || kp.polls[i].Armed() {
 		return
 	}
-	d := kp.wait[i]
-	switch {
-	case d == 0:
-		d = time.Millisecond
-	case d < 64*time.Millisecond:
-		d *= 2
-	}
-	kp.wait[i] = d
-	kp.polls[i].Reset(d)
+	kp.wait[i] = backoff(kp.wait[i], 64*time.Millisecond)
+	kp.polls[i].Reset(kp.wait[i])
 }
 
 type kernelPoller struct {
