@@ -274,7 +274,7 @@ func parseEndpoints(item rawResource, f *resourceFile, seen map[string]int) (*En
 		}
 	}
 	reject := func(err error) *ResourceError {
-		re := &ResourceError{Name: item.name, Index: item.index, Err: err, kind: claKind, wrapped: item.wrapped}
+		re := item.pos().rejected(claKind, item.name, err, nil)
 		if m != nil {
 			re.Failed = m
 		}
@@ -283,14 +283,11 @@ func parseEndpoints(item rawResource, f *resourceFile, seen map[string]int) (*En
 	if err := resourceErrors(c, m); err != nil {
 		return nil, reject(err), nil
 	}
-	version := f.version
-	if item.version != "" {
-		version = item.version
-	}
+	version := item.versionIn(f)
 	t := &translator{c: c, workers: 1, cfg: &Config{}}
 	eps, ok := t.endpoints(cla, "", nil, true)
 	var warns []string
-	where := (&ResourceError{Name: item.name, Index: item.index, kind: claKind, wrapped: item.wrapped}).Where()
+	where := item.pos().where(claKind, item.name)
 	for _, w := range t.cfg.Warnings {
 		warns = append(warns, where+": "+w)
 	}

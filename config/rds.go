@@ -83,26 +83,37 @@ func (r *ListenerResource) RouteConfigNames() []string {
 
 func rdsNames(l *listenerv3.Listener) []string {
 	var names []string
+	eachHCM(l, func(m *hcmv3.HttpConnectionManager) {
+		if n := m.GetRds().GetRouteConfigName(); n != "" && !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	})
+	return names
+}
+
+// listenerChains is l's filter chains, its default one last.
+func listenerChains(l *listenerv3.Listener) []*listenerv3.FilterChain {
 	chains := l.GetFilterChains()
 	if d := l.GetDefaultFilterChain(); d != nil {
 		chains = append(slices.Clip(chains), d)
 	}
-	for _, fc := range chains {
+	return chains
+}
+
+// eachHCM calls fn with each HTTP connection manager of l's chains that decodes.
+func eachHCM(l *listenerv3.Listener, fn func(*hcmv3.HttpConnectionManager)) {
+	for _, fc := range listenerChains(l) {
 		for _, f := range fc.GetFilters() {
 			tc := f.GetTypedConfig()
 			if tc == nil || tc.GetTypeUrl() != typeURLPrefix+hcmType {
 				continue
 			}
 			m := &hcmv3.HttpConnectionManager{}
-			if tc.UnmarshalTo(m) != nil {
-				continue
-			}
-			if n := m.GetRds().GetRouteConfigName(); n != "" && !slices.Contains(names, n) {
-				names = append(names, n)
+			if tc.UnmarshalTo(m) == nil {
+				fn(m)
 			}
 		}
 	}
-	return names
 }
 
 // RouteResource is one RouteConfiguration from RDS, translated.
@@ -182,7 +193,7 @@ func parseRoute(item rawResource, f *resourceFile, o Options, prev map[string]*R
 		}
 	}
 	reject := func(err error) *ResourceError {
-		re := &ResourceError{Name: item.name, Index: item.index, Err: err, kind: kind, wrapped: item.wrapped}
+		re := item.pos().rejected(kind, item.name, err, nil)
 		if m != nil {
 			re.Failed = rc
 		}
@@ -191,10 +202,7 @@ func parseRoute(item rawResource, f *resourceFile, o Options, prev map[string]*R
 	if err := resourceErrors(c, m); err != nil {
 		return nil, reject(err), nil
 	}
-	version := f.version
-	if item.version != "" {
-		version = item.version
-	}
+	version := item.versionIn(f)
 	name := rc.GetName()
 	if p := prev[name]; p != nil && proto.Equal(p.msg, rc) {
 		same := *p
@@ -210,7 +218,7 @@ func parseRoute(item rawResource, f *resourceFile, o Options, prev map[string]*R
 	if rc.GetValidateClusters().GetValue() {
 		t.rdsClusters(rc, o)
 	}
-	where := (&ResourceError{Name: name, Index: item.index, kind: kind, wrapped: item.wrapped}).Where()
+	where := item.pos().where(kind, name)
 	var warns []string
 	for _, w := range t.cfg.Warnings {
 		warns = append(warns, where+": "+w)
@@ -319,22 +327,11 @@ func inlineRoutes(m proto.Message) []*routev3.RouteConfiguration {
 		return nil
 	}
 	var out []*routev3.RouteConfiguration
-	chains := l.GetFilterChains()
-	if d := l.GetDefaultFilterChain(); d != nil {
-		chains = append(slices.Clip(chains), d)
-	}
-	for _, fc := range chains {
-		for _, f := range fc.GetFilters() {
-			tc := f.GetTypedConfig()
-			if tc == nil || tc.GetTypeUrl() != typeURLPrefix+hcmType {
-				continue
-			}
-			h := &hcmv3.HttpConnectionManager{}
-			if tc.UnmarshalTo(h) == nil && h.GetRouteConfig() != nil {
-				out = append(out, h.GetRouteConfig())
-			}
+	eachHCM(l, func(h *hcmv3.HttpConnectionManager) {
+		if h.GetRouteConfig() != nil {
+			out = append(out, h.GetRouteConfig())
 		}
-	}
+	})
 	return out
 }
 

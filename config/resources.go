@@ -126,6 +126,9 @@ func (p position) rejected(kind, name string, err error, failed proto.Message) *
 	return &ResourceError{Name: name, Index: p.index, Err: err, Failed: failed, kind: kind, wrapped: p.wrapped}
 }
 
+// where names the resource as the messages do (ResourceError.Where).
+func (p position) where(kind, name string) string { return p.rejected(kind, name, nil, nil).Where() }
+
 // Error gives each problem on a line of its own, prefixed by Where.
 func (e *ResourceError) Error() string {
 	lines := strings.Split(e.Err.Error(), "\n")
@@ -305,6 +308,16 @@ type rawResource struct {
 	wrapped  bool
 	version  string // a wrapping Resource's version
 	wrapName string // a wrapping Resource's name
+}
+
+func (item rawResource) pos() position { return position{item.index, item.wrapped} }
+
+// versionIn is the resource's version: its wrapping Resource's, else the file's.
+func (item rawResource) versionIn(f *resourceFile) string {
+	if item.version != "" {
+		return item.version
+	}
+	return f.version
 }
 
 // resourceFile is a resource file's envelope.
@@ -782,22 +795,18 @@ func resourceHead(item rawResource, f *resourceFile, kind string, msg namedResou
 		nameChecks(c, item, kind, msg.GetName(), static, seen)
 	}
 	if err := resourceErrors(c, m); err != nil {
-		re := &ResourceError{Name: item.name, Index: item.index, Err: err, kind: kind, wrapped: item.wrapped}
+		re := item.pos().rejected(kind, item.name, err, nil)
 		if m != nil {
 			re.Failed = m
 		}
 		return c, "", re
 	}
-	version := f.version
-	if item.version != "" {
-		version = item.version
-	}
-	return c, version, nil
+	return c, item.versionIn(f), nil
 }
 
 // rejected is the error of a resource that decoded (msg) and failed later.
 func rejected(item rawResource, kind string, msg proto.Message, err error) *ResourceError {
-	return &ResourceError{Name: item.name, Index: item.index, Err: err, kind: kind, wrapped: item.wrapped, Failed: msg}
+	return item.pos().rejected(kind, item.name, err, msg)
 }
 
 // parseListener decodes, checks and translates one LDS resource.
@@ -836,7 +845,7 @@ func parseListener(item rawResource, f *resourceFile, workers int, o Options, pr
 		t.dyn.reuse = reuser(p)
 	}
 	lc, ok := t.listener(l, "")
-	where := (&ResourceError{Name: name, Index: item.index, kind: "listener", wrapped: item.wrapped}).Where()
+	where := item.pos().where("listener", name)
 	for _, w := range t.cfg.Warnings {
 		warns = append(warns, where+": "+w)
 	}
@@ -855,7 +864,7 @@ func parseListener(item rawResource, f *resourceFile, workers int, o Options, pr
 	r := &ListenerResource{
 		Name: name, Version: version, Config: lc, Change: change, Kept: t.dyn.kept,
 		StatsSources: t.cfg.StatsSources, Closers: t.cfg.Closers, Runners: t.cfg.Runners,
-		msg: l, parts: t.dyn.parts, rds: rdsNames(l), pos: position{item.index, item.wrapped},
+		msg: l, parts: t.dyn.parts, rds: rdsNames(l), pos: item.pos(),
 	}
 	for _, fc := range l.GetFilterChains() {
 		r.chains = append(r.chains, t.dyn.built[fc])
@@ -1002,7 +1011,7 @@ func parseCluster(item rawResource, f *resourceFile, workers int, o Options, pre
 	}
 	ec := t.cluster(cl, "")
 	t.resolveEDS()
-	where := (&ResourceError{Name: name, Index: item.index, kind: "cluster", wrapped: item.wrapped}).Where()
+	where := item.pos().where("cluster", name)
 	for _, w := range t.cfg.Warnings {
 		warns = append(warns, where+": "+w)
 	}
@@ -1019,7 +1028,7 @@ func parseCluster(item rawResource, f *resourceFile, workers int, o Options, pre
 	return &ClusterResource{
 		Name: name, Version: version, Cluster: ec, Change: change,
 		StatsSources: stats, Runners: t.cfg.Runners, Closers: t.cfg.Closers, msg: cl,
-		EDS: t.eds[ec], pos: position{item.index, item.wrapped},
+		EDS: t.eds[ec], pos: item.pos(),
 	}, nil, warns
 }
 
@@ -1117,7 +1126,7 @@ func placeholderClusters(f *resourceFile) (map[string]*engine.Cluster, []string,
 		if _, m := decodeResource(item, l, nil); m == nil {
 			continue
 		}
-		where := (&ResourceError{Name: l.GetName(), Index: item.index, kind: "listener", wrapped: item.wrapped}).Where()
+		where := item.pos().where("listener", l.GetName())
 		for _, name := range clusterRefs(l) {
 			if _, ok := out[name]; ok {
 				continue
@@ -1142,11 +1151,7 @@ func clusterRefs(l *listenerv3.Listener) []string {
 			names = append(names, n)
 		}
 	}
-	chains := l.GetFilterChains()
-	if d := l.GetDefaultFilterChain(); d != nil {
-		chains = append(slices.Clip(chains), d)
-	}
-	for _, fc := range chains {
+	for _, fc := range listenerChains(l) {
 		for _, f := range fc.GetFilters() {
 			if f.GetTypedConfig() == nil {
 				continue
