@@ -267,14 +267,6 @@ func HandoffTarget(cfgs []ListenerConfig, dst netip.AddrPort) int {
 	return id
 }
 
-// replayLen is how many bytes a replay buffer holds (0 for none).
-func replayLen(b *writeBuffer) int {
-	if b == nil {
-		return 0
-	}
-	return b.len()
-}
-
 // newConnection turns a socket that passed its filters into a Connection with the chain's
 // network filters. registered: the socket is in epoll already (it waited in the listener
 // filters); more: the kernel may hold bytes whose edge was taken; peerFin: the peer's FIN
@@ -300,7 +292,7 @@ func (al *activeListener) newConnection(fd int, registered, more, peerFin bool, 
 	// bytes, a FIN: without it the short read of the last bytes would look final and the
 	// end of stream never be read) carries over.
 	c.readReady = more
-	c.partialRead = more && consumed+replayLen(replay) > 0 // the filters read, and not to the end
+	c.partialRead = more && (consumed > 0 || replay != nil) // the filters read, and not to the end
 	c.peerFin = peerFin
 	if registered {
 		// Already in epoll with connEvents since the listener filters waited.

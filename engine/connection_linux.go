@@ -438,10 +438,24 @@ func (c *Connection) flush() {
 		c.afterWrite()
 		return
 	}
+	if !c.writeOut() {
+		return
+	}
+	if c.splice != nil && c.pending() == 0 {
+		// The backlog is gone: a splice source waiting on it may go on.
+		c.kickSpliceSource()
+	}
+	c.afterWrite()
+}
+
+// writeOut writes the write buffer until it is empty or the socket is full; false if the
+// socket failed (it is closed then).
+func (c *Connection) writeOut() bool {
 	for c.out != nil && c.out.len() > 0 {
 		n, err := writeFd(c.fd, c.out.b[c.out.off:])
 		if n > 0 {
-			if c.io != nil {
+			// A paired connection's bytes are counted from TCP_INFO when it closes.
+			if c.io != nil && c.kp == nil {
 				c.io.tx.Add(uint64(n))
 			}
 			c.out.off += n
@@ -451,17 +465,13 @@ func (c *Connection) flush() {
 		}
 		if err != nil {
 			c.closeSocket(RemoteClose)
-			return
+			return false
 		}
 	}
 	if c.out != nil {
 		c.out.compact()
 	}
-	if c.splice != nil && c.pending() == 0 {
-		// The backlog is gone: a splice source waiting on it may go on.
-		c.kickSpliceSource()
-	}
-	c.afterWrite()
+	return true
 }
 
 // Close closes the connection; see CloseType.

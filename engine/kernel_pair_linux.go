@@ -358,22 +358,8 @@ func (kp *kernelPair) give(j int, data []byte) bool {
 
 // flushGiven writes what give buffered for conns[k]; false if it closed on an error.
 func (kp *kernelPair) flushGiven(k int) bool {
-	c := kp.conns[k]
-	for c.out != nil && c.out.len() > 0 {
-		n, err := writeFd(c.fd, c.out.b[c.out.off:])
-		if n > 0 {
-			c.out.off += n
-		}
-		if err == unix.EAGAIN {
-			break
-		}
-		if err != nil {
-			c.closeSocket(RemoteClose)
-			return false
-		}
-	}
-	if c.out != nil {
-		c.out.compact()
+	if !kp.conns[k].writeOut() {
+		return false
 	}
 	kp.setMask(k)
 	return true
@@ -417,9 +403,6 @@ type kernelHolder struct {
 }
 
 func (h *kernelHolder) OnTimer() { h.kp.forwardHeld(h.i) }
-
-// KernelPaired reports whether the kernel forwards this connection's bytes.
-func (c *Connection) KernelPaired() bool { return c.kp != nil }
 
 // KernelCounts is what a paired connection received and was given to send in all, from
 // TCP_INFO (read at close once it is closed), as its filters count bytes: what a listener

@@ -12,8 +12,6 @@ type TCPCounts struct {
 	// Written is the payload handed to TCP for sending, by userspace or by the kernel's
 	// redirect: tcpi_bytes_acked plus SIOCOUTQ (write_seq - snd_una), less our FIN.
 	Written uint64
-	// Acked is tcpi_bytes_acked less our FIN: what the peer has acknowledged.
-	Acked uint64
 	// BytesAcked is tcpi_bytes_acked as the kernel has it (its SYN and FIN included).
 	BytesAcked uint64
 	// LastRecvMillis is tcpi_last_data_recv: milliseconds since data last arrived.
@@ -43,7 +41,7 @@ func (c *TCPCounts) Reset(finIn, finOut bool) {
 // ReadTCPCounts reads fd's TCPCounts. dialed says fd made the connection (connect(2)): its
 // tcpi_bytes_acked counts its SYN, the acceptor's counts nothing for the handshake
 // (measured on 6.18: 1 and 0 right after the handshake). tcpi_bytes_received counts the
-// peer's FIN but no SYN on either side. Written is read after Acked, so it can only lag.
+// peer's FIN but no SYN on either side. SIOCOUTQ is read after TCP_INFO, so Written can only lag.
 func ReadTCPCounts(fd int, dialed bool) (TCPCounts, error) {
 	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 	if err != nil {
@@ -53,7 +51,7 @@ func ReadTCPCounts(fd int, dialed bool) (TCPCounts, error) {
 	if err != nil {
 		return TCPCounts{}, err
 	}
-	c := TCPCounts{Received: ti.Bytes_received, Acked: ti.Bytes_acked, BytesAcked: ti.Bytes_acked, LastRecvMillis: ti.Last_data_recv, State: ti.State}
+	c := TCPCounts{Received: ti.Bytes_received, BytesAcked: ti.Bytes_acked, LastRecvMillis: ti.Last_data_recv, State: ti.State}
 	// A socket whose FINs both went is TCP_CLOSE, not TIME_WAIT: tcp_time_wait hands the
 	// connection to a timewait sock and tcp_done closes the one the fd holds. So CLOSE is
 	// taken as both FINs done; after a reset that is wrong, which Reset corrects.
@@ -65,18 +63,16 @@ func ReadTCPCounts(fd int, dialed bool) (TCPCounts, error) {
 	case unix.BPF_TCP_FIN_WAIT1, unix.BPF_TCP_FIN_WAIT2, unix.BPF_TCP_CLOSING, unix.BPF_TCP_LAST_ACK, unix.BPF_TCP_TIME_WAIT, unix.BPF_TCP_CLOSE:
 		c.FinOut = true
 	}
-	if dialed && c.Acked > 0 {
-		c.Acked-- // the SYN
+	acked := ti.Bytes_acked
+	if dialed && acked > 0 {
+		acked-- // the SYN
 	}
-	c.Written = c.Acked + uint64(outq)
+	c.Written = acked + uint64(outq)
 	if c.FinIn && c.Received > 0 {
 		c.Received-- // the FIN takes a sequence number
 	}
 	if c.FinOut && c.Written > 0 {
-		c.Written--
-		if ti.Unacked == 0 && c.Acked > 0 {
-			c.Acked--
-		}
+		c.Written-- // ours, acknowledged or in SIOCOUTQ
 	}
 	return c, nil
 }

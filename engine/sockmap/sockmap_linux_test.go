@@ -647,3 +647,21 @@ func TestPairAfterPartialRead(t *testing.T) {
 		t.Fatalf("got %d bytes: not the read part twice", len(got))
 	}
 }
+
+// Backlog (for the tests' bare pairs; the engine has its own, kernelBacklog) is how many bytes src received that dst has not yet been given to send: the
+// bytes queued in dst's psock (or not yet through the verdict), given that everything
+// written to dst came from src (as in a proxied pair, where userspace forwarded all it
+// read before Pair). 0 means the kernel has delivered all it redirected, so dst's write
+// side may be shut down or the pair released without losing a byte.
+// dstDialed is poller.ReadTCPCounts's flag for dst.
+func Backlog(src, dst int, dstDialed bool) (int64, error) {
+	s, err := poller.ReadTCPCounts(src, false) // Received does not depend on it
+	if err != nil {
+		return 0, err
+	}
+	d, err := poller.ReadTCPCounts(dst, dstDialed)
+	if err != nil {
+		return 0, err
+	}
+	return int64(s.Received) - int64(d.Written), nil
+}
