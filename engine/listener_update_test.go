@@ -100,12 +100,20 @@ func TestInPlaceChainUpdate(t *testing.T) {
 	if err := srv.UpdateListenerChains("l", engine.SingleChain{Chain: b}, []*engine.FilterChain{a}); err != nil {
 		t.Fatal(err)
 	}
+	// Each worker takes the update from its own task queue: until both have, a new
+	// connection may still get chain a (and be drained with it), so b's connection is
+	// one that said "b".
+	var cb net.Conn
+	var rb *bufio.Reader
 	waitFor(t, "the new chain", func() bool {
-		c, _, tag := tagged(t, addr)
-		c.Close()
-		return tag == "b"
+		c, r, tag := tagged(t, addr)
+		if tag != "b" {
+			c.Close()
+			return false
+		}
+		cb, rb = c, r
+		return true
 	})
-	cb, rb, _ := tagged(t, addr)
 	if _, chains := srv.DrainingCounts(); chains != 1 {
 		t.Errorf("draining chains %d, want 1", chains)
 	}
