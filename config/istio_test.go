@@ -12,14 +12,11 @@ import (
 	"strings"
 	"testing"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/portico-proxy/portico/engine"
@@ -283,9 +280,7 @@ type verdict struct {
 // judgeDump runs a dump's resources through the readers the way an ADS client applies a
 // response set: clusters first (CDS before LDS), the accepted ones registered so that the
 // listeners can name them, then route configurations (ParseRouteResources, RDS).
-// Endpoints have no reader of their own here yet (EDS was being added when this was
-// written): each ClusterLoadAssignment is read as the load_assignment of a STATIC
-// cluster, which is what that reader will check of it at least.
+// Endpoints go through ParseEndpointResources (EDS), each ClusterLoadAssignment on its own.
 func judgeDump(t *testing.T, rs []dumpResource) []verdict {
 	t.Helper()
 	reg := engine.NewClusterRegistry()
@@ -295,13 +290,7 @@ func judgeDump(t *testing.T, rs []dumpResource) []verdict {
 	for _, r := range rs {
 		byKind[r.kind] = append(byKind[r.kind], r)
 	}
-	// Clusters, then endpoints as STATIC clusters.
-	clusters := byKind["cluster"]
-	for _, r := range byKind["endpoint"] {
-		wire, probe := endpointAsCluster(t, r.any), endpointAsCluster(t, r.probe)
-		clusters = append(clusters, dumpResource{kind: "endpoint", name: r.name, any: wire, probe: probe, unlinked: r.unlinked})
-	}
-	for _, r := range clusters {
+	for _, r := range byKind["cluster"] {
 		v := verdict{kind: r.kind, name: r.name}
 		u, err := ParseClusterResources("istio", "1", []*anypb.Any{r.any}, 1, Options{CheckOnly: true, Clusters: engine.NewClusterRegistry()}, nil)
 		if err != nil {
@@ -323,6 +312,25 @@ func judgeDump(t *testing.T, rs []dumpResource) []verdict {
 		if r.kind == "cluster" {
 			probeReg.Put(placeholderCluster(t, r.name))
 		}
+		out = append(out, v)
+	}
+	// Endpoints, by the EDS reader.
+	for _, r := range byKind["endpoint"] {
+		v := verdict{kind: r.kind, name: r.name}
+		u, err := ParseEndpointResources("istio", "1", []*anypb.Any{r.any})
+		if err != nil {
+			t.Fatalf("%s %q: %v", r.kind, r.name, err)
+		}
+		if len(u.Endpoints) == 1 {
+			v.accepted = true
+		} else {
+			v.wire = u.Errors[0].Error()
+		}
+		pu, err := ParseEndpointResources("istio", "1", []*anypb.Any{r.probe})
+		if err != nil {
+			t.Fatalf("%s %q: %v", r.kind, r.name, err)
+		}
+		v.reasons, v.errs = reasonsOf(pu.Errors, r.unlinked)
 		out = append(out, v)
 	}
 	// Listeners, naming the accepted clusters (the probe: every cluster of the dump, so
@@ -376,17 +384,6 @@ func placeholderCluster(t *testing.T, name string) *engine.Cluster {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// endpointAsCluster wraps a ClusterLoadAssignment in a STATIC cluster of its name.
-func endpointAsCluster(t *testing.T, a *anypb.Any) *anypb.Any {
-	t.Helper()
-	cla := &endpointv3.ClusterLoadAssignment{}
-	if err := a.UnmarshalTo(cla); err != nil {
-		t.Fatal(err)
-	}
-	return mustAny(t, &clusterv3.Cluster{Name: cla.GetClusterName(), ConnectTimeout: durationpb.New(1e9),
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}, LoadAssignment: cla})
 }
 
 func mustAny(t *testing.T, m proto.Message) *anypb.Any {
@@ -474,7 +471,7 @@ func (v verdict) expectLine() string {
 // TestIstioSidecar reads the hand-made sidecar dump and checks the verdicts against
 // expect.txt: the exact accepted set, each refusal's reasons, and for a cluster, listener
 // or route configuration the first line of the NACK the xDS client would send istiod
-// today (endpoints are read through a stand-in until EDS has its reader).
+// today.
 func TestIstioSidecar(t *testing.T) {
 	vs := judgeDump(t, readConfigDump(t, istioDump))
 	if len(vs) == 0 {
@@ -486,11 +483,9 @@ func TestIstioSidecar(t *testing.T) {
 		if v.accepted {
 			continue
 		}
-		if v.kind != "endpoint" {
-			// Without the list of supported types, which grows with every filter added.
-			nack, _, _ := strings.Cut(firstLine(v.wire), " (supported: ")
-			got = append(got, "  nack: "+nack)
-		}
+		// Without the list of supported types, which grows with every filter added.
+		nack, _, _ := strings.Cut(firstLine(v.wire), " (supported: ")
+		got = append(got, "  nack: "+nack)
 		// Every problem the probe found names its field and why.
 		if len(v.errs) == 0 {
 			t.Errorf("%s %q: refused with no field errors: %s", v.kind, v.name, v.wire)
@@ -505,7 +500,7 @@ func TestIstioSidecar(t *testing.T) {
 		head := "# What Portico makes of each dynamic resource of sidecar_config_dump.json (see README.md):\n" +
 			"# accepted, or refused with the features it needs (field path without indexes,\n" +
 			"# =TYPE for a typed_config; unlinked:PATH=TYPE for a type Portico's binary lacks),\n" +
-			"# and, but for endpoints, the first line of the NACK's error_detail today.\n" +
+			"# and the first line of the NACK's error_detail today.\n" +
 			"# Checked by TestIstioSidecar; rewrite with PORTICO_ISTIO_UPDATE=1 go test ./config -run Istio\n"
 		if err := os.WriteFile(istioExpect, []byte(head+strings.Join(got, "\n")+"\n"), 0o644); err != nil {
 			t.Fatal(err)

@@ -398,8 +398,8 @@ func TestPorticoClient(t *testing.T) {
 					for _, r := range u.Clusters {
 						reg.Put(r.Cluster)
 					}
-					// Envoy asks for the endpoints of every EDS cluster it has; these were
-					// refused, but ask anyway to see EDS flow from istiod.
+					// Envoy asks for the endpoints of every EDS cluster it has, as Portico's
+					// manager does; ask for those refused too, to see EDS flow from istiod.
 					var names []string
 					for _, a := range rs {
 						cl := &cluster.Cluster{}
@@ -419,8 +419,12 @@ func TestPorticoClient(t *testing.T) {
 					t.Logf("LDS %s: %d resources, %d accepted, %d refused", version, len(rs), len(u.Listeners), len(u.Errors))
 					return joinErrs(u.Problems().Errors)
 				case pxds.EndpointType:
-					t.Logf("EDS %s: %d resources (Portico has no EDS reader yet: ACKed unread)", version, len(rs))
-					return nil
+					u, err := config.ParseEndpointResources("istiod", version, rs)
+					if err != nil {
+						return err
+					}
+					t.Logf("EDS %s: %d resources, %d accepted, %d refused", version, len(rs), len(u.Endpoints), len(u.Errors))
+					return joinErrs(u.Errors)
 				}
 				return nil
 			}
