@@ -144,6 +144,7 @@ func hashOf(r io.Reader) ([32]byte, int64, error) {
 // are passed on, the pair is counted on the sockmap path and the byte counters (from
 // TCP_INFO at close) equal what the peers sent.
 func TestTCPProxySockmapBulk(t *testing.T) {
+	skipHeldOnKernelPath(t, true)
 	const size = 64 << 20
 	type result struct {
 		sum [32]byte
@@ -323,6 +324,7 @@ func TestTCPProxySockmapConcurrent(t *testing.T) {
 // kernel does the forwarding in softirq and in the psock's work item (a kworker), which are
 // not charged to the worker: this is the proxy's own share, not the machine's.
 func TestTCPProxySockmapWorkerCPU(t *testing.T) {
+	skipHeldOnKernelPath(t, true)
 	const trips = 2000
 	for _, on := range []bool{false, true} {
 		m, err := sockmap.Open(0)
@@ -457,6 +459,7 @@ func TestTCPProxySockmapResetAfterData(t *testing.T) {
 // FIN after them. It runs with 16 MiB, where the client is still writing when the backend
 // starts, and 256 MiB, far more than all those buffers.
 func TestTCPProxySockmapSlowReader(t *testing.T) {
+	skipHeldOnKernelPath(t, true)
 	for _, size := range []int64{16 << 20, 256 << 20} {
 		t.Run(fmt.Sprintf("%dMiB", size>>20), func(t *testing.T) {
 			start := make(chan struct{})

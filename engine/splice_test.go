@@ -79,6 +79,7 @@ func randomPayload(size int, seed uint64) ([]byte, [32]byte) {
 // up) and across a half-close; the byte counters see every byte; small request/response
 // traffic never switches to splice; and closing the server leaves no pipe behind.
 func TestTCPProxySplice(t *testing.T) {
+	skipHeldOnKernelPath(t, kernelPairs != nil)
 	const size = 24 << 20
 	payload, want := randomPayload(size, 1)
 	for _, tc := range spliceModes {
@@ -157,6 +158,7 @@ func TestTCPProxySplice(t *testing.T) {
 // client is not reading; everything still queued (in the pipe or the write buffer) reaches
 // the client before its EOF.
 func TestTCPProxySpliceUpstreamCloses(t *testing.T) {
+	skipHeldOnKernelPath(t, kernelPairs != nil)
 	const size = 16 << 20
 	payload, want := randomPayload(size, 3)
 	for _, tc := range spliceModes {

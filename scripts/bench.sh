@@ -452,7 +452,7 @@ path_hook() {
 # a fresh proxy: keep-alive, connection per request, one bulk download.
 # portico is Portico's userspace path (--disable-sockmap when its binary has
 # the flag), portico-sockmap the same binary and config on the BPF sockmap
-# path (--experimental-sockmap while the binary has that opt-in; root only,
+# path (--enable-sockmap, the opt-in; root only,
 # see proxy_init); both count their connections per path (path_hook). On
 # the kernel path the proxy's own CPU is near zero and the work moves to
 # softirq and kworkers, charged to whoever runs: every cell also records the
@@ -492,7 +492,7 @@ scenario_l4_proxy() {
 	local pflags="" s f
 	for s in "${L4_SERVERS[@]}"; do
 		case $s in
-		portico-sockmap) f=experimental-sockmap b=portico ;;
+		portico-sockmap) f=enable-sockmap b=portico ;;
 		portico*) f=disable-sockmap b=$s ;;
 		*) continue ;;
 		esac

@@ -584,9 +584,13 @@ start_proxy() {
 	portico-sockmap)
 		portico_proxy_config "$kind" "$name" >"$BENCH_TMP/$name-$kind.yaml"
 		cmd=("$BIN/portico" -c "$BENCH_TMP/$name-$kind.yaml" --concurrency 1)
-		# Until the kernel path is the default, a binary whose usage has the
-		# opt-in flag needs it; a binary without it takes the path by default.
-		portico_has_flag "$BIN/portico" experimental-sockmap && cmd+=(--experimental-sockmap) ;;
+		# The kernel path is opt-in (--enable-sockmap; --experimental-sockmap
+		# in older builds); a binary with neither took it by default.
+		if portico_has_flag "$BIN/portico" enable-sockmap; then
+			cmd+=(--enable-sockmap)
+		elif portico_has_flag "$BIN/portico" experimental-sockmap; then
+			cmd+=(--experimental-sockmap)
+		fi ;;
 	haproxy)
 		haproxy_config "$kind" >"$BENCH_TMP/haproxy-$kind.cfg"
 		cmd=(haproxy -db -f "$BENCH_TMP/haproxy-$kind.cfg") ;;

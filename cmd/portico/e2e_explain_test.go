@@ -294,7 +294,7 @@ func TestExplainBytePath(t *testing.T) {
 	leaf := pki.leaf(testpki.ECDSA, "server", "www.example.com")
 	cfg := writeConfig(t, explainBytePathConfig, map[string]string{"Cert": leaf.CertFile, "Key": leaf.KeyFile, "CA": pki.CAFile})
 	for _, tc := range []struct{ dst, chain, want string }{
-		{"192.0.2.1:1001", "plain", "byte_path=kernel (sockmap) when run as root with BPF; userspace otherwise or with --disable-sockmap"},
+		{"192.0.2.1:1001", "plain", "byte_path=userspace; kernel (sockmap) with --enable-sockmap as root with BPF (experimental)"},
 		{"192.0.2.1:1002", "tls_down", "byte_path=userspace (transport socket: tls)"},
 		{"192.0.2.1:1003", "tls_up", "byte_path=userspace (upstream transport socket: tls (cluster secure))"},
 		{"192.0.2.1:1004", "http", "byte_path=userspace (another network filter: envoy.filters.network.http_connection_manager)"},

@@ -164,8 +164,8 @@ func explainClusters(cfg *config.Config) map[string]*engine.Cluster {
 
 // sockmapAvailability is what explain says of a chain the kernel path can take: explain
 // loads no BPF, and whether the running proxy has the sockmap depends on its privileges,
-// its kernel and --disable-sockmap.
-const sockmapAvailability = "kernel (sockmap) when run as root with BPF; userspace otherwise or with --disable-sockmap"
+// its kernel and --enable-sockmap.
+const sockmapAvailability = "userspace; kernel (sockmap) with --enable-sockmap as root with BPF (experimental)"
 
 // explainBytePath prints which byte path a connection on the chain takes, with the same
 // conditions as the engine's Connection.PairInKernel: the chain's only network filter is

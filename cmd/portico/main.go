@@ -31,7 +31,7 @@ const usage = `Usage:
   portico -c FILE [--concurrency N] [--log-level LEVEL] [--drain-time-s N]
           [--drain-strategy gradual|immediate] [--disable-splice] [--reject-ignored]
           [--restart-epoch N] [--base-id N] [--parent-shutdown-time-s N]
-          [--disable-sockmap]
+          [--enable-sockmap] [--disable-sockmap]
   portico restart -c FILE [flags as above]   (hot-restarts on SIGHUP; see docs/hot-restart.md)
   portico validate -c FILE [--reject-ignored]   (FILE: a bootstrap, or an LDS/CDS file)
   portico explain -c FILE --listener NAME --dst IP:PORT [--src IP:PORT] [--direct-src IP:PORT]
@@ -206,7 +206,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	drain := fs.Int("drain-time-s", 600, "how long connections of an updated or removed listener (LDS) and of a hot-restarted parent may take to finish, as in Envoy; on SIGTERM/SIGINT the drain lasts this long only if the flag is given, else 5 s")
 	strategy := fs.String("drain-strategy", "gradual", "how draining HTTP connections are asked to close: gradual (more of them as the drain time passes) or immediate")
 	noSplice := fs.Bool("disable-splice", false, "tcp_proxy: keep bulk transfers on read/write instead of splice(2)")
-	noSockmap := fs.Bool("disable-sockmap", false, "tcp_proxy: keep connections whose chain is a lone tcp_proxy on the userspace path instead of letting the kernel forward their bytes (BPF sockmap, used by default where it loads: root or CAP_BPF; see docs/sockmap.md)")
+	useSockmap := fs.Bool("enable-sockmap", false, "tcp_proxy: let the kernel forward the bytes of connections whose chain is a lone tcp_proxy (BPF sockmap; root or CAP_BPF). Experimental: on Linux 6.18 the kernel now and then delivers a segment twice under backpressure (docs/sockmap.md, trap 17)")
+	noSockmap := fs.Bool("disable-sockmap", false, "tcp_proxy: keep every connection on the userspace path (the default; overrides --enable-sockmap)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	reject := fs.Bool("reject-ignored", false, rejectIgnoredUsage)
 	hr := hotRestartFlags(fs)
@@ -259,19 +260,22 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	// instead of killing the process, as in Envoy; on stdout or stderr it would be fatal.
 	signal.Ignore(syscall.SIGPIPE)
 
-	// The kernel path is on wherever it can work; where it cannot (not root, no BPF, a
-	// kernel without sockmap) the proxy runs as before on the userspace path: a faster
-	// byte path is not worth refusing to start. One Map serves every worker (it is safe
-	// for concurrent use), so its cost does not grow with --concurrency.
+	// The kernel path is opt-in: on the kernels tried (6.18) it duplicates a held segment
+	// now and then (docs/sockmap.md, trap 17), and it is not faster here. Where it cannot
+	// load (not root, no BPF, a kernel without sockmap) the proxy runs on the userspace
+	// path: a faster byte path is not worth refusing to start. One Map serves every worker
+	// (it is safe for concurrent use), so its cost does not grow with --concurrency.
 	var kernelPairs engine.KernelPairs
-	if *noSockmap {
-		log.Info("sockmap: disabled by --disable-sockmap")
+	if *noSockmap || !*useSockmap {
+		if *useSockmap {
+			log.Info("sockmap: disabled by --disable-sockmap")
+		}
 	} else if m, err := sockmap.Open(0); err != nil {
 		log.Warn("sockmap unavailable: tcp_proxy stays on the userspace path", "error", err)
 	} else {
 		defer m.Close() // after the server: deferred before srv.Close
 		kernelPairs = m
-		log.Info("sockmap: on; a lone tcp_proxy's bytes are forwarded in the kernel")
+		log.Warn("sockmap: on (experimental); a lone tcp_proxy's bytes are forwarded in the kernel, which on Linux 6.18 now and then delivers a segment twice under backpressure (docs/sockmap.md, trap 17)")
 	}
 	srv, err := engine.NewServer(engine.ServerOptions{Concurrency: *concurrency, Logger: log, DisableSplice: *noSplice,
 		DrainTime: max(time.Duration(*drain)*time.Second, time.Millisecond), DrainStrategy: drainStrategy,
