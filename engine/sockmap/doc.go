@@ -5,6 +5,11 @@
 // kernel to the other socket's send side: the proxy's worker is not woken, reads nothing
 // and writes nothing. It still watches both sockets for hang-up, reset and error.
 //
+// Known fault: on Linux 6.18, while the program holds a socket's bytes for backpressure
+// (below), the kernel now and then hands it a held segment a second time, and the
+// segment reaches the peer twice (docs/sockmap.md, trap 17). Portico therefore uses this
+// package only when asked (portico --enable-sockmap).
+//
 // # Two maps
 //
 // A Map holds two sockhashes, both keyed by socket cookie (SO_COOKIE):
