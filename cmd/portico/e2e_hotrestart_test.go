@@ -413,9 +413,11 @@ func (l *hrLoad) run(ctx context.Context, addr string, minGen *atomic.Int64) (se
 
 // adminPoll asks /ready every 100 ms until ctx ends; it returns the longest time without
 // an answer (any HTTP status, for the log: a busy box stretches it), how many answers were
-// not 200 LIVE, and the polls that got no answer at all (refused, reset, or nothing in
-// 10 s), with the first such error: admin must never go silent across a restart.
-func adminPoll(ctx context.Context, admin string) (maxGap time.Duration, notLive, polls, failed int, firstErr error) {
+// not 200 LIVE, the polls admin was silent for (the connection refused, or nothing in
+// 10 s), with the first such error: admin must never go silent across a restart; and
+// the polls whose connection was closed without an answer (an exiting parent's, for the
+// log).
+func adminPoll(ctx context.Context, admin string) (maxGap time.Duration, notLive, polls, failed, dropped int, firstErr error) {
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	last := time.Now()
 	t := time.NewTicker(100 * time.Millisecond)
@@ -423,7 +425,7 @@ func adminPoll(ctx context.Context, admin string) (maxGap time.Duration, notLive
 	for {
 		select {
 		case <-ctx.Done():
-			return max(maxGap, time.Since(last)), notLive, polls, failed, firstErr
+			return max(maxGap, time.Since(last)), notLive, polls, failed, dropped, firstErr
 		case <-t.C:
 		}
 		resp, err := client.Get("http://" + admin + "/ready")
@@ -434,11 +436,16 @@ func adminPoll(ctx context.Context, admin string) (maxGap time.Duration, notLive
 			resp.Body.Close()
 		}
 		if err != nil {
-			if ctx.Err() == nil {
+			var ne net.Error
+			switch {
+			case ctx.Err() != nil:
+			case errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &ne) && ne.Timeout():
 				failed++
 				if firstErr == nil {
 					firstErr = err
 				}
+			default:
+				dropped++
 			}
 			continue
 		}
@@ -490,12 +497,15 @@ func runHotRestart(t *testing.T, sc hrScenario) {
 	defer stop()
 	var sent int64
 	var elapsed, maxGap time.Duration
-	var notLive, polls, adminFailed int
+	var notLive, polls, adminFailed, adminDropped int
 	var adminErr error
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); sent, elapsed = load.run(ctx, addr, &minGen) }()
-	go func() { defer wg.Done(); maxGap, notLive, polls, adminFailed, adminErr = adminPoll(ctx, admin) }()
+	go func() {
+		defer wg.Done()
+		maxGap, notLive, polls, adminFailed, adminDropped, adminErr = adminPoll(ctx, admin)
+	}()
 	time.Sleep(300 * time.Millisecond) // the load is on before the first restart
 
 	badTried := false
@@ -546,11 +556,11 @@ func runHotRestart(t *testing.T, sc hrScenario) {
 	ok := load.ok.Load()
 	t.Logf("%d restarts in %v: %d new connections (%.0f/s), ok %d, refused %d, reset %d, timed out %d, other %d, bad status %d, stale generation %d; "+
 		"streams: %d responses on %d connections, %d failed, %d mixed generations, %d idle-close races retried; "+
-		"admin: %d polls, longest gap %v, %d not LIVE",
+		"admin: %d polls, longest gap %v, %d not LIVE, %d closed without an answer",
 		sc.restarts, elapsed.Round(time.Millisecond), sent, float64(sent)/elapsed.Seconds(), ok, load.refused.Load(), load.reset.Load(),
 		load.timeout.Load(), load.other.Load(), load.badStatus.Load(), load.staleGen.Load(),
 		load.streamOK.Load(), load.streamConns.Load(), load.streamFail.Load(), load.streamGenMix.Load(), load.streamIdleRace.Load(),
-		polls, maxGap.Round(time.Millisecond), notLive)
+		polls, maxGap.Round(time.Millisecond), notLive, adminDropped)
 	if ok != sent || load.streamFail.Load() != 0 || load.streamGenMix.Load() != 0 {
 		t.Errorf("failures under hot restart; first: %v", load.errs)
 	}
