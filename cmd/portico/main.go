@@ -266,13 +266,16 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	// path: a faster byte path is not worth refusing to start. One Map serves every worker
 	// (it is safe for concurrent use), so its cost does not grow with --concurrency.
 	var kernelPairs engine.KernelPairs
-	if *noSockmap || !*useSockmap {
-		if *useSockmap {
-			log.Info("sockmap: disabled by --disable-sockmap")
+	switch {
+	case !*useSockmap:
+	case *noSockmap:
+		log.Info("sockmap: disabled by --disable-sockmap")
+	default:
+		m, err := sockmap.Open(0)
+		if err != nil {
+			log.Warn("sockmap unavailable: tcp_proxy stays on the userspace path", "error", err)
+			break
 		}
-	} else if m, err := sockmap.Open(0); err != nil {
-		log.Warn("sockmap unavailable: tcp_proxy stays on the userspace path", "error", err)
-	} else {
 		defer m.Close() // after the server: deferred before srv.Close
 		kernelPairs = m
 		log.Warn("sockmap: on (experimental); a lone tcp_proxy's bytes are forwarded in the kernel, which on Linux 6.18 now and then delivers a segment twice under backpressure (docs/sockmap.md, trap 17)")
